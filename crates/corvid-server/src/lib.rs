@@ -1,0 +1,1 @@
+//! The Corvid server library (placeholder, being written).

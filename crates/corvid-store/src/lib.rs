@@ -1,0 +1,1 @@
+//! Corvid storage (placeholder, being written).

@@ -1,0 +1,1 @@
+//! XML stream framing for XMPP (placeholder, being written).
