@@ -1,1 +1,24 @@
-//! Corvid storage (placeholder, being written).
+//! Corvid storage: one trait per concern (`Users` today; rosters, offline messages, vCards …
+//! to come), all implemented by [`SqlStore`] over sqlx. SQLite is embedded (a WAL file in the
+//! data directory); PostgreSQL is planned behind the same queries with its own migrations.
+//!
+//! This crate owns every SQL statement in Corvid; nothing else writes SQL. A write that
+//! returns `Ok` is durable, so callers may acknowledge data as soon as it does.
+//!
+//! ```no_run
+//! # async fn demo(creds: corvid_proto::sasl::Credentials) -> Result<(), corvid_store::StoreError> {
+//! use corvid_store::{SqlStore, Users};
+//!
+//! let store = SqlStore::open_in_dir(std::path::Path::new("/var/lib/corvid")).await?;
+//! store.create_user("juliet", "capulet.example", &creds).await?;
+//! assert!(store.user_exists("juliet", "capulet.example").await?);
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod sql;
+mod users;
+
+pub use error::StoreError;
+pub use sql::SqlStore;
+pub use users::Users;

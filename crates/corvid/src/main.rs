@@ -1,3 +1,187 @@
-fn main() {
-    println!("Hello, world!");
+//! `corvid`: the server binary. `corvid serve` runs the server; `corvid user …` manages
+//! accounts directly in the store (works whether or not the server is running).
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use corvid_server::{accounts, Config};
+use corvid_store::{SqlStore, Users};
+
+#[derive(Parser)]
+#[command(name = "corvid", version, about = "Corvid XMPP server")]
+struct Cli {
+    /// Config file (TOML); without it, the built-in defaults serve `localhost`.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server until SIGINT/SIGTERM.
+    Serve,
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account. Without --password, prompts (or reads one line from stdin).
+    Add {
+        jid: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Delete an account and its data.
+    Remove { jid: String },
+    /// List accounts, optionally of one domain.
+    List { domain: Option<String> },
+    /// Set a new password. Without --password, prompts (or reads one line from stdin).
+    Passwd {
+        jid: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corvid: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve => runtime.block_on(serve(config)),
+        Command::User(cmd) => runtime.block_on(user(config, cmd)),
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.level.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(config: Config) -> Result<()> {
+    init_logging(&config);
+    let running = corvid_server::start(config).await?;
+    let server = &running.server;
+    tracing::info!(
+        domains = ?server.config.domains,
+        starttls = ?running.c2s_addrs,
+        direct_tls = ?running.tls_addrs,
+        data = %server.config.data_dir.display(),
+        "Corvid is listening; add a user with: corvid user add USER@{}{}",
+        server.config.default_domain(),
+        if server.config.registration_open() { " (or register in-band)" } else { "" },
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn user(config: Config, cmd: UserCommand) -> Result<()> {
+    let url = config.storage_url();
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    }
+    let store = SqlStore::open(&url).await.context("cannot open the store")?;
+    let result = run_user_command(&config, &store, cmd).await;
+    store.close().await;
+    result
+}
+
+async fn run_user_command(config: &Config, store: &SqlStore, cmd: UserCommand) -> Result<()> {
+    match cmd {
+        UserCommand::Add { jid, password } => {
+            let user = accounts::parse_user(&jid, config)?;
+            let password = password_from(password, "Password for the new account: ")?;
+            accounts::create(store, &user, &password).await.map_err(|e| match e {
+                accounts::AccountError::Exists => anyhow::anyhow!("{user} already exists"),
+                e => e.into(),
+            })?;
+            println!("created {user}");
+        }
+        UserCommand::Remove { jid } => {
+            let user = accounts::parse_user(&jid, config)?;
+            accounts::remove(store, &user).await.map_err(|e| match e {
+                accounts::AccountError::NotFound => anyhow::anyhow!("{user} does not exist"),
+                e => e.into(),
+            })?;
+            println!("removed {user}");
+        }
+        UserCommand::List { domain } => {
+            if let Some(domain) = &domain {
+                if !config.serves(domain) {
+                    bail!("this server does not serve the domain {domain:?}");
+                }
+            }
+            for (username, domain) in store.list_users(domain.as_deref()).await? {
+                println!("{username}@{domain}");
+            }
+        }
+        UserCommand::Passwd { jid, password } => {
+            let user = accounts::parse_user(&jid, config)?;
+            let password = password_from(password, "New password: ")?;
+            accounts::set_password(store, &user, &password).await.map_err(|e| match e {
+                accounts::AccountError::NotFound => anyhow::anyhow!("{user} does not exist"),
+                e => e.into(),
+            })?;
+            println!("password changed for {user}");
+        }
+    }
+    Ok(())
+}
+
+/// The password from the flag, the terminal (not echoed), or one line of stdin.
+fn password_from(flag: Option<String>, prompt: &str) -> Result<String> {
+    let password = match flag {
+        Some(p) => p,
+        None if std::io::stdin().is_terminal() => rpassword::prompt_password(prompt)?,
+        None => {
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    if password.is_empty() {
+        bail!("the password must not be empty");
+    }
+    Ok(password)
 }

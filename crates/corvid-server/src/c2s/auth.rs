@@ -1,0 +1,252 @@
+//! SASL authentication on the c2s stream (RFC 6120 §6): mechanism offer, the exchange of
+//! `<auth/>`, `<challenge/>`, `<response/>`, and `<success/>` or `<failure/>`.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use corvid_proto::sasl::{self, Mechanism, SaslError, ScramServer};
+use corvid_proto::{ns, BareJid, StreamError, StreamErrorCondition as Cond};
+use corvid_store::Users as _;
+use corvid_xml::Element;
+
+use super::session::{End, Phase, Session};
+
+/// SASL progress on one stream.
+#[derive(Default)]
+pub(crate) struct AuthState {
+    exchange: Option<Exchange>,
+    failures: u32,
+}
+
+enum Exchange {
+    /// `<auth/>` came without an initial response; the client-first message comes next.
+    AwaitingClientFirst(ScramServer),
+    /// PLAIN without an initial response: the credentials come next.
+    AwaitingPlain,
+    /// We sent server-first for this user; the client-final message comes next.
+    AwaitingClientFinal(ScramServer, BareJid),
+}
+
+impl Session {
+    /// Mechanisms offered on this stream, strongest first.
+    pub(super) fn mechanisms(&self) -> Vec<Mechanism> {
+        let tls = self.transport.is_tls();
+        if !tls && self.server.config.c2s.require_tls {
+            return Vec::new();
+        }
+        let mut mechs = Vec::new();
+        if self.bindings.tls_exporter.is_some() || self.bindings.tls_server_end_point.is_some() {
+            mechs.extend([Mechanism::ScramSha256Plus, Mechanism::ScramSha1Plus]);
+        }
+        mechs.extend([Mechanism::ScramSha256, Mechanism::ScramSha1]);
+        // RFC 6120 §13.8: PLAIN only where the password is protected by TLS.
+        if tls {
+            mechs.push(Mechanism::Plain);
+        }
+        mechs
+    }
+
+    pub(super) fn sasl_features(&self) -> Vec<Element> {
+        let mechs = self.mechanisms();
+        if mechs.is_empty() {
+            return Vec::new();
+        }
+        let mut mechanisms = Element::new("mechanisms", ns::SASL);
+        for m in &mechs {
+            mechanisms.append_child(Element::new("mechanism", ns::SASL).with_text(m.name()));
+        }
+        let mut features = vec![mechanisms];
+        // XEP-0440: say which channel-binding types the -PLUS mechanisms can use here.
+        let types: Vec<&str> = [
+            self.bindings.tls_exporter.as_ref().map(|_| "tls-exporter"),
+            self.bindings.tls_server_end_point.as_ref().map(|_| "tls-server-end-point"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !types.is_empty() && self.transport.is_tls() {
+            let mut cb = Element::new("sasl-channel-binding", ns::SASL_CB);
+            for t in types {
+                cb.append_child(Element::new("channel-binding", ns::SASL_CB).with_attr("type", t));
+            }
+            features.push(cb);
+        }
+        features
+    }
+
+    pub(super) async fn on_sasl(&mut self, el: Element) -> Result<(), End> {
+        let outcome = match el.name() {
+            "auth" => self.sasl_auth(&el).await,
+            "response" => self.sasl_response(&el).await,
+            "abort" => {
+                self.auth.exchange = None;
+                Err(SaslError::Aborted)
+            }
+            _ => return Err(self.fail(StreamError::new(Cond::UnsupportedStanzaType)).await),
+        };
+        match outcome {
+            // An empty challenge is an empty element; "=" is only for empty responses/outcomes.
+            Ok(Step::Challenge(data)) if data.is_empty() => self.sasl_send("challenge", None).await,
+            Ok(Step::Challenge(data)) => self.sasl_send("challenge", Some(&data)).await,
+            Ok(Step::Success { user, additional }) => {
+                tracing::debug!(user = %user, "authenticated");
+                self.auth = AuthState::default();
+                self.guard.authenticated();
+                self.sasl_send("success", additional.as_deref()).await?;
+                self.phase = Phase::Authenticated(user);
+                self.restart_stream();
+                Ok(())
+            }
+            Err(err) => {
+                self.auth.exchange = None;
+                if err != SaslError::Aborted {
+                    self.auth.failures += 1;
+                }
+                tracing::debug!(condition = err.condition(), "authentication failed");
+                let failure = Element::new("failure", ns::SASL).with_child(Element::new(err.condition(), ns::SASL));
+                self.send(&failure).await?;
+                if self.auth.failures >= self.server.config.limits.max_auth_failures {
+                    // RFC 6120 §6.4.5: a bounded number of retries, then the stream ends.
+                    return Err(self.fail(StreamError::with_text(Cond::PolicyViolation, "Too many failed authentication attempts")).await);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn sasl_send(&mut self, name: &str, data: Option<&[u8]>) -> Result<(), End> {
+        let mut el = Element::new(name, ns::SASL);
+        match data {
+            // RFC 6120 §6.4.2: an empty response is sent as "=".
+            Some([]) => el.append_text("="),
+            Some(data) => el.append_text(B64.encode(data)),
+            None => {}
+        }
+        self.send(&el).await
+    }
+
+    async fn sasl_auth(&mut self, el: &Element) -> Result<Step, SaslError> {
+        if self.auth.exchange.is_some() {
+            // A new <auth/> during an exchange aborts the old one (RFC 6120 §6.4.6 leaves
+            // this open; starting over is what clients expect).
+            self.auth.exchange = None;
+        }
+        if !self.transport.is_tls() && self.server.config.c2s.require_tls {
+            return Err(SaslError::EncryptionRequired);
+        }
+        let mechanism = el
+            .attr("mechanism")
+            .and_then(Mechanism::from_name)
+            .filter(|m| self.mechanisms().contains(m))
+            .ok_or(SaslError::InvalidMechanism)?;
+        let initial = decode_payload(el)?;
+        match mechanism {
+            Mechanism::Plain => match initial {
+                Some(data) => self.plain(&data).await,
+                // No initial response: ask for it with an empty challenge (RFC 4422 §5).
+                None => {
+                    self.auth.exchange = Some(Exchange::AwaitingPlain);
+                    Ok(Step::Challenge(Vec::new()))
+                }
+            },
+            scram => {
+                let plus_advertised = self.mechanisms().iter().any(|m| m.is_plus());
+                let server = ScramServer::new(scram, self.bindings.clone(), plus_advertised);
+                match initial {
+                    Some(first) => self.scram_first(server, &first).await,
+                    None => {
+                        self.auth.exchange = Some(Exchange::AwaitingClientFirst(server));
+                        Ok(Step::Challenge(Vec::new()))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn sasl_response(&mut self, el: &Element) -> Result<Step, SaslError> {
+        let data = decode_payload(el)?.unwrap_or_default();
+        match self.auth.exchange.take() {
+            None => Err(SaslError::MalformedRequest),
+            Some(Exchange::AwaitingPlain) => self.plain(&data).await,
+            Some(Exchange::AwaitingClientFirst(server)) => self.scram_first(server, &data).await,
+            Some(Exchange::AwaitingClientFinal(mut server, user)) => {
+                let server_final = server.client_final(&data)?;
+                Ok(Step::Success { user, additional: Some(server_final) })
+            }
+        }
+    }
+
+    async fn scram_first(&mut self, mut server: ScramServer, data: &[u8]) -> Result<Step, SaslError> {
+        let first = server.client_first(data)?;
+        let user = self.user_jid(&first.username, first.authzid.as_deref());
+        let creds = match &user {
+            Ok(user) => self.credentials(user).await?,
+            Err(_) => None,
+        };
+        // An unknown or invalid user still gets a plausible server-first message, so the
+        // exchange cannot be used to find out which accounts exist; it fails at the end.
+        let server_first = server.server_first(creds.as_ref());
+        let user = match user {
+            Ok(user) => user,
+            Err(SaslError::InvalidAuthzid) => return Err(SaslError::InvalidAuthzid),
+            Err(_) => BareJid::new(&format!("invalid@{}", self.domain)).map_err(|_| SaslError::NotAuthorized)?,
+        };
+        self.auth.exchange = Some(Exchange::AwaitingClientFinal(server, user));
+        Ok(Step::Challenge(server_first))
+    }
+
+    async fn plain(&mut self, data: &[u8]) -> Result<Step, SaslError> {
+        let plain = sasl::parse_plain(data)?;
+        let user = self.user_jid(&plain.username, plain.authzid.as_deref())?;
+        let creds = self.credentials(&user).await?.ok_or(SaslError::NotAuthorized)?;
+        let password = plain.password;
+        // PBKDF2 is deliberately slow: keep it off the async threads.
+        let ok = tokio::task::spawn_blocking(move || creds.verify_password(&password))
+            .await
+            .map_err(|_| SaslError::TemporaryAuthFailure)?;
+        if ok {
+            Ok(Step::Success { user, additional: None })
+        } else {
+            Err(SaslError::NotAuthorized)
+        }
+    }
+
+    /// The account a SASL username names on this stream's domain; the authzid, if any,
+    /// must be that same account (we do not let one user act as another).
+    fn user_jid(&self, username: &str, authzid: Option<&str>) -> Result<BareJid, SaslError> {
+        if username.is_empty() || username.contains(['@', '/']) {
+            return Err(SaslError::NotAuthorized);
+        }
+        let user = BareJid::new(&format!("{username}@{}", self.domain)).map_err(|_| SaslError::NotAuthorized)?;
+        if let Some(authzid) = authzid.filter(|a| !a.is_empty()) {
+            match BareJid::new(authzid) {
+                Ok(z) if z == user => {}
+                _ => return Err(SaslError::InvalidAuthzid),
+            }
+        }
+        Ok(user)
+    }
+
+    async fn credentials(&self, user: &BareJid) -> Result<Option<sasl::Credentials>, SaslError> {
+        let node = user.node().map(|n| n.as_str()).unwrap_or_default();
+        self.server.store.credentials(node, user.domain().as_str()).await.map_err(|e| {
+            tracing::warn!(error = %e, "credential lookup failed");
+            SaslError::TemporaryAuthFailure
+        })
+    }
+}
+
+enum Step {
+    Challenge(Vec<u8>),
+    Success { user: BareJid, additional: Option<Vec<u8>> },
+}
+
+/// The base64 text of an `<auth/>` or `<response/>`: `None` when absent, empty for "=".
+fn decode_payload(el: &Element) -> Result<Option<Vec<u8>>, SaslError> {
+    let text = el.text();
+    let text = text.trim();
+    match text {
+        "" => Ok(None),
+        "=" => Ok(Some(Vec::new())),
+        _ => B64.decode(text).map(Some).map_err(|_| SaslError::IncorrectEncoding),
+    }
+}

@@ -1,0 +1,63 @@
+//! Client-to-server streams (RFC 6120): the listener, the transport, and the per-connection
+//! state machine, one task per connection.
+
+mod auth;
+mod bind;
+mod register;
+mod session;
+mod transport;
+
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+use crate::limits::Refusal;
+use crate::server::Server;
+
+pub(crate) use transport::Transport;
+
+/// Accepts connections until shutdown, one task each.
+pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls: bool) {
+    let mut shutdown = server.shutdown_signal();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        match server.connections.admit(peer.ip()) {
+            Ok(guard) => {
+                tokio::spawn(session::run(server.clone(), tcp, peer, direct_tls, guard));
+            }
+            Err(refusal) => {
+                tracing::info!(ip = %peer.ip(), ?refusal, "connection refused");
+                if !direct_tls {
+                    tokio::spawn(refuse(server.clone(), tcp, refusal));
+                }
+            }
+        }
+    }
+}
+
+/// Tells a refused plaintext client why, as a stream error (RFC 6120 §4.9.1.2), then closes.
+async fn refuse(server: Arc<Server>, mut tcp: tokio::net::TcpStream, refusal: Refusal) {
+    let condition = match refusal {
+        Refusal::TooManyConnections => "resource-constraint",
+        Refusal::TooManyFromAddress => "policy-violation",
+    };
+    let text = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='{}' version='1.0'><stream:error><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>",
+        server.config.default_domain()
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), tcp.write_all(text.as_bytes())).await;
+}

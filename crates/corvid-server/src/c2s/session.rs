@@ -1,0 +1,604 @@
+//! One client connection: the RFC 6120 stream state machine, from the stream header
+//! through STARTTLS, SASL and resource binding to the established session.
+//!
+//! The task owns the socket. It waits on four things at once: bytes from the client,
+//! stanzas queued for it by the router, a close request (conflict, slow consumer, account
+//! removal) and its timers. Stanzas are handled inline, in order, so a client that floods
+//! only slows itself down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use corvid_proto::sasl::ChannelBindings;
+use corvid_proto::{ns, BareJid, FullJid, Jid, StanzaError, StanzaKind, StreamError, StreamErrorCondition as Cond};
+use corvid_xml::{Element, Limits, StreamEvent, StreamHeader, StreamParser, XmlError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use super::auth::AuthState;
+use super::Transport;
+use crate::limits::{ConnectionGuard, TokenBucket};
+use crate::module::SessionEvent;
+use crate::server::Server;
+use crate::sessions::{Outbound, SessionControl};
+
+const READ_BUFFER: usize = 4096;
+/// Queued stanzas written in one go, at most.
+const WRITE_BATCH: usize = 64 * 1024;
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a stream ended (for the log line and the closing handshake).
+pub(super) enum End {
+    /// The client sent `</stream:stream>`.
+    ClientClosed,
+    /// The TCP connection ended without a closing tag.
+    Disconnected,
+    Io(std::io::Error),
+    /// We sent this stream error (and the closing tag).
+    StreamError(Cond),
+    TlsFailed,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::ClientClosed => f.write_str("closed by client"),
+            End::Disconnected => f.write_str("connection lost"),
+            End::Io(e) => write!(f, "I/O error: {e}"),
+            End::StreamError(cond) => write!(f, "stream error {}", cond.name()),
+            End::TlsFailed => f.write_str("TLS negotiation failed"),
+        }
+    }
+}
+
+pub(super) enum Phase {
+    /// Before SASL success.
+    PreAuth,
+    /// SASL done, no resource bound yet.
+    Authenticated(BareJid),
+    /// Established (RFC 6120 §7): stanzas are routed.
+    Bound { jid: FullJid, id: u64 },
+}
+
+pub(super) struct Session {
+    pub(super) server: Arc<Server>,
+    pub(super) transport: Transport,
+    pub(super) parser: StreamParser,
+    pub(super) guard: ConnectionGuard,
+    pub(super) phase: Phase,
+    /// The domain the client asked for in its stream header.
+    pub(super) domain: String,
+    pub(super) header_sent: bool,
+    pub(super) bindings: ChannelBindings,
+    pub(super) auth: AuthState,
+    rx: Option<mpsc::Receiver<Outbound>>,
+    control: Option<Arc<SessionControl>>,
+    bucket: TokenBucket,
+    throttle_until: Option<Instant>,
+    last_read: Instant,
+    ping_sent: Option<Instant>,
+    auth_deadline: Instant,
+    shutdown: watch::Receiver<bool>,
+    out: Vec<u8>,
+}
+
+enum Wake {
+    Shutdown,
+    Closed(StreamError),
+    Outbound(Option<Outbound>),
+    Read(std::io::Result<usize>),
+    Timer,
+}
+
+/// Runs one connection to its end.
+pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool, guard: ConnectionGuard) {
+    let span = tracing::info_span!("c2s", ip = %peer.ip(), jid = tracing::field::Empty);
+    async move {
+        let transport = if direct_tls {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, server.tls.direct.accept(tcp)).await {
+                Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
+                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!("TLS handshake timed out"),
+            }
+        } else {
+            Transport::Plain(tcp)
+        };
+        let mut session = Session::new(server, transport, guard);
+        session.bindings = session.channel_bindings();
+        let end = session.run_loop().await;
+        session.finish(end).await;
+    }
+    .instrument(span)
+    .await
+}
+
+impl Session {
+    fn new(server: Arc<Server>, transport: Transport, guard: ConnectionGuard) -> Session {
+        let limits = &server.config.limits;
+        let now = Instant::now();
+        Session {
+            parser: StreamParser::new(xml_limits(&server)),
+            bucket: TokenBucket::new(limits.session_bytes_per_sec, limits.session_burst_bytes),
+            auth_deadline: now + Duration::from_secs(limits.unauthenticated_timeout_secs),
+            domain: server.config.default_domain().to_string(),
+            shutdown: server.shutdown_signal(),
+            server,
+            transport,
+            guard,
+            phase: Phase::PreAuth,
+            header_sent: false,
+            bindings: ChannelBindings { tls_exporter: None, tls_server_end_point: None },
+            auth: AuthState::default(),
+            rx: None,
+            control: None,
+            throttle_until: None,
+            last_read: now,
+            ping_sent: None,
+            out: Vec::new(),
+        }
+    }
+
+    async fn run_loop(&mut self) -> End {
+        let mut buf = vec![0u8; READ_BUFFER];
+        loop {
+            let timer = self.next_deadline();
+            let wake = tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => Wake::Shutdown,
+                err = closed(&self.control) => Wake::Closed(err),
+                out = recv(&mut self.rx) => Wake::Outbound(out),
+                read = self.transport.read(&mut buf), if self.throttle_until.is_none() => Wake::Read(read),
+                _ = tokio::time::sleep_until(timer.into()) => Wake::Timer,
+            };
+            let step = match wake {
+                Wake::Shutdown => Err(self.fail(StreamError::new(Cond::SystemShutdown)).await),
+                Wake::Closed(err) => {
+                    self.flush_queue().await;
+                    Err(self.fail(err).await)
+                }
+                Wake::Outbound(Some(first)) => self.write_queued(first).await,
+                Wake::Outbound(None) => Ok(()),
+                Wake::Read(Ok(0)) => Err(End::Disconnected),
+                Wake::Read(Ok(n)) => self.on_bytes(&buf[..n]).await,
+                Wake::Read(Err(e)) => Err(End::Io(e)),
+                Wake::Timer => self.on_timer().await,
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let limits = &self.server.config.limits;
+        let mut deadline = Instant::now() + Duration::from_secs(3600);
+        if !matches!(self.phase, Phase::Bound { .. }) {
+            deadline = deadline.min(self.auth_deadline);
+        } else if limits.idle_ping_secs > 0 {
+            deadline = deadline.min(match self.ping_sent {
+                Some(sent) => sent + Duration::from_secs(limits.ping_timeout_secs),
+                None => self.last_read + Duration::from_secs(limits.idle_ping_secs),
+            });
+        }
+        if let Some(until) = self.throttle_until {
+            deadline = deadline.min(until);
+        }
+        deadline
+    }
+
+    async fn on_timer(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        let limits = &self.server.config.limits;
+        if self.throttle_until.is_some_and(|t| now >= t) {
+            self.throttle_until = None;
+        }
+        match &self.phase {
+            Phase::Bound { jid, .. } if limits.idle_ping_secs > 0 => match self.ping_sent {
+                Some(sent) if now >= sent + Duration::from_secs(limits.ping_timeout_secs) => {
+                    Err(self.fail(StreamError::with_text(Cond::ConnectionTimeout, "No answer to ping")).await)
+                }
+                None if now >= self.last_read + Duration::from_secs(limits.idle_ping_secs) => {
+                    // XEP-0199 §3: the server pings an idle client to detect dead connections.
+                    let ping = Element::new("iq", ns::CLIENT)
+                        .with_attr("type", "get")
+                        .with_attr("id", "c2s-idle-ping")
+                        .with_attr("from", self.domain.as_str())
+                        .with_attr("to", jid.as_str())
+                        .with_child(Element::new("ping", ns::PING));
+                    self.ping_sent = Some(now);
+                    self.send(&ping).await
+                }
+                _ => Ok(()),
+            },
+            Phase::Bound { .. } => Ok(()),
+            _ if now >= self.auth_deadline => {
+                Err(self.fail(StreamError::with_text(Cond::ConnectionTimeout, "Authentication took too long")).await)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_bytes(&mut self, data: &[u8]) -> Result<(), End> {
+        let now = Instant::now();
+        self.last_read = now;
+        self.ping_sent = None;
+        let wait = self.bucket.take(data.len(), now);
+        if !wait.is_zero() {
+            self.throttle_until = Some(now + wait);
+        }
+        let mut input = data;
+        loop {
+            let event = match self.parser.next_event(&mut input) {
+                Ok(Some(event)) => event,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.fail(xml_error(&e)).await),
+            };
+            match event {
+                StreamEvent::Open(header) => self.on_stream_open(&header).await?,
+                StreamEvent::Close => return Err(End::ClientClosed),
+                StreamEvent::Stanza(el) => {
+                    if self.on_element(el).await? == AfterElement::DiscardInput {
+                        // RFC 6120 §5.4.3.3: nothing sent before the TLS handshake is kept.
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_stream_open(&mut self, header: &StreamHeader) -> Result<(), End> {
+        if header.name != "stream" || header.ns != ns::STREAM {
+            return Err(self.fail(StreamError::new(Cond::InvalidNamespace)).await);
+        }
+        let major = header.attr("version").and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
+        if major != Some(1) {
+            // RFC 6120 §4.7.5: we speak 1.0 only (no pre-RFC 0.9 streams).
+            return Err(self.fail(StreamError::new(Cond::UnsupportedVersion)).await);
+        }
+        if let Some(to) = header.attr("to") {
+            let domain = Jid::new(to).ok().filter(|j| j.node().is_none() && j.resource().is_none());
+            match domain {
+                Some(d) if self.server.config.serves(d.as_str()) => self.domain = d.as_str().to_string(),
+                _ => return Err(self.fail(StreamError::new(Cond::HostUnknown)).await),
+            }
+        }
+        self.send_header().await?;
+        let features = self.features();
+        self.write_stream_element("features", &features).await
+    }
+
+    async fn send_header(&mut self) -> Result<(), End> {
+        let id = crate::random_id();
+        let header = format!(
+            "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{id}' from='{}' version='1.0' xml:lang='en'>",
+            ns::CLIENT,
+            ns::STREAM,
+            self.domain
+        );
+        self.header_sent = true;
+        self.write_raw(header.as_bytes()).await
+    }
+
+    /// Stream features for the current phase (RFC 6120 §4.3.2).
+    fn features(&self) -> Vec<Element> {
+        let mut features = Vec::new();
+        match &self.phase {
+            Phase::PreAuth => {
+                if !self.transport.is_tls() {
+                    let mut starttls = Element::new("starttls", ns::TLS);
+                    if self.server.config.c2s.require_tls {
+                        starttls.append_child(Element::new("required", ns::TLS));
+                    }
+                    features.push(starttls);
+                }
+                features.extend(self.sasl_features());
+                if self.transport.is_tls() && self.server.config.registration_open() {
+                    features.push(Element::new("register", ns::REGISTER_FEATURE));
+                }
+            }
+            Phase::Authenticated(_) => {
+                features.push(Element::new("bind", ns::BIND));
+                // RFC 3921 session establishment, optional (draft-cridland-xmpp-session).
+                features.push(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)));
+            }
+            Phase::Bound { .. } => {}
+        }
+        features
+    }
+
+    async fn on_element(&mut self, el: Element) -> Result<AfterElement, End> {
+        match &self.phase {
+            Phase::PreAuth => self.on_pre_auth(el).await,
+            Phase::Authenticated(user) => {
+                let user = user.clone();
+                self.on_authenticated(el, user).await.map(|_| AfterElement::Continue)
+            }
+            Phase::Bound { jid, .. } => {
+                let jid = jid.clone();
+                self.on_established(el, jid).await.map(|_| AfterElement::Continue)
+            }
+        }
+    }
+
+    async fn on_pre_auth(&mut self, el: Element) -> Result<AfterElement, End> {
+        match (el.ns(), el.name()) {
+            (ns::TLS, "starttls") => return self.starttls().await.map(|_| AfterElement::DiscardInput),
+            (ns::SASL, _) => self.on_sasl(el).await?,
+            (ns::CLIENT, "iq") if el.children().any(|c| c.ns() == ns::REGISTER) => {
+                self.on_pre_auth_register(el).await?
+            }
+            _ => {
+                return Err(self.fail(StreamError::with_text(Cond::NotAuthorized, "Authenticate first")).await);
+            }
+        }
+        Ok(AfterElement::Continue)
+    }
+
+    async fn starttls(&mut self) -> Result<(), End> {
+        if self.transport.is_tls() {
+            return Err(self.fail(StreamError::with_text(Cond::PolicyViolation, "TLS is already on")).await);
+        }
+        self.write_raw(format!("<proceed xmlns='{}'/>", ns::TLS).as_bytes()).await?;
+        let Transport::Plain(tcp) = std::mem::replace(&mut self.transport, Transport::Upgrading) else {
+            return Err(End::TlsFailed);
+        };
+        let acceptor = self.server.tls.starttls.clone();
+        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => self.transport = Transport::Tls(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "STARTTLS handshake failed");
+                return Err(End::TlsFailed);
+            }
+            Err(_) => return Err(End::TlsFailed),
+        }
+        self.bindings = self.channel_bindings();
+        self.restart_stream();
+        Ok(())
+    }
+
+    /// RFC 6120 §4.3.3: after TLS and after SASL success both sides start a new stream.
+    pub(super) fn restart_stream(&mut self) {
+        self.parser.reset();
+        self.header_sent = false;
+    }
+
+    fn channel_bindings(&self) -> ChannelBindings {
+        let Transport::Tls(tls) = &self.transport else {
+            return ChannelBindings { tls_exporter: None, tls_server_end_point: None };
+        };
+        let conn = tls.get_ref().1;
+        // RFC 9266: tls-exporter is defined for TLS 1.3 (and 1.2 only with extended master
+        // secret, which we cannot confirm from here), so offer it on 1.3 only.
+        let tls_exporter = (conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3))
+            .then(|| conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None).ok())
+            .flatten()
+            .map(|k| k.to_vec());
+        ChannelBindings { tls_exporter, tls_server_end_point: self.server.tls.server_end_point.clone() }
+    }
+
+    async fn on_authenticated(&mut self, el: Element, user: BareJid) -> Result<(), End> {
+        let is_iq_set = el.is("iq", ns::CLIENT) && el.attr("type") == Some("set");
+        match el.first_child() {
+            Some(bind) if is_iq_set && bind.is("bind", ns::BIND) => self.bind_resource(&el, user).await,
+            Some(session) if is_iq_set && session.is("session", ns::SESSION) => {
+                self.answer_session(&el).await
+            }
+            _ => Err(self.fail(StreamError::with_text(Cond::NotAuthorized, "Bind a resource first")).await),
+        }
+    }
+
+    /// Called by `bind_resource` once the session manager accepted the resource.
+    pub(super) async fn established(&mut self, jid: FullJid, bound: crate::sessions::BoundSession) {
+        tracing::Span::current().record("jid", tracing::field::display(&jid));
+        tracing::info!("session started");
+        self.phase = Phase::Bound { jid: jid.clone(), id: bound.id };
+        self.rx = Some(bound.rx);
+        self.control = Some(bound.control);
+        self.last_read = Instant::now();
+        let ctx = crate::module::Ctx { server: self.server.clone() };
+        self.server.modules.on_session(&ctx, &SessionEvent::Bound(jid)).await;
+    }
+
+    /// Legacy session establishment (RFC 3921 §3): nothing to do but say yes.
+    pub(super) async fn answer_session(&mut self, iq: &Element) -> Result<(), End> {
+        let mut result = Element::new("iq", ns::CLIENT).with_attr("type", "result").with_attr("from", self.domain.as_str());
+        if let Some(id) = iq.attr("id") {
+            result.set_attr("id", id);
+        }
+        self.send(&result).await
+    }
+
+    async fn on_established(&mut self, mut el: Element, jid: FullJid) -> Result<(), End> {
+        let Some(kind) = StanzaKind::of(&el, ns::CLIENT) else {
+            let cond = match el.name() {
+                "message" | "presence" | "iq" => Cond::InvalidNamespace,
+                _ => Cond::UnsupportedStanzaType,
+            };
+            return Err(self.fail(StreamError::new(cond)).await);
+        };
+        // RFC 6120 §8.1.2.1: a `from` must be the session's own address; we stamp the full JID.
+        if let Some(from) = el.attr("from") {
+            let own = Jid::new(from).is_ok_and(|f| f == *jid || f == jid.to_bare());
+            if !own {
+                return Err(self.fail(StreamError::new(Cond::InvalidFrom)).await);
+            }
+        }
+        el.set_attr("from", jid.as_str());
+        if kind == StanzaKind::Iq {
+            if el.attr("id").is_none() || corvid_proto::IqType::parse(el.attr("type")).is_none() {
+                return self.reply_error(&el, StanzaError::bad_request()).await;
+            }
+            let to_server = el.attr("to").is_none_or(|to| to == self.domain);
+            if to_server && el.attr("type") == Some("set") && el.first_child().is_some_and(|c| c.is("session", ns::SESSION)) {
+                return self.answer_session(&el).await;
+            }
+            if el.attr("type") == Some("set") && el.first_child().is_some_and(|c| c.is("bind", ns::BIND)) {
+                // RFC 6120 §7.6.2.1: one resource per stream.
+                return self.reply_error(&el, StanzaError::not_allowed()).await;
+            }
+        }
+        crate::router::route(&self.server, el).await;
+        Ok(())
+    }
+
+    /// Answers a stanza from this client with an error, directly.
+    pub(super) async fn reply_error(&mut self, el: &Element, err: StanzaError) -> Result<(), End> {
+        if !corvid_proto::stanza::may_bounce(el) {
+            return Ok(());
+        }
+        let mut reply = corvid_proto::stanza::error_reply(el, &err);
+        if reply.attr("from").is_none() {
+            reply.set_attr("from", self.domain.as_str());
+        }
+        reply.remove_attr("to");
+        if let Phase::Bound { jid, .. } = &self.phase {
+            reply.set_attr("to", jid.as_str());
+        }
+        self.send(&reply).await
+    }
+
+    /// Writes one stanza (in the `jabber:client` default namespace).
+    pub(super) async fn send(&mut self, el: &Element) -> Result<(), End> {
+        let mut out = std::mem::take(&mut self.out);
+        el.write_to(&mut out, ns::CLIENT);
+        let res = self.write_raw(&out).await;
+        out.clear();
+        self.out = out;
+        res
+    }
+
+    /// Writes `<stream:NAME>children</stream:NAME>` with the conventional prefix.
+    pub(super) async fn write_stream_element(&mut self, name: &str, children: &[Element]) -> Result<(), End> {
+        let mut out = format!("<stream:{name}>").into_bytes();
+        for child in children {
+            child.write_to(&mut out, ns::CLIENT);
+        }
+        out.extend_from_slice(format!("</stream:{name}>").as_bytes());
+        self.write_raw(&out).await
+    }
+
+    pub(super) async fn write_raw(&mut self, data: &[u8]) -> Result<(), End> {
+        let write = async {
+            self.transport.write_all(data).await?;
+            self.transport.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Io(e)),
+            Err(_) => Err(End::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))),
+        }
+    }
+
+    /// Writes a queued stanza and whatever else is already queued, in one batch.
+    async fn write_queued(&mut self, first: Bytes) -> Result<(), End> {
+        let mut out = std::mem::take(&mut self.out);
+        out.extend_from_slice(&first);
+        if let Some(rx) = &mut self.rx {
+            while out.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(more) => out.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+        }
+        let res = self.write_raw(&out).await;
+        out.clear();
+        if out.capacity() > WRITE_BATCH {
+            out = Vec::new();
+        }
+        self.out = out;
+        res
+    }
+
+    /// Writes what is already queued (before closing, so an IQ result precedes the close).
+    async fn flush_queue(&mut self) {
+        let first = match &mut self.rx {
+            Some(rx) => rx.try_recv().ok(),
+            None => None,
+        };
+        if let Some(first) = first {
+            let _ = self.write_queued(first).await;
+        }
+    }
+
+    /// Sends a stream error and the closing tag (RFC 6120 §4.9.1.1), opening the stream
+    /// first if the client's header has not been answered yet (§4.9.1.2).
+    pub(super) async fn fail(&mut self, err: StreamError) -> End {
+        tracing::debug!(error = %err, "stream error");
+        let mut out = Vec::new();
+        if !self.header_sent {
+            out.extend_from_slice(
+                format!(
+                    "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}' version='1.0'>",
+                    ns::CLIENT,
+                    ns::STREAM,
+                    crate::random_id(),
+                    self.domain
+                )
+                .as_bytes(),
+            );
+            self.header_sent = true;
+        }
+        let error = err.to_element();
+        out.extend_from_slice(b"<stream:error>");
+        for child in error.children() {
+            child.write_to(&mut out, ns::STREAM);
+        }
+        out.extend_from_slice(b"</stream:error></stream:stream>");
+        let _ = self.write_raw(&out).await;
+        End::StreamError(err.condition)
+    }
+
+    async fn finish(mut self, end: End) {
+        if let End::ClientClosed = end {
+            if self.header_sent {
+                let _ = self.write_raw(b"</stream:stream>").await;
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.transport.shutdown()).await;
+        match &self.phase {
+            Phase::Bound { jid, id } => {
+                self.server.sessions.unbind(jid, *id);
+                let ctx = crate::module::Ctx { server: self.server.clone() };
+                self.server.modules.on_session(&ctx, &SessionEvent::Closed(jid.clone())).await;
+                tracing::info!(reason = %end, "session ended");
+            }
+            _ => tracing::debug!(reason = %end, "connection closed before a session was established"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AfterElement {
+    Continue,
+    /// Drop the rest of the bytes read so far (the stream was upgraded to TLS).
+    DiscardInput,
+}
+
+fn xml_limits(server: &Server) -> Limits {
+    Limits { max_stanza_bytes: server.config.limits.max_stanza_bytes, max_depth: server.config.limits.max_depth }
+}
+
+fn xml_error(e: &XmlError) -> StreamError {
+    let cond = Cond::from_name(e.condition()).unwrap_or(Cond::NotWellFormed);
+    StreamError::with_text(cond, e.to_string())
+}
+
+async fn closed(control: &Option<Arc<SessionControl>>) -> StreamError {
+    match control {
+        Some(control) => control.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv(rx: &mut Option<mpsc::Receiver<Outbound>>) -> Option<Outbound> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,272 @@
+//! Server configuration: one TOML file, every key optional, unknown keys rejected.
+//!
+//! Each section is a struct with its defaults in code, so the README's config reference
+//! and the behaviour can't drift apart.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The domains this server serves; the first is the default.
+    pub domains: Vec<String>,
+    /// Where the SQLite database and the generated certificate live.
+    pub data_dir: PathBuf,
+    pub storage: StorageConfig,
+    pub c2s: C2sConfig,
+    pub tls: TlsConfig,
+    pub registration: RegistrationConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+    pub modules: ModulesConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            domains: vec!["localhost".into()],
+            data_dir: PathBuf::from("./corvid-data"),
+            storage: StorageConfig::default(),
+            c2s: C2sConfig::default(),
+            tls: TlsConfig::default(),
+            registration: RegistrationConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+            modules: ModulesConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite:PATH`; default `sqlite:<data_dir>/corvid.sqlite`.
+    pub url: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct C2sConfig {
+    /// Addresses for client connections with STARTTLS (RFC 6120 §5).
+    pub listen: Vec<SocketAddr>,
+    /// Addresses for client connections with direct TLS (XEP-0368).
+    pub tls_listen: Vec<SocketAddr>,
+    /// Refuse authentication before TLS (on by default; tests and benchmarks may turn it off).
+    pub require_tls: bool,
+}
+
+impl Default for C2sConfig {
+    fn default() -> Self {
+        C2sConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5222))],
+            tls_listen: vec![SocketAddr::from(([127, 0, 0, 1], 5223))],
+            require_tls: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; when unset, a self-signed one is generated in `data_dir`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key matching `cert`.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// In-band registration (XEP-0077). Default: open only when the sole domain is `localhost`.
+    pub open: Option<bool>,
+}
+
+/// What to do with a session whose outgoing queue is full.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumerPolicy {
+    /// Close it with `policy-violation` (its unsent stanzas are lost to it, as on any disconnect).
+    #[default]
+    Close,
+    /// Drop the stanza for it and keep the session.
+    Drop,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest stanza accepted, in bytes (checked while parsing).
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting inside a stanza.
+    pub max_depth: usize,
+    /// Simultaneous not-yet-authenticated connections from one IP address.
+    pub max_unauthenticated_per_ip: u32,
+    /// Simultaneous connections in all.
+    pub max_connections: u32,
+    /// Seconds a connection may take to authenticate.
+    pub unauthenticated_timeout_secs: u64,
+    /// Sustained inbound bytes per second per session (token bucket); reading pauses beyond it.
+    pub session_bytes_per_sec: u32,
+    /// Burst size of that bucket, in bytes.
+    pub session_burst_bytes: u32,
+    /// Stanzas queued for one session before the slow-consumer policy applies.
+    pub outgoing_queue: usize,
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Seconds of client silence before the server pings it (XEP-0199); 0 disables.
+    pub idle_ping_secs: u64,
+    /// Seconds to wait for any data after that ping before closing the stream.
+    pub ping_timeout_secs: u64,
+    /// SASL failures before the stream is closed (RFC 6120 §6.4.5).
+    pub max_auth_failures: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 48,
+            max_unauthenticated_per_ip: 64,
+            max_connections: 200_000,
+            unauthenticated_timeout_secs: 60,
+            session_bytes_per_sec: 256 * 1024,
+            session_burst_bytes: 1024 * 1024,
+            outgoing_queue: 2048,
+            slow_consumer: SlowConsumerPolicy::Close,
+            idle_ping_secs: 300,
+            ping_timeout_secs: 60,
+            max_auth_failures: 3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `corvid_server=debug,info` …
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into() }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModulesConfig {
+    /// Names of modules to leave out (e.g. `["version"]`).
+    pub disabled: Vec<String>,
+}
+
+impl Config {
+    /// Reads a config file; `None` gives the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let config = match path {
+            None => Config::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                Config::parse(&text)
+                    .map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.domains.is_empty() {
+            return Err(ConfigError::Invalid("`domains` must name at least one domain".into()));
+        }
+        for domain in &self.domains {
+            let parsed = jid::BareJid::new(domain)
+                .map_err(|e| ConfigError::Invalid(format!("domain {domain:?}: {e}")))?;
+            if parsed.node().is_some() || parsed.as_str() != domain {
+                return Err(ConfigError::Invalid(format!(
+                    "domain {domain:?} is not a normalized domain name"
+                )));
+            }
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Invalid("[tls] needs both `cert` and `key`, or neither".into()));
+        }
+        if self.limits.max_stanza_bytes < 1024 {
+            return Err(ConfigError::Invalid("limits.max_stanza_bytes must be at least 1024".into()));
+        }
+        Ok(())
+    }
+
+    pub fn storage_url(&self) -> String {
+        self.storage
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("corvid.sqlite").display()))
+    }
+
+    pub fn registration_open(&self) -> bool {
+        self.registration.open.unwrap_or(self.domains == ["localhost"])
+    }
+
+    pub fn serves(&self, domain: &str) -> bool {
+        self.domains.iter().any(|d| d == domain)
+    }
+
+    pub fn default_domain(&self) -> &str {
+        &self.domains[0]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.domains, ["localhost"]);
+        assert!(config.registration_open());
+        assert_eq!(config.limits.max_stanza_bytes, 256 * 1024);
+        assert!(config.storage_url().ends_with("corvid.sqlite"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::parse("[c2s]\nlisten = []\nbogus = 1\n").unwrap_err();
+        assert!(err.contains("bogus"), "{err}");
+        assert!(Config::parse("colour = 'blue'").is_err());
+    }
+
+    #[test]
+    fn registration_closed_by_default_for_real_domains() {
+        let config = Config::parse("domains = ['example.org']").unwrap();
+        assert!(!config.registration_open());
+        let config = Config::parse("domains = ['example.org']\n[registration]\nopen = true").unwrap();
+        assert!(config.registration_open());
+    }
+
+    #[test]
+    fn unnormalized_domains_are_rejected() {
+        let config = Config::parse("domains = ['Example.ORG']").unwrap();
+        assert!(config.validate().is_err());
+        let config = Config::parse("domains = ['user@example.org']").unwrap();
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! The router: decides where a stamped stanza goes by its `to` address (DESIGN.md "Server
+//! data flow" step 4) and applies the RFC 6121 §8 rules for local users.
+
+use std::sync::Arc;
+
+use corvid_proto::stanza::{error_reply, may_bounce};
+use corvid_proto::{ns, BareJid, FullJid, Iq, IqType, Jid, MessageType, StanzaError, StanzaKind};
+use corvid_xml::Element;
+
+use crate::module::{Ctx, Direction, Flow};
+use crate::server::Server;
+use crate::sessions::Delivery;
+
+/// Routes one stanza whose `from` is already trustworthy (stamped by the stream layer or
+/// set by the server itself).
+pub async fn route(server: &Arc<Server>, stanza: Element) {
+    let Some(kind) = StanzaKind::of(&stanza, ns::CLIENT) else {
+        tracing::debug!(name = stanza.name(), "not a stanza; dropped");
+        return;
+    };
+    let from = stanza.attr("from").and_then(|f| Jid::new(f).ok());
+    let to = match stanza.attr("to").map(Jid::new) {
+        None => None,
+        Some(Ok(to)) => Some(to),
+        Some(Err(_)) => return bounce(server, &stanza, StanzaError::jid_malformed()).await,
+    };
+    let to = match (to, kind, &from) {
+        (Some(to), _, _) => to,
+        // RFC 6120 §10.3: no `to` means the sender's own account, except for presence,
+        // which without `to` is the sender's own availability.
+        (None, StanzaKind::Presence, Some(from)) if from.is_full() => return own_presence(server, stanza).await,
+        (None, _, Some(from)) => Jid::from(from.to_bare()),
+        (None, _, None) => return,
+    };
+    if !server.config.serves(to.domain().as_str()) {
+        // Server-to-server federation is a later issue; until then remote domains are unreachable.
+        return bounce(server, &stanza, StanzaError::remote_server_not_found()).await;
+    }
+    if to.node().is_none() {
+        return to_server(server, stanza, kind, to).await;
+    }
+    match to.try_into_full() {
+        Ok(full) => to_full_jid(server, stanza, kind, full).await,
+        Err(bare) => to_bare_jid(server, stanza, kind, bare).await,
+    }
+}
+
+fn ctx(server: &Arc<Server>) -> Ctx {
+    Ctx { server: server.clone() }
+}
+
+/// A client's presence without `to`: its availability and priority (RFC 6121 §4.2, §4.7.2.3).
+async fn own_presence(server: &Arc<Server>, mut stanza: Element) {
+    let Some(Ok(from)) = stanza.attr("from").map(|f| f.parse::<FullJid>()) else { return };
+    match stanza.attr("type") {
+        None => {
+            let priority = stanza
+                .get_child("priority", ns::CLIENT)
+                .and_then(|p| p.text().trim().parse::<i8>().ok())
+                .unwrap_or(0);
+            server.sessions.set_presence(&from, true, priority);
+        }
+        Some("unavailable") => server.sessions.set_presence(&from, false, 0),
+        Some(_) => {}
+    }
+    server.modules.on_presence(&ctx(server), &mut stanza, Direction::FromClient).await;
+}
+
+async fn to_server(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind, to: Jid) {
+    match kind {
+        StanzaKind::Iq if to.resource().is_none() => dispatch_iq(server, stanza).await,
+        StanzaKind::Iq => bounce(server, &stanza, StanzaError::service_unavailable()).await,
+        StanzaKind::Message => {
+            let ctx = ctx(server);
+            if server.modules.on_message(&ctx, &mut stanza, Direction::FromClient).await == Flow::Continue {
+                bounce(server, &stanza, StanzaError::service_unavailable()).await;
+            }
+        }
+        StanzaKind::Presence => {
+            server.modules.on_presence(&ctx(server), &mut stanza, Direction::FromClient).await;
+        }
+    }
+}
+
+async fn to_full_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind, to: FullJid) {
+    let ctx = ctx(server);
+    let flow = match kind {
+        StanzaKind::Message => server.modules.on_message(&ctx, &mut stanza, Direction::ToClient).await,
+        StanzaKind::Presence => server.modules.on_presence(&ctx, &mut stanza, Direction::ToClient).await,
+        StanzaKind::Iq => Flow::Continue,
+    };
+    if flow == Flow::Handled {
+        return;
+    }
+    let bytes = stanza.to_bytes(ns::CLIENT);
+    if server.sessions.deliver_to_full(&to, &bytes) == Delivery::Delivered {
+        return;
+    }
+    // RFC 6121 §8.5.3.2: the resource is not connected.
+    match kind {
+        StanzaKind::Iq => bounce(server, &stanza, StanzaError::service_unavailable()).await,
+        StanzaKind::Presence => {}
+        StanzaKind::Message => match MessageType::of(&stanza) {
+            MessageType::Normal | MessageType::Chat => {
+                message_to_bare(server, stanza, to.to_bare(), bytes).await
+            }
+            MessageType::Groupchat => bounce(server, &stanza, StanzaError::service_unavailable()).await,
+            MessageType::Headline | MessageType::Error => {}
+        },
+    }
+}
+
+async fn to_bare_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind, to: BareJid) {
+    let ctx = ctx(server);
+    match kind {
+        // RFC 6121 §8.5.2.1.3 / §8.5.2.2.3: the server answers IQs to a bare JID itself.
+        StanzaKind::Iq => dispatch_iq(server, stanza).await,
+        StanzaKind::Presence => {
+            if server.modules.on_presence(&ctx, &mut stanza, Direction::ToClient).await == Flow::Continue {
+                server.sessions.deliver_to_available(&to, &stanza.to_bytes(ns::CLIENT));
+            }
+        }
+        StanzaKind::Message => {
+            if server.modules.on_message(&ctx, &mut stanza, Direction::ToClient).await == Flow::Handled {
+                return;
+            }
+            match MessageType::of(&stanza) {
+                MessageType::Normal | MessageType::Chat | MessageType::Headline => {
+                    let bytes = stanza.to_bytes(ns::CLIENT);
+                    message_to_bare(server, stanza, to, bytes).await
+                }
+                MessageType::Groupchat => bounce(server, &stanza, StanzaError::service_unavailable()).await,
+                MessageType::Error => {}
+            }
+        }
+    }
+}
+
+/// RFC 6121 §8.5.2.1.1 and §8.5.2.2.1.
+async fn message_to_bare(server: &Arc<Server>, stanza: Element, to: BareJid, bytes: bytes::Bytes) {
+    if server.sessions.deliver_message_to_bare(&to, &bytes) > 0 {
+        return;
+    }
+    match MessageType::of(&stanza) {
+        // Offline storage arrives with the IM issue; until then the sender learns it failed.
+        MessageType::Normal | MessageType::Chat => {
+            bounce(server, &stanza, StanzaError::service_unavailable()).await
+        }
+        _ => {}
+    }
+}
+
+/// Hands an IQ addressed to the server (or to an account's bare JID) to the module that
+/// owns its payload namespace.
+async fn dispatch_iq(server: &Arc<Server>, stanza: Element) {
+    let kind = IqType::parse(stanza.attr("type"));
+    if !matches!(kind, Some(IqType::Get | IqType::Set)) {
+        // Results and errors addressed to the server (e.g. answers to our pings) end here.
+        return;
+    }
+    let (Some(Ok(from)), Some(Ok(to))) = (
+        stanza.attr("from").map(Jid::new),
+        stanza.attr("to").map(Jid::new).or_else(|| stanza.attr("from").map(|f| Jid::new(f).map(|j| j.to_bare().into()))),
+    ) else {
+        return;
+    };
+    let Some(iq) = Iq::from_element(&stanza, from, to) else {
+        return bounce(server, &stanza, StanzaError::bad_request()).await;
+    };
+    let reply = match server.modules.for_namespace(iq.payload.ns()) {
+        None => iq.error(&StanzaError::service_unavailable()),
+        Some(module) => match module.handle_iq(&ctx(server), iq.clone()).await {
+            Ok(payload) => iq.result(payload),
+            Err(err) => iq.error(&err),
+        },
+    };
+    Box::pin(route(server, reply)).await;
+}
+
+/// Sends the error reply for a stanza, unless it is an error or a result itself.
+pub async fn bounce(server: &Arc<Server>, original: &Element, err: StanzaError) {
+    if !may_bounce(original) || original.attr("from").is_none() {
+        return;
+    }
+    let mut reply = error_reply(original, &err);
+    if reply.attr("from").is_none() {
+        reply.set_attr("from", server.config.default_domain());
+    }
+    Box::pin(route(server, reply)).await;
+}

@@ -1,0 +1,114 @@
+//! The server: shared state (config, store, sessions, modules, TLS) and its lifecycle —
+//! bind the listeners, run until told to stop, then close every stream gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corvid_store::SqlStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::c2s;
+use crate::config::Config;
+use crate::limits::ConnectionLimits;
+use crate::module::ModuleRegistry;
+use crate::sessions::SessionManager;
+use crate::tls::{Tls, TlsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("storage: {0}")]
+    Store(#[from] corvid_store::StoreError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+pub struct Server {
+    pub config: Config,
+    pub store: SqlStore,
+    pub sessions: SessionManager,
+    pub modules: ModuleRegistry,
+    pub tls: Tls,
+    pub connections: ConnectionLimits,
+    pub started: Instant,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Server {
+    /// Resolves when the server is shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// A started server: its bound addresses and the handle to stop it.
+pub struct RunningServer {
+    pub server: Arc<Server>,
+    /// STARTTLS c2s addresses, as bound (useful with port 0).
+    pub c2s_addrs: Vec<SocketAddr>,
+    /// Direct-TLS c2s addresses, as bound.
+    pub tls_addrs: Vec<SocketAddr>,
+    stop: watch::Sender<bool>,
+    listeners: JoinSet<()>,
+}
+
+/// Opens storage, sets up TLS, binds every listener and starts accepting.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
+    let store = SqlStore::open(&config.storage_url()).await?;
+    let tls = Tls::load_or_generate(&config)?;
+    let modules = ModuleRegistry::new(crate::modules::enabled(&config));
+    let (stop, shutdown) = watch::channel(false);
+    let server = Arc::new(Server {
+        sessions: SessionManager::new(config.limits.outgoing_queue, config.limits.slow_consumer),
+        connections: ConnectionLimits::new(&config.limits),
+        config,
+        store,
+        modules,
+        tls,
+        started: Instant::now(),
+        shutdown,
+    });
+
+    let mut listeners = JoinSet::new();
+    let mut c2s_addrs = Vec::new();
+    let mut tls_addrs = Vec::new();
+    for (addrs, direct_tls, bound) in [
+        (&server.config.c2s.listen, false, &mut c2s_addrs),
+        (&server.config.c2s.tls_listen, true, &mut tls_addrs),
+    ] {
+        for addr in addrs {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr: *addr, source })?;
+            let local = listener.local_addr().map_err(|source| StartError::Listen { addr: *addr, source })?;
+            bound.push(local);
+            listeners.spawn(c2s::accept_loop(server.clone(), listener, direct_tls));
+        }
+    }
+    Ok(RunningServer { server, c2s_addrs, tls_addrs, stop, listeners })
+}
+
+impl RunningServer {
+    /// Stops accepting, closes every stream with `system-shutdown`, and waits (bounded)
+    /// for the sessions to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        self.listeners.shutdown().await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.server.connections.open() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.server.store.close().await;
+    }
+}

@@ -1,0 +1,271 @@
+//! The session manager: bare JID → bound resources, and the RFC 6121 §8 delivery rules.
+//!
+//! A session is reached through its [`SessionHandle`]: a bounded queue of pre-serialized
+//! stanzas (so a stanza fanned out to many sessions is serialized once) plus a control
+//! slot for closing it. Delivery never waits: a full queue is a slow consumer, handled by
+//! the configured policy, so one stuck client cannot stall the router.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use corvid_proto::{BareJid, FullJid, StreamError, StreamErrorCondition};
+use dashmap::DashMap;
+use tokio::sync::{mpsc, Notify};
+
+use crate::config::SlowConsumerPolicy;
+
+/// Asks a session task to close its stream with an error, from any task.
+#[derive(Default)]
+pub struct SessionControl {
+    notify: Notify,
+    reason: Mutex<Option<StreamError>>,
+}
+
+impl SessionControl {
+    pub fn close(&self, error: StreamError) {
+        let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if reason.is_none() {
+            *reason = Some(error);
+        }
+        drop(reason);
+        self.notify.notify_one();
+    }
+
+    /// Waits until `close` was called, then returns its error.
+    pub async fn closed(&self) -> StreamError {
+        loop {
+            if let Some(err) = self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+                return err;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// What the session task receives.
+pub type Outbound = Bytes;
+
+#[derive(Clone)]
+struct Resource {
+    id: u64,
+    jid: FullJid,
+    tx: mpsc::Sender<Outbound>,
+    control: Arc<SessionControl>,
+    /// Sent initial presence and not yet unavailable (RFC 6121 §4.2).
+    available: bool,
+    priority: i8,
+}
+
+/// The receiving half a session task keeps after binding.
+pub struct BoundSession {
+    pub id: u64,
+    pub rx: mpsc::Receiver<Outbound>,
+    pub control: Arc<SessionControl>,
+}
+
+/// Whether a stanza reached a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered,
+    NoSuchResource,
+}
+
+pub struct SessionManager {
+    users: DashMap<BareJid, Vec<Resource>>,
+    next_id: AtomicU64,
+    queue_len: usize,
+    policy: SlowConsumerPolicy,
+}
+
+impl SessionManager {
+    pub fn new(queue_len: usize, policy: SlowConsumerPolicy) -> Self {
+        SessionManager { users: DashMap::new(), next_id: AtomicU64::new(1), queue_len, policy }
+    }
+
+    /// Binds a resource. If the same full JID is already bound, the new session wins and
+    /// the old one is closed with `conflict` (RFC 6120 §7.7.2.2, the "override" policy).
+    pub fn bind(&self, jid: FullJid) -> BoundSession {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.queue_len);
+        let control = Arc::new(SessionControl::default());
+        let resource = Resource {
+            id,
+            jid: jid.clone(),
+            tx,
+            control: control.clone(),
+            available: false,
+            priority: 0,
+        };
+        let mut entry = self.users.entry(jid.to_bare()).or_default();
+        if let Some(pos) = entry.iter().position(|r| r.jid == jid) {
+            let old = std::mem::replace(&mut entry[pos], resource);
+            old.control.close(StreamError::with_text(
+                StreamErrorCondition::Conflict,
+                "Replaced by a new connection for the same resource",
+            ));
+        } else {
+            entry.push(resource);
+        }
+        BoundSession { id, rx, control }
+    }
+
+    /// Removes a session, unless it was already replaced by a newer one.
+    pub fn unbind(&self, jid: &FullJid, id: u64) {
+        let bare = jid.to_bare();
+        self.users.remove_if_mut(&bare, |_, resources| {
+            resources.retain(|r| r.id != id);
+            resources.is_empty()
+        });
+    }
+
+    /// Records a session's own presence (availability and priority).
+    pub fn set_presence(&self, jid: &FullJid, available: bool, priority: i8) {
+        if let Some(mut resources) = self.users.get_mut(&jid.to_bare()) {
+            if let Some(r) = resources.iter_mut().find(|r| &r.jid == jid) {
+                r.available = available;
+                r.priority = priority;
+            }
+        }
+    }
+
+    /// Delivers to one bound resource.
+    pub fn deliver_to_full(&self, jid: &FullJid, stanza: &Bytes) -> Delivery {
+        let target = self.users.get(&jid.to_bare()).and_then(|resources| {
+            resources.iter().find(|r| &r.jid == jid).map(|r| (r.tx.clone(), r.control.clone()))
+        });
+        match target {
+            Some((tx, control)) => {
+                self.push(&tx, &control, stanza.clone());
+                Delivery::Delivered
+            }
+            None => Delivery::NoSuchResource,
+        }
+    }
+
+    /// RFC 6121 §8.5.2.1.1: a message to the bare JID goes to the available resources with
+    /// the highest non-negative priority (all of them when several share it). Returns how
+    /// many sessions received it.
+    pub fn deliver_message_to_bare(&self, bare: &BareJid, stanza: &Bytes) -> usize {
+        let targets: Vec<_> = match self.users.get(bare) {
+            None => return 0,
+            Some(resources) => {
+                let best = resources.iter().filter(|r| r.available && r.priority >= 0).map(|r| r.priority).max();
+                match best {
+                    None => return 0,
+                    Some(best) => resources
+                        .iter()
+                        .filter(|r| r.available && r.priority == best)
+                        .map(|r| (r.tx.clone(), r.control.clone()))
+                        .collect(),
+                }
+            }
+        };
+        for (tx, control) in &targets {
+            self.push(tx, control, stanza.clone());
+        }
+        targets.len()
+    }
+
+    /// Delivers to every available resource of a user (presence to a bare JID, RFC 6121 §8.5.2.1.2).
+    pub fn deliver_to_available(&self, bare: &BareJid, stanza: &Bytes) -> usize {
+        let targets: Vec<_> = match self.users.get(bare) {
+            None => return 0,
+            Some(resources) => resources
+                .iter()
+                .filter(|r| r.available)
+                .map(|r| (r.tx.clone(), r.control.clone()))
+                .collect(),
+        };
+        for (tx, control) in &targets {
+            self.push(tx, control, stanza.clone());
+        }
+        targets.len()
+    }
+
+    /// The bound resources of a user.
+    pub fn resources(&self, bare: &BareJid) -> Vec<FullJid> {
+        self.users.get(bare).map(|rs| rs.iter().map(|r| r.jid.clone()).collect()).unwrap_or_default()
+    }
+
+    /// Closes every session of a user (e.g. after the account was removed).
+    pub fn close_user(&self, bare: &BareJid, error: StreamError) {
+        if let Some(resources) = self.users.get(bare) {
+            for r in resources.iter() {
+                r.control.close(error.clone());
+            }
+        }
+    }
+
+    /// Number of bound sessions.
+    pub fn count(&self) -> usize {
+        self.users.iter().map(|e| e.value().len()).sum()
+    }
+
+    fn push(&self, tx: &mpsc::Sender<Outbound>, control: &SessionControl, stanza: Bytes) {
+        match tx.try_send(stanza) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => match self.policy {
+                SlowConsumerPolicy::Close => control.close(StreamError::with_text(
+                    StreamErrorCondition::PolicyViolation,
+                    "Too many unread stanzas: the connection is too slow",
+                )),
+                SlowConsumerPolicy::Drop => {
+                    tracing::debug!("dropped a stanza for a slow session");
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(s: &str) -> FullJid {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn bind_conflict_closes_the_old_session() {
+        let sm = SessionManager::new(8, SlowConsumerPolicy::Close);
+        let old = sm.bind(full("a@x/r"));
+        let new = sm.bind(full("a@x/r"));
+        assert_eq!(old.control.closed().await.condition, StreamErrorCondition::Conflict);
+        // The old session's late unbind must not remove the new one.
+        sm.unbind(&full("a@x/r"), old.id);
+        assert_eq!(sm.resources(&"a@x".parse().unwrap()).len(), 1);
+        sm.unbind(&full("a@x/r"), new.id);
+        assert_eq!(sm.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn bare_delivery_prefers_highest_non_negative_priority() {
+        let sm = SessionManager::new(8, SlowConsumerPolicy::Close);
+        let mut low = sm.bind(full("a@x/low"));
+        let mut high = sm.bind(full("a@x/high"));
+        let mut neg = sm.bind(full("a@x/neg"));
+        sm.set_presence(&full("a@x/low"), true, 1);
+        sm.set_presence(&full("a@x/high"), true, 5);
+        sm.set_presence(&full("a@x/neg"), true, -1);
+        let bare: BareJid = "a@x".parse().unwrap();
+        assert_eq!(sm.deliver_message_to_bare(&bare, &Bytes::from_static(b"m")), 1);
+        assert!(high.rx.try_recv().is_ok());
+        assert!(low.rx.try_recv().is_err());
+        assert!(neg.rx.try_recv().is_err());
+        sm.set_presence(&full("a@x/high"), true, -2);
+        sm.set_presence(&full("a@x/low"), true, -2);
+        assert_eq!(sm.deliver_message_to_bare(&bare, &Bytes::from_static(b"m")), 0);
+        assert_eq!(sm.deliver_to_available(&bare, &Bytes::from_static(b"p")), 3);
+    }
+
+    #[tokio::test]
+    async fn full_queue_closes_slow_consumer() {
+        let sm = SessionManager::new(2, SlowConsumerPolicy::Close);
+        let s = sm.bind(full("a@x/r"));
+        for _ in 0..3 {
+            sm.deliver_to_full(&full("a@x/r"), &Bytes::from_static(b"m"));
+        }
+        assert_eq!(s.control.closed().await.condition, StreamErrorCondition::PolicyViolation);
+    }
+}

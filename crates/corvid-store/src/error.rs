@@ -1,0 +1,45 @@
+//! The one error type of the storage layer, named for what went wrong so callers can map
+//! each case to a protocol condition (e.g. `Conflict` → `<conflict/>` on registration).
+
+/// What can go wrong when reading or writing stored data.
+#[derive(thiserror::Error, Debug)]
+pub enum StoreError {
+    /// A row with the same key already exists (unique or primary-key violation).
+    #[error("already exists")]
+    Conflict,
+
+    /// The row to change or delete does not exist.
+    #[error("not found")]
+    NotFound,
+
+    /// The database URL is malformed or names a backend this build does not support.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+
+    /// The database was migrated by a newer Corvid; refusing to touch a schema we don't know.
+    #[error("database schema version {found} is newer than this build supports ({supported})")]
+    SchemaTooNew { found: i64, supported: i64 },
+
+    /// A stored value cannot be what we wrote (e.g. an out-of-range iteration count).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+
+    /// Preparing the data directory failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+
+    /// Any other database error (connection, I/O, lock timeout …).
+    #[error("database error: {0}")]
+    Backend(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// Maps a unique/primary-key violation to [`StoreError::Conflict`], anything else to
+    /// [`StoreError::Backend`]. Use on statements whose only expected failure is a duplicate.
+    pub(crate) fn from_insert(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            _ => StoreError::Backend(err),
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! [`SqlStore`]: every storage trait implemented over one sqlx `Any` pool.
+//!
+//! The queries are written once, with `$1, $2` placeholders that both SQLite and PostgreSQL
+//! accept; what differs per database (URL handling, connection setup, how a write transaction
+//! starts, the schema) hangs off [`Backend`]. Only SQLite exists today; PostgreSQL slots in as
+//! a second `Backend` variant plus its own migration list.
+//!
+//! SQLite is opened in WAL mode with `synchronous=FULL`: a commit is on disk before it returns,
+//! so callers may acknowledge data as soon as a write succeeds (DESIGN.md, Storage), and readers
+//! never block the writer. Several processes (the server and `corvid user add`) may use the same
+//! file at once; `busy_timeout` makes a writer wait for another's lock instead of failing.
+
+mod migrations;
+mod users;
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::AnyPool;
+use sqlx::Transaction;
+use sqlx::any::{Any, AnyConnectOptions, AnyPoolOptions};
+
+use crate::StoreError;
+
+/// File name of the SQLite database inside the data directory.
+const SQLITE_FILE_NAME: &str = "corvid.sqlite";
+
+/// Per-connection settings for SQLite, run on every new connection. `busy_timeout` goes first
+/// so that switching to WAL waits for a concurrent process instead of failing.
+const SQLITE_CONNECTION_SETUP: &[&str] = &[
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA journal_mode = WAL",
+    // In WAL mode NORMAL may lose the last commits on power failure; FULL syncs every commit.
+    "PRAGMA synchronous = FULL",
+    "PRAGMA foreign_keys = ON",
+];
+
+/// Which database a [`SqlStore`] talks to; everything that cannot be written once for all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+}
+
+impl Backend {
+    /// Picks the backend from the URL scheme.
+    fn from_url(url: &str) -> Result<Self, StoreError> {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        match scheme {
+            "sqlite" => Ok(Backend::Sqlite),
+            // Only the scheme is echoed: a full URL may carry a password.
+            "" => Err(StoreError::InvalidUrl(
+                "missing scheme (expected sqlite:PATH)".into(),
+            )),
+            other => Err(StoreError::InvalidUrl(format!(
+                "unsupported scheme {other:?} (supported: sqlite)"
+            ))),
+        }
+    }
+
+    /// The URL handed to sqlx, with backend-specific defaults filled in.
+    fn connect_url(self, url: &str) -> String {
+        match self {
+            Backend::Sqlite => sqlite_url_creating_file(url),
+        }
+    }
+
+    /// Statements run on each new pooled connection.
+    fn connection_setup(self) -> &'static [&'static str] {
+        match self {
+            Backend::Sqlite => SQLITE_CONNECTION_SETUP,
+        }
+    }
+
+    fn max_connections(self) -> u32 {
+        match self {
+            // One writer at a time anyway; a few connections let reads proceed beside it.
+            Backend::Sqlite => 4,
+        }
+    }
+
+    /// The statement that opens a transaction which will write.
+    fn begin_write(self) -> &'static str {
+        match self {
+            // IMMEDIATE takes the write lock up front (waiting up to busy_timeout). A deferred
+            // transaction that reads first and then writes fails with SQLITE_BUSY at once if
+            // another connection committed in between, since busy_timeout cannot help there.
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+        }
+    }
+}
+
+/// Adds `mode=rwc` (create the file if missing) unless the URL already chooses a mode.
+fn sqlite_url_creating_file(url: &str) -> String {
+    match url.split_once('?') {
+        None => format!("{url}?mode=rwc"),
+        Some((_, query)) if query.split('&').any(|pair| pair.starts_with("mode=")) => {
+            url.to_owned()
+        }
+        Some(_) => format!("{url}&mode=rwc"),
+    }
+}
+
+/// `sqlite:PATH` for a file path. sqlx percent-decodes the path, so `%`, `?` and `#` (which
+/// would otherwise start an escape, the query or the fragment) are encoded.
+fn sqlite_url_for_path(path: &Path) -> Result<String, StoreError> {
+    let path = path
+        .to_str()
+        .ok_or_else(|| StoreError::InvalidUrl("database path is not valid UTF-8".into()))?;
+    let mut url = String::with_capacity(path.len() + 7);
+    url.push_str("sqlite:");
+    for c in path.chars() {
+        match c {
+            '%' => url.push_str("%25"),
+            '?' => url.push_str("%3F"),
+            '#' => url.push_str("%23"),
+            c => url.push(c),
+        }
+    }
+    Ok(url)
+}
+
+/// All of Corvid's persistent data, in one SQL database.
+///
+/// Cheap to clone: clones share the connection pool.
+#[derive(Clone, Debug)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// Opens (creating if needed) the database at `url` and brings its schema up to date.
+    ///
+    /// Accepted URLs: `sqlite:PATH` or `sqlite://PATH`, optionally with sqlx's SQLite query
+    /// parameters (`?mode=…`); the file is created unless the URL sets another `mode`.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let backend = Backend::from_url(url)?;
+        sqlx::any::install_default_drivers();
+        let options = AnyConnectOptions::from_str(&backend.connect_url(url))
+            .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+        let setup = backend.connection_setup();
+        let pool = AnyPoolOptions::new()
+            .max_connections(backend.max_connections())
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    for statement in setup {
+                        sqlx::raw_sql(*statement).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        let store = SqlStore { pool, backend };
+        migrations::run(&store).await?;
+        tracing::info!(backend = ?backend, "store opened");
+        Ok(store)
+    }
+
+    /// Opens `DIR/corvid.sqlite`, creating the directory and the file if missing.
+    pub async fn open_in_dir(dir: &Path) -> Result<Self, StoreError> {
+        tokio::fs::create_dir_all(dir).await?;
+        Self::open(&sqlite_url_for_path(&dir.join(SQLITE_FILE_NAME))?).await
+    }
+
+    /// Waits for in-flight queries, then closes every connection. Further use fails.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a transaction that will write, holding the write lock where the backend needs it.
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(self.pool.begin_with(self.backend.begin_write()).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Row;
+
+    #[test]
+    fn backend_is_chosen_by_scheme() {
+        assert_eq!(Backend::from_url("sqlite:x.db").ok(), Some(Backend::Sqlite));
+        assert_eq!(
+            Backend::from_url("sqlite:///tmp/x.db").ok(),
+            Some(Backend::Sqlite)
+        );
+        assert!(matches!(
+            Backend::from_url("postgres://u:secret@h/db"),
+            Err(StoreError::InvalidUrl(msg)) if !msg.contains("secret")
+        ));
+        assert!(matches!(
+            Backend::from_url("corvid.sqlite"),
+            Err(StoreError::InvalidUrl(_))
+        ));
+    }
+
+    #[test]
+    fn sqlite_url_gets_create_mode_unless_set() {
+        assert_eq!(
+            sqlite_url_creating_file("sqlite:a.db"),
+            "sqlite:a.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_creating_file("sqlite:a.db?cache=private"),
+            "sqlite:a.db?cache=private&mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_creating_file("sqlite:a.db?mode=ro"),
+            "sqlite:a.db?mode=ro"
+        );
+    }
+
+    #[test]
+    fn path_url_escapes_url_syntax() {
+        let url = sqlite_url_for_path(Path::new("/d/a?b#c%20/corvid.sqlite")).unwrap();
+        assert_eq!(url, "sqlite:/d/a%3Fb%23c%2520/corvid.sqlite");
+    }
+
+    #[tokio::test]
+    async fn sqlite_connections_are_durable_and_concurrent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        let mut pragma = async |name: &'static str| {
+            let row = sqlx::raw_sql(name).fetch_one(&mut *conn).await.unwrap();
+            match row.try_get::<String, _>(0) {
+                Ok(text) => text,
+                Err(_) => row.try_get::<i64, _>(0).unwrap().to_string(),
+            }
+        };
+        assert_eq!(pragma("PRAGMA journal_mode").await, "wal");
+        assert_eq!(pragma("PRAGMA synchronous").await, "2"); // FULL
+        assert_eq!(pragma("PRAGMA busy_timeout").await, "5000");
+        assert_eq!(pragma("PRAGMA foreign_keys").await, "1");
+    }
+}

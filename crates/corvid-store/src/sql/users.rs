@@ -1,0 +1,161 @@
+//! [`Users`] over SQL: the `users` table.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use corvid_proto::sasl::{Credentials, ScramKeys};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::SqlStore;
+use crate::{StoreError, Users};
+
+#[async_trait]
+impl Users for SqlStore {
+    async fn create_user(
+        &self,
+        username: &str,
+        domain: &str,
+        creds: &Credentials,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO users (domain, username, salt, iterations, sha1_stored_key,
+                sha1_server_key, sha256_stored_key, sha256_server_key, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(domain)
+        .bind(username)
+        .bind(creds.salt.as_slice())
+        .bind(i64::from(creds.iterations))
+        .bind(creds.sha1.stored_key.as_slice())
+        .bind(creds.sha1.server_key.as_slice())
+        .bind(creds.sha256.stored_key.as_slice())
+        .bind(creds.sha256.server_key.as_slice())
+        .bind(unix_now())
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_insert)?;
+        tracing::info!(username, domain, "user created");
+        Ok(())
+    }
+
+    async fn credentials(
+        &self,
+        username: &str,
+        domain: &str,
+    ) -> Result<Option<Credentials>, StoreError> {
+        let row = sqlx::query(
+            "SELECT salt, iterations, sha1_stored_key, sha1_server_key, sha256_stored_key,
+                sha256_server_key
+             FROM users WHERE domain = $1 AND username = $2",
+        )
+        .bind(domain)
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(credentials_from_row).transpose()
+    }
+
+    async fn set_credentials(
+        &self,
+        username: &str,
+        domain: &str,
+        creds: &Credentials,
+    ) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE users SET salt = $1, iterations = $2, sha1_stored_key = $3,
+                sha1_server_key = $4, sha256_stored_key = $5, sha256_server_key = $6
+             WHERE domain = $7 AND username = $8",
+        )
+        .bind(creds.salt.as_slice())
+        .bind(i64::from(creds.iterations))
+        .bind(creds.sha1.stored_key.as_slice())
+        .bind(creds.sha1.server_key.as_slice())
+        .bind(creds.sha256.stored_key.as_slice())
+        .bind(creds.sha256.server_key.as_slice())
+        .bind(domain)
+        .bind(username)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tracing::info!(username, domain, "user credentials changed");
+        Ok(())
+    }
+
+    async fn delete_user(&self, username: &str, domain: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        // Every table holding per-user data (roster, offline messages, vCard, private XML,
+        // archive …) gets its DELETE here, in this transaction, so that removing an account
+        // is all-or-nothing. The account row goes last; if it is absent we roll back.
+        let deleted = sqlx::query("DELETE FROM users WHERE domain = $1 AND username = $2")
+            .bind(domain)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound); // dropping `tx` rolls back
+        }
+        tx.commit().await?;
+        tracing::info!(username, domain, "user deleted");
+        Ok(())
+    }
+
+    async fn user_exists(&self, username: &str, domain: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT username FROM users WHERE domain = $1 AND username = $2")
+            .bind(domain)
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn list_users(&self, domain: Option<&str>) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = match domain {
+            Some(domain) => {
+                sqlx::query(
+                    "SELECT username, domain FROM users WHERE domain = $1 ORDER BY username",
+                )
+                .bind(domain)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query("SELECT username, domain FROM users ORDER BY domain, username")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter()
+            .map(|row| Ok((row.try_get("username")?, row.try_get("domain")?)))
+            .collect()
+    }
+}
+
+fn credentials_from_row(row: &AnyRow) -> Result<Credentials, StoreError> {
+    let iterations: i64 = row.try_get("iterations")?;
+    let iterations = u32::try_from(iterations)
+        .map_err(|_| StoreError::Corrupt(format!("SCRAM iteration count {iterations}")))?;
+    Ok(Credentials {
+        salt: row.try_get("salt")?,
+        iterations,
+        sha1: ScramKeys {
+            stored_key: row.try_get("sha1_stored_key")?,
+            server_key: row.try_get("sha1_server_key")?,
+        },
+        sha256: ScramKeys {
+            stored_key: row.try_get("sha256_stored_key")?,
+            server_key: row.try_get("sha256_server_key")?,
+        },
+    })
+}
+
+/// Seconds since the Unix epoch, for `created_at` columns.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,248 @@
+//! The `Users` contract on a real SQLite file.
+
+mod common;
+
+use common::{creds, pair, temp_store};
+use corvid_store::{StoreError, Users};
+
+#[tokio::test]
+async fn created_user_has_its_credentials() {
+    let (_dir, store) = temp_store().await;
+    store
+        .create_user("juliet", "capulet.example", &creds(1))
+        .await
+        .unwrap();
+
+    assert!(
+        store
+            .user_exists("juliet", "capulet.example")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .credentials("juliet", "capulet.example")
+            .await
+            .unwrap(),
+        Some(creds(1))
+    );
+}
+
+#[tokio::test]
+async fn unknown_user_has_no_credentials() {
+    let (_dir, store) = temp_store().await;
+    assert!(
+        !store
+            .user_exists("romeo", "montague.example")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .credentials("romeo", "montague.example")
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn extreme_credentials_round_trip() {
+    let (_dir, store) = temp_store().await;
+    let mut c = creds(7);
+    c.iterations = u32::MAX;
+    c.salt = (0..=255).collect();
+    store
+        .create_user("nurse", "capulet.example", &c)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.credentials("nurse", "capulet.example").await.unwrap(),
+        Some(c)
+    );
+}
+
+#[tokio::test]
+async fn duplicate_create_is_conflict_and_keeps_original() {
+    let (_dir, store) = temp_store().await;
+    store
+        .create_user("juliet", "capulet.example", &creds(1))
+        .await
+        .unwrap();
+
+    let err = store
+        .create_user("juliet", "capulet.example", &creds(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    assert_eq!(
+        store
+            .credentials("juliet", "capulet.example")
+            .await
+            .unwrap(),
+        Some(creds(1))
+    );
+}
+
+#[tokio::test]
+async fn same_username_in_two_domains_are_separate_accounts() {
+    let (_dir, store) = temp_store().await;
+    store
+        .create_user("admin", "a.example", &creds(1))
+        .await
+        .unwrap();
+    store
+        .create_user("admin", "b.example", &creds(2))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.credentials("admin", "a.example").await.unwrap(),
+        Some(creds(1))
+    );
+    assert_eq!(
+        store.credentials("admin", "b.example").await.unwrap(),
+        Some(creds(2))
+    );
+    store.delete_user("admin", "a.example").await.unwrap();
+    assert!(store.user_exists("admin", "b.example").await.unwrap());
+}
+
+#[tokio::test]
+async fn set_credentials_replaces_them() {
+    let (_dir, store) = temp_store().await;
+    store
+        .create_user("juliet", "capulet.example", &creds(1))
+        .await
+        .unwrap();
+
+    store
+        .set_credentials("juliet", "capulet.example", &creds(9))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .credentials("juliet", "capulet.example")
+            .await
+            .unwrap(),
+        Some(creds(9))
+    );
+}
+
+#[tokio::test]
+async fn set_credentials_of_missing_user_is_not_found() {
+    let (_dir, store) = temp_store().await;
+    let err = store
+        .set_credentials("ghost", "capulet.example", &creds(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert!(!store.user_exists("ghost", "capulet.example").await.unwrap());
+}
+
+#[tokio::test]
+async fn deleted_user_is_gone_and_can_be_recreated() {
+    let (_dir, store) = temp_store().await;
+    store
+        .create_user("juliet", "capulet.example", &creds(1))
+        .await
+        .unwrap();
+
+    store
+        .delete_user("juliet", "capulet.example")
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .user_exists("juliet", "capulet.example")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .credentials("juliet", "capulet.example")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.list_users(None).await.unwrap().is_empty());
+
+    store
+        .create_user("juliet", "capulet.example", &creds(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .credentials("juliet", "capulet.example")
+            .await
+            .unwrap(),
+        Some(creds(2))
+    );
+}
+
+#[tokio::test]
+async fn delete_missing_user_is_not_found() {
+    let (_dir, store) = temp_store().await;
+    let err = store
+        .delete_user("ghost", "capulet.example")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn list_users_is_sorted_by_domain_then_username() {
+    let (_dir, store) = temp_store().await;
+    for (user, domain) in [
+        ("romeo", "montague.example"),
+        ("tybalt", "capulet.example"),
+        ("benvolio", "montague.example"),
+        ("juliet", "capulet.example"),
+        ("Zed", "capulet.example"), // byte order: uppercase before lowercase
+    ] {
+        store.create_user(user, domain, &creds(1)).await.unwrap();
+    }
+
+    assert_eq!(
+        store.list_users(None).await.unwrap(),
+        vec![
+            pair("Zed", "capulet.example"),
+            pair("juliet", "capulet.example"),
+            pair("tybalt", "capulet.example"),
+            pair("benvolio", "montague.example"),
+            pair("romeo", "montague.example"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn list_users_filters_by_domain() {
+    let (_dir, store) = temp_store().await;
+    store
+        .create_user("romeo", "montague.example", &creds(1))
+        .await
+        .unwrap();
+    store
+        .create_user("juliet", "capulet.example", &creds(1))
+        .await
+        .unwrap();
+    store
+        .create_user("benvolio", "montague.example", &creds(1))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.list_users(Some("montague.example")).await.unwrap(),
+        vec![
+            pair("benvolio", "montague.example"),
+            pair("romeo", "montague.example")
+        ]
+    );
+    assert!(
+        store
+            .list_users(Some("nowhere.example"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

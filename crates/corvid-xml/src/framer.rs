@@ -1,0 +1,371 @@
+//! Incremental framing of an XMPP stream (RFC 6120 §4) into events: the
+//! stream header, one complete [`Element`] per stanza, the stream close.
+//!
+//! Bytes go to rxml as they arrive; nothing is ever buffered beyond the
+//! stanza being built. Limits are enforced while parsing: rxml is handed at
+//! most one byte more than the current stanza may still grow, so an oversized
+//! stanza is rejected at the first byte past the limit, long before its end
+//! tag (which may never come) arrives.
+
+use rxml::error::EndOrError;
+use rxml::parser::CommentMode;
+use rxml::{AttrMap, Event, Parse, Parser, WithOptions};
+
+use crate::attr_name;
+use crate::element::Element;
+use crate::error::XmlError;
+use crate::utf8::Utf8Validator;
+
+/// Resource limits for one incoming stream.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest stanza, counted in raw bytes from its `<` to the end of its
+    /// end tag. The stream header is held to the same limit.
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting; the stanza element itself is level 1.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_stanza_bytes: 262_144,
+            max_depth: 48,
+        }
+    }
+}
+
+/// What the parser found in the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// The start tag of the stream root (RFC 6120 §4.7).
+    Open(StreamHeader),
+    /// One complete child of the stream root.
+    Stanza(Element),
+    /// The end tag of the stream root (RFC 6120 §4.4).
+    Close,
+}
+
+/// The stream root's start tag. The caller checks that it is `stream` in
+/// `http://etherx.jabber.org/streams`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamHeader {
+    /// Local name of the root element.
+    pub name: String,
+    /// Namespace of the root element.
+    pub ns: String,
+    /// Attributes, named as on [`Element`] (`to`, `xml:lang`, `{uri}name`).
+    /// Namespace declarations are not attributes.
+    pub attrs: Vec<(String, String)>,
+}
+
+impl StreamHeader {
+    /// The value of attribute `name`, if present.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    BeforeRoot,
+    InRoot,
+    Closed,
+}
+
+/// Turns the bytes of one XML stream into [`StreamEvent`]s.
+#[derive(Debug)]
+pub struct StreamParser {
+    limits: Limits,
+    parser: Parser,
+    phase: Phase,
+    /// The open elements of the stanza being built; `open[0]` is the stanza.
+    open: Vec<Element>,
+    /// Bytes rxml has consumed since the last reset.
+    consumed: usize,
+    /// Bytes covered by the events rxml has emitted. Events are contiguous,
+    /// so `consumed - accounted` is what rxml holds for the next event.
+    accounted: usize,
+    /// Stream offset of the current stanza's `<` (while `open` is non-empty).
+    stanza_start: usize,
+    /// Whether the bytes rxml holds for the next event include markup, i.e.
+    /// a stanza has begun but its start tag is not complete yet.
+    pending_markup: bool,
+    /// rxml validates UTF-8 only when a token ends; this rejects an invalid
+    /// byte as soon as it arrives.
+    utf8: Utf8Validator,
+    /// The first error; every later call returns it again.
+    error: Option<XmlError>,
+}
+
+impl StreamParser {
+    /// Creates a parser for a new stream.
+    pub fn new(limits: Limits) -> Self {
+        StreamParser {
+            parser: new_rxml_parser(&limits),
+            limits,
+            phase: Phase::BeforeRoot,
+            open: Vec::new(),
+            consumed: 0,
+            accounted: 0,
+            stanza_start: 0,
+            pending_markup: false,
+            utf8: Utf8Validator::default(),
+            error: None,
+        }
+    }
+
+    /// Parses from `buf`, consuming bytes, until one event is complete
+    /// (`Ok(Some)`) or all of `buf` is consumed and more data is needed
+    /// (`Ok(None)`).
+    ///
+    /// It stops right after an event completes, so after an event that
+    /// restarts the stream the caller can [`reset`](Self::reset) and go on
+    /// with the bytes still in `buf`. After an error the stream is unusable
+    /// and every call returns the same error.
+    pub fn next_event(&mut self, buf: &mut &[u8]) -> Result<Option<StreamEvent>, XmlError> {
+        if let Some(error) = &self.error {
+            return Err(error.clone());
+        }
+        let result = self.parse_until_event(buf);
+        if let Err(error) = &result {
+            self.error = Some(error.clone());
+        }
+        result
+    }
+
+    /// Call when the transport reached its end: `Ok(())` if the stream was
+    /// closed cleanly with nothing but whitespace after it, else an error.
+    pub fn finish(&mut self) -> Result<(), XmlError> {
+        if let Some(error) = &self.error {
+            return Err(error.clone());
+        }
+        let result = self.check_clean_end();
+        if let Err(error) = &result {
+            self.error = Some(error.clone());
+        }
+        result
+    }
+
+    /// Starts over for a stream restart (RFC 6120 §4.3.3): the next bytes
+    /// are a new stream header, optionally preceded by an XML declaration.
+    pub fn reset(&mut self) {
+        *self = StreamParser::new(self.limits.clone());
+    }
+
+    /// Frees the parser's temporary buffers; call when the stream is idle.
+    pub fn release_memory(&mut self) {
+        self.parser.release_temporaries();
+        if self.open.is_empty() {
+            self.open.shrink_to_fit();
+        }
+    }
+
+    /// Whether no partial stanza is buffered: nothing begun since the last
+    /// event but whitespace.
+    pub fn is_idle(&self) -> bool {
+        self.open.is_empty() && !self.pending_markup
+    }
+
+    fn parse_until_event(&mut self, buf: &mut &[u8]) -> Result<Option<StreamEvent>, XmlError> {
+        loop {
+            let window_len = buf.len().min(self.remaining_budget().saturating_add(1));
+            let mut window = &buf[..window_len];
+            let result = self.parser.parse(&mut window, false);
+            let (taken, rest) = buf.split_at(window_len - window.len());
+            *buf = rest;
+            self.consumed += taken.len();
+            let event = match result {
+                Ok(event) => event,
+                Err(EndOrError::NeedMoreData) => None,
+                Err(EndOrError::Error(error)) => {
+                    return Err(XmlError::from_rxml(error, self.limits.max_stanza_bytes));
+                }
+            };
+            if let Err(byte) = self.utf8.check(taken) {
+                return Err(XmlError::NotWellFormed(format!(
+                    "invalid UTF-8 byte 0x{byte:02x}"
+                )));
+            }
+            let Some(event) = event else {
+                self.note_pending_bytes(taken);
+                self.check_size(self.size_start())?;
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                if taken.is_empty() {
+                    // rxml only stops without consuming at the end of the
+                    // document, so whatever is left cannot be XML.
+                    return Err(XmlError::NotWellFormed(
+                        "data after the end of the stream".into(),
+                    ));
+                }
+                continue;
+            };
+            let start = self.accounted;
+            self.accounted += event.metrics().len();
+            // Measured before `handle`, which pops a finished stanza: inside
+            // a stanza its bytes run from `stanza_start`, at the top level a
+            // start tag begins a new stanza (or the header) at `start`, and
+            // anything else leaves only what rxml holds beyond the event.
+            let size_from = if !self.open.is_empty() {
+                self.stanza_start
+            } else if matches!(event, Event::StartElement(..)) {
+                start
+            } else {
+                self.accounted
+            };
+            self.check_size(size_from)?;
+            let found = self.handle(event, start)?;
+            self.note_pending_bytes(taken);
+            if found.is_some() {
+                return Ok(found);
+            }
+            // rxml may hold further events (the end of `<x/>`) even when
+            // `buf` is empty, so ask again until it needs more data.
+        }
+    }
+
+    /// Applies one rxml event; returns the stream event it completes.
+    fn handle(&mut self, event: Event, start: usize) -> Result<Option<StreamEvent>, XmlError> {
+        match event {
+            Event::XmlDeclaration(..) => Ok(None),
+            Event::StartElement(_, (ns, name), attrs) => {
+                if self.phase == Phase::BeforeRoot {
+                    self.phase = Phase::InRoot;
+                    return Ok(Some(StreamEvent::Open(StreamHeader {
+                        name: name.into(),
+                        ns: ns.into(),
+                        attrs: convert_attrs(attrs).collect(),
+                    })));
+                }
+                if self.open.len() >= self.limits.max_depth {
+                    return Err(XmlError::TooDeep {
+                        limit: self.limits.max_depth,
+                    });
+                }
+                if self.open.is_empty() {
+                    self.stanza_start = start;
+                }
+                let mut element = Element::new(name, ns);
+                for (name, value) in convert_attrs(attrs) {
+                    element.push_attr_unchecked(name, value);
+                }
+                self.open.push(element);
+                Ok(None)
+            }
+            Event::EndElement(_) => match self.open.pop() {
+                None => {
+                    self.phase = Phase::Closed;
+                    Ok(Some(StreamEvent::Close))
+                }
+                Some(element) => match self.open.last_mut() {
+                    Some(parent) => {
+                        parent.append_child(element);
+                        Ok(None)
+                    }
+                    None => Ok(Some(StreamEvent::Stanza(element))),
+                },
+            },
+            Event::Text(_, text) => match self.open.last_mut() {
+                Some(element) => {
+                    element.append_text(text);
+                    Ok(None)
+                }
+                // RFC 6120 §4.6.1: whitespace between stanzas is a keepalive.
+                None if text.bytes().all(is_xml_whitespace) => Ok(None),
+                None => Err(XmlError::TextOutsideStanza),
+            },
+        }
+    }
+
+    /// Where the bytes being parsed began: the open stanza's `<`, or the
+    /// end of the last event (rxml may hold whitespace or a start tag).
+    fn size_start(&self) -> usize {
+        if self.open.is_empty() {
+            self.accounted
+        } else {
+            self.stanza_start
+        }
+    }
+
+    fn remaining_budget(&self) -> usize {
+        let size = self.consumed.saturating_sub(self.size_start());
+        self.limits.max_stanza_bytes.saturating_sub(size)
+    }
+
+    fn check_size(&self, from: usize) -> Result<(), XmlError> {
+        if self.consumed.saturating_sub(from) > self.limits.max_stanza_bytes {
+            return Err(XmlError::StanzaTooBig {
+                limit: self.limits.max_stanza_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Tracks whether the bytes rxml holds for its next event (the last
+    /// `consumed - accounted` bytes of the stream) contain markup.
+    fn note_pending_bytes(&mut self, taken: &[u8]) {
+        if !self.open.is_empty() {
+            return;
+        }
+        let pending = self.consumed.saturating_sub(self.accounted);
+        self.pending_markup = match taken.len().checked_sub(pending) {
+            Some(from) => has_markup(&taken[from..]),
+            None => self.pending_markup || has_markup(taken),
+        };
+    }
+
+    fn check_clean_end(&mut self) -> Result<(), XmlError> {
+        if self.phase != Phase::Closed {
+            return Err(XmlError::NotWellFormed(
+                "the stream ended before it was closed".into(),
+            ));
+        }
+        // Anything rxml still holds after the root's end tag must be
+        // whitespace; at EOF it says so.
+        match self.parser.parse(&mut &[][..], true) {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) | Err(EndOrError::NeedMoreData) => Err(XmlError::NotWellFormed(
+                "data after the end of the stream".into(),
+            )),
+            Err(EndOrError::Error(error)) => {
+                Err(XmlError::from_rxml(error, self.limits.max_stanza_bytes))
+            }
+        }
+    }
+}
+
+fn new_rxml_parser(limits: &Limits) -> Parser {
+    // The token limit keeps rxml from buffering one name or attribute value
+    // larger than a stanza may be. Four bytes is the floor so a single UTF-8
+    // character always fits; no stanza fits such a limit anyway.
+    Parser::with_options(rxml::Options {
+        max_token_length: limits.max_stanza_bytes.max(4),
+        // RFC 6120 §11.1: comments are restricted XML.
+        comments: CommentMode::Reject,
+        ..rxml::Options::default()
+    })
+}
+
+/// Converts rxml's attributes to [`Element`]'s naming.
+fn convert_attrs(attrs: AttrMap) -> impl Iterator<Item = (String, String)> {
+    attrs
+        .into_iter()
+        .map(|((ns, local), value)| (attr_name::join(&ns, local.into()), value))
+}
+
+/// XML 1.0 §2.3 `S`.
+fn is_xml_whitespace(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn has_markup(bytes: &[u8]) -> bool {
+    !bytes.iter().all(|&b| is_xml_whitespace(b))
+}
+
+#[cfg(test)]
+mod tests;
