@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test Corvid has, on a fresh machine: Rust unit, property and integration tests
+# (cargo-nextest when installed, else cargo test), doc tests, then the real-client interop
+# suite (which makes its own Python venv). One build of the workspace serves all of it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "== build (workspace, all targets)"
+cargo build --workspace --all-targets --locked
+
+echo "== Rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
+cargo test --workspace --locked --doc
+
+echo "== interop tests (real clients against a real corvid process)"
+CORVID_BIN="$PWD/target/debug/corvid" scripts/interop.sh
