@@ -1,0 +1,99 @@
+//! The operator CLI, run as a real process against a real SQLite file.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn corvid(config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corvid"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the corvid binary runs");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().expect("corvid finishes")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("corvid.toml");
+    std::fs::write(
+        &config,
+        format!("domains = ['localhost', 'example.org']\ndata_dir = '{}'\n", dir.path().join("data").display()),
+    )
+    .unwrap();
+    (dir, config)
+}
+
+#[test]
+fn add_list_passwd_remove_round_trip() {
+    let (_dir, config) = setup();
+    let out = corvid(&config, &["user", "add", "Alice@LocalHost", "--password", "pw1"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "created alice@localhost", "JIDs are normalized");
+
+    // Password from stdin when no flag and no terminal.
+    let out = corvid(&config, &["user", "add", "bob@example.org"], Some("pw2\n"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = corvid(&config, &["user", "list"], None);
+    // Sorted by domain, then user.
+    assert_eq!(text(&out.stdout), "bob@example.org\nalice@localhost\n");
+    let out = corvid(&config, &["user", "list", "example.org"], None);
+    assert_eq!(text(&out.stdout), "bob@example.org\n");
+
+    let out = corvid(&config, &["user", "passwd", "bob@example.org", "--password", "new"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = corvid(&config, &["user", "remove", "bob@example.org"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = corvid(&config, &["user", "list"], None);
+    assert_eq!(text(&out.stdout), "alice@localhost\n");
+}
+
+#[test]
+fn clear_errors_for_bad_input() {
+    let (_dir, config) = setup();
+    assert!(corvid(&config, &["user", "add", "carol@localhost", "--password", "x"], None).status.success());
+    let cases: [(&[&str], &str); 6] = [
+        (&["user", "add", "carol@localhost", "--password", "x"], "already exists"),
+        (&["user", "add", "dave@elsewhere.net", "--password", "x"], "does not serve"),
+        (&["user", "add", "not a jid@@", "--password", "x"], "not a valid user JID"),
+        (&["user", "add", "localhost", "--password", "x"], "not a valid user JID"),
+        (&["user", "remove", "nobody@localhost"], "does not exist"),
+        (&["user", "passwd", "nobody@localhost", "--password", "x"], "does not exist"),
+    ];
+    for (args, expected) in cases {
+        let out = corvid(&config, args, None);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = text(&out.stderr);
+        assert!(err.contains(expected), "{args:?}: expected {expected:?} in {err:?}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = corvid(&config, &["user", "add", "erin@localhost"], Some("\n"));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("must not be empty"));
+}
+
+#[test]
+fn unknown_config_keys_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[c2s]\nlisen = ['127.0.0.1:5222']\n").unwrap();
+    let out = corvid(&config, &["user", "list"], None);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("lisen"), "the error names the unknown key: {err}");
+}
