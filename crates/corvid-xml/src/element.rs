@@ -2,9 +2,10 @@
 //!
 //! An [`Element`] has a local name, a namespace URI (never a prefix: prefixes
 //! are resolved by the parser and generated again by the serializer), its
-//! attributes in document order and its child nodes. Attribute names follow
-//! the convention in [`crate::attr_name`]: plain `name`, `xml:lang` for the
-//! XML namespace, `{uri}name` for any other namespace.
+//! attributes and its child nodes. Attribute names are plain strings: `name`
+//! for the usual unqualified attribute, `xml:lang` (etc.) for the XML
+//! namespace, `{uri}name` for any other namespace; the serializer declares a
+//! prefix for the latter.
 //!
 //! Text nodes are kept merged: appending text right after text extends the
 //! previous node and empty text is never stored, so a tree built through this
@@ -78,7 +79,9 @@ impl Element {
         Some(self.attrs.remove(index).1)
     }
 
-    /// All attributes as `(name, value)` in document order.
+    /// All attributes as `(name, value)`, in the order they were set (a
+    /// parsed element has them sorted by namespace and name, as rxml
+    /// reports them, not in document order).
     pub fn attrs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.attrs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }

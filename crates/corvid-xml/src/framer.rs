@@ -197,10 +197,10 @@ impl StreamParser {
                     return Ok(None);
                 }
                 if taken.is_empty() {
-                    // rxml only stops without consuming at the end of the
-                    // document, so whatever is left cannot be XML.
+                    // rxml wants more data yet took none of what it was
+                    // given; never seen, but it must not spin forever.
                     return Err(XmlError::NotWellFormed(
-                        "data after the end of the stream".into(),
+                        "the parser made no progress".into(),
                     ));
                 }
                 continue;

@@ -488,3 +488,11 @@ fn too_deep_nesting_is_rejected() {
     assert_eq!(error, Some(XmlError::TooDeep { limit: 4 }));
     assert_eq!(error.map(|e| e.condition()), Some("policy-violation"));
 }
+
+#[test]
+fn parser_and_events_can_move_between_tasks() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<StreamParser>();
+    assert_send::<StreamEvent>();
+    assert_send::<XmlError>();
+}
