@@ -339,12 +339,17 @@ impl StreamParser {
     }
 }
 
+/// rxml reserves a buffer of the token limit per parser, so it is kept well below the
+/// stanza limit: longer text arrives as several text events (joined again in the tree), and
+/// only a single name or attribute value longer than this is refused.
+const MAX_TOKEN_BYTES: usize = 32 * 1024;
+
 fn new_rxml_parser(limits: &Limits) -> Parser {
     // The token limit keeps rxml from buffering one name or attribute value
     // larger than a stanza may be. Four bytes is the floor so a single UTF-8
     // character always fits; no stanza fits such a limit anyway.
     Parser::with_options(rxml::Options {
-        max_token_length: limits.max_stanza_bytes.max(4),
+        max_token_length: limits.max_stanza_bytes.min(MAX_TOKEN_BYTES).max(4),
         // RFC 6120 §11.1: comments are restricted XML.
         comments: CommentMode::Reject,
         ..rxml::Options::default()
