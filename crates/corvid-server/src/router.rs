@@ -138,7 +138,7 @@ async fn to_bare_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind
 
 /// RFC 6121 §8.5.2.1.1 and §8.5.2.2.1.
 async fn message_to_bare(server: &Arc<Server>, stanza: Element, to: BareJid, bytes: bytes::Bytes) {
-    if server.sessions.deliver_message_to_bare(&to, &bytes) > 0 {
+    if !server.sessions.deliver_message_to_bare(&to, &bytes).is_empty() {
         return;
     }
     match MessageType::of(&stanza) {

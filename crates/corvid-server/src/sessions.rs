@@ -52,9 +52,23 @@ struct Resource {
     jid: FullJid,
     tx: mpsc::Sender<Outbound>,
     control: Arc<SessionControl>,
+    state: ResourceState,
+}
+
+/// What modules track about one bound resource (RFC 6121 presence state and XEP flags).
+#[derive(Clone, Debug, Default)]
+pub struct ResourceState {
     /// Sent initial presence and not yet unavailable (RFC 6121 §4.2).
-    available: bool,
-    priority: i8,
+    pub available: bool,
+    pub priority: i8,
+    /// The last available presence broadcast by this resource, `from` stamped.
+    pub presence: Option<corvid_xml::Element>,
+    /// Requested the roster, so it gets roster pushes (RFC 6121 §2.1.6 "interested resource").
+    pub interested: bool,
+    /// Enabled message carbons (XEP-0280).
+    pub carbons: bool,
+    /// Where it sent directed presence, to send them unavailable at logout (RFC 6121 §4.6.3).
+    pub directed: Vec<corvid_proto::Jid>,
 }
 
 /// The receiving half a session task keeps after binding.
@@ -94,8 +108,7 @@ impl SessionManager {
             jid: jid.clone(),
             tx,
             control: control.clone(),
-            available: false,
-            priority: 0,
+            state: ResourceState::default(),
         };
         let mut entry = self.users.entry(jid.to_bare()).or_default();
         if let Some(pos) = entry.iter().position(|r| r.jid == jid) {
@@ -121,12 +134,38 @@ impl SessionManager {
 
     /// Records a session's own presence (availability and priority).
     pub fn set_presence(&self, jid: &FullJid, available: bool, priority: i8) {
-        if let Some(mut resources) = self.users.get_mut(&jid.to_bare()) {
-            if let Some(r) = resources.iter_mut().find(|r| &r.jid == jid) {
-                r.available = available;
-                r.priority = priority;
-            }
-        }
+        self.update(jid, |state| {
+            state.available = available;
+            state.priority = priority;
+        });
+    }
+
+    /// Changes the state of one bound resource; `None` if it is not bound.
+    pub fn update<T>(&self, jid: &FullJid, f: impl FnOnce(&mut ResourceState) -> T) -> Option<T> {
+        let mut resources = self.users.get_mut(&jid.to_bare())?;
+        let r = resources.iter_mut().find(|r| &r.jid == jid)?;
+        Some(f(&mut r.state))
+    }
+
+    /// The state of every bound resource of a user (a copy).
+    pub fn states(&self, bare: &BareJid) -> Vec<(FullJid, ResourceState)> {
+        self.users
+            .get(bare)
+            .map(|rs| rs.iter().map(|r| (r.jid.clone(), r.state.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// The resources of a user for which `pick` holds.
+    pub fn resources_where(&self, bare: &BareJid, pick: impl Fn(&ResourceState) -> bool) -> Vec<FullJid> {
+        self.users
+            .get(bare)
+            .map(|rs| rs.iter().filter(|r| pick(&r.state)).map(|r| r.jid.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether any resource of the user is available.
+    pub fn is_available(&self, bare: &BareJid) -> bool {
+        self.users.get(bare).is_some_and(|rs| rs.iter().any(|r| r.state.available))
     }
 
     /// Delivers to one bound resource.
@@ -146,25 +185,25 @@ impl SessionManager {
     /// RFC 6121 §8.5.2.1.1: a message to the bare JID goes to the available resources with
     /// the highest non-negative priority (all of them when several share it). Returns how
     /// many sessions received it.
-    pub fn deliver_message_to_bare(&self, bare: &BareJid, stanza: &Bytes) -> usize {
+    pub fn deliver_message_to_bare(&self, bare: &BareJid, stanza: &Bytes) -> Vec<FullJid> {
         let targets: Vec<_> = match self.users.get(bare) {
-            None => return 0,
+            None => return Vec::new(),
             Some(resources) => {
-                let best = resources.iter().filter(|r| r.available && r.priority >= 0).map(|r| r.priority).max();
-                match best {
-                    None => return 0,
-                    Some(best) => resources
-                        .iter()
-                        .filter(|r| r.available && r.priority == best)
-                        .map(|r| (r.tx.clone(), r.control.clone()))
-                        .collect(),
-                }
+                let eligible = |r: &&Resource| r.state.available && r.state.priority >= 0;
+                let Some(best) = resources.iter().filter(eligible).map(|r| r.state.priority).max() else {
+                    return Vec::new();
+                };
+                resources
+                    .iter()
+                    .filter(|r| r.state.available && r.state.priority == best)
+                    .map(|r| (r.jid.clone(), r.tx.clone(), r.control.clone()))
+                    .collect()
             }
         };
-        for (tx, control) in &targets {
+        for (_, tx, control) in &targets {
             self.push(tx, control, stanza.clone());
         }
-        targets.len()
+        targets.into_iter().map(|(jid, _, _)| jid).collect()
     }
 
     /// Delivers to every available resource of a user (presence to a bare JID, RFC 6121 §8.5.2.1.2).
@@ -173,7 +212,7 @@ impl SessionManager {
             None => return 0,
             Some(resources) => resources
                 .iter()
-                .filter(|r| r.available)
+                .filter(|r| r.state.available)
                 .map(|r| (r.tx.clone(), r.control.clone()))
                 .collect(),
         };
@@ -249,13 +288,13 @@ mod tests {
         sm.set_presence(&full("a@x/high"), true, 5);
         sm.set_presence(&full("a@x/neg"), true, -1);
         let bare: BareJid = "a@x".parse().unwrap();
-        assert_eq!(sm.deliver_message_to_bare(&bare, &Bytes::from_static(b"m")), 1);
+        assert_eq!(sm.deliver_message_to_bare(&bare, &Bytes::from_static(b"m")), vec![full("a@x/high")]);
         assert!(high.rx.try_recv().is_ok());
         assert!(low.rx.try_recv().is_err());
         assert!(neg.rx.try_recv().is_err());
         sm.set_presence(&full("a@x/high"), true, -2);
         sm.set_presence(&full("a@x/low"), true, -2);
-        assert_eq!(sm.deliver_message_to_bare(&bare, &Bytes::from_static(b"m")), 0);
+        assert!(sm.deliver_message_to_bare(&bare, &Bytes::from_static(b"m")).is_empty());
         assert_eq!(sm.deliver_to_available(&bare, &Bytes::from_static(b"p")), 3);
     }
 

@@ -133,11 +133,14 @@ impl Session {
         if !self.transport.is_tls() && self.server.config.c2s.require_tls {
             return Err(SaslError::EncryptionRequired);
         }
-        let mechanism = el
-            .attr("mechanism")
-            .and_then(Mechanism::from_name)
-            .filter(|m| self.mechanisms().contains(m))
-            .ok_or(SaslError::InvalidMechanism)?;
+        let mechanism = el.attr("mechanism").and_then(Mechanism::from_name).ok_or(SaslError::InvalidMechanism)?;
+        if mechanism == Mechanism::Plain && !self.transport.is_tls() {
+            // RFC 6120 §6.5.4: we support PLAIN, just not on an unprotected stream.
+            return Err(SaslError::EncryptionRequired);
+        }
+        if !self.mechanisms().contains(&mechanism) {
+            return Err(SaslError::InvalidMechanism);
+        }
         let initial = decode_payload(el)?;
         match mechanism {
             Mechanism::Plain => match initial {

@@ -31,6 +31,8 @@ const READ_BUFFER: usize = 4096;
 const WRITE_BATCH: usize = 64 * 1024;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a session that was told to close may still spend on one write.
+const CLOSING_WRITE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a stream ended (for the log line and the closing handshake).
 pub(super) enum End {
@@ -483,14 +485,26 @@ impl Session {
     }
 
     pub(super) async fn write_raw(&mut self, data: &[u8]) -> Result<(), End> {
+        let transport = &mut self.transport;
         let write = async {
-            self.transport.write_all(data).await?;
-            self.transport.flush().await
+            transport.write_all(data).await?;
+            transport.flush().await
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(End::Io(e)),
-            Err(_) => Err(End::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))),
+        // A session told to close (a slow consumer above all, whose socket is full) gets
+        // only a short grace to finish writing, not WRITE_TIMEOUT: meanwhile it stays
+        // bound and stanzas for it are lost instead of bounced.
+        let control = self.control.clone();
+        let closing = async {
+            closed(&control).await;
+            tokio::time::sleep(CLOSING_WRITE_GRACE).await;
+        };
+        tokio::select! {
+            written = tokio::time::timeout(WRITE_TIMEOUT, write) => match written {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(End::Io(e)),
+                Err(_) => Err(End::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))),
+            },
+            _ = closing => Err(End::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "write blocked while closing"))),
         }
     }
 

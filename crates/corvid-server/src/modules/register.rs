@@ -78,8 +78,11 @@ impl Module for Register {
 
     async fn handle_iq(&self, ctx: &Ctx, iq: Iq) -> IqResult {
         let user = iq.from.to_bare();
-        // Only about one's own account, addressed to the server.
-        if iq.to.node().is_some() || !ctx.server.config.serves(user.domain().as_str()) {
+        // Only about one's own account: addressed to the server, or sent without `to`,
+        // which RFC 6120 §10.3.3 makes the account's own bare JID (XEP-0077 §3.2 and §3.3
+        // show requests without `to`).
+        let to_own_account = iq.to.resource().is_none() && iq.to.to_bare() == user;
+        if (iq.to.node().is_some() && !to_own_account) || !ctx.server.config.serves(user.domain().as_str()) {
             return Err(StanzaError::service_unavailable());
         }
         match iq.kind {

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Real-client interop tests: slixmpp against a real `corvid serve` process.
+#
+#   scripts/interop.sh [PYTEST ARGS…]     e.g. scripts/interop.sh -k register -x
+#
+# Makes the venv .venv (python3 -m venv) and installs tests/interop/requirements.txt into it
+# when missing or changed, builds target/debug/corvid only when it is missing, then runs
+# `pytest tests/interop -q`. Exits non-zero when a test fails.
+# CORVID_BIN overrides the server binary (default target/debug/corvid).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+REQUIREMENTS=tests/interop/requirements.txt
+STAMP="$VENV/.interop-requirements"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "== interop: creating $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+fi
+if ! cmp -s "$REQUIREMENTS" "$STAMP"; then
+    echo "== interop: installing $REQUIREMENTS"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$REQUIREMENTS"
+    cp "$REQUIREMENTS" "$STAMP"
+fi
+
+CORVID_BIN="${CORVID_BIN:-target/debug/corvid}"
+if [ ! -x "$CORVID_BIN" ]; then
+    echo "== interop: $CORVID_BIN is missing; cargo build -p corvid"
+    cargo build -p corvid
+fi
+if [ ! -x "$CORVID_BIN" ]; then
+    echo "interop: no corvid binary at $CORVID_BIN" >&2
+    exit 1
+fi
+CORVID_BIN="$(cd "$(dirname "$CORVID_BIN")" && pwd)/$(basename "$CORVID_BIN")"
+export CORVID_BIN
+
+exec "$VENV/bin/python" -m pytest tests/interop -q "$@"

@@ -1,0 +1,123 @@
+"""Fixtures for the interop suite: real `corvid serve` processes and slixmpp clients.
+
+- `server`: one server for the whole session (open registration); tests make their own
+  uniquely named accounts with `server.new_account()`.
+- `closed_server`: a second server whose config has `[registration] open = false`.
+- `make_server`: servers of a test's own, e.g. with other `[limits]`.
+- `clients`: a factory that logs slixmpp clients in and disconnects them after the test.
+
+When a test fails, the part of each server's stderr log written during that test is added
+to its report. Each server's directory (config, data, log) is removed when it stops,
+unless CORVID_INTEROP_KEEP is set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from interop_support import Client, CorvidServer
+
+_running: list[CorvidServer] = []
+
+
+def _start(name: str, **kwargs) -> CorvidServer:
+    server = CorvidServer(name, **kwargs)
+    server.start()
+    _running.append(server)
+    return server
+
+
+def _stop(server: CorvidServer) -> None:
+    _running.remove(server)
+    code = server.stop()
+    log_tail = server.log_text()[-4000:]
+    if not os.environ.get("CORVID_INTEROP_KEEP"):
+        shutil.rmtree(server.dir, ignore_errors=True)
+    # SIGTERM is the documented way to stop corvid, and it shuts down gracefully.
+    assert code == 0, f"corvid ({server.name}) exited with {code} after SIGTERM; log:\n{log_tail}"
+
+
+@pytest.fixture(scope="session")
+def server():
+    server = _start("main")
+    yield server
+    _stop(server)
+
+
+@pytest.fixture(scope="session")
+def closed_server():
+    server = _start("closed", registration_open=False)
+    yield server
+    _stop(server)
+
+
+@pytest.fixture
+def make_server():
+    """Starts servers of the test's own (for tests that stop them or need other limits);
+    `make_server(limits={...})`. They are stopped, and their exit status checked, after
+    the test."""
+    started: list[CorvidServer] = []
+
+    def make(name: str = "own", **options) -> CorvidServer:
+        server = _start(name, **options)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        _stop(server)
+
+
+class Clients:
+    """Makes logged-in clients; everything it made is disconnected at teardown."""
+
+    def __init__(self):
+        self.made: list[Client] = []
+
+    def new(self, jid: str, password: str, **options) -> Client:
+        """A client that has not connected yet (for tests that hook events first)."""
+        client = Client(jid, password, **options)
+        self.made.append(client)
+        return client
+
+    async def login(self, server: CorvidServer, jid: str, password: str, *, direct_tls: bool = False,
+                    **options) -> Client:
+        return await self.new(jid, password, **options).start(server, direct_tls=direct_tls)
+
+    async def close_all(self) -> None:
+        for client in self.made:
+            await client.close()
+
+
+@pytest.fixture
+async def clients():
+    made = Clients()
+    yield made
+    await made.close_all()
+
+
+# -- server logs in failure reports ------------------------------------------------------
+
+_LOG_LIMIT = 30_000
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.corvid_log_marks = {id(s): s.log_size() for s in _running}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    marks = getattr(item, "corvid_log_marks", {})
+    for server in list(_running):
+        text = server.log_text(marks.get(id(server), 0))
+        if len(text) > _LOG_LIMIT:
+            text = "[… earlier lines cut …]\n" + text[-_LOG_LIMIT:]
+        report.sections.append((f"corvid ({server.name}) stderr during this test", text or "(nothing)"))

@@ -1,0 +1,441 @@
+"""Shared pieces of the interop suite: a running `corvid serve` process, and slixmpp
+clients that connect to it with a timeout on every step.
+
+The fixtures in conftest.py hand these out; tests import the exception types and helpers
+from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import slixmpp
+from slixmpp.exceptions import IqError
+from slixmpp.util.sasl.mechanisms import SCRAM
+
+REPO = Path(__file__).resolve().parents[2]
+DOMAIN = "localhost"
+HOST = "127.0.0.1"
+
+#: Seconds any single step (connect, login, an IQ round trip, a message) may take before
+#: the test fails instead of hanging.
+TIMEOUT = 10.0
+#: Seconds the server gets to start listening.
+START_TIMEOUT = 30.0
+#: Seconds the server gets to exit after SIGTERM before it is killed.
+STOP_TIMEOUT = 10.0
+
+
+def corvid_bin() -> Path:
+    return Path(os.environ.get("CORVID_BIN", REPO / "target" / "debug" / "corvid")).resolve()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+_names = itertools.count(1)
+
+
+def unique_name(prefix: str) -> str:
+    """A localpart no other test (or earlier run against the same data dir) uses."""
+    return f"{prefix}-{next(_names)}-{uuid.uuid4().hex[:6]}"
+
+
+class CorvidServer:
+    """One `corvid serve` process on free loopback ports, with its own data directory.
+
+    Its stderr goes to a log file that conftest.py attaches to failing tests' reports.
+    """
+
+    def __init__(self, name: str, *, registration_open: bool = True, limits: dict[str, int] | None = None):
+        self.name = name
+        self.registration_open = registration_open
+        self.limits = {"idle_ping_secs": 300, **(limits or {})}
+        self.dir = Path(tempfile.mkdtemp(prefix=f"corvid-interop-{name}-"))
+        self.config_path = self.dir / "corvid.toml"
+        self.log_path = self.dir / "corvid.log"
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.tls_port = 0
+        self.exit_code: int | None = None
+
+    # -- process ---------------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        limits = "\n".join(f"{key} = {value}" for key, value in self.limits.items())
+        self.config_path.write_text(
+            f"""\
+domains = ["{DOMAIN}"]
+data_dir = "{self.dir / 'data'}"
+
+[c2s]
+listen = ["{HOST}:{self.port}"]
+tls_listen = ["{HOST}:{self.tls_port}"]
+
+[registration]
+open = {"true" if self.registration_open else "false"}
+
+[limits]
+{limits}
+
+[log]
+level = "corvid_server=debug,info"
+""",
+            encoding="utf-8",
+        )
+
+    def start(self) -> None:
+        binary = corvid_bin()
+        if not binary.is_file():
+            raise RuntimeError(f"corvid binary not found at {binary}; run `cargo build -p corvid` or set CORVID_BIN")
+        last_error = ""
+        # A port picked as free can be taken before corvid binds it; try fresh ports then.
+        for _attempt in range(3):
+            self.port, self.tls_port = _free_port(), _free_port()
+            if self.port == self.tls_port:
+                continue
+            self._write_config()
+            log = open(self.log_path, "ab")
+            try:
+                self.proc = subprocess.Popen(
+                    [str(binary), "--config", str(self.config_path), "serve"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env={**os.environ, "NO_COLOR": "1"},
+                )
+            finally:
+                log.close()
+            if self._wait_listening():
+                return
+            last_error = self.log_text()[-4000:]
+            self.stop()
+            if "in use" not in last_error:
+                break
+        raise RuntimeError(f"corvid did not start listening on {HOST}:{self.port}/{self.tls_port}:\n{last_error}")
+
+    def _wait_listening(self) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT
+        pending = {self.port, self.tls_port}
+        while pending and time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                return False
+            for port in list(pending):
+                try:
+                    socket.create_connection((HOST, port), timeout=0.5).close()
+                    pending.discard(port)
+                except OSError:
+                    pass
+            if pending:
+                time.sleep(0.05)
+        return not pending
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns the exit code."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return self.exit_code
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(STOP_TIMEOUT)
+                with open(self.log_path, "ab") as log:
+                    log.write(b"\n[interop] corvid did not exit within %ds of SIGTERM; killed\n" % STOP_TIMEOUT)
+        self.exit_code = proc.returncode
+        return self.exit_code
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_text(self, since: int = 0) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(since)
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    # -- accounts --------------------------------------------------------------------
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(corvid_bin()), "--config", str(self.config_path), *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def add_user(self, user: str, password: str) -> str:
+        jid = f"{user}@{DOMAIN}"
+        done = self.cli("user", "add", jid, "--password", password)
+        if done.returncode != 0:
+            raise RuntimeError(f"`corvid user add {jid}` failed ({done.returncode}): {done.stderr.strip()}")
+        return jid
+
+    def new_account(self, prefix: str = "user") -> tuple[str, str]:
+        """Creates a fresh account through the CLI; returns (bare JID, password)."""
+        user = unique_name(prefix)
+        password = f"pw-{uuid.uuid4().hex}"
+        return self.add_user(user, password), password
+
+
+# -- clients ---------------------------------------------------------------------------
+
+
+class LoginFailed(Exception):
+    """The client did not get a session. `sasl_failures` holds the SASL failure conditions
+    in the order received, `stream_errors` any stream error conditions."""
+
+    def __init__(self, why: str, sasl_failures: list[str], stream_errors: list[str]):
+        super().__init__(f"{why} (SASL failures: {sasl_failures}, stream errors: {stream_errors})")
+        self.sasl_failures = sasl_failures
+        self.stream_errors = stream_errors
+
+
+PLUGINS = ("xep_0030", "xep_0077", "xep_0092", "xep_0199", "xep_0202")
+
+
+class Client(slixmpp.ClientXMPP):
+    """A slixmpp client for tests: no certificate verification (the server's certificate is
+    self-signed), no DNS, every received message and stream error recorded."""
+
+    def __init__(self, jid: str, password: str, *, mech: str | None = None, tls_max: ssl.TLSVersion | None = None,
+                 alpn: list[str] | None = None):
+        super().__init__(jid, password, sasl_mech=mech)
+        self.ssl_context.check_hostname = False
+        self.ssl_context.verify_mode = ssl.CERT_NONE
+        if tls_max is not None:
+            self.ssl_context.maximum_version = tls_max
+        if alpn is not None:
+            self.ssl_context.set_alpn_protocols(alpn)
+        for plugin in PLUGINS:
+            self.register_plugin(plugin)
+        # No whitespace keepalives: the idle-ping tests need a client that stays silent.
+        self.whitespace_keepalive = False
+
+        self.messages: asyncio.Queue = asyncio.Queue()
+        self.message_errors: asyncio.Queue = asyncio.Queue()
+        self.sasl_failures: list[str] = []
+        self.stream_errors: list[tuple[str, str]] = []
+        self.tls_version: str | None = None
+        self.session_started = False
+        self._login: asyncio.Future | None = None
+        self.ended: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        self.add_event_handler("message", lambda m: self.messages.put_nowait(m))
+        self.add_event_handler("message_error", lambda m: self.message_errors.put_nowait(m))
+        self.add_event_handler("failed_auth", self._on_failed_auth)
+        self.add_event_handler("failed_all_auth", self._on_failed_all_auth)
+        self.add_event_handler("stream_error", self._on_stream_error)
+        self.add_event_handler("session_start", self._on_session_start)
+        self.add_event_handler("disconnected", self._on_disconnected)
+        self.add_event_handler("tls_success", self._on_tls)
+
+    # -- event handlers ----------------------------------------------------------------
+
+    def _settle(self, result=None, error: BaseException | None = None) -> None:
+        if self._login is not None and not self._login.done():
+            if error is not None:
+                self._login.set_exception(error)
+            else:
+                self._login.set_result(result)
+
+    def _on_tls(self, _event) -> None:
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport else None
+        self.tls_version = ssl_object.version() if ssl_object else None
+
+    def _on_failed_auth(self, failure) -> None:
+        self.sasl_failures.append(failure["condition"])
+
+    def _on_failed_all_auth(self, _event) -> None:
+        self._settle(error=LoginFailed("every SASL mechanism failed", self.sasl_failures, self.conditions()))
+
+    def _on_stream_error(self, error) -> None:
+        self.stream_errors.append((error["condition"], error["text"]))
+
+    def _on_session_start(self, _event) -> None:
+        self.session_started = True
+        self._settle(result=True)
+
+    def _on_disconnected(self, reason) -> None:
+        self._settle(error=LoginFailed(f"disconnected before the session started: {reason}", self.sasl_failures,
+                                       self.conditions()))
+        if not self.ended.done():
+            self.ended.set_result(reason)
+
+    # -- API for tests -------------------------------------------------------------------
+
+    def conditions(self) -> list[str]:
+        """The stream error conditions received so far."""
+        return [condition for condition, _text in self.stream_errors]
+
+    @property
+    def sasl_mechanism(self) -> str | None:
+        """The SASL mechanism of the last attempt (the one that succeeded, after login)."""
+        mech = self.plugin["feature_mechanisms"].mech
+        return mech.name if mech else None
+
+    async def start(self, server: CorvidServer, *, direct_tls: bool = False, timeout: float = TIMEOUT) -> "Client":
+        """Connects (STARTTLS, or direct TLS) and waits for the session; raises LoginFailed
+        if authentication or binding fails, TimeoutError if nothing happens in time."""
+        self.enable_direct_tls = direct_tls
+        self.enable_starttls = not direct_tls
+        self.enable_plaintext = False
+        self._login = asyncio.get_running_loop().create_future()
+        self.connect(HOST, server.tls_port if direct_tls else server.port)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._login), timeout)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise TimeoutError(f"no session for {self.requested_jid} within {timeout}s "
+                               f"(SASL failures: {self.sasl_failures}, stream errors: {self.stream_errors})") from None
+        except LoginFailed:
+            await self.close()
+            raise
+        return self
+
+    async def close(self) -> None:
+        """Ends the stream politely if it is still open, then makes sure the socket is gone."""
+        self.cancel_connection_attempt()
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.disconnect(wait=1.0), 3)
+        if self.transport is not None:
+            self.abort()
+        # Let slixmpp's connection_lost callbacks run before the loop goes away.
+        await asyncio.sleep(0)
+
+    async def wait_ended(self, timeout: float = TIMEOUT):
+        """Waits for the server to close this client's connection; returns the reason."""
+        return await asyncio.wait_for(asyncio.shield(self.ended), timeout)
+
+    async def next_message(self, timeout: float = TIMEOUT):
+        return await asyncio.wait_for(self.messages.get(), timeout)
+
+    async def next_message_error(self, timeout: float = TIMEOUT):
+        return await asyncio.wait_for(self.message_errors.get(), timeout)
+
+    async def sync(self) -> None:
+        """A round trip to the server: everything this client sent before has been handled
+        by the server once this returns (stanzas on one stream are handled in order)."""
+        await self.plugin["xep_0199"].send_ping(DOMAIN, timeout=TIMEOUT)
+
+    async def available(self, priority: int = 0) -> None:
+        """Sends initial presence with a priority and waits until the server has handled it."""
+        self.send_presence(ppriority=priority)
+        await self.sync()
+
+
+def iq_error_condition(exc: IqError) -> str:
+    return exc.iq["error"]["condition"]
+
+
+# -- SCRAM-PLUS with tls-server-end-point ------------------------------------------------
+
+# slixmpp's SCRAM-*-PLUS binds with tls-unique (TLS 1.2) or tls-exporter (TLS 1.3, only
+# where Python's ssl module has it, which no released Python does). Corvid offers
+# tls-exporter and tls-server-end-point (RFC 5929 §4). This subclass keeps slixmpp's whole
+# SCRAM exchange and only names tls-server-end-point in the GS2 header; the binding data
+# comes from `end_point_binding` through the client's credentials callback.
+
+_SIGNATURE_HASHES = {
+    # RFC 5929 §4.1: the certificate's signature hash; MD5 and SHA-1 are replaced by SHA-256.
+    "1.2.840.113549.1.1.4": "sha256",   # md5WithRSAEncryption
+    "1.2.840.113549.1.1.5": "sha256",   # sha1WithRSAEncryption
+    "1.2.840.113549.1.1.11": "sha256",  # sha256WithRSAEncryption
+    "1.2.840.113549.1.1.12": "sha384",
+    "1.2.840.113549.1.1.13": "sha512",
+    "1.2.840.10045.4.1": "sha256",      # ecdsa-with-SHA1
+    "1.2.840.10045.4.3.2": "sha256",    # ecdsa-with-SHA256
+    "1.2.840.10045.4.3.3": "sha384",
+    "1.2.840.10045.4.3.4": "sha512",
+}
+
+
+def _der_item(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, start of contents, end of contents) of the DER item at pos."""
+    tag = data[pos]
+    length = data[pos + 1]
+    pos += 2
+    if length & 0x80:
+        n = length & 0x7F
+        length = int.from_bytes(data[pos:pos + n], "big")
+        pos += n
+    return tag, pos, pos + length
+
+
+def _oid(body: bytes) -> str:
+    parts = [body[0] // 40, body[0] % 40]
+    value = 0
+    for byte in body[1:]:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            parts.append(value)
+            value = 0
+    return ".".join(map(str, parts))
+
+
+def end_point_binding(der_cert: bytes) -> bytes:
+    """RFC 5929 tls-server-end-point channel-binding data for a DER certificate."""
+    _, cert_start, _ = _der_item(der_cert, 0)           # Certificate ::= SEQUENCE {
+    _, _, tbs_end = _der_item(der_cert, cert_start)     #   tbsCertificate,
+    _, alg_start, _ = _der_item(der_cert, tbs_end)      #   signatureAlgorithm SEQUENCE { OID, … }
+    tag, oid_start, oid_end = _der_item(der_cert, alg_start)
+    assert tag == 0x06, "signatureAlgorithm does not start with an OID"
+    oid = _oid(der_cert[oid_start:oid_end])
+    if oid not in _SIGNATURE_HASHES:
+        raise ValueError(f"tls-server-end-point is undefined for signature algorithm {oid}")
+    return hashlib.new(_SIGNATURE_HASHES[oid], der_cert).digest()
+
+
+class ScramServerEndPoint(SCRAM):
+    """slixmpp's SCRAM, binding to tls-server-end-point instead of tls-unique/tls-exporter."""
+
+    def process_1(self, challenge: bytes) -> bytes:
+        super().process_1(challenge)
+        if not self.use_channel_binding:
+            return self.client_first_message
+        self.gs2_header = b"p=tls-server-end-point,,"
+        self.client_first_message = self.gs2_header + self.client_first_message_bare
+        return self.client_first_message
+
+
+def use_server_end_point(client: Client) -> None:
+    """Makes `client` supply tls-server-end-point binding data to its SASL mechanism."""
+    mechanisms = client.plugin["feature_mechanisms"]
+    default = mechanisms.sasl_callback
+
+    def credentials(required, optional):
+        values = default(required, optional)
+        if "channel_binding" in set(required) | set(optional):
+            ssl_object = client.transport.get_extra_info("ssl_object")
+            values["channel_binding"] = end_point_binding(ssl_object.getpeercert(binary_form=True))
+        return values
+
+    mechanisms.sasl_callback = credentials
