@@ -20,3 +20,21 @@ pub const REGISTER: &str = "jabber:iq:register";
 pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 pub const DATA_FORMS: &str = "jabber:x:data";
 pub const DELAY: &str = "urn:xmpp:delay";
+pub const ROSTER: &str = "jabber:iq:roster";
+/// RFC 6121 §2.6.1 roster versioning stream feature.
+pub const ROSTER_VER: &str = "urn:xmpp:features:rosterver";
+/// RFC 6121 §3.4 subscription pre-approval stream feature.
+pub const PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
+pub const STANZA_ID: &str = "urn:xmpp:sid:0";
+pub const VCARD: &str = "vcard-temp";
+pub const VCARD_UPDATE: &str = "vcard-temp:x:update";
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+pub const HINTS: &str = "urn:xmpp:hints";
+pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
+pub const PRIVATE: &str = "jabber:iq:private";
+pub const LAST: &str = "jabber:iq:last";
+pub const CAPS: &str = "http://jabber.org/protocol/caps";
+pub const OFFLINE: &str = "msgoffline";

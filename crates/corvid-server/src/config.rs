@@ -32,6 +32,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub modules: ModulesConfig,
+    pub offline: OfflineConfig,
+    pub vcard: VCardConfig,
 }
 
 impl Default for Config {
@@ -46,6 +48,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             modules: ModulesConfig::default(),
+            offline: OfflineConfig::default(),
+            vcard: VCardConfig::default(),
         }
     }
 }
@@ -170,6 +174,34 @@ impl Default for LogConfig {
 pub struct ModulesConfig {
     /// Names of modules to leave out (e.g. `["version"]`).
     pub disabled: Vec<String>,
+}
+
+/// XEP-0160 offline messages.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineConfig {
+    /// Messages kept per account; beyond it senders get `resource-constraint`.
+    pub quota: usize,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        OfflineConfig { quota: 1000 }
+    }
+}
+
+/// XEP-0054 vCards.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VCardConfig {
+    /// Largest vCard accepted, in bytes of XML (photos included).
+    pub max_bytes: usize,
+}
+
+impl Default for VCardConfig {
+    fn default() -> Self {
+        VCardConfig { max_bytes: 64 * 1024 }
+    }
 }
 
 impl Config {

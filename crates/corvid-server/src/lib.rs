@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod c2s;
+pub mod iq_tracker;
 pub mod config;
 pub mod limits;
 pub mod module;

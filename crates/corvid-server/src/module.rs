@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use corvid_proto::{FullJid, Iq, StanzaError};
+use corvid_proto::{BareJid, FullJid, Iq, StanzaError};
 use corvid_xml::Element;
 
 use crate::server::Server;
@@ -28,14 +28,18 @@ pub enum Flow {
 pub enum Direction {
     /// Sent by a local client, before routing.
     FromClient,
-    /// About to be delivered to a local client.
+    /// About to be delivered to a local account (full or bare JID).
     ToClient,
+    /// Addressed to the server's own domain.
+    ToServer,
 }
 
 /// Session lifecycle events.
 #[derive(Clone, Debug)]
 pub enum SessionEvent {
     Bound(FullJid),
+    /// The resource sent its initial presence (RFC 6121 §4.2): time for offline messages.
+    Available(FullJid),
     Closed(FullJid),
 }
 
@@ -46,9 +50,24 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Routes a stanza as if it came from the server itself.
+    /// Routes a stanza whose `from` is already right (the server's, or a user's it vouches for).
     pub async fn route(&self, stanza: Element) {
         crate::router::route(&self.server, stanza).await;
+    }
+
+    /// Routes a stanza as if the client `from` had sent it (running the client-side hooks).
+    pub async fn route_from_client(&self, stanza: Element) {
+        crate::router::route_from_client(&self.server, stanza).await;
+    }
+
+    /// Sends a stanza straight to one bound resource, bypassing the hooks.
+    pub fn deliver_to(&self, to: &FullJid, stanza: &Element) {
+        let _ = self.server.sessions.deliver_to_full(to, &stanza.to_bytes(corvid_proto::ns::CLIENT));
+    }
+
+    /// The (username, domain) store key of an account.
+    pub fn key(user: &BareJid) -> (&str, &str) {
+        (user.node().map(|n| n.as_str()).unwrap_or_default(), user.domain().as_str())
     }
 }
 
@@ -80,7 +99,26 @@ pub trait Module: Send + Sync + 'static {
         Flow::Continue
     }
 
+    /// IQs between clients (never those the server answers itself).
+    async fn on_iq(&self, _ctx: &Ctx, _iq: &mut Element, _dir: Direction) -> Flow {
+        Flow::Continue
+    }
+
+    /// A message for a local account that no resource could take (RFC 6121 §8.5.2.2.1):
+    /// store it, or let it continue to be bounced.
+    async fn on_undeliverable(&self, _ctx: &Ctx, _msg: &Element, _to: &BareJid) -> Flow {
+        Flow::Continue
+    }
+
+    /// A message was delivered to these resources of `to`.
+    async fn on_delivered(&self, _ctx: &Ctx, _msg: &Element, _to: &BareJid, _delivered: &[FullJid]) {}
+
     async fn on_session(&self, _ctx: &Ctx, _event: &SessionEvent) {}
+
+    /// Stream features offered once the client has authenticated (RFC 6120 §4.3.2).
+    fn stream_features(&self, _server: &Server) -> Vec<Element> {
+        Vec::new()
+    }
 }
 
 /// The enabled modules, indexed by IQ namespace.
@@ -134,9 +172,37 @@ impl ModuleRegistry {
         Flow::Continue
     }
 
+    pub async fn on_iq(&self, ctx: &Ctx, iq: &mut Element, dir: Direction) -> Flow {
+        for module in &self.modules {
+            if module.on_iq(ctx, iq, dir).await == Flow::Handled {
+                return Flow::Handled;
+            }
+        }
+        Flow::Continue
+    }
+
+    pub async fn on_undeliverable(&self, ctx: &Ctx, msg: &Element, to: &BareJid) -> Flow {
+        for module in &self.modules {
+            if module.on_undeliverable(ctx, msg, to).await == Flow::Handled {
+                return Flow::Handled;
+            }
+        }
+        Flow::Continue
+    }
+
+    pub async fn on_delivered(&self, ctx: &Ctx, msg: &Element, to: &BareJid, delivered: &[FullJid]) {
+        for module in &self.modules {
+            module.on_delivered(ctx, msg, to, delivered).await;
+        }
+    }
+
     pub async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
         for module in &self.modules {
             module.on_session(ctx, event).await;
         }
+    }
+
+    pub fn stream_features(&self, server: &Server) -> Vec<Element> {
+        self.modules.iter().flat_map(|m| m.stream_features(server)).collect()
     }
 }

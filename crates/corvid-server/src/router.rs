@@ -1,5 +1,7 @@
 //! The router: decides where a stamped stanza goes by its `to` address (DESIGN.md "Server
-//! data flow" step 4) and applies the RFC 6121 §8 rules for local users.
+//! data flow" step 4) and applies the RFC 6121 §8 rules for local users. Modules see
+//! stanzas through hooks at three points: as a client sends them (`FromClient`), as they
+//! are about to reach a local account (`ToClient`), and when they address the server.
 
 use std::sync::Arc;
 
@@ -10,6 +12,21 @@ use corvid_xml::Element;
 use crate::module::{Ctx, Direction, Flow};
 use crate::server::Server;
 use crate::sessions::Delivery;
+
+/// Routes a stanza a local client sent (its `from` already stamped), after the client-side
+/// hooks (carbons, blocking, presence broadcast, subscriptions …) had their say.
+pub async fn route_from_client(server: &Arc<Server>, mut stanza: Element) {
+    let ctx = ctx(server);
+    let flow = match StanzaKind::of(&stanza, ns::CLIENT) {
+        Some(StanzaKind::Message) => server.modules.on_message(&ctx, &mut stanza, Direction::FromClient).await,
+        Some(StanzaKind::Presence) => server.modules.on_presence(&ctx, &mut stanza, Direction::FromClient).await,
+        Some(StanzaKind::Iq) => server.modules.on_iq(&ctx, &mut stanza, Direction::FromClient).await,
+        None => Flow::Continue,
+    };
+    if flow == Flow::Continue {
+        route(server, stanza).await;
+    }
+}
 
 /// Routes one stanza whose `from` is already trustworthy (stamped by the stream layer or
 /// set by the server itself).
@@ -28,7 +45,12 @@ pub async fn route(server: &Arc<Server>, stanza: Element) {
         (Some(to), _, _) => to,
         // RFC 6120 §10.3: no `to` means the sender's own account, except for presence,
         // which without `to` is the sender's own availability.
-        (None, StanzaKind::Presence, Some(from)) if from.is_full() => return own_presence(server, stanza).await,
+        (None, StanzaKind::Presence, Some(from)) => {
+            if let Ok(full) = from.clone().try_into_full() {
+                own_presence(server, &stanza, &full);
+            }
+            return;
+        }
         (None, _, Some(from)) => Jid::from(from.to_bare()),
         (None, _, None) => return,
     };
@@ -49,35 +71,36 @@ fn ctx(server: &Arc<Server>) -> Ctx {
     Ctx { server: server.clone() }
 }
 
-/// A client's presence without `to`: its availability and priority (RFC 6121 §4.2, §4.7.2.3).
-async fn own_presence(server: &Arc<Server>, mut stanza: Element) {
-    let Some(Ok(from)) = stanza.attr("from").map(|f| f.parse::<FullJid>()) else { return };
+/// A client's presence without `to` that no module took: at least its availability and
+/// priority are recorded, so bare-JID delivery works (RFC 6121 §4.2, §4.7.2.3).
+fn own_presence(server: &Arc<Server>, stanza: &Element, from: &FullJid) {
     match stanza.attr("type") {
-        None => {
-            let priority = stanza
-                .get_child("priority", ns::CLIENT)
-                .and_then(|p| p.text().trim().parse::<i8>().ok())
-                .unwrap_or(0);
-            server.sessions.set_presence(&from, true, priority);
-        }
-        Some("unavailable") => server.sessions.set_presence(&from, false, 0),
+        None => server.sessions.set_presence(from, true, presence_priority(stanza)),
+        Some("unavailable") => server.sessions.set_presence(from, false, 0),
         Some(_) => {}
     }
-    server.modules.on_presence(&ctx(server), &mut stanza, Direction::FromClient).await;
+}
+
+/// The `<priority/>` of a presence (RFC 6121 §4.7.2.3), 0 when absent or invalid.
+pub fn presence_priority(stanza: &Element) -> i8 {
+    stanza
+        .get_child("priority", ns::CLIENT)
+        .and_then(|p| p.text().trim().parse::<i8>().ok())
+        .unwrap_or(0)
 }
 
 async fn to_server(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind, to: Jid) {
+    let ctx = ctx(server);
     match kind {
         StanzaKind::Iq if to.resource().is_none() => dispatch_iq(server, stanza).await,
         StanzaKind::Iq => bounce(server, &stanza, StanzaError::service_unavailable()).await,
         StanzaKind::Message => {
-            let ctx = ctx(server);
-            if server.modules.on_message(&ctx, &mut stanza, Direction::FromClient).await == Flow::Continue {
+            if server.modules.on_message(&ctx, &mut stanza, Direction::ToServer).await == Flow::Continue {
                 bounce(server, &stanza, StanzaError::service_unavailable()).await;
             }
         }
         StanzaKind::Presence => {
-            server.modules.on_presence(&ctx(server), &mut stanza, Direction::FromClient).await;
+            server.modules.on_presence(&ctx, &mut stanza, Direction::ToServer).await;
         }
     }
 }
@@ -87,13 +110,16 @@ async fn to_full_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind
     let flow = match kind {
         StanzaKind::Message => server.modules.on_message(&ctx, &mut stanza, Direction::ToClient).await,
         StanzaKind::Presence => server.modules.on_presence(&ctx, &mut stanza, Direction::ToClient).await,
-        StanzaKind::Iq => Flow::Continue,
+        StanzaKind::Iq => server.modules.on_iq(&ctx, &mut stanza, Direction::ToClient).await,
     };
     if flow == Flow::Handled {
         return;
     }
     let bytes = stanza.to_bytes(ns::CLIENT);
     if server.sessions.deliver_to_full(&to, &bytes) == Delivery::Delivered {
+        if kind == StanzaKind::Message {
+            server.modules.on_delivered(&ctx, &stanza, &to.to_bare(), std::slice::from_ref(&to)).await;
+        }
         return;
     }
     // RFC 6121 §8.5.3.2: the resource is not connected.
@@ -101,9 +127,7 @@ async fn to_full_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind
         StanzaKind::Iq => bounce(server, &stanza, StanzaError::service_unavailable()).await,
         StanzaKind::Presence => {}
         StanzaKind::Message => match MessageType::of(&stanza) {
-            MessageType::Normal | MessageType::Chat => {
-                message_to_bare(server, stanza, to.to_bare(), bytes).await
-            }
+            MessageType::Normal | MessageType::Chat => message_to_bare(server, stanza, to.to_bare(), bytes).await,
             MessageType::Groupchat => bounce(server, &stanza, StanzaError::service_unavailable()).await,
             MessageType::Headline | MessageType::Error => {}
         },
@@ -138,14 +162,17 @@ async fn to_bare_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind
 
 /// RFC 6121 §8.5.2.1.1 and §8.5.2.2.1.
 async fn message_to_bare(server: &Arc<Server>, stanza: Element, to: BareJid, bytes: bytes::Bytes) {
-    if !server.sessions.deliver_message_to_bare(&to, &bytes).is_empty() {
+    let ctx = ctx(server);
+    let delivered = server.sessions.deliver_message_to_bare(&to, &bytes);
+    if !delivered.is_empty() {
+        server.modules.on_delivered(&ctx, &stanza, &to, &delivered).await;
+        return;
+    }
+    if server.modules.on_undeliverable(&ctx, &stanza, &to).await == Flow::Handled {
         return;
     }
     match MessageType::of(&stanza) {
-        // Offline storage arrives with the IM issue; until then the sender learns it failed.
-        MessageType::Normal | MessageType::Chat => {
-            bounce(server, &stanza, StanzaError::service_unavailable()).await
-        }
+        MessageType::Normal | MessageType::Chat => bounce(server, &stanza, StanzaError::service_unavailable()).await,
         _ => {}
     }
 }
@@ -155,14 +182,15 @@ async fn message_to_bare(server: &Arc<Server>, stanza: Element, to: BareJid, byt
 async fn dispatch_iq(server: &Arc<Server>, stanza: Element) {
     let kind = IqType::parse(stanza.attr("type"));
     if !matches!(kind, Some(IqType::Get | IqType::Set)) {
-        // Results and errors addressed to the server (e.g. answers to our pings) end here.
+        // Results and errors addressed to the server: answers to our own requests.
+        server.iq_tracker.resolve(&stanza);
         return;
     }
-    let (Some(Ok(from)), Some(Ok(to))) = (
-        stanza.attr("from").map(Jid::new),
-        stanza.attr("to").map(Jid::new).or_else(|| stanza.attr("from").map(|f| Jid::new(f).map(|j| j.to_bare().into()))),
-    ) else {
-        return;
+    let Some(Ok(from)) = stanza.attr("from").map(Jid::new) else { return };
+    let to = match stanza.attr("to").map(Jid::new) {
+        Some(Ok(to)) => to,
+        Some(Err(_)) => return,
+        None => Jid::from(from.to_bare()),
     };
     let Some(iq) = Iq::from_element(&stanza, from, to) else {
         return bounce(server, &stanza, StanzaError::bad_request()).await;

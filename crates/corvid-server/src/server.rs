@@ -38,6 +38,7 @@ pub struct Server {
     pub modules: ModuleRegistry,
     pub tls: Tls,
     pub connections: ConnectionLimits,
+    pub iq_tracker: crate::iq_tracker::IqTracker,
     pub started: Instant,
     shutdown: watch::Receiver<bool>,
 }
@@ -72,6 +73,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let server = Arc::new(Server {
         sessions: SessionManager::new(config.limits.outgoing_queue, config.limits.slow_consumer),
         connections: ConnectionLimits::new(&config.limits),
+        iq_tracker: Default::default(),
         config,
         store,
         modules,

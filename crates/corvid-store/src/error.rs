@@ -8,9 +8,15 @@ pub enum StoreError {
     #[error("already exists")]
     Conflict,
 
-    /// The row to change or delete does not exist.
+    /// The row to change or delete does not exist, or the account that would own a new row
+    /// does not exist.
     #[error("not found")]
     NotFound,
+
+    /// The account already holds as many items of this kind as it may (e.g. offline
+    /// messages); nothing was stored.
+    #[error("storage quota exceeded")]
+    QuotaExceeded,
 
     /// The database URL is malformed or names a backend this build does not support.
     #[error("invalid database URL: {0}")]
@@ -39,6 +45,16 @@ impl StoreError {
     pub(crate) fn from_insert(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            _ => StoreError::Backend(err),
+        }
+    }
+
+    /// Maps a foreign-key violation to [`StoreError::NotFound`], anything else to
+    /// [`StoreError::Backend`]. Use on writes of per-account rows: every such table references
+    /// `users`, so a violation means the owning account does not exist (or was just deleted).
+    pub(crate) fn from_account_write(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
             _ => StoreError::Backend(err),
         }
     }

@@ -1,6 +1,7 @@
-//! Corvid storage: one trait per concern (`Users` today; rosters, offline messages, vCards …
-//! to come), all implemented by [`SqlStore`] over sqlx. SQLite is embedded (a WAL file in the
-//! data directory); PostgreSQL is planned behind the same queries with its own migrations.
+//! Corvid storage: one trait per concern ([`Users`], [`Rosters`], [`Offline`], [`VCards`],
+//! [`PrivateXml`], [`Blocklists`], [`LastActivity`]), all implemented by [`SqlStore`] over sqlx.
+//! SQLite is embedded (a WAL file in the data directory); PostgreSQL is planned behind the same
+//! queries with its own migrations.
 //!
 //! This crate owns every SQL statement in Corvid; nothing else writes SQL. A write that
 //! returns `Ok` is durable, so callers may acknowledge data as soon as it does.
@@ -15,10 +16,22 @@
 //! # Ok(()) }
 //! ```
 
+mod blocklist;
 mod error;
+mod last;
+mod offline;
+mod private;
+mod roster;
 mod sql;
 mod users;
+mod vcard;
 
+pub use blocklist::Blocklists;
 pub use error::StoreError;
+pub use last::LastActivity;
+pub use offline::{Offline, OfflineMessage};
+pub use private::PrivateXml;
+pub use roster::{RosterItem, Rosters, Subscription};
 pub use sql::SqlStore;
 pub use users::Users;
+pub use vcard::VCards;

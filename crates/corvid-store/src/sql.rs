@@ -10,8 +10,14 @@
 //! never block the writer. Several processes (the server and `corvid user add`) may use the same
 //! file at once; `busy_timeout` makes a writer wait for another's lock instead of failing.
 
+mod blocklist;
+mod last;
 mod migrations;
+mod offline;
+mod private;
+mod roster;
 mod users;
+mod vcard;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{creds, pair, temp_store};
+use common::{account, account_data, creds, fill_account, pair, temp_store};
 use corvid_store::{SqlStore, StoreError, Users};
 
 #[tokio::test]
@@ -27,6 +27,23 @@ async fn reopening_keeps_data() {
         );
         store.close().await;
     }
+}
+
+#[tokio::test]
+async fn reopening_keeps_every_kind_of_account_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    account(&store, "juliet", "capulet.example").await;
+    fill_account(&store, "juliet", "capulet.example", "j").await;
+    let before = account_data(&store, "juliet", "capulet.example").await;
+    store.close().await;
+
+    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    assert_eq!(
+        account_data(&store, "juliet", "capulet.example").await,
+        before
+    );
+    assert_eq!(before.roster.0, 2, "two roster writes, two versions");
 }
 
 #[tokio::test]

@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::{creds, pair, temp_store};
-use corvid_store::{StoreError, Users};
+use common::{AccountData, account, account_data, creds, fill_account, pair, temp_store};
+use corvid_store::{Offline, Rosters, StoreError, Users};
 
 #[tokio::test]
 async fn created_user_has_its_credentials() {
@@ -244,5 +244,84 @@ async fn list_users_filters_by_domain() {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn delete_user_removes_all_its_data_and_only_its_data() {
+    let (_dir, store) = temp_store().await;
+    account(&store, "juliet", "capulet.example").await;
+    account(&store, "romeo", "montague.example").await;
+    fill_account(&store, "juliet", "capulet.example", "j").await;
+    fill_account(&store, "romeo", "montague.example", "r").await;
+    let romeo_before = account_data(&store, "romeo", "montague.example").await;
+    assert_ne!(romeo_before, AccountData::default());
+
+    store
+        .delete_user("juliet", "capulet.example")
+        .await
+        .unwrap();
+
+    assert_eq!(
+        account_data(&store, "juliet", "capulet.example").await,
+        AccountData::default()
+    );
+    assert_eq!(
+        account_data(&store, "romeo", "montague.example").await,
+        romeo_before
+    );
+
+    // A new account of the same name starts from nothing, roster version included.
+    account(&store, "juliet", "capulet.example").await;
+    assert_eq!(
+        account_data(&store, "juliet", "capulet.example").await,
+        AccountData::default()
+    );
+    assert_eq!(
+        store
+            .roster_version("juliet", "capulet.example")
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn delete_missing_user_keeps_other_data() {
+    let (_dir, store) = temp_store().await;
+    account(&store, "romeo", "montague.example").await;
+    fill_account(&store, "romeo", "montague.example", "r").await;
+    let before = account_data(&store, "romeo", "montague.example").await;
+
+    // Same username, other domain: not the same account.
+    let err = store
+        .delete_user("romeo", "capulet.example")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert_eq!(
+        account_data(&store, "romeo", "montague.example").await,
+        before
+    );
+}
+
+#[tokio::test]
+async fn data_for_a_missing_account_is_refused() {
+    let (_dir, store) = temp_store().await;
+    // An account deleted while a session still writes for it must not leave rows behind
+    // for a future account of the same name.
+    let err = store
+        .store_offline("ghost", "capulet.example", "<message/>", 1, 100)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    let err = store
+        .put_roster_item("ghost", "capulet.example", &common::item("a@b.example"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert_eq!(
+        account_data(&store, "ghost", "capulet.example").await,
+        AccountData::default()
     );
 }

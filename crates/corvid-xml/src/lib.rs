@@ -13,9 +13,11 @@ mod attr_name;
 mod element;
 mod error;
 mod framer;
+mod parse;
 mod serialize;
 mod utf8;
 
 pub use element::{Element, Node};
 pub use error::XmlError;
 pub use framer::{Limits, StreamEvent, StreamHeader, StreamParser};
+pub use parse::parse_element;

@@ -138,7 +138,7 @@ fn escape_text(out: &mut Vec<u8>, text: &str) {
 /// Escapes an attribute value for either quote style. Tab, newline and
 /// carriage return are written as references because attribute-value
 /// normalization (XML 1.0 §3.3.3) would turn literal ones into spaces.
-fn escape_attr_value(out: &mut Vec<u8>, value: &str) {
+pub(crate) fn escape_attr_value(out: &mut Vec<u8>, value: &str) {
     escape_with(out, value, |b| match b {
         b'&' => Some(b"&amp;"),
         b'<' => Some(b"&lt;"),

@@ -101,8 +101,10 @@ enum Wake {
 pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool, guard: ConnectionGuard) {
     let span = tracing::info_span!("c2s", ip = %peer.ip(), jid = tracing::field::Empty);
     async move {
+        // The handshake counts against the time allowed to authenticate.
+        let auth_deadline = Instant::now() + Duration::from_secs(server.config.limits.unauthenticated_timeout_secs);
         let transport = if direct_tls {
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, server.tls.direct.accept(tcp)).await {
+            match tokio::time::timeout(handshake_timeout(auth_deadline), server.tls.direct.accept(tcp)).await {
                 Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
                 Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => return tracing::debug!("TLS handshake timed out"),
@@ -111,6 +113,7 @@ pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_t
             Transport::Plain(tcp)
         };
         let mut session = Session::new(server, transport, guard);
+        session.auth_deadline = auth_deadline;
         session.bindings = session.channel_bindings();
         let end = session.run_loop().await;
         session.finish(end).await;
@@ -305,6 +308,7 @@ impl Session {
             }
             Phase::Authenticated(_) => {
                 features.push(Element::new("bind", ns::BIND));
+                features.extend(self.server.modules.stream_features(&self.server));
                 // RFC 3921 session establishment, optional (draft-cridland-xmpp-session).
                 features.push(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)));
             }
@@ -350,7 +354,7 @@ impl Session {
             return Err(End::TlsFailed);
         };
         let acceptor = self.server.tls.starttls.clone();
-        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        match tokio::time::timeout(handshake_timeout(self.auth_deadline), acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => self.transport = Transport::Tls(Box::new(tls)),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "STARTTLS handshake failed");
@@ -444,7 +448,7 @@ impl Session {
                 return self.reply_error(&el, StanzaError::not_allowed()).await;
             }
         }
-        crate::router::route(&self.server, el).await;
+        crate::router::route_from_client(&self.server, el).await;
         Ok(())
     }
 
@@ -577,9 +581,10 @@ impl Session {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.transport.shutdown()).await;
         match &self.phase {
             Phase::Bound { jid, id } => {
-                self.server.sessions.unbind(jid, *id);
+                // Modules see the session's last state (its presence) before it is gone.
                 let ctx = crate::module::Ctx { server: self.server.clone() };
                 self.server.modules.on_session(&ctx, &SessionEvent::Closed(jid.clone())).await;
+                self.server.sessions.unbind(jid, *id);
                 tracing::info!(reason = %end, "session ended");
             }
             _ => tracing::debug!(reason = %end, "connection closed before a session was established"),
@@ -592,6 +597,12 @@ enum AfterElement {
     Continue,
     /// Drop the rest of the bytes read so far (the stream was upgraded to TLS).
     DiscardInput,
+}
+
+/// A TLS handshake may take TLS_HANDSHAKE_TIMEOUT, but not beyond the deadline to
+/// authenticate: a client that stalls mid-handshake is as unauthenticated as any other.
+fn handshake_timeout(auth_deadline: Instant) -> Duration {
+    TLS_HANDSHAKE_TIMEOUT.min(auth_deadline.saturating_duration_since(Instant::now()))
 }
 
 fn xml_limits(server: &Server) -> Limits {

@@ -1,9 +1,20 @@
 //! The modules, one per XEP. Adding a XEP adds a file here and one line in `all`.
 
+pub mod blocking;
+pub mod carbons;
 pub mod disco;
+pub mod last;
+pub mod offline;
 pub mod ping;
+pub mod presence;
+pub mod private;
 pub mod register;
+pub mod roster;
+pub mod stanza_id;
+pub mod subscription;
+pub mod subscriptions;
 pub mod time;
+pub mod vcard;
 pub mod version;
 
 use std::sync::Arc;
@@ -11,9 +22,21 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::module::Module;
 
+/// In hook order: blocking filters first; vCard stamps presence before it is broadcast;
+/// last activity reads a closing session's presence before presence clears it.
 fn all() -> Vec<Arc<dyn Module>> {
     vec![
+        Arc::new(blocking::Blocking::default()),
         Arc::new(disco::Disco),
+        Arc::new(roster::Roster),
+        Arc::new(vcard::VCard::default()),
+        Arc::new(last::Last),
+        Arc::new(subscriptions::Subscriptions),
+        Arc::new(presence::Presence),
+        Arc::new(stanza_id::StanzaId),
+        Arc::new(carbons::Carbons),
+        Arc::new(offline::Offline),
+        Arc::new(private::Private),
         Arc::new(ping::Ping),
         Arc::new(version::Version),
         Arc::new(time::EntityTime),

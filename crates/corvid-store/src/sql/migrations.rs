@@ -20,12 +20,13 @@ pub(super) struct Migration {
 const CREATE_SCHEMA_MIGRATIONS: &str =
     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)";
 
-const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    statements: &[
-        // Credentials are SCRAM salted keys (RFC 5802 §3), one salt/iteration count for both
-        // hashes. TEXT compares bytewise (BINARY collation), so `list_users` sorts by byte order.
-        "CREATE TABLE users (
+const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        statements: &[
+            // Credentials are SCRAM salted keys (RFC 5802 §3), one salt/iteration count for both
+            // hashes. TEXT compares bytewise (BINARY collation), so `list_users` sorts by byte order.
+            "CREATE TABLE users (
             domain TEXT NOT NULL,
             username TEXT NOT NULL,
             salt BLOB NOT NULL,
@@ -37,8 +38,100 @@ const SQLITE: &[Migration] = &[Migration {
             created_at INTEGER NOT NULL,
             PRIMARY KEY (domain, username)
         )",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        // Per-account data. Every table references `users`, so no row can outlive (or predate) its
+        // account: a write racing `delete_user` fails instead of leaving data that a later account
+        // of the same name would inherit, and `delete_user` fails loudly if a table is forgotten.
+        statements: &[
+            // RFC 6121 Appendix A state of one contact; `in_roster = 0` rows only remember a
+            // pending inbound request. `contact` is a normalized bare JID, ordered bytewise.
+            // Flags are 0/1 integers: sqlx's Any driver cannot decode SQLite BOOLEAN columns.
+            "CREATE TABLE roster_items (
+            domain TEXT NOT NULL,
+            username TEXT NOT NULL,
+            contact TEXT NOT NULL,
+            name TEXT,
+            subscription TEXT NOT NULL CHECK (subscription IN ('none', 'to', 'from', 'both')),
+            pending_out INTEGER NOT NULL CHECK (pending_out IN (0, 1)),
+            pending_in INTEGER NOT NULL CHECK (pending_in IN (0, 1)),
+            approved INTEGER NOT NULL CHECK (approved IN (0, 1)),
+            in_roster INTEGER NOT NULL CHECK (in_roster IN (0, 1)),
+            pending_in_stanza TEXT,
+            PRIMARY KEY (domain, username, contact),
+            FOREIGN KEY (domain, username) REFERENCES users (domain, username)
+        )",
+            // Groups in a table of their own: any group name round-trips, no separator to escape.
+            // `position` keeps the order the item was stored with.
+            "CREATE TABLE roster_groups (
+            domain TEXT NOT NULL,
+            username TEXT NOT NULL,
+            contact TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            PRIMARY KEY (domain, username, contact, position),
+            FOREIGN KEY (domain, username, contact)
+                REFERENCES roster_items (domain, username, contact)
+        )",
+            // XEP-0237 roster version: bumped in the transaction of every roster change.
+            "CREATE TABLE roster_versions (
+            domain TEXT NOT NULL,
+            username TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            PRIMARY KEY (domain, username),
+            FOREIGN KEY (domain, username) REFERENCES users (domain, username)
+        )",
+            // XEP-0160 offline storage. AUTOINCREMENT: an id is never reused, so a stale id held
+            // by a session (or a XEP-0013 node) can never delete a newer message.
+            "CREATE TABLE offline_messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            domain TEXT NOT NULL,
+            username TEXT NOT NULL,
+            stanza TEXT NOT NULL,
+            stamp_ms INTEGER NOT NULL,
+            FOREIGN KEY (domain, username) REFERENCES users (domain, username)
+        )",
+            "CREATE INDEX offline_messages_by_owner ON offline_messages (domain, username, id)",
+            // XEP-0054 vCard, with the XEP-0153 photo hash kept beside it for presence.
+            "CREATE TABLE vcards (
+            domain TEXT NOT NULL,
+            username TEXT NOT NULL,
+            xml TEXT NOT NULL,
+            photo_hash TEXT,
+            PRIMARY KEY (domain, username),
+            FOREIGN KEY (domain, username) REFERENCES users (domain, username)
+        )",
+            // XEP-0049 private XML storage, one element per namespace.
+            "CREATE TABLE private_xml (
+            domain TEXT NOT NULL,
+            username TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            xml TEXT NOT NULL,
+            PRIMARY KEY (domain, username, namespace),
+            FOREIGN KEY (domain, username) REFERENCES users (domain, username)
+        )",
+            // XEP-0191 blocking command.
+            "CREATE TABLE blocklist (
+            domain TEXT NOT NULL,
+            username TEXT NOT NULL,
+            jid TEXT NOT NULL,
+            PRIMARY KEY (domain, username, jid),
+            FOREIGN KEY (domain, username) REFERENCES users (domain, username)
+        )",
+            // XEP-0012 last activity: when the last resource went offline, and its status.
+            "CREATE TABLE last_activity (
+            domain TEXT NOT NULL,
+            username TEXT NOT NULL,
+            logout_secs INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            PRIMARY KEY (domain, username),
+            FOREIGN KEY (domain, username) REFERENCES users (domain, username)
+        )",
+        ],
+    },
+];
 
 pub(super) fn for_backend(backend: Backend) -> &'static [Migration] {
     match backend {
@@ -108,6 +201,74 @@ mod tests {
         let versions: Vec<i64> = for_backend(backend).iter().map(|m| m.version).collect();
         assert!(versions.first().is_some_and(|v| *v >= 1), "{versions:?}");
         assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_is_upgraded_keeping_its_accounts() {
+        use crate::{Rosters, Users};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+        // Turn it back into what a version-1 build left behind, with one account.
+        for table in [
+            "roster_groups",
+            "roster_items",
+            "roster_versions",
+            "offline_messages",
+            "vcards",
+            "private_xml",
+            "blocklist",
+            "last_activity",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+                .execute(&store.pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query("DELETE FROM schema_migrations WHERE version > 1")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let creds = corvid_proto::sasl::Credentials {
+            salt: vec![1; 16],
+            iterations: 4096,
+            sha1: corvid_proto::sasl::ScramKeys {
+                stored_key: vec![2; 20],
+                server_key: vec![3; 20],
+            },
+            sha256: corvid_proto::sasl::ScramKeys {
+                stored_key: vec![4; 32],
+                server_key: vec![5; 32],
+            },
+        };
+        store
+            .create_user("juliet", "capulet.example", &creds)
+            .await
+            .unwrap();
+        store.close().await;
+
+        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+        assert_eq!(
+            applied_versions(&store).await.unwrap().into_iter().max(),
+            for_backend(Backend::Sqlite).last().map(|m| m.version)
+        );
+        assert!(
+            store
+                .user_exists("juliet", "capulet.example")
+                .await
+                .unwrap()
+        );
+        let item = crate::RosterItem {
+            jid: "romeo@montague.example".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            store
+                .put_roster_item("juliet", "capulet.example", &item)
+                .await
+                .unwrap(),
+            1
+        );
     }
 
     #[tokio::test]

@@ -10,6 +10,22 @@ use sqlx::any::AnyRow;
 use super::SqlStore;
 use crate::{StoreError, Users};
 
+/// Deletes every row an account owns, children before parents (`$1` domain, `$2` username).
+/// Every table holding per-account data gets its statement here; the foreign keys to `users`
+/// make `delete_user` fail rather than leave rows of a forgotten table behind.
+/// Other accounts' roster items naming this one are the server's business: it must tell those
+/// contacts with unsubscribes and roster pushes, which storage cannot.
+const DELETE_ACCOUNT_DATA: &[&str] = &[
+    "DELETE FROM roster_groups WHERE domain = $1 AND username = $2",
+    "DELETE FROM roster_items WHERE domain = $1 AND username = $2",
+    "DELETE FROM roster_versions WHERE domain = $1 AND username = $2",
+    "DELETE FROM offline_messages WHERE domain = $1 AND username = $2",
+    "DELETE FROM vcards WHERE domain = $1 AND username = $2",
+    "DELETE FROM private_xml WHERE domain = $1 AND username = $2",
+    "DELETE FROM blocklist WHERE domain = $1 AND username = $2",
+    "DELETE FROM last_activity WHERE domain = $1 AND username = $2",
+];
+
 #[async_trait]
 impl Users for SqlStore {
     async fn create_user(
@@ -87,9 +103,15 @@ impl Users for SqlStore {
 
     async fn delete_user(&self, username: &str, domain: &str) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        // Every table holding per-user data (roster, offline messages, vCard, private XML,
-        // archive …) gets its DELETE here, in this transaction, so that removing an account
-        // is all-or-nothing. The account row goes last; if it is absent we roll back.
+        // Removing an account is all-or-nothing. The account row goes last (the per-account
+        // tables reference it); if it is absent we roll back.
+        for statement in DELETE_ACCOUNT_DATA {
+            sqlx::query(*statement)
+                .bind(domain)
+                .bind(username)
+                .execute(&mut *tx)
+                .await?;
+        }
         let deleted = sqlx::query("DELETE FROM users WHERE domain = $1 AND username = $2")
             .bind(domain)
             .bind(username)
@@ -158,4 +180,32 @@ fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new table of per-account data must get its DELETE in [`DELETE_ACCOUNT_DATA`].
+    #[tokio::test]
+    async fn delete_user_clears_every_account_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+        let rows = sqlx::query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+                AND name NOT IN ('users', 'schema_migrations')",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert!(!rows.is_empty());
+        for row in rows {
+            let table: String = row.try_get("name").unwrap();
+            let statement = format!("DELETE FROM {table} WHERE domain = $1 AND username = $2");
+            assert!(
+                DELETE_ACCOUNT_DATA.contains(&statement.as_str()),
+                "{table} is not cleared by delete_user"
+            );
+        }
+    }
 }

@@ -1,0 +1,193 @@
+//! XEP-0191 Blocking Command: block, unblock, list. Blocked entities get nothing from the
+//! account and reach nothing of it: their stanzas are dropped (IQ requests answered
+//! `service-unavailable`), and they see the account as offline.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use corvid_proto::{ns, BareJid, Iq, IqType, Jid, StanzaError};
+use corvid_store::Blocklists as _;
+use corvid_xml::Element;
+use dashmap::DashMap;
+
+use crate::module::{Ctx, Direction, Flow, IqResult, Module};
+
+#[derive(Default)]
+pub struct Blocking {
+    /// Blocklists loaded so far (every hooked stanza consults one).
+    lists: DashMap<BareJid, Arc<HashSet<String>>>,
+}
+
+#[async_trait]
+impl Module for Blocking {
+    fn name(&self) -> &'static str {
+        "blocking"
+    }
+
+    fn features(&self) -> &[&'static str] {
+        &[ns::BLOCKING]
+    }
+
+    fn iq_namespaces(&self) -> &[&'static str] {
+        &[ns::BLOCKING]
+    }
+
+    async fn handle_iq(&self, ctx: &Ctx, iq: Iq) -> IqResult {
+        let user = iq.from.to_bare();
+        if iq.to.node().is_some() && iq.to.to_bare() != user {
+            return Err(StanzaError::forbidden());
+        }
+        match (iq.kind, iq.payload.name()) {
+            (IqType::Get, "blocklist") => {
+                let list = self.list(ctx, &user).await?;
+                let mut sorted: Vec<&String> = list.iter().collect();
+                sorted.sort();
+                let mut el = Element::new("blocklist", ns::BLOCKING);
+                for jid in sorted {
+                    el.append_child(Element::new("item", ns::BLOCKING).with_attr("jid", jid.as_str()));
+                }
+                Ok(Some(el))
+            }
+            (IqType::Set, "block") => self.block(ctx, &user, &iq.payload).await.map(|_| None),
+            (IqType::Set, "unblock") => self.unblock(ctx, &user, &iq.payload).await.map(|_| None),
+            _ => Err(StanzaError::bad_request()),
+        }
+    }
+
+    async fn on_message(&self, ctx: &Ctx, msg: &mut Element, dir: Direction) -> Flow {
+        self.filter(ctx, msg, dir, true).await
+    }
+
+    async fn on_presence(&self, ctx: &Ctx, pres: &mut Element, dir: Direction) -> Flow {
+        self.filter(ctx, pres, dir, false).await
+    }
+
+    async fn on_iq(&self, ctx: &Ctx, iq: &mut Element, dir: Direction) -> Flow {
+        self.filter(ctx, iq, dir, true).await
+    }
+}
+
+fn storage_error(e: corvid_store::StoreError) -> StanzaError {
+    tracing::warn!(error = %e, "blocklist storage failed");
+    StanzaError::internal_server_error()
+}
+
+/// The JIDs named by `<item jid=…/>` children, normalized.
+fn items(payload: &Element) -> Result<Vec<String>, StanzaError> {
+    payload
+        .children()
+        .filter(|c| c.is("item", ns::BLOCKING))
+        .map(|c| c.attr("jid").and_then(|j| Jid::new(j).ok()).map(|j| j.to_string()).ok_or_else(StanzaError::jid_malformed))
+        .collect()
+}
+
+/// XEP-0191 §3.4: a JID is blocked by its own entry, its bare JID's or its domain's.
+fn blocks(list: &HashSet<String>, jid: &Jid) -> bool {
+    list.contains(jid.as_str()) || list.contains(jid.to_bare().as_str()) || list.contains(jid.domain().as_str())
+}
+
+impl Blocking {
+    async fn list(&self, ctx: &Ctx, user: &BareJid) -> Result<Arc<HashSet<String>>, StanzaError> {
+        if let Some(list) = self.lists.get(user) {
+            return Ok(list.clone());
+        }
+        let (username, domain) = Ctx::key(user);
+        let list: Arc<HashSet<String>> =
+            Arc::new(ctx.server.store.blocklist(username, domain).await.map_err(storage_error)?.into_iter().collect());
+        self.lists.insert(user.clone(), list.clone());
+        Ok(list)
+    }
+
+    async fn block(&self, ctx: &Ctx, user: &BareJid, payload: &Element) -> Result<(), StanzaError> {
+        let jids = items(payload)?;
+        if jids.is_empty() {
+            return Err(StanzaError::bad_request());
+        }
+        let (username, domain) = Ctx::key(user);
+        ctx.server.store.block(username, domain, &jids).await.map_err(storage_error)?;
+        self.lists.remove(user);
+        // XEP-0191 §3.3: the blocked contacts now see us as offline.
+        for jid in &jids {
+            for resource in ctx.server.sessions.resources_where(user, |s| s.available) {
+                let unavailable = Element::new("presence", ns::CLIENT)
+                    .with_attr("type", "unavailable")
+                    .with_attr("from", resource.as_str())
+                    .with_attr("to", jid.as_str());
+                ctx.route(unavailable).await;
+            }
+        }
+        push(ctx, user, payload.clone());
+        Ok(())
+    }
+
+    async fn unblock(&self, ctx: &Ctx, user: &BareJid, payload: &Element) -> Result<(), StanzaError> {
+        let jids = items(payload)?;
+        let (username, domain) = Ctx::key(user);
+        let store = &ctx.server.store;
+        let unblocked: Vec<String> = if jids.is_empty() {
+            let all = store.blocklist(username, domain).await.map_err(storage_error)?;
+            store.unblock_all(username, domain).await.map_err(storage_error)?;
+            all
+        } else {
+            store.unblock(username, domain, &jids).await.map_err(storage_error)?;
+            jids
+        };
+        self.lists.remove(user);
+        // XEP-0191 §3.4: contacts that may see our presence get it again.
+        for jid in unblocked.iter().filter_map(|j| BareJid::new(j).ok()) {
+            super::presence::send_presence_action(ctx, user, &jid, super::subscription::PresenceAction::Available).await;
+        }
+        push(ctx, user, payload.clone());
+        Ok(())
+    }
+
+    async fn filter(&self, ctx: &Ctx, stanza: &Element, dir: Direction, bounce_requests: bool) -> Flow {
+        let (Some(Ok(from)), Some(Ok(to))) = (stanza.attr("from").map(Jid::new), stanza.attr("to").map(Jid::new)) else {
+            return Flow::Continue;
+        };
+        let (owner, other) = match dir {
+            Direction::FromClient => (from.to_bare(), to),
+            Direction::ToClient => (to.to_bare(), from),
+            Direction::ToServer => return Flow::Continue,
+        };
+        if owner == other.to_bare() || !ctx.server.config.serves(owner.domain().as_str()) {
+            return Flow::Continue;
+        }
+        let Ok(list) = self.list(ctx, &owner).await else { return Flow::Continue };
+        if list.is_empty() || !blocks(&list, &other) {
+            return Flow::Continue;
+        }
+        let is_error = stanza.attr("type") == Some("error");
+        match dir {
+            // XEP-0191 §3.5: sending to a blocked entity fails with <blocked/>.
+            Direction::FromClient if bounce_requests && !is_error => {
+                let mut err = StanzaError::not_acceptable();
+                err.text = None;
+                let mut reply = corvid_proto::stanza::error_reply(stanza, &err);
+                if let Some(e) = reply.get_child_mut("error", ns::CLIENT) {
+                    e.append_child(Element::new("blocked", ns::BLOCKING_ERRORS));
+                }
+                ctx.route(reply).await;
+            }
+            // §3.4: IQ requests from blocked entities are refused as if no one were there.
+            Direction::ToClient if stanza.name() == "iq" && corvid_proto::stanza::may_bounce(stanza) => {
+                crate::router::bounce(&ctx.server, stanza, StanzaError::service_unavailable()).await;
+            }
+            _ => {}
+        }
+        Flow::Handled
+    }
+}
+
+/// XEP-0191 §3.3: the change goes to every resource of the account.
+fn push(ctx: &Ctx, user: &BareJid, payload: Element) {
+    for resource in ctx.server.sessions.resources(user) {
+        let iq = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "set")
+            .with_attr("id", format!("block-push-{}", crate::random_id()))
+            .with_attr("to", resource.as_str())
+            .with_child(payload.clone());
+        ctx.deliver_to(&resource, &iq);
+    }
+}

@@ -1,0 +1,94 @@
+//! XEP-0012 Last Activity: the server's uptime, and for an account, how long ago its last
+//! resource went offline (to the account itself and to contacts with a subscription).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use corvid_proto::{ns, Iq, IqType, StanzaError};
+use corvid_store::{LastActivity as _, Rosters as _};
+use corvid_xml::Element;
+
+use crate::module::{Ctx, IqResult, Module, SessionEvent};
+
+pub struct Last;
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+}
+
+fn query(seconds: i64, status: &str) -> Element {
+    let mut q = Element::new("query", ns::LAST).with_attr("seconds", seconds.max(0).to_string());
+    if !status.is_empty() {
+        q.append_text(status);
+    }
+    q
+}
+
+#[async_trait]
+impl Module for Last {
+    fn name(&self) -> &'static str {
+        "last"
+    }
+
+    fn features(&self) -> &[&'static str] {
+        &[ns::LAST]
+    }
+
+    fn iq_namespaces(&self) -> &[&'static str] {
+        &[ns::LAST]
+    }
+
+    async fn handle_iq(&self, ctx: &Ctx, iq: Iq) -> IqResult {
+        if iq.kind != IqType::Get {
+            return Err(StanzaError::bad_request());
+        }
+        if iq.to.node().is_none() {
+            // XEP-0012 §5: for a server, the time since it started.
+            return Ok(Some(query(ctx.server.started.elapsed().as_secs() as i64, "")));
+        }
+        let user = iq.to.to_bare();
+        let requester = iq.from.to_bare();
+        let (username, domain) = Ctx::key(&user);
+        let store = &ctx.server.store;
+        let failed = |e: corvid_store::StoreError| {
+            tracing::warn!(error = %e, "last activity lookup failed");
+            StanzaError::internal_server_error()
+        };
+        if requester != user {
+            // XEP-0012 §4: only those allowed to see the user's presence.
+            let item = store.roster_item(username, domain, requester.as_str()).await.map_err(failed)?;
+            if !item.is_some_and(|i| i.subscription.has_from()) {
+                return Err(StanzaError::forbidden());
+            }
+        }
+        if ctx.server.sessions.is_available(&user) {
+            return Ok(Some(query(0, "")));
+        }
+        match store.last_logout(username, domain).await.map_err(failed)? {
+            Some((at, status)) => Ok(Some(query(now_secs() - at, &status))),
+            None => Err(StanzaError::item_not_found()),
+        }
+    }
+
+    async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
+        let SessionEvent::Closed(jid) = event else { return };
+        let user = jid.to_bare();
+        let others_online = ctx.server.sessions.resources_where(&user, |s| s.available).iter().any(|r| r != jid);
+        if others_online {
+            return;
+        }
+        let status = ctx
+            .server
+            .sessions
+            .states(&user)
+            .into_iter()
+            .find(|(r, _)| r == jid)
+            .and_then(|(_, s)| s.presence)
+            .and_then(|p| p.get_child("status", ns::CLIENT).map(|s| s.text()))
+            .unwrap_or_default();
+        let (username, domain) = Ctx::key(&user);
+        if let Err(e) = ctx.server.store.set_last_logout(username, domain, now_secs(), &status).await {
+            tracing::warn!(error = %e, "recording last activity failed");
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! RFC 6121 §4 presence: a resource's own presence broadcast to its subscribers and its
+//! other resources, probes on initial presence (§4.2.2, §4.3), directed presence (§4.6),
+//! and unavailable on logout or connection loss (§4.5).
+
+use async_trait::async_trait;
+use corvid_proto::{ns, BareJid, FullJid, Jid};
+use corvid_store::{Rosters, StoreError};
+use corvid_xml::Element;
+
+use super::subscription::PresenceAction;
+use crate::module::{Ctx, Direction, Flow, Module, SessionEvent};
+use crate::router::presence_priority;
+
+pub struct Presence;
+
+#[async_trait]
+impl Module for Presence {
+    fn name(&self) -> &'static str {
+        "presence"
+    }
+
+    async fn on_presence(&self, ctx: &Ctx, pres: &mut Element, dir: Direction) -> Flow {
+        let from = pres.attr("from").and_then(|f| f.parse::<FullJid>().ok());
+        match (dir, from) {
+            (Direction::FromClient, Some(from)) => from_client(ctx, pres, &from).await,
+            (Direction::ToClient, _) if pres.attr("type") == Some("probe") => {
+                answer_probe(ctx, pres).await;
+                Flow::Handled
+            }
+            _ => Flow::Continue,
+        }
+    }
+
+    async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
+        if let SessionEvent::Closed(jid) = event {
+            // RFC 6121 §4.5.2: a lost connection is an unavailable presence.
+            own_unavailable(ctx, jid, None).await;
+        }
+    }
+}
+
+async fn from_client(ctx: &Ctx, pres: &mut Element, from: &FullJid) -> Flow {
+    let kind = pres.attr("type").map(str::to_string);
+    match (pres.attr("to").map(str::to_string), kind.as_deref()) {
+        (None, None) => {
+            own_available(ctx, pres, from).await;
+            Flow::Handled
+        }
+        (None, Some("unavailable")) => {
+            own_unavailable(ctx, from, Some(pres)).await;
+            Flow::Handled
+        }
+        // Anything else without `to` (a stray probe, error …) has no recipient.
+        (None, Some(_)) => Flow::Handled,
+        (Some(to), None | Some("unavailable")) => {
+            record_directed(ctx, from, &to, kind.is_none()).await;
+            Flow::Continue
+        }
+        _ => Flow::Continue,
+    }
+}
+
+fn store_error(e: StoreError) {
+    tracing::warn!(error = %e, "presence: storage failed");
+}
+
+/// Contacts of `user` whose subscription satisfies `pick`.
+async fn contacts(ctx: &Ctx, user: &BareJid, pick: fn(corvid_store::Subscription) -> bool) -> Vec<BareJid> {
+    let (username, domain) = Ctx::key(user);
+    match ctx.server.store.contacts_with_subscription(username, domain).await {
+        Ok(items) => items
+            .into_iter()
+            .filter(|i| pick(i.subscription))
+            .filter_map(|i| BareJid::new(&i.jid).ok())
+            .collect(),
+        Err(e) => {
+            store_error(e);
+            Vec::new()
+        }
+    }
+}
+
+async fn own_available(ctx: &Ctx, pres: &Element, from: &FullJid) {
+    let priority = presence_priority(pres);
+    let stored = pres.clone();
+    let was_available = ctx.server.sessions.update(from, |s| {
+        let was = s.available;
+        s.available = true;
+        s.priority = priority;
+        s.presence = Some(stored);
+        was
+    });
+    let user = from.to_bare();
+    broadcast(ctx, &user, from, pres).await;
+    if was_available == Some(false) {
+        probe_contacts(ctx, &user, from).await;
+        deliver_pending_requests(ctx, &user, from).await;
+        let event = SessionEvent::Available(from.clone());
+        ctx.server.modules.on_session(ctx, &event).await;
+    }
+}
+
+async fn own_unavailable(ctx: &Ctx, from: &FullJid, pres: Option<&Element>) {
+    let Some((was_available, directed)) = ctx.server.sessions.update(from, |s| {
+        let was = s.available;
+        s.available = false;
+        s.presence = None;
+        (was, std::mem::take(&mut s.directed))
+    }) else {
+        return;
+    };
+    let unavailable = pres.cloned().unwrap_or_else(|| {
+        Element::new("presence", ns::CLIENT).with_attr("type", "unavailable").with_attr("from", from.as_str())
+    });
+    if was_available {
+        broadcast(ctx, &from.to_bare(), from, &unavailable).await;
+    }
+    for to in directed {
+        let mut p = unavailable.clone();
+        p.set_attr("to", to.as_str());
+        ctx.route(p).await;
+    }
+}
+
+/// RFC 6121 §4.2.2 / §4.4.2: to every contact subscribed to the user, and to all of the
+/// user's available resources (the sender included).
+async fn broadcast(ctx: &Ctx, user: &BareJid, from: &FullJid, pres: &Element) {
+    let mut stanza = pres.clone();
+    stanza.set_attr("from", from.as_str());
+    for contact in contacts(ctx, user, |s| s.has_from()).await {
+        stanza.set_attr("to", contact.as_str());
+        ctx.route(stanza.clone()).await;
+    }
+    for resource in ctx.server.sessions.resources_where(user, |s| s.available) {
+        stanza.set_attr("to", resource.as_str());
+        ctx.deliver_to(&resource, &stanza);
+    }
+}
+
+/// RFC 6121 §4.2.2: on initial presence, learn the presence of every contact the user is
+/// subscribed to. Local contacts are answered at once, as their server would answer a probe.
+async fn probe_contacts(ctx: &Ctx, user: &BareJid, from: &FullJid) {
+    for contact in contacts(ctx, user, |s| s.has_to()).await {
+        let probe = Element::new("presence", ns::CLIENT)
+            .with_attr("type", "probe")
+            .with_attr("from", from.as_str())
+            .with_attr("to", contact.as_str());
+        ctx.route(probe).await;
+    }
+    // The user's other resources are known too (§4.2.2 last paragraph).
+    for (resource, state) in ctx.server.sessions.states(user) {
+        if let (true, Some(presence), false) = (state.available, state.presence, &resource == from) {
+            let mut p = presence;
+            p.set_attr("to", from.as_str());
+            ctx.deliver_to(from, &p);
+        }
+    }
+}
+
+/// RFC 6121 §3.1.3: requests that arrived while the user was offline are shown now.
+async fn deliver_pending_requests(ctx: &Ctx, user: &BareJid, to: &FullJid) {
+    let (username, domain) = Ctx::key(user);
+    match ctx.server.store.pending_subscription_requests(username, domain).await {
+        Ok(requests) => {
+            for (_, stanza) in requests {
+                if let Ok(request) = corvid_xml::parse_element(&stanza, ns::CLIENT) {
+                    ctx.deliver_to(to, &request);
+                }
+            }
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+/// RFC 6121 §4.3.2: a probe from a subscribed contact gets the user's current presence.
+async fn answer_probe(ctx: &Ctx, probe: &Element) {
+    let (Some(Ok(prober)), Some(Ok(to))) =
+        (probe.attr("from").map(Jid::new), probe.attr("to").map(Jid::new))
+    else {
+        return;
+    };
+    let user = to.to_bare();
+    let (username, domain) = Ctx::key(&user);
+    let subscribed = match ctx.server.store.roster_item(username, domain, prober.to_bare().as_str()).await {
+        Ok(item) => item.is_some_and(|i| i.subscription.has_from()),
+        Err(e) => {
+            store_error(e);
+            false
+        }
+    };
+    if !subscribed {
+        return;
+    }
+    let mut answered = false;
+    for (resource, state) in ctx.server.sessions.states(&user) {
+        if let (true, Some(mut presence)) = (state.available, state.presence) {
+            presence.set_attr("from", resource.as_str());
+            presence.set_attr("to", prober.as_str());
+            ctx.route(presence).await;
+            answered = true;
+        }
+    }
+    if !answered {
+        let unavailable = Element::new("presence", ns::CLIENT)
+            .with_attr("type", "unavailable")
+            .with_attr("from", user.as_str())
+            .with_attr("to", prober.as_str());
+        ctx.route(unavailable).await;
+    }
+}
+
+/// RFC 6121 §4.6: remember where directed presence went (unless the contact gets our
+/// broadcasts anyway) so it can be made unavailable at logout.
+async fn record_directed(ctx: &Ctx, from: &FullJid, to: &str, available: bool) {
+    let Ok(to) = Jid::new(to) else { return };
+    let user = from.to_bare();
+    let (username, domain) = Ctx::key(&user);
+    let subscribed = ctx
+        .server
+        .store
+        .roster_item(username, domain, to.to_bare().as_str())
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|i| i.subscription.has_from());
+    if subscribed {
+        return;
+    }
+    ctx.server.sessions.update(from, |s| {
+        s.directed.retain(|d| d != &to);
+        if available {
+            s.directed.push(to.clone());
+        }
+    });
+}
+
+/// Sends the contact the user's current presence, or unavailable, from each available
+/// resource (RFC 6121 §3.1.5, §3.2.2).
+pub async fn send_presence_action(ctx: &Ctx, user: &BareJid, contact: &BareJid, action: PresenceAction) {
+    for (resource, state) in ctx.server.sessions.states(user) {
+        let (true, Some(presence)) = (state.available, state.presence) else { continue };
+        let mut p = match action {
+            PresenceAction::Available => presence,
+            PresenceAction::Unavailable => Element::new("presence", ns::CLIENT).with_attr("type", "unavailable"),
+        };
+        p.set_attr("from", resource.as_str());
+        p.set_attr("to", contact.as_str());
+        ctx.route(p).await;
+    }
+}

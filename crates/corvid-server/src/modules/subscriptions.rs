@@ -1,0 +1,144 @@
+//! RFC 6121 §3 presence subscriptions: applies the Appendix A state machine
+//! ([`super::subscription`]) to subscription stanzas a user sends and receives, stores the
+//! result, pushes roster changes and sends what the server must send on the user's behalf.
+
+use async_trait::async_trait;
+use corvid_proto::{ns, BareJid, Jid};
+use corvid_store::{RosterItem, Rosters, Users};
+use corvid_xml::Element;
+
+use super::presence::send_presence_action;
+use super::roster::{item_element, push};
+use super::subscription::{inbound, outbound, SubKind, SubState};
+use crate::module::{Ctx, Direction, Flow, Module};
+
+pub struct Subscriptions;
+
+#[async_trait]
+impl Module for Subscriptions {
+    fn name(&self) -> &'static str {
+        "subscriptions"
+    }
+
+    async fn on_presence(&self, ctx: &Ctx, pres: &mut Element, dir: Direction) -> Flow {
+        let Some(kind) = pres.attr("type").and_then(SubKind::parse) else {
+            return Flow::Continue;
+        };
+        let from = pres.attr("from").and_then(|f| Jid::new(f).ok()).map(|j| j.to_bare());
+        let to = pres.attr("to").and_then(|t| Jid::new(t).ok()).map(|j| j.to_bare());
+        let (Some(from), Some(to)) = (from, to) else {
+            return Flow::Handled;
+        };
+        if from == to {
+            return Flow::Handled;
+        }
+        let result = match dir {
+            Direction::FromClient => user_sends(ctx, pres, kind, &from, &to).await,
+            Direction::ToClient => user_receives(ctx, pres, kind, &to, &from).await,
+            Direction::ToServer => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "subscription handling failed");
+        }
+        Flow::Handled
+    }
+}
+
+fn new_item(contact: &BareJid) -> RosterItem {
+    RosterItem { jid: contact.to_string(), ..RosterItem::default() }
+}
+
+/// Stores `item` if its state changed and pushes it when the roster shows it.
+async fn save(ctx: &Ctx, user: &BareJid, item: &RosterItem, push_it: bool) -> Result<(), corvid_store::StoreError> {
+    let (username, domain) = Ctx::key(user);
+    let version = ctx.server.store.put_roster_item(username, domain, item).await?;
+    if push_it && item.in_roster {
+        push(ctx, user, &item_element(item), version);
+    }
+    Ok(())
+}
+
+fn subscription_stanza(kind: SubKind, from: &BareJid, to: &BareJid) -> Element {
+    Element::new("presence", ns::CLIENT)
+        .with_attr("type", kind.as_str())
+        .with_attr("from", from.as_str())
+        .with_attr("to", to.as_str())
+}
+
+/// The user sent `kind` to the contact (Appendix A.2).
+async fn user_sends(
+    ctx: &Ctx,
+    pres: &Element,
+    kind: SubKind,
+    user: &BareJid,
+    contact: &BareJid,
+) -> Result<(), corvid_store::StoreError> {
+    let (username, domain) = Ctx::key(user);
+    let stored = ctx.server.store.roster_item(username, domain, contact.as_str()).await?;
+    let state = SubState::of(stored.as_ref());
+    let out = outbound(state, kind);
+    let mut item = stored.clone().unwrap_or_else(|| new_item(contact));
+    out.new.apply_to(&mut item);
+    if Some(&item) != stored.as_ref() {
+        save(ctx, user, &item, out.push).await?;
+    }
+    // Losing "From" makes the user look offline to the contact before the contact learns why.
+    if out.send_presence == Some(super::subscription::PresenceAction::Unavailable) {
+        send_presence_action(ctx, user, contact, super::subscription::PresenceAction::Unavailable).await;
+    }
+    if out.route {
+        // RFC 6121 §3.1.2: subscription stanzas leave with the user's bare JID.
+        let mut stanza = pres.clone();
+        stanza.set_attr("from", user.as_str());
+        stanza.set_attr("to", contact.as_str());
+        ctx.route(stanza).await;
+    }
+    if out.send_presence == Some(super::subscription::PresenceAction::Available) {
+        send_presence_action(ctx, user, contact, super::subscription::PresenceAction::Available).await;
+    }
+    Ok(())
+}
+
+/// The user received `kind` from the contact (Appendix A.3).
+async fn user_receives(
+    ctx: &Ctx,
+    pres: &Element,
+    kind: SubKind,
+    user: &BareJid,
+    contact: &BareJid,
+) -> Result<(), corvid_store::StoreError> {
+    let (username, domain) = Ctx::key(user);
+    let store = &ctx.server.store;
+    if !store.user_exists(username, domain).await? {
+        // RFC 6121 §3.1.3: a request to an account that does not exist is declined.
+        if kind == SubKind::Subscribe {
+            ctx.route(subscription_stanza(SubKind::Unsubscribed, user, contact)).await;
+        }
+        return Ok(());
+    }
+    let stored = store.roster_item(username, domain, contact.as_str()).await?;
+    let state = SubState::of(stored.as_ref());
+    let inb = inbound(state, kind);
+    let mut item = stored.clone().unwrap_or_else(|| new_item(contact));
+    inb.new.apply_to(&mut item);
+    let mut stanza = pres.clone();
+    stanza.set_attr("from", contact.as_str());
+    stanza.set_attr("to", user.as_str());
+    if kind == SubKind::Subscribe && inb.new.pending_in {
+        // Kept until answered, to be shown again at each login (§3.1.3 step 4).
+        item.pending_in_stanza = Some(String::from_utf8_lossy(&stanza.to_bytes(ns::CLIENT)).into_owned());
+    }
+    if Some(&item) != stored.as_ref() {
+        save(ctx, user, &item, inb.push).await?;
+    }
+    if let Some(reply) = inb.auto_reply {
+        ctx.route(subscription_stanza(reply, user, contact)).await;
+    }
+    if let Some(action) = inb.send_presence {
+        send_presence_action(ctx, user, contact, action).await;
+    }
+    if inb.deliver {
+        ctx.server.sessions.deliver_to_available(user, &stanza.to_bytes(ns::CLIENT));
+    }
+    Ok(())
+}
