@@ -3,7 +3,7 @@
 
 use corvid_proto::sasl::{Credentials, DEFAULT_ITERATIONS};
 use corvid_proto::BareJid;
-use corvid_store::{SqlStore, StoreError, Users};
+use corvid_store::{RosterItem, Rosters, SqlStore, StoreError, Subscription, Users};
 
 use crate::config::Config;
 
@@ -75,9 +75,42 @@ pub async fn set_password(store: &SqlStore, user: &BareJid, password: &str) -> R
     Ok(())
 }
 
-pub async fn remove(store: &SqlStore, user: &BareJid) -> Result<(), AccountError> {
-    store.delete_user(username(user), user.domain().as_str()).await?;
-    Ok(())
+/// Deletes an account and all its data. Local contacts lose their subscriptions with it, as
+/// if it had sent them `unsubscribe` and `unsubscribed` (RFC 6121 §3.2, §3.3): their items
+/// stay in their rosters with subscription `none`. Returns those contacts' updated items
+/// and roster versions, for the caller to push to them.
+pub async fn remove(
+    store: &SqlStore,
+    user: &BareJid,
+    config: &Config,
+) -> Result<Vec<(BareJid, RosterItem, i64)>, AccountError> {
+    let (name, domain) = (username(user), user.domain().as_str());
+    if !store.user_exists(name, domain).await? {
+        return Err(AccountError::NotFound);
+    }
+    let (_, items) = store.roster(name, domain).await?;
+    let mut contacts: Vec<BareJid> = items.iter().filter_map(|i| BareJid::new(&i.jid).ok()).collect();
+    contacts.extend(store.pending_subscription_requests(name, domain).await?.into_iter().filter_map(|(c, _)| BareJid::new(&c).ok()));
+    contacts.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    contacts.dedup();
+    store.delete_user(name, domain).await?;
+    let mut updated = Vec::new();
+    for contact in contacts.into_iter().filter(|c| config.serves(c.domain().as_str()) && c.node().is_some()) {
+        let (c_name, c_domain) = (username(&contact), contact.domain().as_str());
+        let Some(mut item) = store.roster_item(c_name, c_domain, user.as_str()).await? else { continue };
+        item.subscription = Subscription::None;
+        item.pending_out = false;
+        item.pending_in = false;
+        item.approved = false;
+        item.pending_in_stanza = None;
+        match store.put_roster_item(c_name, c_domain, &item).await {
+            Ok(version) => updated.push((contact, item, version)),
+            // The contact's account went away meanwhile.
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(updated)
 }
 
 pub async fn exists(store: &SqlStore, user: &BareJid) -> Result<bool, AccountError> {

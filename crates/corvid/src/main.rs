@@ -140,7 +140,7 @@ async fn run_user_command(config: &Config, store: &SqlStore, cmd: UserCommand) -
         }
         UserCommand::Remove { jid } => {
             let user = accounts::parse_user(&jid, config)?;
-            accounts::remove(store, &user).await.map_err(|e| match e {
+            accounts::remove(store, &user, config).await.map(|_| ()).map_err(|e| match e {
                 accounts::AccountError::NotFound => anyhow::anyhow!("{user} does not exist"),
                 e => e.into(),
             })?;

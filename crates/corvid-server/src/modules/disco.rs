@@ -27,9 +27,14 @@ impl Module for Disco {
         if iq.kind != IqType::Get || iq.payload.name() != "query" {
             return Err(StanzaError::bad_request());
         }
-        if iq.payload.attr("node").is_some() {
-            // No node is published yet (entity caps and PEP come later).
-            return Err(StanzaError::item_not_found());
+        let node = iq.payload.attr("node");
+        if let Some(node) = node {
+            // The only node so far: our own entity-caps node (XEP-0115 §6.2).
+            let caps_node = format!("{}#{}", super::caps::NODE, super::caps::server_ver(&ctx.server));
+            if node != caps_node || iq.to.node().is_some() || iq.payload.ns() != ns::DISCO_INFO {
+                return Err(StanzaError::item_not_found());
+            }
+            return Ok(Some(server_info_of(&ctx.server).with_attr("node", node)));
         }
         let account = match iq.to.node() {
             None => None,
@@ -42,7 +47,7 @@ impl Module for Disco {
             }
         };
         Ok(Some(match (iq.payload.ns(), account) {
-            (ns::DISCO_INFO, None) => server_info(ctx),
+            (ns::DISCO_INFO, None) => server_info_of(&ctx.server),
             (ns::DISCO_INFO, Some(user)) => account_info(&user),
             _ => Element::new("query", ns::DISCO_ITEMS),
         }))
@@ -64,12 +69,14 @@ fn with_features<'a>(mut query: Element, features: impl IntoIterator<Item = &'a 
     query
 }
 
-fn server_info(ctx: &Ctx) -> Element {
+/// The server's disco#info: identity and every enabled module's features.
+pub fn server_info_of(server: &crate::server::Server) -> Element {
     let query = Element::new("query", ns::DISCO_INFO).with_child(identity("server", "im", Some("Corvid")));
-    with_features(query, ctx.server.modules.features())
+    with_features(query, server.modules.features())
 }
 
 fn account_info(_user: &BareJid) -> Element {
     let query = Element::new("query", ns::DISCO_INFO).with_child(identity("account", "registered", None));
-    with_features(query, [ns::DISCO_INFO])
+    // XEP-0359 §6: the account's messages get stanza-ids by its bare JID.
+    with_features(query, [ns::DISCO_INFO, ns::STANZA_ID])
 }

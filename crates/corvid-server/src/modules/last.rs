@@ -87,8 +87,10 @@ impl Module for Last {
             .and_then(|p| p.get_child("status", ns::CLIENT).map(|s| s.text()))
             .unwrap_or_default();
         let (username, domain) = Ctx::key(&user);
-        if let Err(e) = ctx.server.store.set_last_logout(username, domain, now_secs(), &status).await {
-            tracing::warn!(error = %e, "recording last activity failed");
+        match ctx.server.store.set_last_logout(username, domain, now_secs(), &status).await {
+            // The account was just removed.
+            Ok(()) | Err(corvid_store::StoreError::NotFound) => {}
+            Err(e) => tracing::warn!(error = %e, "recording last activity failed"),
         }
     }
 }

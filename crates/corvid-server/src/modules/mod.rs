@@ -1,6 +1,7 @@
 //! The modules, one per XEP. Adding a XEP adds a file here and one line in `all`.
 
 pub mod blocking;
+pub mod caps;
 pub mod carbons;
 pub mod disco;
 pub mod last;
@@ -37,6 +38,7 @@ fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(carbons::Carbons),
         Arc::new(offline::Offline),
         Arc::new(private::Private),
+        Arc::new(caps::Caps::default()),
         Arc::new(ping::Ping),
         Arc::new(version::Version),
         Arc::new(time::EntityTime),

@@ -118,12 +118,25 @@ async fn change_password(ctx: &Ctx, user: &BareJid, username: &str, password: &s
     Ok(())
 }
 
-/// XEP-0077 §3.2: the result goes out first, then every session of the account is closed.
+/// XEP-0077 §3.2: the account's contacts see it go offline and lose their subscriptions;
+/// the result goes out first, then every session of the account is closed.
 async fn remove_account(ctx: &Ctx, user: &BareJid) -> Result<(), StanzaError> {
-    accounts::remove(&ctx.server.store, user).await.map_err(|e| {
+    for (resource, state) in ctx.server.sessions.states(user) {
+        if state.available {
+            // Announced now: once the roster is gone, logout has no one to tell.
+            let unavailable = Element::new("presence", ns::CLIENT)
+                .with_attr("type", "unavailable")
+                .with_attr("from", resource.as_str());
+            ctx.route_from_client(unavailable).await;
+        }
+    }
+    let updated = accounts::remove(&ctx.server.store, user, &ctx.server.config).await.map_err(|e| {
         tracing::warn!(error = %e, "account removal failed");
         StanzaError::internal_server_error()
     })?;
+    for (contact, item, version) in updated {
+        super::roster::push(ctx, &contact, &super::roster::item_element(&item), version);
+    }
     tracing::info!(jid = %user, "account removed in-band");
     let sessions = ctx.server.clone();
     let user = user.clone();

@@ -1,0 +1,162 @@
+//! XEP-0115 Entity Capabilities: the server announces its own caps in stream features,
+//! and learns (and caches, by verification string) what its clients' caps hashes mean, by
+//! asking the first client that presents an unknown one and checking the hash.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use corvid_proto::{ns, FullJid};
+use corvid_xml::Element;
+use dashmap::DashMap;
+use sha1::{Digest, Sha1};
+
+use crate::module::{Ctx, Direction, Flow, Module};
+use crate::server::Server;
+
+/// The node our own caps are published under.
+pub const NODE: &str = "https://corvid.chat/caps";
+
+#[derive(Default)]
+pub struct Caps {
+    cache: Arc<CapsCache>,
+    /// Our own hash: the enabled modules do not change while running.
+    own_ver: std::sync::OnceLock<String>,
+}
+
+#[derive(Default)]
+pub struct CapsCache {
+    /// Verification string → the disco#info it stands for (features only).
+    known: DashMap<String, Arc<Vec<String>>>,
+    /// Verification strings being looked up, so one client's burst asks once.
+    asking: DashMap<String, ()>,
+}
+
+#[async_trait]
+impl Module for Caps {
+    fn name(&self) -> &'static str {
+        "caps"
+    }
+
+    fn features(&self) -> &[&'static str] {
+        &[ns::CAPS]
+    }
+
+    fn stream_features(&self, server: &Server) -> Vec<Element> {
+        vec![Element::new("c", ns::CAPS)
+            .with_attr("hash", "sha-1")
+            .with_attr("node", NODE)
+            .with_attr("ver", self.own_ver.get_or_init(|| server_ver(server)).as_str())]
+    }
+
+    async fn on_presence(&self, ctx: &Ctx, pres: &mut Element, dir: Direction) -> Flow {
+        if dir != Direction::FromClient || pres.attr("type").is_some() || pres.attr("to").is_some() {
+            return Flow::Continue;
+        }
+        let Some(c) = pres.get_child("c", ns::CAPS) else { return Flow::Continue };
+        let (Some(node), Some(ver), Some("sha-1")) = (c.attr("node"), c.attr("ver"), c.attr("hash")) else {
+            return Flow::Continue;
+        };
+        let Some(Ok(from)) = pres.attr("from").map(|f| f.parse::<FullJid>()) else { return Flow::Continue };
+        let cache = self.cache.clone();
+        if cache.known.contains_key(ver) || cache.asking.insert(ver.to_string(), ()).is_some() {
+            return Flow::Continue;
+        }
+        let (node, ver) = (node.to_string(), ver.to_string());
+        let server = ctx.server.clone();
+        tokio::spawn(async move { cache.learn(&server, &from, &node, &ver).await });
+        Flow::Continue
+    }
+}
+
+impl Caps {
+    pub fn cache(&self) -> &Arc<CapsCache> {
+        &self.cache
+    }
+}
+
+impl CapsCache {
+    /// The features a verification string stands for, once learned.
+    pub fn features_of(&self, ver: &str) -> Option<Arc<Vec<String>>> {
+        self.known.get(ver).map(|f| f.clone())
+    }
+
+    async fn learn(&self, server: &Arc<Server>, from: &FullJid, node: &str, ver: &str) {
+        let (id, rx) = server.iq_tracker.register();
+        let query = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "get")
+            .with_attr("id", id.as_str())
+            .with_attr("from", server.config.default_domain())
+            .with_attr("to", from.as_str())
+            .with_child(Element::new("query", ns::DISCO_INFO).with_attr("node", format!("{node}#{ver}")));
+        let _ = server.sessions.deliver_to_full(from, &query.to_bytes(ns::CLIENT));
+        let answer = server.iq_tracker.wait(&id, rx, Duration::from_secs(30)).await;
+        let info = answer.as_ref().filter(|a| a.attr("type") == Some("result")).and_then(|a| a.get_child("query", ns::DISCO_INFO));
+        if let Some(info) = info {
+            // XEP-0115 §5.4: only a hash that checks out is cached (no poisoning).
+            if verification_string(info).map(|s| hash(&s)) == Some(ver.to_string()) {
+                let features = info.children().filter(|c| c.is("feature", ns::DISCO_INFO)).filter_map(|f| f.attr("var")).map(str::to_string).collect();
+                self.known.insert(ver.to_string(), Arc::new(features));
+            }
+        }
+        self.asking.remove(ver);
+    }
+}
+
+fn hash(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
+}
+
+/// XEP-0115 §5.1: identities and features sorted, joined with `<`. Extended forms are
+/// not supported: info carrying them is not cached.
+fn verification_string(info: &Element) -> Option<String> {
+    if info.children().any(|c| c.is("x", ns::DATA_FORMS)) {
+        return None;
+    }
+    let mut identities: Vec<String> = info
+        .children()
+        .filter(|c| c.is("identity", ns::DISCO_INFO))
+        .map(|i| {
+            format!(
+                "{}/{}/{}/{}",
+                i.attr("category").unwrap_or_default(),
+                i.attr("type").unwrap_or_default(),
+                i.attr("xml:lang").unwrap_or_default(),
+                i.attr("name").unwrap_or_default()
+            )
+        })
+        .collect();
+    identities.sort();
+    let mut features: Vec<&str> = info.children().filter(|c| c.is("feature", ns::DISCO_INFO)).filter_map(|f| f.attr("var")).collect();
+    features.sort_unstable();
+    let mut s = String::new();
+    for part in identities.iter().map(String::as_str).chain(features) {
+        s.push_str(part);
+        s.push('<');
+    }
+    Some(s)
+}
+
+/// Our own verification string's hash, from the same disco#info the disco module serves.
+pub fn server_ver(server: &Server) -> String {
+    let info = super::disco::server_info_of(server);
+    verification_string(&info).map(|s| hash(&s)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xep_0115_simple_example_hash() {
+        // XEP-0115 §5.2 example: Exodus 0.9.1.
+        let info = Element::new("query", ns::DISCO_INFO)
+            .with_child(Element::new("identity", ns::DISCO_INFO).with_attr("category", "client").with_attr("type", "pc").with_attr("name", "Exodus 0.9.1"))
+            .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", "http://jabber.org/protocol/disco#info"))
+            .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", "http://jabber.org/protocol/disco#items"))
+            .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", "http://jabber.org/protocol/muc"))
+            .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", "http://jabber.org/protocol/caps"));
+        assert_eq!(hash(&verification_string(&info).unwrap()), "QgayPKawpkPSDYmwT/WM94uAlu0=");
+    }
+}
