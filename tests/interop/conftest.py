@@ -121,3 +121,82 @@ def pytest_runtest_makereport(item, call):
         if len(text) > _LOG_LIMIT:
             text = "[… earlier lines cut …]\n" + text[-_LOG_LIMIT:]
         report.sections.append((f"corvid ({server.name}) stderr during this test", text or "(nothing)"))
+
+
+# -- instant messaging -------------------------------------------------------------------
+
+from interop_support import ImClient, ImServer  # noqa: E402
+
+
+@pytest.fixture
+def make_im_server():
+    """Like make_server, but the servers take extra config sections
+    (`make_im_server(sections={"offline": {"quota": 3}})`) and can `restart()` on the same
+    data directory and ports."""
+    started: list[ImServer] = []
+
+    def make(name: str = "im", **options) -> ImServer:
+        server = ImServer(name, **options)
+        server.start()
+        _running.append(server)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        _stop(server)
+
+
+class ImClients:
+    """Makes ImClients; they are disconnected at teardown with the `clients` fixture's."""
+
+    def __init__(self, clients: Clients):
+        self.clients = clients
+
+    def new(self, jid: str, password: str, **options) -> ImClient:
+        client = ImClient(jid, password, **options)
+        self.clients.made.append(client)
+        return client
+
+    async def login(self, server, jid: str, password: str, **options) -> ImClient:
+        return await self.new(jid, password, **options).start(server)
+
+    async def online(self, server, jid: str, password: str, *, priority: int | None = None,
+                     show: str | None = None, status: str | None = None) -> ImClient:
+        """Logs in, requests the roster and sends initial presence."""
+        client = await self.login(server, jid, password)
+        await client.online(priority=priority, show=show, status=status)
+        return client
+
+    async def user(self, server, prefix: str = "user", **presence) -> ImClient:
+        """A new account, online (roster requested, initial presence sent)."""
+        jid, password = server.new_account(prefix)
+        client = await self.online(server, f"{jid}/{prefix}", password, **presence)
+        client.account_password = password
+        return client
+
+
+@pytest.fixture
+def im(clients):
+    return ImClients(clients)
+
+
+class _TranscriptReport:
+    """Adds each ImClient's stanza transcript to the report of a test that failed."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item):
+        ImClient.made.clear()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
+        if report.failed and report.when in ("call", "teardown"):
+            for client in ImClient.made:
+                name = str(client.boundjid) if client.boundjid.bare else str(client.requested_jid)
+                report.sections.append((f"stanzas of {name}", client.transcript_text() or "(nothing)"))
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_TranscriptReport(), "corvid-im-transcripts")

@@ -439,3 +439,402 @@ def use_server_end_point(client: Client) -> None:
         return values
 
     mechanisms.sasl_callback = credentials
+
+
+# -- instant messaging: clients that keep every stanza, servers that restart -------------
+#
+# The IM tests (test_roster.py, test_presence.py, test_offline.py, …) use `ImClient`: a
+# Client that answers no subscription request by itself (slixmpp approves them by default),
+# keeps every stanza it receives in `inbox` for the test to pick from, and keeps a
+# transcript of what it sent and received that conftest.py adds to a failing test's report.
+
+import base64 as _base64
+import xml.etree.ElementTree as _ET
+
+NS_ROSTER = "jabber:iq:roster"
+NS_ROSTERVER = "urn:xmpp:features:rosterver"
+NS_PREAPPROVAL = "urn:xmpp:features:pre-approval"
+NS_CAPS = "http://jabber.org/protocol/caps"
+NS_DELAY = "urn:xmpp:delay"
+NS_SID = "urn:xmpp:sid:0"
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_FORWARD = "urn:xmpp:forward:0"
+NS_BLOCKING = "urn:xmpp:blocking"
+NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
+NS_VCARD = "vcard-temp"
+NS_VCARD_UPDATE = "vcard-temp:x:update"
+NS_PRIVATE = "jabber:iq:private"
+NS_LAST = "jabber:iq:last"
+NS_RECEIPTS = "urn:xmpp:receipts"
+NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+IM_PLUGINS = ("xep_0054", "xep_0191", "xep_0280", "xep_0049", "xep_0085", "xep_0203", "xep_0297")
+
+#: Characters of each client's transcript kept for a failure report (the end is kept).
+TRANSCRIPT_LIMIT = 12_000
+
+
+class Inbox:
+    """Every stanza a client received and no test has taken yet, oldest first."""
+
+    def __init__(self):
+        self.items: list = []
+        #: Every stanza received, taken or not, in the order received.
+        self.history: list = []
+        self._changed = asyncio.Event()
+
+    def put(self, stanza) -> None:
+        self.items.append(stanza)
+        self.history.append(stanza)
+        self._changed.set()
+
+    async def expect(self, match, what: str, timeout: float = TIMEOUT):
+        """Takes the oldest stanza `match` accepts; fails after `timeout` with what did come."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, stanza in enumerate(self.items):
+                if match(stanza):
+                    del self.items[i]
+                    return stanza
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                got = "\n  ".join(str(s) for s in self.items[-15:]) or "(nothing)"
+                raise AssertionError(f"expected {what} within {timeout}s; received instead:\n  {got}")
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    def matching(self, match) -> list:
+        """The received, not yet taken stanzas `match` accepts (they stay in the inbox)."""
+        return [s for s in self.items if match(s)]
+
+
+# Predicates over received stanzas; they read the XML itself, not slixmpp's interpretation.
+
+def _attr(stanza, name: str) -> str | None:
+    return stanza.xml.get(name)
+
+
+def _bare(jid: str | None) -> str:
+    return (jid or "").split("/", 1)[0]
+
+
+def presence_type(stanza) -> str:
+    """'available' for a presence without a type attribute, else the type."""
+    return _attr(stanza, "type") or "available"
+
+
+def is_presence(ptype: str | None = None, *, frm: str | None = None, from_bare: str | None = None,
+                status: str | None = None):
+    """A presence of type `ptype` (None: any), from exactly `frm` or any resource of `from_bare`."""
+    def match(stanza) -> bool:
+        if stanza.name != "presence":
+            return False
+        if ptype is not None and presence_type(stanza) != ptype:
+            return False
+        if frm is not None and _attr(stanza, "from") != str(frm):
+            return False
+        if from_bare is not None and _bare(_attr(stanza, "from")) != str(from_bare):
+            return False
+        if status is not None and stanza.xml.findtext("{jabber:client}status") != status:
+            return False
+        return True
+    return match
+
+
+def is_message(*, frm: str | None = None, from_bare: str | None = None, mid: str | None = None,
+               body: str | None = None, mtype: str | None = None):
+    def match(stanza) -> bool:
+        if stanza.name != "message":
+            return False
+        if frm is not None and _attr(stanza, "from") != str(frm):
+            return False
+        if from_bare is not None and _bare(_attr(stanza, "from")) != str(from_bare):
+            return False
+        if mid is not None and _attr(stanza, "id") != mid:
+            return False
+        if body is not None and stanza.xml.findtext("{jabber:client}body") != body:
+            return False
+        if mtype is not None and (_attr(stanza, "type") or "normal") != mtype:
+            return False
+        return True
+    return match
+
+
+def is_roster_push(jid: str | None = None, **expected):
+    """A roster push (RFC 6121 §2.1.6) whose single item is for `jid` and has the `expected`
+    attributes (subscription='both', ask=None meaning absent, …)."""
+    def match(stanza) -> bool:
+        if stanza.name != "iq" or _attr(stanza, "type") != "set":
+            return False
+        items = roster_items(stanza)
+        if items is None or len(items) != 1:
+            return False
+        (item_jid, item), = items.items()
+        if jid is not None and item_jid != str(jid):
+            return False
+        return all(item.get(key) == value for key, value in expected.items())
+    return match
+
+
+def roster_items(stanza) -> dict[str, dict] | None:
+    """{jid: {subscription, ask, approved, name, groups}} of a roster result or push; None if
+    the stanza has no roster <query/>. An absent subscription reads as 'none'."""
+    query = stanza.xml.find(f"{{{NS_ROSTER}}}query")
+    if query is None:
+        return None
+    items = {}
+    for item in query.findall(f"{{{NS_ROSTER}}}item"):
+        items[item.get("jid")] = {
+            "subscription": item.get("subscription", "none"),
+            "ask": item.get("ask"),
+            "approved": item.get("approved"),
+            "name": item.get("name"),
+            "groups": sorted(g.text or "" for g in item.findall(f"{{{NS_ROSTER}}}group")),
+        }
+    return items
+
+
+def roster_ver(stanza) -> str | None:
+    query = stanza.xml.find(f"{{{NS_ROSTER}}}query")
+    return None if query is None else query.get("ver")
+
+
+def error_of(stanza) -> tuple[str | None, str | None, list[str]]:
+    """(type, defined condition, namespaces of application-specific conditions) of an error stanza."""
+    error = stanza.xml.find("{jabber:client}error")
+    if error is None:
+        return None, None, []
+    condition, extra = None, []
+    for child in error:
+        ns, _, local = child.tag[1:].partition("}")
+        if ns == NS_STANZAS:
+            if local != "text":
+                condition = local
+        else:
+            extra.append(f"{{{ns}}}{local}")
+    return error.get("type"), condition, extra
+
+
+def sha1_hex(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def vcard_element(fields: dict[str, str] | None = None, *, photo: bytes | None = None,
+                  photo_type: str = "image/png", padding: int = 0) -> _ET.Element:
+    """A <vCard xmlns='vcard-temp'/> with simple text fields, optionally a PHOTO (base64 BINVAL)
+    and a DESC of `padding` characters to make it big."""
+    vcard = _ET.Element(f"{{{NS_VCARD}}}vCard")
+    for name, value in (fields or {}).items():
+        _ET.SubElement(vcard, f"{{{NS_VCARD}}}{name}").text = value
+    if photo is not None:
+        el = _ET.SubElement(vcard, f"{{{NS_VCARD}}}PHOTO")
+        _ET.SubElement(el, f"{{{NS_VCARD}}}TYPE").text = photo_type
+        _ET.SubElement(el, f"{{{NS_VCARD}}}BINVAL").text = _base64.b64encode(photo).decode()
+    if padding:
+        _ET.SubElement(vcard, f"{{{NS_VCARD}}}DESC").text = "x" * padding
+    return vcard
+
+
+class ImClient(Client):
+    """A Client for IM tests: manual subscription handling, an inbox, a transcript."""
+
+    #: The ImClients made during the current test (conftest.py reports their transcripts).
+    made: list["ImClient"] = []
+
+    def __init__(self, jid: str, password: str, **options):
+        super().__init__(jid, password, **options)
+        for plugin in IM_PLUGINS:
+            self.register_plugin(plugin)
+        # RFC 6121 §3: the tests answer subscription requests themselves.
+        self.auto_authorize = None
+        self.auto_subscribe = False
+        self.inbox = Inbox()
+        #: The <stream:features/> elements received, in order.
+        self.stream_features: list[_ET.Element] = []
+        self.transcript: list[str] = []
+        self._t0 = time.monotonic()
+        self.add_filter("in", self._record_in)
+        self.add_filter("out_sync", self._record_out)
+        ImClient.made.append(self)
+
+    def _note(self, direction: str, stanza) -> None:
+        self.transcript.append(f"[{time.monotonic() - self._t0:6.3f}] {direction} {stanza}")
+
+    def _record_in(self, stanza):
+        self._note("RECV", stanza)
+        if stanza.name == "features":
+            self.stream_features.append(stanza.xml)
+        elif stanza.name in ("message", "presence", "iq"):
+            # Results of this client's own requests are handled by the request's future.
+            if not (stanza.name == "iq" and stanza["type"] in ("result", "error")):
+                self.inbox.put(stanza)
+        return stanza
+
+    def _record_out(self, stanza):
+        self._note("SEND", stanza)
+        return stanza
+
+    def transcript_text(self) -> str:
+        text = "\n".join(self.transcript)
+        if len(text) > TRANSCRIPT_LIMIT:
+            text = "[… earlier stanzas cut …]\n" + text[-TRANSCRIPT_LIMIT:]
+        return text
+
+    @property
+    def bare(self) -> str:
+        return self.boundjid.bare
+
+    @property
+    def full(self) -> str:
+        return self.boundjid.full
+
+    def offered(self, tag: str) -> bool:
+        """Whether the stream features after authentication contain the element `tag`
+        ('{ns}local')."""
+        after_auth = [f for f in self.stream_features if f.find("{urn:ietf:params:xml:ns:xmpp-bind}bind") is not None]
+        return any(f.find(tag) is not None for f in after_auth)
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def query(self, itype: str, payload: _ET.Element, to: str | None = None, timeout: float = TIMEOUT):
+        """Sends an IQ with `payload`; returns the result stanza, raises IqError on an error."""
+        iq = self.Iq()
+        iq["type"] = itype
+        if to is not None:
+            iq["to"] = to
+        iq.append(payload)
+        return await iq.send(timeout=timeout)
+
+    async def roster_get(self, ver: str | None = None):
+        """RFC 6121 §2.2 roster get (with a 'ver' when given, §2.6); returns the result stanza."""
+        query = _ET.Element(f"{{{NS_ROSTER}}}query")
+        if ver is not None:
+            query.set("ver", ver)
+        return await self.query("get", query)
+
+    async def roster(self) -> dict[str, dict]:
+        return roster_items(await self.roster_get()) or {}
+
+    async def roster_set(self, jid: str, *, name: str | None = None, groups: tuple[str, ...] = (),
+                         subscription: str | None = None):
+        query = _ET.Element(f"{{{NS_ROSTER}}}query")
+        item = _ET.SubElement(query, f"{{{NS_ROSTER}}}item", {"jid": str(jid)})
+        if name is not None:
+            item.set("name", name)
+        if subscription is not None:
+            item.set("subscription", subscription)
+        for group in groups:
+            _ET.SubElement(item, f"{{{NS_ROSTER}}}group").text = group
+        return await self.query("set", query)
+
+    def presence(self, ptype: str | None = None, *, to: str | None = None, show: str | None = None,
+                 status: str | None = None, priority: int | None = None, extra: list[_ET.Element] = ()):
+        """Sends a presence exactly as given (no type: available)."""
+        pres = self.Presence()
+        if ptype is not None:
+            pres["type"] = ptype
+        if to is not None:
+            pres["to"] = to
+        if show is not None:
+            pres["show"] = show
+        if status is not None:
+            pres["status"] = status
+        if priority is not None:
+            pres["priority"] = priority
+        for el in extra:
+            pres.append(el)
+        pres.send()
+
+    async def online(self, *, priority: int | None = None, show: str | None = None, status: str | None = None,
+                     roster: bool = True) -> None:
+        """What a typical client does after login: requests the roster (becoming an
+        "interested resource", RFC 6121 §2.1.6), then sends initial presence."""
+        if roster:
+            await self.roster_get()
+        self.presence(priority=priority, show=show, status=status)
+        await self.sync()
+
+    def message(self, to: str, body: str | None = None, *, mtype: str | None = "chat", mid: str | None = None,
+                extra: list[_ET.Element] = ()) -> str:
+        """Sends a message; returns its id."""
+        msg = self.Message()
+        msg["to"] = to
+        if mtype is not None:
+            msg["type"] = mtype
+        if body is not None:
+            msg["body"] = body
+        msg["id"] = mid or f"m-{uuid.uuid4().hex[:10]}"
+        for el in extra:
+            msg.append(el)
+        msg.send()
+        return msg["id"]
+
+    async def vcard_set(self, vcard: _ET.Element):
+        return await self.query("set", vcard)
+
+    async def vcard_get(self, jid: str | None = None):
+        return await self.query("get", _ET.Element(f"{{{NS_VCARD}}}vCard"), to=jid)
+
+
+async def befriend(a: ImClient, b: ImClient) -> None:
+    """Mutual presence subscription between two online clients (RFC 6121 §3.1), done as
+    clients do it; waits for both roster pushes with subscription='both'."""
+    a.presence("subscribe", to=b.bare)
+    await b.inbox.expect(is_presence("subscribe", frm=a.bare), f"subscribe from {a.bare}")
+    b.presence("subscribed", to=a.bare)
+    b.presence("subscribe", to=a.bare)
+    await a.inbox.expect(is_presence("subscribe", frm=b.bare), f"subscribe from {b.bare}")
+    a.presence("subscribed", to=b.bare)
+    await a.inbox.expect(is_roster_push(b.bare, subscription="both"), f"roster push of {b.bare} with 'both'")
+    await b.inbox.expect(is_roster_push(a.bare, subscription="both"), f"roster push of {a.bare} with 'both'")
+
+
+class ImServer(CorvidServer):
+    """A CorvidServer with extra config sections (`sections={'offline': {'quota': 3}}`) that
+    can be restarted on the same data directory and ports."""
+
+    def __init__(self, name: str, *, sections: dict[str, dict] | None = None, **options):
+        super().__init__(name, **options)
+        self.sections = sections or {}
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        lines = []
+        for section, values in self.sections.items():
+            lines.append(f"\n[{section}]")
+            for key, value in values.items():
+                if isinstance(value, bool):
+                    value = "true" if value else "false"
+                elif isinstance(value, str):
+                    value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                lines.append(f"{key} = {value}")
+        with open(self.config_path, "a", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def restart(self) -> None:
+        """SIGTERM (which must end corvid with status 0), then the same binary, config,
+        data directory and ports again."""
+        code = self.stop()
+        if code != 0:
+            raise RuntimeError(f"corvid ({self.name}) exited with {code} after SIGTERM:\n{self.log_text()[-4000:]}")
+        with open(self.log_path, "ab") as log:
+            log.write(b"\n[interop] restarting corvid\n")
+            self.proc = subprocess.Popen(
+                [str(corvid_bin()), "--config", str(self.config_path), "serve"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env={**os.environ, "NO_COLOR": "1"},
+            )
+        if not self._wait_listening():
+            raise RuntimeError(f"corvid ({self.name}) did not listen again on {HOST}:{self.port}/{self.tls_port}:\n"
+                               f"{self.log_text()[-4000:]}")
+
+
+def remove_user(server: CorvidServer, jid: str) -> None:
+    """`corvid user remove JID` against a server's config (it may be running)."""
+    done = server.cli("user", "remove", jid)
+    if done.returncode != 0:
+        raise RuntimeError(f"`corvid user remove {jid}` failed ({done.returncode}): {done.stderr.strip()}")

@@ -349,7 +349,7 @@ fn new_rxml_parser(limits: &Limits) -> Parser {
     // larger than a stanza may be. Four bytes is the floor so a single UTF-8
     // character always fits; no stanza fits such a limit anyway.
     Parser::with_options(rxml::Options {
-        max_token_length: limits.max_stanza_bytes.min(MAX_TOKEN_BYTES).max(4),
+        max_token_length: limits.max_stanza_bytes.clamp(4, MAX_TOKEN_BYTES),
         // RFC 6120 §11.1: comments are restricted XML.
         comments: CommentMode::Reject,
         ..rxml::Options::default()

@@ -147,11 +147,10 @@ async fn run_user_command(config: &Config, store: &SqlStore, cmd: UserCommand) -
             println!("removed {user}");
         }
         UserCommand::List { domain } => {
-            if let Some(domain) = &domain {
-                if !config.serves(domain) {
+            if let Some(domain) = &domain
+                && !config.serves(domain) {
                     bail!("this server does not serve the domain {domain:?}");
                 }
-            }
             for (username, domain) in store.list_users(domain.as_deref()).await? {
                 println!("{username}@{domain}");
             }

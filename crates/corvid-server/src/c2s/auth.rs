@@ -17,6 +17,7 @@ pub(crate) struct AuthState {
     failures: u32,
 }
 
+#[allow(clippy::enum_variant_names)] // the states of one exchange read best as what each awaits
 enum Exchange {
     /// `<auth/>` came without an initial response; the client-first message comes next.
     AwaitingClientFirst(ScramServer),

@@ -573,11 +573,10 @@ impl Session {
     }
 
     async fn finish(mut self, end: End) {
-        if let End::ClientClosed = end {
-            if self.header_sent {
+        if let End::ClientClosed = end
+            && self.header_sent {
                 let _ = self.write_raw(b"</stream:stream>").await;
             }
-        }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.transport.shutdown()).await;
         match &self.phase {
             Phase::Bound { jid, id } => {

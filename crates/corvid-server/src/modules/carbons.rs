@@ -38,12 +38,11 @@ impl Module for Carbons {
     }
 
     async fn on_message(&self, ctx: &Ctx, msg: &mut Element, dir: Direction) -> Flow {
-        if dir == Direction::FromClient && eligible(msg) {
-            if let Some(Ok(from)) = msg.attr("from").map(|f| f.parse::<FullJid>()) {
+        if dir == Direction::FromClient && eligible(msg)
+            && let Some(Ok(from)) = msg.attr("from").map(|f| f.parse::<FullJid>()) {
                 // XEP-0280 §7: copies of what one resource sends, to the others.
                 copy_to(ctx, &from.to_bare(), msg, "sent", |r| r != &from);
             }
-        }
         Flow::Continue
     }
 

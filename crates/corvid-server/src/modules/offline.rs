@@ -56,11 +56,10 @@ impl Module for Offline {
     }
 
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
-        if let SessionEvent::Available(jid) = event {
-            if let Err(e) = deliver_stored(ctx, jid).await {
+        if let SessionEvent::Available(jid) = event
+            && let Err(e) = deliver_stored(ctx, jid).await {
                 tracing::warn!(error = %e, "offline delivery failed");
             }
-        }
     }
 }
 
