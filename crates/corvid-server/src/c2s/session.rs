@@ -573,11 +573,8 @@ impl Session {
     }
 
     async fn finish(mut self, end: End) {
-        if let End::ClientClosed = end
-            && self.header_sent {
-                let _ = self.write_raw(b"</stream:stream>").await;
-            }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.transport.shutdown()).await;
+        // Unbind before the (slow) transport shutdown, so nothing more is routed into a
+        // queue no one will read: from now on messages go to other resources or offline.
         match &self.phase {
             Phase::Bound { jid, id } => {
                 // Modules see the session's last state (its presence) before it is gone.
@@ -588,6 +585,12 @@ impl Session {
             }
             _ => tracing::debug!(reason = %end, "connection closed before a session was established"),
         }
+        if let End::ClientClosed = end
+            && self.header_sent
+        {
+            let _ = self.write_raw(b"</stream:stream>").await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.transport.shutdown()).await;
     }
 }
 
