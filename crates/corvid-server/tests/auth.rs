@@ -489,3 +489,16 @@ async fn authorization_identity_of_another_user_is_refused() -> Result<()> {
     ensure!(reply.is("success", ns::SASL), "{reply}");
     Ok(())
 }
+
+#[tokio::test]
+async fn restarted_stream_may_not_move_to_another_served_domain() -> Result<()> {
+    let ts = start_server_with(|config| config.domains.push("other.example".into())).await?;
+    ts.create_user("alice", PASSWORD).await?;
+    let mut client = Client::starttls_session(ts.c2s_addr).await?;
+    let outcome = client.sasl_plain("alice", PASSWORD).await?;
+    ensure!(matches!(outcome, Sasl::Success), "PLAIN failed");
+    // Authenticated as alice@localhost; the restart asks for the other domain.
+    client.reset_parser();
+    client.send_raw(Client::stream_header("other.example")).await?;
+    client.expect_stream_error("host-unknown").await
+}

@@ -268,6 +268,10 @@ impl Session {
         if let Some(to) = header.attr("to") {
             let domain = Jid::new(to).ok().filter(|j| j.node().is_none() && j.resource().is_none());
             match domain {
+                // After authentication the restarted stream must stay on the account's domain.
+                Some(d) if !matches!(self.phase, Phase::PreAuth) && d.as_str() != self.domain => {
+                    return Err(self.fail(StreamError::with_text(Cond::HostUnknown, "The stream changed domains")).await);
+                }
                 Some(d) if self.server.config.serves(d.as_str()) => self.domain = d.as_str().to_string(),
                 _ => return Err(self.fail(StreamError::new(Cond::HostUnknown)).await),
             }

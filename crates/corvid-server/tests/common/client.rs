@@ -156,7 +156,7 @@ impl Client {
     }
 
     /// Starts parsing a new stream from the server (after STARTTLS or SASL success).
-    pub(super) fn reset_parser(&mut self) {
+    pub fn reset_parser(&mut self) {
         self.parser.reset();
     }
 
