@@ -505,6 +505,12 @@ class Inbox:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
+    def discard(self, match) -> list:
+        """Drops (and returns) the received, not yet taken stanzas `match` accepts."""
+        dropped = [s for s in self.items if match(s)]
+        self.items = [s for s in self.items if not match(s)]
+        return dropped
+
     def matching(self, match) -> list:
         """The received, not yet taken stanzas `match` accepts (they stay in the inbox)."""
         return [s for s in self.items if match(s)]
@@ -714,7 +720,8 @@ class ImClient(Client):
             query.set("ver", ver)
         return await self.query("get", query)
 
-    async def roster(self) -> dict[str, dict]:
+    async def roster_now(self) -> dict[str, dict]:
+        """The roster as the server has it now: {jid: item} (see roster_items)."""
         return roster_items(await self.roster_get()) or {}
 
     async def roster_set(self, jid: str, *, name: str | None = None, groups: tuple[str, ...] = (),
@@ -838,3 +845,18 @@ def remove_user(server: CorvidServer, jid: str) -> None:
     done = server.cli("user", "remove", jid)
     if done.returncode != 0:
         raise RuntimeError(f"`corvid user remove {jid}` failed ({done.returncode}): {done.stderr.strip()}")
+
+
+async def wait_session_gone(observer: Client, full_jid: str, timeout: float = TIMEOUT) -> None:
+    """Waits until the server no longer has a session for `full_jid`: a ping to it from
+    `observer` bounces (RFC 6121 §8.5.3.2.1). A client's close() returns before the server
+    has necessarily finished ending its session."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await observer.plugin["xep_0199"].send_ping(full_jid, timeout=TIMEOUT)
+        except IqError:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the server still routes to {full_jid} {timeout}s after it closed")
+        await asyncio.sleep(0.05)

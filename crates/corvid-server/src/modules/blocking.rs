@@ -104,10 +104,8 @@ impl Blocking {
         if jids.is_empty() {
             return Err(StanzaError::bad_request());
         }
-        let (username, domain) = Ctx::key(user);
-        ctx.server.store.block(username, domain, &jids).await.map_err(storage_error)?;
-        self.lists.remove(user);
-        // XEP-0191 §3.3: the blocked contacts now see us as offline.
+        // XEP-0191 §3.3: the blocked contacts now see us as offline. Sent before the block
+        // takes effect, since afterwards nothing of ours reaches them.
         for jid in &jids {
             for resource in ctx.server.sessions.resources_where(user, |s| s.available) {
                 let unavailable = Element::new("presence", ns::CLIENT)
@@ -117,6 +115,9 @@ impl Blocking {
                 ctx.route(unavailable).await;
             }
         }
+        let (username, domain) = Ctx::key(user);
+        ctx.server.store.block(username, domain, &jids).await.map_err(storage_error)?;
+        self.lists.remove(user);
         push(ctx, user, payload.clone());
         Ok(())
     }
@@ -146,37 +147,63 @@ impl Blocking {
         let (Some(Ok(from)), Some(Ok(to))) = (stanza.attr("from").map(Jid::new), stanza.attr("to").map(Jid::new)) else {
             return Flow::Continue;
         };
-        let (owner, other) = match dir {
-            Direction::FromClient => (from.to_bare(), to),
-            Direction::ToClient => (to.to_bare(), from),
-            Direction::ToServer => return Flow::Continue,
-        };
-        if owner == other.to_bare() || !ctx.server.config.serves(owner.domain().as_str()) {
-            return Flow::Continue;
-        }
-        let Ok(list) = self.list(ctx, &owner).await else { return Flow::Continue };
-        if list.is_empty() || !blocks(&list, &other) {
+        if from.to_bare() == to.to_bare() {
             return Flow::Continue;
         }
         let is_error = stanza.attr("type") == Some("error");
         match dir {
-            // XEP-0191 §3.5: sending to a blocked entity fails with <blocked/>.
-            Direction::FromClient if bounce_requests && !is_error => {
-                let mut err = StanzaError::not_acceptable();
-                err.text = None;
-                let mut reply = corvid_proto::stanza::error_reply(stanza, &err);
-                if let Some(e) = reply.get_child_mut("error", ns::CLIENT) {
-                    e.append_child(Element::new("blocked", ns::BLOCKING_ERRORS));
+            // XEP-0191 §3.5: a client sending to an entity it blocked gets <blocked/>.
+            Direction::FromClient => {
+                if !self.is_blocked_by(ctx, &from.to_bare(), &to).await {
+                    return Flow::Continue;
                 }
-                ctx.route(reply).await;
+                if bounce_requests && !is_error {
+                    // XEP-0191 §3.5 Example 9: cancel/not-acceptable plus <blocked/>.
+                    let refused = StanzaError { kind: corvid_proto::ErrorType::Cancel, ..StanzaError::not_acceptable() };
+                    let mut reply = corvid_proto::stanza::error_reply(stanza, &refused);
+                    if let Some(e) = reply.get_child_mut("error", ns::CLIENT) {
+                        e.append_child(Element::new("blocked", ns::BLOCKING_ERRORS));
+                    }
+                    // Straight to the sender: routing it would meet the same block.
+                    if let Ok(sender) = from.clone().try_into_full() {
+                        ctx.deliver_to(&sender, &reply);
+                    }
+                }
+                Flow::Handled
             }
-            // §3.4: IQ requests from blocked entities are refused as if no one were there.
-            Direction::ToClient if stanza.name() == "iq" && corvid_proto::stanza::may_bounce(stanza) => {
-                crate::router::bounce(&ctx.server, stanza, StanzaError::service_unavailable()).await;
+            // Nothing reaches an account from an entity it blocked (§3.4), nor from the
+            // account's side to an entity it blocked — the server's own broadcasts and probe
+            // answers included, so the blocked entity sees the account offline (§3.3).
+            Direction::ToClient => {
+                let blocked_by_recipient = self.is_blocked_by(ctx, &to.to_bare(), &from).await;
+                let blocked_by_sender = !blocked_by_recipient && self.is_blocked_by(ctx, &from.to_bare(), &to).await;
+                if !blocked_by_recipient && !blocked_by_sender {
+                    return Flow::Continue;
+                }
+                if blocked_by_recipient && stanza.name() == "iq" && corvid_proto::stanza::may_bounce(stanza) {
+                    // Answered as if no one were there; delivered directly, since routing it
+                    // from the blocking account would meet the block again.
+                    let reply = corvid_proto::stanza::error_reply(stanza, &StanzaError::service_unavailable());
+                    match from.clone().try_into_full() {
+                        Ok(sender) if ctx.server.config.serves(sender.domain().as_str()) => ctx.deliver_to(&sender, &reply),
+                        _ => ctx.route(reply).await,
+                    }
+                }
+                Flow::Handled
             }
-            _ => {}
+            Direction::ToServer => Flow::Continue,
         }
-        Flow::Handled
+    }
+
+    /// Whether local account `owner` blocks `other`.
+    async fn is_blocked_by(&self, ctx: &Ctx, owner: &BareJid, other: &Jid) -> bool {
+        if owner.node().is_none() || !ctx.server.config.serves(owner.domain().as_str()) {
+            return false;
+        }
+        match self.list(ctx, owner).await {
+            Ok(list) => !list.is_empty() && blocks(&list, other),
+            Err(_) => false,
+        }
     }
 }
 

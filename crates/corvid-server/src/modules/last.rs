@@ -8,7 +8,7 @@ use corvid_proto::{ns, Iq, IqType, StanzaError};
 use corvid_store::{LastActivity as _, Rosters as _};
 use corvid_xml::Element;
 
-use crate::module::{Ctx, IqResult, Module, SessionEvent};
+use crate::module::{Ctx, Direction, Flow, IqResult, Module, SessionEvent};
 
 pub struct Last;
 
@@ -70,27 +70,38 @@ impl Module for Last {
         }
     }
 
+    async fn on_presence(&self, ctx: &Ctx, pres: &mut Element, dir: Direction) -> Flow {
+        // An explicit unavailable carries the status XEP-0012 §4 reports.
+        if dir == Direction::FromClient && pres.attr("to").is_none() && pres.attr("type") == Some("unavailable") {
+            if let Some(Ok(from)) = pres.attr("from").map(|f| f.parse::<corvid_proto::FullJid>()) {
+                let status = pres.get_child("status", ns::CLIENT).map(|s| s.text()).unwrap_or_default();
+                record_logout(ctx, &from, &status).await;
+            }
+        }
+        Flow::Continue
+    }
+
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
         let SessionEvent::Closed(jid) = event else { return };
-        let user = jid.to_bare();
-        let others_online = ctx.server.sessions.resources_where(&user, |s| s.available).iter().any(|r| r != jid);
-        if others_online {
-            return;
+        // A connection lost while available is a logout too (one that said unavailable
+        // was recorded then, with its status).
+        let still_available = ctx.server.sessions.states(&jid.to_bare()).into_iter().any(|(r, s)| &r == jid && s.available);
+        if still_available {
+            record_logout(ctx, jid, "").await;
         }
-        let status = ctx
-            .server
-            .sessions
-            .states(&user)
-            .into_iter()
-            .find(|(r, _)| r == jid)
-            .and_then(|(_, s)| s.presence)
-            .and_then(|p| p.get_child("status", ns::CLIENT).map(|s| s.text()))
-            .unwrap_or_default();
-        let (username, domain) = Ctx::key(&user);
-        match ctx.server.store.set_last_logout(username, domain, now_secs(), &status).await {
-            // The account was just removed.
-            Ok(()) | Err(corvid_store::StoreError::NotFound) => {}
-            Err(e) => tracing::warn!(error = %e, "recording last activity failed"),
-        }
+    }
+}
+
+/// Records the logout when `jid` was the account's last available resource.
+async fn record_logout(ctx: &Ctx, jid: &corvid_proto::FullJid, status: &str) {
+    let user = jid.to_bare();
+    if ctx.server.sessions.resources_where(&user, |s| s.available).iter().any(|r| r != jid) {
+        return;
+    }
+    let (username, domain) = Ctx::key(&user);
+    match ctx.server.store.set_last_logout(username, domain, now_secs(), status).await {
+        // The account was just removed.
+        Ok(()) | Err(corvid_store::StoreError::NotFound) => {}
+        Err(e) => tracing::warn!(error = %e, "recording last activity failed"),
     }
 }

@@ -83,18 +83,23 @@ async fn contacts(ctx: &Ctx, user: &BareJid, pick: fn(corvid_store::Subscription
 async fn own_available(ctx: &Ctx, pres: &Element, from: &FullJid) {
     let priority = presence_priority(pres);
     let stored = pres.clone();
-    let was_available = ctx.server.sessions.update(from, |s| {
-        let was = s.available;
+    let before = ctx.server.sessions.update(from, |s| {
+        let before = (s.available, s.priority);
         s.available = true;
         s.priority = priority;
         s.presence = Some(stored);
-        was
+        before
     });
+    let Some((was_available, old_priority)) = before else { return };
     let user = from.to_bare();
     broadcast(ctx, &user, from, pres).await;
-    if was_available == Some(false) {
+    if !was_available {
         probe_contacts(ctx, &user, from).await;
         deliver_pending_requests(ctx, &user, from).await;
+    }
+    // XEP-0160 §3: stored messages go to the first resource that can take bare-JID
+    // messages, i.e. with a non-negative priority (RFC 6121 §8.5.2.1.1).
+    if priority >= 0 && (!was_available || old_priority < 0) {
         let event = SessionEvent::Available(from.clone());
         ctx.server.modules.on_session(ctx, &event).await;
     }

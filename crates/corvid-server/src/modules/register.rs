@@ -91,7 +91,7 @@ impl Module for Register {
                 RegisterRequest::Credentials { username, password } => {
                     change_password(ctx, &user, &username, &password).await.map(|_| None)
                 }
-                RegisterRequest::Remove => remove_account(ctx, &user).await.map(|_| None),
+                RegisterRequest::Remove => remove_account(ctx, &iq.from, &user).await.map(|_| None),
             },
         }
     }
@@ -120,7 +120,22 @@ async fn change_password(ctx: &Ctx, user: &BareJid, username: &str, password: &s
 
 /// XEP-0077 §3.2: the account's contacts see it go offline and lose their subscriptions;
 /// the result goes out first, then every session of the account is closed.
-async fn remove_account(ctx: &Ctx, user: &BareJid) -> Result<(), StanzaError> {
+async fn remove_account(ctx: &Ctx, from: &corvid_proto::Jid, user: &BareJid) -> Result<(), StanzaError> {
+    // RFC 6121 §3.2/§3.3 as if the user cancelled every subscription, so contacts see it
+    // happen like any other cancellation.
+    if let Ok(from) = from.clone().try_into_full() {
+        let (username, domain) = Ctx::key(user);
+        let items = corvid_store::Rosters::roster(&ctx.server.store, username, domain).await.map(|(_, items)| items).unwrap_or_default();
+        for item in items {
+            let Ok(contact) = BareJid::new(&item.jid) else { continue };
+            if item.subscription.has_from() || item.pending_in {
+                super::roster::send_subscription(ctx, &from, &contact, "unsubscribed").await;
+            }
+            if item.subscription.has_to() || item.pending_out {
+                super::roster::send_subscription(ctx, &from, &contact, "unsubscribe").await;
+            }
+        }
+    }
     for (resource, state) in ctx.server.sessions.states(user) {
         if state.available {
             // Announced now: once the roster is gone, logout has no one to tell.

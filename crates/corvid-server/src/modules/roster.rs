@@ -123,7 +123,7 @@ async fn remove_contact(ctx: &Ctx, from: &FullJid, user: &BareJid, contact: &Bar
     Ok(())
 }
 
-async fn send_subscription(ctx: &Ctx, from: &FullJid, contact: &BareJid, kind: &str) {
+pub(crate) async fn send_subscription(ctx: &Ctx, from: &FullJid, contact: &BareJid, kind: &str) {
     let presence = Element::new("presence", ns::CLIENT)
         .with_attr("type", kind)
         .with_attr("from", from.as_str())

@@ -39,7 +39,7 @@ impl Module for VCard {
         let requester = iq.from.to_bare();
         let target = if iq.to.node().is_none() { requester.clone() } else { iq.to.to_bare() };
         match iq.kind {
-            IqType::Get => get(ctx, &target).await,
+            IqType::Get => get(ctx, &target, target == requester).await,
             _ if target != requester => Err(StanzaError::forbidden()),
             _ => self.set(ctx, &requester, &iq.payload).await.map(|_| None),
         }
@@ -67,7 +67,7 @@ fn storage_error(e: corvid_store::StoreError) -> StanzaError {
     StanzaError::internal_server_error()
 }
 
-async fn get(ctx: &Ctx, target: &BareJid) -> IqResult {
+async fn get(ctx: &Ctx, target: &BareJid, own: bool) -> IqResult {
     let (username, domain) = Ctx::key(target);
     let store = &ctx.server.store;
     match store.vcard(username, domain).await.map_err(storage_error)? {
@@ -75,10 +75,11 @@ async fn get(ctx: &Ctx, target: &BareJid) -> IqResult {
             tracing::warn!(error = %e, "stored vCard unreadable");
             StanzaError::internal_server_error()
         }),
-        // XEP-0054 §3.1: an existing account without a vCard has an empty one.
-        None if store.user_exists(username, domain).await.map_err(storage_error)? => {
+        // XEP-0054 §3.1: one's own missing vCard is an empty one.
+        None if own && store.user_exists(username, domain).await.map_err(storage_error)? => {
             Ok(Some(Element::new("vCard", ns::VCARD)))
         }
+        // §3.3: another user's missing vCard and a missing user look the same.
         None => Err(StanzaError::service_unavailable()),
     }
 }
