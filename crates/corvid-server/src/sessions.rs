@@ -67,6 +67,8 @@ pub struct ResourceState {
     pub interested: bool,
     /// Enabled message carbons (XEP-0280).
     pub carbons: bool,
+    /// Requested the blocklist, so it gets blocklist pushes (XEP-0191 §3.2).
+    pub blocklist: bool,
     /// Where it sent directed presence, to send them unavailable at logout (RFC 6121 §4.6.3).
     pub directed: Vec<corvid_proto::Jid>,
 }

@@ -40,6 +40,9 @@ impl Module for Blocking {
         }
         match (iq.kind, iq.payload.name()) {
             (IqType::Get, "blocklist") => {
+                if let Ok(from) = iq.from.clone().try_into_full() {
+                    ctx.server.sessions.update(&from, |s| s.blocklist = true);
+                }
                 let list = self.list(ctx, &user).await?;
                 let mut sorted: Vec<&String> = list.iter().collect();
                 sorted.sort();
@@ -207,9 +210,9 @@ impl Blocking {
     }
 }
 
-/// XEP-0191 §3.3: the change goes to every resource of the account.
+/// XEP-0191 §3.3: the change goes to every resource that asked for the blocklist.
 fn push(ctx: &Ctx, user: &BareJid, payload: Element) {
-    for resource in ctx.server.sessions.resources(user) {
+    for resource in ctx.server.sessions.resources_where(user, |s| s.blocklist) {
         let iq = Element::new("iq", ns::CLIENT)
             .with_attr("type", "set")
             .with_attr("id", format!("block-push-{}", crate::random_id()))
