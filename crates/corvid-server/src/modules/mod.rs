@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::module::Module;
 
-/// In hook order: blocking filters first; vCard stamps presence before it is broadcast;
+/// In hook order: blocking filters first; vCard and caps see presence before it is broadcast;
 /// last activity reads a closing session's presence before presence clears it.
 fn all() -> Vec<Arc<dyn Module>> {
     vec![
@@ -31,6 +31,7 @@ fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(disco::Disco),
         Arc::new(roster::Roster),
         Arc::new(vcard::VCard::default()),
+        Arc::new(caps::Caps::default()),
         Arc::new(last::Last),
         Arc::new(subscriptions::Subscriptions),
         Arc::new(presence::Presence),
@@ -38,7 +39,6 @@ fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(carbons::Carbons),
         Arc::new(offline::Offline),
         Arc::new(private::Private),
-        Arc::new(caps::Caps::default()),
         Arc::new(ping::Ping),
         Arc::new(version::Version),
         Arc::new(time::EntityTime),
