@@ -16,6 +16,18 @@ use crate::server::Server;
 /// Reply to an IQ request: a result with an optional payload, or a stanza error.
 pub type IqResult = Result<Option<Element>, StanzaError>;
 
+/// For queries only the server itself answers (its version, its time): a `get` addressed
+/// to the server; an account's bare JID is the account's business, not ours.
+pub fn server_get(iq: &Iq) -> Result<(), StanzaError> {
+    if iq.to.node().is_some() {
+        return Err(StanzaError::service_unavailable());
+    }
+    if iq.kind != corvid_proto::IqType::Get {
+        return Err(StanzaError::bad_request());
+    }
+    Ok(())
+}
+
 /// Whether a hook let the stanza continue through the chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {

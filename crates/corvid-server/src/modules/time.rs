@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use corvid_proto::{ns, Iq, IqType, StanzaError};
+use corvid_proto::{ns, Iq};
 use corvid_xml::Element;
 
 use crate::module::{Ctx, IqResult, Module};
@@ -25,12 +25,7 @@ impl Module for EntityTime {
     }
 
     async fn handle_iq(&self, _ctx: &Ctx, iq: Iq) -> IqResult {
-        if iq.to.node().is_some() {
-            return Err(StanzaError::service_unavailable());
-        }
-        if iq.kind != IqType::Get {
-            return Err(StanzaError::bad_request());
-        }
+        crate::module::server_get(&iq)?;
         Ok(Some(
             Element::new("time", ns::TIME)
                 .with_child(Element::new("tzo", ns::TIME).with_text("+00:00"))

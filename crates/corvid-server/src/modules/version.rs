@@ -1,7 +1,7 @@
 //! XEP-0092 Software Version of the server itself.
 
 use async_trait::async_trait;
-use corvid_proto::{ns, Iq, IqType, StanzaError};
+use corvid_proto::{ns, Iq};
 use corvid_xml::Element;
 
 use crate::module::{Ctx, IqResult, Module};
@@ -23,13 +23,7 @@ impl Module for Version {
     }
 
     async fn handle_iq(&self, _ctx: &Ctx, iq: Iq) -> IqResult {
-        if iq.to.node().is_some() {
-            // A user's software is the user's client's business, not ours.
-            return Err(StanzaError::service_unavailable());
-        }
-        if iq.kind != IqType::Get {
-            return Err(StanzaError::bad_request());
-        }
+        crate::module::server_get(&iq)?;
         Ok(Some(
             Element::new("query", ns::VERSION)
                 .with_child(Element::new("name", ns::VERSION).with_text("Corvid"))
