@@ -6,6 +6,7 @@ pub mod c2s;
 pub mod iq_tracker;
 pub mod config;
 pub mod limits;
+pub mod memory;
 pub mod module;
 pub mod modules;
 pub mod router;

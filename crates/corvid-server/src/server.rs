@@ -90,15 +90,25 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         (&server.config.c2s.tls_listen, true, &mut tls_addrs),
     ] {
         for addr in addrs {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Listen { addr: *addr, source })?;
+            let listener = listen(*addr).map_err(|source| StartError::Listen { addr: *addr, source })?;
             let local = listener.local_addr().map_err(|source| StartError::Listen { addr: *addr, source })?;
             bound.push(local);
             listeners.spawn(c2s::accept_loop(server.clone(), listener, direct_tls));
         }
     }
+    listeners.spawn(crate::memory::trim_periodically(server.shutdown_signal()));
     Ok(RunningServer { server, c2s_addrs, tls_addrs, stop, listeners })
+}
+
+/// The kernel's queue of connections not yet accepted: a login storm must not overflow
+/// it (an overflow costs the client a one-second SYN retry).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 impl RunningServer {

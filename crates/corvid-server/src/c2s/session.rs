@@ -14,7 +14,7 @@ use bytes::Bytes;
 use corvid_proto::sasl::ChannelBindings;
 use corvid_proto::{ns, BareJid, FullJid, Jid, StanzaError, StanzaKind, StreamError, StreamErrorCondition as Cond};
 use corvid_xml::{Element, Limits, StreamEvent, StreamHeader, StreamParser, XmlError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
@@ -27,6 +27,36 @@ use crate::server::Server;
 use crate::sessions::{Outbound, SessionControl};
 
 const READ_BUFFER: usize = 4096;
+/// After this long without input, a session gives its scratch memory back.
+const IDLE_RELEASE: Duration = Duration::from_secs(2);
+
+thread_local! {
+    /// One read buffer per runtime thread instead of one per session: an idle session
+    /// keeps no read buffer (DESIGN.md: no large per-session buffers while idle).
+    static READ_BUF: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; READ_BUFFER].into_boxed_slice());
+}
+
+/// Reads what the transport has into `into` (replacing its contents) through the
+/// thread's shared buffer, which is never held across a suspension point.
+fn poll_read_into(
+    transport: &mut Transport,
+    cx: &mut std::task::Context<'_>,
+    into: &mut Vec<u8>,
+) -> std::task::Poll<std::io::Result<usize>> {
+    use std::task::Poll;
+    READ_BUF.with_borrow_mut(|buf| {
+        let mut read = tokio::io::ReadBuf::new(buf);
+        match std::pin::Pin::new(transport).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                into.clear();
+                into.extend_from_slice(read.filled());
+                Poll::Ready(Ok(read.filled().len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
 /// Queued stanzas written in one go, at most.
 const WRITE_BATCH: usize = 64 * 1024;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -87,6 +117,8 @@ pub(super) struct Session {
     auth_deadline: Instant,
     shutdown: watch::Receiver<bool>,
     out: Vec<u8>,
+    /// Scratch memory was given back since the last input.
+    released: bool,
 }
 
 enum Wake {
@@ -104,7 +136,7 @@ pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_t
         // The handshake counts against the time allowed to authenticate.
         let auth_deadline = Instant::now() + Duration::from_secs(server.config.limits.unauthenticated_timeout_secs);
         let transport = if direct_tls {
-            match tokio::time::timeout(handshake_timeout(auth_deadline), server.tls.direct.accept(tcp)).await {
+            match tokio::time::timeout(handshake_timeout(auth_deadline), Box::pin(server.tls.direct.accept(tcp))).await {
                 Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
                 Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => return tracing::debug!("TLS handshake timed out"),
@@ -145,11 +177,12 @@ impl Session {
             last_read: now,
             ping_sent: None,
             out: Vec::new(),
+            released: false,
         }
     }
 
     async fn run_loop(&mut self) -> End {
-        let mut buf = vec![0u8; READ_BUFFER];
+        let mut input = Vec::new();
         loop {
             let timer = self.next_deadline();
             let wake = tokio::select! {
@@ -157,7 +190,8 @@ impl Session {
                 _ = self.shutdown.changed() => Wake::Shutdown,
                 err = closed(&self.control) => Wake::Closed(err),
                 out = recv(&mut self.rx) => Wake::Outbound(out),
-                read = self.transport.read(&mut buf), if self.throttle_until.is_none() => Wake::Read(read),
+                read = std::future::poll_fn(|cx| poll_read_into(&mut self.transport, cx, &mut input)),
+                    if self.throttle_until.is_none() => Wake::Read(read),
                 _ = tokio::time::sleep_until(timer.into()) => Wake::Timer,
             };
             let step = match wake {
@@ -169,7 +203,11 @@ impl Session {
                 Wake::Outbound(Some(first)) => self.write_queued(first).await,
                 Wake::Outbound(None) => Ok(()),
                 Wake::Read(Ok(0)) => Err(End::Disconnected),
-                Wake::Read(Ok(n)) => self.on_bytes(&buf[..n]).await,
+                Wake::Read(Ok(_)) => {
+                    let step = self.on_bytes(&input).await;
+                    input = Vec::new();
+                    step
+                }
                 Wake::Read(Err(e)) => Err(End::Io(e)),
                 Wake::Timer => self.on_timer().await,
             };
@@ -193,6 +231,9 @@ impl Session {
         if let Some(until) = self.throttle_until {
             deadline = deadline.min(until);
         }
+        if !self.released {
+            deadline = deadline.min(self.last_read + IDLE_RELEASE);
+        }
         deadline
     }
 
@@ -201,6 +242,12 @@ impl Session {
         let limits = &self.server.config.limits;
         if self.throttle_until.is_some_and(|t| now >= t) {
             self.throttle_until = None;
+        }
+        if !self.released && now >= self.last_read + IDLE_RELEASE {
+            // Safe mid-stanza too: rxml keeps what it buffered, only the spare capacity goes.
+            self.parser.release_memory();
+            self.out = Vec::new();
+            self.released = true;
         }
         match &self.phase {
             Phase::Bound { jid, .. } if limits.idle_ping_secs > 0 => match self.ping_sent {
@@ -231,6 +278,7 @@ impl Session {
     async fn on_bytes(&mut self, data: &[u8]) -> Result<(), End> {
         let now = Instant::now();
         self.last_read = now;
+        self.released = false;
         self.ping_sent = None;
         let wait = self.bucket.take(data.len(), now);
         if !wait.is_zero() {
@@ -323,10 +371,12 @@ impl Session {
 
     async fn on_element(&mut self, el: Element) -> Result<AfterElement, End> {
         match &self.phase {
-            Phase::PreAuth => self.on_pre_auth(el).await,
+            // The rarely taken paths are boxed: a task's future is as large as its largest
+            // await point, for its whole life, and these would make every idle session pay.
+            Phase::PreAuth => Box::pin(self.on_pre_auth(el)).await,
             Phase::Authenticated(user) => {
                 let user = user.clone();
-                self.on_authenticated(el, user).await.map(|_| AfterElement::Continue)
+                Box::pin(self.on_authenticated(el, user)).await.map(|_| AfterElement::Continue)
             }
             Phase::Bound { jid, .. } => {
                 let jid = jid.clone();
@@ -358,7 +408,7 @@ impl Session {
             return Err(End::TlsFailed);
         };
         let acceptor = self.server.tls.starttls.clone();
-        match tokio::time::timeout(handshake_timeout(self.auth_deadline), acceptor.accept(tcp)).await {
+        match tokio::time::timeout(handshake_timeout(self.auth_deadline), Box::pin(acceptor.accept(tcp))).await {
             Ok(Ok(tls)) => self.transport = Transport::Tls(Box::new(tls)),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "STARTTLS handshake failed");
@@ -411,7 +461,7 @@ impl Session {
         self.control = Some(bound.control);
         self.last_read = Instant::now();
         let ctx = crate::module::Ctx { server: self.server.clone() };
-        self.server.modules.on_session(&ctx, &SessionEvent::Bound(jid)).await;
+        Box::pin(self.server.modules.on_session(&ctx, &SessionEvent::Bound(jid))).await;
     }
 
     /// Legacy session establishment (RFC 3921 §3): nothing to do but say yes.
@@ -452,7 +502,7 @@ impl Session {
                 return self.reply_error(&el, StanzaError::not_allowed()).await;
             }
         }
-        crate::router::route_from_client(&self.server, el).await;
+        Box::pin(crate::router::route_from_client(&self.server, el)).await;
         Ok(())
     }
 
@@ -583,7 +633,7 @@ impl Session {
             Phase::Bound { jid, id } => {
                 // Modules see the session's last state (its presence) before it is gone.
                 let ctx = crate::module::Ctx { server: self.server.clone() };
-                self.server.modules.on_session(&ctx, &SessionEvent::Closed(jid.clone())).await;
+                Box::pin(self.server.modules.on_session(&ctx, &SessionEvent::Closed(jid.clone()))).await;
                 self.server.sessions.unbind(jid, *id);
                 tracing::info!(reason = %end, "session ended");
             }

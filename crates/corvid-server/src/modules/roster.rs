@@ -89,6 +89,7 @@ async fn set_roster(ctx: &Ctx, from: &FullJid, user: &BareJid, query: &Element) 
     }
     let (username, domain) = Ctx::key(user);
     let store = &ctx.server.store;
+    let _guard = super::subscriptions::lock_roster(user).await;
     let mut stored = store
         .roster_item(username, domain, contact.as_str())
         .await

@@ -14,6 +14,19 @@ use crate::module::{Ctx, Direction, Flow, Module};
 
 pub struct Subscriptions;
 
+/// Serializes read-modify-write of one account's roster items: two sessions answering each
+/// other at the same moment (both subscribe at once) must not lose an update. Striped, and
+/// never held while routing, so two accounts' locks are never held together.
+static ROSTER_LOCKS: std::sync::LazyLock<Vec<tokio::sync::Mutex<()>>> =
+    std::sync::LazyLock::new(|| (0..64).map(|_| tokio::sync::Mutex::new(())).collect());
+
+pub(crate) async fn lock_roster(user: &BareJid) -> tokio::sync::MutexGuard<'static, ()> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    user.hash(&mut hasher);
+    ROSTER_LOCKS[(hasher.finish() % ROSTER_LOCKS.len() as u64) as usize].lock().await
+}
+
 #[async_trait]
 impl Module for Subscriptions {
     fn name(&self) -> &'static str {
@@ -74,6 +87,7 @@ async fn user_sends(
     contact: &BareJid,
 ) -> Result<(), corvid_store::StoreError> {
     let (username, domain) = Ctx::key(user);
+    let guard = lock_roster(user).await;
     let stored = ctx.server.store.roster_item(username, domain, contact.as_str()).await?;
     let state = SubState::of(stored.as_ref());
     let out = outbound(state, kind);
@@ -82,6 +96,7 @@ async fn user_sends(
     if Some(&item) != stored.as_ref() {
         save(ctx, user, &item, out.push).await?;
     }
+    drop(guard);
     // Losing "From" makes the user look offline to the contact before the contact learns why.
     if out.send_presence == Some(super::subscription::PresenceAction::Unavailable) {
         send_presence_action(ctx, user, contact, super::subscription::PresenceAction::Unavailable).await;
@@ -116,6 +131,7 @@ async fn user_receives(
         }
         return Ok(());
     }
+    let guard = lock_roster(user).await;
     let stored = store.roster_item(username, domain, contact.as_str()).await?;
     let state = SubState::of(stored.as_ref());
     let inb = inbound(state, kind);
@@ -131,6 +147,7 @@ async fn user_receives(
     if Some(&item) != stored.as_ref() {
         save(ctx, user, &item, inb.push).await?;
     }
+    drop(guard);
     if let Some(reply) = inb.auto_reply {
         ctx.route(subscription_stanza(reply, user, contact)).await;
     }
