@@ -1,0 +1,413 @@
+#!/usr/bin/env bash
+# Corvid beside Prosody and ejabberd (both from Debian) on this machine, same scenarios,
+# same accounts, same TLS certificate and SASL mechanism, loopback only.
+#
+# Each server is started in the foreground from a config written into a temp dir (its own
+# ports, a self-signed certificate, in-band registration open, offline storage and roster
+# on, c2s rate limits/shapers off so the benchmark measures the server, not its shaper),
+# then corvid-bench runs, against each in turn:
+#   register     create the accounts in-band (XEP-0077)
+#   (restart the server, so idle memory is measured from a clean baseline)
+#   idle         N idle authenticated TLS sessions: server memory per session
+#   login-storm  logins/s with no arrival pacing (bounded by --max-pending)
+#   chat-ramp    one-to-one chat at rising rates until p99 > 100 ms: the sustained rate
+#   presence     K mutual contacts per user (made through subscribe/subscribed), presence
+#                changes at a rate: deliveries/s to contacts
+#   muc          one room of M occupants with a groupchat rate: fan-out deliveries/s
+#                (Prosody and ejabberd only until Corvid has MUC; --muc-servers to change)
+# and writes bench/results/<date>.md (and the raw reports as <date>.json).
+#
+# The bench shares the 2 cores with the server under test: every table states the
+# client's CPU too. Defaults finish in about eleven minutes here; flags scale up.
+#
+# Usage: bench/compare.sh [--servers "corvid prosody ejabberd"] [--idle-users N]
+#          [--chat-users N] [--storm-users N] [--ramp "START GROWTH% MAX SECS"]
+#          [--occupants M] [--muc-rate R] [--muc-secs S] [--muc-servers "prosody ejabberd"]
+#          [--hold S] [--presence-users N] [--contacts K] [--presence-rate R]
+#          [--scenarios "idle login-storm chat-ramp presence muc"]
+#          [--mechanism scram-sha-1|scram-sha-256|plain] [--port-base P] [--keep] [--no-build]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+SERVERS="corvid prosody ejabberd"
+MUC_SERVERS="prosody ejabberd"
+IDLE_USERS=10000
+CHAT_USERS=2000
+STORM_USERS=2000
+# chat-ramp: start rate, growth per step (%), max rate, seconds per step.
+RAMP=(500 25 100000 5)
+OCCUPANTS=200
+MUC_RATE=50
+MUC_SECS=15
+HOLD=10
+PRESENCE_USERS=1000
+CONTACTS=10
+PRESENCE_RATE=200
+PRESENCE_SECS=10
+SCENARIOS="idle login-storm chat-ramp presence muc"
+# Prosody 0.12 offers SCRAM-SHA-1 only; all three get the same mechanism.
+MECHANISM=scram-sha-1
+KEEP=0
+BUILD=1
+PASSWORD=bench-password
+PREFIX=bench
+PORT_BASE=47222
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --servers) SERVERS=$2; shift 2 ;;
+        --muc-servers) MUC_SERVERS=$2; shift 2 ;;
+        --idle-users) IDLE_USERS=$2; shift 2 ;;
+        --chat-users) CHAT_USERS=$2; shift 2 ;;
+        --storm-users) STORM_USERS=$2; shift 2 ;;
+        --ramp) read -r -a RAMP <<<"$2"; shift 2 ;;
+        --occupants) OCCUPANTS=$2; shift 2 ;;
+        --muc-rate) MUC_RATE=$2; shift 2 ;;
+        --muc-secs) MUC_SECS=$2; shift 2 ;;
+        --hold) HOLD=$2; shift 2 ;;
+        --scenarios) SCENARIOS=$2; shift 2 ;;
+        --presence-users) PRESENCE_USERS=$2; shift 2 ;;
+        --contacts) CONTACTS=$2; shift 2 ;;
+        --presence-rate) PRESENCE_RATE=$2; shift 2 ;;
+        --mechanism) MECHANISM=$2; shift 2 ;;
+        --port-base) PORT_BASE=$2; shift 2 ;;
+        --keep) KEEP=1; shift ;;
+        --no-build) BUILD=0; shift ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+ACCOUNTS=$IDLE_USERS
+for n in "$CHAT_USERS" "$STORM_USERS" "$OCCUPANTS" "$PRESENCE_USERS"; do [ "$n" -gt "$ACCOUNTS" ] && ACCOUNTS=$n; done
+
+log() { echo "== $(date +%H:%M:%S) $*" >&2; }
+
+# Each server listens on its own loopback ports: BASE+0/1 Corvid, +10/11 Prosody,
+# +20/21 ejabberd (STARTTLS/direct TLS).
+declare -A PORT=([corvid]=$PORT_BASE [prosody]=$((PORT_BASE + 10)) [ejabberd]=$((PORT_BASE + 20)))
+declare -A TLS_PORT=([corvid]=$((PORT_BASE + 1)) [prosody]=$((PORT_BASE + 11)) [ejabberd]=$((PORT_BASE + 21)))
+
+WORK=$(mktemp -d /tmp/corvid-compare.XXXXXX)
+chmod 755 "$WORK"
+MAIN_PID=""      # the process we started (and stop)
+SERVER_PID=""    # the process that serves (sampled; for ejabberd the BEAM VM)
+EPMD_BEFORE=$(pgrep -x epmd || true)
+
+cleanup() {
+    stop_server || true
+    # ejabberd's Erlang runtime starts epmd as a daemon; stop it if it was ours.
+    if [ -z "$EPMD_BEFORE" ]; then
+        local epmd
+        epmd=$(pgrep -x epmd || true)
+        [ -n "$epmd" ] && kill "$epmd" 2>/dev/null || true
+    fi
+    if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+# Sessions need a file descriptor each, on both sides.
+ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" -lt $((IDLE_USERS + 1000)) ]; then
+    echo "open-file limit $(ulimit -n) is too low for $IDLE_USERS sessions; lower --idle-users" >&2
+    exit 2
+fi
+
+install_servers() {
+    local missing=()
+    command -v prosody >/dev/null || missing+=(prosody)
+    command -v ejabberdctl >/dev/null || missing+=(ejabberd)
+    [ ${#missing[@]} -eq 0 ] && return
+    log "installing ${missing[*]}"
+    # Keep the packages from starting system services; we start our own instances.
+    local made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+}
+
+build() {
+    [ "$BUILD" = 1 ] || return 0
+    log "building corvid and corvid-bench (release)"
+    (cd "$ROOT" && cargo build --release -q -p corvid -p corvid-bench)
+}
+
+make_cert() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+        -subj /CN=localhost -addext "subjectAltName=DNS:localhost,DNS:*.localhost" \
+        -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+    cat "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/combined.pem"
+    # A throwaway key for loopback benchmarks, read by servers running as their own users.
+    chmod 644 "$WORK/key.pem" "$WORK/cert.pem" "$WORK/combined.pem"
+}
+
+write_corvid_config() {
+    mkdir -p "$WORK/corvid"
+    cat >"$WORK/corvid/corvid.toml" <<EOF
+domains = ["localhost"]
+data_dir = "$WORK/corvid/data"
+
+[c2s]
+listen = ["127.0.0.1:${PORT[corvid]}"]
+tls_listen = ["127.0.0.1:${TLS_PORT[corvid]}"]
+
+[tls]
+cert = "$WORK/cert.pem"
+key = "$WORK/key.pem"
+
+[registration]
+open = true
+
+# Relaxed for the benchmark: thousands of logins from one address, no per-session shaping.
+[limits]
+max_unauthenticated_per_ip = 1000000
+max_connections = 1000000
+session_bytes_per_sec = 1000000000
+session_burst_bytes = 1000000000
+unauthenticated_timeout_secs = 120
+
+[log]
+level = "warn"
+EOF
+}
+
+write_prosody_config() {
+    mkdir -p "$WORK/prosody/data" "$WORK/prosody/certs"
+    cat >"$WORK/prosody/prosody.cfg.lua" <<EOF
+pidfile = "$WORK/prosody/prosody.pid"
+data_path = "$WORK/prosody/data"
+log = { { levels = { min = "warn" }, to = "file", filename = "$WORK/prosody/prosody.log" } }
+interfaces = { "127.0.0.1" }
+c2s_ports = { ${PORT[prosody]} }
+c2s_direct_tls_ports = { ${TLS_PORT[prosody]} }
+modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "register", "offline", "posix" }
+modules_disabled = { "s2s" }
+authentication = "internal_hashed"
+storage = "internal"
+allow_registration = true
+c2s_require_encryption = true
+-- A deeper accept queue than the default 128 (ejabberd's default is 5), and no Nagle
+-- delay on small writes (Corvid and ejabberd set TCP_NODELAY; Prosody's default is Nagle).
+network_settings = { tcp_backlog = 1024; nagle = false }
+-- No shaping of client traffic (mod_limits is not loaded; this documents the intent).
+limits = { c2s = { rate = "1000mb/s"; burst = "10s" } }
+ssl = { certificate = "$WORK/cert.pem"; key = "$WORK/key.pem" }
+VirtualHost "localhost"
+Component "conference.localhost" "muc"
+    max_occupants = 10000
+EOF
+    chown -R prosody:prosody "$WORK/prosody"
+}
+
+write_ejabberd_config() {
+    mkdir -p "$WORK/ejabberd/spool" "$WORK/ejabberd/logs"
+    cat >"$WORK/ejabberd/ejabberd.yml" <<EOF
+hosts: [localhost]
+loglevel: warning
+certfiles: ["$WORK/combined.pem"]
+listen:
+  - port: ${PORT[ejabberd]}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    starttls_required: true
+    max_stanza_size: 262144
+    shaper: none
+    access: c2s
+    backlog: 1024
+  - port: ${TLS_PORT[ejabberd]}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    tls: true
+    max_stanza_size: 262144
+    shaper: none
+    access: c2s
+    backlog: 1024
+auth_method: internal
+auth_password_format: scram
+# One registration per address per 600 s by default; the bench registers thousands.
+registration_timeout: infinity
+# Relaxed for the benchmark: no traffic shaping.
+shaper:
+  normal: 1000000000
+  fast: 1000000000
+shaper_rules:
+  c2s_shaper: none
+  max_user_sessions: 10
+  max_user_offline_messages: 5000
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  c2s:
+    allow: all
+  register:
+    allow: all
+modules:
+  mod_disco: {}
+  mod_ping: {}
+  mod_roster:
+    versioning: true
+  mod_offline:
+    access_max_user_messages: max_user_offline_messages
+  mod_register:
+    access: register
+    ip_access: all
+  mod_muc:
+    host: conference.localhost
+    access: all
+    access_create: all
+    access_persistent: all
+    max_users: 10000
+    max_users_presence: 10000
+EOF
+    # Debian's /etc/ejabberd/ejabberdctl.cfg would point back at the system config.
+    cat >"$WORK/ejabberd/ejabberdctl.cfg" <<EOF
+ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0"
+EJABBERD_CONFIG_PATH=$WORK/ejabberd/ejabberd.yml
+# Erlang distribution and epmd on loopback too.
+INET_DIST_INTERFACE=127.0.0.1
+ERL_EPMD_ADDRESS=127.0.0.1
+EOF
+    chown -R ejabberd:ejabberd "$WORK/ejabberd"
+}
+
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+wait_port() {
+    local port=$1 deadline=$((SECONDS + 90))
+    while ! port_open "$port"; do
+        if [ $SECONDS -ge $deadline ]; then echo "port $port never opened" >&2; return 1; fi
+        sleep 0.5
+    done
+}
+
+start_server() {
+    local name=$1 port
+    SERVER_PID=""
+    for port in "${PORT[$name]}" "${TLS_PORT[$name]}"; do
+        if port_open "$port"; then
+            echo "port $port is already in use: pick other ports with --port-base" >&2
+            return 1
+        fi
+    done
+    case "$name" in
+        corvid)
+            "$ROOT/target/release/corvid" --config "$WORK/corvid/corvid.toml" serve \
+                >>"$WORK/corvid/corvid.log" 2>&1 &
+            MAIN_PID=$!; SERVER_PID=$MAIN_PID ;;
+        prosody)
+            setpriv --reuid=prosody --regid=prosody --init-groups -- \
+                prosody --config "$WORK/prosody/prosody.cfg.lua" -F \
+                >>"$WORK/prosody/stdout.log" 2>&1 &
+            MAIN_PID=$!; SERVER_PID=$MAIN_PID ;;
+        ejabberd)
+            setpriv --reuid=ejabberd --regid=ejabberd --init-groups -- \
+                env HOME=/var/lib/ejabberd ejabberdctl --ctl-config "$WORK/ejabberd/ejabberdctl.cfg" \
+                --config "$WORK/ejabberd/ejabberd.yml" \
+                --spool "$WORK/ejabberd/spool" --logs "$WORK/ejabberd/logs" \
+                --node corvidbench@localhost foreground \
+                >>"$WORK/ejabberd/stdout.log" 2>&1 &
+            MAIN_PID=$!
+            # ejabberdctl runs erl, which runs the BEAM VM as a child: that is the
+            # process to sample (and to stop).
+            local deadline=$((SECONDS + 30))
+            while [ -z "$SERVER_PID" ] && [ $SECONDS -lt $deadline ]; do
+                sleep 0.2
+                SERVER_PID=$(pgrep -f "beam.smp.*-sname corvidbench@localhost .*$WORK" | head -1 || true)
+            done
+            [ -n "$SERVER_PID" ] || { echo "ejabberd's VM did not start" >&2; return 1; } ;;
+    esac
+    # Functions called from `if` run without `set -e`: check each step.
+    wait_port "${PORT[$name]}" || return 1
+    log "$name serving on ${PORT[$name]} (pid $SERVER_PID)"
+}
+
+stop_server() {
+    [ -n "$MAIN_PID" ] || return 0
+    kill "$MAIN_PID" 2>/dev/null || true
+    [ -n "$SERVER_PID" ] && [ "$SERVER_PID" != "$MAIN_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+    local deadline=$((SECONDS + 30))
+    while kill -0 "$MAIN_PID" 2>/dev/null || { [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; }; do
+        if [ $SECONDS -ge $deadline ]; then
+            kill -9 "$MAIN_PID" "$SERVER_PID" 2>/dev/null || true
+            break
+        fi
+        sleep 0.3
+    done
+    wait "$MAIN_PID" 2>/dev/null || true
+    MAIN_PID=""; SERVER_PID=""
+}
+
+# bench NAME SCENARIO USERS [bench options…] -- SCENARIO-ARGS…
+bench() {
+    local name=$1 scenario=$2 users=$3; shift 3
+    local opts=()
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do opts+=("$1"); shift; done
+    [ "${1:-}" = "--" ] && shift
+    log "$name: $scenario ($users users)"
+    "$ROOT/target/release/corvid-bench" --server "127.0.0.1:${PORT[$name]}" --domain localhost \
+        --users "$users" --prefix "$PREFIX" --password "$PASSWORD" --mechanism "$MECHANISM" \
+        --server-pid "$SERVER_PID" --label "$name" --scram-cache "$WORK/scram-$name.cache" \
+        --json "$WORK/$name-$scenario.json" --quiet --timeout 600 "${opts[@]}" "$scenario" "$@" \
+        | tee -a "$WORK/$name.txt" >&2 || log "$name: $scenario failed (see the table above)"
+}
+
+wanted() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
+run_server() {
+    local name=$1
+    if ! start_server "$name"; then
+        log "$name did not start; skipping it"
+        stop_server
+        return 0
+    fi
+    bench "$name" register "$ACCOUNTS" --max-pending 64
+    # A fresh process, so the idle baseline holds nothing left over from registration.
+    stop_server
+    if ! start_server "$name"; then
+        log "$name did not restart; skipping it"
+        stop_server
+        return 0
+    fi
+    wanted idle && bench "$name" idle "$IDLE_USERS" --arrival-rate 1000 -- --hold "$HOLD"
+    wanted login-storm && bench "$name" login-storm "$STORM_USERS"
+    wanted chat-ramp && bench "$name" chat-ramp "$CHAT_USERS" -- --start "${RAMP[0]}" \
+        --growth "${RAMP[1]}" --max "${RAMP[2]}" --step-secs "${RAMP[3]}"
+    wanted presence && bench "$name" presence "$PRESENCE_USERS" -- --contacts "$CONTACTS" \
+        --rate "$PRESENCE_RATE" --duration "$PRESENCE_SECS"
+    if wanted muc && [[ " $MUC_SERVERS " == *" $name "* ]]; then
+        bench "$name" muc "$OCCUPANTS" -- --rooms 1 --occupants "$OCCUPANTS" \
+            --rate "$MUC_RATE" --duration "$MUC_SECS"
+    fi
+    stop_server
+}
+
+install_servers
+build
+make_cert
+write_corvid_config
+write_prosody_config
+write_ejabberd_config
+for name in $SERVERS; do
+    run_server "$name"
+done
+
+mkdir -p "$ROOT/bench/results"
+STAMP=$(date +%Y-%m-%d-%H%M)
+python3 "$ROOT/bench/results_table.py" --work "$WORK" --servers "$SERVERS" --scenarios "$SCENARIOS" \
+    --json-out "$ROOT/bench/results/$STAMP.json" \
+    --setting "idle sessions=$IDLE_USERS" --setting "chat users=$CHAT_USERS" \
+    --setting "login-storm users=$STORM_USERS" --setting "chat ramp: from ${RAMP[0]} msgs/s, +${RAMP[1]}% per ${RAMP[3]}-s step, up to ${RAMP[2]} msgs/s; a step fails when p99 > 100 ms or > 1% is lost" \
+    --setting "presence: $PRESENCE_USERS users × $CONTACTS contacts, $PRESENCE_RATE changes/s for ${PRESENCE_SECS}s" \
+    --setting "muc=1 room × $OCCUPANTS occupants at $MUC_RATE msgs/s for ${MUC_SECS}s" \
+    --setting "SASL=$MECHANISM over STARTTLS, same self-signed ECDSA P-256 certificate" \
+    >"$ROOT/bench/results/$STAMP.md"
+log "wrote bench/results/$STAMP.md"
+cat "$ROOT/bench/results/$STAMP.md"

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Turns the JSON reports of bench/compare.sh into a Markdown comparison table.
+
+Reads WORK/<server>-<scenario>.json (written by corvid-bench --json) and prints the
+table with ratios against Corvid; --json-out also keeps all raw reports in one file.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+
+
+def load(work, server, scenario):
+    path = os.path.join(work, f"{server}-{scenario}.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def dig(report, *path):
+    value = report
+    for key in path:
+        if value is None:
+            return None
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def sustained_p99(report):
+    rate = dig(report, "sustained_rate")
+    for step in dig(report, "steps") or []:
+        if step.get("rate") == rate:
+            return step["latency"]["p99_ms"]
+    return None
+
+
+def sustained_cpu(report, who):
+    rate = dig(report, "sustained_rate")
+    for step in dig(report, "steps") or []:
+        if step.get("rate") == rate:
+            return step.get(f"{who}_cpu_percent")
+    return None
+
+
+def mutual_contacts(report):
+    total, rosters = dig(report, "extra", "roster_both_total"), dig(report, "extra", "rosters_fetched")
+    if total is not None and rosters:
+        return total / rosters
+    return dig(report, "extra", "roster_both_per_user")
+
+
+def kib(value):
+    return None if value is None else value / 1024.0
+
+
+def mib_from_kb(value):
+    return None if value is None else value / 1024.0
+
+
+# (label, scenario, extractor, better): better is "higher" or "lower".
+ROWS = [
+    ("chat: sustained msgs/s with p99 < 100 ms", "chat-ramp", lambda r: dig(r, "sustained_rate"), "higher"),
+    ("chat: p99 at that rate (ms)", "chat-ramp", sustained_p99, "lower"),
+    ("chat: server CPU at that rate (% of a core)", "chat-ramp", lambda r: sustained_cpu(r, "server"), "lower"),
+    ("chat: bench CPU at that rate (% of a core)", "chat-ramp", lambda r: sustained_cpu(r, "client"), None),
+    ("idle: server memory per TLS session (KiB)", "idle", lambda r: kib(dig(r, "server", "bytes_per_session")), "lower"),
+    ("idle: server RSS with all sessions (MiB)", "idle", lambda r: mib_from_kb(dig(r, "server", "rss_loaded_kb")), "lower"),
+    ("idle: sessions held", "idle", lambda r: dig(r, "extra", "sessions_held"), "higher"),
+    ("login storm: logins/s", "login-storm", lambda r: dig(r, "logins", "per_sec"), "higher"),
+    ("login storm: login time p99 (ms)", "login-storm", lambda r: dig(r, "logins", "latency", "p99_ms"), "lower"),
+    ("register (XEP-0077): accounts/s", "register", lambda r: dig(r, "logins", "per_sec"), "higher"),
+    ("presence: deliveries/s to contacts", "presence", lambda r: dig(r, "messages", "delivered_per_sec"), "higher"),
+    ("presence: delivery p99 (ms)", "presence", lambda r: dig(r, "messages", "latency", "p99_ms"), "lower"),
+    ("presence: expected deliveries lost", "presence", lambda r: dig(r, "messages", "lost"), "lower"),
+    ("presence: mutual contacts per user after setup", "presence", mutual_contacts, None),
+    ("muc: fan-out deliveries/s", "muc", lambda r: dig(r, "messages", "delivered_per_sec"), "higher"),
+    ("muc: delivery p99 (ms)", "muc", lambda r: dig(r, "messages", "latency", "p99_ms"), "lower"),
+    ("muc: occupants joined", "muc", lambda r: dig(r, "extra", "occupants_joined"), None),
+]
+
+SCENARIOS = ["register", "idle", "login-storm", "chat-ramp", "presence", "muc"]
+
+
+def fmt(value):
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if value >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+    return f"{value:,}"
+
+
+def ratio(value, base):
+    if value is None or base in (None, 0):
+        return "–"
+    return f"{value / base:.2f}×"
+
+
+def version(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--servers", required=True)
+    parser.add_argument("--json-out")
+    parser.add_argument("--setting", action="append", default=[])
+    parser.add_argument("--scenarios", default=" ".join(SCENARIOS))
+    args = parser.parse_args()
+    servers = args.servers.split()
+    others = [s for s in servers if s != "corvid"]
+    base = "corvid" if "corvid" in servers else None
+
+    reports = {s: {sc: load(args.work, s, sc) for sc in SCENARIOS} for s in servers}
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(reports, f, indent=2)
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    corvid_rev = version(["git", "-C", root, "describe", "--always", "--dirty"])
+    out = []
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out.append(f"# Corvid beside Prosody and ejabberd — {now}\n")
+    out.append(
+        f"Machine: {os.cpu_count()} cores ({cpu_model()}), {platform.system()} {platform.release()}. "
+        "Server and load generator share these cores, on loopback.\n"
+    )
+    out.append(
+        f"Versions: Corvid {corvid_rev}; Prosody {version(['dpkg-query', '-W', '-f', '${Version}', 'prosody'])}; "
+        f"ejabberd {version(['dpkg-query', '-W', '-f', '${Version}', 'ejabberd'])} (Debian packages).\n"
+    )
+    out.append("Settings:\n")
+    for s in args.setting:
+        out.append(f"- {s}")
+    out.append(
+        "- every server: STARTTLS required, in-band registration open, roster and offline storage on, "
+        "**client rate limits and traffic shapers relaxed** (Corvid `[limits]` raised; ejabberd `shaper: none`, "
+        "`registration_timeout: infinity`; Prosody without mod_limits) so the figures measure the server, not its shaper; "
+        "accept backlog 1024 for Prosody and ejabberd (Corvid's is fixed); Prosody with `nagle = false` "
+        "(Corvid and ejabberd set TCP_NODELAY by default).\n"
+        "- latency is measured open loop: each message carries its intended send time, so a generator or "
+        "server falling behind shows up as latency, never as a lower rate.\n"
+    )
+    header = ["metric"] + servers + [f"{o} ÷ corvid" for o in others if base]
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|" + "---|" * len(header))
+    for label, scenario, extract, better in ROWS:
+        values = {s: extract(reports[s][scenario]) if reports[s][scenario] else None for s in servers}
+        if all(v is None for v in values.values()):
+            continue
+        hint = {"higher": " ↑", "lower": " ↓"}.get(better, "")
+        row = [label + hint] + [fmt(values[s]) for s in servers]
+        if base:
+            row += [ratio(values[o], values[base]) for o in others]
+        out.append("| " + " | ".join(row) + " |")
+    out.append("\n↑ higher is better, ↓ lower is better. Ratios are the other server's figure divided by Corvid's.\n")
+
+    out.append("## Errors and disconnects\n")
+    any_errors = False
+    for s in servers:
+        for sc in SCENARIOS:
+            r = reports[s][sc]
+            if r is None:
+                if not (sc == "muc" and s == "corvid") and sc in args.scenarios.split() + ["register"]:
+                    out.append(f"- {s} {sc}: no report (the run failed to start or was skipped)")
+                continue
+            errors = r.get("errors") or {}
+            disconnects = r.get("disconnects") or 0
+            if errors or disconnects:
+                any_errors = True
+                listed = "; ".join(f"{v} × {k}" for k, v in sorted(errors.items()))
+                out.append(f"- {s} {sc}: {disconnects} disconnects; {listed or 'no errors'}")
+    if not any_errors:
+        out.append("None in any scenario.")
+    out.append("")
+    out.append("## Chat ramp steps\n")
+    for s in servers:
+        r = reports[s]["chat-ramp"]
+        if not r:
+            continue
+        steps = ", ".join(
+            f"{st['rate']:.0f}/s → p99 {st['latency']['p99_ms']:.1f} ms"
+            + ("" if st["passed"] else " (over)")
+            for st in r.get("steps", [])
+        )
+        out.append(f"- {s}: {steps}")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
