@@ -148,7 +148,7 @@ pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_t
         session.auth_deadline = auth_deadline;
         session.bindings = session.channel_bindings();
         let end = session.run_loop().await;
-        session.finish(end).await;
+        Box::pin(session.finish(end)).await;
     }
     .instrument(span)
     .await
@@ -194,22 +194,24 @@ impl Session {
                     if self.throttle_until.is_none() => Wake::Read(read),
                 _ = tokio::time::sleep_until(timer.into()) => Wake::Timer,
             };
+            // Each handler is boxed: the task's future is as large as its largest await
+            // point for its whole life, and an idle session waits only in the select above.
             let step = match wake {
-                Wake::Shutdown => Err(self.fail(StreamError::new(Cond::SystemShutdown)).await),
+                Wake::Shutdown => Err(Box::pin(self.fail(StreamError::new(Cond::SystemShutdown))).await),
                 Wake::Closed(err) => {
-                    self.flush_queue().await;
-                    Err(self.fail(err).await)
+                    Box::pin(self.flush_queue()).await;
+                    Err(Box::pin(self.fail(err)).await)
                 }
-                Wake::Outbound(Some(first)) => self.write_queued(first).await,
+                Wake::Outbound(Some(first)) => Box::pin(self.write_queued(first)).await,
                 Wake::Outbound(None) => Ok(()),
                 Wake::Read(Ok(0)) => Err(End::Disconnected),
                 Wake::Read(Ok(_)) => {
-                    let step = self.on_bytes(&input).await;
+                    let step = Box::pin(self.on_bytes(&input)).await;
                     input = Vec::new();
                     step
                 }
                 Wake::Read(Err(e)) => Err(End::Io(e)),
-                Wake::Timer => self.on_timer().await,
+                Wake::Timer => Box::pin(self.on_timer()).await,
             };
             if let Err(end) = step {
                 return end;

@@ -72,12 +72,11 @@ impl Module for Last {
 
     async fn on_presence(&self, ctx: &Ctx, pres: &mut Element, dir: Direction) -> Flow {
         // An explicit unavailable carries the status XEP-0012 §4 reports.
-        if dir == Direction::FromClient && pres.attr("to").is_none() && pres.attr("type") == Some("unavailable") {
-            if let Some(Ok(from)) = pres.attr("from").map(|f| f.parse::<corvid_proto::FullJid>()) {
+        if dir == Direction::FromClient && pres.attr("to").is_none() && pres.attr("type") == Some("unavailable")
+            && let Some(Ok(from)) = pres.attr("from").map(|f| f.parse::<corvid_proto::FullJid>()) {
                 let status = pres.get_child("status", ns::CLIENT).map(|s| s.text()).unwrap_or_default();
                 record_logout(ctx, &from, &status).await;
             }
-        }
         Flow::Continue
     }
 
