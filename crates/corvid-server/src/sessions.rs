@@ -112,7 +112,8 @@ impl SessionManager {
             control: control.clone(),
             state: ResourceState::default(),
         };
-        let mut entry = self.users.entry(jid.to_bare()).or_default();
+        // Most accounts have one resource: no room for four (Vec's first growth) per session.
+        let mut entry = self.users.entry(jid.to_bare()).or_insert_with(|| Vec::with_capacity(1));
         if let Some(pos) = entry.iter().position(|r| r.jid == jid) {
             let old = std::mem::replace(&mut entry[pos], resource);
             old.control.close(StreamError::with_text(
