@@ -11,15 +11,21 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use corvid_proto::{BareJid, FullJid, StreamError, StreamErrorCondition};
 use dashmap::DashMap;
-use tokio::sync::{mpsc, Notify};
+use std::collections::VecDeque;
+
+use tokio::sync::Notify;
 
 use crate::config::SlowConsumerPolicy;
 
-/// Asks a session task to close its stream with an error, from any task.
+/// A session's inbox and its close request, shared by the router (which fills it) and the
+/// session task (which drains it). A plain queue rather than a channel: it allocates
+/// nothing while empty, so an idle session costs a few hundred bytes here.
 #[derive(Default)]
 pub struct SessionControl {
     notify: Notify,
     reason: Mutex<Option<StreamError>>,
+    queue: Mutex<VecDeque<Outbound>>,
+    ready: Notify,
 }
 
 impl SessionControl {
@@ -41,6 +47,40 @@ impl SessionControl {
             self.notify.notified().await;
         }
     }
+
+    /// Queues a stanza unless `limit` are already waiting.
+    fn offer(&self, stanza: Outbound, limit: usize) -> bool {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.len() >= limit {
+            return false;
+        }
+        queue.push_back(stanza);
+        drop(queue);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next queued stanza, if any.
+    pub fn pop(&self) -> Option<Outbound> {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let next = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > 16 {
+            // A burst is over: give its memory back.
+            *queue = VecDeque::new();
+        }
+        next
+    }
+
+    /// Waits for the next queued stanza.
+    pub async fn next(&self) -> Outbound {
+        loop {
+            if let Some(stanza) = self.pop() {
+                return stanza;
+            }
+            // A stanza offered since `pop` left a permit, so this cannot miss it.
+            self.ready.notified().await;
+        }
+    }
 }
 
 /// What the session task receives.
@@ -50,7 +90,6 @@ pub type Outbound = Bytes;
 struct Resource {
     id: u64,
     jid: FullJid,
-    tx: mpsc::Sender<Outbound>,
     control: Arc<SessionControl>,
     state: ResourceState,
 }
@@ -76,7 +115,6 @@ pub struct ResourceState {
 /// The receiving half a session task keeps after binding.
 pub struct BoundSession {
     pub id: u64,
-    pub rx: mpsc::Receiver<Outbound>,
     pub control: Arc<SessionControl>,
 }
 
@@ -103,12 +141,10 @@ impl SessionManager {
     /// the old one is closed with `conflict` (RFC 6120 §7.7.2.2, the "override" policy).
     pub fn bind(&self, jid: FullJid) -> BoundSession {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.queue_len);
         let control = Arc::new(SessionControl::default());
         let resource = Resource {
             id,
             jid: jid.clone(),
-            tx,
             control: control.clone(),
             state: ResourceState::default(),
         };
@@ -123,7 +159,7 @@ impl SessionManager {
         } else {
             entry.push(resource);
         }
-        BoundSession { id, rx, control }
+        BoundSession { id, control }
     }
 
     /// Removes a session, unless it was already replaced by a newer one.
@@ -174,11 +210,11 @@ impl SessionManager {
     /// Delivers to one bound resource.
     pub fn deliver_to_full(&self, jid: &FullJid, stanza: &Bytes) -> Delivery {
         let target = self.users.get(&jid.to_bare()).and_then(|resources| {
-            resources.iter().find(|r| &r.jid == jid).map(|r| (r.tx.clone(), r.control.clone()))
+            resources.iter().find(|r| &r.jid == jid).map(|r| r.control.clone())
         });
         match target {
-            Some((tx, control)) => {
-                self.push(&tx, &control, stanza.clone());
+            Some(control) => {
+                self.push(&control, stanza.clone());
                 Delivery::Delivered
             }
             None => Delivery::NoSuchResource,
@@ -199,14 +235,14 @@ impl SessionManager {
                 resources
                     .iter()
                     .filter(|r| r.state.available && r.state.priority == best)
-                    .map(|r| (r.jid.clone(), r.tx.clone(), r.control.clone()))
+                    .map(|r| (r.jid.clone(), r.control.clone()))
                     .collect()
             }
         };
-        for (_, tx, control) in &targets {
-            self.push(tx, control, stanza.clone());
+        for (_, control) in &targets {
+            self.push(control, stanza.clone());
         }
-        targets.into_iter().map(|(jid, _, _)| jid).collect()
+        targets.into_iter().map(|(jid, _)| jid).collect()
     }
 
     /// Delivers to every available resource of a user (presence to a bare JID, RFC 6121 §8.5.2.1.2).
@@ -216,11 +252,11 @@ impl SessionManager {
             Some(resources) => resources
                 .iter()
                 .filter(|r| r.state.available)
-                .map(|r| (r.tx.clone(), r.control.clone()))
+                .map(|r| r.control.clone())
                 .collect(),
         };
-        for (tx, control) in &targets {
-            self.push(tx, control, stanza.clone());
+        for control in &targets {
+            self.push(control, stanza.clone());
         }
         targets.len()
     }
@@ -244,18 +280,18 @@ impl SessionManager {
         self.users.iter().map(|e| e.value().len()).sum()
     }
 
-    fn push(&self, tx: &mpsc::Sender<Outbound>, control: &SessionControl, stanza: Bytes) {
-        match tx.try_send(stanza) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => match self.policy {
-                SlowConsumerPolicy::Close => control.close(StreamError::with_text(
-                    StreamErrorCondition::PolicyViolation,
-                    "Too many unread stanzas: the connection is too slow",
-                )),
-                SlowConsumerPolicy::Drop => {
-                    tracing::debug!("dropped a stanza for a slow session");
-                }
-            },
+    fn push(&self, control: &SessionControl, stanza: Bytes) {
+        if control.offer(stanza, self.queue_len) {
+            return;
+        }
+        match self.policy {
+            SlowConsumerPolicy::Close => control.close(StreamError::with_text(
+                StreamErrorCondition::PolicyViolation,
+                "Too many unread stanzas: the connection is too slow",
+            )),
+            SlowConsumerPolicy::Drop => {
+                tracing::debug!("dropped a stanza for a slow session");
+            }
         }
     }
 }
@@ -284,17 +320,17 @@ mod tests {
     #[tokio::test]
     async fn bare_delivery_prefers_highest_non_negative_priority() {
         let sm = SessionManager::new(8, SlowConsumerPolicy::Close);
-        let mut low = sm.bind(full("a@x/low"));
-        let mut high = sm.bind(full("a@x/high"));
-        let mut neg = sm.bind(full("a@x/neg"));
+        let low = sm.bind(full("a@x/low"));
+        let high = sm.bind(full("a@x/high"));
+        let neg = sm.bind(full("a@x/neg"));
         sm.set_presence(&full("a@x/low"), true, 1);
         sm.set_presence(&full("a@x/high"), true, 5);
         sm.set_presence(&full("a@x/neg"), true, -1);
         let bare: BareJid = "a@x".parse().unwrap();
         assert_eq!(sm.deliver_message_to_bare(&bare, &Bytes::from_static(b"m")), vec![full("a@x/high")]);
-        assert!(high.rx.try_recv().is_ok());
-        assert!(low.rx.try_recv().is_err());
-        assert!(neg.rx.try_recv().is_err());
+        assert!(high.control.pop().is_some());
+        assert!(low.control.pop().is_none());
+        assert!(neg.control.pop().is_none());
         sm.set_presence(&full("a@x/high"), true, -2);
         sm.set_presence(&full("a@x/low"), true, -2);
         assert!(sm.deliver_message_to_bare(&bare, &Bytes::from_static(b"m")).is_empty());

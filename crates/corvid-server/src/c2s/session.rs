@@ -16,7 +16,7 @@ use corvid_proto::{ns, BareJid, FullJid, Jid, StanzaError, StanzaKind, StreamErr
 use corvid_xml::{Element, Limits, StreamEvent, StreamHeader, StreamParser, XmlError};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::auth::AuthState;
@@ -108,7 +108,6 @@ pub(super) struct Session {
     pub(super) header_sent: bool,
     pub(super) bindings: ChannelBindings,
     pub(super) auth: AuthState,
-    rx: Option<mpsc::Receiver<Outbound>>,
     control: Option<Arc<SessionControl>>,
     bucket: TokenBucket,
     throttle_until: Option<Instant>,
@@ -124,7 +123,7 @@ pub(super) struct Session {
 enum Wake {
     Shutdown,
     Closed(StreamError),
-    Outbound(Option<Outbound>),
+    Outbound(Outbound),
     Read(std::io::Result<usize>),
     Timer,
 }
@@ -171,7 +170,6 @@ impl Session {
             header_sent: false,
             bindings: ChannelBindings { tls_exporter: None, tls_server_end_point: None },
             auth: AuthState::default(),
-            rx: None,
             control: None,
             throttle_until: None,
             last_read: now,
@@ -189,7 +187,7 @@ impl Session {
                 biased;
                 _ = self.shutdown.changed() => Wake::Shutdown,
                 err = closed(&self.control) => Wake::Closed(err),
-                out = recv(&mut self.rx) => Wake::Outbound(out),
+                out = next_queued(&self.control) => Wake::Outbound(out),
                 read = std::future::poll_fn(|cx| poll_read_into(&mut self.transport, cx, &mut input)),
                     if self.throttle_until.is_none() => Wake::Read(read),
                 _ = tokio::time::sleep_until(timer.into()) => Wake::Timer,
@@ -202,8 +200,7 @@ impl Session {
                     Box::pin(self.flush_queue()).await;
                     Err(Box::pin(self.fail(err)).await)
                 }
-                Wake::Outbound(Some(first)) => Box::pin(self.write_queued(first)).await,
-                Wake::Outbound(None) => Ok(()),
+                Wake::Outbound(first) => Box::pin(self.write_queued(first)).await,
                 Wake::Read(Ok(0)) => Err(End::Disconnected),
                 Wake::Read(Ok(_)) => {
                     let step = Box::pin(self.on_bytes(&input)).await;
@@ -459,7 +456,6 @@ impl Session {
         tracing::Span::current().record("jid", tracing::field::display(&jid));
         tracing::info!("session started");
         self.phase = Phase::Bound { jid: jid.clone(), id: bound.id };
-        self.rx = Some(bound.rx);
         self.control = Some(bound.control);
         self.last_read = Instant::now();
         let ctx = crate::module::Ctx { server: self.server.clone() };
@@ -572,11 +568,11 @@ impl Session {
     async fn write_queued(&mut self, first: Bytes) -> Result<(), End> {
         let mut out = std::mem::take(&mut self.out);
         out.extend_from_slice(&first);
-        if let Some(rx) = &mut self.rx {
+        if let Some(control) = &self.control {
             while out.len() < WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(more) => out.extend_from_slice(&more),
-                    Err(_) => break,
+                match control.pop() {
+                    Some(more) => out.extend_from_slice(&more),
+                    None => break,
                 }
             }
         }
@@ -591,10 +587,7 @@ impl Session {
 
     /// Writes what is already queued (before closing, so an IQ result precedes the close).
     async fn flush_queue(&mut self) {
-        let first = match &mut self.rx {
-            Some(rx) => rx.try_recv().ok(),
-            None => None,
-        };
+        let first = self.control.as_ref().and_then(|c| c.pop());
         if let Some(first) = first {
             let _ = self.write_queued(first).await;
         }
@@ -679,9 +672,9 @@ async fn closed(control: &Option<Arc<SessionControl>>) -> StreamError {
     }
 }
 
-async fn recv(rx: &mut Option<mpsc::Receiver<Outbound>>) -> Option<Outbound> {
-    match rx {
-        Some(rx) => rx.recv().await,
+async fn next_queued(control: &Option<Arc<SessionControl>>) -> Outbound {
+    match control {
+        Some(control) => control.next().await,
         None => std::future::pending().await,
     }
 }
