@@ -162,10 +162,6 @@ impl ModuleRegistry {
         features
     }
 
-    pub fn names(&self) -> Vec<&'static str> {
-        self.modules.iter().map(|m| m.name()).collect()
-    }
-
     pub async fn on_message(&self, ctx: &Ctx, msg: &mut Element, dir: Direction) -> Flow {
         for module in &self.modules {
             if module.on_message(ctx, msg, dir).await == Flow::Handled {

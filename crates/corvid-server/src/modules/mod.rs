@@ -46,11 +46,6 @@ fn all() -> Vec<Arc<dyn Module>> {
     ]
 }
 
-/// Names of every module, for config validation and docs.
-pub fn names() -> Vec<&'static str> {
-    all().iter().map(|m| m.name()).collect()
-}
-
 /// The modules the config leaves enabled.
 pub fn enabled(config: &Config) -> Vec<Arc<dyn Module>> {
     all().into_iter().filter(|m| !config.modules.disabled.iter().any(|d| d == m.name())).collect()
