@@ -22,6 +22,12 @@ impl Element {
     /// written, e.g. `jabber:client` for a stanza inside a c2s stream; an
     /// `xmlns` declaration is written only if the element's namespace differs.
     pub fn write_to(&self, out: &mut Vec<u8>, parent_ns: &str) {
+        self.write_inner(out, parent_ns, None);
+    }
+
+    /// Writes the element; with `to_slot`, leaves out its `to` attribute and records where
+    /// it belongs (right after the name and namespace declaration).
+    fn write_inner(&self, out: &mut Vec<u8>, parent_ns: &str, mut to_slot: Option<&mut usize>) {
         // The XML namespace cannot be declared as a default namespace
         // (Namespaces in XML 1.0 §3), only used through its reserved prefix.
         let xml_prefixed = self.ns() == XMLNS_XML;
@@ -37,7 +43,13 @@ impl Element {
             }
             self.ns()
         };
+        if let Some(slot) = to_slot.as_deref_mut() {
+            *slot = out.len();
+        }
         for (index, (name, value)) in self.raw_attrs().iter().enumerate() {
+            if to_slot.is_some() && name == "to" {
+                continue;
+            }
             write_attr(out, index, name, value);
         }
         if self.nodes().is_empty() {
@@ -60,6 +72,35 @@ impl Element {
     pub fn to_bytes(&self, parent_ns: &str) -> Bytes {
         let mut out = Vec::with_capacity(256);
         self.write_to(&mut out, parent_ns);
+        Bytes::from(out)
+    }
+
+    /// Serializes the element once for delivery to many recipients: each copy
+    /// [`FanOut::to`] makes differs only in its `to` attribute.
+    pub fn fan_out(&self, parent_ns: &str) -> FanOut {
+        let mut bytes = Vec::with_capacity(256);
+        let mut split = 0;
+        self.write_inner(&mut bytes, parent_ns, Some(&mut split));
+        FanOut { bytes, split }
+    }
+}
+
+/// A stanza serialized once, with a gap where each recipient's `to` goes.
+#[derive(Clone, Debug)]
+pub struct FanOut {
+    bytes: Vec<u8>,
+    split: usize,
+}
+
+impl FanOut {
+    /// The stanza addressed to `to`: one allocation and two copies, no tree walk.
+    pub fn to(&self, to: &str) -> Bytes {
+        let mut out = Vec::with_capacity(self.bytes.len() + to.len() + 8);
+        out.extend_from_slice(&self.bytes[..self.split]);
+        out.extend_from_slice(b" to='");
+        escape_attr_value(&mut out, to);
+        out.push(b'\'');
+        out.extend_from_slice(&self.bytes[self.split..]);
         Bytes::from(out)
     }
 }
@@ -266,6 +307,30 @@ mod tests {
     fn to_bytes_matches_write_to() {
         let e = Element::new("presence", CLIENT).with_attr("type", "unavailable");
         assert_eq!(&e.to_bytes(CLIENT)[..], b"<presence type='unavailable'/>");
+    }
+
+    #[test]
+    fn fan_out_splices_each_recipient_into_one_serialization() {
+        let p = Element::new("presence", CLIENT)
+            .with_attr("from", "a@x/r")
+            .with_attr("to", "old@x")
+            .with_attr("{urn:a}q", "1")
+            .with_child(Element::new("show", CLIENT).with_text("away"));
+        let fan = p.fan_out(CLIENT);
+        let mut without_to = p.clone();
+        without_to.remove_attr("to");
+        for to in ["b@x", "o'hara@x/r&1"] {
+            let got = fan.to(to);
+            let mut reparsed = crate::parse_element(std::str::from_utf8(&got).unwrap(), CLIENT).unwrap();
+            assert_eq!(reparsed.remove_attr("to").as_deref(), Some(to));
+            assert_eq!(reparsed, without_to);
+        }
+        assert_eq!(
+            &fan.to("b@x")[..],
+            b"<presence to='b@x' from='a@x/r' xmlns:ns2='urn:a' ns2:q='1'><show>away</show></presence>"
+        );
+        let other_ns = Element::new("message", CLIENT).fan_out("jabber:server").to("c@y");
+        assert_eq!(&other_ns[..], b"<message xmlns='jabber:client' to='c@y'/>");
     }
 
     #[test]
