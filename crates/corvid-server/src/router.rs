@@ -3,6 +3,7 @@
 //! stanzas through hooks at three points: as a client sends them (`FromClient`), as they
 //! are about to reach a local account (`ToClient`), and when they address the server.
 
+use corvid_proto::Bare;
 use std::sync::Arc;
 
 use corvid_proto::stanza::{error_reply, may_bounce};
@@ -51,7 +52,7 @@ pub async fn route(server: &Arc<Server>, stanza: Element) {
             }
             return;
         }
-        (None, _, Some(from)) => Jid::from(from.to_bare()),
+        (None, _, Some(from)) => Jid::from(from.bare()),
         (None, _, None) => return,
     };
     if !server.config.serves(to.domain().as_str()) {
@@ -118,7 +119,7 @@ async fn to_full_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind
     let bytes = stanza.to_bytes(ns::CLIENT);
     if server.sessions.deliver_to_full(&to, &bytes) == Delivery::Delivered {
         if kind == StanzaKind::Message {
-            server.modules.on_delivered(&ctx, &stanza, &to.to_bare(), std::slice::from_ref(&to)).await;
+            server.modules.on_delivered(&ctx, &stanza, &to.bare(), std::slice::from_ref(&to)).await;
         }
         return;
     }
@@ -127,7 +128,7 @@ async fn to_full_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind
         StanzaKind::Iq => bounce(server, &stanza, StanzaError::service_unavailable()).await,
         StanzaKind::Presence => {}
         StanzaKind::Message => match MessageType::of(&stanza) {
-            MessageType::Normal | MessageType::Chat => message_to_bare(server, stanza, to.to_bare(), bytes).await,
+            MessageType::Normal | MessageType::Chat => message_to_bare(server, stanza, to.bare(), bytes).await,
             MessageType::Groupchat => bounce(server, &stanza, StanzaError::service_unavailable()).await,
             MessageType::Headline | MessageType::Error => {}
         },
@@ -190,7 +191,7 @@ async fn dispatch_iq(server: &Arc<Server>, stanza: Element) {
     let to = match stanza.attr("to").map(Jid::new) {
         Some(Ok(to)) => to,
         Some(Err(_)) => return,
-        None => Jid::from(from.to_bare()),
+        None => Jid::from(from.bare()),
     };
     let Some(iq) = Iq::from_element(&stanza, from, to) else {
         return bounce(server, &stanza, StanzaError::bad_request()).await;

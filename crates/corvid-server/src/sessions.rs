@@ -5,6 +5,7 @@
 //! slot for closing it. Delivery never waits: a full queue is a slow consumer, handled by
 //! the configured policy, so one stuck client cannot stall the router.
 
+use corvid_proto::Bare;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -149,7 +150,7 @@ impl SessionManager {
             state: ResourceState::default(),
         };
         // Most accounts have one resource: no room for four (Vec's first growth) per session.
-        let mut entry = self.users.entry(jid.to_bare()).or_insert_with(|| Vec::with_capacity(1));
+        let mut entry = self.users.entry(jid.bare()).or_insert_with(|| Vec::with_capacity(1));
         if let Some(pos) = entry.iter().position(|r| r.jid == jid) {
             let old = std::mem::replace(&mut entry[pos], resource);
             old.control.close(StreamError::with_text(
@@ -164,7 +165,7 @@ impl SessionManager {
 
     /// Removes a session, unless it was already replaced by a newer one.
     pub fn unbind(&self, jid: &FullJid, id: u64) {
-        let bare = jid.to_bare();
+        let bare = jid.bare();
         self.users.remove_if_mut(&bare, |_, resources| {
             resources.retain(|r| r.id != id);
             resources.is_empty()
@@ -181,7 +182,7 @@ impl SessionManager {
 
     /// Changes the state of one bound resource; `None` if it is not bound.
     pub fn update<T>(&self, jid: &FullJid, f: impl FnOnce(&mut ResourceState) -> T) -> Option<T> {
-        let mut resources = self.users.get_mut(&jid.to_bare())?;
+        let mut resources = self.users.get_mut(&jid.bare())?;
         let r = resources.iter_mut().find(|r| &r.jid == jid)?;
         Some(f(&mut r.state))
     }
@@ -209,7 +210,7 @@ impl SessionManager {
 
     /// Delivers to one bound resource.
     pub fn deliver_to_full(&self, jid: &FullJid, stanza: &Bytes) -> Delivery {
-        let target = self.users.get(&jid.to_bare()).and_then(|resources| {
+        let target = self.users.get(&jid.bare()).and_then(|resources| {
             resources.iter().find(|r| &r.jid == jid).map(|r| r.control.clone())
         });
         match target {

@@ -6,6 +6,7 @@
 //! removal) and its timers. Stanzas are handled inline, in order, so a client that floods
 //! only slows itself down.
 
+use corvid_proto::Bare;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -481,7 +482,7 @@ impl Session {
         };
         // RFC 6120 §8.1.2.1: a `from` must be the session's own address; we stamp the full JID.
         if let Some(from) = el.attr("from") {
-            let own = Jid::new(from).is_ok_and(|f| f == *jid || f == jid.to_bare());
+            let own = Jid::new(from).is_ok_and(|f| f == *jid || f == jid.bare());
             if !own {
                 return Err(self.fail(StreamError::new(Cond::InvalidFrom)).await);
             }

@@ -2,6 +2,7 @@
 //! account and reach nothing of it: their stanzas are dropped (IQ requests answered
 //! `service-unavailable`), and they see the account as offline.
 
+use corvid_proto::Bare;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -34,8 +35,8 @@ impl Module for Blocking {
     }
 
     async fn handle_iq(&self, ctx: &Ctx, iq: Iq) -> IqResult {
-        let user = iq.from.to_bare();
-        if iq.to.node().is_some() && iq.to.to_bare() != user {
+        let user = iq.from.bare();
+        if iq.to.node().is_some() && iq.to.bare() != user {
             return Err(StanzaError::forbidden());
         }
         match (iq.kind, iq.payload.name()) {
@@ -87,7 +88,7 @@ fn items(payload: &Element) -> Result<Vec<String>, StanzaError> {
 
 /// XEP-0191 §3.4: a JID is blocked by its own entry, its bare JID's or its domain's.
 fn blocks(list: &HashSet<String>, jid: &Jid) -> bool {
-    list.contains(jid.as_str()) || list.contains(jid.to_bare().as_str()) || list.contains(jid.domain().as_str())
+    list.contains(jid.as_str()) || list.contains(jid.bare().as_str()) || list.contains(jid.domain().as_str())
 }
 
 impl Blocking {
@@ -150,14 +151,14 @@ impl Blocking {
         let (Some(Ok(from)), Some(Ok(to))) = (stanza.attr("from").map(Jid::new), stanza.attr("to").map(Jid::new)) else {
             return Flow::Continue;
         };
-        if from.to_bare() == to.to_bare() {
+        if corvid_proto::same_bare(&from, &to) {
             return Flow::Continue;
         }
         let is_error = stanza.attr("type") == Some("error");
         match dir {
             // XEP-0191 §3.5: a client sending to an entity it blocked gets <blocked/>.
             Direction::FromClient => {
-                if !self.is_blocked_by(ctx, &from.to_bare(), &to).await {
+                if !self.is_blocked_by(ctx, &from.bare(), &to).await {
                     return Flow::Continue;
                 }
                 if bounce_requests && !is_error {
@@ -178,8 +179,8 @@ impl Blocking {
             // account's side to an entity it blocked — the server's own broadcasts and probe
             // answers included, so the blocked entity sees the account offline (§3.3).
             Direction::ToClient => {
-                let blocked_by_recipient = self.is_blocked_by(ctx, &to.to_bare(), &from).await;
-                let blocked_by_sender = !blocked_by_recipient && self.is_blocked_by(ctx, &from.to_bare(), &to).await;
+                let blocked_by_recipient = self.is_blocked_by(ctx, &to.bare(), &from).await;
+                let blocked_by_sender = !blocked_by_recipient && self.is_blocked_by(ctx, &from.bare(), &to).await;
                 if !blocked_by_recipient && !blocked_by_sender {
                     return Flow::Continue;
                 }

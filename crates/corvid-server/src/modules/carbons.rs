@@ -1,6 +1,7 @@
 //! XEP-0280 Message Carbons: resources that enable carbons get copies of the chat
 //! messages their account sends and receives on its other resources.
 
+use corvid_proto::Bare;
 use async_trait::async_trait;
 use corvid_proto::{ns, BareJid, FullJid, Iq, IqType, StanzaError};
 use corvid_xml::Element;
@@ -30,7 +31,7 @@ impl Module for Carbons {
             _ => return Err(StanzaError::bad_request()),
         };
         let Ok(from) = iq.from.clone().try_into_full() else { return Err(StanzaError::bad_request()) };
-        if iq.to.node().is_some() && iq.to.to_bare() != from.to_bare() {
+        if iq.to.node().is_some() && iq.to.bare() != from.bare() {
             return Err(StanzaError::forbidden());
         }
         ctx.server.sessions.update(&from, |s| s.carbons = enable);
@@ -41,7 +42,7 @@ impl Module for Carbons {
         if dir == Direction::FromClient && eligible(msg)
             && let Some(Ok(from)) = msg.attr("from").map(|f| f.parse::<FullJid>()) {
                 // XEP-0280 §7: copies of what one resource sends, to the others.
-                copy_to(ctx, &from.to_bare(), msg, "sent", |r| r != &from);
+                copy_to(ctx, &from.bare(), msg, "sent", |r| r != &from);
             }
         Flow::Continue
     }

@@ -1,6 +1,7 @@
 //! XEP-0030 Service Discovery: the server's identity and the features its modules add;
 //! for an account's bare JID, the account identity.
 
+use corvid_proto::Bare;
 use async_trait::async_trait;
 use corvid_proto::{ns, BareJid, Iq, IqType, StanzaError};
 use corvid_xml::Element;
@@ -39,7 +40,7 @@ impl Module for Disco {
         let account = match iq.to.node() {
             None => None,
             Some(_) => {
-                let user = iq.to.to_bare();
+                let user = iq.to.bare();
                 if !crate::accounts::exists(&ctx.server.store, &user).await.map_err(|_| StanzaError::internal_server_error())? {
                     return Err(StanzaError::service_unavailable());
                 }

@@ -1,6 +1,7 @@
 //! XEP-0012 Last Activity: the server's uptime, and for an account, how long ago its last
 //! resource went offline (to the account itself and to contacts with a subscription).
 
+use corvid_proto::Bare;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -46,8 +47,8 @@ impl Module for Last {
             // XEP-0012 §5: for a server, the time since it started.
             return Ok(Some(query(ctx.server.started.elapsed().as_secs() as i64, "")));
         }
-        let user = iq.to.to_bare();
-        let requester = iq.from.to_bare();
+        let user = iq.to.bare();
+        let requester = iq.from.bare();
         let (username, domain) = Ctx::key(&user);
         let store = &ctx.server.store;
         let failed = |e: corvid_store::StoreError| {
@@ -84,7 +85,7 @@ impl Module for Last {
         let SessionEvent::Closed(jid) = event else { return };
         // A connection lost while available is a logout too (one that said unavailable
         // was recorded then, with its status).
-        let still_available = ctx.server.sessions.states(&jid.to_bare()).into_iter().any(|(r, s)| &r == jid && s.available);
+        let still_available = ctx.server.sessions.states(&jid.bare()).into_iter().any(|(r, s)| &r == jid && s.available);
         if still_available {
             record_logout(ctx, jid, "").await;
         }
@@ -93,7 +94,7 @@ impl Module for Last {
 
 /// Records the logout when `jid` was the account's last available resource.
 async fn record_logout(ctx: &Ctx, jid: &corvid_proto::FullJid, status: &str) {
-    let user = jid.to_bare();
+    let user = jid.bare();
     if ctx.server.sessions.resources_where(&user, |s| s.available).iter().any(|r| r != jid) {
         return;
     }

@@ -1,6 +1,7 @@
 //! XEP-0160 offline messages: a message no resource can take is stored durably, then
 //! delivered with a XEP-0203 delay stamp on the account's next initial presence.
 
+use corvid_proto::Bare;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -83,7 +84,7 @@ fn worth_storing(msg: &Element) -> bool {
 
 /// Delivers then deletes: a crash in between means a duplicate, never a loss.
 async fn deliver_stored(ctx: &Ctx, to: &FullJid) -> Result<(), StoreError> {
-    let user = to.to_bare();
+    let user = to.bare();
     let (username, domain) = Ctx::key(&user);
     let messages = ctx.server.store.offline_messages(username, domain).await?;
     if messages.is_empty() {

@@ -2,6 +2,7 @@
 //! other resources, probes on initial presence (§4.2.2, §4.3), directed presence (§4.6),
 //! and unavailable on logout or connection loss (§4.5).
 
+use corvid_proto::Bare;
 use async_trait::async_trait;
 use corvid_proto::{ns, BareJid, FullJid, Jid};
 use corvid_store::{Rosters, StoreError};
@@ -91,7 +92,7 @@ async fn own_available(ctx: &Ctx, pres: &Element, from: &FullJid) {
         before
     });
     let Some((was_available, old_priority)) = before else { return };
-    let user = from.to_bare();
+    let user = from.bare();
     broadcast(ctx, &user, from, pres).await;
     if !was_available {
         probe_contacts(ctx, &user, from).await;
@@ -118,7 +119,7 @@ async fn own_unavailable(ctx: &Ctx, from: &FullJid, pres: Option<&Element>) {
         Element::new("presence", ns::CLIENT).with_attr("type", "unavailable").with_attr("from", from.as_str())
     });
     if was_available {
-        broadcast(ctx, &from.to_bare(), from, &unavailable).await;
+        broadcast(ctx, &from.bare(), from, &unavailable).await;
     }
     for to in directed {
         let mut p = unavailable.clone();
@@ -184,9 +185,9 @@ async fn answer_probe(ctx: &Ctx, probe: &Element) {
     else {
         return;
     };
-    let user = to.to_bare();
+    let user = to.bare();
     let (username, domain) = Ctx::key(&user);
-    let subscribed = match ctx.server.store.roster_item(username, domain, prober.to_bare().as_str()).await {
+    let subscribed = match ctx.server.store.roster_item(username, domain, prober.bare().as_str()).await {
         Ok(item) => item.is_some_and(|i| i.subscription.has_from()),
         Err(e) => {
             store_error(e);
@@ -218,12 +219,12 @@ async fn answer_probe(ctx: &Ctx, probe: &Element) {
 /// broadcasts anyway) so it can be made unavailable at logout.
 async fn record_directed(ctx: &Ctx, from: &FullJid, to: &str, available: bool) {
     let Ok(to) = Jid::new(to) else { return };
-    let user = from.to_bare();
+    let user = from.bare();
     let (username, domain) = Ctx::key(&user);
     let subscribed = ctx
         .server
         .store
-        .roster_item(username, domain, to.to_bare().as_str())
+        .roster_item(username, domain, to.bare().as_str())
         .await
         .ok()
         .flatten()

@@ -1,5 +1,6 @@
 //! XEP-0049 Private XML Storage: one element per namespace, readable only by its owner.
 
+use corvid_proto::Bare;
 use async_trait::async_trait;
 use corvid_proto::{ns, Iq, IqType, StanzaError};
 use corvid_store::PrivateXml as _;
@@ -24,8 +25,8 @@ impl Module for Private {
     }
 
     async fn handle_iq(&self, ctx: &Ctx, iq: Iq) -> IqResult {
-        let user = iq.from.to_bare();
-        if iq.to.node().is_some() && iq.to.to_bare() != user {
+        let user = iq.from.bare();
+        if iq.to.node().is_some() && iq.to.bare() != user {
             return Err(StanzaError::forbidden());
         }
         let mut children = iq.payload.children();

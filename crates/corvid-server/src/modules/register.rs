@@ -1,6 +1,7 @@
 //! XEP-0077 In-Band Registration for authenticated users (change password, cancel the
 //! account), and the form and account creation the pre-authentication c2s path shares.
 
+use corvid_proto::Bare;
 use async_trait::async_trait;
 use corvid_proto::{ns, BareJid, Iq, IqType, StanzaError, StreamError, StreamErrorCondition};
 use corvid_xml::Element;
@@ -77,11 +78,11 @@ impl Module for Register {
     }
 
     async fn handle_iq(&self, ctx: &Ctx, iq: Iq) -> IqResult {
-        let user = iq.from.to_bare();
+        let user = iq.from.bare();
         // Only about one's own account: addressed to the server, or sent without `to`,
         // which RFC 6120 §10.3.3 makes the account's own bare JID (XEP-0077 §3.2 and §3.3
         // show requests without `to`).
-        let to_own_account = iq.to.resource().is_none() && iq.to.to_bare() == user;
+        let to_own_account = iq.to.resource().is_none() && iq.to.bare() == user;
         if (iq.to.node().is_some() && !to_own_account) || !ctx.server.config.serves(user.domain().as_str()) {
             return Err(StanzaError::service_unavailable());
         }

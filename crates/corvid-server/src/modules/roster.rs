@@ -1,6 +1,7 @@
 //! RFC 6121 §2 roster management: get (with versioning, §2.6), set, remove, and roster
 //! pushes to the account's interested resources.
 
+use corvid_proto::Bare;
 use async_trait::async_trait;
 use corvid_proto::{ns, BareJid, FullJid, Iq, IqType, Jid, StanzaError};
 use corvid_store::{RosterItem, Rosters, Subscription};
@@ -26,9 +27,9 @@ impl Module for Roster {
     }
 
     async fn handle_iq(&self, ctx: &Ctx, iq: Iq) -> IqResult {
-        let user = iq.from.to_bare();
+        let user = iq.from.bare();
         // RFC 6121 §2.1.5: only the account itself manages its roster.
-        let to_self = iq.to.node().is_none() || iq.to.to_bare() == user;
+        let to_self = iq.to.node().is_none() || iq.to.bare() == user;
         if !to_self || iq.payload.name() != "query" {
             return Err(StanzaError::forbidden());
         }
@@ -73,7 +74,7 @@ async fn set_roster(ctx: &Ctx, from: &FullJid, user: &BareJid, query: &Element) 
         .attr("jid")
         .and_then(|j| Jid::new(j).ok())
         .ok_or_else(StanzaError::jid_malformed)?
-        .to_bare();
+        .bare();
     if item.attr("subscription") == Some("remove") {
         return remove_contact(ctx, from, user, &contact).await;
     }

@@ -1,6 +1,7 @@
 //! XEP-0359 unique and stable stanza IDs: each message delivered to an account gets a
 //! `<stanza-id/>` by that account's bare JID; any such element a sender forged is removed.
 
+use corvid_proto::Bare;
 use async_trait::async_trait;
 use corvid_proto::{ns, Jid};
 use corvid_xml::Element;
@@ -24,7 +25,7 @@ impl Module for StanzaId {
             return Flow::Continue;
         }
         let Some(Ok(to)) = msg.attr("to").map(Jid::new) else { return Flow::Continue };
-        let by = to.to_bare().to_string();
+        let by = to.bare().to_string();
         // XEP-0359 §5: an id claiming to be by the recipient's own archive must come from us.
         msg.remove_children(|c| c.is("stanza-id", ns::STANZA_ID) && c.attr("by") == Some(by.as_str()));
         msg.append_child(

@@ -2,6 +2,7 @@
 //! ([`super::subscription`]) to subscription stanzas a user sends and receives, stores the
 //! result, pushes roster changes and sends what the server must send on the user's behalf.
 
+use corvid_proto::Bare;
 use async_trait::async_trait;
 use corvid_proto::{ns, BareJid, Jid};
 use corvid_store::{RosterItem, Rosters, Users};
@@ -37,8 +38,8 @@ impl Module for Subscriptions {
         let Some(kind) = pres.attr("type").and_then(SubKind::parse) else {
             return Flow::Continue;
         };
-        let from = pres.attr("from").and_then(|f| Jid::new(f).ok()).map(|j| j.to_bare());
-        let to = pres.attr("to").and_then(|t| Jid::new(t).ok()).map(|j| j.to_bare());
+        let from = pres.attr("from").and_then(|f| Jid::new(f).ok()).map(|j| j.bare());
+        let to = pres.attr("to").and_then(|t| Jid::new(t).ok()).map(|j| j.bare());
         let (Some(from), Some(to)) = (from, to) else {
             return Flow::Handled;
         };

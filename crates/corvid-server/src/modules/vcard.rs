@@ -2,6 +2,7 @@
 //! avatars: the server knows each account's photo hash and puts it in the account's
 //! outgoing presence, and re-announces presence when the photo changes.
 
+use corvid_proto::Bare;
 use async_trait::async_trait;
 use base64::Engine as _;
 use corvid_proto::{ns, BareJid, Iq, IqType, StanzaError};
@@ -36,8 +37,8 @@ impl Module for VCard {
         if iq.payload.name() != "vCard" {
             return Err(StanzaError::bad_request());
         }
-        let requester = iq.from.to_bare();
-        let target = if iq.to.node().is_none() { requester.clone() } else { iq.to.to_bare() };
+        let requester = iq.from.bare();
+        let target = if iq.to.node().is_none() { requester.clone() } else { iq.to.bare() };
         match iq.kind {
             IqType::Get => get(ctx, &target, target == requester).await,
             _ if target != requester => Err(StanzaError::forbidden()),
@@ -51,7 +52,7 @@ impl Module for VCard {
             return Flow::Continue;
         }
         let Some(Ok(from)) = pres.attr("from").map(corvid_proto::Jid::new) else { return Flow::Continue };
-        let hash = self.hash_of(ctx, &from.to_bare()).await;
+        let hash = self.hash_of(ctx, &from.bare()).await;
         pres.remove_children(|c| c.is("x", ns::VCARD_UPDATE));
         let mut photo = Element::new("photo", ns::VCARD_UPDATE);
         if let Some(hash) = hash.filter(|h| !h.is_empty()) {
