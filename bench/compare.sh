@@ -17,6 +17,12 @@
 #                (Prosody and ejabberd only until Corvid has MUC; --muc-servers to change)
 # and writes bench/results/<date>.md (and the raw reports as <date>.json).
 #
+# --profile also samples Corvid's CPU with perf during each scenario and writes a
+# flamegraph per scenario (bench/results/<date>-corvid-<scenario>.svg); --heap-profile
+# runs Corvid under heaptrack and writes the flamegraph of its memory at its peak
+# (<date>-corvid-heap.svg): with --scenarios idle, what each idle session holds.
+# Profiling slows Corvid: take figures from a run without it.
+#
 # The bench shares the 2 cores with the server under test: every table states the
 # client's CPU too. Defaults finish in about eleven minutes here; flags scale up.
 #
@@ -26,6 +32,7 @@
 #          [--hold S] [--presence-users N] [--contacts K] [--presence-rate R]
 #          [--scenarios "idle login-storm chat-ramp presence muc"]
 #          [--mechanism scram-sha-1|scram-sha-256|plain] [--port-base P] [--keep] [--no-build]
+#          [--profile] [--heap-profile]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -52,6 +59,9 @@ BUILD=1
 PASSWORD=bench-password
 PREFIX=bench
 PORT_BASE=47222
+PROFILE=0
+HEAP_PROFILE=0
+STAMP=$(date +%Y-%m-%d-%H%M)
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -73,7 +83,9 @@ while [ $# -gt 0 ]; do
         --port-base) PORT_BASE=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        --profile) PROFILE=1; shift ;;
+        --heap-profile) HEAP_PROFILE=1; shift ;;
+        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -129,6 +141,19 @@ install_servers() {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+}
+
+# The profilers, when asked for: perf from Debian, inferno (flamegraphs) from crates.io.
+install_profilers() {
+    if [ "$PROFILE" = 1 ] && ! command -v perf >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
+    fi
+    if [ "$HEAP_PROFILE" = 1 ] && ! command -v heaptrack >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq heaptrack >/dev/null
+    fi
+    if [ "$PROFILE$HEAP_PROFILE" != 00 ] && ! command -v inferno-flamegraph >/dev/null; then
+        cargo install -q --locked inferno
+    fi
 }
 
 build() {
@@ -299,9 +324,21 @@ start_server() {
     done
     case "$name" in
         corvid)
-            "$ROOT/target/release/corvid" --config "$WORK/corvid/corvid.toml" serve \
+            local wrap=()
+            [ "$HEAP_PROFILE" = 1 ] && wrap=(heaptrack -o "$WORK/corvid/heaptrack")
+            "${wrap[@]}" "$ROOT/target/release/corvid" --config "$WORK/corvid/corvid.toml" serve \
                 >>"$WORK/corvid/corvid.log" 2>&1 &
-            MAIN_PID=$!; SERVER_PID=$MAIN_PID ;;
+            MAIN_PID=$!; SERVER_PID=$MAIN_PID
+            if [ "$HEAP_PROFILE" = 1 ]; then
+                # heaptrack runs the server as its child: sample and stop that.
+                local deadline=$((SECONDS + 30))
+                SERVER_PID=""
+                while [ -z "$SERVER_PID" ] && [ $SECONDS -lt $deadline ]; do
+                    sleep 0.2
+                    SERVER_PID=$(pgrep -f "^$ROOT/target/release/corvid --config $WORK/corvid/corvid.toml" | head -1 || true)
+                done
+                [ -n "$SERVER_PID" ] || { echo "corvid did not start under heaptrack" >&2; return 1; }
+            fi ;;
         prosody)
             setpriv --reuid=prosody --regid=prosody --init-groups -- \
                 prosody --config "$WORK/prosody/prosody.cfg.lua" -F \
@@ -352,11 +389,51 @@ bench() {
     while [ $# -gt 0 ] && [ "$1" != "--" ]; do opts+=("$1"); shift; done
     [ "${1:-}" = "--" ] && shift
     log "$name: $scenario ($users users)"
+    profile_start "$name" "$scenario"
     "$ROOT/target/release/corvid-bench" --server "127.0.0.1:${PORT[$name]}" --domain localhost \
         --users "$users" --prefix "$PREFIX" --password "$PASSWORD" --mechanism "$MECHANISM" \
         --server-pid "$SERVER_PID" --label "$name" --scram-cache "$WORK/scram-$name.cache" \
         --json "$WORK/$name-$scenario.json" --quiet --timeout 600 "${opts[@]}" "$scenario" "$@" \
         | tee -a "$WORK/$name.txt" >&2 || log "$name: $scenario failed (see the table above)"
+    profile_stop "$name" "$scenario"
+}
+
+# perf samples the server process (call graphs unwound from DWARF, since release builds
+# keep no frame pointers) for as long as one scenario runs.
+PERF_PID=""
+profile_start() {
+    [ "$PROFILE" = 1 ] && [ "$1" = corvid ] && [ "$2" != register ] || return 0
+    perf record -q -F 199 --call-graph dwarf,8192 -p "$SERVER_PID" -o "$WORK/perf-$2.data" \
+        >"$WORK/perf-$2.log" 2>&1 &
+    PERF_PID=$!
+    # Attaching stalls the server briefly: not in the first measured step.
+    sleep 3
+}
+
+profile_stop() {
+    [ -n "$PERF_PID" ] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=""
+    mkdir -p "$ROOT/bench/results"
+    perf script -i "$WORK/perf-$2.data" --no-inline 2>/dev/null | inferno-collapse-perf >"$WORK/perf-$2.folded"
+    inferno-flamegraph --title "Corvid CPU: $2 ($STAMP)" <"$WORK/perf-$2.folded" \
+        >"$ROOT/bench/results/$STAMP-corvid-$2.svg"
+    log "wrote bench/results/$STAMP-corvid-$2.svg"
+}
+
+# The heap at its peak (for the idle scenario: every session logged in), as a flamegraph.
+heap_report() {
+    [ "$HEAP_PROFILE" = 1 ] || return 0
+    local data
+    data=$(ls -t "$WORK"/corvid/heaptrack*.zst "$WORK"/corvid/heaptrack*.gz 2>/dev/null | head -1 || true)
+    [ -n "$data" ] || { log "no heaptrack data"; return 0; }
+    heaptrack_print "$data" --print-peaks 1 --peak-limit 15 --print-allocators 0 \
+        --print-temporary 0 --print-leaks 0 --flamegraph-cost-type peak \
+        -F "$WORK/heap.folded" >"$ROOT/bench/results/$STAMP-corvid-heap.txt" 2>&1 || true
+    inferno-flamegraph --title "Corvid heap at peak ($STAMP)" --colors mem --countname bytes \
+        <"$WORK/heap.folded" >"$ROOT/bench/results/$STAMP-corvid-heap.svg"
+    log "wrote bench/results/$STAMP-corvid-heap.svg"
 }
 
 wanted() { [[ " $SCENARIOS " == *" $1 "* ]]; }
@@ -390,6 +467,7 @@ run_server() {
 }
 
 install_servers
+install_profilers
 build
 make_cert
 write_corvid_config
@@ -398,9 +476,9 @@ write_ejabberd_config
 for name in $SERVERS; do
     run_server "$name"
 done
+heap_report
 
 mkdir -p "$ROOT/bench/results"
-STAMP=$(date +%Y-%m-%d-%H%M)
 python3 "$ROOT/bench/results_table.py" --work "$WORK" --servers "$SERVERS" --scenarios "$SCENARIOS" \
     --json-out "$ROOT/bench/results/$STAMP.json" \
     --setting "idle sessions=$IDLE_USERS" --setting "chat users=$CHAT_USERS" \

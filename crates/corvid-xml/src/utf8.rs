@@ -15,6 +15,11 @@ pub(crate) struct Utf8Validator {
 }
 
 impl Utf8Validator {
+    /// Whether no character is cut off at the end of the last chunk.
+    pub(crate) fn is_clean(&self) -> bool {
+        self.partial_len == 0
+    }
+
     /// Checks the next chunk; on error returns the first byte of the invalid
     /// sequence.
     pub(crate) fn check(&mut self, mut chunk: &[u8]) -> Result<(), u8> {

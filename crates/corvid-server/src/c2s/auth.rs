@@ -3,19 +3,23 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use corvid_proto::sasl::{self, Mechanism, SaslError, ScramServer};
+use corvid_proto::sasl::{self, ChannelBindings, Mechanism, SaslError, ScramServer};
 use corvid_proto::{ns, BareJid, StreamError, StreamErrorCondition as Cond};
 use corvid_store::Users as _;
 use corvid_xml::Element;
 
 use super::session::{End, Phase, Session};
 
-/// SASL progress on one stream.
+/// SASL progress on one stream, and the channel bindings its TLS layer offers. Boxed and
+/// dropped once the client has authenticated: an established session needs none of it.
 #[derive(Default)]
 pub(crate) struct AuthState {
     exchange: Option<Exchange>,
     failures: u32,
+    pub(super) bindings: ChannelBindings,
 }
+
+static NO_BINDINGS: ChannelBindings = ChannelBindings { tls_exporter: None, tls_server_end_point: None };
 
 #[allow(clippy::enum_variant_names)] // the states of one exchange read best as what each awaits
 enum Exchange {
@@ -28,6 +32,14 @@ enum Exchange {
 }
 
 impl Session {
+    pub(super) fn auth_mut(&mut self) -> &mut AuthState {
+        self.auth.get_or_insert_with(Default::default)
+    }
+
+    fn bindings(&self) -> &ChannelBindings {
+        self.auth.as_ref().map_or(&NO_BINDINGS, |a| &a.bindings)
+    }
+
     /// Mechanisms offered on this stream, strongest first.
     pub(super) fn mechanisms(&self) -> Vec<Mechanism> {
         let tls = self.transport.is_tls();
@@ -35,7 +47,7 @@ impl Session {
             return Vec::new();
         }
         let mut mechs = Vec::new();
-        if self.bindings.tls_exporter.is_some() || self.bindings.tls_server_end_point.is_some() {
+        if self.bindings().tls_exporter.is_some() || self.bindings().tls_server_end_point.is_some() {
             mechs.extend([Mechanism::ScramSha256Plus, Mechanism::ScramSha1Plus]);
         }
         mechs.extend([Mechanism::ScramSha256, Mechanism::ScramSha1]);
@@ -58,8 +70,8 @@ impl Session {
         let mut features = vec![mechanisms];
         // XEP-0440: say which channel-binding types the -PLUS mechanisms can use here.
         let types: Vec<&str> = [
-            self.bindings.tls_exporter.as_ref().map(|_| "tls-exporter"),
-            self.bindings.tls_server_end_point.as_ref().map(|_| "tls-server-end-point"),
+            self.bindings().tls_exporter.as_ref().map(|_| "tls-exporter"),
+            self.bindings().tls_server_end_point.as_ref().map(|_| "tls-server-end-point"),
         ]
         .into_iter()
         .flatten()
@@ -79,7 +91,7 @@ impl Session {
             "auth" => self.sasl_auth(&el).await,
             "response" => self.sasl_response(&el).await,
             "abort" => {
-                self.auth.exchange = None;
+                self.auth_mut().exchange = None;
                 Err(SaslError::Aborted)
             }
             _ => return Err(self.fail(StreamError::new(Cond::UnsupportedStanzaType)).await),
@@ -90,7 +102,7 @@ impl Session {
             Ok(Step::Challenge(data)) => self.sasl_send("challenge", Some(&data)).await,
             Ok(Step::Success { user, additional }) => {
                 tracing::debug!(user = %user, "authenticated");
-                self.auth = AuthState::default();
+                self.auth = None;
                 self.guard.authenticated();
                 self.sasl_send("success", additional.as_deref()).await?;
                 self.phase = Phase::Authenticated(user);
@@ -98,14 +110,14 @@ impl Session {
                 Ok(())
             }
             Err(err) => {
-                self.auth.exchange = None;
+                self.auth_mut().exchange = None;
                 if err != SaslError::Aborted {
-                    self.auth.failures += 1;
+                    self.auth_mut().failures += 1;
                 }
                 tracing::debug!(condition = err.condition(), "authentication failed");
                 let failure = Element::new("failure", ns::SASL).with_child(Element::new(err.condition(), ns::SASL));
                 self.send(&failure).await?;
-                if self.auth.failures >= self.server.config.limits.max_auth_failures {
+                if self.auth_mut().failures >= self.server.config.limits.max_auth_failures {
                     // RFC 6120 §6.4.5: a bounded number of retries, then the stream ends.
                     return Err(self.fail(StreamError::with_text(Cond::PolicyViolation, "Too many failed authentication attempts")).await);
                 }
@@ -126,10 +138,10 @@ impl Session {
     }
 
     async fn sasl_auth(&mut self, el: &Element) -> Result<Step, SaslError> {
-        if self.auth.exchange.is_some() {
+        if self.auth_mut().exchange.is_some() {
             // A new <auth/> during an exchange aborts the old one (RFC 6120 §6.4.6 leaves
             // this open; starting over is what clients expect).
-            self.auth.exchange = None;
+            self.auth_mut().exchange = None;
         }
         if !self.transport.is_tls() && self.server.config.c2s.require_tls {
             return Err(SaslError::EncryptionRequired);
@@ -148,17 +160,17 @@ impl Session {
                 Some(data) => self.plain(&data).await,
                 // No initial response: ask for it with an empty challenge (RFC 4422 §5).
                 None => {
-                    self.auth.exchange = Some(Exchange::AwaitingPlain);
+                    self.auth_mut().exchange = Some(Exchange::AwaitingPlain);
                     Ok(Step::Challenge(Vec::new()))
                 }
             },
             scram => {
                 let plus_advertised = self.mechanisms().iter().any(|m| m.is_plus());
-                let server = ScramServer::new(scram, self.bindings.clone(), plus_advertised);
+                let server = ScramServer::new(scram, self.bindings().clone(), plus_advertised);
                 match initial {
                     Some(first) => self.scram_first(server, &first).await,
                     None => {
-                        self.auth.exchange = Some(Exchange::AwaitingClientFirst(server));
+                        self.auth_mut().exchange = Some(Exchange::AwaitingClientFirst(server));
                         Ok(Step::Challenge(Vec::new()))
                     }
                 }
@@ -168,7 +180,7 @@ impl Session {
 
     async fn sasl_response(&mut self, el: &Element) -> Result<Step, SaslError> {
         let data = decode_payload(el)?.unwrap_or_default();
-        match self.auth.exchange.take() {
+        match self.auth_mut().exchange.take() {
             None => Err(SaslError::MalformedRequest),
             Some(Exchange::AwaitingPlain) => self.plain(&data).await,
             Some(Exchange::AwaitingClientFirst(server)) => self.scram_first(server, &data).await,
@@ -194,7 +206,7 @@ impl Session {
             Err(SaslError::InvalidAuthzid) => return Err(SaslError::InvalidAuthzid),
             Err(_) => BareJid::new(&format!("invalid@{}", self.domain)).map_err(|_| SaslError::NotAuthorized)?,
         };
-        self.auth.exchange = Some(Exchange::AwaitingClientFinal(server, user));
+        self.auth_mut().exchange = Some(Exchange::AwaitingClientFinal(server, user));
         Ok(Step::Challenge(server_first))
     }
 

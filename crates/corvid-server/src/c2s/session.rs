@@ -107,8 +107,8 @@ pub(super) struct Session {
     /// The domain the client asked for in its stream header.
     pub(super) domain: String,
     pub(super) header_sent: bool,
-    pub(super) bindings: ChannelBindings,
-    pub(super) auth: AuthState,
+    /// Until the client authenticates.
+    pub(super) auth: Option<Box<AuthState>>,
     control: Option<Arc<SessionControl>>,
     bucket: TokenBucket,
     throttle_until: Option<Instant>,
@@ -146,7 +146,7 @@ pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_t
         };
         let mut session = Session::new(server, transport, guard);
         session.auth_deadline = auth_deadline;
-        session.bindings = session.channel_bindings();
+        session.auth_mut().bindings = session.channel_bindings();
         let end = session.run_loop().await;
         Box::pin(session.finish(end)).await;
     }
@@ -169,8 +169,7 @@ impl Session {
             guard,
             phase: Phase::PreAuth,
             header_sent: false,
-            bindings: ChannelBindings { tls_exporter: None, tls_server_end_point: None },
-            auth: AuthState::default(),
+            auth: None,
             control: None,
             throttle_until: None,
             last_read: now,
@@ -416,7 +415,7 @@ impl Session {
             }
             Err(_) => return Err(End::TlsFailed),
         }
-        self.bindings = self.channel_bindings();
+        self.auth_mut().bindings = self.channel_bindings();
         self.restart_stream();
         Ok(())
     }

@@ -167,6 +167,53 @@ fn idle_only_between_stanzas() {
     assert_eq!((stanzas(&events).len(), error), (1, None));
 }
 
+/// A released parser comes back from the stream header: the namespaces and prefixes the
+/// header declared still apply, the root's end tag still matches, and every byte after the
+/// release is parsed as if nothing had happened.
+#[test]
+fn released_parser_resumes_after_the_stream_header() {
+    let header = "<?xml version='1.0'?>\n<s:stream xmlns='jabber:client' xmlns:s='http://etherx.jabber.org/streams' \
+                  xmlns:x='urn:example:x' to='example.com' version='1.0'>";
+    let stanza = "<message to='a@b'><x:thing x:attr='1'>t</x:thing></message>";
+    // Split at every position of the header and the first stanza, releasing at each idle point.
+    let whole = parse(&format!("{header}{stanza} {stanza}</s:stream>"));
+    assert_eq!(whole.1, None);
+    let input = format!("{header} {stanza} {stanza}</s:stream>");
+    for split in 0..input.len() {
+        let mut parser = StreamParser::new(Limits::default());
+        let (mut events, error) = feed(&mut parser, &[&input.as_bytes()[..split]]);
+        assert_eq!(error, None);
+        parser.release_memory();
+        let (more, error) = feed(&mut parser, &[&input.as_bytes()[split..]]);
+        assert_eq!(error, None, "split at {split}");
+        events.extend(more);
+        assert_eq!(events, whole.0, "split at {split}");
+        assert_eq!(parser.finish(), Ok(()));
+    }
+}
+
+#[test]
+fn released_parser_keeps_its_limits_and_errors() {
+    let limits = Limits { max_stanza_bytes: 256, max_depth: 2 };
+    let mut parser = StreamParser::new(limits);
+    feed(&mut parser, &[HEADER.as_bytes(), b"<presence/>"]);
+    parser.release_memory();
+    let (_, error) = feed(&mut parser, &[b"<a><b><c/></b></a>"]);
+    assert!(matches!(error, Some(XmlError::TooDeep { limit: 2 })), "{error:?}");
+
+    let mut parser = StreamParser::new(Limits { max_stanza_bytes: 256, max_depth: 8 });
+    feed(&mut parser, &[HEADER.as_bytes()]);
+    parser.release_memory();
+    let (_, error) = feed(&mut parser, &[format!("<message>{}</message>", "x".repeat(300)).as_bytes()]);
+    assert!(matches!(error, Some(XmlError::StanzaTooBig { .. })), "{error:?}");
+
+    // Text outside a stanza is still refused, and the end tag must still match the root.
+    let mut parser = StreamParser::new(Limits::default());
+    feed(&mut parser, &[HEADER.as_bytes()]);
+    parser.release_memory();
+    assert!(feed(&mut parser, &[b"</stream:other>"]).1.is_some());
+}
+
 #[test]
 fn restart_continues_with_the_remaining_bytes() {
     let input = format!(
