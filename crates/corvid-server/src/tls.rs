@@ -60,6 +60,9 @@ impl Tls {
             sc.alpn_protocols = alpn;
             // Session tickets are not worth their memory for long-lived XMPP streams.
             sc.send_tls13_tickets = 0;
+            // TLS 1.3 records are protected by c2s::records after the handshake: the
+            // traffic keys are taken out of rustls, which then drops its per-connection state.
+            sc.enable_secret_extraction = true;
             Ok(Arc::new(sc))
         };
         Ok(Tls {

@@ -5,6 +5,7 @@ mod auth;
 mod bind;
 mod register;
 mod session;
+mod records;
 mod transport;
 
 use std::sync::Arc;

@@ -15,49 +15,22 @@ use bytes::Bytes;
 use corvid_proto::sasl::ChannelBindings;
 use corvid_proto::{ns, BareJid, FullJid, Jid, StanzaError, StanzaKind, StreamError, StreamErrorCondition as Cond};
 use corvid_xml::{Element, Limits, StreamEvent, StreamHeader, StreamParser, XmlError};
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::auth::AuthState;
+use super::transport::{accept_tls, Secure};
 use super::Transport;
 use crate::limits::{ConnectionGuard, TokenBucket};
 use crate::module::SessionEvent;
 use crate::server::Server;
 use crate::sessions::{Outbound, SessionControl};
 
-const READ_BUFFER: usize = 4096;
 /// After this long without input, a session gives its scratch memory back.
 const IDLE_RELEASE: Duration = Duration::from_secs(2);
 
-thread_local! {
-    /// One read buffer per runtime thread instead of one per session: an idle session
-    /// keeps no read buffer (DESIGN.md: no large per-session buffers while idle).
-    static READ_BUF: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; READ_BUFFER].into_boxed_slice());
-}
-
-/// Reads what the transport has into `into` (replacing its contents) through the
-/// thread's shared buffer, which is never held across a suspension point.
-fn poll_read_into(
-    transport: &mut Transport,
-    cx: &mut std::task::Context<'_>,
-    into: &mut Vec<u8>,
-) -> std::task::Poll<std::io::Result<usize>> {
-    use std::task::Poll;
-    READ_BUF.with_borrow_mut(|buf| {
-        let mut read = tokio::io::ReadBuf::new(buf);
-        match std::pin::Pin::new(transport).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) => {
-                into.clear();
-                into.extend_from_slice(read.filled());
-                Poll::Ready(Ok(read.filled().len()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-}
 /// Queued stanzas written in one go, at most.
 const WRITE_BATCH: usize = 64 * 1024;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -136,17 +109,20 @@ pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_t
         // The handshake counts against the time allowed to authenticate.
         let auth_deadline = Instant::now() + Duration::from_secs(server.config.limits.unauthenticated_timeout_secs);
         let transport = if direct_tls {
-            match tokio::time::timeout(handshake_timeout(auth_deadline), Box::pin(server.tls.direct.accept(tcp))).await {
-                Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
+            match tokio::time::timeout(handshake_timeout(auth_deadline), Box::pin(accept_tls(&server.tls.direct, tcp))).await {
+                Ok(Ok(secure)) => secure,
                 Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => return tracing::debug!("TLS handshake timed out"),
             }
         } else {
-            Transport::Plain(tcp)
+            Secure { transport: Transport::Plain(tcp), tls_exporter: None }
         };
-        let mut session = Session::new(server, transport, guard);
+        let tls = transport.transport.is_tls();
+        let mut session = Session::new(server, transport.transport, guard);
         session.auth_deadline = auth_deadline;
-        session.auth_mut().bindings = session.channel_bindings();
+        if tls {
+            session.auth_mut().bindings = session.channel_bindings(transport.tls_exporter);
+        }
         let end = session.run_loop().await;
         Box::pin(session.finish(end)).await;
     }
@@ -188,7 +164,7 @@ impl Session {
                 _ = self.shutdown.changed() => Wake::Shutdown,
                 err = closed(&self.control) => Wake::Closed(err),
                 out = next_queued(&self.control) => Wake::Outbound(out),
-                read = std::future::poll_fn(|cx| poll_read_into(&mut self.transport, cx, &mut input)),
+                read = std::future::poll_fn(|cx| self.transport.poll_read_into(cx, &mut input)),
                     if self.throttle_until.is_none() => Wake::Read(read),
                 _ = tokio::time::sleep_until(timer.into()) => Wake::Timer,
             };
@@ -407,15 +383,18 @@ impl Session {
             return Err(End::TlsFailed);
         };
         let acceptor = self.server.tls.starttls.clone();
-        match tokio::time::timeout(handshake_timeout(self.auth_deadline), Box::pin(acceptor.accept(tcp))).await {
-            Ok(Ok(tls)) => self.transport = Transport::Tls(Box::new(tls)),
+        let tls_exporter = match tokio::time::timeout(handshake_timeout(self.auth_deadline), Box::pin(accept_tls(&acceptor, tcp))).await {
+            Ok(Ok(secure)) => {
+                self.transport = secure.transport;
+                secure.tls_exporter
+            }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "STARTTLS handshake failed");
                 return Err(End::TlsFailed);
             }
             Err(_) => return Err(End::TlsFailed),
-        }
-        self.auth_mut().bindings = self.channel_bindings();
+        };
+        self.auth_mut().bindings = self.channel_bindings(tls_exporter);
         self.restart_stream();
         Ok(())
     }
@@ -426,17 +405,7 @@ impl Session {
         self.header_sent = false;
     }
 
-    fn channel_bindings(&self) -> ChannelBindings {
-        let Transport::Tls(tls) = &self.transport else {
-            return ChannelBindings { tls_exporter: None, tls_server_end_point: None };
-        };
-        let conn = tls.get_ref().1;
-        // RFC 9266: tls-exporter is defined for TLS 1.3 (and 1.2 only with extended master
-        // secret, which we cannot confirm from here), so offer it on 1.3 only.
-        let tls_exporter = (conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3))
-            .then(|| conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None).ok())
-            .flatten()
-            .map(|k| k.to_vec());
+    fn channel_bindings(&self, tls_exporter: Option<Vec<u8>>) -> ChannelBindings {
         ChannelBindings { tls_exporter, tls_server_end_point: self.server.tls.server_end_point.clone() }
     }
 
