@@ -27,7 +27,7 @@ pub struct ScramClient {
     gs2_header: String,
     cb_data: Vec<u8>,
     /// Set when `new` was given a combination that cannot work; reported by
-    /// [`ScramClient::handle_server_first`].
+    /// [`ScramClient::read_server_first`].
     misuse: Option<SaslError>,
     client_nonce: String,
     /// Set by [`ScramClient::client_first`].
@@ -63,7 +63,8 @@ impl ScramClient {
     /// A -PLUS mechanism needs it; a plain SCRAM mechanism given one sends the `y` flag,
     /// telling the server we could have bound (RFC 5802 §6), so that a server which did
     /// offer -PLUS detects the downgrade. A -PLUS mechanism without a binding, or PLAIN,
-    /// makes [`ScramClient::handle_server_first`] fail with InvalidMechanism.
+    /// makes [`ScramClient::handle_server_first`] (and `read_server_first`) fail with
+    /// InvalidMechanism.
     pub fn new(
         mechanism: Mechanism,
         username: &str,
