@@ -145,6 +145,25 @@ async def test_blocked_contact_sees_the_user_offline(server, im):
     assert seen == {carol.full: [], later.full: []}
 
 
+async def test_a_contact_who_blocked_the_user_gets_none_of_its_broadcasts(server, im):
+    alice = await im.user(server, "alice")
+    carol = await im.user(server, "carol")
+    dave = await im.user(server, "dave")
+    await befriend(alice, carol)
+    await befriend(alice, dave)
+
+    await carol.plugin["xep_0191"].block(alice.bare, timeout=TIMEOUT)
+    carol.inbox.discard(is_presence(from_bare=alice.bare))
+    alice.presence(show="chat", status="to my contacts")
+    await alice.sync()
+    # XEP-0191 §3.4: nothing of alice's reaches carol, her presence broadcasts included;
+    # dave, who blocked no one, gets it.
+    await dave.inbox.expect(is_presence("available", frm=alice.full, status="to my contacts"), "alice's update")
+    marker = dave.message(carol.full, "marker")
+    await carol.inbox.expect(is_message(mid=marker), "the marker")
+    assert carol.inbox.matching(is_presence(from_bare=alice.bare)) == []
+
+
 async def test_sending_to_a_blocked_jid_is_refused_with_blocked_error(server, im):
     alice = await im.user(server, "alice")
     carol = await im.user(server, "carol")

@@ -5,13 +5,13 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use corvid_proto::ns;
+use corvid_proto::sasl::{Mechanism, ScramClient};
 use corvid_xml::{Element, StreamEvent};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::cli::{MechanismChoice, TlsMode};
 use crate::conn::{Conn, Io, ReadError};
-use crate::scram::{ScramExchange, ScramHash};
 use crate::shared::Shared;
 
 /// Where a login failed and why, short enough to count by kind.
@@ -172,18 +172,19 @@ async fn register(shared: &Shared, conn: &mut Conn, index: u32) -> Result<(), Lo
 }
 
 enum Sasl {
-    Scram(ScramHash),
+    /// SCRAM-SHA-1 or SCRAM-SHA-256, without channel binding.
+    Scram(Mechanism),
     Plain,
 }
 
 fn choose_mechanism(offered: &[String], choice: MechanismChoice) -> Option<Sasl> {
     let has = |name: &str| offered.iter().any(|m| m == name);
     match choice {
-        MechanismChoice::Auto if has("SCRAM-SHA-256") => Some(Sasl::Scram(ScramHash::Sha256)),
-        MechanismChoice::Auto if has("SCRAM-SHA-1") => Some(Sasl::Scram(ScramHash::Sha1)),
+        MechanismChoice::Auto if has("SCRAM-SHA-256") => Some(Sasl::Scram(Mechanism::ScramSha256)),
+        MechanismChoice::Auto if has("SCRAM-SHA-1") => Some(Sasl::Scram(Mechanism::ScramSha1)),
         MechanismChoice::Auto if has("PLAIN") => Some(Sasl::Plain),
-        MechanismChoice::ScramSha256 if has("SCRAM-SHA-256") => Some(Sasl::Scram(ScramHash::Sha256)),
-        MechanismChoice::ScramSha1 if has("SCRAM-SHA-1") => Some(Sasl::Scram(ScramHash::Sha1)),
+        MechanismChoice::ScramSha256 if has("SCRAM-SHA-256") => Some(Sasl::Scram(Mechanism::ScramSha256)),
+        MechanismChoice::ScramSha1 if has("SCRAM-SHA-1") => Some(Sasl::Scram(Mechanism::ScramSha1)),
         MechanismChoice::Plain if has("PLAIN") => Some(Sasl::Plain),
         _ => None,
     }
@@ -210,22 +211,21 @@ async fn authenticate(
             sasl_outcome(&answer)?;
             Ok("PLAIN")
         }
-        Some(Sasl::Scram(hash)) => {
-            let mut scram = ScramExchange::new(hash, &username);
-            let name = hash.mechanism_name();
+        Some(Sasl::Scram(mechanism)) => {
+            let mut scram = ScramClient::new(mechanism, &username, password, None);
+            let name = mechanism.name();
             send_sasl(conn, &format!("auth mechanism='{name}'"), &scram.client_first()).await?;
             let challenge = expect_challenge(conn).await?;
-            let response = scram
-                .client_final(&challenge, password, &shared.cache)
-                .await
-                .map_err(|e| LoginError::new("auth", e))?;
+            let auth_error = |e: &dyn std::fmt::Display| LoginError::new("auth", format!("SCRAM: {e}"));
+            let params = scram.read_server_first(&challenge).map_err(|e| auth_error(&e))?;
+            // PBKDF2 once per (password, salt, iterations), not once per login.
+            let salted = shared.cache.salted_password(password, &params).await.map_err(|e| auth_error(&e))?;
+            let response = scram.client_final(&salted).map_err(|e| auth_error(&e))?;
             send_sasl(conn, "response", &response).await?;
             let mut answer = next_element(conn, "auth").await?;
             if answer.is("challenge", ns::SASL) {
                 // RFC 6120 §6.3.10 allows server-final as a last challenge.
-                scram
-                    .verify_server_final(&sasl_data(&answer)?)
-                    .map_err(|e| LoginError::new("auth", e))?;
+                scram.verify_server_final(&sasl_data(&answer)?).map_err(|e| auth_error(&e))?;
                 send_sasl(conn, "response", &[]).await?;
                 answer = next_element(conn, "auth").await?;
                 sasl_outcome(&answer)?;
@@ -233,7 +233,7 @@ async fn authenticate(
                 sasl_outcome(&answer)?;
                 let data = sasl_data(&answer)?;
                 if !data.is_empty() {
-                    scram.verify_server_final(&data).map_err(|e| LoginError::new("auth", e))?;
+                    scram.verify_server_final(&data).map_err(|e| auth_error(&e))?;
                 }
             }
             Ok(name)
@@ -350,9 +350,9 @@ mod tests {
     #[test]
     fn auto_prefers_scram_sha_256() {
         let all = offered(&["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]);
-        assert!(matches!(choose_mechanism(&all, MechanismChoice::Auto), Some(Sasl::Scram(ScramHash::Sha256))));
+        assert!(matches!(choose_mechanism(&all, MechanismChoice::Auto), Some(Sasl::Scram(Mechanism::ScramSha256))));
         let prosody = offered(&["SCRAM-SHA-1", "PLAIN"]);
-        assert!(matches!(choose_mechanism(&prosody, MechanismChoice::Auto), Some(Sasl::Scram(ScramHash::Sha1))));
+        assert!(matches!(choose_mechanism(&prosody, MechanismChoice::Auto), Some(Sasl::Scram(Mechanism::ScramSha1))));
         assert!(matches!(choose_mechanism(&offered(&["PLAIN"]), MechanismChoice::Auto), Some(Sasl::Plain)));
         assert!(choose_mechanism(&prosody, MechanismChoice::ScramSha256).is_none());
         assert!(choose_mechanism(&offered(&[]), MechanismChoice::Auto).is_none());

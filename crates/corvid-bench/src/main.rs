@@ -15,7 +15,7 @@ mod progress;
 mod report;
 mod scenario;
 mod schedule;
-mod scram;
+mod scram_cache;
 mod session;
 mod shared;
 mod stats;
@@ -30,7 +30,7 @@ use clap::Parser;
 
 use crate::cli::{Cli, Scenario, TlsMode};
 use crate::scenario::{Run, chat, muc, presence, sessions};
-use crate::scram::SaltedPasswordCache;
+use crate::scram_cache::SaltedPasswordCache;
 use crate::shared::{Accounts, LoginSettings, Shared};
 
 fn main() -> ExitCode {

@@ -282,7 +282,7 @@ fn xml_attr(value: &str) -> String {
 mod tests {
     use super::*;
     use crate::cli::{MechanismChoice, TlsMode};
-    use crate::scram::SaltedPasswordCache;
+    use crate::scram_cache::SaltedPasswordCache;
     use crate::shared::{Accounts, LoginSettings};
 
     fn shared(auto_accept: bool) -> Shared {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio_rustls::TlsConnector;
 
 use crate::cli::{MechanismChoice, TlsMode};
-use crate::scram::SaltedPasswordCache;
+use crate::scram_cache::SaltedPasswordCache;
 use crate::stats::Stats;
 
 pub struct Shared {

@@ -111,6 +111,13 @@ pub trait Module: Send + Sync + 'static {
         Flow::Continue
     }
 
+    /// A presence broadcast of `from` (RFC 6121 §4.2.2, §4.4.2) is about to reach the local
+    /// contact `to`. It is serialized once for all contacts, so it skips `on_presence`
+    /// (`ToClient`): a module whose `ToClient` hook would withhold it returns `Handled` here.
+    async fn on_broadcast(&self, _ctx: &Ctx, _from: &FullJid, _to: &BareJid) -> Flow {
+        Flow::Continue
+    }
+
     /// IQs between clients (never those the server answers itself).
     async fn on_iq(&self, _ctx: &Ctx, _iq: &mut Element, _dir: Direction) -> Flow {
         Flow::Continue
@@ -174,6 +181,15 @@ impl ModuleRegistry {
     pub async fn on_presence(&self, ctx: &Ctx, pres: &mut Element, dir: Direction) -> Flow {
         for module in &self.modules {
             if module.on_presence(ctx, pres, dir).await == Flow::Handled {
+                return Flow::Handled;
+            }
+        }
+        Flow::Continue
+    }
+
+    pub async fn on_broadcast(&self, ctx: &Ctx, from: &FullJid, to: &BareJid) -> Flow {
+        for module in &self.modules {
+            if module.on_broadcast(ctx, from, to).await == Flow::Handled {
                 return Flow::Handled;
             }
         }

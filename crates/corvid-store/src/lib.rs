@@ -22,6 +22,7 @@ mod last;
 mod offline;
 mod private;
 mod roster;
+mod roster_cache;
 mod sql;
 mod users;
 mod vcard;

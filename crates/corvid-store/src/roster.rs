@@ -128,4 +128,17 @@ pub trait Rosters: Send + Sync {
         username: &str,
         domain: &str,
     ) -> Result<Vec<RosterItem>, StoreError>;
+
+    /// The subscription between the account and `contact`; `None` when there is no item.
+    /// What presence handling asks per stanza (RFC 6121 §4.3.2, §4.6), so implementations
+    /// may answer it from a cache.
+    async fn subscription(
+        &self,
+        username: &str,
+        domain: &str,
+        contact: &str,
+    ) -> Result<Subscription, StoreError> {
+        let item = self.roster_item(username, domain, contact).await?;
+        Ok(item.map_or(Subscription::None, |i| i.subscription))
+    }
 }

@@ -21,12 +21,14 @@ mod vcard;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sqlx::AnyPool;
 use sqlx::Transaction;
 use sqlx::any::{Any, AnyConnectOptions, AnyPoolOptions};
 
 use crate::StoreError;
+use crate::roster_cache::{DEFAULT_CAPACITY, RosterCache};
 
 /// File name of the SQLite database inside the data directory.
 const SQLITE_FILE_NAME: &str = "corvid.sqlite";
@@ -130,11 +132,13 @@ fn sqlite_url_for_path(path: &Path) -> Result<String, StoreError> {
 
 /// All of Corvid's persistent data, in one SQL database.
 ///
-/// Cheap to clone: clones share the connection pool.
+/// Cheap to clone: clones share the connection pool and the roster cache.
 #[derive(Clone, Debug)]
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// Contacts with a subscription, per account, for presence (see [`RosterCache`]).
+    roster_cache: Arc<RosterCache>,
 }
 
 impl SqlStore {
@@ -160,7 +164,11 @@ impl SqlStore {
             })
             .connect_with(options)
             .await?;
-        let store = SqlStore { pool, backend };
+        let store = SqlStore {
+            pool,
+            backend,
+            roster_cache: Arc::new(RosterCache::new(DEFAULT_CAPACITY)),
+        };
         migrations::run(&store).await?;
         tracing::info!(backend = ?backend, "store opened");
         Ok(store)
@@ -175,6 +183,14 @@ impl SqlStore {
     /// Waits for in-flight queries, then closes every connection. Further use fails.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Drops what is cached of the account's roster, so the next read comes from the
+    /// database. Never needed for writes made through this store; the server calls it at
+    /// an account's first login and last logout, to see writes by other processes and to
+    /// keep no roster of an account no one uses.
+    pub fn forget_cached_roster(&self, username: &str, domain: &str) {
+        self.roster_cache.invalidate(username, domain);
     }
 
     /// Starts a transaction that will write, holding the write lock where the backend needs it.

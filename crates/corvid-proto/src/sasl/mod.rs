@@ -25,7 +25,7 @@ pub use error::SaslError;
 pub use hash::HashAlg;
 pub use mechanism::Mechanism;
 pub use plain::{PlainCredentials, encode_plain, parse_plain};
-pub use scram_client::ScramClient;
+pub use scram_client::{SaltedPasswordParams, ScramClient};
 pub use scram_server::{ChannelBindings, ClientFirst, ScramServer};
 
 /// A user's stored secrets: SCRAM salted keys for every hash we offer, never the password.

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use corvid_proto::{ns, BareJid, Iq, IqType, Jid, StanzaError};
+use corvid_proto::{ns, BareJid, FullJid, Iq, IqType, Jid, StanzaError};
 use corvid_store::Blocklists as _;
 use corvid_xml::Element;
 use dashmap::DashMap;
@@ -69,6 +69,17 @@ impl Module for Blocking {
 
     async fn on_iq(&self, ctx: &Ctx, iq: &mut Element, dir: Direction) -> Flow {
         self.filter(ctx, iq, dir, true).await
+    }
+
+    /// As `filter` does for a presence to a client: withheld when either side blocked the other.
+    async fn on_broadcast(&self, ctx: &Ctx, from: &FullJid, to: &BareJid) -> Flow {
+        let (from, to) = (Jid::from(from.clone()), Jid::from(to.clone()));
+        if from.bare() != to.bare()
+            && (self.is_blocked_by(ctx, &to.bare(), &from).await || self.is_blocked_by(ctx, &from.bare(), &to).await)
+        {
+            return Flow::Handled;
+        }
+        Flow::Continue
     }
 }
 

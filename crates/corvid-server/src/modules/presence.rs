@@ -33,9 +33,14 @@ impl Module for Presence {
     }
 
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
-        if let SessionEvent::Closed(jid) = event {
-            // RFC 6121 §4.5.2: a lost connection is an unavailable presence.
-            own_unavailable(ctx, jid, None).await;
+        match event {
+            SessionEvent::Bound(jid) => forget_roster_if_alone(ctx, jid),
+            SessionEvent::Closed(jid) => {
+                // RFC 6121 §4.5.2: a lost connection is an unavailable presence.
+                own_unavailable(ctx, jid, None).await;
+                forget_roster_if_alone(ctx, jid);
+            }
+            SessionEvent::Available(_) => {}
         }
     }
 }
@@ -58,6 +63,29 @@ async fn from_client(ctx: &Ctx, pres: &mut Element, from: &FullJid) -> Flow {
             Flow::Continue
         }
         _ => Flow::Continue,
+    }
+}
+
+/// At an account's first login and last logout (its session `jid` is then its only one),
+/// the store's cached roster is dropped: no roster is kept for an account no one uses, and
+/// a login reads what another process may have written meanwhile.
+fn forget_roster_if_alone(ctx: &Ctx, jid: &FullJid) {
+    let user = jid.bare();
+    if ctx.server.sessions.resources(&user).iter().all(|r| r == jid) {
+        let (username, domain) = Ctx::key(&user);
+        ctx.server.store.forget_cached_roster(username, domain);
+    }
+}
+
+/// Whether the contact gets the user's presence (subscription `from` or `both`).
+async fn contact_subscribed(ctx: &Ctx, user: &BareJid, contact: &BareJid) -> bool {
+    let (username, domain) = Ctx::key(user);
+    match ctx.server.store.subscription(username, domain, contact.as_str()).await {
+        Ok(subscription) => subscription.has_from(),
+        Err(e) => {
+            store_error(e);
+            false
+        }
     }
 }
 
@@ -130,16 +158,30 @@ async fn own_unavailable(ctx: &Ctx, from: &FullJid, pres: Option<&Element>) {
 
 /// RFC 6121 §4.2.2 / §4.4.2: to every contact subscribed to the user, and to all of the
 /// user's available resources (the sender included).
+///
+/// Serialized once (DESIGN.md: a fan-out stanza is serialized once): each local contact's
+/// available resources get the same bytes with the contact's `to` spliced in, as routing to
+/// the contact's bare JID would deliver them (RFC 6121 §8.5.2.1.2). Only the modules'
+/// per-recipient broadcast check runs (e.g. XEP-0191 blocking), not the full `ToClient`
+/// presence hooks, which leave an available or unavailable presence alone. Contacts of
+/// other domains (and entities without a localpart) are routed as before.
 async fn broadcast(ctx: &Ctx, user: &BareJid, from: &FullJid, pres: &Element) {
     let mut stanza = pres.clone();
     stanza.set_attr("from", from.as_str());
+    stanza.remove_attr("to");
+    let fan_out = stanza.fan_out(ns::CLIENT);
+    let sessions = &ctx.server.sessions;
     for contact in contacts(ctx, user, |s| s.has_from()).await {
-        stanza.set_attr("to", contact.as_str());
-        ctx.route(stanza.clone()).await;
+        let local = contact.node().is_some() && ctx.server.config.serves(contact.domain().as_str());
+        if !local {
+            stanza.set_attr("to", contact.as_str());
+            ctx.route(stanza.clone()).await;
+        } else if ctx.server.modules.on_broadcast(ctx, from, &contact).await == Flow::Continue {
+            sessions.deliver_to_available(&contact, &fan_out.to(contact.as_str()));
+        }
     }
-    for resource in ctx.server.sessions.resources_where(user, |s| s.available) {
-        stanza.set_attr("to", resource.as_str());
-        ctx.deliver_to(&resource, &stanza);
+    for resource in sessions.resources_where(user, |s| s.available) {
+        sessions.deliver_to_full(&resource, &fan_out.to(resource.as_str()));
     }
 }
 
@@ -186,15 +228,7 @@ async fn answer_probe(ctx: &Ctx, probe: &Element) {
         return;
     };
     let user = to.bare();
-    let (username, domain) = Ctx::key(&user);
-    let subscribed = match ctx.server.store.roster_item(username, domain, prober.bare().as_str()).await {
-        Ok(item) => item.is_some_and(|i| i.subscription.has_from()),
-        Err(e) => {
-            store_error(e);
-            false
-        }
-    };
-    if !subscribed {
+    if !contact_subscribed(ctx, &user, &prober.bare()).await {
         return;
     }
     let mut answered = false;
@@ -219,17 +253,7 @@ async fn answer_probe(ctx: &Ctx, probe: &Element) {
 /// broadcasts anyway) so it can be made unavailable at logout.
 async fn record_directed(ctx: &Ctx, from: &FullJid, to: &str, available: bool) {
     let Ok(to) = Jid::new(to) else { return };
-    let user = from.bare();
-    let (username, domain) = Ctx::key(&user);
-    let subscribed = ctx
-        .server
-        .store
-        .roster_item(username, domain, to.bare().as_str())
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|i| i.subscription.has_from());
-    if subscribed {
+    if contact_subscribed(ctx, &from.bare(), &to.bare()).await {
         return;
     }
     ctx.server.sessions.update(from, |s| {

@@ -9,6 +9,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::SqlStore;
+use crate::roster_cache::Contacts;
 use crate::{RosterItem, Rosters, StoreError, Subscription};
 
 /// The account's items matching `$filter` (a condition on `i`, the item), with their groups:
@@ -68,6 +69,94 @@ impl Rosters for SqlStore {
         domain: &str,
         item: &RosterItem,
     ) -> Result<i64, StoreError> {
+        let written = self.write_roster_item(username, domain, item).await;
+        // After the commit (or the failure): the next read comes from the database.
+        self.roster_cache.invalidate(username, domain);
+        written
+    }
+
+    async fn remove_roster_item(
+        &self,
+        username: &str,
+        domain: &str,
+        contact: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let removed = self.delete_roster_item(username, domain, contact).await;
+        self.roster_cache.invalidate(username, domain);
+        removed
+    }
+
+    async fn roster_version(&self, username: &str, domain: &str) -> Result<i64, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        read_version(&mut conn, username, domain).await
+    }
+
+    async fn pending_subscription_requests(
+        &self,
+        username: &str,
+        domain: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT contact, pending_in_stanza FROM roster_items
+             WHERE domain = $1 AND username = $2 AND pending_in = 1
+                AND pending_in_stanza IS NOT NULL
+             ORDER BY contact",
+        )
+        .bind(domain)
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("contact")?, row.try_get("pending_in_stanza")?)))
+            .collect()
+    }
+
+    async fn contacts_with_subscription(
+        &self,
+        username: &str,
+        domain: &str,
+    ) -> Result<Vec<RosterItem>, StoreError> {
+        let contacts = self.cached_contacts(username, domain).await?;
+        Ok(contacts.as_ref().clone())
+    }
+
+    async fn subscription(
+        &self,
+        username: &str,
+        domain: &str,
+        contact: &str,
+    ) -> Result<Subscription, StoreError> {
+        let contacts = self.cached_contacts(username, domain).await?;
+        // Absent from the contacts with a subscription: no item, or one with `none`.
+        Ok(contacts
+            .iter()
+            .find(|i| i.jid == contact)
+            .map_or(Subscription::None, |i| i.subscription))
+    }
+}
+
+impl SqlStore {
+    /// The account's contacts with a subscription, from the roster cache when it has them.
+    async fn cached_contacts(&self, username: &str, domain: &str) -> Result<Contacts, StoreError> {
+        self.roster_cache
+            .get_or_load(username, domain, || async {
+                let rows = sqlx::query(select_items_with_groups!("i.subscription <> 'none'"))
+                    .bind(domain)
+                    .bind(username)
+                    .fetch_all(&self.pool)
+                    .await?;
+                items_from_rows(&rows)
+            })
+            .await
+    }
+
+    /// [`Rosters::put_roster_item`] without the cache.
+    async fn write_roster_item(
+        &self,
+        username: &str,
+        domain: &str,
+        item: &RosterItem,
+    ) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO roster_items (domain, username, contact, name, subscription,
@@ -111,7 +200,8 @@ impl Rosters for SqlStore {
         Ok(version)
     }
 
-    async fn remove_roster_item(
+    /// [`Rosters::remove_roster_item`] without the cache.
+    async fn delete_roster_item(
         &self,
         username: &str,
         domain: &str,
@@ -134,44 +224,6 @@ impl Rosters for SqlStore {
         let version = bump_version(&mut tx, username, domain).await?;
         tx.commit().await?;
         Ok(Some(version))
-    }
-
-    async fn roster_version(&self, username: &str, domain: &str) -> Result<i64, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        read_version(&mut conn, username, domain).await
-    }
-
-    async fn pending_subscription_requests(
-        &self,
-        username: &str,
-        domain: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT contact, pending_in_stanza FROM roster_items
-             WHERE domain = $1 AND username = $2 AND pending_in = 1
-                AND pending_in_stanza IS NOT NULL
-             ORDER BY contact",
-        )
-        .bind(domain)
-        .bind(username)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("contact")?, row.try_get("pending_in_stanza")?)))
-            .collect()
-    }
-
-    async fn contacts_with_subscription(
-        &self,
-        username: &str,
-        domain: &str,
-    ) -> Result<Vec<RosterItem>, StoreError> {
-        let rows = sqlx::query(select_items_with_groups!("i.subscription <> 'none'"))
-            .bind(domain)
-            .bind(username)
-            .fetch_all(&self.pool)
-            .await?;
-        items_from_rows(&rows)
     }
 }
 

@@ -121,7 +121,9 @@ impl Users for SqlStore {
         if deleted == 0 {
             return Err(StoreError::NotFound); // dropping `tx` rolls back
         }
-        tx.commit().await?;
+        let committed = tx.commit().await;
+        self.roster_cache.invalidate(username, domain);
+        committed?;
         tracing::info!(username, domain, "user deleted");
         Ok(())
     }

@@ -1,0 +1,141 @@
+//! Presence broadcast (RFC 6121 §4.2.2, §4.4.2) as the contacts observe it: each available
+//! resource of each subscribed contact gets the presence once, addressed to the contact's
+//! bare JID; nobody else does; a roster change shows in the next broadcast; and blocking
+//! (XEP-0191 §3.3, §3.4) withholds it either way.
+
+mod common;
+
+use anyhow::{Result, ensure};
+use common::*;
+use corvid_proto::ns;
+use corvid_store::{RosterItem, Rosters, Subscription};
+use corvid_xml::Element;
+
+const PASSWORD: &str = "secret";
+
+async fn server_with_users(names: &[&str]) -> Result<TestServer> {
+    let ts = start_server().await?;
+    for name in names {
+        ts.create_user(name, PASSWORD).await?;
+    }
+    Ok(ts)
+}
+
+/// Sets `user`'s subscription with `contact` in storage, as a finished RFC 6121 §3 exchange
+/// would leave it.
+async fn subscribe(ts: &TestServer, user: &str, contact: &str, subscription: Subscription) -> Result<()> {
+    let item = RosterItem {
+        jid: format!("{contact}@{DOMAIN}"),
+        subscription,
+        in_roster: true,
+        ..RosterItem::default()
+    };
+    ts.server.store.put_roster_item(user, DOMAIN, &item).await?;
+    Ok(())
+}
+
+fn presence_with_status(status: &str) -> Element {
+    Element::new("presence", ns::CLIENT).with_child(Element::new("status", ns::CLIENT).with_text(status))
+}
+
+fn status_of(el: &Element) -> Option<String> {
+    el.get_child("status", ns::CLIENT).map(|s| s.text())
+}
+
+/// The presences with `status` that `client` received before a marker message sent to it
+/// now (so everything routed to it earlier has arrived).
+async fn presences_with_status(ts: &TestServer, client: &mut Client, status: &str) -> Result<Vec<Element>> {
+    let full = client.jid.clone().unwrap_or_default();
+    let mut marker_sender = ts.login("marker", PASSWORD, None).await?;
+    marker_sender.send(&message(&full, "chat", "marker")).await?;
+    let (_, skipped) = client.recv_until(|el| message_body(el).as_deref() == Some("marker")).await?;
+    Ok(skipped
+        .into_iter()
+        .filter(|el| el.is("presence", ns::CLIENT) && status_of(el).as_deref() == Some(status))
+        .collect())
+}
+
+#[tokio::test]
+async fn broadcast_reaches_each_available_resource_of_each_subscriber_once() -> Result<()> {
+    let ts = server_with_users(&["alice", "bob", "carol", "dave", "marker"]).await?;
+    subscribe(&ts, "alice", "bob", Subscription::From).await?;
+    subscribe(&ts, "alice", "carol", Subscription::Both).await?;
+    subscribe(&ts, "alice", "dave", Subscription::To).await?; // alice sees dave, not the reverse
+    let mut b1 = ts.login("bob", PASSWORD, Some("b1")).await?;
+    b1.send_presence(0).await?;
+    let mut b2 = ts.login("bob", PASSWORD, Some("b2")).await?;
+    b2.send_presence(-1).await?;
+    let mut b3 = ts.login("bob", PASSWORD, Some("b3")).await?; // bound, never available
+    let mut carol = ts.login("carol", PASSWORD, Some("c")).await?;
+    carol.send_presence(0).await?;
+    let mut dave = ts.login("dave", PASSWORD, Some("d")).await?;
+    dave.send_presence(0).await?;
+
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    alice.send(&presence_with_status("here <&> 在")).await?;
+    alice.sync().await?;
+
+    for (client, bare) in [(&mut b1, "bob@localhost"), (&mut b2, "bob@localhost"), (&mut carol, "carol@localhost")] {
+        let got = presences_with_status(&ts, client, "here <&> 在").await?;
+        ensure!(got.len() == 1, "expected one broadcast, got {got:?}");
+        ensure!(got[0].attr("from") == Some("alice@localhost/a"), "{}", got[0]);
+        ensure!(got[0].attr("to") == Some(bare), "{}", got[0]);
+    }
+    for client in [&mut b3, &mut dave] {
+        let got = presences_with_status(&ts, client, "here <&> 在").await?;
+        ensure!(got.is_empty(), "not a subscriber, yet got {got:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_roster_change_shows_in_the_next_broadcast() -> Result<()> {
+    let ts = server_with_users(&["alice", "bob", "marker"]).await?;
+    let mut bob = ts.login("bob", PASSWORD, Some("b")).await?;
+    bob.send_presence(0).await?;
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    alice.send(&presence_with_status("before")).await?;
+    alice.sync().await?;
+    ensure!(presences_with_status(&ts, &mut bob, "before").await?.is_empty());
+
+    subscribe(&ts, "alice", "bob", Subscription::Both).await?;
+    alice.send(&presence_with_status("subscribed")).await?;
+    alice.sync().await?;
+    ensure!(presences_with_status(&ts, &mut bob, "subscribed").await?.len() == 1);
+
+    ts.server.store.remove_roster_item("alice", DOMAIN, "bob@localhost").await?;
+    alice.send(&presence_with_status("removed")).await?;
+    alice.sync().await?;
+    ensure!(presences_with_status(&ts, &mut bob, "removed").await?.is_empty());
+    Ok(())
+}
+
+fn block(jid: &str) -> Element {
+    Element::new("block", ns::BLOCKING).with_child(Element::new("item", ns::BLOCKING).with_attr("jid", jid))
+}
+
+#[tokio::test]
+async fn blocking_withholds_broadcasts_either_way() -> Result<()> {
+    let ts = server_with_users(&["alice", "bob", "carol", "dave", "marker"]).await?;
+    for contact in ["bob", "carol", "dave"] {
+        subscribe(&ts, "alice", contact, Subscription::Both).await?;
+    }
+    let mut dave = ts.login("dave", PASSWORD, Some("d")).await?;
+    dave.send_presence(0).await?;
+    let mut bob = ts.login("bob", PASSWORD, Some("b")).await?;
+    bob.send_presence(0).await?;
+    let mut carol = ts.login("carol", PASSWORD, Some("c")).await?;
+    carol.send_presence(0).await?;
+    // XEP-0191 §3.4: carol blocked alice, so nothing of alice's reaches her.
+    carol.iq_result("set", None, block("alice@localhost")).await?;
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    // §3.3: alice blocked bob, so bob sees her offline.
+    alice.iq_result("set", None, block("bob@localhost")).await?;
+    alice.send(&presence_with_status("blocked")).await?;
+    alice.sync().await?;
+
+    ensure!(presences_with_status(&ts, &mut dave, "blocked").await?.len() == 1, "dave blocked no one");
+    ensure!(presences_with_status(&ts, &mut bob, "blocked").await?.is_empty());
+    ensure!(presences_with_status(&ts, &mut carol, "blocked").await?.is_empty());
+    Ok(())
+}
