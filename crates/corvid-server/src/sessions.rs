@@ -101,8 +101,8 @@ pub struct ResourceState {
     /// Sent initial presence and not yet unavailable (RFC 6121 §4.2).
     pub available: bool,
     pub priority: i8,
-    /// The last available presence broadcast by this resource, `from` stamped.
-    pub presence: Option<corvid_xml::Element>,
+    /// The last available presence broadcast by this resource.
+    pub presence: Option<StoredPresence>,
     /// Requested the roster, so it gets roster pushes (RFC 6121 §2.1.6 "interested resource").
     pub interested: bool,
     /// Enabled message carbons (XEP-0280).
@@ -111,6 +111,25 @@ pub struct ResourceState {
     pub blocklist: bool,
     /// Where it sent directed presence, to send them unavailable at logout (RFC 6121 §4.6.3).
     pub directed: Vec<corvid_proto::Jid>,
+}
+
+/// A resource's last available presence, kept serialized: a few dozen bytes for an idle
+/// session instead of an element tree, and cheap to copy.
+#[derive(Clone, Debug)]
+pub struct StoredPresence(Bytes);
+
+impl StoredPresence {
+    pub fn new(presence: &corvid_xml::Element) -> Self {
+        let mut out = Vec::new();
+        presence.write_to(&mut out, corvid_proto::ns::CLIENT);
+        StoredPresence(Bytes::from(out.into_boxed_slice()))
+    }
+
+    /// The presence as an element again (it was serialized by us, so it parses).
+    pub fn element(&self) -> Option<corvid_xml::Element> {
+        let text = std::str::from_utf8(&self.0).ok()?;
+        corvid_xml::parse_element(text, corvid_proto::ns::CLIENT).ok()
+    }
 }
 
 /// The receiving half a session task keeps after binding.

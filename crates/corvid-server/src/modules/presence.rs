@@ -111,7 +111,7 @@ async fn contacts(ctx: &Ctx, user: &BareJid, pick: fn(corvid_store::Subscription
 
 async fn own_available(ctx: &Ctx, pres: &Element, from: &FullJid) {
     let priority = presence_priority(pres);
-    let stored = pres.clone();
+    let stored = crate::sessions::StoredPresence::new(pres);
     let before = ctx.server.sessions.update(from, |s| {
         let before = (s.available, s.priority);
         s.available = true;
@@ -197,7 +197,7 @@ async fn probe_contacts(ctx: &Ctx, user: &BareJid, from: &FullJid) {
     }
     // The user's other resources are known too (§4.2.2 last paragraph).
     for (resource, state) in ctx.server.sessions.states(user) {
-        if let (true, Some(presence), false) = (state.available, state.presence, &resource == from) {
+        if let (true, Some(presence), false) = (state.available, state.presence.and_then(|p| p.element()), &resource == from) {
             let mut p = presence;
             p.set_attr("to", from.as_str());
             ctx.deliver_to(from, &p);
@@ -233,7 +233,7 @@ async fn answer_probe(ctx: &Ctx, probe: &Element) {
     }
     let mut answered = false;
     for (resource, state) in ctx.server.sessions.states(&user) {
-        if let (true, Some(mut presence)) = (state.available, state.presence) {
+        if let (true, Some(mut presence)) = (state.available, state.presence.and_then(|p| p.element())) {
             presence.set_attr("from", resource.as_str());
             presence.set_attr("to", prober.as_str());
             ctx.route(presence).await;
@@ -268,7 +268,7 @@ async fn record_directed(ctx: &Ctx, from: &FullJid, to: &str, available: bool) {
 /// resource (RFC 6121 §3.1.5, §3.2.2).
 pub async fn send_presence_action(ctx: &Ctx, user: &BareJid, contact: &BareJid, action: PresenceAction) {
     for (resource, state) in ctx.server.sessions.states(user) {
-        let (true, Some(presence)) = (state.available, state.presence) else { continue };
+        let (true, Some(presence)) = (state.available, state.presence.and_then(|p| p.element())) else { continue };
         let mut p = match action {
             PresenceAction::Available => presence,
             PresenceAction::Unavailable => Element::new("presence", ns::CLIENT).with_attr("type", "unavailable"),

@@ -128,7 +128,7 @@ fn photo_hash(vcard: &Element) -> Option<String> {
 /// (through the client path, so it picks up the new hash).
 async fn reannounce(ctx: &Ctx, user: &BareJid) {
     for (resource, state) in ctx.server.sessions.states(user) {
-        if let (true, Some(mut presence)) = (state.available, state.presence) {
+        if let (true, Some(mut presence)) = (state.available, state.presence.and_then(|p| p.element())) {
             presence.set_attr("from", resource.as_str());
             presence.remove_attr("to");
             ctx.route_from_client(presence).await;
