@@ -1,0 +1,95 @@
+//! Owner use cases (XEP-0045 §10): the configuration form (§10.2, which also unlocks a
+//! new room, §10.1), and destroying a room (§10.9).
+
+use corvid_proto::{ns, Iq, IqType, StanzaError};
+use corvid_xml::Element;
+
+use super::room::{Affiliation, Note, Out, Room};
+use super::roomconfig::{self, Caps};
+
+/// What a `muc#owner` request did, for the caller to finish outside the room's lock.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered; the room stays.
+    Done(Option<Element>),
+    /// The configuration changed (the caller may have to save the room).
+    Configured,
+    /// The room is gone: remove it.
+    Destroyed,
+}
+
+/// Answers a `muc#owner` IQ.
+pub fn handle(room: &mut Room, iq: &Iq, caps: Caps, out: &mut Out) -> Result<Outcome, StanzaError> {
+    let from = iq.from.clone().try_into_full().map_err(|_| StanzaError::bad_request())?;
+    // §10: owners only.
+    if room.affiliation(&from.to_bare()) != Affiliation::Owner {
+        return Err(StanzaError::forbidden());
+    }
+    if iq.kind == IqType::Get {
+        // §10.2: the form with the current values.
+        return Ok(Outcome::Done(Some(Element::new("query", ns::MUC_OWNER).with_child(room.config.form()))));
+    }
+    if let Some(destroy) = iq.payload.get_child("destroy", ns::MUC_OWNER) {
+        destroy_room(room, destroy, out);
+        return Ok(Outcome::Destroyed);
+    }
+    let Some(form) = iq.payload.get_child("x", ns::DATA_FORMS) else { return Err(StanzaError::bad_request()) };
+    if roomconfig::is_cancel(form) {
+        // §10.1.3: cancelling the initial configuration destroys the new room.
+        if room.locked {
+            destroy_room(room, &Element::new("destroy", ns::MUC_OWNER), out);
+            return Ok(Outcome::Destroyed);
+        }
+        return Ok(Outcome::Done(None));
+    }
+    if form.attr("type") != Some("submit") {
+        return Err(StanzaError::bad_request());
+    }
+    let next = room.config.apply(form, caps)?;
+    let was_locked = std::mem::replace(&mut room.locked, false);
+    let changed = next != room.config;
+    let anonymity_changed = next.whois_anyone != room.config.whois_anyone;
+    room.history.truncate(next.history_length);
+    room.config = next;
+    if changed && !was_locked {
+        notify_config_change(room, anonymity_changed, out);
+    }
+    Ok(Outcome::Configured)
+}
+
+/// §10.2.1: status 104 to every occupant, with 172/173 when anonymity changed.
+fn notify_config_change(room: &Room, anonymity_changed: bool, out: &mut Out) {
+    let mut x = Element::new("x", ns::MUC_USER).with_child(Element::new("status", ns::MUC_USER).with_attr("code", "104"));
+    if anonymity_changed {
+        let code = if room.config.whois_anyone { "172" } else { "173" };
+        x.append_child(Element::new("status", ns::MUC_USER).with_attr("code", code));
+    }
+    let message = Element::new("message", ns::CLIENT)
+        .with_attr("from", room.jid.as_str())
+        .with_attr("type", "groupchat")
+        .with_attr("id", crate::random_id())
+        .with_child(x);
+    room.send_to_all(&message, out);
+}
+
+/// §10.9: every occupant gets unavailable with the `<destroy/>` (reason, alternate venue).
+pub fn destroy_room(room: &mut Room, request: &Element, out: &mut Out) {
+    let mut destroy = Element::new("destroy", ns::MUC_USER);
+    if let Some(jid) = request.attr("jid").filter(|j| corvid_proto::BareJid::new(j).is_ok()) {
+        destroy.set_attr("jid", jid);
+    }
+    for (name, limit) in [("reason", 1000), ("password", 256)] {
+        if let Some(child) = request.get_child(name, ns::MUC_OWNER) {
+            let text: String = child.text().chars().take(limit).collect();
+            destroy.append_child(Element::new(name, ns::MUC_USER).with_text(text));
+        }
+    }
+    let note = Note { destroy: Some(destroy), ..Note::unavailable(&[]) };
+    let nicks: Vec<String> = room.occupants().map(|o| o.nick.clone()).collect();
+    for nick in nicks {
+        if let Some(occupant) = room.remove_occupant(&nick) {
+            room.send_self_presence(&occupant, &note, &[], out);
+        }
+    }
+    room.destroyed = true;
+}
