@@ -33,6 +33,16 @@ async def muc_user(server, im, prefix: str):
     return client
 
 
+async def muc_user_again(server, im, before):
+    """The account of an earlier client, logged in again (e.g. after a restart)."""
+    client = im.new(f"{before.bare}/again", before.account_password)
+    client.register_plugin("xep_0045")
+    await client.start(server)
+    await client.online()
+    client.account_password = before.account_password
+    return client
+
+
 def new_room(name: str = "room") -> str:
     return f"{unique_name(name)}@{SERVICE}"
 
@@ -443,3 +453,42 @@ async def test_visitors_in_a_moderated_room_need_voice(server, im):
     assert await alice.plugin["xep_0045"].get_roles_list(room, "participant") == ["bob"]
     mid = bob.message(room, "now I can", mtype="groupchat")
     await alice.inbox.expect(is_message(mid=mid, frm=f"{room}/bob"), "bob's message with voice")
+
+
+# -- persistence ----------------------------------------------------------------------------
+
+
+async def test_persistent_room_keeps_its_config_and_affiliations_across_a_restart(make_im_server, im):
+    own = make_im_server("muc-restart")
+    alice = await muc_user(own, im, "alice")
+    bob = await muc_user(own, im, "bob")
+    room = await create_room(alice, "alice", "kept")
+    temporary = await create_room(alice, "alice", "temporary")
+    await configure(alice, room, persistentroom=True, roomname="Kept Room", membersonly=True)
+    await alice.plugin["xep_0045"].set_affiliation(room, "member", jid=bob.bare)
+    alice.plugin["xep_0045"].set_subject(room, "still here")
+    await alice.inbox.expect(lambda s: is_message(frm=f"{room}/alice")(s) and s["subject"] == "still here",
+                             "the subject change")
+    await alice.close()
+    await bob.close()
+
+    own.restart()
+    carol = await muc_user(own, im, "carol")
+    info = await disco(carol, NS_DISCO_INFO, room)
+    names = [i.get("name") for i in info.xml.iter(f"{{{NS_DISCO_INFO}}}identity")]
+    assert names == ["Kept Room"], str(info)
+    assert {"muc_persistent", "muc_membersonly"} <= disco_features(info)
+    assert await presence_error(carol, room, "carol") == "registration-required"
+    # The temporary room is gone.
+    with pytest.raises(IqError) as failure:
+        await disco(carol, NS_DISCO_INFO, temporary)
+    assert failure.value.condition == "item-not-found"
+
+    bob = await muc_user_again(own, im, bob)
+    self_presence, subject, _, _ = await join(bob, room, "bob")
+    assert item_of(self_presence)["affiliation"] == "member"
+    assert 201 not in codes(self_presence)
+    assert subject["subject"] == "still here"
+    alice = await muc_user_again(own, im, alice)
+    self_presence, *_ = await join(alice, room, "alice")
+    assert item_of(self_presence)["affiliation"] == "owner"

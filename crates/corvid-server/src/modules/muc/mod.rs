@@ -6,7 +6,8 @@
 //! - `occupant.rs`: presence to `room@service/nick` (enter, update, nick change, leave);
 //! - `message.rs`: groupchat, subject, private messages, invitations;
 //! - `admin.rs`: `muc#admin` roles and affiliations; `owner.rs`: `muc#owner` config, destroy;
-//! - `disco.rs`: service discovery; `room.rs`, `history.rs`, `roomconfig.rs`: the state.
+//! - `disco.rs`: service discovery; `room.rs`, `history.rs`, `roomconfig.rs`: the state;
+//! - `persist.rs`: persistent rooms, loaded from the store on the service's first stanza.
 //!
 //! Rooms live in a sharded map, each behind its own mutex that is held only for the
 //! synchronous handling of one stanza (never across an `.await`). A nick belongs to one
@@ -19,6 +20,7 @@ mod history;
 mod message;
 mod occupant;
 mod owner;
+mod persist;
 mod room;
 mod roomconfig;
 
@@ -35,6 +37,7 @@ use dashmap::DashMap;
 use crate::config::Config;
 use crate::module::{Ctx, Module, SessionEvent};
 use crate::server::Server;
+use corvid_store::MucRooms;
 use occupant::Join;
 use room::Room;
 use roomconfig::{Caps, RoomConfig};
@@ -51,6 +54,10 @@ pub struct Muc {
     created_by: DashMap<BareJid, usize>,
     /// The rooms each session is in, to leave them when it closes.
     joined: DashMap<FullJid, Vec<BareJid>>,
+    /// Persistent rooms are loaded once, before the first stanza is handled.
+    loaded: tokio::sync::OnceCell<()>,
+    /// Room snapshots are taken and written one at a time, so the last write is the newest.
+    save_order: tokio::sync::Mutex<()>,
 }
 
 #[async_trait]
@@ -95,6 +102,7 @@ async fn bounce(ctx: &Ctx, stanza: &Element, err: StanzaError) {
 
 impl Muc {
     async fn dispatch(&self, ctx: &Ctx, stanza: Element) {
+        self.loaded.get_or_init(|| self.load(ctx)).await;
         let Some(kind) = StanzaKind::of(&stanza, ns::CLIENT) else { return };
         // Occupants are sessions: the stream layer stamped a full JID.
         let Some(Ok(from)) = stanza.attr("from").map(FullJid::new) else {
@@ -126,6 +134,49 @@ impl Muc {
                 self.private_message(ctx, &stanza, from, room_jid, &nick).await
             }
             (Some(_), Some(_), StanzaKind::Iq) => self.occupant_iq(ctx, &stanza, from, to).await,
+        }
+    }
+
+    /// Loads the persistent rooms of the service.
+    async fn load(&self, ctx: &Ctx) {
+        let service = ctx.server.config.muc_domain();
+        let stored = match ctx.server.store.muc_rooms(&service).await {
+            Ok(rooms) => rooms,
+            Err(e) => return tracing::error!(error = %e, "muc: cannot load the persistent rooms"),
+        };
+        for row in &stored {
+            let Some(room) = persist::restore(row, caps(&ctx.server.config)) else {
+                tracing::warn!(room = %row.name, "muc: a stored room could not be read; skipped");
+                continue;
+            };
+            *self.created_by.entry(room.creator.clone()).or_insert(0) += 1;
+            self.rooms.insert(room.jid.clone(), Arc::new(Mutex::new(room)));
+        }
+        tracing::info!(rooms = stored.len(), %service, "muc: persistent rooms loaded");
+    }
+
+    /// Brings the store in line with a room after a change: saved while persistent,
+    /// deleted once destroyed or made temporary.
+    async fn persist(&self, ctx: &Ctx, room_ref: &RoomRef) {
+        let _order = self.save_order.lock().await;
+        let (save, jid) = {
+            let mut room = lock(room_ref);
+            let keep = room.config.persistent && !room.destroyed;
+            if !keep && !room.stored {
+                return;
+            }
+            room.stored = keep;
+            (keep.then(|| persist::snapshot(&room)), room.jid.clone())
+        };
+        let result = match save {
+            Some(snapshot) => ctx.server.store.save_muc_room(&snapshot).await,
+            None => {
+                let name = jid.node().map(|n| n.as_str()).unwrap_or_default();
+                ctx.server.store.delete_muc_room(jid.domain().as_str(), name).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, room = %jid, "muc: cannot store the room");
         }
     }
 
@@ -286,6 +337,10 @@ impl Muc {
         };
         match result {
             Ok(to_route) => {
+                // A new subject, or members added by invitation, are kept with the room.
+                if !to_route.is_empty() || stanza.has_child("subject", ns::CLIENT) {
+                    self.persist(ctx, &room_ref).await;
+                }
                 for stanza in to_route {
                     ctx.route(stanza).await;
                 }
@@ -339,6 +394,9 @@ impl Muc {
             None => Err(StanzaError::item_not_found()),
             Some(ref room_ref) => self.room_iq_locked(ctx, &iq, &from, room_ref),
         };
+        if let (Some(room_ref), Ok(_), IqType::Set) = (&room_ref, &result, iq.kind) {
+            self.persist(ctx, room_ref).await;
+        }
         let reply = match result {
             Ok(payload) => iq.result(payload),
             Err(err) => iq.error(&err),
@@ -360,8 +418,10 @@ impl Muc {
             (ns::MUC_ADMIN, _) => admin::handle(&mut room, iq, &mut out),
             (ns::MUC_OWNER, _) => match owner::handle(&mut room, iq, caps(&ctx.server.config), &mut out)? {
                 owner::Outcome::Done(payload) => Ok(payload),
-                owner::Outcome::Configured => Ok(None),
-                owner::Outcome::Destroyed => {
+                // A room made temporary while empty is gone at once (§10.2 persistentroom).
+                owner::Outcome::Configured if room.occupant_count() > 0 || room.config.persistent => Ok(None),
+                owner::Outcome::Configured | owner::Outcome::Destroyed => {
+                    room.destroyed = true;
                     let (jid, creator) = (room.jid.clone(), room.creator.clone());
                     drop(room);
                     self.remove_room(&jid, room_ref, &creator);

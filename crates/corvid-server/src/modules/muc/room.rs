@@ -126,6 +126,8 @@ pub struct Room {
     pub history: History,
     /// Who created it (the per-user room limit counts this).
     pub creator: BareJid,
+    /// The store has a copy (it is, or was, persistent).
+    pub stored: bool,
 }
 
 impl Room {
@@ -143,6 +145,7 @@ impl Room {
             subject: Subject::default(),
             history: History::default(),
             creator,
+            stored: false,
         }
     }
 
