@@ -194,6 +194,20 @@ async def test_join_without_nick_is_jid_malformed(server, im):
     assert error_of(got)[1] == "jid-malformed"
 
 
+async def test_joining_again_replays_the_room_without_leaving_it(server, im):
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    room = await create_room(alice, "alice")
+    alice.message(room, "before", mtype="groupchat")
+    await join(bob, room, "bob")
+    self_presence, subject, occupants, history = await join(bob, room, "bob", maxstanzas=5)
+    assert 110 in codes(self_presence)
+    assert others(occupants, f"{room}/bob") == [f"{room}/alice"]
+    assert [m["body"] for m in history] == ["before"]
+    await alice.sync()
+    assert not alice.inbox.matching(is_presence("unavailable", frm=f"{room}/bob"))
+
+
 async def test_leaving_is_broadcast_and_the_leaver_gets_110(server, im):
     alice = await muc_user(server, im, "alice")
     bob = await muc_user(server, im, "bob")
@@ -358,6 +372,18 @@ async def test_members_only_room_refuses_non_members_until_made_members(server, 
     assert await alice.plugin["xep_0045"].get_affiliation_list(room, "member") == [bob.boundjid.bare]
     self_presence, *_ = await join(bob, room, "bob")
     assert item_of(self_presence)["affiliation"] == "member"
+
+
+async def test_making_a_room_members_only_removes_non_members_with_322(server, im):
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    room = await create_room(alice, "alice")
+    await join(bob, room, "bob")
+    await configure(alice, room, membersonly=True)
+    got = await bob.inbox.expect(is_presence("unavailable", frm=f"{room}/bob"), "bob removed")
+    assert {322, 110} <= codes(got)
+    got = await alice.inbox.expect(is_presence("unavailable", frm=f"{room}/bob"), "bob removed, seen by alice")
+    assert 322 in codes(got)
 
 
 async def test_config_form_is_for_owners_only(server, im):

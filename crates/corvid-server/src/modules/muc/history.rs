@@ -16,9 +16,14 @@ pub struct Entry {
     pub chars: usize,
 }
 
+/// Bytes of history one room keeps at most, whatever its message count (a bound on what
+/// large messages can make a room hold).
+pub const MAX_HISTORY_BYTES: usize = 512 * 1024;
+
 #[derive(Clone, Debug, Default)]
 pub struct History {
     entries: VecDeque<Entry>,
+    bytes: usize,
 }
 
 /// What a new occupant asked for; every limit applies (§7.2.15: "the service MUST
@@ -52,19 +57,21 @@ impl History {
     pub fn push(&mut self, message: Element, at: SystemTime, capacity: usize) {
         if capacity == 0 {
             self.entries.clear();
+            self.bytes = 0;
             return;
         }
         let chars = message.to_bytes(ns::CLIENT).len();
+        self.bytes += chars;
         self.entries.push_back(Entry { message, at, chars });
-        while self.entries.len() > capacity {
-            self.entries.pop_front();
-        }
+        self.truncate(capacity);
     }
 
-    /// Drops the oldest messages beyond a (new, smaller) capacity.
+    /// Drops the oldest messages beyond a (new, smaller) capacity or the byte bound.
     pub fn truncate(&mut self, capacity: usize) {
-        while self.entries.len() > capacity {
-            self.entries.pop_front();
+        while self.entries.len() > capacity || (self.bytes > MAX_HISTORY_BYTES && self.entries.len() > 1) {
+            if let Some(old) = self.entries.pop_front() {
+                self.bytes -= old.chars;
+            }
         }
     }
 
@@ -178,6 +185,16 @@ mod tests {
         let h = history(8, UNIX_EPOCH);
         assert_eq!(h.len(), 5);
         assert_eq!(ids(&h.select(&Request::default(), UNIX_EPOCH)), ["3", "4", "5", "6", "7"]);
+    }
+
+    #[test]
+    fn large_messages_are_bounded_by_bytes() {
+        let mut h = History::default();
+        let big = Element::new("message", ns::CLIENT).with_text("x".repeat(MAX_HISTORY_BYTES / 3));
+        for _ in 0..5 {
+            h.push(big.clone(), UNIX_EPOCH, 20);
+        }
+        assert_eq!(h.len(), 2);
     }
 
     #[test]

@@ -251,15 +251,21 @@ impl Muc {
                 continue;
             }
             let mut out = deliver(server);
+            let join_el = stanza.get_child("x", ns::MUC);
             if let Some(current) = room.occupant_by_jid(from).map(|o| o.nick.clone()) {
-                return if current == nick {
-                    occupant::update_presence(&mut room, &nick, payload, &mut out);
-                    Ok(())
-                } else {
-                    occupant::change_nick(&mut room, &current, nick, payload, &mut out)
+                return match (current == nick, join_el) {
+                    (true, None) => {
+                        occupant::update_presence(&mut room, &nick, payload, &mut out);
+                        Ok(())
+                    }
+                    (true, Some(x)) => {
+                        let history = history::Request::parse(Some(x));
+                        occupant::rejoin(&mut room, &nick, payload, &history, SystemTime::now(), &mut out);
+                        Ok(())
+                    }
+                    (false, _) => occupant::change_nick(&mut room, &current, nick, payload, &mut out),
                 };
             }
-            let join_el = stanza.get_child("x", ns::MUC);
             let join = Join {
                 nick,
                 jid: from.clone(),

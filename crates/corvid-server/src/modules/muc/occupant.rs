@@ -89,25 +89,46 @@ pub fn enter(room: &mut Room, join: Join, service_max: usize, now: SystemTime, o
         presence: join.presence,
     };
     // §7.2.3: the presence of every occupant, then the others learn of the new one.
-    let shows = room.shows_jids_to(&occupant);
-    for other in room.occupants() {
+    send_others(room, &occupant, out);
+    room.broadcast_presence(&occupant, &Note::default(), out);
+    room.insert_occupant(occupant.clone());
+    send_own_state(room, &occupant, join.created, &join.history, now, out);
+    Ok(())
+}
+
+/// A join presence from someone already in the room under that nick (a client that lost
+/// track of its state): the entering sequence again for it, a presence update for the others.
+pub fn rejoin(room: &mut Room, nick: &str, presence: Element, history: &Request, now: SystemTime, out: &mut Out) {
+    let Some(occupant) = room.occupant_mut(nick) else { return };
+    occupant.presence = presence;
+    let occupant = occupant.clone();
+    send_others(room, &occupant, out);
+    room.broadcast_presence(&occupant, &Note::default(), out);
+    send_own_state(room, &occupant, false, history, now, out);
+}
+
+/// §7.2.3: every other occupant's presence, to `occupant`.
+fn send_others(room: &Room, occupant: &Occupant, out: &mut Out) {
+    let shows = room.shows_jids_to(occupant);
+    for other in room.occupants().filter(|o| o.jid != occupant.jid) {
         let mut presence = room.presence_of(other, &Note::default(), shows, &[]);
         presence.set_attr("to", occupant.jid.as_str());
         out(&occupant.jid, presence.to_bytes(ns::CLIENT));
     }
-    room.broadcast_presence(&occupant, &Note::default(), out);
-    room.insert_occupant(occupant.clone());
-    // §7.2.2 self-presence; §7.2.4 100 when non-anonymous; §10.1.1 201 when created.
+}
+
+/// §7.2.2 self-presence (110; §7.2.4 100 when non-anonymous; §10.1.1 201 when created),
+/// §7.2.15 history, then §7.2.16 the subject.
+fn send_own_state(room: &Room, occupant: &Occupant, created: bool, history: &Request, now: SystemTime, out: &mut Out) {
     let mut codes = Vec::new();
     if room.config.whois_anyone {
         codes.push(100);
     }
-    if join.created {
+    if created {
         codes.push(201);
     }
-    room.send_self_presence(&occupant, &Note::default(), &codes, out);
-    // §7.2.15 history, then §7.2.16 the subject.
-    for entry in room.history.select(&join.history, now) {
+    room.send_self_presence(occupant, &Note::default(), &codes, out);
+    for entry in room.history.select(history, now) {
         let mut message = history::delayed(entry, room.jid.as_str());
         message.set_attr("to", occupant.jid.as_str());
         out(&occupant.jid, message.to_bytes(ns::CLIENT));
@@ -115,7 +136,6 @@ pub fn enter(room: &mut Room, join: Join, service_max: usize, now: SystemTime, o
     let mut subject = room.subject_message();
     subject.set_attr("to", occupant.jid.as_str());
     out(&occupant.jid, subject.to_bytes(ns::CLIENT));
-    Ok(())
 }
 
 /// §7.3 (in effect §7.7.2): an occupant's new presence (show, status) goes to everyone.

@@ -49,12 +49,28 @@ pub fn handle(room: &mut Room, iq: &Iq, caps: Caps, out: &mut Out) -> Result<Out
     let was_locked = std::mem::replace(&mut room.locked, false);
     let changed = next != room.config;
     let anonymity_changed = next.whois_anyone != room.config.whois_anyone;
+    let now_members_only = next.members_only && !room.config.members_only;
     room.history.truncate(next.history_length);
     room.config = next;
     if changed && !was_locked {
         notify_config_change(room, anonymity_changed, out);
     }
+    if now_members_only {
+        remove_non_members(room, out);
+    }
     Ok(Outcome::Configured)
+}
+
+/// §10.2: a room made members-only removes the occupants who are not members, status 322.
+fn remove_non_members(room: &mut Room, out: &mut Out) {
+    let outsiders: Vec<String> = room
+        .occupants()
+        .filter(|o| room.affiliation(&o.jid.to_bare()) < Affiliation::Member)
+        .map(|o| o.nick.clone())
+        .collect();
+    for nick in outsiders {
+        room.remove_with_notice(&nick, &Note::unavailable(&[322]), out);
+    }
 }
 
 /// §10.2.1: status 104 to every occupant, with 172/173 when anonymity changed.
