@@ -169,10 +169,8 @@ pub fn change_nick(room: &mut Room, old: &str, new: String, presence: Element, o
 /// §7.14: the occupant leaves; everyone learns it, the leaver with 110. Its status text,
 /// if any, goes along.
 pub fn leave(room: &mut Room, nick: &str, presence: Option<&Element>, out: &mut Out) {
-    if let Some(occupant) = room.occupant_mut(nick) {
-        if let Some(presence) = presence {
-            occupant.presence = presence_payload(presence);
-        }
+    if let (Some(occupant), Some(presence)) = (room.occupant_mut(nick), presence) {
+        occupant.presence = presence_payload(presence);
     }
     let note = Note { unavailable: true, keep_status: presence.is_some(), ..Note::default() };
     room.remove_with_notice(nick, &note, out);
