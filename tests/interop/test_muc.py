@@ -354,6 +354,11 @@ async def test_mediated_invitation_reaches_the_invitee(server, im):
     invite = got.xml.find(f"{{{NS_MUC_USER}}}x/{{{NS_MUC_USER}}}invite")
     assert invite is not None and invite.get("from") == alice.full
     assert invite.findtext(f"{{{NS_MUC_USER}}}reason") == "join us"
+    bob.plugin["xep_0045"].decline(room, alice.full, "busy")
+    got = await alice.inbox.expect(lambda s: is_message(frm=room)(s) and s.xml.find(
+        f"{{{NS_MUC_USER}}}x/{{{NS_MUC_USER}}}decline") is not None, "the decline")
+    decline = got.xml.find(f"{{{NS_MUC_USER}}}x/{{{NS_MUC_USER}}}decline")
+    assert decline.get("from") == bob.bare and decline.findtext(f"{{{NS_MUC_USER}}}reason") == "busy"
 
 
 # -- configuration (§10.2, §10.9) --------------------------------------------------------
@@ -518,3 +523,37 @@ async def test_persistent_room_keeps_its_config_and_affiliations_across_a_restar
     alice = await muc_user_again(own, im, alice)
     self_presence, *_ = await join(alice, room, "alice")
     assert item_of(self_presence)["affiliation"] == "owner"
+
+
+async def test_removing_a_member_from_a_members_only_room_removes_them_with_321(server, im):
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    room = await create_room(alice, "alice")
+    await configure(alice, room, membersonly=True)
+    await alice.plugin["xep_0045"].set_affiliation(room, "member", jid=bob.bare)
+    await join(bob, room, "bob")
+    await alice.plugin["xep_0045"].set_affiliation(room, "none", jid=bob.bare)
+    got = await bob.inbox.expect(is_presence("unavailable", frm=f"{room}/bob"), "bob removed")
+    assert {321, 110} <= codes(got)
+    assert await presence_error(bob, room, "bob") == "registration-required"
+
+
+async def test_a_moderator_made_by_the_owner_may_kick_participants(server, im):
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    carol = await muc_user(server, im, "carol")
+    room = await create_room(alice, "alice")
+    await join(bob, room, "bob")
+    await join(carol, room, "carol")
+    await alice.plugin["xep_0045"].set_role(room, "bob", "moderator")
+    got = await bob.inbox.expect(lambda s: is_presence("available", frm=f"{room}/bob")(s)
+                                 and item_of(s).get("role") == "moderator", "bob's new role")
+    assert 110 in codes(got)
+    assert sorted(await bob.plugin["xep_0045"].get_roles_list(room, "moderator")) == ["alice", "bob"]
+    await bob.plugin["xep_0045"].set_role(room, "carol", "none")
+    got = await carol.inbox.expect(is_presence("unavailable", frm=f"{room}/carol"), "carol kicked")
+    assert 307 in codes(got)
+    # Only admins and owners take moderation away; bob may not kick the owner either.
+    with pytest.raises(IqError) as failure:
+        await bob.plugin["xep_0045"].set_role(room, "alice", "participant")
+    assert failure.value.condition == "not-allowed"
