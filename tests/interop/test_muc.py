@@ -145,6 +145,17 @@ async def test_room_disco_features_reflect_its_configuration(server, im):
     assert not {"muc_public", "muc_open", "muc_unmoderated", "muc_semianonymous", "muc_unsecured"} & after
 
 
+async def test_self_ping_is_answered_for_occupants_only(server, im):
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    room = await create_room(alice, "alice")
+    # XEP-0410: a client checks it is still in the room by pinging its own occupant JID.
+    await alice.plugin["xep_0199"].send_ping(f"{room}/alice", timeout=10)
+    with pytest.raises(IqError) as failure:
+        await bob.plugin["xep_0199"].send_ping(f"{room}/bob", timeout=10)
+    assert failure.value.condition == "not-acceptable"
+
+
 # -- entering and leaving (§7.2, §7.14, §10.1) ------------------------------------------
 
 

@@ -32,7 +32,11 @@ pub fn room_info(room: &Room) -> Element {
         .with_child(feature(ns::DISCO_INFO))
         .with_child(feature(ns::MUC))
         // XEP-0359 §8: the room stamps stanza-ids on what it reflects.
-        .with_child(feature(ns::STANZA_ID));
+        .with_child(feature(ns::STANZA_ID))
+        // §6.4: the sender's message id is kept when the room reflects a message.
+        .with_child(feature("http://jabber.org/protocol/muc#stable_id"))
+        // XEP-0410 §4: the service answers self-pings itself.
+        .with_child(feature("http://jabber.org/protocol/muc#self-ping-optimization"));
     for f in room.config.features() {
         query.append_child(feature(f));
     }
