@@ -568,3 +568,32 @@ async def test_a_moderator_made_by_the_owner_may_kick_participants(server, im):
     with pytest.raises(IqError) as failure:
         await bob.plugin["xep_0045"].set_role(room, "alice", "participant")
     assert failure.value.condition == "not-allowed"
+
+
+async def test_voice_request_goes_to_moderators_and_their_approval_gives_voice(server, im):
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    room = await create_room(alice, "alice")
+    await configure(alice, room, moderatedroom=True)
+    await join(bob, room, "bob")
+    bob.plugin["xep_0045"].request_voice(room, "participant")
+
+    def voice_request(stanza) -> bool:
+        return is_message(frm=room)(stanza) and stanza.xml.find(f"{{{NS_DATA}}}x") is not None
+
+    got = await alice.inbox.expect(voice_request, "the voice request (§8.6)")
+    form = got["form"]
+    assert form.get_values()["muc#roomnick"] == "bob"
+    assert form.get_values()["muc#jid"] == bob.full
+    # The moderator approves by sending the form back with muc#request_allow set.
+    answer = alice.Message()
+    answer["to"] = room
+    reply = answer["form"]
+    reply["type"] = "submit"
+    for var, value in (("FORM_TYPE", "http://jabber.org/protocol/muc#request"), ("muc#role", "participant"),
+                       ("muc#roomnick", "bob"), ("muc#request_allow", "true")):
+        reply.add_field(var=var, value=value)
+    answer.send()
+    got = await bob.inbox.expect(lambda s: is_presence("available", frm=f"{room}/bob")(s)
+                                 and item_of(s).get("role") == "participant", "voice granted")
+    assert 110 in codes(got)

@@ -4,7 +4,7 @@
 //! the use case:
 //!
 //! - `occupant.rs`: presence to `room@service/nick` (enter, update, nick change, leave);
-//! - `message.rs`: groupchat, subject, private messages, invitations;
+//! - `message.rs`: groupchat, subject, private messages, invitations; `voice.rs`: voice requests;
 //! - `admin.rs`: `muc#admin` roles and affiliations; `owner.rs`: `muc#owner` config, destroy;
 //! - `disco.rs`: service discovery; `room.rs`, `history.rs`, `roomconfig.rs`: the state;
 //! - `persist.rs`: persistent rooms, loaded from the store on the service's first stanza.
@@ -23,6 +23,7 @@ mod owner;
 mod persist;
 mod room;
 mod roomconfig;
+mod voice;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -324,7 +325,8 @@ impl Muc {
         }
     }
 
-    /// A message to the room itself: groupchat (§7.4, §8.1) or invitations (§7.8.2).
+    /// A message to the room itself: groupchat (§7.4, §8.1), invitations (§7.8.2) or
+    /// voice requests (§7.13).
     async fn room_message(&self, ctx: &Ctx, stanza: &Element, from: FullJid, room_jid: BareJid) {
         let Some(room_ref) = self.room(&room_jid) else {
             return bounce(ctx, stanza, StanzaError::item_not_found()).await;
@@ -335,9 +337,12 @@ impl Muc {
                 let mut room = lock(&room_ref);
                 message::groupchat(&mut room, &from, stanza, SystemTime::now(), &mut deliver(&ctx.server)).map(|_| Vec::new())
             }
-            _ => match stanza.get_child("x", ns::MUC_USER) {
-                Some(x) if x.has_child("invite", ns::MUC_USER) => message::invitations(&mut lock(&room_ref), &from, x),
-                Some(x) if x.has_child("decline", ns::MUC_USER) => Ok(decline(&room_jid, &from, x).into_iter().collect()),
+            _ => match (stanza.get_child("x", ns::MUC_USER), voice::request_form(stanza)) {
+                (Some(x), _) if x.has_child("invite", ns::MUC_USER) => message::invitations(&mut lock(&room_ref), &from, x),
+                (Some(x), _) if x.has_child("decline", ns::MUC_USER) => Ok(decline(&room_jid, &from, x).into_iter().collect()),
+                (_, Some(form)) => {
+                    voice::handle(&mut lock(&room_ref), &from, form, &mut deliver(&ctx.server)).map(|_| Vec::new())
+                }
                 _ => Err(StanzaError::bad_request()),
             },
         };
