@@ -197,6 +197,16 @@ async def test_nick_in_use_is_refused_with_conflict(server, im):
     assert await presence_error(bob, room, "alice") == "conflict"
 
 
+async def test_another_resource_of_the_same_user_gets_conflict_for_the_same_nick(server, im):
+    alice = await muc_user(server, im, "alice")
+    room = await create_room(alice, "alice")
+    # No multi-session nicks: a nick belongs to one resource (see modules/muc/mod.rs).
+    second = await muc_user_again(server, im, alice)
+    assert await presence_error(second, room, "alice") == "conflict"
+    self_presence, *_ = await join(second, room, "alice-2")
+    assert item_of(self_presence)["affiliation"] == "owner"
+
+
 async def test_join_without_nick_is_jid_malformed(server, im):
     alice = await muc_user(server, im, "alice")
     room = await create_room(alice, "alice")
