@@ -131,6 +131,11 @@ async fn stanzas_to_missing_rooms_and_bad_admin_queries_get_errors() -> Result<(
         .with_child(Element::new("item", ns::MUC_ADMIN).with_attr("affiliation", "outcast").with_attr("jid", "@@"));
     let (_, condition) = alice.iq_error("set", Some(&room), no_jid).await?;
     ensure!(condition == "jid-malformed", "{condition}");
+    let both = Element::new("query", ns::MUC_ADMIN).with_child(
+        Element::new("item", ns::MUC_ADMIN).with_attr("nick", "alice").with_attr("role", "none").with_attr("affiliation", "none"),
+    );
+    let (_, condition) = alice.iq_error("set", Some(&room), both).await?;
+    ensure!(condition == "bad-request", "{condition}");
     // Lists are for admins and owners (§9.5); the config form for owners (§10.2).
     let members = Element::new("query", ns::MUC_ADMIN)
         .with_child(Element::new("item", ns::MUC_ADMIN).with_attr("affiliation", "member"));
@@ -138,6 +143,16 @@ async fn stanzas_to_missing_rooms_and_bad_admin_queries_get_errors() -> Result<(
     ensure!(condition == "forbidden", "{condition}");
     let (_, condition) = bob.iq_error("get", Some(&room), Element::new("query", ns::MUC_OWNER)).await?;
     ensure!(condition == "forbidden", "{condition}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn self_presence_carries_the_id_of_the_join() -> Result<()> {
+    let ts = server_with(&["alice"], |_| {}).await?;
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    alice.send(&join_presence(&format!("den@{SERVICE}/alice")).with_attr("id", "join-1")).await?;
+    let (own, _) = alice.recv_until(|el| status_codes(el).contains(&"110".to_string())).await?;
+    ensure!(own.attr("id") == Some("join-1"), "{own}");
     Ok(())
 }
 

@@ -142,6 +142,10 @@ fn check(room: &Room, from: &FullJid, item: &Element) -> Result<Change, StanzaEr
     let actor_aff = room.affiliation(&from.to_bare());
     let actor_role = room.occupant_by_jid(from).map_or(Role::None, |o| o.role);
     let reason = item.get_child("reason", ns::MUC_ADMIN).map(Element::text);
+    // §9 / §8: an item changes the affiliation or the role, never both.
+    if item.attr("role").is_some() && item.attr("affiliation").is_some() {
+        return Err(StanzaError::bad_request());
+    }
     if let Some(role) = item.attr("role") {
         let role = Role::parse(role).ok_or_else(StanzaError::bad_request)?;
         let nick = item.attr("nick").ok_or_else(StanzaError::bad_request)?;

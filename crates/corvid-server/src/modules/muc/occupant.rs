@@ -41,6 +41,10 @@ pub fn validate_nick(nick: &str) -> Result<(), StanzaError> {
 /// The payload of an occupant's presence: its children except the MUC join element.
 pub fn presence_payload(presence: &Element) -> Element {
     let mut payload = Element::new("presence", ns::CLIENT);
+    // The room's copies keep the client's id, so it can match its own presence.
+    if let Some(id) = presence.attr("id") {
+        payload.set_attr("id", id);
+    }
     for child in presence.children() {
         if !child.is("x", ns::MUC) && !child.is("x", ns::MUC_USER) {
             payload.append_child(child.clone());

@@ -217,6 +217,9 @@ impl Room {
     /// `with_jid`, the real JID; then `codes` (§15.6 status codes).
     pub fn presence_of(&self, occupant: &Occupant, note: &Note, with_jid: bool, codes: &[u16]) -> Element {
         let mut presence = Element::new("presence", ns::CLIENT).with_attr("from", self.occupant_jid(&occupant.nick));
+        if let (Some(id), false) = (occupant.presence.attr("id"), note.unavailable && !note.keep_status) {
+            presence.set_attr("id", id);
+        }
         if note.unavailable {
             presence.set_attr("type", "unavailable");
         }
