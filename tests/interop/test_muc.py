@@ -433,6 +433,16 @@ async def test_password_protected_room_wants_the_password(server, im):
     await join(bob, room, "bob", password="sesame")
 
 
+async def test_a_full_room_refuses_newcomers_but_not_its_owner(server, im):
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    room = await create_room(alice, "alice")
+    await configure(alice, room, maxusers="1")
+    assert await presence_error(bob, room, "bob") == "service-unavailable"
+    second = await muc_user_again(server, im, alice)
+    await join(second, room, "alice-2")
+
+
 async def test_destroying_a_room_sends_everyone_unavailable_with_the_reason(server, im):
     alice = await muc_user(server, im, "alice")
     bob = await muc_user(server, im, "bob")

@@ -5,7 +5,7 @@
 
 use std::time::SystemTime;
 
-use corvid_proto::{ns, FullJid, StanzaError};
+use corvid_proto::{ns, ErrorType, FullJid, StanzaError};
 use corvid_xml::Element;
 
 use super::history::{self, Request};
@@ -80,10 +80,11 @@ pub fn enter(room: &mut Room, join: Join, service_max: usize, now: SystemTime, o
     {
         return Err(StanzaError::not_authorized().with_text("a password is required"));
     }
-    // §7.2.10: full, except for its admins and owners.
+    // §7.2.10: full (wait/service-unavailable), except for its admins and owners.
     let max = room.config.max_users.min(service_max);
     if room.occupant_count() >= max && affiliation < Affiliation::Admin {
-        return Err(StanzaError::service_unavailable().with_text("the room is full"));
+        let full = StanzaError { kind: ErrorType::Wait, ..StanzaError::service_unavailable() };
+        return Err(full.with_text("the room is full"));
     }
 
     let occupant = Occupant {
@@ -236,7 +237,8 @@ mod tests {
         assert!(enter_collecting(&mut r, with_pw).0.is_ok());
         r.config.password = None;
         assert!(enter_collecting(&mut r, join("d", "d@x/1")).0.is_ok());
-        assert_eq!(enter_collecting(&mut r, join("e", "e@x/1")).0.unwrap_err().condition, "service-unavailable");
+        let full = enter_collecting(&mut r, join("e", "e@x/1")).0.unwrap_err();
+        assert_eq!((full.kind, full.condition), (ErrorType::Wait, "service-unavailable"));
         // Owners may enter a full room.
         assert!(enter_collecting(&mut r, join("boss", "owner@x/1")).0.is_ok());
         r.config.members_only = true;
