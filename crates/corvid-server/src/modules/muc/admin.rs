@@ -7,6 +7,9 @@ use corvid_xml::Element;
 
 use super::room::{Affiliation, Note, Out, Role, Room};
 
+/// Most affiliations (owners, admins, members, outcasts together) one room keeps.
+pub const MAX_AFFILIATIONS: usize = 10_000;
+
 /// §8, §5.1.2: whether an actor (affiliation, role) may give `target` (its affiliation
 /// and current role) the role `new`.
 pub fn may_set_role(actor: (Affiliation, Role), target: (Affiliation, Role), new: Role) -> Result<(), StanzaError> {
@@ -163,6 +166,9 @@ fn check(room: &Room, from: &FullJid, item: &Element) -> Result<Change, StanzaEr
     };
     let target = room.affiliation(&user);
     may_set_affiliation(actor_aff, target, affiliation)?;
+    if target == Affiliation::None && affiliation != Affiliation::None && room.affiliations.len() >= MAX_AFFILIATIONS {
+        return Err(StanzaError::resource_constraint().with_text("the room's affiliation lists are full"));
+    }
     // §10.6 / §10.7: a room always keeps an owner.
     if target == Affiliation::Owner && affiliation != Affiliation::Owner && room.owners() <= 1 {
         return Err(StanzaError::conflict().with_text("the room must keep an owner"));
