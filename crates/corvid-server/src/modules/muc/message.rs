@@ -115,7 +115,10 @@ pub fn invitations(room: &mut Room, from: &FullJid, x: &Element) -> Result<Vec<E
         let Some(Ok(invitee)) = invite.attr("to").map(BareJid::new) else {
             return Err(StanzaError::jid_malformed());
         };
-        if room.config.members_only && room.affiliation(&invitee) < Affiliation::Member {
+        if room.config.members_only
+            && room.affiliation(&invitee) < Affiliation::Member
+            && room.affiliations.len() < super::admin::MAX_AFFILIATIONS
+        {
             room.set_affiliation_of(invitee.clone(), Affiliation::Member);
         }
         let mut body = Element::new("invite", ns::MUC_USER).with_attr("from", from.as_str());
