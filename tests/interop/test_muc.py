@@ -310,6 +310,33 @@ async def test_groupchat_is_reflected_to_all_occupants_with_a_stanza_id(server, 
     assert len(ids) == 1
 
 
+def occupant_id(stanza) -> str | None:
+    el = stanza.xml.find("{urn:xmpp:occupant-id:0}occupant-id")
+    return None if el is None else el.get("id")
+
+
+async def test_occupant_ids_are_stable_per_user_and_cannot_be_forged(server, im):
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    room = await create_room(alice, "alice")
+    assert "urn:xmpp:occupant-id:0" in disco_features(await disco(alice, NS_DISCO_INFO, room))
+    own, *_ = await join(bob, room, "bob")
+    bob_id = occupant_id(own)
+    seen = await alice.inbox.expect(is_presence("available", frm=f"{room}/bob"), "bob's presence")
+    assert bob_id and occupant_id(seen) == bob_id
+    forged = ET.Element("{urn:xmpp:occupant-id:0}occupant-id", {"id": "i-am-alice"})
+    mid = bob.message(room, "hi", mtype="groupchat", extra=[forged])
+    got = await alice.inbox.expect(is_message(mid=mid), "bob's message")
+    assert [el.get("id") for el in got.xml.iter("{urn:xmpp:occupant-id:0}occupant-id")] == [bob_id]
+    # The same user keeps the id under another nick, after leaving and coming back.
+    bob.plugin["xep_0045"].leave_muc(room, "bob")
+    await alice.inbox.expect(is_presence("unavailable", frm=f"{room}/bob"), "bob leaving")
+    own, *_ = await join(bob, room, "robert")
+    assert occupant_id(own) == bob_id
+    alice_own, *_ = await join(alice, room, "alice")
+    assert occupant_id(alice_own) not in (None, bob_id)
+
+
 async def test_groupchat_from_a_non_occupant_is_not_acceptable(server, im):
     alice = await muc_user(server, im, "alice")
     bob = await muc_user(server, im, "bob")
@@ -531,6 +558,8 @@ async def test_persistent_room_keeps_its_config_and_affiliations_across_a_restar
     alice.plugin["xep_0045"].set_subject(room, "still here")
     await alice.inbox.expect(lambda s: is_message(frm=f"{room}/alice")(s) and s["subject"] == "still here",
                              "the subject change")
+    before, *_ = await join(alice, room, "alice")
+    alice_id = occupant_id(before)
     await alice.close()
     await bob.close()
 
@@ -554,6 +583,8 @@ async def test_persistent_room_keeps_its_config_and_affiliations_across_a_restar
     alice = await muc_user_again(own, im, alice)
     self_presence, *_ = await join(alice, room, "alice")
     assert item_of(self_presence)["affiliation"] == "owner"
+    # XEP-0421: the occupant id survives the restart too.
+    assert occupant_id(self_presence) == alice_id
 
 
 async def test_removing_a_member_from_a_members_only_room_removes_them_with_321(server, im):

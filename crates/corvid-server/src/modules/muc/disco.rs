@@ -35,6 +35,8 @@ pub fn room_info(room: &Room) -> Element {
         .with_child(feature(ns::STANZA_ID))
         // §6.4: the sender's message id is kept when the room reflects a message.
         .with_child(feature("http://jabber.org/protocol/muc#stable_id"))
+        // XEP-0421 §4: presences and messages carry the room's occupant ids.
+        .with_child(feature(ns::OCCUPANT_ID))
         // XEP-0410 §4: the service answers self-pings itself.
         .with_child(feature("http://jabber.org/protocol/muc#self-ping-optimization"));
     for f in room.config.features() {

@@ -26,6 +26,7 @@ pub fn groupchat(room: &mut Room, from: &FullJid, msg: &Element, now: SystemTime
         return Err(StanzaError::forbidden().with_text("you have no voice in this room"));
     }
     let nick = sender.nick.clone();
+    let occupant_id = sender.occupant_id.clone();
     let role = sender.role;
     let has_body = msg.has_child("body", ns::CLIENT);
     let subject = msg.get_child("subject", ns::CLIENT).map(Element::text);
@@ -40,7 +41,7 @@ pub fn groupchat(room: &mut Room, from: &FullJid, msg: &Element, now: SystemTime
         room.subject.nick = Some(nick.clone());
         room.subject.text = text.clone();
     }
-    let reflected = reflect(room, &nick, msg);
+    let reflected = reflect(room, &nick, &occupant_id, msg);
     room.send_to_all(&reflected, out);
     if has_body {
         let capacity = room.config.history_length;
@@ -51,7 +52,7 @@ pub fn groupchat(room: &mut Room, from: &FullJid, msg: &Element, now: SystemTime
 
 /// The message as the room sends it: `from` room/nick, the sender's `id` kept, any
 /// stanza-id claiming to be the room's removed and the room's own added (XEP-0359 §5).
-fn reflect(room: &Room, nick: &str, msg: &Element) -> Element {
+fn reflect(room: &Room, nick: &str, occupant_id: &str, msg: &Element) -> Element {
     let by = room.jid.as_str();
     let mut reflected = Element::new("message", ns::CLIENT)
         .with_attr("from", room.occupant_jid(nick))
@@ -63,11 +64,13 @@ fn reflect(room: &Room, nick: &str, msg: &Element) -> Element {
         reflected.set_attr("xml:lang", lang);
     }
     for child in msg.children() {
-        if child.is("stanza-id", ns::STANZA_ID) && child.attr("by") == Some(by) {
+        // XEP-0421 §4: only the room says who sent it.
+        if (child.is("stanza-id", ns::STANZA_ID) && child.attr("by") == Some(by)) || child.is("occupant-id", ns::OCCUPANT_ID) {
             continue;
         }
         reflected.append_child(child.clone());
     }
+    reflected.append_child(super::occupant_id::element(occupant_id));
     reflected.append_child(
         Element::new("stanza-id", ns::STANZA_ID).with_attr("id", crate::random_id()).with_attr("by", by),
     );
@@ -88,6 +91,7 @@ pub fn private(room: &Room, from: &FullJid, to_nick: &str, msg: &Element, out: &
         return Err(StanzaError::bad_request());
     }
     let mut forwarded = msg.clone();
+    super::occupant_id::strip(&mut forwarded);
     forwarded.set_attr("from", room.occupant_jid(&sender.nick));
     forwarded.set_attr("to", target.jid.as_str());
     if !forwarded.has_child("x", ns::MUC_USER) {
@@ -163,6 +167,7 @@ mod tests {
                 password: None,
                 history: Request::default(),
                 created: false,
+                occupant_id: format!("id-{nick}"),
             };
             enter(&mut room, join, 10, SystemTime::now(), &mut |_: &FullJid, _: Bytes| {}).unwrap();
         }

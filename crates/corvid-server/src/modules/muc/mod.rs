@@ -7,7 +7,8 @@
 //! - `message.rs`: groupchat, subject, private messages, invitations; `voice.rs`: voice requests;
 //! - `admin.rs`: `muc#admin` roles and affiliations; `owner.rs`: `muc#owner` config, destroy;
 //! - `disco.rs`: service discovery; `room.rs`, `history.rs`, `roomconfig.rs`: the state;
-//! - `persist.rs`: persistent rooms, loaded from the store on the service's first stanza.
+//! - `persist.rs`: persistent rooms, loaded from the store on the service's first stanza;
+//! - `occupant_id.rs`: XEP-0421 occupant ids.
 //!
 //! Rooms live in a sharded map, each behind its own mutex that is held only for the
 //! synchronous handling of one stanza (never across an `.await`). A nick belongs to one
@@ -19,6 +20,7 @@ mod disco;
 mod history;
 mod message;
 mod occupant;
+mod occupant_id;
 mod owner;
 mod persist;
 mod room;
@@ -55,8 +57,10 @@ pub struct Muc {
     created_by: DashMap<BareJid, usize>,
     /// The rooms each session is in, to leave them when it closes.
     joined: DashMap<FullJid, Vec<BareJid>>,
-    /// Persistent rooms are loaded once, before the first stanza is handled.
+    /// Persistent rooms (and the occupant-id secret) are loaded once, before the first
+    /// stanza is handled.
     loaded: tokio::sync::OnceCell<()>,
+    occupant_id_secret: std::sync::OnceLock<occupant_id::Secret>,
     /// Room snapshots are taken and written one at a time, so the last write is the newest.
     save_order: tokio::sync::Mutex<()>,
 }
@@ -140,6 +144,7 @@ impl Muc {
 
     /// Loads the persistent rooms of the service.
     async fn load(&self, ctx: &Ctx) {
+        let _ = self.occupant_id_secret.set(occupant_id::load_secret(&ctx.server.config.data_dir).await);
         let service = ctx.server.config.muc_domain();
         let stored = match ctx.server.store.muc_rooms(&service).await {
             Ok(rooms) => rooms,
@@ -274,6 +279,7 @@ impl Muc {
                 password: join_el.and_then(|x| x.get_child("password", ns::MUC)).map(Element::text),
                 history: history::Request::parse(join_el),
                 created,
+                occupant_id: occupant_id::of(self.occupant_id_secret.get().unwrap_or(&[0; 32]), room_jid, &from.to_bare()),
             };
             let result = occupant::enter(&mut room, join, server.config.muc.max_occupants, SystemTime::now(), &mut out);
             if result.is_err() && created {

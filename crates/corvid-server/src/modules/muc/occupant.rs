@@ -24,6 +24,8 @@ pub struct Join {
     pub history: Request,
     /// The room was created by this very presence (§10.1.1).
     pub created: bool,
+    /// XEP-0421: the id the room shows for this user.
+    pub occupant_id: String,
 }
 
 /// Checks a requested nick (§7.2.1: a nick is required; §7.2.9 lets a service refuse
@@ -46,7 +48,8 @@ pub fn presence_payload(presence: &Element) -> Element {
         payload.set_attr("id", id);
     }
     for child in presence.children() {
-        if !child.is("x", ns::MUC) && !child.is("x", ns::MUC_USER) {
+        // XEP-0421 §4: an occupant-id is the room's to give, never the client's.
+        if !child.is("x", ns::MUC) && !child.is("x", ns::MUC_USER) && !child.is("occupant-id", ns::OCCUPANT_ID) {
             payload.append_child(child.clone());
         }
     }
@@ -91,6 +94,7 @@ pub fn enter(room: &mut Room, join: Join, service_max: usize, now: SystemTime, o
         nick: join.nick,
         jid: join.jid,
         role: Role::default_for(affiliation, room.config.moderated),
+        occupant_id: join.occupant_id,
         presence: join.presence,
     };
     // §7.2.3: the presence of every occupant, then the others learn of the new one.
@@ -203,6 +207,7 @@ mod tests {
             password: None,
             history: Request::default(),
             created: false,
+            occupant_id: format!("id-{nick}"),
         }
     }
 

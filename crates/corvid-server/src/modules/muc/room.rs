@@ -99,6 +99,8 @@ pub struct Occupant {
     pub nick: String,
     pub jid: FullJid,
     pub role: Role,
+    /// XEP-0421: the occupant's stable, opaque id in this room.
+    pub occupant_id: String,
     /// The occupant's own presence payload (show, status, extensions), without the MUC
     /// join element and without addresses.
     pub presence: Element,
@@ -244,6 +246,7 @@ impl Room {
         if let Some(reason) = &note.reason {
             item.append_child(Element::new("reason", ns::MUC_USER).with_text(reason.as_str()));
         }
+        presence.append_child(super::occupant_id::element(&occupant.occupant_id));
         let mut x = Element::new("x", ns::MUC_USER).with_child(item);
         if let Some(destroy) = &note.destroy {
             x.append_child(destroy.clone());

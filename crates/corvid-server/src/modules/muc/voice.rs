@@ -109,6 +109,7 @@ mod tests {
                 password: None,
                 history: Request::default(),
                 created: false,
+                occupant_id: format!("id-{nick}"),
             };
             enter(&mut room, join, 10, SystemTime::now(), &mut |_: &FullJid, _: Bytes| {}).unwrap();
         }
