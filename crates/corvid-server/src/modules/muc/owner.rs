@@ -109,3 +109,82 @@ pub fn destroy_room(room: &mut Room, request: &Element, out: &mut Out) {
     }
     room.destroyed = true;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::muc::history::Request;
+    use crate::modules::muc::occupant::{enter, Join};
+    use crate::modules::muc::roomconfig::RoomConfig;
+    use bytes::Bytes;
+    use corvid_proto::{FullJid, Jid};
+    use std::time::SystemTime;
+
+    const CAPS: Caps = Caps { max_history: 5, max_occupants: 10 };
+
+    fn room_with_owner_inside() -> Room {
+        let mut room = Room::new("room@conf.x".parse().unwrap(), "own@x".parse().unwrap(), RoomConfig::new(CAPS));
+        let join = Join {
+            nick: "own".into(),
+            jid: "own@x/1".parse().unwrap(),
+            presence: Element::new("presence", ns::CLIENT),
+            password: None,
+            history: Request::default(),
+            created: true,
+            occupant_id: "id".into(),
+        };
+        enter(&mut room, join, 10, SystemTime::now(), &mut |_: &FullJid, _: Bytes| {}).unwrap();
+        room
+    }
+
+    fn iq(from: &str, kind: IqType, payload: Element) -> Iq {
+        Iq { from: Jid::new(from).unwrap(), to: Jid::new("room@conf.x").unwrap(), id: "1".into(), kind, payload }
+    }
+
+    fn form(kind: &str) -> Element {
+        Element::new("query", ns::MUC_OWNER).with_child(Element::new("x", ns::DATA_FORMS).with_attr("type", kind))
+    }
+
+    fn sent_by(room: &mut Room, request: &Iq) -> (Result<Outcome, StanzaError>, Vec<String>) {
+        let mut sent = Vec::new();
+        let result = handle(room, request, CAPS, &mut |_: &FullJid, b: Bytes| sent.push(String::from_utf8_lossy(&b).into_owned()));
+        (result, sent)
+    }
+
+    #[test]
+    fn submitting_unlocks_and_later_changes_are_announced_with_104() {
+        let mut room = room_with_owner_inside();
+        assert!(room.locked);
+        let (result, sent) = sent_by(&mut room, &iq("own@x/1", IqType::Set, form("submit")));
+        assert_eq!(result, Ok(Outcome::Configured));
+        assert!(!room.locked && sent.is_empty(), "{sent:?}");
+        let mut change = form("submit");
+        if let Some(x) = change.get_child_mut("x", ns::DATA_FORMS) {
+            x.append_child(
+                Element::new("field", ns::DATA_FORMS)
+                    .with_attr("var", "muc#roomconfig_roomname")
+                    .with_child(Element::new("value", ns::DATA_FORMS).with_text("New")),
+            );
+        }
+        let (_, sent) = sent_by(&mut room, &iq("own@x/1", IqType::Set, change));
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].contains("code='104'"), "{}", sent[0]);
+    }
+
+    #[test]
+    fn cancelling_the_first_configuration_destroys_the_room() {
+        let mut room = room_with_owner_inside();
+        let (result, sent) = sent_by(&mut room, &iq("own@x/1", IqType::Set, form("cancel")));
+        assert_eq!(result, Ok(Outcome::Destroyed));
+        assert!(room.destroyed && room.occupant_count() == 0);
+        assert!(sent[0].contains("type='unavailable'") && sent[0].contains("<destroy"), "{sent:?}");
+    }
+
+    #[test]
+    fn only_owners_configure() {
+        let mut room = room_with_owner_inside();
+        room.set_affiliation_of("adm@x".parse().unwrap(), crate::modules::muc::room::Affiliation::Admin);
+        let (result, _) = sent_by(&mut room, &iq("adm@x/1", IqType::Get, Element::new("query", ns::MUC_OWNER)));
+        assert_eq!(result.unwrap_err().condition, "forbidden");
+    }
+}
