@@ -510,6 +510,21 @@ async def test_banned_user_leaves_with_301_and_cannot_come_back(server, im):
     assert await alice.plugin["xep_0045"].get_affiliation_list(room, "outcast") == [bob.boundjid.bare]
 
 
+async def test_an_owner_outside_the_room_may_ban_and_an_emptied_temporary_room_is_gone(server, im):
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    room = await create_room(alice, "alice")
+    await join(bob, room, "bob")
+    alice.plugin["xep_0045"].leave_muc(room, "alice")
+    await bob.inbox.expect(is_presence("unavailable", frm=f"{room}/alice"), "alice leaving")
+    await alice.plugin["xep_0045"].set_affiliation(room, "outcast", jid=bob.bare, reason="spam")
+    got = await bob.inbox.expect(is_presence("unavailable", frm=f"{room}/bob"), "the ban")
+    assert 301 in codes(got)
+    with pytest.raises(IqError) as failure:
+        await disco(alice, NS_DISCO_INFO, room)
+    assert failure.value.condition == "item-not-found"
+
+
 async def test_participants_may_not_kick_and_owners_cannot_be_kicked(server, im):
     alice = await muc_user(server, im, "alice")
     bob = await muc_user(server, im, "bob")

@@ -216,6 +216,18 @@ impl Muc {
         }
     }
 
+    /// Forgets a room that was destroyed, or is temporary and empty (§7.14: the last
+    /// occupant left; or a kick or ban by an owner outside emptied it).
+    fn forget_if_abandoned(&self, mut room: MutexGuard<'_, Room>, room_ref: &RoomRef) {
+        if !room.destroyed && (room.occupant_count() > 0 || room.config.persistent) {
+            return;
+        }
+        room.destroyed = true;
+        let (jid, creator) = (room.jid.clone(), room.creator.clone());
+        drop(room);
+        self.remove_room(&jid, room_ref, &creator);
+    }
+
     /// Forgets a destroyed room (unless it was replaced meanwhile).
     fn remove_room(&self, jid: &BareJid, room: &RoomRef, creator: &BareJid) {
         if self.rooms.remove_if(jid, |_, r| Arc::ptr_eq(r, room)).is_some() {
@@ -246,12 +258,7 @@ impl Muc {
         let payload = occupant::presence_payload(stanza);
         // A room destroyed while we waited for its lock is retried once, as a new room.
         for _ in 0..2 {
-            let existing = self.room(room_jid);
-            let (room_ref, created) = match existing {
-                Some(room) => (room, false),
-                None if stanza.attr("type").is_none() => self.room_or_create(ctx, room_jid, &from.to_bare())?,
-                None => return Err(StanzaError::item_not_found()),
-            };
+            let (room_ref, created) = self.room_or_create(ctx, room_jid, &from.to_bare())?;
             let mut room = lock(&room_ref);
             if room.destroyed {
                 continue;
@@ -307,15 +314,7 @@ impl Muc {
         let Some(nick) = room.occupant_by_jid(from).map(|o| o.nick.clone()) else { return };
         let status = stanza.filter(|s| s.attr("type") == Some("unavailable"));
         occupant::leave(&mut room, &nick, status, &mut deliver(&ctx.server));
-        let gone = room.occupant_count() == 0 && !room.config.persistent;
-        if gone {
-            room.destroyed = true;
-        }
-        let creator = room.creator.clone();
-        drop(room);
-        if gone {
-            self.remove_room(room_jid, &room_ref, &creator);
-        }
+        self.forget_if_abandoned(room, &room_ref);
         self.joined.remove_if_mut(from, |_, rooms| {
             rooms.retain(|r| r != room_jid);
             rooms.is_empty()
@@ -432,16 +431,16 @@ impl Muc {
             (ns::DISCO_INFO, IqType::Get) => disco::check_query(&iq.payload).map(|_| Some(disco::room_info(&room))),
             (ns::DISCO_ITEMS, IqType::Get) => disco::check_query(&iq.payload).map(|_| Some(disco::room_items())),
             (ns::PING, IqType::Get) => Ok(None),
-            (ns::MUC_ADMIN, _) => admin::handle(&mut room, iq, &mut out),
+            (ns::MUC_ADMIN, _) => {
+                let result = admin::handle(&mut room, iq, &mut out)?;
+                self.forget_if_abandoned(room, room_ref);
+                Ok(result)
+            }
             (ns::MUC_OWNER, _) => match owner::handle(&mut room, iq, caps(&ctx.server.config), &mut out)? {
                 owner::Outcome::Done(payload) => Ok(payload),
                 // A room made temporary while empty is gone at once (§10.2 persistentroom).
-                owner::Outcome::Configured if room.occupant_count() > 0 || room.config.persistent => Ok(None),
                 owner::Outcome::Configured | owner::Outcome::Destroyed => {
-                    room.destroyed = true;
-                    let (jid, creator) = (room.jid.clone(), room.creator.clone());
-                    drop(room);
-                    self.remove_room(&jid, room_ref, &creator);
+                    self.forget_if_abandoned(room, room_ref);
                     Ok(None)
                 }
             },
