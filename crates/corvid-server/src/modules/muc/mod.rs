@@ -255,7 +255,7 @@ impl Muc {
     fn available(&self, ctx: &Ctx, stanza: &Element, from: &FullJid, room_jid: &BareJid, nick: String) -> Result<(), StanzaError> {
         occupant::validate_nick(&nick)?;
         let server = &ctx.server;
-        let payload = occupant::presence_payload(stanza);
+        let payload = occupant::checked_payload(stanza)?;
         // A room destroyed while we waited for its lock is retried once, as a new room.
         for _ in 0..2 {
             let (room_ref, created) = self.room_or_create(ctx, room_jid, &from.to_bare())?;

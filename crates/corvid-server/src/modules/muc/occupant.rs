@@ -13,6 +13,9 @@ use super::room::{Affiliation, Note, Occupant, Out, Role, Room};
 
 /// Longest nick accepted, in characters (the JID resourcepart allows far more).
 pub const MAX_NICK_CHARS: usize = 64;
+/// Largest presence payload an occupant may show, serialized: the room keeps it and sends
+/// it to everyone who enters, so it is bounded well below the stanza limit.
+pub const MAX_PRESENCE_BYTES: usize = 16 * 1024;
 
 /// A presence asking to enter a room.
 pub struct Join {
@@ -38,6 +41,16 @@ pub fn validate_nick(nick: &str) -> Result<(), StanzaError> {
         return Err(StanzaError::not_acceptable().with_text("nick too long"));
     }
     Ok(())
+}
+
+/// The payload of an occupant's presence (its children except the MUC elements), or
+/// `not-acceptable` when it is larger than the room keeps.
+pub fn checked_payload(presence: &Element) -> Result<Element, StanzaError> {
+    let payload = presence_payload(presence);
+    if payload.to_bytes(ns::CLIENT).len() > MAX_PRESENCE_BYTES {
+        return Err(StanzaError::not_acceptable().with_text("presence too large for the room"));
+    }
+    Ok(payload)
 }
 
 /// The payload of an occupant's presence: its children except the MUC join element.
@@ -223,6 +236,15 @@ mod tests {
         assert!(validate_nick("alice").is_ok());
         assert_eq!(validate_nick(" ").unwrap_err().condition, "jid-malformed");
         assert_eq!(validate_nick(&"n".repeat(MAX_NICK_CHARS + 1)).unwrap_err().condition, "not-acceptable");
+    }
+
+    #[test]
+    fn oversized_presence_payloads_are_refused() {
+        let small = Element::new("presence", ns::CLIENT).with_child(Element::new("status", ns::CLIENT).with_text("hi"));
+        assert!(checked_payload(&small).is_ok());
+        let big = Element::new("presence", ns::CLIENT)
+            .with_child(Element::new("status", ns::CLIENT).with_text("x".repeat(MAX_PRESENCE_BYTES)));
+        assert_eq!(checked_payload(&big).unwrap_err().condition, "not-acceptable");
     }
 
     #[test]
