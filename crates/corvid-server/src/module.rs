@@ -1,8 +1,9 @@
 //! The module interface: every XEP is a module; the core knows none of them by name.
 //!
 //! A module declares the disco features it implements and the IQ namespaces it answers,
-//! and may hook messages, presence and session events. [`ModuleRegistry`] dispatches IQs
-//! by payload namespace and runs the hooks in registration order.
+//! and may hook messages, presence and session events, or own a service domain (MUC's
+//! `conference.example.org`) whose every stanza the router hands to it. [`ModuleRegistry`]
+//! dispatches IQs by payload namespace and runs the hooks in registration order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
