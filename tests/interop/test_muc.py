@@ -145,6 +145,23 @@ async def test_room_disco_features_reflect_its_configuration(server, im):
     assert not {"muc_public", "muc_open", "muc_unmoderated", "muc_semianonymous", "muc_unsecured"} & after
 
 
+async def test_iqs_to_an_occupant_are_answered_by_its_client_through_the_room(server, im):
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    room = await create_room(alice, "alice")
+    await join(bob, room, "bob")
+    # Entity capabilities and version queries go to room/nick; bob's client answers.
+    version = await alice.plugin["xep_0092"].get_version(f"{room}/bob", timeout=10)
+    assert str(version["from"]) == f"{room}/bob"
+    assert version["software_version"]["name"], str(version)
+    got = await bob.inbox.expect(lambda s: s.name == "iq" and s.xml.get("from") == f"{room}/alice", "the forwarded query")
+    assert alice.bare not in str(got)
+    await alice.plugin["xep_0199"].send_ping(f"{room}/bob", timeout=10)
+    with pytest.raises(IqError) as failure:
+        await alice.plugin["xep_0199"].send_ping(f"{room}/nobody", timeout=10)
+    assert failure.value.condition == "item-not-found"
+
+
 async def test_self_ping_is_answered_for_occupants_only(server, im):
     alice = await muc_user(server, im, "alice")
     bob = await muc_user(server, im, "bob")

@@ -18,6 +18,7 @@
 mod admin;
 mod disco;
 mod history;
+mod iq;
 mod message;
 mod occupant;
 mod occupant_id;
@@ -61,6 +62,8 @@ pub struct Muc {
     /// stanza is handled.
     loaded: tokio::sync::OnceCell<()>,
     occupant_id_secret: std::sync::OnceLock<occupant_id::Secret>,
+    /// IQs forwarded between occupants, waiting for their answers.
+    iqs: iq::Forwarded,
     /// Room snapshots are taken and written one at a time, so the last write is the newest.
     save_order: tokio::sync::Mutex<()>,
 }
@@ -379,21 +382,34 @@ impl Muc {
         }
     }
 
-    /// IQs to `room@service/nick`: only XEP-0410 self-pings are answered.
+    /// IQs to `room@service/nick`: a self-ping (XEP-0410) is answered here, other requests
+    /// are forwarded to the occupant, and its answers back to whoever asked.
     async fn occupant_iq(&self, ctx: &Ctx, stanza: &Element, from: FullJid, to: Jid) {
         let nick = to.resource().map(|r| r.as_str()).unwrap_or_default();
-        let is_self = self
-            .room(&to.to_bare())
-            .is_some_and(|r| lock(&r).occupant_by_jid(&from).is_some_and(|o| o.nick == nick));
-        let Some(iq) = Iq::from_element(stanza, Jid::from(from), to.clone()) else { return };
-        let reply = if !is_self {
-            iq.error(&StanzaError::not_acceptable())
-        } else if iq.payload.is("ping", ns::PING) {
-            iq.result(None)
-        } else {
-            iq.error(&StanzaError::feature_not_implemented())
+        let mut out = deliver(&ctx.server);
+        let result = match (IqType::parse(stanza.attr("type")), self.room(&to.to_bare())) {
+            (Some(IqType::Result | IqType::Error), _) => return self.iqs.answer(&from, stanza, &mut out),
+            (None, _) => return,
+            (Some(_), None) => Err(StanzaError::item_not_found()),
+            (Some(_), Some(room_ref)) => {
+                let room = lock(&room_ref);
+                let is_self = room.occupant_by_jid(&from).is_some_and(|o| o.nick == nick);
+                if is_self && stanza.has_child("ping", ns::PING) {
+                    Ok(true)
+                } else {
+                    self.iqs.request(&room, &from, nick, stanza, &mut out).map(|_| false)
+                }
+            }
         };
-        ctx.route(reply).await;
+        match result {
+            Ok(true) => {
+                if let Some(iq) = Iq::from_element(stanza, Jid::from(from), to) {
+                    ctx.route(iq.result(None)).await;
+                }
+            }
+            Ok(false) => {}
+            Err(err) => bounce(ctx, stanza, err).await,
+        }
     }
 
     /// IQs to the room: disco (§6.4), `muc#owner` (§10), `muc#admin` (§8, §9).
