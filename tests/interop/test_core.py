@@ -318,8 +318,8 @@ async def test_disco_items_answers(server, clients):
     reply = await client.plugin["xep_0030"].get_items(jid=DOMAIN, local=False, timeout=TIMEOUT)
     assert reply["type"] == "result"
     assert reply["from"] == JID(DOMAIN)
-    # No services (MUC, upload …) are hosted yet; the answer is an empty list.
-    assert list(reply["disco_items"]["items"]) == []
+    # The hosted services: multi-user chat (XEP-0045) on its own domain.
+    assert [str(item[0]) for item in reply["disco_items"]["items"]] == [f"conference.{DOMAIN}"]
 
 
 async def test_software_version_names_corvid(server, clients):

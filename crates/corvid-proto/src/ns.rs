@@ -38,3 +38,12 @@ pub const PRIVATE: &str = "jabber:iq:private";
 pub const LAST: &str = "jabber:iq:last";
 pub const CAPS: &str = "http://jabber.org/protocol/caps";
 pub const OFFLINE: &str = "msgoffline";
+/// XEP-0045 multi-user chat.
+pub const MUC: &str = "http://jabber.org/protocol/muc";
+pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+pub const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+pub const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+pub const MUC_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
+pub const MUC_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
+/// XEP-0421 occupant identifiers.
+pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";

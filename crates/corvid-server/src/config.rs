@@ -34,6 +34,7 @@ pub struct Config {
     pub modules: ModulesConfig,
     pub offline: OfflineConfig,
     pub vcard: VCardConfig,
+    pub muc: MucConfig,
 }
 
 impl Default for Config {
@@ -50,6 +51,7 @@ impl Default for Config {
             modules: ModulesConfig::default(),
             offline: OfflineConfig::default(),
             vcard: VCardConfig::default(),
+            muc: MucConfig::default(),
         }
     }
 }
@@ -204,7 +206,34 @@ impl Default for VCardConfig {
     }
 }
 
+/// XEP-0045 multi-user chat service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MucConfig {
+    /// The service's own domain; default `conference.<first domain>`.
+    pub domain: Option<String>,
+    /// Most messages a room keeps as discussion history (a room's own `historylength` is capped by it).
+    pub max_history: usize,
+    /// Most occupants of one room (a room's own `maxusers` is capped by it).
+    pub max_occupants: usize,
+    /// Most rooms one user may have created and that still exist.
+    pub max_rooms_per_user: usize,
+    /// Most rooms on the service.
+    pub max_rooms: usize,
+}
+
+impl Default for MucConfig {
+    fn default() -> Self {
+        MucConfig { domain: None, max_history: 20, max_occupants: 1000, max_rooms_per_user: 100, max_rooms: 100_000 }
+    }
+}
+
 impl Config {
+    /// The multi-user chat service's domain.
+    pub fn muc_domain(&self) -> String {
+        self.muc.domain.clone().unwrap_or_else(|| format!("conference.{}", self.default_domain()))
+    }
+
     /// Reads a config file; `None` gives the defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let config = match path {
@@ -239,6 +268,15 @@ impl Config {
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid("[tls] needs both `cert` and `key`, or neither".into()));
+        }
+        let muc = self.muc_domain();
+        match jid::BareJid::new(&muc) {
+            Ok(parsed) if parsed.node().is_none() && parsed.as_str() == muc && !self.serves(&muc) => {}
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "muc.domain {muc:?} must be a normalized domain name other than the served domains"
+                )))
+            }
         }
         if self.limits.max_stanza_bytes < 1024 {
             return Err(ConfigError::Invalid("limits.max_stanza_bytes must be at least 1024".into()));
@@ -292,6 +330,18 @@ mod tests {
         assert!(!config.registration_open());
         let config = Config::parse("domains = ['example.org']\n[registration]\nopen = true").unwrap();
         assert!(config.registration_open());
+    }
+
+    #[test]
+    fn muc_domain_defaults_to_conference_subdomain() {
+        let config = Config::parse("domains = ['example.org']").unwrap();
+        assert_eq!(config.muc_domain(), "conference.example.org");
+        assert_eq!(config.muc.max_history, 20);
+        let config = Config::parse("[muc]\ndomain = 'rooms.localhost'\nmax_history = 5").unwrap();
+        assert_eq!(config.muc_domain(), "rooms.localhost");
+        assert!(Config::parse("[muc]\nrooms = 3").is_err());
+        let config = Config::parse("[muc]\ndomain = 'localhost'").unwrap();
+        assert!(config.validate().is_err());
     }
 
     #[test]

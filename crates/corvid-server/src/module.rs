@@ -1,8 +1,9 @@
 //! The module interface: every XEP is a module; the core knows none of them by name.
 //!
 //! A module declares the disco features it implements and the IQ namespaces it answers,
-//! and may hook messages, presence and session events. [`ModuleRegistry`] dispatches IQs
-//! by payload namespace and runs the hooks in registration order.
+//! and may hook messages, presence and session events, or own a service domain (MUC's
+//! `conference.example.org`) whose every stanza the router hands to it. [`ModuleRegistry`]
+//! dispatches IQs by payload namespace and runs the hooks in registration order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use corvid_proto::{BareJid, FullJid, Iq, StanzaError};
 use corvid_xml::Element;
 
+use crate::config::Config;
 use crate::server::Server;
 
 /// Reply to an IQ request: a result with an optional payload, or a stanza error.
@@ -138,23 +140,49 @@ pub trait Module: Send + Sync + 'static {
     fn stream_features(&self, _server: &Server) -> Vec<Element> {
         Vec::new()
     }
+
+    /// Domains this module serves as a service of its own (a MUC service such as
+    /// `conference.example.org`): the router hands it every stanza addressed there.
+    fn service_domains(&self, _config: &Config) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// A stanza (any kind, `from` trustworthy) addressed to one of `service_domains`.
+    async fn handle_service_stanza(&self, _ctx: &Ctx, _stanza: Element) {}
 }
 
 /// The enabled modules, indexed by IQ namespace.
 pub struct ModuleRegistry {
     modules: Vec<Arc<dyn Module>>,
     by_namespace: HashMap<&'static str, Arc<dyn Module>>,
+    by_service_domain: HashMap<String, Arc<dyn Module>>,
 }
 
 impl ModuleRegistry {
-    pub fn new(modules: Vec<Arc<dyn Module>>) -> Self {
+    pub fn new(modules: Vec<Arc<dyn Module>>, config: &Config) -> Self {
         let mut by_namespace = HashMap::new();
+        let mut by_service_domain = HashMap::new();
         for module in &modules {
             for ns in module.iq_namespaces() {
                 by_namespace.insert(*ns, module.clone());
             }
+            for domain in module.service_domains(config) {
+                by_service_domain.insert(domain, module.clone());
+            }
         }
-        ModuleRegistry { modules, by_namespace }
+        ModuleRegistry { modules, by_namespace, by_service_domain }
+    }
+
+    /// The module owning a service domain, if any.
+    pub fn for_service_domain(&self, domain: &str) -> Option<&Arc<dyn Module>> {
+        self.by_service_domain.get(domain)
+    }
+
+    /// Every service domain, sorted (the server's disco#items).
+    pub fn service_domains(&self) -> Vec<&str> {
+        let mut domains: Vec<&str> = self.by_service_domain.keys().map(String::as_str).collect();
+        domains.sort_unstable();
+        domains
     }
 
     pub fn for_namespace(&self, ns: &str) -> Option<&Arc<dyn Module>> {

@@ -55,6 +55,9 @@ pub async fn route(server: &Arc<Server>, stanza: Element) {
         (None, _, Some(from)) => Jid::from(from.bare()),
         (None, _, None) => return,
     };
+    if let Some(service) = server.modules.for_service_domain(to.domain().as_str()) {
+        return service.handle_service_stanza(&ctx(server), stanza).await;
+    }
     if !server.config.serves(to.domain().as_str()) {
         // Server-to-server federation is a later issue; until then remote domains are unreachable.
         return bounce(server, &stanza, StanzaError::remote_server_not_found()).await;

@@ -68,7 +68,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
     let store = SqlStore::open(&config.storage_url()).await?;
     let tls = Tls::load_or_generate(&config)?;
-    let modules = ModuleRegistry::new(crate::modules::enabled(&config));
+    let modules = ModuleRegistry::new(crate::modules::enabled(&config), &config);
     let (stop, shutdown) = watch::channel(false);
     let server = Arc::new(Server {
         sessions: SessionManager::new(config.limits.outgoing_queue, config.limits.slow_consumer),

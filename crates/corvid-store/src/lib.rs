@@ -1,5 +1,5 @@
 //! Corvid storage: one trait per concern ([`Users`], [`Rosters`], [`Offline`], [`VCards`],
-//! [`PrivateXml`], [`Blocklists`], [`LastActivity`]), all implemented by [`SqlStore`] over sqlx.
+//! [`PrivateXml`], [`Blocklists`], [`LastActivity`], [`MucRooms`]), all implemented by [`SqlStore`] over sqlx.
 //! SQLite is embedded (a WAL file in the data directory); PostgreSQL is planned behind the same
 //! queries with its own migrations.
 //!
@@ -19,6 +19,7 @@
 mod blocklist;
 mod error;
 mod last;
+mod muc;
 mod offline;
 mod private;
 mod roster;
@@ -30,6 +31,7 @@ mod vcard;
 pub use blocklist::Blocklists;
 pub use error::StoreError;
 pub use last::LastActivity;
+pub use muc::{MucRooms, StoredRoom};
 pub use offline::{Offline, OfflineMessage};
 pub use private::PrivateXml;
 pub use roster::{RosterItem, Rosters, Subscription};

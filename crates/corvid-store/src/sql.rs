@@ -13,6 +13,7 @@
 mod blocklist;
 mod last;
 mod migrations;
+mod muc;
 mod offline;
 mod private;
 mod roster;

@@ -50,6 +50,7 @@ impl Module for Disco {
         Ok(Some(match (iq.payload.ns(), account) {
             (ns::DISCO_INFO, None) => server_info_of(&ctx.server),
             (ns::DISCO_INFO, Some(user)) => account_info(&user),
+            (_, None) => server_items(&ctx.server),
             _ => Element::new("query", ns::DISCO_ITEMS),
         }))
     }
@@ -74,6 +75,15 @@ fn with_features<'a>(mut query: Element, features: impl IntoIterator<Item = &'a 
 pub fn server_info_of(server: &crate::server::Server) -> Element {
     let query = Element::new("query", ns::DISCO_INFO).with_child(identity("server", "im", Some("Corvid")));
     with_features(query, server.modules.features())
+}
+
+/// The server's disco#items: the services on domains of their own (XEP-0030 §4).
+fn server_items(server: &crate::server::Server) -> Element {
+    let mut query = Element::new("query", ns::DISCO_ITEMS);
+    for domain in server.modules.service_domains() {
+        query.append_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", domain));
+    }
+    query
 }
 
 fn account_info(_user: &BareJid) -> Element {

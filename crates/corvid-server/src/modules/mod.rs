@@ -5,6 +5,7 @@ pub mod caps;
 pub mod carbons;
 pub mod disco;
 pub mod last;
+pub mod muc;
 pub mod offline;
 pub mod ping;
 pub mod presence;
@@ -24,7 +25,8 @@ use crate::config::Config;
 use crate::module::Module;
 
 /// In hook order: blocking filters first; vCard and caps see presence before it is broadcast;
-/// last activity reads a closing session's presence before presence clears it.
+/// last activity reads a closing session's presence before presence clears it; MUC comes
+/// after presence, whose unavailable at logout is what usually takes a session out of its rooms.
 fn all() -> Vec<Arc<dyn Module>> {
     vec![
         Arc::new(blocking::Blocking::default()),
@@ -43,6 +45,7 @@ fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(version::Version),
         Arc::new(time::EntityTime),
         Arc::new(register::Register),
+        Arc::new(muc::Muc::default()),
     ]
 }
 

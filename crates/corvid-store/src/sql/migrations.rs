@@ -131,6 +131,30 @@ const SQLITE: &[Migration] = &[
         )",
         ],
     },
+    Migration {
+        version: 3,
+        // XEP-0045 persistent rooms: configuration and subject, and the affiliations. A room
+        // belongs to its service, not to an account: no foreign key to `users`.
+        statements: &[
+            "CREATE TABLE muc_rooms (
+            service TEXT NOT NULL,
+            name TEXT NOT NULL,
+            creator TEXT NOT NULL,
+            config TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            subject_nick TEXT NOT NULL,
+            PRIMARY KEY (service, name)
+        )",
+            "CREATE TABLE muc_affiliations (
+            service TEXT NOT NULL,
+            name TEXT NOT NULL,
+            jid TEXT NOT NULL,
+            affiliation TEXT NOT NULL CHECK (affiliation IN ('owner', 'admin', 'member', 'outcast')),
+            PRIMARY KEY (service, name, jid),
+            FOREIGN KEY (service, name) REFERENCES muc_rooms (service, name)
+        )",
+        ],
+    },
 ];
 
 pub(super) fn for_backend(backend: Backend) -> &'static [Migration] {
@@ -211,6 +235,8 @@ mod tests {
         let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
         // Turn it back into what a version-1 build left behind, with one account.
         for table in [
+            "muc_affiliations",
+            "muc_rooms",
             "roster_groups",
             "roster_items",
             "roster_versions",
