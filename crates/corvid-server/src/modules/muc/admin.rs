@@ -2,6 +2,7 @@
 //! owner lists): the `muc#admin` queries, and the permission tables that decide who may
 //! change whom (§5.1.2, §5.2.1).
 
+use corvid_proto::Bare;
 use corvid_proto::{ns, BareJid, FullJid, Iq, IqType, StanzaError};
 use corvid_xml::Element;
 
@@ -100,7 +101,7 @@ pub fn set_role(room: &mut Room, from: &FullJid, nick: &str, role: Role, out: &m
 /// §9.1.2 (outcasts), §9.5 (members), §10.5 (owners), §10.8 (admins); §8.5 (visitors?),
 /// §9.8 (moderators): the items of one affiliation or role.
 fn list(room: &Room, from: &FullJid, item: &Element) -> Result<Element, StanzaError> {
-    let actor_aff = room.affiliation(&from.to_bare());
+    let actor_aff = room.affiliation(&from.bare());
     let actor_role = room.occupant_by_jid(from).map_or(Role::None, |o| o.role);
     let mut query = Element::new("query", ns::MUC_ADMIN);
     if let Some(affiliation) = item.attr("affiliation") {
@@ -128,7 +129,7 @@ fn list(room: &Room, from: &FullJid, item: &Element) -> Result<Element, StanzaEr
             Element::new("item", ns::MUC_ADMIN)
                 .with_attr("nick", occupant.nick.as_str())
                 .with_attr("role", role.name())
-                .with_attr("affiliation", room.affiliation(&occupant.jid.to_bare()).name())
+                .with_attr("affiliation", room.affiliation(&occupant.jid.bare()).name())
                 .with_attr("jid", occupant.jid.as_str()),
         );
     }
@@ -142,7 +143,7 @@ enum Change {
 }
 
 fn check(room: &Room, from: &FullJid, item: &Element) -> Result<Change, StanzaError> {
-    let actor_aff = room.affiliation(&from.to_bare());
+    let actor_aff = room.affiliation(&from.bare());
     let actor_role = room.occupant_by_jid(from).map_or(Role::None, |o| o.role);
     let reason = item.get_child("reason", ns::MUC_ADMIN).map(Element::text);
     // §9 / §8: an item changes the affiliation or the role, never both.
@@ -153,7 +154,7 @@ fn check(room: &Room, from: &FullJid, item: &Element) -> Result<Change, StanzaEr
         let role = Role::parse(role).ok_or_else(StanzaError::bad_request)?;
         let nick = item.attr("nick").ok_or_else(StanzaError::bad_request)?;
         let target = room.occupant(nick).ok_or_else(StanzaError::item_not_found)?;
-        let target_aff = room.affiliation(&target.jid.to_bare());
+        let target_aff = room.affiliation(&target.jid.bare());
         may_set_role((actor_aff, actor_role), (target_aff, target.role), role)?;
         return Ok(Change::Role { nick: nick.to_string(), role, reason });
     }
@@ -161,7 +162,7 @@ fn check(room: &Room, from: &FullJid, item: &Element) -> Result<Change, StanzaEr
     // §9.1: by JID, or by the nick of an occupant.
     let user = match (item.attr("jid"), item.attr("nick")) {
         (Some(jid), _) => BareJid::new(jid).map_err(|_| StanzaError::jid_malformed())?,
-        (None, Some(nick)) => room.occupant(nick).ok_or_else(StanzaError::item_not_found)?.jid.to_bare(),
+        (None, Some(nick)) => room.occupant(nick).ok_or_else(StanzaError::item_not_found)?.jid.bare(),
         (None, None) => return Err(StanzaError::bad_request()),
     };
     let target = room.affiliation(&user);

@@ -5,6 +5,7 @@
 //! `from` and a XEP-0359 stanza-id, serialized once, and each occupant's copy made by
 //! splicing in its `to`.
 
+use corvid_proto::Bare;
 use std::time::SystemTime;
 
 use corvid_proto::{ns, BareJid, FullJid, StanzaError};
@@ -108,7 +109,7 @@ pub fn invitations(room: &mut Room, from: &FullJid, x: &Element) -> Result<Vec<E
     let Some(inviter) = room.occupant_by_jid(from) else {
         return Err(StanzaError::not_acceptable().with_text("you are not in this room"));
     };
-    let affiliation = room.affiliation(&from.to_bare());
+    let affiliation = room.affiliation(&from.bare());
     let may_invite =
         affiliation >= Affiliation::Admin || inviter.role == Role::Moderator || room.config.allow_invites || !room.config.members_only;
     if !may_invite {

@@ -28,6 +28,7 @@ mod room;
 mod roomconfig;
 mod voice;
 
+use corvid_proto::Bare;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -117,7 +118,7 @@ impl Muc {
             return bounce(ctx, &stanza, StanzaError::not_acceptable()).await;
         };
         let Some(Ok(to)) = stanza.attr("to").map(Jid::new) else { return };
-        let room_jid = to.to_bare();
+        let room_jid = to.bare();
         match (room_jid.node(), to.resource(), kind) {
             (None, _, StanzaKind::Iq) => self.service_iq(ctx, &stanza, from, to).await,
             (None, _, StanzaKind::Message) => bounce(ctx, &stanza, StanzaError::service_unavailable()).await,
@@ -261,7 +262,7 @@ impl Muc {
         let payload = occupant::checked_payload(stanza)?;
         // A room destroyed while we waited for its lock is retried once, as a new room.
         for _ in 0..2 {
-            let (room_ref, created) = self.room_or_create(ctx, room_jid, &from.to_bare())?;
+            let (room_ref, created) = self.room_or_create(ctx, room_jid, &from.bare())?;
             let mut room = lock(&room_ref);
             if room.destroyed {
                 continue;
@@ -289,7 +290,7 @@ impl Muc {
                 password: join_el.and_then(|x| x.get_child("password", ns::MUC)).map(Element::text),
                 history: history::Request::parse(join_el),
                 created,
-                occupant_id: occupant_id::of(self.occupant_id_secret.get().unwrap_or(&[0; 32]), room_jid, &from.to_bare()),
+                occupant_id: occupant_id::of(self.occupant_id_secret.get().unwrap_or(&[0; 32]), room_jid, &from.bare()),
             };
             let result = occupant::enter(&mut room, join, server.config.muc.max_occupants, SystemTime::now(), &mut out);
             if result.is_err() && created {
@@ -387,7 +388,7 @@ impl Muc {
     async fn occupant_iq(&self, ctx: &Ctx, stanza: &Element, from: FullJid, to: Jid) {
         let nick = to.resource().map(|r| r.as_str()).unwrap_or_default();
         let mut out = deliver(&ctx.server);
-        let result = match (IqType::parse(stanza.attr("type")), self.room(&to.to_bare())) {
+        let result = match (IqType::parse(stanza.attr("type")), self.room(&to.bare())) {
             (Some(IqType::Result | IqType::Error), _) => return self.iqs.answer(&from, stanza, &mut out),
             (None, _) => return,
             (Some(_), None) => Err(StanzaError::item_not_found()),
@@ -420,7 +421,7 @@ impl Muc {
             }
             return;
         };
-        let room_jid = to.to_bare();
+        let room_jid = to.bare();
         let room_ref = self.room(&room_jid);
         let result = match room_ref {
             None => Err(StanzaError::item_not_found()),
@@ -438,7 +439,7 @@ impl Muc {
 
     fn room_iq_locked(&self, ctx: &Ctx, iq: &Iq, from: &FullJid, room_ref: &RoomRef) -> Result<Option<Element>, StanzaError> {
         let mut room = lock(room_ref);
-        let owner = room.affiliation(&from.to_bare()) == room::Affiliation::Owner;
+        let owner = room.affiliation(&from.bare()) == room::Affiliation::Owner;
         if room.destroyed || (room.locked && !owner) {
             return Err(StanzaError::item_not_found());
         }
@@ -502,7 +503,7 @@ impl Muc {
 fn decline(room_jid: &BareJid, from: &FullJid, x: &Element) -> Option<Element> {
     let decline = x.get_child("decline", ns::MUC_USER)?;
     let inviter = Jid::new(decline.attr("to")?).ok()?;
-    let mut body = Element::new("decline", ns::MUC_USER).with_attr("from", from.to_bare().as_str());
+    let mut body = Element::new("decline", ns::MUC_USER).with_attr("from", from.bare().as_str());
     if let Some(reason) = decline.get_child("reason", ns::MUC_USER) {
         body.append_child(reason.clone());
     }

@@ -3,6 +3,7 @@
 //! §7.2 lists them and either changes the room and tells the occupants, or returns the
 //! stanza error for the sender.
 
+use corvid_proto::Bare;
 use std::time::SystemTime;
 
 use corvid_proto::{ns, ErrorType, FullJid, StanzaError};
@@ -71,7 +72,7 @@ pub fn presence_payload(presence: &Element) -> Element {
 
 /// §7.2: enters `join.jid` into the room, or says why not.
 pub fn enter(room: &mut Room, join: Join, service_max: usize, now: SystemTime, out: &mut Out) -> Result<(), StanzaError> {
-    let user = join.jid.to_bare();
+    let user = join.jid.bare();
     let affiliation = room.affiliation(&user);
     // §10.1.2: until the owner configures it, the room does not exist for anyone else.
     if room.locked && affiliation != Affiliation::Owner {

@@ -1,6 +1,7 @@
 //! Owner use cases (XEP-0045 §10): the configuration form (§10.2, which also unlocks a
 //! new room, §10.1), and destroying a room (§10.9).
 
+use corvid_proto::Bare;
 use corvid_proto::{ns, Iq, IqType, StanzaError};
 use corvid_xml::Element;
 
@@ -22,7 +23,7 @@ pub enum Outcome {
 pub fn handle(room: &mut Room, iq: &Iq, caps: Caps, out: &mut Out) -> Result<Outcome, StanzaError> {
     let from = iq.from.clone().try_into_full().map_err(|_| StanzaError::bad_request())?;
     // §10: owners only.
-    if room.affiliation(&from.to_bare()) != Affiliation::Owner {
+    if room.affiliation(&from.bare()) != Affiliation::Owner {
         return Err(StanzaError::forbidden());
     }
     if iq.kind == IqType::Get {
@@ -65,7 +66,7 @@ pub fn handle(room: &mut Room, iq: &Iq, caps: Caps, out: &mut Out) -> Result<Out
 fn remove_non_members(room: &mut Room, out: &mut Out) {
     let outsiders: Vec<String> = room
         .occupants()
-        .filter(|o| room.affiliation(&o.jid.to_bare()) < Affiliation::Member)
+        .filter(|o| room.affiliation(&o.jid.bare()) < Affiliation::Member)
         .map(|o| o.nick.clone())
         .collect();
     for nick in outsiders {

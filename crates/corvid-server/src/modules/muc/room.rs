@@ -6,6 +6,7 @@
 //! through an [`Out`] callback, while the room is locked, so every occupant sees the same
 //! order of events.
 
+use corvid_proto::Bare;
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
@@ -201,7 +202,7 @@ impl Room {
 
     /// The occupants that are resources of `user`.
     pub fn nicks_of(&self, user: &BareJid) -> Vec<String> {
-        self.occupants.values().filter(|o| &o.jid.to_bare() == user).map(|o| o.nick.clone()).collect()
+        self.occupants.values().filter(|o| &o.jid.bare() == user).map(|o| o.nick.clone()).collect()
     }
 
     /// `room@service/nick`.
@@ -232,7 +233,7 @@ impl Room {
         }
         let role = if note.unavailable { Role::None } else { occupant.role };
         let mut item = Element::new("item", ns::MUC_USER)
-            .with_attr("affiliation", self.affiliation(&occupant.jid.to_bare()).name())
+            .with_attr("affiliation", self.affiliation(&occupant.jid.bare()).name())
             .with_attr("role", role.name());
         if with_jid {
             item.set_attr("jid", occupant.jid.as_str());
