@@ -14,7 +14,6 @@
 #   presence     K mutual contacts per user (made through subscribe/subscribed), presence
 #                changes at a rate: deliveries/s to contacts
 #   muc          one room of M occupants with a groupchat rate: fan-out deliveries/s
-#                (Prosody and ejabberd only until Corvid has MUC; --muc-servers to change)
 # and writes bench/results/<date>.md (and the raw reports as <date>.json).
 #
 # --profile also samples Corvid's CPU with perf during each scenario and writes a
@@ -28,7 +27,7 @@
 #
 # Usage: bench/compare.sh [--servers "corvid prosody ejabberd"] [--idle-users N]
 #          [--chat-users N] [--storm-users N] [--ramp "START GROWTH% MAX SECS"]
-#          [--occupants M] [--muc-rate R] [--muc-secs S] [--muc-servers "prosody ejabberd"]
+#          [--occupants M] [--muc-rate R] [--muc-secs S]
 #          [--hold S] [--presence-users N] [--contacts K] [--presence-rate R]
 #          [--scenarios "idle login-storm chat-ramp presence muc"]
 #          [--mechanism scram-sha-1|scram-sha-256|plain] [--port-base P] [--keep] [--no-build]
@@ -37,7 +36,6 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SERVERS="corvid prosody ejabberd"
-MUC_SERVERS="prosody ejabberd"
 IDLE_USERS=10000
 CHAT_USERS=2000
 STORM_USERS=2000
@@ -66,7 +64,6 @@ STAMP=$(date +%Y-%m-%d-%H%M)
 while [ $# -gt 0 ]; do
     case "$1" in
         --servers) SERVERS=$2; shift 2 ;;
-        --muc-servers) MUC_SERVERS=$2; shift 2 ;;
         --idle-users) IDLE_USERS=$2; shift 2 ;;
         --chat-users) CHAT_USERS=$2; shift 2 ;;
         --storm-users) STORM_USERS=$2; shift 2 ;;
@@ -459,10 +456,8 @@ run_server() {
         --growth "${RAMP[1]}" --max "${RAMP[2]}" --step-secs "${RAMP[3]}"
     wanted presence && bench "$name" presence "$PRESENCE_USERS" -- --contacts "$CONTACTS" \
         --rate "$PRESENCE_RATE" --duration "$PRESENCE_SECS"
-    if wanted muc && [[ " $MUC_SERVERS " == *" $name "* ]]; then
-        bench "$name" muc "$OCCUPANTS" -- --rooms 1 --occupants "$OCCUPANTS" \
-            --rate "$MUC_RATE" --duration "$MUC_SECS"
-    fi
+    wanted muc && bench "$name" muc "$OCCUPANTS" -- --rooms 1 --occupants "$OCCUPANTS" \
+        --rate "$MUC_RATE" --duration "$MUC_SECS"
     stop_server
 }
 
