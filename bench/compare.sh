@@ -42,7 +42,7 @@ STORM_USERS=2000
 # chat-ramp: start rate, growth per step (%), max rate, seconds per step.
 RAMP=(500 25 100000 5)
 OCCUPANTS=200
-MUC_RATE=50
+MUC_RATE=100
 MUC_SECS=15
 HOLD=10
 PRESENCE_USERS=1000
