@@ -18,8 +18,9 @@
 #
 # --profile also samples Corvid's CPU with perf during each scenario and writes a
 # flamegraph per scenario (bench/results/<date>-corvid-<scenario>.svg); --heap-profile
-# runs Corvid under heaptrack and writes the flamegraph of its memory at its peak
-# (<date>-corvid-heap.svg): with --scenarios idle, what each idle session holds.
+# (with --scenarios idle) runs Corvid under heaptrack, kills it halfway through the idle
+# hold and writes the flamegraph of what its heap held then (<date>-corvid-heap.svg): what
+# the idle sessions cost, allocation site by allocation site.
 # Profiling slows Corvid: take figures from a run without it.
 #
 # The bench shares the 2 cores with the server under test: every table states the
@@ -387,6 +388,7 @@ bench() {
     [ "${1:-}" = "--" ] && shift
     log "$name: $scenario ($users users)"
     profile_start "$name" "$scenario"
+    heap_snapshot_later "$name" "$scenario" "$users"
     "$ROOT/target/release/corvid-bench" --server "127.0.0.1:${PORT[$name]}" --domain localhost \
         --users "$users" --prefix "$PREFIX" --password "$PASSWORD" --mechanism "$MECHANISM" \
         --server-pid "$SERVER_PID" --label "$name" --scram-cache "$WORK/scram-$name.cache" \
@@ -419,16 +421,37 @@ profile_stop() {
     log "wrote bench/results/$STAMP-corvid-$2.svg"
 }
 
-# The heap at its peak (for the idle scenario: every session logged in), as a flamegraph.
+# --heap-profile: halfway through the idle hold, every session is logged in and idle; the
+# server is killed there (SIGKILL, so nothing is freed) and what heaptrack saw allocated and
+# not freed is the heap of the idle sessions. The idle figures of such a run mean nothing.
+heap_snapshot_later() {
+    [ "$HEAP_PROFILE" = 1 ] && [ "$1" = corvid ] && [ "$2" = idle ] || return 0
+    local pid=$SERVER_PID users=$3
+    (
+        # Every session has its socket open (one descriptor each): wait a little more, so
+        # the sessions have gone idle, then take the snapshot.
+        local deadline=$((SECONDS + 120))
+        while [ "$(ls "/proc/$pid/fd" 2>/dev/null | wc -l)" -lt "$users" ] && [ $SECONDS -lt $deadline ]; do
+            sleep 0.5
+        done
+        sleep 4
+        log "heap snapshot: killing corvid"
+        kill -9 "$pid" 2>/dev/null
+    ) &
+}
+
+# The heap as it was at the snapshot, as a flamegraph, and the largest sites as text.
 heap_report() {
     [ "$HEAP_PROFILE" = 1 ] || return 0
     local data
     data=$(ls -t "$WORK"/corvid/heaptrack*.zst "$WORK"/corvid/heaptrack*.gz 2>/dev/null | head -1 || true)
     [ -n "$data" ] || { log "no heaptrack data"; return 0; }
-    heaptrack_print "$data" --print-peaks 1 --peak-limit 15 --print-allocators 0 \
-        --print-temporary 0 --print-leaks 0 --flamegraph-cost-type peak \
-        -F "$WORK/heap.folded" >"$ROOT/bench/results/$STAMP-corvid-heap.txt" 2>&1 || true
-    inferno-flamegraph --title "Corvid heap at peak ($STAMP)" --colors mem --countname bytes \
+    heaptrack_print "$data" --print-peaks 0 --print-allocators 0 --print-temporary 0 \
+        --print-leaks 0 --flamegraph-cost-type leaked -F "$WORK/heap.folded" >/dev/null 2>&1 || true
+    heaptrack_print "$data" --print-peaks 0 --print-allocators 0 --print-temporary 0 \
+        --print-leaks 1 2>&1 | grep -v -e '/rustc/' -e '/.cargo/registry/' | head -n 1500 \
+        >"$ROOT/bench/results/$STAMP-corvid-heap.txt" || true
+    inferno-flamegraph --title "Corvid heap with $IDLE_USERS idle TLS sessions ($STAMP)" --colors mem --countname bytes \
         <"$WORK/heap.folded" >"$ROOT/bench/results/$STAMP-corvid-heap.svg"
     log "wrote bench/results/$STAMP-corvid-heap.svg"
 }

@@ -14,11 +14,7 @@ use corvid_xml::Element;
 const PASSWORD: &str = "secret";
 
 async fn server_with_users(names: &[&str]) -> Result<TestServer> {
-    let ts = start_server().await?;
-    for name in names {
-        ts.create_user(name, PASSWORD).await?;
-    }
-    Ok(ts)
+    start_server_with_users(names, PASSWORD).await
 }
 
 /// Sets `user`'s subscription with `contact` in storage, as a finished RFC 6121 §3 exchange

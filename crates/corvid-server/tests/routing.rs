@@ -12,11 +12,7 @@ use corvid_xml::Element;
 const PASSWORD: &str = "secret";
 
 async fn server_with_users(names: &[&str]) -> Result<TestServer> {
-    let ts = start_server().await?;
-    for name in names {
-        ts.create_user(name, PASSWORD).await?;
-    }
-    Ok(ts)
+    start_server_with_users(names, PASSWORD).await
 }
 
 /// Without XEP-0160 offline storage, so that undeliverable messages get the plain RFC 6121

@@ -62,6 +62,15 @@ pub async fn start_server() -> Result<TestServer> {
     start_server_with(|_| {}).await
 }
 
+/// Starts a server with these accounts, all with `password`.
+pub async fn start_server_with_users(names: &[&str], password: &str) -> Result<TestServer> {
+    let ts = start_server().await?;
+    for name in names {
+        ts.create_user(name, password).await?;
+    }
+    Ok(ts)
+}
+
 /// Starts a server with [`test_config`] adjusted by `adjust`.
 pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> Result<TestServer> {
     let dir = tempfile::tempdir().context("create temp dir")?;

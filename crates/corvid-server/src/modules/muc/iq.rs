@@ -85,29 +85,11 @@ impl Forwarded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::muc::history::Request;
-    use crate::modules::muc::occupant::{enter, Join};
-    use crate::modules::muc::roomconfig::{Caps, RoomConfig};
+    use crate::modules::muc::testing::room_of;
     use bytes::Bytes;
-    use std::time::SystemTime;
 
     fn room() -> Room {
-        let caps = Caps { max_history: 2, max_occupants: 10 };
-        let mut room = Room::new("room@conf.x".parse().unwrap(), "a@x".parse().unwrap(), RoomConfig::new(caps));
-        room.locked = false;
-        for (nick, jid) in [("a", "a@x/1"), ("b", "b@x/1")] {
-            let join = Join {
-                nick: nick.into(),
-                jid: jid.parse().unwrap(),
-                presence: Element::new("presence", ns::CLIENT),
-                password: None,
-                history: Request::default(),
-                created: false,
-                occupant_id: nick.into(),
-            };
-            enter(&mut room, join, 10, SystemTime::now(), &mut |_: &FullJid, _: Bytes| {}).unwrap();
-        }
-        room
+        room_of("a@x", &[("a", "a@x/1"), ("b", "b@x/1")])
     }
 
     fn parse(bytes: &Bytes) -> Element {

@@ -151,28 +151,11 @@ pub fn invitations(room: &mut Room, from: &FullJid, x: &Element) -> Result<Vec<E
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::muc::occupant::{enter, Join};
-    use crate::modules::muc::history::Request;
-    use crate::modules::muc::roomconfig::{Caps, RoomConfig};
+    use crate::modules::muc::testing::room_of;
     use bytes::Bytes;
 
     fn room_with(nicks: &[(&str, &str)]) -> Room {
-        let caps = Caps { max_history: 2, max_occupants: 10 };
-        let mut room = Room::new("room@conf.x".parse().unwrap(), "a@x".parse().unwrap(), RoomConfig::new(caps));
-        room.locked = false;
-        for (nick, jid) in nicks {
-            let join = Join {
-                nick: nick.to_string(),
-                jid: jid.parse().unwrap(),
-                presence: Element::new("presence", ns::CLIENT),
-                password: None,
-                history: Request::default(),
-                created: false,
-                occupant_id: format!("id-{nick}"),
-            };
-            enter(&mut room, join, 10, SystemTime::now(), &mut |_: &FullJid, _: Bytes| {}).unwrap();
-        }
-        room
+        room_of("a@x", nicks)
     }
 
     fn body(text: &str) -> Element {

@@ -26,6 +26,8 @@ mod owner;
 mod persist;
 mod room;
 mod roomconfig;
+#[cfg(test)]
+mod testing;
 mod voice;
 
 use corvid_proto::Bare;

@@ -203,6 +203,7 @@ pub fn leave(room: &mut Room, nick: &str, presence: Option<&Element>, out: &mut 
 mod tests {
     use super::*;
     use crate::modules::muc::roomconfig::{Caps, RoomConfig};
+    use crate::modules::muc::testing::join;
     use bytes::Bytes;
 
     const CAPS: Caps = Caps { max_history: 20, max_occupants: 3 };
@@ -213,17 +214,6 @@ mod tests {
         room
     }
 
-    fn join(nick: &str, jid: &str) -> Join {
-        Join {
-            nick: nick.into(),
-            jid: jid.parse().unwrap(),
-            presence: Element::new("presence", ns::CLIENT),
-            password: None,
-            history: Request::default(),
-            created: false,
-            occupant_id: format!("id-{nick}"),
-        }
-    }
 
     fn enter_collecting(room: &mut Room, j: Join) -> (Result<(), StanzaError>, Vec<(String, String)>) {
         let mut sent = Vec::new();

@@ -89,31 +89,14 @@ fn field(form: &Element, var: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::muc::history::Request;
-    use crate::modules::muc::occupant::{enter, Join};
-    use crate::modules::muc::roomconfig::{Caps, RoomConfig};
+    use crate::modules::muc::roomconfig::RoomConfig;
+    use crate::modules::muc::testing::{room_with, CAPS};
     use bytes::Bytes;
-    use std::time::SystemTime;
 
     fn moderated_room() -> Room {
-        let caps = Caps { max_history: 2, max_occupants: 10 };
-        let mut config = RoomConfig::new(caps);
+        let mut config = RoomConfig::new(CAPS);
         config.moderated = true;
-        let mut room = Room::new("room@conf.x".parse().unwrap(), "mod@x".parse().unwrap(), config);
-        room.locked = false;
-        for (nick, jid) in [("mod", "mod@x/1"), ("vis", "vis@x/1")] {
-            let join = Join {
-                nick: nick.into(),
-                jid: jid.parse().unwrap(),
-                presence: Element::new("presence", ns::CLIENT),
-                password: None,
-                history: Request::default(),
-                created: false,
-                occupant_id: format!("id-{nick}"),
-            };
-            enter(&mut room, join, 10, SystemTime::now(), &mut |_: &FullJid, _: Bytes| {}).unwrap();
-        }
-        room
+        room_with("mod@x", config, &[("mod", "mod@x/1"), ("vis", "vis@x/1")])
     }
 
     fn submitted(fields: &[(&str, &str)]) -> Element {
