@@ -49,6 +49,16 @@ async def test_login_with_each_offered_mechanism(server, clients, mechanism):
     assert client.boundjid.bare == jid
 
 
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-1", "SCRAM-SHA-256", "PLAIN"])
+async def test_password_is_compared_after_saslprep(server, clients, mechanism):
+    # RFC 5802 §2.2 / RFC 4013: a soft hyphen maps to nothing and NFKC applies, so an account
+    # whose password was set as "pa\u00adss\u00aaword" logs in with "passaword".
+    user = f"prep-{mechanism.lower()}"
+    jid = server.add_user(user, "pa\u00adss\u00aaword")
+    client = await clients.login(server, jid, "passaword", mech=mechanism)
+    assert client.boundjid.bare == jid
+
+
 @pytest.mark.parametrize(
     ("mechanism", "tls_max", "tls_version"),
     [

@@ -130,6 +130,9 @@ pub struct LimitsConfig {
     pub session_burst_bytes: u32,
     /// Stanzas queued for one session before the slow-consumer policy applies.
     pub outgoing_queue: usize,
+    /// Bytes queued for one session before the slow-consumer policy applies (a single
+    /// stanza larger than this is still queued when nothing else is waiting).
+    pub outgoing_queue_bytes: usize,
     pub slow_consumer: SlowConsumerPolicy,
     /// Seconds of client silence before the server pings it (XEP-0199); 0 disables.
     pub idle_ping_secs: u64,
@@ -150,6 +153,7 @@ impl Default for LimitsConfig {
             session_bytes_per_sec: 256 * 1024,
             session_burst_bytes: 1024 * 1024,
             outgoing_queue: 2048,
+            outgoing_queue_bytes: 4 * 1024 * 1024,
             slow_consumer: SlowConsumerPolicy::Close,
             idle_ping_secs: 300,
             ping_timeout_secs: 60,

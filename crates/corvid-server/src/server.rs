@@ -14,7 +14,7 @@ use crate::c2s;
 use crate::config::Config;
 use crate::limits::ConnectionLimits;
 use crate::module::ModuleRegistry;
-use crate::sessions::SessionManager;
+use crate::sessions::{QueueLimits, SessionManager};
 use crate::tls::{Tls, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +71,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let modules = ModuleRegistry::new(crate::modules::enabled(&config), &config);
     let (stop, shutdown) = watch::channel(false);
     let server = Arc::new(Server {
-        sessions: SessionManager::new(config.limits.outgoing_queue, config.limits.slow_consumer),
+        sessions: SessionManager::new(
+            QueueLimits { stanzas: config.limits.outgoing_queue, bytes: config.limits.outgoing_queue_bytes },
+            config.limits.slow_consumer,
+        ),
         connections: ConnectionLimits::new(&config.limits),
         iq_tracker: Default::default(),
         config,

@@ -25,8 +25,22 @@ use crate::config::SlowConsumerPolicy;
 pub struct SessionControl {
     notify: Notify,
     reason: Mutex<Option<StreamError>>,
-    queue: Mutex<VecDeque<Outbound>>,
+    queue: Mutex<Queue>,
     ready: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    stanzas: VecDeque<Outbound>,
+    /// Bytes in `stanzas`.
+    bytes: usize,
+}
+
+/// How much may wait for one session: so many stanzas, so many bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    pub stanzas: usize,
+    pub bytes: usize,
 }
 
 impl SessionControl {
@@ -49,13 +63,16 @@ impl SessionControl {
         }
     }
 
-    /// Queues a stanza unless `limit` are already waiting.
-    fn offer(&self, stanza: Outbound, limit: usize) -> bool {
+    /// Queues a stanza unless that would pass `limits` (one stanza always fits an empty queue).
+    fn offer(&self, stanza: Outbound, limits: QueueLimits) -> bool {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.len() >= limit {
+        let full = queue.stanzas.len() >= limits.stanzas
+            || (!queue.stanzas.is_empty() && queue.bytes + stanza.len() > limits.bytes);
+        if full {
             return false;
         }
-        queue.push_back(stanza);
+        queue.bytes += stanza.len();
+        queue.stanzas.push_back(stanza);
         drop(queue);
         self.ready.notify_one();
         true
@@ -64,10 +81,13 @@ impl SessionControl {
     /// The next queued stanza, if any.
     pub fn pop(&self) -> Option<Outbound> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let next = queue.pop_front();
-        if queue.is_empty() && queue.capacity() > 16 {
+        let next = queue.stanzas.pop_front();
+        if let Some(stanza) = &next {
+            queue.bytes -= stanza.len();
+        }
+        if queue.stanzas.is_empty() && queue.stanzas.capacity() > 16 {
             // A burst is over: give its memory back.
-            *queue = VecDeque::new();
+            queue.stanzas = VecDeque::new();
         }
         next
     }
@@ -148,13 +168,13 @@ pub enum Delivery {
 pub struct SessionManager {
     users: DashMap<BareJid, Vec<Resource>>,
     next_id: AtomicU64,
-    queue_len: usize,
+    queue_limits: QueueLimits,
     policy: SlowConsumerPolicy,
 }
 
 impl SessionManager {
-    pub fn new(queue_len: usize, policy: SlowConsumerPolicy) -> Self {
-        SessionManager { users: DashMap::new(), next_id: AtomicU64::new(1), queue_len, policy }
+    pub fn new(queue_limits: QueueLimits, policy: SlowConsumerPolicy) -> Self {
+        SessionManager { users: DashMap::new(), next_id: AtomicU64::new(1), queue_limits, policy }
     }
 
     /// Binds a resource. If the same full JID is already bound, the new session wins and
@@ -301,7 +321,7 @@ impl SessionManager {
     }
 
     fn push(&self, control: &SessionControl, stanza: Bytes) {
-        if control.offer(stanza, self.queue_len) {
+        if control.offer(stanza, self.queue_limits) {
             return;
         }
         match self.policy {
@@ -326,7 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn bind_conflict_closes_the_old_session() {
-        let sm = SessionManager::new(8, SlowConsumerPolicy::Close);
+        let sm = SessionManager::new(QueueLimits { stanzas: 8, bytes: 1 << 20 }, SlowConsumerPolicy::Close);
         let old = sm.bind(full("a@x/r"));
         let new = sm.bind(full("a@x/r"));
         assert_eq!(old.control.closed().await.condition, StreamErrorCondition::Conflict);
@@ -339,7 +359,7 @@ mod tests {
 
     #[tokio::test]
     async fn bare_delivery_prefers_highest_non_negative_priority() {
-        let sm = SessionManager::new(8, SlowConsumerPolicy::Close);
+        let sm = SessionManager::new(QueueLimits { stanzas: 8, bytes: 1 << 20 }, SlowConsumerPolicy::Close);
         let low = sm.bind(full("a@x/low"));
         let high = sm.bind(full("a@x/high"));
         let neg = sm.bind(full("a@x/neg"));
@@ -359,11 +379,30 @@ mod tests {
 
     #[tokio::test]
     async fn full_queue_closes_slow_consumer() {
-        let sm = SessionManager::new(2, SlowConsumerPolicy::Close);
+        let sm = SessionManager::new(QueueLimits { stanzas: 2, bytes: 1 << 20 }, SlowConsumerPolicy::Close);
         let s = sm.bind(full("a@x/r"));
         for _ in 0..3 {
             sm.deliver_to_full(&full("a@x/r"), &Bytes::from_static(b"m"));
         }
         assert_eq!(s.control.closed().await.condition, StreamErrorCondition::PolicyViolation);
+    }
+
+    #[tokio::test]
+    async fn queued_bytes_are_bounded_too() {
+        let sm = SessionManager::new(QueueLimits { stanzas: 100, bytes: 10 }, SlowConsumerPolicy::Drop);
+        let s = sm.bind(full("a@x/r"));
+        let big = Bytes::from(vec![b'x'; 25]);
+        // One stanza larger than the limit still goes through an empty queue …
+        sm.deliver_to_full(&full("a@x/r"), &big);
+        // … but nothing more fits behind it, until it was written.
+        sm.deliver_to_full(&full("a@x/r"), &Bytes::from_static(b"m"));
+        assert_eq!(s.control.pop().map(|b| b.len()), Some(25));
+        assert_eq!(s.control.pop(), None);
+        for _ in 0..3 {
+            sm.deliver_to_full(&full("a@x/r"), &Bytes::from_static(b"1234"));
+        }
+        assert_eq!(s.control.pop().map(|b| b.len()), Some(4));
+        assert_eq!(s.control.pop().map(|b| b.len()), Some(4));
+        assert_eq!(s.control.pop(), None, "a third 4-byte stanza passes 10 bytes");
     }
 }

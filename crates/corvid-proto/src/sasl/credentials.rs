@@ -1,8 +1,7 @@
 //! Deriving and checking a user's stored SCRAM secrets (RFC 5802 §3).
 //!
-//! Passwords are used as the UTF-8 bytes given: full SASLprep (RFC 4013) is not applied,
-//! so a password with non-ASCII characters only matches if the client sends it in the
-//! same Unicode normalization form. ASCII passwords are unaffected.
+//! Passwords are SASLprep'd (RFC 4013) before they are salted, as RFC 5802 §2.2 asks, so a
+//! password matches whatever Unicode normalization form the client typed it in.
 
 use std::sync::OnceLock;
 
@@ -54,7 +53,7 @@ impl Credentials {
 impl ScramKeys {
     /// StoredKey = H(ClientKey) and ServerKey, from the password.
     pub(crate) fn derive(hash: HashAlg, password: &str, salt: &[u8], iterations: u32) -> Self {
-        let salted = hash.salted_password(password.as_bytes(), salt, iterations);
+        let salted = hash.salted_password(password, salt, iterations);
         ScramKeys {
             stored_key: hash.digest(&hash.client_key(&salted)),
             server_key: hash.server_key(&salted),

@@ -37,8 +37,11 @@ impl HashAlg {
         }
     }
 
-    /// Hi(password, salt, iterations): PBKDF2 with HMAC-H and one output block.
-    pub(crate) fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    /// SaltedPassword = Hi(Normalize(password), salt, iterations) (RFC 5802 §3): PBKDF2
+    /// with HMAC-H and one output block, over the SASLprep'd password.
+    pub(crate) fn salted_password(self, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
+        let password = normalize(password);
+        let password = password.as_bytes();
         let mut out = vec![0; self.output_len()];
         match self {
             Self::Sha1 => pbkdf2::pbkdf2_hmac::<Sha1>(password, salt, iterations, &mut out),
@@ -69,6 +72,17 @@ pub(crate) fn xor(a: &[u8], b: &[u8]) -> Vec<u8> {
     a.iter().zip(b).map(|(x, y)| x ^ y).collect()
 }
 
+/// Normalize(str) of RFC 5802 §2.2: SASLprep (RFC 4013). A password SASLprep refuses
+/// (prohibited or unassigned characters) is used as given, on both sides alike, rather than
+/// refused: what matters is that client and server derive the same bytes.
+pub(crate) fn normalize(password: &str) -> std::borrow::Cow<'_, str> {
+    if password.is_ascii() && password.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        // Printable ASCII without spaces is its own SASLprep.
+        return std::borrow::Cow::Borrowed(password);
+    }
+    stringprep::saslprep(password).unwrap_or(std::borrow::Cow::Borrowed(password))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,18 +92,32 @@ mod tests {
         for h in [HashAlg::Sha1, HashAlg::Sha256] {
             assert_eq!(h.digest(b"x").len(), h.output_len());
             assert_eq!(h.hmac(b"k", b"x").len(), h.output_len());
-            assert_eq!(h.salted_password(b"p", b"s", 1).len(), h.output_len());
+            assert_eq!(h.salted_password("p", b"s", 1).len(), h.output_len());
         }
     }
 
     #[test]
     fn pbkdf2_sha1_matches_rfc6070() {
         // RFC 6070 test case 2: P = "password", S = "salt", c = 2.
-        let dk = HashAlg::Sha1.salted_password(b"password", b"salt", 2);
+        let dk = HashAlg::Sha1.salted_password("password", b"salt", 2);
         let expected = [
             0xea, 0x6c, 0x01, 0x4d, 0xc7, 0x2d, 0x6f, 0x8c, 0xcd, 0x1e, 0xd9, 0x2a, 0xce, 0x1d,
             0x41, 0xf0, 0xd8, 0xde, 0x89, 0x57,
         ];
         assert_eq!(dk, expected);
+    }
+
+    #[test]
+    fn passwords_are_saslprepped() {
+        // RFC 4013 §3 examples: soft hyphen mapped to nothing, NFKC, non-ASCII space to space.
+        assert_eq!(normalize("I\u{AD}X"), "IX");
+        assert_eq!(normalize("\u{AA}"), "a");
+        assert_eq!(normalize("a\u{A0}b"), "a b");
+        assert_eq!(normalize("user"), "user");
+        // Prohibited (a control character): used as given.
+        assert_eq!(normalize("a\u{7}b"), "a\u{7}b");
+        let h = HashAlg::Sha256;
+        assert_eq!(h.salted_password("I\u{AD}X", b"s", 2), h.salted_password("IX", b"s", 2));
+        assert_ne!(h.salted_password("IX", b"s", 2), h.salted_password("ix", b"s", 2));
     }
 }

@@ -52,12 +52,12 @@ impl SaltedPasswordParams {
     /// Hi(password, salt, i): PBKDF2, CPU work worth keeping off an async runtime's threads.
     pub fn derive(&self, password: &str) -> Vec<u8> {
         self.hash
-            .salted_password(password.as_bytes(), &self.salt, self.iterations)
+            .salted_password(password, &self.salt, self.iterations)
     }
 }
 
 impl ScramClient {
-    /// Starts an exchange as `username` with `password` (used as given; no SASLprep).
+    /// Starts an exchange as `username` with `password` (SASLprep'd when salted).
     ///
     /// `binding` is the channel binding type and data of this connection, if it has one.
     /// A -PLUS mechanism needs it; a plain SCRAM mechanism given one sends the `y` flag,
