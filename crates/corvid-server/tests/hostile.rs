@@ -233,6 +233,19 @@ async fn wrong_stream_namespace_is_invalid_namespace() -> Result<()> {
 }
 
 #[tokio::test]
+async fn server_content_namespace_on_the_client_port_is_invalid_namespace() -> Result<()> {
+    let ts = server_with(|_| {}).await?;
+    for default_ns in [format!(" xmlns='{}'", ns::SERVER), String::new()] {
+        let header = format!(
+            "<?xml version='1.0'?><stream:stream{default_ns} xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>"
+        );
+        let mut client = raw_connection_sending(&ts, header.as_bytes()).await?;
+        client.expect_stream_error("invalid-namespace").await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn message_in_a_wrong_namespace_after_bind_is_invalid_namespace() -> Result<()> {
     let ts = server_with(|_| {}).await?;
     let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;

@@ -57,6 +57,9 @@ pub struct StreamHeader {
     /// Attributes, named as on [`Element`] (`to`, `xml:lang`, `{uri}name`).
     /// Namespace declarations are not attributes.
     pub attrs: Vec<(String, String)>,
+    /// The default namespace the header declares (`xmlns='…'`), i.e. the namespace of an
+    /// unprefixed stanza; empty when it declares none.
+    pub default_ns: String,
 }
 
 impl StreamHeader {
@@ -113,11 +116,13 @@ impl StreamParser {
         if let Some(error) = &self.error {
             return Err(error.clone());
         }
-        let result = self.active().and_then(|active| active.parse_until_event(buf));
-        match &result {
+        let mut result = self.active().and_then(|active| active.parse_until_event(buf));
+        match &mut result {
             Err(error) => self.error = Some(error.clone()),
-            Ok(Some(StreamEvent::Open(_))) => {
-                self.header = self.active.as_mut().map(|a| std::mem::take(&mut a.header_bytes).into_boxed_slice());
+            Ok(Some(StreamEvent::Open(header))) => {
+                let raw = self.active.as_mut().map(|a| std::mem::take(&mut a.header_bytes).into_boxed_slice());
+                header.default_ns = raw.as_deref().map(|raw| default_namespace(&self.limits, raw)).unwrap_or_default();
+                self.header = raw;
             }
             Ok(_) => {}
         }
@@ -176,6 +181,20 @@ impl StreamParser {
             }
         };
         Ok(self.active.insert(active))
+    }
+}
+
+/// The namespace an unprefixed element gets inside the stream header `raw`: rxml does not
+/// report namespace declarations, so a fresh parser is shown the header and an empty
+/// element, and says which namespace that element is in.
+fn default_namespace(limits: &Limits, raw: &[u8]) -> String {
+    let mut probe = Active::new(limits);
+    if probe.resume(raw).is_err() {
+        return String::new();
+    }
+    match probe.parse_until_event(&mut &b"<a/>"[..]) {
+        Ok(Some(StreamEvent::Stanza(element))) => element.ns().to_string(),
+        _ => String::new(),
     }
 }
 
@@ -321,6 +340,7 @@ impl Active {
                         name: name.into(),
                         ns: ns.into(),
                         attrs: convert_attrs(attrs).collect(),
+                        default_ns: String::new(),
                     })));
                 }
                 if self.open.len() >= self.limits.max_depth {

@@ -283,6 +283,10 @@ impl Session {
         if header.name != "stream" || header.ns != ns::STREAM {
             return Err(self.fail(StreamError::new(Cond::InvalidNamespace)).await);
         }
+        // RFC 6120 §4.8.2: the content namespace of a client stream is jabber:client.
+        if header.default_ns != ns::CLIENT {
+            return Err(self.fail(StreamError::with_text(Cond::InvalidNamespace, "The default namespace must be jabber:client")).await);
+        }
         let major = header.attr("version").and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
         if major != Some(1) {
             // RFC 6120 §4.7.5: we speak 1.0 only (no pre-RFC 0.9 streams).

@@ -215,6 +215,20 @@ fn released_parser_keeps_its_limits_and_errors() {
 }
 
 #[test]
+fn header_reports_its_default_namespace() {
+    let ns_of = |header: &str| match parse(header).0.first() {
+        Some(StreamEvent::Open(h)) => h.default_ns.clone(),
+        other => panic!("no header: {other:?}"),
+    };
+    assert_eq!(ns_of(HEADER), CLIENT);
+    assert_eq!(ns_of("<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns=\"jabber:server\">"), "jabber:server");
+    assert_eq!(ns_of("<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>"), "");
+    // A prefixed root does not change the default namespace; an unprefixed one in a
+    // namespace is that namespace.
+    assert_eq!(ns_of("<stream xmlns='http://etherx.jabber.org/streams'>"), STREAMS);
+}
+
+#[test]
 fn restart_continues_with_the_remaining_bytes() {
     let input = format!(
         "{HEADER}<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGp1bGlldAByMG0zMG15cjBtMzA=</auth>{HEADER}<iq type='set' id='1'/>"
