@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+mod account_index;
 mod blocklist;
 mod error;
 mod last;

@@ -29,6 +29,7 @@ use sqlx::Transaction;
 use sqlx::any::{Any, AnyConnectOptions, AnyPoolOptions};
 
 use crate::StoreError;
+use crate::account_index::AccountIndex;
 use crate::roster_cache::{DEFAULT_CAPACITY, RosterCache};
 
 /// File name of the SQLite database inside the data directory.
@@ -140,6 +141,9 @@ pub struct SqlStore {
     backend: Backend,
     /// Contacts with a subscription, per account, for presence (see [`RosterCache`]).
     roster_cache: Arc<RosterCache>,
+    /// Accounts that may have offline messages, and a vCard photo: asked at every login.
+    offline_index: Arc<AccountIndex>,
+    photo_index: Arc<AccountIndex>,
 }
 
 impl SqlStore {
@@ -165,12 +169,20 @@ impl SqlStore {
             })
             .connect_with(options)
             .await?;
-        let store = SqlStore {
+        let mut store = SqlStore {
             pool,
             backend,
             roster_cache: Arc::new(RosterCache::new(DEFAULT_CAPACITY)),
+            offline_index: Arc::new(AccountIndex::new([])),
+            photo_index: Arc::new(AccountIndex::new([])),
         };
         migrations::run(&store).await?;
+        store.offline_index = Arc::new(AccountIndex::new(
+            store.accounts_in("SELECT DISTINCT username, domain FROM offline_messages").await?,
+        ));
+        store.photo_index = Arc::new(AccountIndex::new(
+            store.accounts_in("SELECT username, domain FROM vcards WHERE photo_hash IS NOT NULL").await?,
+        ));
         tracing::info!(backend = ?backend, "store opened");
         Ok(store)
     }
@@ -192,6 +204,13 @@ impl SqlStore {
     /// keep no roster of an account no one uses.
     pub fn forget_cached_roster(&self, username: &str, domain: &str) {
         self.roster_cache.invalidate(username, domain);
+    }
+
+    /// The (username, domain) pairs a query returns.
+    async fn accounts_in(&self, query: &'static str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(query).fetch_all(&self.pool).await?;
+        use sqlx::Row;
+        rows.iter().map(|row| Ok((row.try_get("username")?, row.try_get("domain")?))).collect()
     }
 
     /// Starts a transaction that will write, holding the write lock where the backend needs it.

@@ -34,7 +34,10 @@ impl Offline for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from_account_write)?;
+        // Marked before and after the commit: see `AccountIndex`.
+        self.offline_index.mark(username, domain);
         tx.commit().await?;
+        self.offline_index.mark(username, domain);
         Ok(())
     }
 
@@ -43,6 +46,10 @@ impl Offline for SqlStore {
         username: &str,
         domain: &str,
     ) -> Result<Vec<OfflineMessage>, StoreError> {
+        let stamp = self.offline_index.stamp(username, domain);
+        if !stamp.marked() {
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(
             "SELECT id, stanza, stamp_ms FROM offline_messages
              WHERE domain = $1 AND username = $2 ORDER BY id",
@@ -51,6 +58,9 @@ impl Offline for SqlStore {
         .bind(username)
         .fetch_all(&self.pool)
         .await?;
+        if rows.is_empty() {
+            self.offline_index.found_nothing(username, domain, stamp);
+        }
         rows.iter()
             .map(|row| {
                 Ok(OfflineMessage {

@@ -96,19 +96,13 @@ impl Rosters for SqlStore {
         username: &str,
         domain: &str,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT contact, pending_in_stanza FROM roster_items
-             WHERE domain = $1 AND username = $2 AND pending_in = 1
-                AND pending_in_stanza IS NOT NULL
-             ORDER BY contact",
-        )
-        .bind(domain)
-        .bind(username)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("contact")?, row.try_get("pending_in_stanza")?)))
-            .collect()
+        // Asked at every login: answered from the cached items (ordered by contact).
+        let items = self.cached_contacts(username, domain).await?;
+        Ok(items
+            .iter()
+            .filter(|i| i.pending_in)
+            .filter_map(|i| Some((i.jid.clone(), i.pending_in_stanza.clone()?)))
+            .collect())
     }
 
     async fn contacts_with_subscription(
@@ -116,8 +110,8 @@ impl Rosters for SqlStore {
         username: &str,
         domain: &str,
     ) -> Result<Vec<RosterItem>, StoreError> {
-        let contacts = self.cached_contacts(username, domain).await?;
-        Ok(contacts.as_ref().clone())
+        let items = self.cached_contacts(username, domain).await?;
+        Ok(items.iter().filter(|i| i.subscription != Subscription::None).cloned().collect())
     }
 
     async fn subscription(
@@ -127,7 +121,7 @@ impl Rosters for SqlStore {
         contact: &str,
     ) -> Result<Subscription, StoreError> {
         let contacts = self.cached_contacts(username, domain).await?;
-        // Absent from the contacts with a subscription: no item, or one with `none`.
+        // Absent from the cached items: no item, or one with `none` and no request.
         Ok(contacts
             .iter()
             .find(|i| i.jid == contact)
@@ -137,10 +131,12 @@ impl Rosters for SqlStore {
 
 impl SqlStore {
     /// The account's contacts with a subscription, from the roster cache when it has them.
+    /// The items presence and login need: those with a subscription, and those with a
+    /// pending inbound request (with the request to show again).
     async fn cached_contacts(&self, username: &str, domain: &str) -> Result<Contacts, StoreError> {
         self.roster_cache
             .get_or_load(username, domain, || async {
-                let rows = sqlx::query(select_items_with_groups!("i.subscription <> 'none'"))
+                let rows = sqlx::query(select_items_with_groups!("(i.subscription <> 'none' OR i.pending_in = 1)"))
                     .bind(domain)
                     .bind(username)
                     .fetch_all(&self.pool)

@@ -24,6 +24,10 @@ impl VCards for SqlStore {
         xml: &str,
         photo_hash: Option<&str>,
     ) -> Result<(), StoreError> {
+        // Marked before the (autocommitted) write and after it: see `AccountIndex`.
+        if photo_hash.is_some() {
+            self.photo_index.mark(username, domain);
+        }
         sqlx::query(
             "INSERT INTO vcards (domain, username, xml, photo_hash) VALUES ($1, $2, $3, $4)
              ON CONFLICT (domain, username) DO UPDATE SET
@@ -36,19 +40,28 @@ impl VCards for SqlStore {
         .execute(&self.pool)
         .await
         .map_err(StoreError::from_account_write)?;
+        if photo_hash.is_some() {
+            self.photo_index.mark(username, domain);
+        }
         Ok(())
     }
 
     async fn photo_hash(&self, username: &str, domain: &str) -> Result<Option<String>, StoreError> {
+        // Asked at every login; most accounts have no photo.
+        let stamp = self.photo_index.stamp(username, domain);
+        if !stamp.marked() {
+            return Ok(None);
+        }
         let row = sqlx::query("SELECT photo_hash FROM vcards WHERE domain = $1 AND username = $2")
             .bind(domain)
             .bind(username)
             .fetch_optional(&self.pool)
             .await?;
         // No row and a row without a photo both mean "no photo".
-        Ok(row
-            .map(|row| row.try_get::<Option<String>, _>("photo_hash"))
-            .transpose()?
-            .flatten())
+        let hash = row.map(|row| row.try_get::<Option<String>, _>("photo_hash")).transpose()?.flatten();
+        if hash.is_none() {
+            self.photo_index.found_nothing(username, domain, stamp);
+        }
+        Ok(hash)
     }
 }
