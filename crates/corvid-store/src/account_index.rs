@@ -7,7 +7,8 @@
 //! a reader whose query found nothing unmarks the account only if no writer marked it since
 //! the reader looked. An account marked in error costs one query, after which it is
 //! unmarked. Loaded once when the store opens; writes by another process are not seen until
-//! the next start (only the server writes these tables).
+//! the next start: only the server writes these tables, and one server owns its database.
+//! A cluster sharing one database will have to share the marks too, or turn this off.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};

@@ -144,6 +144,8 @@ pub struct SqlStore {
     /// Accounts that may have offline messages, and a vCard photo: asked at every login.
     offline_index: Arc<AccountIndex>,
     photo_index: Arc<AccountIndex>,
+    /// The group committer of last-activity writes (see `sql/last.rs`).
+    logouts: last::LogoutWriter,
 }
 
 impl SqlStore {
@@ -169,12 +171,14 @@ impl SqlStore {
             })
             .connect_with(options)
             .await?;
+        let logouts = last::LogoutWriter::start(pool.clone(), backend);
         let mut store = SqlStore {
             pool,
             backend,
             roster_cache: Arc::new(RosterCache::new(DEFAULT_CAPACITY)),
             offline_index: Arc::new(AccountIndex::new([])),
             photo_index: Arc::new(AccountIndex::new([])),
+            logouts,
         };
         migrations::run(&store).await?;
         store.offline_index = Arc::new(AccountIndex::new(

@@ -63,3 +63,35 @@ async fn set_for_missing_account_is_not_found() {
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
     assert_eq!(store.last_logout("ghost", D).await.unwrap(), None);
 }
+
+/// Logouts arriving together are committed together; each caller still learns its own
+/// outcome, and an unknown account in the batch fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_logouts_each_get_their_own_outcome() {
+    let (dir, store) = temp_store().await;
+    for i in 0..100 {
+        account(&store, &format!("u{i}"), D).await;
+    }
+    let mut tasks = Vec::new();
+    for i in 0..101 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // u100 does not exist.
+            store.set_last_logout(&format!("u{i}"), D, 1_000 + i, &format!("s{i}")).await
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let outcome = task.await.unwrap();
+        if i == 100 {
+            assert!(matches!(outcome, Err(StoreError::NotFound)), "{outcome:?}");
+        } else {
+            assert!(outcome.is_ok(), "u{i}: {outcome:?}");
+        }
+    }
+    store.close().await;
+    let store = corvid_store::SqlStore::open_in_dir(dir.path()).await.unwrap();
+    for i in [0i64, 57, 99] {
+        assert_eq!(store.last_logout(&format!("u{i}"), D).await.unwrap(), Some((1_000 + i, format!("s{i}"))));
+    }
+    assert_eq!(store.last_logout("u100", D).await.unwrap(), None);
+}
