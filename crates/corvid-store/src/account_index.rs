@@ -30,7 +30,7 @@ impl std::fmt::Debug for AccountIndex {
 }
 
 /// One string per account; a NUL cannot occur in a JID part (RFC 7622 §3).
-fn key(username: &str, domain: &str) -> String {
+pub(crate) fn key(username: &str, domain: &str) -> String {
     let mut key = String::with_capacity(username.len() + domain.len() + 1);
     key.push_str(username);
     key.push('\0');

@@ -18,6 +18,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::account_index::key;
 use crate::{RosterItem, StoreError};
 
 /// Shards of the map; each has its own lock.
@@ -50,15 +51,6 @@ impl std::fmt::Debug for RosterCache {
             .field("capacity", &(self.per_shard * SHARDS))
             .finish_non_exhaustive()
     }
-}
-
-/// One string per account; a NUL cannot occur in a JID part (RFC 7622 §3).
-fn key(username: &str, domain: &str) -> String {
-    let mut key = String::with_capacity(username.len() + domain.len() + 1);
-    key.push_str(username);
-    key.push('\0');
-    key.push_str(domain);
-    key
 }
 
 impl RosterCache {
