@@ -49,7 +49,7 @@ pub async fn accept_tls(acceptor: &TlsAcceptor, tcp: TcpStream) -> io::Result<Se
         .flatten()
         .map(|k| k.to_vec());
     let transport = match records::take_over(tls) {
-        Secured::Records(records) => Transport::Records(Box::new(records)),
+        Secured::Records(records) => Transport::Records(records),
         Secured::Rustls(tls) => Transport::Tls(tls),
         Secured::Failed => return Err(io::Error::other("TLS keys could not be taken over")),
     };
