@@ -8,7 +8,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 
@@ -28,9 +27,9 @@ pub enum TlsError {
 #[derive(Clone)]
 pub struct Tls {
     /// For STARTTLS on the c2s port.
-    pub starttls: TlsAcceptor,
+    pub starttls: Arc<ServerConfig>,
     /// For direct TLS (XEP-0368), which requires ALPN `xmpp-client` when the client sends ALPN.
-    pub direct: TlsAcceptor,
+    pub direct: Arc<ServerConfig>,
     /// RFC 5929 tls-server-end-point data: SHA-256 of our certificate. Only known when the
     /// certificate is ours (we signed it with ECDSA-SHA256); `None` for an operator's
     /// certificate whose signature hash we do not inspect.
@@ -66,8 +65,8 @@ impl Tls {
             Ok(Arc::new(sc))
         };
         Ok(Tls {
-            starttls: TlsAcceptor::from(build(Vec::new())?),
-            direct: TlsAcceptor::from(build(vec![b"xmpp-client".to_vec()])?),
+            starttls: build(Vec::new())?,
+            direct: build(vec![b"xmpp-client".to_vec()])?,
             server_end_point,
         })
     }

@@ -12,15 +12,18 @@
 //! the socket is read one record at a time ([`HandshakeIo`]). TLS 1.2 sessions, and any
 //! session where the handover's conditions do not hold, stay with rustls.
 //!
-//! After the handshake only application data and alerts may arrive. A KeyUpdate from the
-//! client (RFC 8446 §4.6.3) would need the traffic secret, which rustls does not hand out:
-//! such a connection is closed (clients send KeyUpdate only after billions of records).
+//! After the handshake only application data, alerts and KeyUpdate (RFC 8446 §4.6.3) may
+//! arrive. rustls hands out the current keys but not the traffic secrets the next keys
+//! derive from, so each connection's config logs them to a [`TrafficSecrets`] of its own.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use std::sync::Mutex;
+
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::hkdf;
 use rustls::{ConnectionTrafficSecrets, ProtocolVersion, ServerConnection};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -38,6 +41,10 @@ const MAX_RECORD: usize = HEADER_LEN + MAX_CIPHERTEXT;
 const CONTENT_ALERT: u8 = 21;
 const CONTENT_HANDSHAKE: u8 = 22;
 const CONTENT_APPLICATION_DATA: u8 = 23;
+/// RFC 8446 §4: handshake type key_update, and its one-byte body.
+const KEY_UPDATE: u8 = 24;
+const UPDATE_NOT_REQUESTED: u8 = 0;
+const UPDATE_REQUESTED: u8 = 1;
 /// RFC 8446 §6: alert level warning, description close_notify.
 const CLOSE_NOTIFY: [u8; 2] = [1, 0];
 
@@ -132,23 +139,92 @@ impl AsyncWrite for HandshakeIo {
     }
 }
 
-/// One direction's key, IV and sequence number (RFC 8446 §5.3).
+/// One connection's TLS 1.3 application traffic secrets, as rustls logs them during the
+/// handshake (its `KeyLog` interface, given to this connection's config only).
+#[derive(Debug, Default)]
+pub struct TrafficSecrets {
+    client: Mutex<Option<Vec<u8>>>,
+    server: Mutex<Option<Vec<u8>>>,
+}
+
+impl rustls::KeyLog for TrafficSecrets {
+    fn will_log(&self, label: &str) -> bool {
+        matches!(label, "CLIENT_TRAFFIC_SECRET_0" | "SERVER_TRAFFIC_SECRET_0")
+    }
+
+    fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {
+        let slot = match label {
+            "CLIENT_TRAFFIC_SECRET_0" => &self.client,
+            "SERVER_TRAFFIC_SECRET_0" => &self.server,
+            _ => return,
+        };
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(secret.to_vec());
+    }
+}
+
+impl TrafficSecrets {
+    fn take(&self) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        let take = |slot: &Mutex<Option<Vec<u8>>>| slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        (take(&self.client), take(&self.server))
+    }
+}
+
+/// One direction's key, IV and sequence number (RFC 8446 §5.3), and the traffic secret the
+/// next key derives from.
 struct Direction {
     key: LessSafeKey,
     iv: [u8; aead::NONCE_LEN],
     seq: u64,
+    aead: &'static aead::Algorithm,
+    hkdf: hkdf::Algorithm,
+    secret: Vec<u8>,
+}
+
+/// An output length for ring's HKDF.
+struct Len(usize);
+
+impl hkdf::KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+/// RFC 8446 §7.1 HKDF-Expand-Label with an empty context.
+fn expand_label(hkdf: hkdf::Algorithm, secret: &[u8], label: &[u8], len: usize) -> io::Result<Vec<u8>> {
+    let prk = hkdf::Prk::new_less_safe(hkdf, secret);
+    let length = (len as u16).to_be_bytes();
+    let label_len = [(6 + label.len()) as u8];
+    let info: [&[u8]; 5] = [&length, &label_len, b"tls13 ", label, &[0]];
+    let mut out = vec![0; len];
+    prk.expand(&info, Len(len))
+        .and_then(|okm| okm.fill(&mut out))
+        .map_err(|_| invalid("TLS key derivation failed"))?;
+    Ok(out)
 }
 
 impl Direction {
-    fn new(seq: u64, secrets: ConnectionTrafficSecrets) -> Option<Direction> {
-        let (algorithm, key, iv) = match secrets {
+    fn new(seq: u64, keys: ConnectionTrafficSecrets, hkdf: hkdf::Algorithm, secret: Vec<u8>) -> Option<Direction> {
+        let (aead, key, iv) = match keys {
             ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
             ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
             ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (&aead::CHACHA20_POLY1305, key, iv),
             _ => return None,
         };
-        let key = LessSafeKey::new(UnboundKey::new(algorithm, key.as_ref()).ok()?);
-        Some(Direction { key, iv: iv.as_ref().try_into().ok()?, seq })
+        let key = LessSafeKey::new(UnboundKey::new(aead, key.as_ref()).ok()?);
+        Some(Direction { key, iv: iv.as_ref().try_into().ok()?, seq, aead, hkdf, secret })
+    }
+
+    /// RFC 8446 §7.2: the next generation of traffic secret, key and IV.
+    fn update(&mut self) -> io::Result<()> {
+        let secret = expand_label(self.hkdf, &self.secret, b"traffic upd", self.secret.len())?;
+        let key = expand_label(self.hkdf, &secret, b"key", self.aead.key_len())?;
+        let iv = expand_label(self.hkdf, &secret, b"iv", aead::NONCE_LEN)?;
+        let key = UnboundKey::new(self.aead, &key).map_err(|_| invalid("TLS key derivation failed"))?;
+        self.key = LessSafeKey::new(key);
+        self.iv = iv.try_into().map_err(|_| invalid("TLS key derivation failed"))?;
+        self.seq = 0;
+        self.secret = secret;
+        Ok(())
     }
 
     /// The per-record nonce: the IV XORed with the padded sequence number; then the next.
@@ -197,19 +273,21 @@ pub enum Secured {
 
 /// Takes a finished TLS 1.3 handshake over from rustls, or leaves it there when the
 /// handover cannot be exact (TLS 1.2, data already buffered in rustls).
-pub fn take_over(tls: TlsStream<HandshakeIo>) -> Secured {
+pub fn take_over(tls: TlsStream<HandshakeIo>, secrets: &TrafficSecrets) -> Secured {
     let mut tls = Box::new(tls);
     let (io, conn) = tls.get_mut();
-    let suite_ok = conn.negotiated_cipher_suite().is_some_and(|s| {
-        matches!(
-            s.suite(),
-            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
-                | rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
-                | rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
-        )
+    let hkdf = conn.negotiated_cipher_suite().and_then(|s| match s.suite() {
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 | rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => {
+            Some(hkdf::HKDF_SHA256)
+        }
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => Some(hkdf::HKDF_SHA384),
+        _ => None,
     });
+    let (client_secret, server_secret) = secrets.take();
     let exact = conn.protocol_version() == Some(ProtocolVersion::TLSv1_3)
-        && suite_ok
+        && hkdf.is_some()
+        && client_secret.is_some()
+        && server_secret.is_some()
         && !conn.is_handshaking()
         && !conn.wants_write()
         && io.at_record_boundary();
@@ -227,7 +305,12 @@ pub fn take_over(tls: TlsStream<HandshakeIo>) -> Secured {
     // Secret extraction only fails if the config did not enable it or the suite is not an
     // AEAD one; both were ruled out, so a failure here is a bug, and the connection ends.
     let secrets = conn.dangerous_extract_secrets().ok();
-    let directions = secrets.and_then(|s| Some((Direction::new(s.rx.0, s.rx.1)?, Direction::new(s.tx.0, s.tx.1)?)));
+    let directions = match (secrets, hkdf, client_secret, server_secret) {
+        (Some(s), Some(hkdf), Some(client), Some(server)) => {
+            Direction::new(s.rx.0, s.rx.1, hkdf, client).zip(Direction::new(s.tx.0, s.tx.1, hkdf, server))
+        }
+        _ => None,
+    };
     let Some((rx, tx)) = directions else {
         tracing::error!("TLS secret extraction failed after the handshake");
         return Secured::Failed;
@@ -339,12 +422,28 @@ impl Records {
                     return Ok(pos + HEADER_LEN + len);
                 }
                 CONTENT_ALERT => return Err(invalid("TLS alert from the client")),
-                CONTENT_HANDSHAKE => return Err(invalid("TLS post-handshake message (KeyUpdate) is not supported")),
+                CONTENT_HANDSHAKE => self.key_update(&plain[..end])?,
                 _ => return Err(invalid("unexpected TLS content type")),
             }
             pos += HEADER_LEN + len;
         }
         Ok(pos)
+    }
+
+    /// RFC 8446 §4.6.3: the client's next records use new keys; if it asks, ours do too,
+    /// announced by our own KeyUpdate before our next record. Only a record holding exactly
+    /// one KeyUpdate is accepted (no other handshake message is expected after the handshake).
+    fn key_update(&mut self, message: &[u8]) -> io::Result<()> {
+        let request = match message {
+            [KEY_UPDATE, 0, 0, 1, request @ (UPDATE_NOT_REQUESTED | UPDATE_REQUESTED)] => *request,
+            _ => return Err(invalid("unexpected TLS handshake message after the handshake")),
+        };
+        self.rx.update()?;
+        if request == UPDATE_REQUESTED {
+            self.seal(CONTENT_HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, UPDATE_NOT_REQUESTED])?;
+            self.tx.update()?;
+        }
+        Ok(())
     }
 
     /// Seals `data` as records of `content_type` onto the output queue.

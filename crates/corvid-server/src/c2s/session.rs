@@ -386,8 +386,8 @@ impl Session {
         let Transport::Plain(tcp) = std::mem::replace(&mut self.transport, Transport::Upgrading) else {
             return Err(End::TlsFailed);
         };
-        let acceptor = self.server.tls.starttls.clone();
-        let tls_exporter = match tokio::time::timeout(handshake_timeout(self.auth_deadline), Box::pin(accept_tls(&acceptor, tcp))).await {
+        let config = self.server.tls.starttls.clone();
+        let tls_exporter = match tokio::time::timeout(handshake_timeout(self.auth_deadline), Box::pin(accept_tls(&config, tcp))).await {
             Ok(Ok(secure)) => {
                 self.transport = secure.transport;
                 secure.tls_exporter

@@ -9,9 +9,12 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
-use super::records::{self, HandshakeIo, Records, Secured};
+use super::records::{self, HandshakeIo, Records, Secured, TrafficSecrets};
 
 pub enum Transport {
     Plain(TcpStream),
@@ -39,8 +42,13 @@ pub struct Secure {
 }
 
 /// Runs the TLS handshake on `tcp` and hands TLS 1.3 sessions over to [`Records`].
-pub async fn accept_tls(acceptor: &TlsAcceptor, tcp: TcpStream) -> io::Result<Secure> {
-    let tls = acceptor.accept(HandshakeIo::new(tcp)).await?;
+pub async fn accept_tls(config: &Arc<ServerConfig>, tcp: TcpStream) -> io::Result<Secure> {
+    // This connection's own copy of the config, whose key log keeps the traffic secrets
+    // that a later KeyUpdate needs (rustls hands out only the current keys).
+    let secrets = Arc::new(TrafficSecrets::default());
+    let mut config = ServerConfig::clone(config);
+    config.key_log = secrets.clone();
+    let tls = TlsAcceptor::from(Arc::new(config)).accept(HandshakeIo::new(tcp)).await?;
     let conn = tls.get_ref().1;
     // RFC 9266: tls-exporter is defined for TLS 1.3 (and 1.2 only with extended master
     // secret, which we cannot confirm from here), so offer it on 1.3 only.
@@ -48,7 +56,7 @@ pub async fn accept_tls(acceptor: &TlsAcceptor, tcp: TcpStream) -> io::Result<Se
         .then(|| conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None).ok())
         .flatten()
         .map(|k| k.to_vec());
-    let transport = match records::take_over(tls) {
+    let transport = match records::take_over(tls, &secrets) {
         Secured::Records(records) => Transport::Records(records),
         Secured::Rustls(tls) => Transport::Tls(tls),
         Secured::Failed => return Err(io::Error::other("TLS keys could not be taken over")),

@@ -82,6 +82,8 @@ async fn connect_with(
         .expect("server config");
     server_config.enable_secret_extraction = true;
     server_config.send_tls13_tickets = 0;
+    let secrets = Arc::new(TrafficSecrets::default());
+    server_config.key_log = secrets.clone();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert_der).expect("root");
     let mut client_provider = (*provider).clone();
@@ -99,7 +101,7 @@ async fn connect_with(
     let acceptor = TlsAcceptor::from(Arc::new(server_config));
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.expect("accept");
-        take_over(acceptor.accept(HandshakeIo::new(tcp)).await.expect("handshake"))
+        take_over(acceptor.accept(HandshakeIo::new(tcp)).await.expect("handshake"), &secrets)
     });
     let flip = Arc::new(AtomicBool::new(false));
     let tcp = TcpStream::connect(addr).await.expect("connect");
@@ -205,14 +207,41 @@ async fn a_tampered_record_ends_the_connection() {
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
 }
 
+/// RFC 8446 §4.6.3: rustls's `refresh_traffic_keys` sends KeyUpdate with update_requested;
+/// the server must read the client's next records with the new keys, and answer with its
+/// own KeyUpdate before its next record, sealed with new keys too. Twice, for a second
+/// generation.
 #[tokio::test]
-async fn a_key_update_ends_the_connection() {
-    let Pair { server, mut client, .. } = connect(&[&rustls::version::TLS13]).await;
+async fn key_updates_from_the_client_are_followed_both_ways() {
+    use rustls::crypto::ring::cipher_suite as suites;
+    for suite in [suites::TLS13_AES_128_GCM_SHA256, suites::TLS13_AES_256_GCM_SHA384, suites::TLS13_CHACHA20_POLY1305_SHA256] {
+        let Pair { server, mut client, .. } = connect_with_suite(suite).await;
+        let mut server = records(server);
+        for round in 0..2 {
+            client.get_mut().1.refresh_traffic_keys().unwrap();
+            let text = format!("<message id='after-update-{round}'/>");
+            client.write_all(text.as_bytes()).await.unwrap();
+            client.flush().await.unwrap();
+            assert_eq!(read_n(&mut server, text.len()).await.unwrap(), text.as_bytes(), "{suite:?}");
+            server.write_all(b"<reply/>").await.unwrap();
+            server.flush().await.unwrap();
+            let mut got = [0u8; 8];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"<reply/>", "{suite:?}");
+        }
+    }
+}
+
+/// Anything but a well-formed KeyUpdate, as a handshake message after the handshake, ends
+/// the connection.
+#[tokio::test]
+async fn only_a_well_formed_key_update_is_accepted() {
+    let Pair { server, .. } = connect(&[&rustls::version::TLS13]).await;
     let mut server = records(server);
-    client.get_mut().1.refresh_traffic_keys().unwrap();
-    client.write_all(b"<message/>").await.unwrap();
-    client.flush().await.unwrap();
-    assert!(read_n(&mut server, 10).await.is_err());
+    for message in [&[24u8, 0, 0, 1, 2][..], &[24, 0, 0, 2, 0, 0], &[4, 0, 0, 0], &[24, 0, 0, 1], &[]] {
+        assert!(server.key_update(message).is_err(), "{message:?}");
+    }
+    assert!(server.key_update(&[24, 0, 0, 1, 0]).is_ok());
 }
 
 /// Each TLS 1.3 AEAD suite rustls offers is taken over and works both ways.
