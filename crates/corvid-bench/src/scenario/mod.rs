@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::cli::Cli;
 use crate::procfs::{self, ProcSample};
-use crate::report::{ClientUsage, Latency, LoginReport, Report, ServerUsage};
+use crate::report::{ClientUsage, Latency, LoginReport, MessageReport, Report, ServerUsage};
 use crate::schedule::RateSchedule;
 use crate::session::{self, Command};
 use crate::shared::Shared;
@@ -130,6 +130,26 @@ pub struct Sent {
     pub sent: u64,
     pub dropped: u64,
     pub secs: f64,
+}
+
+impl Sent {
+    /// The report of a fan-out phase: `expected` deliveries were due, `latency` has one
+    /// sample per delivery that arrived.
+    pub fn report(&self, fanout: f64, expected: u64, stale: u64, latency: &hdrhistogram::Histogram<u64>) -> MessageReport {
+        let delivered = latency.len();
+        MessageReport {
+            sent: self.sent,
+            delivered,
+            fanout,
+            dropped_by_client: self.dropped,
+            lost: expected.saturating_sub(delivered),
+            stale,
+            secs: self.secs,
+            sent_per_sec: self.sent as f64 / self.secs.max(1e-9),
+            delivered_per_sec: delivered as f64 / self.secs.max(1e-9),
+            latency: Latency::from_micros(latency),
+        }
+    }
 }
 
 /// Sends at `rate` for `length`, open loop: stanza k is built by `make(k, t)` when it

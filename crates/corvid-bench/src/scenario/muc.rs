@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 use super::{DEFAULT_ARRIVAL_RATE, Goal, Run, drain, open_loop, wait_stalled};
-use crate::report::{Latency, MessageReport};
 use crate::schedule::Picker;
 use crate::shared::Shared;
 use crate::stats::Stats;
@@ -113,19 +112,7 @@ pub async fn muc(run: &mut Run, muc: Muc) -> Result<()> {
     drain(&shared, delivered_before + expected, Duration::from_secs(run.cli.drain)).await;
     run.measured = start.zip(run.sample_server());
     let latency = shared.stats.latency();
-    let delivered = latency.len();
-    run.report.messages = Some(MessageReport {
-        sent: sent.sent,
-        delivered,
-        fanout,
-        dropped_by_client: sent.dropped,
-        lost: expected.saturating_sub(delivered),
-        stale: Stats::get(&c.stale),
-        secs: sent.secs,
-        sent_per_sec: sent.sent as f64 / sent.secs.max(1e-9),
-        delivered_per_sec: delivered as f64 / sent.secs.max(1e-9),
-        latency: Latency::from_micros(&latency),
-    });
+    run.report.messages = Some(sent.report(fanout, expected, Stats::get(&c.stale), &latency));
     fleet.close().await;
     Ok(())
 }

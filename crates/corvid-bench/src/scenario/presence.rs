@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use super::{Fleet, Goal, Run, drain, open_loop, wait_stalled};
-use crate::report::{Latency, MessageReport};
 use crate::schedule::Picker;
 use crate::stats::Stats;
 
@@ -90,19 +89,7 @@ pub async fn presence(run: &mut Run, contacts: u32, rate: f64, duration: u64) ->
     drain(&shared, delivered_before + expected, Duration::from_secs(run.cli.drain)).await;
     run.measured = start.zip(run.sample_server());
     let latency = shared.stats.latency();
-    let delivered = latency.len();
-    run.report.messages = Some(MessageReport {
-        sent: sent.sent,
-        delivered,
-        fanout: contacts as f64,
-        dropped_by_client: sent.dropped,
-        lost: expected.saturating_sub(delivered),
-        stale: Stats::get(&c.stale),
-        secs: sent.secs,
-        sent_per_sec: sent.sent as f64 / sent.secs.max(1e-9),
-        delivered_per_sec: delivered as f64 / sent.secs.max(1e-9),
-        latency: Latency::from_micros(&latency),
-    });
+    run.report.messages = Some(sent.report(contacts as f64, expected, Stats::get(&c.stale), &latency));
     fleet.close().await;
     Ok(())
 }
