@@ -228,7 +228,14 @@ impl Cli {
                     bail!("chat needs at least 2 users");
                 }
             }
-            Scenario::ChatRamp { start, step, growth, max, step_secs, p99_limit_ms } => {
+            Scenario::ChatRamp {
+                start,
+                step,
+                growth,
+                max,
+                step_secs,
+                p99_limit_ms,
+            } => {
                 check_rate("--start", *start)?;
                 if let Some(step) = step {
                     check_rate("--step", *step)?;
@@ -252,7 +259,11 @@ impl Cli {
             }
             Scenario::Idle { hold } => check_duration(*hold)?,
             Scenario::LoginStorm | Scenario::Register => {}
-            Scenario::Presence { contacts, rate, duration } => {
+            Scenario::Presence {
+                contacts,
+                rate,
+                duration,
+            } => {
                 check_rate("--rate", *rate)?;
                 check_duration(*duration)?;
                 if *contacts == 0 || contacts % 2 != 0 {
@@ -262,7 +273,14 @@ impl Cli {
                     bail!("--contacts must be less than --users");
                 }
             }
-            Scenario::Muc { rooms, occupants, rate, duration, service, room } => {
+            Scenario::Muc {
+                rooms,
+                occupants,
+                rate,
+                duration,
+                service,
+                room,
+            } => {
                 check_rate("--rate", *rate)?;
                 check_duration(*duration)?;
                 check_name("--room", room)?;
@@ -319,7 +337,9 @@ fn check_duration(secs: u64) -> Result<()> {
 fn check_name(flag: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
     if !ok {
         bail!("{flag} must be 1–64 characters of a-z, 0-9, '-', '_', '.'");
     }
@@ -329,7 +349,9 @@ fn check_name(flag: &str, name: &str) -> Result<()> {
 fn check_domain(domain: &str) -> Result<()> {
     let ok = !domain.is_empty()
         && domain.len() <= 253
-        && domain.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b));
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b));
     if !ok {
         bail!("domain {domain:?} must be lower-case letters, digits, '-' and '.'");
     }
@@ -348,7 +370,12 @@ mod tests {
 
     #[test]
     fn loopback_targets_are_accepted() {
-        for addr in ["127.0.0.1:5222", "127.9.8.7:1", "[::1]:5222", "localhost:5222"] {
+        for addr in [
+            "127.0.0.1:5222",
+            "127.9.8.7:1",
+            "[::1]:5222",
+            "localhost:5222",
+        ] {
             let resolved = resolve_loopback(addr).unwrap();
             assert!(resolved.ip().is_loopback(), "{addr}");
         }
@@ -356,17 +383,46 @@ mod tests {
 
     #[test]
     fn other_targets_are_refused() {
-        for addr in ["10.0.0.1:5222", "192.168.1.1:5222", "8.8.8.8:5222", "0.0.0.0:5222", "[::]:5222", "[2001:db8::1]:5222"] {
+        for addr in [
+            "10.0.0.1:5222",
+            "192.168.1.1:5222",
+            "8.8.8.8:5222",
+            "0.0.0.0:5222",
+            "[::]:5222",
+            "[2001:db8::1]:5222",
+        ] {
             let err = resolve_loopback(addr).unwrap_err().to_string();
-            assert!(err.contains("refusing to run") || err.contains("resolve"), "{addr}: {err}");
+            assert!(
+                err.contains("refusing to run") || err.contains("resolve"),
+                "{addr}: {err}"
+            );
         }
         let cli = parse(&["--server", "10.1.2.3:5222", "idle"]).unwrap();
-        assert!(cli.validate().unwrap_err().to_string().contains("not loopback"));
+        assert!(
+            cli.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not loopback")
+        );
     }
 
     #[test]
     fn a_typical_command_line_validates() {
-        let cli = parse(&["--users", "2000", "--register", "--tls", "direct", "--mechanism", "scram-sha-1", "chat", "--rate", "1500", "--duration", "10"]).unwrap();
+        let cli = parse(&[
+            "--users",
+            "2000",
+            "--register",
+            "--tls",
+            "direct",
+            "--mechanism",
+            "scram-sha-1",
+            "chat",
+            "--rate",
+            "1500",
+            "--duration",
+            "10",
+        ])
+        .unwrap();
         assert_eq!(cli.mechanism, MechanismChoice::ScramSha1);
         assert_eq!(cli.validate().unwrap().port(), 5222);
         assert!(matches!(cli.scenario, Scenario::Chat { duration: 10, .. }));
@@ -381,9 +437,25 @@ mod tests {
             &["chat", "--rate", "0"],
             &["chat", "--rate", "NaN"],
             &["--arrival-rate", "-1", "idle"],
-            &["chat-ramp", "--start", "500", "--step", "100", "--max", "100"],
+            &[
+                "chat-ramp",
+                "--start",
+                "500",
+                "--step",
+                "100",
+                "--max",
+                "100",
+            ],
             &["chat-ramp", "--start", "500", "--max", "1000"],
-            &["chat-ramp", "--start", "500", "--growth", "0.5", "--max", "1000"],
+            &[
+                "chat-ramp",
+                "--start",
+                "500",
+                "--growth",
+                "0.5",
+                "--max",
+                "1000",
+            ],
             &["--users", "10", "presence", "--contacts", "3"],
             &["--users", "10", "presence", "--contacts", "10"],
             &["--users", "100", "muc", "--occupants", "101"],

@@ -23,7 +23,10 @@ pub struct LoginError {
 
 impl LoginError {
     fn new(stage: &'static str, detail: impl ToString) -> Self {
-        LoginError { stage, detail: detail.to_string() }
+        LoginError {
+            stage,
+            detail: detail.to_string(),
+        }
     }
 
     /// The key errors are counted under.
@@ -53,8 +56,13 @@ pub async fn login(shared: &Shared, index: u32) -> Result<LoggedIn, LoginError> 
         .get_child("session", ns::SESSION)
         .is_some_and(|s| !s.has_child("optional", ns::SESSION))
     {
-        let iq = format!("<iq type='set' id='sess'><session xmlns='{}'/></iq>", ns::SESSION);
-        conn.send(iq.as_bytes()).await.map_err(|e| LoginError::new("session", e.kind()))?;
+        let iq = format!(
+            "<iq type='set' id='sess'><session xmlns='{}'/></iq>",
+            ns::SESSION
+        );
+        conn.send(iq.as_bytes())
+            .await
+            .map_err(|e| LoginError::new("session", e.kind()))?;
         expect_iq_result(&mut conn, "sess", "session").await?;
     }
     Ok(LoggedIn { conn, mechanism })
@@ -114,15 +122,25 @@ async fn open_stream(conn: &mut Conn, domain: &str) -> Result<Element, LoginErro
         ns::CLIENT,
         ns::STREAM
     );
-    conn.send(header.as_bytes()).await.map_err(|e| LoginError::new("stream", e.kind()))?;
+    conn.send(header.as_bytes())
+        .await
+        .map_err(|e| LoginError::new("stream", e.kind()))?;
     match conn.next_event().await {
         Ok(StreamEvent::Open(_)) => {}
-        Ok(other) => return Err(LoginError::new("stream", format!("expected a stream header, got {other:?}"))),
+        Ok(other) => {
+            return Err(LoginError::new(
+                "stream",
+                format!("expected a stream header, got {other:?}"),
+            ));
+        }
         Err(e) => return Err(read_error("stream", e)),
     }
     let features = next_element(conn, "stream").await?;
     if !features.is("features", ns::STREAM) {
-        return Err(LoginError::new("stream", format!("expected features, got <{}>", features.name())));
+        return Err(LoginError::new(
+            "stream",
+            format!("expected features, got <{}>", features.name()),
+        ));
     }
     Ok(features)
 }
@@ -132,7 +150,9 @@ async fn starttls(shared: &Shared, conn: &mut Conn, features: &Element) -> Resul
         return Err(LoginError::new("starttls", "not offered"));
     }
     let request = format!("<starttls xmlns='{}'/>", ns::TLS);
-    conn.send(request.as_bytes()).await.map_err(|e| LoginError::new("starttls", e.kind()))?;
+    conn.send(request.as_bytes())
+        .await
+        .map_err(|e| LoginError::new("starttls", e.kind()))?;
     let answer = next_element(conn, "starttls").await?;
     if !answer.is("proceed", ns::TLS) {
         return Err(LoginError::new("starttls", format!("<{}>", answer.name())));
@@ -155,16 +175,22 @@ async fn register(shared: &Shared, conn: &mut Conn, index: u32) -> Result<(), Lo
         shared.accounts.username(index),
         shared.accounts.password
     );
-    conn.send(iq.as_bytes()).await.map_err(|e| LoginError::new("register", e.kind()))?;
+    conn.send(iq.as_bytes())
+        .await
+        .map_err(|e| LoginError::new("register", e.kind()))?;
     let reply = wait_for_iq(conn, "reg", "register").await?;
     let counters = &shared.stats.counters;
     match reply.attr("type") {
         Some("result") => {
-            counters.registered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counters
+                .registered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         }
         _ if stanza_error_condition(&reply) == "conflict" => {
-            counters.register_existing.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counters
+                .register_existing
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         }
         _ => Err(LoginError::new("register", stanza_error_condition(&reply))),
@@ -183,7 +209,9 @@ fn choose_mechanism(offered: &[String], choice: MechanismChoice) -> Option<Sasl>
         MechanismChoice::Auto if has("SCRAM-SHA-256") => Some(Sasl::Scram(Mechanism::ScramSha256)),
         MechanismChoice::Auto if has("SCRAM-SHA-1") => Some(Sasl::Scram(Mechanism::ScramSha1)),
         MechanismChoice::Auto if has("PLAIN") => Some(Sasl::Plain),
-        MechanismChoice::ScramSha256 if has("SCRAM-SHA-256") => Some(Sasl::Scram(Mechanism::ScramSha256)),
+        MechanismChoice::ScramSha256 if has("SCRAM-SHA-256") => {
+            Some(Sasl::Scram(Mechanism::ScramSha256))
+        }
         MechanismChoice::ScramSha1 if has("SCRAM-SHA-1") => Some(Sasl::Scram(Mechanism::ScramSha1)),
         MechanismChoice::Plain if has("PLAIN") => Some(Sasl::Plain),
         _ => None,
@@ -198,12 +226,20 @@ async fn authenticate(
 ) -> Result<&'static str, LoginError> {
     let offered: Vec<String> = features
         .get_child("mechanisms", ns::SASL)
-        .map(|m| m.children().filter(|c| c.is("mechanism", ns::SASL)).map(|c| c.text().trim().to_owned()).collect())
+        .map(|m| {
+            m.children()
+                .filter(|c| c.is("mechanism", ns::SASL))
+                .map(|c| c.text().trim().to_owned())
+                .collect()
+        })
         .unwrap_or_default();
     let username = shared.accounts.username(index);
     let password = &shared.accounts.password;
     match choose_mechanism(&offered, shared.login.mechanism) {
-        None => Err(LoginError::new("auth", format!("no usable mechanism in {offered:?}"))),
+        None => Err(LoginError::new(
+            "auth",
+            format!("no usable mechanism in {offered:?}"),
+        )),
         Some(Sasl::Plain) => {
             let data = corvid_proto::sasl::encode_plain(None, &username, password);
             send_sasl(conn, "auth mechanism='PLAIN'", &data).await?;
@@ -214,18 +250,32 @@ async fn authenticate(
         Some(Sasl::Scram(mechanism)) => {
             let mut scram = ScramClient::new(mechanism, &username, password, None);
             let name = mechanism.name();
-            send_sasl(conn, &format!("auth mechanism='{name}'"), &scram.client_first()).await?;
+            send_sasl(
+                conn,
+                &format!("auth mechanism='{name}'"),
+                &scram.client_first(),
+            )
+            .await?;
             let challenge = expect_challenge(conn).await?;
-            let auth_error = |e: &dyn std::fmt::Display| LoginError::new("auth", format!("SCRAM: {e}"));
-            let params = scram.read_server_first(&challenge).map_err(|e| auth_error(&e))?;
+            let auth_error =
+                |e: &dyn std::fmt::Display| LoginError::new("auth", format!("SCRAM: {e}"));
+            let params = scram
+                .read_server_first(&challenge)
+                .map_err(|e| auth_error(&e))?;
             // PBKDF2 once per (password, salt, iterations), not once per login.
-            let salted = shared.cache.salted_password(password, &params).await.map_err(|e| auth_error(&e))?;
+            let salted = shared
+                .cache
+                .salted_password(password, &params)
+                .await
+                .map_err(|e| auth_error(&e))?;
             let response = scram.client_final(&salted).map_err(|e| auth_error(&e))?;
             send_sasl(conn, "response", &response).await?;
             let mut answer = next_element(conn, "auth").await?;
             if answer.is("challenge", ns::SASL) {
                 // RFC 6120 §6.3.10 allows server-final as a last challenge.
-                scram.verify_server_final(&sasl_data(&answer)?).map_err(|e| auth_error(&e))?;
+                scram
+                    .verify_server_final(&sasl_data(&answer)?)
+                    .map_err(|e| auth_error(&e))?;
                 send_sasl(conn, "response", &[]).await?;
                 answer = next_element(conn, "auth").await?;
                 sasl_outcome(&answer)?;
@@ -233,7 +283,9 @@ async fn authenticate(
                 sasl_outcome(&answer)?;
                 let data = sasl_data(&answer)?;
                 if !data.is_empty() {
-                    scram.verify_server_final(&data).map_err(|e| auth_error(&e))?;
+                    scram
+                        .verify_server_final(&data)
+                        .map_err(|e| auth_error(&e))?;
                 }
             }
             Ok(name)
@@ -243,9 +295,15 @@ async fn authenticate(
 
 async fn send_sasl(conn: &mut Conn, open_tag: &str, data: &[u8]) -> Result<(), LoginError> {
     let name = open_tag.split(' ').next().unwrap_or(open_tag);
-    let text = if data.is_empty() { "=".to_owned() } else { B64.encode(data) };
+    let text = if data.is_empty() {
+        "=".to_owned()
+    } else {
+        B64.encode(data)
+    };
     let xml = format!("<{open_tag} xmlns='{}'>{text}</{name}>", ns::SASL);
-    conn.send(xml.as_bytes()).await.map_err(|e| LoginError::new("auth", e.kind()))
+    conn.send(xml.as_bytes())
+        .await
+        .map_err(|e| LoginError::new("auth", e.kind()))
 }
 
 async fn expect_challenge(conn: &mut Conn) -> Result<Vec<u8>, LoginError> {
@@ -254,7 +312,10 @@ async fn expect_challenge(conn: &mut Conn) -> Result<Vec<u8>, LoginError> {
         return sasl_data(&el);
     }
     sasl_outcome(&el)?;
-    Err(LoginError::new("auth", format!("expected a challenge, got <{}>", el.name())))
+    Err(LoginError::new(
+        "auth",
+        format!("expected a challenge, got <{}>", el.name()),
+    ))
 }
 
 fn sasl_outcome(el: &Element) -> Result<(), LoginError> {
@@ -262,17 +323,25 @@ fn sasl_outcome(el: &Element) -> Result<(), LoginError> {
         return Ok(());
     }
     if el.is("failure", ns::SASL) {
-        let condition = el.first_child().map(|c| c.name().to_owned()).unwrap_or_else(|| "failure".into());
+        let condition = el
+            .first_child()
+            .map(|c| c.name().to_owned())
+            .unwrap_or_else(|| "failure".into());
         return Err(LoginError::new("auth", condition));
     }
-    Err(LoginError::new("auth", format!("unexpected <{}>", el.name())))
+    Err(LoginError::new(
+        "auth",
+        format!("unexpected <{}>", el.name()),
+    ))
 }
 
 fn sasl_data(el: &Element) -> Result<Vec<u8>, LoginError> {
     let text = el.text();
     match text.trim() {
         "" | "=" => Ok(Vec::new()),
-        t => B64.decode(t).map_err(|_| LoginError::new("auth", "bad base64 from server")),
+        t => B64
+            .decode(t)
+            .map_err(|_| LoginError::new("auth", "bad base64 from server")),
     }
 }
 
@@ -281,11 +350,17 @@ async fn bind(conn: &mut Conn, resource: &str) -> Result<(), LoginError> {
         "<iq type='set' id='bind'><bind xmlns='{}'><resource>{resource}</resource></bind></iq>",
         ns::BIND
     );
-    conn.send(iq.as_bytes()).await.map_err(|e| LoginError::new("bind", e.kind()))?;
+    conn.send(iq.as_bytes())
+        .await
+        .map_err(|e| LoginError::new("bind", e.kind()))?;
     expect_iq_result(conn, "bind", "bind").await
 }
 
-async fn expect_iq_result(conn: &mut Conn, id: &str, stage: &'static str) -> Result<(), LoginError> {
+async fn expect_iq_result(
+    conn: &mut Conn,
+    id: &str,
+    stage: &'static str,
+) -> Result<(), LoginError> {
     let reply = wait_for_iq(conn, id, stage).await?;
     if reply.attr("type") == Some("result") {
         Ok(())
@@ -295,7 +370,11 @@ async fn expect_iq_result(conn: &mut Conn, id: &str, stage: &'static str) -> Res
 }
 
 /// Skips stanzas until the IQ reply with `id`.
-async fn wait_for_iq(conn: &mut Conn, id: &str, stage: &'static str) -> Result<Element, LoginError> {
+async fn wait_for_iq(
+    conn: &mut Conn,
+    id: &str,
+    stage: &'static str,
+) -> Result<Element, LoginError> {
     loop {
         let el = next_element(conn, stage).await?;
         if el.is("iq", ns::CLIENT) && el.attr("id") == Some(id) {
@@ -307,9 +386,10 @@ async fn wait_for_iq(conn: &mut Conn, id: &str, stage: &'static str) -> Result<E
 /// The next top-level element; a stream error or close is a failure of `stage`.
 async fn next_element(conn: &mut Conn, stage: &'static str) -> Result<Element, LoginError> {
     match conn.next_event().await {
-        Ok(StreamEvent::Stanza(el)) if el.is("error", ns::STREAM) => {
-            Err(LoginError::new(stage, format!("stream error {}", stream_error_condition(&el))))
-        }
+        Ok(StreamEvent::Stanza(el)) if el.is("error", ns::STREAM) => Err(LoginError::new(
+            stage,
+            format!("stream error {}", stream_error_condition(&el)),
+        )),
         Ok(StreamEvent::Stanza(el)) => Ok(el),
         Ok(StreamEvent::Close) => Err(LoginError::new(stage, "stream closed by server")),
         Ok(StreamEvent::Open(_)) => Err(LoginError::new(stage, "unexpected stream header")),
@@ -334,7 +414,10 @@ pub fn stream_error_condition(el: &Element) -> String {
 /// The RFC 6120 §8.3 condition of an error stanza.
 pub fn stanza_error_condition(el: &Element) -> String {
     el.get_child("error", ns::CLIENT)
-        .and_then(|e| e.children().find(|c| c.ns() == ns::STANZA_ERRORS && c.name() != "text"))
+        .and_then(|e| {
+            e.children()
+                .find(|c| c.ns() == ns::STANZA_ERRORS && c.name() != "text")
+        })
         .map(|c| c.name().to_owned())
         .unwrap_or_else(|| "undefined-condition".into())
 }
@@ -349,11 +432,25 @@ mod tests {
 
     #[test]
     fn auto_prefers_scram_sha_256() {
-        let all = offered(&["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]);
-        assert!(matches!(choose_mechanism(&all, MechanismChoice::Auto), Some(Sasl::Scram(Mechanism::ScramSha256))));
+        let all = offered(&[
+            "SCRAM-SHA-256-PLUS",
+            "SCRAM-SHA-256",
+            "SCRAM-SHA-1",
+            "PLAIN",
+        ]);
+        assert!(matches!(
+            choose_mechanism(&all, MechanismChoice::Auto),
+            Some(Sasl::Scram(Mechanism::ScramSha256))
+        ));
         let prosody = offered(&["SCRAM-SHA-1", "PLAIN"]);
-        assert!(matches!(choose_mechanism(&prosody, MechanismChoice::Auto), Some(Sasl::Scram(Mechanism::ScramSha1))));
-        assert!(matches!(choose_mechanism(&offered(&["PLAIN"]), MechanismChoice::Auto), Some(Sasl::Plain)));
+        assert!(matches!(
+            choose_mechanism(&prosody, MechanismChoice::Auto),
+            Some(Sasl::Scram(Mechanism::ScramSha1))
+        ));
+        assert!(matches!(
+            choose_mechanism(&offered(&["PLAIN"]), MechanismChoice::Auto),
+            Some(Sasl::Plain)
+        ));
         assert!(choose_mechanism(&prosody, MechanismChoice::ScramSha256).is_none());
         assert!(choose_mechanism(&offered(&[]), MechanismChoice::Auto).is_none());
     }

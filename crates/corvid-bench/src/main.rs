@@ -42,7 +42,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("corvid-bench: cannot start the runtime: {e}");
@@ -86,7 +89,12 @@ async fn run(cli: Cli, target: std::net::SocketAddr) -> Result<()> {
     shared.auto_accept_subscriptions = matches!(cli.scenario, Scenario::Presence { .. });
     let shared = Arc::new(shared);
     let mut run = Run::new(cli.clone(), shared.clone());
-    let progress = tokio::spawn(progress::run(shared.clone(), cli.server_pid, cli.quiet, run.peaks.clone()));
+    let progress = tokio::spawn(progress::run(
+        shared.clone(),
+        cli.server_pid,
+        cli.quiet,
+        run.peaks.clone(),
+    ));
 
     let limit = Duration::from_secs(cli.timeout);
     let outcome = tokio::time::timeout(limit, run_scenario(&mut run)).await;
@@ -96,7 +104,10 @@ async fn run(cli: Cli, target: std::net::SocketAddr) -> Result<()> {
     }
     let result = match outcome {
         Ok(result) => result,
-        Err(_) => Err(anyhow::anyhow!("the run passed --timeout {}s and was cut short", cli.timeout)),
+        Err(_) => Err(anyhow::anyhow!(
+            "the run passed --timeout {}s and was cut short",
+            cli.timeout
+        )),
     };
     let timed_out = result.is_err();
     let mut report = run.finish();
@@ -105,7 +116,8 @@ async fn run(cli: Cli, target: std::net::SocketAddr) -> Result<()> {
     }
     print!("{}", report.to_table());
     if let Some(path) = &cli.json {
-        std::fs::write(path, report.to_json()).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, report.to_json())
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if timed_out { result } else { Ok(()) }
 }
@@ -113,13 +125,30 @@ async fn run(cli: Cli, target: std::net::SocketAddr) -> Result<()> {
 async fn run_scenario(run: &mut Run) -> Result<()> {
     match run.cli.scenario.clone() {
         Scenario::Chat { rate, duration } => chat::chat(run, rate, duration).await,
-        Scenario::ChatRamp { start, step, growth, max, step_secs, p99_limit_ms } => {
+        Scenario::ChatRamp {
+            start,
+            step,
+            growth,
+            max,
+            step_secs,
+            p99_limit_ms,
+        } => {
             let growth = match (step, growth) {
                 (_, Some(percent)) => chat::Growth::Percent(percent),
                 (Some(step), None) => chat::Growth::Step(step),
                 (None, None) => anyhow::bail!("chat-ramp needs --step or --growth"),
             };
-            chat::chat_ramp(run, chat::Ramp { start, growth, max, step_secs, p99_limit_ms }).await
+            chat::chat_ramp(
+                run,
+                chat::Ramp {
+                    start,
+                    growth,
+                    max,
+                    step_secs,
+                    p99_limit_ms,
+                },
+            )
+            .await
         }
         Scenario::Idle { hold } => {
             sessions::idle(run, hold).await;
@@ -133,10 +162,32 @@ async fn run_scenario(run: &mut Run) -> Result<()> {
             sessions::register(run).await;
             Ok(())
         }
-        Scenario::Presence { contacts, rate, duration } => presence::presence(run, contacts, rate, duration).await,
-        Scenario::Muc { rooms, occupants, rate, duration, service, room } => {
+        Scenario::Presence {
+            contacts,
+            rate,
+            duration,
+        } => presence::presence(run, contacts, rate, duration).await,
+        Scenario::Muc {
+            rooms,
+            occupants,
+            rate,
+            duration,
+            service,
+            room,
+        } => {
             let service = service.unwrap_or_else(|| format!("conference.{}", run.cli.domain));
-            muc::muc(run, muc::Muc { rooms, occupants, rate, duration, service, room }).await
+            muc::muc(
+                run,
+                muc::Muc {
+                    rooms,
+                    occupants,
+                    rate,
+                    duration,
+                    service,
+                    room,
+                },
+            )
+            .await
         }
     }
 }

@@ -138,20 +138,45 @@ impl Report {
     pub fn to_table(&self) -> String {
         let mut rows: Vec<(String, String)> = Vec::new();
         let mut row = |k: &str, v: String| rows.push((k.to_owned(), v));
-        row("server", format!("{} ({}, TLS {}, {})", self.label, self.target, self.tls, self.mechanism));
-        let params: Vec<String> = self.params.iter().map(|(k, v)| format!("{k}={}", num(*v))).collect();
-        row("scenario", format!("{} {}", self.scenario, params.join(" ")).trim_end().to_owned());
+        row(
+            "server",
+            format!(
+                "{} ({}, TLS {}, {})",
+                self.label, self.target, self.tls, self.mechanism
+            ),
+        );
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", num(*v)))
+            .collect();
+        row(
+            "scenario",
+            format!("{} {}", self.scenario, params.join(" "))
+                .trim_end()
+                .to_owned(),
+        );
         row("users", self.users.to_string());
         row("wall time", format!("{:.1} s", self.wall_secs));
         let l = &self.logins;
         // The register scenario only registers: its "logins" are registrations.
-        let what = if self.scenario == "register" { "registrations" } else { "logins" };
+        let what = if self.scenario == "register" {
+            "registrations"
+        } else {
+            "logins"
+        };
         row(
             what,
-            format!("{} ok, {} failed of {} in {:.2} s", l.ok, l.failed, l.attempted, l.secs),
+            format!(
+                "{} ok, {} failed of {} in {:.2} s",
+                l.ok, l.failed, l.attempted, l.secs
+            ),
         );
         if l.registered + l.register_existing > 0 {
-            row("registered", format!("{} new, {} existing", l.registered, l.register_existing));
+            row(
+                "registered",
+                format!("{} new, {} existing", l.registered, l.register_existing),
+            );
         }
         row(&format!("{what}/s"), format!("{:.0}", l.per_sec));
         if let Some(lat) = &l.latency {
@@ -160,7 +185,10 @@ impl Report {
         if let Some(m) = &self.messages {
             row(
                 "stanzas sent",
-                format!("{} in {:.1} s ({:.0}/s), {} dropped by the generator", m.sent, m.secs, m.sent_per_sec, m.dropped_by_client),
+                format!(
+                    "{} in {:.1} s ({:.0}/s), {} dropped by the generator",
+                    m.sent, m.secs, m.sent_per_sec, m.dropped_by_client
+                ),
             );
             row(
                 "delivered",
@@ -177,7 +205,9 @@ impl Report {
         }
         for s in &self.steps {
             let cpu = match (s.server_cpu_percent, s.client_cpu_percent) {
-                (Some(server), Some(client)) => format!("; CPU server {server:.0}% bench {client:.0}%"),
+                (Some(server), Some(client)) => {
+                    format!("; CPU server {server:.0}% bench {client:.0}%")
+                }
                 (None, Some(client)) => format!("; CPU bench {client:.0}%"),
                 _ => String::new(),
             };
@@ -224,7 +254,13 @@ impl Report {
             if let Some(b) = s.bytes_per_session {
                 row("server mem/session", format!("{:.1} KiB", b / 1024.0));
             }
-            row("server CPU", format!("{:.1} s, {:.0}% during the measured phase", s.cpu_secs, s.cpu_percent_measured));
+            row(
+                "server CPU",
+                format!(
+                    "{:.1} s, {:.0}% during the measured phase",
+                    s.cpu_secs, s.cpu_percent_measured
+                ),
+            );
         }
         row(
             "client",
@@ -235,7 +271,11 @@ impl Report {
                 self.client.pbkdf2_derivations
             ),
         );
-        let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+        let width = rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
         let mut out = String::new();
         for (k, v) in rows {
             let _ = writeln!(out, "{k:<width$}  {v}");
@@ -261,11 +301,19 @@ impl Latency {
 }
 
 fn ms(v: f64) -> String {
-    if v < 10.0 { format!("{v:.2}") } else { format!("{v:.0}") }
+    if v < 10.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.0}")
+    }
 }
 
 fn num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{}", v as i64) } else { format!("{v:.2}") }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 fn mib(kb: u64) -> String {
@@ -303,7 +351,14 @@ mod tests {
             ..Report::default()
         };
         r.params.insert("rate".into(), 1500.0);
-        r.logins = LoginReport { attempted: 2000, ok: 1999, failed: 1, secs: 4.0, per_sec: 499.75, ..LoginReport::default() };
+        r.logins = LoginReport {
+            attempted: 2000,
+            ok: 1999,
+            failed: 1,
+            secs: 4.0,
+            per_sec: 499.75,
+            ..LoginReport::default()
+        };
         r.messages = Some(MessageReport {
             sent: 45000,
             delivered: 44990,
@@ -312,20 +367,41 @@ mod tests {
             secs: 30.0,
             sent_per_sec: 1500.0,
             delivered_per_sec: 1499.7,
-            latency: Latency { count: 44990, p50_ms: 1.25, p90_ms: 3.5, p99_ms: 12.0, max_ms: 250.0, mean_ms: 2.0 },
+            latency: Latency {
+                count: 44990,
+                p50_ms: 1.25,
+                p90_ms: 3.5,
+                p99_ms: 12.0,
+                max_ms: 250.0,
+                mean_ms: 2.0,
+            },
             ..MessageReport::default()
         });
         r.errors.insert("login/connect: refused".into(), 1);
-        r.server = Some(ServerUsage { pid: 7, rss_start_kb: 10240, rss_loaded_kb: 51200, rss_peak_kb: 52000, bytes_per_session: Some(20971.52), cpu_secs: 12.5, cpu_percent_measured: 80.0 });
+        r.server = Some(ServerUsage {
+            pid: 7,
+            rss_start_kb: 10240,
+            rss_loaded_kb: 51200,
+            rss_peak_kb: 52000,
+            bytes_per_session: Some(20971.52),
+            cpu_secs: 12.5,
+            cpu_percent_measured: 80.0,
+        });
         r
     }
 
     #[test]
     fn the_table_shows_the_headline_figures() {
         let table = sample_report().to_table();
-        assert!(table.contains("scenario            chat rate=1500"), "{table}");
+        assert!(
+            table.contains("scenario            chat rate=1500"),
+            "{table}"
+        );
         assert!(table.contains("1999 ok, 1 failed of 2000"), "{table}");
-        assert!(table.contains("p50 1.25 ms, p90 3.50 ms, p99 12 ms, max 250 ms (n=44990)"), "{table}");
+        assert!(
+            table.contains("p50 1.25 ms, p90 3.50 ms, p99 12 ms, max 250 ms (n=44990)"),
+            "{table}"
+        );
         assert!(table.contains("1 × login/connect: refused"), "{table}");
         assert!(table.contains("server mem/session  20.5 KiB"), "{table}");
         assert!(table.lines().all(|l| l.len() > 20), "{table}");

@@ -49,7 +49,9 @@ pub struct Picker {
 impl Picker {
     pub fn new(seed: u64) -> Self {
         // Zero is xorshift's one fixed point.
-        Picker { state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 }
+        Picker {
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {

@@ -96,12 +96,25 @@ impl SaltedPasswordCache {
     }
 
     /// The salted password of `password` under `params`, derived at most once.
-    pub async fn salted_password(&self, password: &str, params: &SaltedPasswordParams) -> Result<Vec<u8>> {
+    pub async fn salted_password(
+        &self,
+        password: &str,
+        params: &SaltedPasswordParams,
+    ) -> Result<Vec<u8>> {
         if params.iterations > MAX_ITERATIONS {
             bail!("unreasonable iteration count {}", params.iterations);
         }
-        let key = CacheKey { params: params.clone(), password: Sha256::digest(password.as_bytes()).into() };
-        let cell = self.entries.lock().expect("not poisoned").entry(key.clone()).or_default().clone();
+        let key = CacheKey {
+            params: params.clone(),
+            password: Sha256::digest(password.as_bytes()).into(),
+        };
+        let cell = self
+            .entries
+            .lock()
+            .expect("not poisoned")
+            .entry(key.clone())
+            .or_default()
+            .clone();
         let value = cell
             .get_or_try_init(|| async {
                 let password = password.to_owned();
@@ -110,8 +123,12 @@ impl SaltedPasswordCache {
                 let derived = tokio::task::spawn_blocking(move || params.derive(&password))
                     .await
                     .map_err(|e| anyhow!("PBKDF2 task failed: {e}"))?;
-                self.derivations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.fresh.lock().expect("not poisoned").push((key, derived.clone()));
+                self.derivations
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.fresh
+                    .lock()
+                    .expect("not poisoned")
+                    .push((key, derived.clone()));
                 Ok::<_, anyhow::Error>(derived)
             })
             .await?;
@@ -171,8 +188,18 @@ fn parse_cache_line(line: &str) -> Result<(CacheKey, Vec<u8>)> {
     for (i, byte) in digest.iter_mut().enumerate() {
         *byte = u8::from_str_radix(&password[2 * i..2 * i + 2], 16)?;
     }
-    let params = SaltedPasswordParams { hash, salt: B64.decode(salt)?, iterations: iterations.parse()? };
-    Ok((CacheKey { params, password: digest }, B64.decode(value)?))
+    let params = SaltedPasswordParams {
+        hash,
+        salt: B64.decode(salt)?,
+        iterations: iterations.parse()?,
+    };
+    Ok((
+        CacheKey {
+            params,
+            password: digest,
+        },
+        B64.decode(value)?,
+    ))
 }
 
 #[cfg(test)]
@@ -182,7 +209,11 @@ mod tests {
     use super::*;
 
     /// One login to Corvid's SCRAM server side, the way `login.rs` does it.
-    async fn exchange_with_corvid(mechanism: Mechanism, cache: &SaltedPasswordCache, password: &str) -> Result<()> {
+    async fn exchange_with_corvid(
+        mechanism: Mechanism,
+        cache: &SaltedPasswordCache,
+        password: &str,
+    ) -> Result<()> {
         let creds = Credentials::derive("pencil", b"fixed-salt", 4096);
         let mut server = ScramServer::new(mechanism, ChannelBindings::default(), false);
         let mut client = ScramClient::new(mechanism, "user", password, None);
@@ -199,17 +230,27 @@ mod tests {
         let cache = SaltedPasswordCache::in_memory();
         for mechanism in [Mechanism::ScramSha1, Mechanism::ScramSha256] {
             for _ in 0..3 {
-                exchange_with_corvid(mechanism, &cache, "pencil").await.unwrap();
+                exchange_with_corvid(mechanism, &cache, "pencil")
+                    .await
+                    .unwrap();
             }
         }
         assert_eq!(cache.derivations(), 2, "one PBKDF2 per hash");
-        assert!(exchange_with_corvid(Mechanism::ScramSha1, &cache, "wrong").await.is_err());
+        assert!(
+            exchange_with_corvid(Mechanism::ScramSha1, &cache, "wrong")
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
     async fn refuses_absurd_iteration_counts() {
         let cache = SaltedPasswordCache::in_memory();
-        let params = SaltedPasswordParams { hash: HashAlg::Sha1, salt: b"s".to_vec(), iterations: u32::MAX };
+        let params = SaltedPasswordParams {
+            hash: HashAlg::Sha1,
+            salt: b"s".to_vec(),
+            iterations: u32::MAX,
+        };
         assert!(cache.salted_password("p", &params).await.is_err());
         assert_eq!(cache.derivations(), 0);
     }
@@ -217,7 +258,11 @@ mod tests {
     #[test]
     fn cache_lines_round_trip() {
         let key = CacheKey {
-            params: SaltedPasswordParams { hash: HashAlg::Sha256, salt: b"salt".to_vec(), iterations: 4096 },
+            params: SaltedPasswordParams {
+                hash: HashAlg::Sha256,
+                salt: b"salt".to_vec(),
+                iterations: 4096,
+            },
             password: Sha256::digest(b"pw").into(),
         };
         let line = format_cache_line(&key, b"derived");

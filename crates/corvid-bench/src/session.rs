@@ -123,9 +123,10 @@ async fn drive(
 /// Handles one event; returns how the session ends if it does.
 fn on_event(shared: &Shared, own: &str, event: StreamEvent, out: &mut String) -> Option<End> {
     match event {
-        StreamEvent::Stanza(el) if el.is("error", ns::STREAM) => {
-            Some(End::Lost(format!("stream error {}", stream_error_condition(&el))))
-        }
+        StreamEvent::Stanza(el) if el.is("error", ns::STREAM) => Some(End::Lost(format!(
+            "stream error {}",
+            stream_error_condition(&el)
+        ))),
         StreamEvent::Stanza(el) => {
             on_stanza(shared, own, &el, out);
             None
@@ -181,7 +182,10 @@ fn on_presence(shared: &Shared, own: &str, el: &Element, out: &mut String) {
     let from_bare = from.split('/').next().unwrap_or_default();
     match el.attr("type") {
         Some("subscribe") if shared.auto_accept_subscriptions => {
-            out.push_str(&format!("<presence to='{}' type='subscribed'/>", xml_attr(from_bare)));
+            out.push_str(&format!(
+                "<presence to='{}' type='subscribed'/>",
+                xml_attr(from_bare)
+            ));
         }
         Some("subscribed") => {
             stats.counters.subscribed.fetch_add(1, Relaxed);
@@ -208,7 +212,11 @@ fn on_presence(shared: &Shared, own: &str, el: &Element, out: &mut String) {
 /// XEP-0045 §7.2: status 110 marks our own occupant presence; 201 says we created the
 /// room, which stays locked until its owner accepts the default configuration (§10.1.2).
 fn on_muc_presence(shared: &Shared, room: &str, x: &Element, out: &mut String) {
-    let codes: Vec<&str> = x.children().filter(|c| c.is("status", MUC_USER)).filter_map(|c| c.attr("code")).collect();
+    let codes: Vec<&str> = x
+        .children()
+        .filter(|c| c.is("status", MUC_USER))
+        .filter_map(|c| c.attr("code"))
+        .collect();
     if !codes.contains(&"110") {
         return;
     }
@@ -228,7 +236,10 @@ fn on_iq(shared: &Shared, el: &Element, out: &mut String) {
     let id = el.attr("id").unwrap_or_default();
     match el.attr("type") {
         Some("get") | Some("set") => {
-            let to = el.attr("from").map(|f| format!(" to='{}'", xml_attr(f))).unwrap_or_default();
+            let to = el
+                .attr("from")
+                .map(|f| format!(" to='{}'", xml_attr(f)))
+                .unwrap_or_default();
             let known = el.has_child("ping", ns::PING) || el.has_child("query", ns::ROSTER);
             if known {
                 // XEP-0199 pings and RFC 6121 §2.1.6 roster pushes want a result.
@@ -243,7 +254,10 @@ fn on_iq(shared: &Shared, el: &Element, out: &mut String) {
         }
         Some("result") => {
             if let Some(query) = el.get_child("query", ns::ROSTER) {
-                let both = query.children().filter(|i| i.attr("subscription") == Some("both")).count();
+                let both = query
+                    .children()
+                    .filter(|i| i.attr("subscription") == Some("both"))
+                    .count();
                 stats.counters.rosters.fetch_add(1, Relaxed);
                 stats.counters.roster_both.fetch_add(both as u64, Relaxed);
             }
@@ -275,7 +289,10 @@ async fn close(conn: &mut Conn) {
 
 /// Escapes a value from the server for an attribute we write back.
 fn xml_attr(value: &str) -> String {
-    value.replace('&', "&amp;").replace('\'', "&apos;").replace('<', "&lt;")
+    value
+        .replace('&', "&amp;")
+        .replace('\'', "&apos;")
+        .replace('<', "&lt;")
 }
 
 #[cfg(test)]
@@ -315,10 +332,24 @@ mod tests {
         let s = shared(false);
         let body = s.marker(0);
         let mut out = String::new();
-        on_stanza(&s, "bench1@localhost", &parse(&format!("<message from='bench2@localhost/r'><body>{body}</body></message>")), &mut out);
-        let delayed = format!("<message><body>{body}</body><delay xmlns='urn:xmpp:delay' stamp='2020-01-01T00:00:00Z'/></message>");
+        on_stanza(
+            &s,
+            "bench1@localhost",
+            &parse(&format!(
+                "<message from='bench2@localhost/r'><body>{body}</body></message>"
+            )),
+            &mut out,
+        );
+        let delayed = format!(
+            "<message><body>{body}</body><delay xmlns='urn:xmpp:delay' stamp='2020-01-01T00:00:00Z'/></message>"
+        );
         on_stanza(&s, "bench1@localhost", &parse(&delayed), &mut out);
-        on_stanza(&s, "bench1@localhost", &parse("<message><body>bench r=1 p=9 t=5</body></message>"), &mut out);
+        on_stanza(
+            &s,
+            "bench1@localhost",
+            &parse("<message><body>bench r=1 p=9 t=5</body></message>"),
+            &mut out,
+        );
         assert_eq!(Stats::get(&s.stats.counters.delivered), 1);
         assert_eq!(Stats::get(&s.stats.counters.stale), 2);
         assert!(out.is_empty());
@@ -328,13 +359,28 @@ mod tests {
     fn pings_and_subscriptions_are_answered() {
         let s = shared(true);
         let mut out = String::new();
-        on_stanza(&s, "bench1@localhost", &parse("<iq type='get' id='p1' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"), &mut out);
+        on_stanza(
+            &s,
+            "bench1@localhost",
+            &parse("<iq type='get' id='p1' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"),
+            &mut out,
+        );
         assert_eq!(out, "<iq type='result' id='p1' to='localhost'/>");
         out.clear();
-        on_stanza(&s, "bench1@localhost", &parse("<presence type='subscribe' from='bench2@localhost'/>"), &mut out);
+        on_stanza(
+            &s,
+            "bench1@localhost",
+            &parse("<presence type='subscribe' from='bench2@localhost'/>"),
+            &mut out,
+        );
         assert_eq!(out, "<presence to='bench2@localhost' type='subscribed'/>");
         out.clear();
-        on_stanza(&s, "bench1@localhost", &parse("<iq type='get' id='v' from='x'><query xmlns='jabber:iq:version'/></iq>"), &mut out);
+        on_stanza(
+            &s,
+            "bench1@localhost",
+            &parse("<iq type='get' id='v' from='x'><query xmlns='jabber:iq:version'/></iq>"),
+            &mut out,
+        );
         assert!(out.contains("service-unavailable"), "{out}");
     }
 
@@ -343,12 +389,22 @@ mod tests {
         let s = shared(false);
         let mut out = String::new();
         let status = s.marker(0);
-        on_stanza(&s, "bench1@localhost", &parse(&format!("<presence from='bench1@localhost/r'><status>{status}</status></presence>")), &mut out);
+        on_stanza(
+            &s,
+            "bench1@localhost",
+            &parse(&format!(
+                "<presence from='bench1@localhost/r'><status>{status}</status></presence>"
+            )),
+            &mut out,
+        );
         assert_eq!(Stats::get(&s.stats.counters.delivered), 0);
         let created = "<presence from='room1@conference.localhost/u1'><x xmlns='http://jabber.org/protocol/muc#user'><item role='moderator'/><status code='110'/><status code='201'/></x></presence>";
         on_stanza(&s, "bench1@localhost", &parse(created), &mut out);
         assert_eq!(Stats::get(&s.stats.counters.muc_joined), 1);
-        assert!(out.contains("to='room1@conference.localhost'") && out.contains("muc#owner"), "{out}");
+        assert!(
+            out.contains("to='room1@conference.localhost'") && out.contains("muc#owner"),
+            "{out}"
+        );
     }
 
     use crate::stats::Stats;

@@ -7,8 +7,8 @@
 //! and `t` is the intended send time in microseconds since this process's epoch.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use tokio_rustls::TlsConnector;
@@ -120,9 +120,16 @@ pub fn classify_marker(text: &str, run: u32, phase: u32) -> Marker {
         return Marker::Foreign;
     };
     let mut fields = rest.split(' ');
-    let mut next = |key: &str| fields.next().and_then(|f| f.strip_prefix(key)).and_then(|v| v.parse::<u64>().ok());
+    let mut next = |key: &str| {
+        fields
+            .next()
+            .and_then(|f| f.strip_prefix(key))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
     match (next("r="), next("p="), next("t=")) {
-        (Some(r), Some(p), Some(t)) if r == u64::from(run) && p == u64::from(phase) => Marker::Current(t),
+        (Some(r), Some(p), Some(t)) if r == u64::from(run) && p == u64::from(phase) => {
+            Marker::Current(t)
+        }
         (Some(_), Some(_), Some(_)) => Marker::Stale,
         _ => Marker::Foreign,
     }

@@ -104,7 +104,10 @@ impl Stats {
 
     /// The delivery latencies so far, starting a fresh histogram (one per ramp step).
     pub fn take_latency(&self) -> Histogram<u64> {
-        std::mem::replace(&mut *self.latency.lock().expect("not poisoned"), new_histogram())
+        std::mem::replace(
+            &mut *self.latency.lock().expect("not poisoned"),
+            new_histogram(),
+        )
     }
 
     pub fn login_latency(&self) -> Histogram<u64> {
@@ -130,7 +133,10 @@ mod tests {
         let h = stats.take_latency();
         assert_eq!(h.len(), 5);
         assert_eq!(h.min(), 1, "zero is clamped up");
-        assert!(h.max() >= MAX_TRACKED_MICROS, "huge values are clamped, not lost");
+        assert!(
+            h.max() >= MAX_TRACKED_MICROS,
+            "huge values are clamped, not lost"
+        );
         assert_eq!(stats.latency().len(), 0);
     }
 

@@ -70,11 +70,31 @@ impl StreamErrorCondition {
     pub fn from_name(name: &str) -> Option<Self> {
         use StreamErrorCondition::*;
         const ALL: [StreamErrorCondition; 25] = [
-            BadFormat, BadNamespacePrefix, Conflict, ConnectionTimeout, HostGone, HostUnknown,
-            ImproperAddressing, InternalServerError, InvalidFrom, InvalidNamespace, InvalidXml,
-            NotAuthorized, NotWellFormed, PolicyViolation, RemoteConnectionFailed, Reset,
-            ResourceConstraint, RestrictedXml, SeeOtherHost, SystemShutdown, UndefinedCondition,
-            UnsupportedEncoding, UnsupportedFeature, UnsupportedStanzaType, UnsupportedVersion,
+            BadFormat,
+            BadNamespacePrefix,
+            Conflict,
+            ConnectionTimeout,
+            HostGone,
+            HostUnknown,
+            ImproperAddressing,
+            InternalServerError,
+            InvalidFrom,
+            InvalidNamespace,
+            InvalidXml,
+            NotAuthorized,
+            NotWellFormed,
+            PolicyViolation,
+            RemoteConnectionFailed,
+            Reset,
+            ResourceConstraint,
+            RestrictedXml,
+            SeeOtherHost,
+            SystemShutdown,
+            UndefinedCondition,
+            UnsupportedEncoding,
+            UnsupportedFeature,
+            UnsupportedStanzaType,
+            UnsupportedVersion,
         ];
         ALL.into_iter().find(|c| c.name() == name)
     }
@@ -89,11 +109,17 @@ pub struct StreamError {
 
 impl StreamError {
     pub fn new(condition: StreamErrorCondition) -> Self {
-        StreamError { condition, text: None }
+        StreamError {
+            condition,
+            text: None,
+        }
     }
 
     pub fn with_text(condition: StreamErrorCondition, text: impl Into<String>) -> Self {
-        StreamError { condition, text: Some(text.into()) }
+        StreamError {
+            condition,
+            text: Some(text.into()),
+        }
     }
 
     /// `<stream:error>` element, in the streams namespace.
@@ -200,7 +226,9 @@ impl StanzaError {
     /// Reads the error back from an `<error/>` element (used by clients and tests).
     pub fn from_element(el: &Element) -> Option<(String, String)> {
         let kind = el.attr("type")?.to_string();
-        let cond = el.children().find(|c| c.ns() == ns::STANZA_ERRORS && c.name() != "text")?;
+        let cond = el
+            .children()
+            .find(|c| c.ns() == ns::STANZA_ERRORS && c.name() != "text")?;
         Some((kind, cond.name().to_string()))
     }
 }
@@ -219,14 +247,25 @@ mod tests {
     fn stream_error_xml() {
         let err = StreamError::with_text(StreamErrorCondition::PolicyViolation, "too big");
         let xml = err.to_element().to_string();
-        assert!(xml.contains("<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"), "{xml}");
+        assert!(
+            xml.contains("<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"),
+            "{xml}"
+        );
         assert!(xml.contains(">too big</text>"), "{xml}");
     }
 
     #[test]
     fn condition_names_round_trip() {
-        for name in ["not-well-formed", "invalid-from", "unsupported-version", "restricted-xml"] {
-            assert_eq!(StreamErrorCondition::from_name(name).map(|c| c.name()), Some(name));
+        for name in [
+            "not-well-formed",
+            "invalid-from",
+            "unsupported-version",
+            "restricted-xml",
+        ] {
+            assert_eq!(
+                StreamErrorCondition::from_name(name).map(|c| c.name()),
+                Some(name)
+            );
         }
         assert_eq!(StreamErrorCondition::from_name("nope"), None);
     }

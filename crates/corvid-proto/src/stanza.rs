@@ -108,7 +108,13 @@ impl Iq {
         if children.next().is_some() {
             return None;
         }
-        Some(Iq { from, to, id: el.attr("id").unwrap_or_default().to_string(), kind, payload })
+        Some(Iq {
+            from,
+            to,
+            id: el.attr("id").unwrap_or_default().to_string(),
+            kind,
+            payload,
+        })
     }
 
     /// The result reply, with an optional payload.
@@ -185,7 +191,9 @@ mod tests {
     fn iq_requires_exactly_one_payload() {
         let from: Jid = "a@x/r".parse().unwrap();
         let to: Jid = "x".parse().unwrap();
-        let empty = Element::new("iq", ns::CLIENT).with_attr("type", "get").with_attr("id", "1");
+        let empty = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "get")
+            .with_attr("id", "1");
         assert!(Iq::from_element(&empty, from.clone(), to.clone()).is_none());
         let ok = empty.clone().with_child(Element::new("ping", ns::PING));
         assert!(Iq::from_element(&ok, from.clone(), to.clone()).is_some());

@@ -1,8 +1,8 @@
 //! Account operations shared by in-band registration and the operator CLI: one place
 //! that normalizes user names and turns passwords into SCRAM credentials.
 
-use corvid_proto::sasl::{Credentials, DEFAULT_ITERATIONS};
 use corvid_proto::BareJid;
+use corvid_proto::sasl::{Credentials, DEFAULT_ITERATIONS};
 use corvid_store::{RosterItem, Rosters, SqlStore, StoreError, Subscription, Users};
 
 use crate::config::Config;
@@ -65,13 +65,21 @@ async fn derive(password: &str) -> Result<Credentials, AccountError> {
 
 pub async fn create(store: &SqlStore, user: &BareJid, password: &str) -> Result<(), AccountError> {
     let creds = derive(password).await?;
-    store.create_user(username(user), user.domain().as_str(), &creds).await?;
+    store
+        .create_user(username(user), user.domain().as_str(), &creds)
+        .await?;
     Ok(())
 }
 
-pub async fn set_password(store: &SqlStore, user: &BareJid, password: &str) -> Result<(), AccountError> {
+pub async fn set_password(
+    store: &SqlStore,
+    user: &BareJid,
+    password: &str,
+) -> Result<(), AccountError> {
     let creds = derive(password).await?;
-    store.set_credentials(username(user), user.domain().as_str(), &creds).await?;
+    store
+        .set_credentials(username(user), user.domain().as_str(), &creds)
+        .await?;
     Ok(())
 }
 
@@ -89,15 +97,29 @@ pub async fn remove(
         return Err(AccountError::NotFound);
     }
     let (_, items) = store.roster(name, domain).await?;
-    let mut contacts: Vec<BareJid> = items.iter().filter_map(|i| BareJid::new(&i.jid).ok()).collect();
-    contacts.extend(store.pending_subscription_requests(name, domain).await?.into_iter().filter_map(|(c, _)| BareJid::new(&c).ok()));
+    let mut contacts: Vec<BareJid> = items
+        .iter()
+        .filter_map(|i| BareJid::new(&i.jid).ok())
+        .collect();
+    contacts.extend(
+        store
+            .pending_subscription_requests(name, domain)
+            .await?
+            .into_iter()
+            .filter_map(|(c, _)| BareJid::new(&c).ok()),
+    );
     contacts.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     contacts.dedup();
     store.delete_user(name, domain).await?;
     let mut updated = Vec::new();
-    for contact in contacts.into_iter().filter(|c| config.serves(c.domain().as_str()) && c.node().is_some()) {
+    for contact in contacts
+        .into_iter()
+        .filter(|c| config.serves(c.domain().as_str()) && c.node().is_some())
+    {
         let (c_name, c_domain) = (username(&contact), contact.domain().as_str());
-        let Some(mut item) = store.roster_item(c_name, c_domain, user.as_str()).await? else { continue };
+        let Some(mut item) = store.roster_item(c_name, c_domain, user.as_str()).await? else {
+            continue;
+        };
         item.subscription = Subscription::None;
         item.pending_out = false;
         item.pending_in = false;
@@ -114,5 +136,7 @@ pub async fn remove(
 }
 
 pub async fn exists(store: &SqlStore, user: &BareJid) -> Result<bool, AccountError> {
-    Ok(store.user_exists(username(user), user.domain().as_str()).await?)
+    Ok(store
+        .user_exists(username(user), user.domain().as_str())
+        .await?)
 }

@@ -11,7 +11,10 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid config: {0}")]
@@ -171,7 +174,9 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into() }
+        LogConfig {
+            level: "info".into(),
+        }
     }
 }
 
@@ -206,7 +211,9 @@ pub struct VCardConfig {
 
 impl Default for VCardConfig {
     fn default() -> Self {
-        VCardConfig { max_bytes: 64 * 1024 }
+        VCardConfig {
+            max_bytes: 64 * 1024,
+        }
     }
 }
 
@@ -228,14 +235,23 @@ pub struct MucConfig {
 
 impl Default for MucConfig {
     fn default() -> Self {
-        MucConfig { domain: None, max_history: 20, max_occupants: 1000, max_rooms_per_user: 100, max_rooms: 100_000 }
+        MucConfig {
+            domain: None,
+            max_history: 20,
+            max_occupants: 1000,
+            max_rooms_per_user: 100,
+            max_rooms: 100_000,
+        }
     }
 }
 
 impl Config {
     /// The multi-user chat service's domain.
     pub fn muc_domain(&self) -> String {
-        self.muc.domain.clone().unwrap_or_else(|| format!("conference.{}", self.default_domain()))
+        self.muc
+            .domain
+            .clone()
+            .unwrap_or_else(|| format!("conference.{}", self.default_domain()))
     }
 
     /// Reads a config file; `None` gives the defaults.
@@ -243,10 +259,14 @@ impl Config {
         let config = match path {
             None => Config::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                Config::parse(&text)
-                    .map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Config::parse(&text).map_err(|message| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message,
+                })?
             }
         };
         config.validate()?;
@@ -259,7 +279,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.domains.is_empty() {
-            return Err(ConfigError::Invalid("`domains` must name at least one domain".into()));
+            return Err(ConfigError::Invalid(
+                "`domains` must name at least one domain".into(),
+            ));
         }
         for domain in &self.domains {
             let parsed = jid::BareJid::new(domain)
@@ -271,19 +293,24 @@ impl Config {
             }
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
-            return Err(ConfigError::Invalid("[tls] needs both `cert` and `key`, or neither".into()));
+            return Err(ConfigError::Invalid(
+                "[tls] needs both `cert` and `key`, or neither".into(),
+            ));
         }
         let muc = self.muc_domain();
         match jid::BareJid::new(&muc) {
-            Ok(parsed) if parsed.node().is_none() && parsed.as_str() == muc && !self.serves(&muc) => {}
+            Ok(parsed)
+                if parsed.node().is_none() && parsed.as_str() == muc && !self.serves(&muc) => {}
             _ => {
                 return Err(ConfigError::Invalid(format!(
                     "muc.domain {muc:?} must be a normalized domain name other than the served domains"
-                )))
+                )));
             }
         }
         if self.limits.max_stanza_bytes < 1024 {
-            return Err(ConfigError::Invalid("limits.max_stanza_bytes must be at least 1024".into()));
+            return Err(ConfigError::Invalid(
+                "limits.max_stanza_bytes must be at least 1024".into(),
+            ));
         }
         Ok(())
     }
@@ -296,7 +323,9 @@ impl Config {
     }
 
     pub fn registration_open(&self) -> bool {
-        self.registration.open.unwrap_or(self.domains == ["localhost"])
+        self.registration
+            .open
+            .unwrap_or(self.domains == ["localhost"])
     }
 
     pub fn serves(&self, domain: &str) -> bool {
@@ -332,7 +361,8 @@ mod tests {
     fn registration_closed_by_default_for_real_domains() {
         let config = Config::parse("domains = ['example.org']").unwrap();
         assert!(!config.registration_open());
-        let config = Config::parse("domains = ['example.org']\n[registration]\nopen = true").unwrap();
+        let config =
+            Config::parse("domains = ['example.org']\n[registration]\nopen = true").unwrap();
         assert!(config.registration_open());
     }
 

@@ -30,8 +30,16 @@ impl IqTracker {
     }
 
     /// Waits for an answer, forgetting the request after `timeout`.
-    pub async fn wait(&self, id: &str, rx: oneshot::Receiver<Element>, timeout: Duration) -> Option<Element> {
-        let answer = tokio::time::timeout(timeout, rx).await.ok().and_then(Result::ok);
+    pub async fn wait(
+        &self,
+        id: &str,
+        rx: oneshot::Receiver<Element>,
+        timeout: Duration,
+    ) -> Option<Element> {
+        let answer = tokio::time::timeout(timeout, rx)
+            .await
+            .ok()
+            .and_then(Result::ok);
         self.pending.remove(id);
         answer
     }

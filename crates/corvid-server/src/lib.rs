@@ -3,8 +3,8 @@
 
 pub mod accounts;
 pub mod c2s;
-pub mod iq_tracker;
 pub mod config;
+pub mod iq_tracker;
 pub mod limits;
 pub mod memory;
 pub mod module;
@@ -15,7 +15,7 @@ pub mod sessions;
 pub mod tls;
 
 pub use config::Config;
-pub use server::{start, RunningServer, Server, StartError};
+pub use server::{RunningServer, Server, StartError, start};
 
 /// A random identifier (stream ids, generated resources, stanza ids): 64 bits as hex.
 ///
@@ -65,8 +65,14 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 mod tests {
     #[test]
     fn random_ids_are_16_hex_digits_and_distinct() {
-        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| super::random_id()).collect();
+        let ids: std::collections::HashSet<String> =
+            (0..10_000).map(|_| super::random_id()).collect();
         assert_eq!(ids.len(), 10_000);
-        assert!(ids.iter().all(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())));
+        assert!(ids.iter().all(|id| {
+            id.len() == 16
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        }));
     }
 }

@@ -1,8 +1,8 @@
 //! Connection limits and the per-session inbound token bucket.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -110,7 +110,8 @@ impl TokenBucket {
 
     /// Takes `n` bytes; returns how long to wait before reading again (zero if none).
     pub fn take(&mut self, n: usize, now: Instant) -> Duration {
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
         self.tokens -= n as f64;
         if self.tokens >= 0.0 {
@@ -138,7 +139,10 @@ mod tests {
         assert_eq!(limits.admit(ip).err(), Some(Refusal::TooManyFromAddress));
         a.authenticated();
         let c = limits.admit(ip).unwrap();
-        assert_eq!(limits.admit([127, 0, 0, 2].into()).err(), Some(Refusal::TooManyConnections));
+        assert_eq!(
+            limits.admit([127, 0, 0, 2].into()).err(),
+            Some(Refusal::TooManyConnections)
+        );
         drop((a, b, c));
         assert_eq!(limits.open(), 0);
         assert!(limits.admit(ip).is_ok());
@@ -150,7 +154,13 @@ mod tests {
         let mut bucket = TokenBucket::new(1000, 2000);
         assert_eq!(bucket.take(2000, start), Duration::ZERO);
         let wait = bucket.take(500, start);
-        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
-        assert_eq!(bucket.take(0, start + Duration::from_secs(2)), Duration::ZERO);
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        assert_eq!(
+            bucket.take(0, start + Duration::from_secs(2)),
+            Duration::ZERO
+        );
     }
 }

@@ -76,12 +76,18 @@ impl Ctx {
 
     /// Sends a stanza straight to one bound resource, bypassing the hooks.
     pub fn deliver_to(&self, to: &FullJid, stanza: &Element) {
-        let _ = self.server.sessions.deliver_to_full(to, &stanza.to_bytes(corvid_proto::ns::CLIENT));
+        let _ = self
+            .server
+            .sessions
+            .deliver_to_full(to, &stanza.to_bytes(corvid_proto::ns::CLIENT));
     }
 
     /// The (username, domain) store key of an account.
     pub fn key(user: &BareJid) -> (&str, &str) {
-        (user.node().map(|n| n.as_str()).unwrap_or_default(), user.domain().as_str())
+        (
+            user.node().map(|n| n.as_str()).unwrap_or_default(),
+            user.domain().as_str(),
+        )
     }
 }
 
@@ -132,7 +138,14 @@ pub trait Module: Send + Sync + 'static {
     }
 
     /// A message was delivered to these resources of `to`.
-    async fn on_delivered(&self, _ctx: &Ctx, _msg: &Element, _to: &BareJid, _delivered: &[FullJid]) {}
+    async fn on_delivered(
+        &self,
+        _ctx: &Ctx,
+        _msg: &Element,
+        _to: &BareJid,
+        _delivered: &[FullJid],
+    ) {
+    }
 
     async fn on_session(&self, _ctx: &Ctx, _event: &SessionEvent) {}
 
@@ -170,7 +183,11 @@ impl ModuleRegistry {
                 by_service_domain.insert(domain, module.clone());
             }
         }
-        ModuleRegistry { modules, by_namespace, by_service_domain }
+        ModuleRegistry {
+            modules,
+            by_namespace,
+            by_service_domain,
+        }
     }
 
     /// The module owning a service domain, if any.
@@ -191,7 +208,11 @@ impl ModuleRegistry {
 
     /// Every feature of every enabled module, sorted and deduplicated.
     pub fn features(&self) -> Vec<&'static str> {
-        let mut features: Vec<_> = self.modules.iter().flat_map(|m| m.features().iter().copied()).collect();
+        let mut features: Vec<_> = self
+            .modules
+            .iter()
+            .flat_map(|m| m.features().iter().copied())
+            .collect();
         features.sort_unstable();
         features.dedup();
         features
@@ -242,7 +263,13 @@ impl ModuleRegistry {
         Flow::Continue
     }
 
-    pub async fn on_delivered(&self, ctx: &Ctx, msg: &Element, to: &BareJid, delivered: &[FullJid]) {
+    pub async fn on_delivered(
+        &self,
+        ctx: &Ctx,
+        msg: &Element,
+        to: &BareJid,
+        delivered: &[FullJid],
+    ) {
         for module in &self.modules {
             module.on_delivered(ctx, msg, to, delivered).await;
         }
@@ -255,6 +282,9 @@ impl ModuleRegistry {
     }
 
     pub fn stream_features(&self, server: &Server) -> Vec<Element> {
-        self.modules.iter().flat_map(|m| m.stream_features(server)).collect()
+        self.modules
+            .iter()
+            .flat_map(|m| m.stream_features(server))
+            .collect()
     }
 }

@@ -7,7 +7,7 @@ use corvid_proto::Bare;
 use std::sync::Arc;
 
 use corvid_proto::stanza::{error_reply, may_bounce};
-use corvid_proto::{ns, BareJid, FullJid, Iq, IqType, Jid, MessageType, StanzaError, StanzaKind};
+use corvid_proto::{BareJid, FullJid, Iq, IqType, Jid, MessageType, StanzaError, StanzaKind, ns};
 use corvid_xml::Element;
 
 use crate::module::{Ctx, Direction, Flow};
@@ -19,9 +19,24 @@ use crate::sessions::Delivery;
 pub async fn route_from_client(server: &Arc<Server>, mut stanza: Element) {
     let ctx = ctx(server);
     let flow = match StanzaKind::of(&stanza, ns::CLIENT) {
-        Some(StanzaKind::Message) => server.modules.on_message(&ctx, &mut stanza, Direction::FromClient).await,
-        Some(StanzaKind::Presence) => server.modules.on_presence(&ctx, &mut stanza, Direction::FromClient).await,
-        Some(StanzaKind::Iq) => server.modules.on_iq(&ctx, &mut stanza, Direction::FromClient).await,
+        Some(StanzaKind::Message) => {
+            server
+                .modules
+                .on_message(&ctx, &mut stanza, Direction::FromClient)
+                .await
+        }
+        Some(StanzaKind::Presence) => {
+            server
+                .modules
+                .on_presence(&ctx, &mut stanza, Direction::FromClient)
+                .await
+        }
+        Some(StanzaKind::Iq) => {
+            server
+                .modules
+                .on_iq(&ctx, &mut stanza, Direction::FromClient)
+                .await
+        }
         None => Flow::Continue,
     };
     if flow == Flow::Continue {
@@ -72,14 +87,18 @@ pub async fn route(server: &Arc<Server>, stanza: Element) {
 }
 
 fn ctx(server: &Arc<Server>) -> Ctx {
-    Ctx { server: server.clone() }
+    Ctx {
+        server: server.clone(),
+    }
 }
 
 /// A client's presence without `to` that no module took: at least its availability and
 /// priority are recorded, so bare-JID delivery works (RFC 6121 §4.2, §4.7.2.3).
 fn own_presence(server: &Arc<Server>, stanza: &Element, from: &FullJid) {
     match stanza.attr("type") {
-        None => server.sessions.set_presence(from, true, presence_priority(stanza)),
+        None => server
+            .sessions
+            .set_presence(from, true, presence_priority(stanza)),
         Some("unavailable") => server.sessions.set_presence(from, false, 0),
         Some(_) => {}
     }
@@ -99,12 +118,20 @@ async fn to_server(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind, 
         StanzaKind::Iq if to.resource().is_none() => dispatch_iq(server, stanza).await,
         StanzaKind::Iq => bounce(server, &stanza, StanzaError::service_unavailable()).await,
         StanzaKind::Message => {
-            if server.modules.on_message(&ctx, &mut stanza, Direction::ToServer).await == Flow::Continue {
+            if server
+                .modules
+                .on_message(&ctx, &mut stanza, Direction::ToServer)
+                .await
+                == Flow::Continue
+            {
                 bounce(server, &stanza, StanzaError::service_unavailable()).await;
             }
         }
         StanzaKind::Presence => {
-            server.modules.on_presence(&ctx, &mut stanza, Direction::ToServer).await;
+            server
+                .modules
+                .on_presence(&ctx, &mut stanza, Direction::ToServer)
+                .await;
         }
     }
 }
@@ -112,9 +139,24 @@ async fn to_server(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind, 
 async fn to_full_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind, to: FullJid) {
     let ctx = ctx(server);
     let flow = match kind {
-        StanzaKind::Message => server.modules.on_message(&ctx, &mut stanza, Direction::ToClient).await,
-        StanzaKind::Presence => server.modules.on_presence(&ctx, &mut stanza, Direction::ToClient).await,
-        StanzaKind::Iq => server.modules.on_iq(&ctx, &mut stanza, Direction::ToClient).await,
+        StanzaKind::Message => {
+            server
+                .modules
+                .on_message(&ctx, &mut stanza, Direction::ToClient)
+                .await
+        }
+        StanzaKind::Presence => {
+            server
+                .modules
+                .on_presence(&ctx, &mut stanza, Direction::ToClient)
+                .await
+        }
+        StanzaKind::Iq => {
+            server
+                .modules
+                .on_iq(&ctx, &mut stanza, Direction::ToClient)
+                .await
+        }
     };
     if flow == Flow::Handled {
         return;
@@ -122,7 +164,10 @@ async fn to_full_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind
     let bytes = stanza.to_bytes(ns::CLIENT);
     if server.sessions.deliver_to_full(&to, &bytes) == Delivery::Delivered {
         if kind == StanzaKind::Message {
-            server.modules.on_delivered(&ctx, &stanza, &to.bare(), std::slice::from_ref(&to)).await;
+            server
+                .modules
+                .on_delivered(&ctx, &stanza, &to.bare(), std::slice::from_ref(&to))
+                .await;
         }
         return;
     }
@@ -131,8 +176,12 @@ async fn to_full_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind
         StanzaKind::Iq => bounce(server, &stanza, StanzaError::service_unavailable()).await,
         StanzaKind::Presence => {}
         StanzaKind::Message => match MessageType::of(&stanza) {
-            MessageType::Normal | MessageType::Chat => message_to_bare(server, stanza, to.bare(), bytes).await,
-            MessageType::Groupchat => bounce(server, &stanza, StanzaError::service_unavailable()).await,
+            MessageType::Normal | MessageType::Chat => {
+                message_to_bare(server, stanza, to.bare(), bytes).await
+            }
+            MessageType::Groupchat => {
+                bounce(server, &stanza, StanzaError::service_unavailable()).await
+            }
             MessageType::Headline | MessageType::Error => {}
         },
     }
@@ -144,12 +193,24 @@ async fn to_bare_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind
         // RFC 6121 §8.5.2.1.3 / §8.5.2.2.3: the server answers IQs to a bare JID itself.
         StanzaKind::Iq => dispatch_iq(server, stanza).await,
         StanzaKind::Presence => {
-            if server.modules.on_presence(&ctx, &mut stanza, Direction::ToClient).await == Flow::Continue {
-                server.sessions.deliver_to_available(&to, &stanza.to_bytes(ns::CLIENT));
+            if server
+                .modules
+                .on_presence(&ctx, &mut stanza, Direction::ToClient)
+                .await
+                == Flow::Continue
+            {
+                server
+                    .sessions
+                    .deliver_to_available(&to, &stanza.to_bytes(ns::CLIENT));
             }
         }
         StanzaKind::Message => {
-            if server.modules.on_message(&ctx, &mut stanza, Direction::ToClient).await == Flow::Handled {
+            if server
+                .modules
+                .on_message(&ctx, &mut stanza, Direction::ToClient)
+                .await
+                == Flow::Handled
+            {
                 return;
             }
             match MessageType::of(&stanza) {
@@ -157,7 +218,9 @@ async fn to_bare_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind
                     let bytes = stanza.to_bytes(ns::CLIENT);
                     message_to_bare(server, stanza, to, bytes).await
                 }
-                MessageType::Groupchat => bounce(server, &stanza, StanzaError::service_unavailable()).await,
+                MessageType::Groupchat => {
+                    bounce(server, &stanza, StanzaError::service_unavailable()).await
+                }
                 MessageType::Error => {}
             }
         }
@@ -169,14 +232,19 @@ async fn message_to_bare(server: &Arc<Server>, stanza: Element, to: BareJid, byt
     let ctx = ctx(server);
     let delivered = server.sessions.deliver_message_to_bare(&to, &bytes);
     if !delivered.is_empty() {
-        server.modules.on_delivered(&ctx, &stanza, &to, &delivered).await;
+        server
+            .modules
+            .on_delivered(&ctx, &stanza, &to, &delivered)
+            .await;
         return;
     }
     if server.modules.on_undeliverable(&ctx, &stanza, &to).await == Flow::Handled {
         return;
     }
     match MessageType::of(&stanza) {
-        MessageType::Normal | MessageType::Chat => bounce(server, &stanza, StanzaError::service_unavailable()).await,
+        MessageType::Normal | MessageType::Chat => {
+            bounce(server, &stanza, StanzaError::service_unavailable()).await
+        }
         _ => {}
     }
 }
@@ -190,7 +258,9 @@ async fn dispatch_iq(server: &Arc<Server>, stanza: Element) {
         server.iq_tracker.resolve(&stanza);
         return;
     }
-    let Some(Ok(from)) = stanza.attr("from").map(Jid::new) else { return };
+    let Some(Ok(from)) = stanza.attr("from").map(Jid::new) else {
+        return;
+    };
     let to = match stanza.attr("to").map(Jid::new) {
         Some(Ok(to)) => to,
         Some(Err(_)) => return,

@@ -22,13 +22,19 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("storage: {0}")]
     Store(#[from] corvid_store::StoreError),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 pub struct Server {
@@ -64,15 +70,20 @@ pub struct RunningServer {
 /// Opens storage, sets up TLS, binds every listener and starts accepting.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let store = SqlStore::open(&config.storage_url()).await?;
     let tls = Tls::load_or_generate(&config)?;
     let modules = ModuleRegistry::new(crate::modules::enabled(&config), &config);
     let (stop, shutdown) = watch::channel(false);
     let server = Arc::new(Server {
         sessions: SessionManager::new(
-            QueueLimits { stanzas: config.limits.outgoing_queue, bytes: config.limits.outgoing_queue_bytes },
+            QueueLimits {
+                stanzas: config.limits.outgoing_queue,
+                bytes: config.limits.outgoing_queue_bytes,
+            },
             config.limits.slow_consumer,
         ),
         connections: ConnectionLimits::new(&config.limits),
@@ -93,14 +104,26 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         (&server.config.c2s.tls_listen, true, &mut tls_addrs),
     ] {
         for addr in addrs {
-            let listener = listen(*addr).map_err(|source| StartError::Listen { addr: *addr, source })?;
-            let local = listener.local_addr().map_err(|source| StartError::Listen { addr: *addr, source })?;
+            let listener = listen(*addr).map_err(|source| StartError::Listen {
+                addr: *addr,
+                source,
+            })?;
+            let local = listener.local_addr().map_err(|source| StartError::Listen {
+                addr: *addr,
+                source,
+            })?;
             bound.push(local);
             listeners.spawn(c2s::accept_loop(server.clone(), listener, direct_tls));
         }
     }
     listeners.spawn(crate::memory::trim_periodically(server.shutdown_signal()));
-    Ok(RunningServer { server, c2s_addrs, tls_addrs, stop, listeners })
+    Ok(RunningServer {
+        server,
+        c2s_addrs,
+        tls_addrs,
+        stop,
+        listeners,
+    })
 }
 
 /// The kernel's queue of connections not yet accepted: a login storm must not overflow
@@ -108,7 +131,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 const LISTEN_BACKLOG: u32 = 4096;
 
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)

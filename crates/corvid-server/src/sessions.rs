@@ -56,7 +56,12 @@ impl SessionControl {
     /// Waits until `close` was called, then returns its error.
     pub async fn closed(&self) -> StreamError {
         loop {
-            if let Some(err) = self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            if let Some(err) = self
+                .reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
                 return err;
             }
             self.notify.notified().await;
@@ -174,7 +179,12 @@ pub struct SessionManager {
 
 impl SessionManager {
     pub fn new(queue_limits: QueueLimits, policy: SlowConsumerPolicy) -> Self {
-        SessionManager { users: DashMap::new(), next_id: AtomicU64::new(1), queue_limits, policy }
+        SessionManager {
+            users: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            queue_limits,
+            policy,
+        }
     }
 
     /// Binds a resource. If the same full JID is already bound, the new session wins and
@@ -189,7 +199,10 @@ impl SessionManager {
             state: ResourceState::default(),
         };
         // Most accounts have one resource: no room for four (Vec's first growth) per session.
-        let mut entry = self.users.entry(jid.bare()).or_insert_with(|| Vec::with_capacity(1));
+        let mut entry = self
+            .users
+            .entry(jid.bare())
+            .or_insert_with(|| Vec::with_capacity(1));
         if let Some(pos) = entry.iter().position(|r| r.jid == jid) {
             let old = std::mem::replace(&mut entry[pos], resource);
             old.control.close(StreamError::with_text(
@@ -230,27 +243,45 @@ impl SessionManager {
     pub fn states(&self, bare: &BareJid) -> Vec<(FullJid, ResourceState)> {
         self.users
             .get(bare)
-            .map(|rs| rs.iter().map(|r| (r.jid.clone(), r.state.clone())).collect())
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| (r.jid.clone(), r.state.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// The resources of a user for which `pick` holds.
-    pub fn resources_where(&self, bare: &BareJid, pick: impl Fn(&ResourceState) -> bool) -> Vec<FullJid> {
+    pub fn resources_where(
+        &self,
+        bare: &BareJid,
+        pick: impl Fn(&ResourceState) -> bool,
+    ) -> Vec<FullJid> {
         self.users
             .get(bare)
-            .map(|rs| rs.iter().filter(|r| pick(&r.state)).map(|r| r.jid.clone()).collect())
+            .map(|rs| {
+                rs.iter()
+                    .filter(|r| pick(&r.state))
+                    .map(|r| r.jid.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Whether any resource of the user is available.
     pub fn is_available(&self, bare: &BareJid) -> bool {
-        self.users.get(bare).is_some_and(|rs| rs.iter().any(|r| r.state.available))
+        self.users
+            .get(bare)
+            .is_some_and(|rs| rs.iter().any(|r| r.state.available))
     }
 
     /// Delivers to one bound resource.
     pub fn deliver_to_full(&self, jid: &FullJid, stanza: &Bytes) -> Delivery {
         let target = self.users.get(&jid.bare()).and_then(|resources| {
-            resources.iter().find(|r| &r.jid == jid).map(|r| r.control.clone())
+            resources
+                .iter()
+                .find(|r| &r.jid == jid)
+                .map(|r| r.control.clone())
         });
         match target {
             Some(control) => {
@@ -269,7 +300,12 @@ impl SessionManager {
             None => return Vec::new(),
             Some(resources) => {
                 let eligible = |r: &&Resource| r.state.available && r.state.priority >= 0;
-                let Some(best) = resources.iter().filter(eligible).map(|r| r.state.priority).max() else {
+                let Some(best) = resources
+                    .iter()
+                    .filter(eligible)
+                    .map(|r| r.state.priority)
+                    .max()
+                else {
                     return Vec::new();
                 };
                 resources
@@ -303,7 +339,10 @@ impl SessionManager {
 
     /// The bound resources of a user.
     pub fn resources(&self, bare: &BareJid) -> Vec<FullJid> {
-        self.users.get(bare).map(|rs| rs.iter().map(|r| r.jid.clone()).collect()).unwrap_or_default()
+        self.users
+            .get(bare)
+            .map(|rs| rs.iter().map(|r| r.jid.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Closes every session of a user (e.g. after the account was removed).
@@ -346,10 +385,19 @@ mod tests {
 
     #[tokio::test]
     async fn bind_conflict_closes_the_old_session() {
-        let sm = SessionManager::new(QueueLimits { stanzas: 8, bytes: 1 << 20 }, SlowConsumerPolicy::Close);
+        let sm = SessionManager::new(
+            QueueLimits {
+                stanzas: 8,
+                bytes: 1 << 20,
+            },
+            SlowConsumerPolicy::Close,
+        );
         let old = sm.bind(full("a@x/r"));
         let new = sm.bind(full("a@x/r"));
-        assert_eq!(old.control.closed().await.condition, StreamErrorCondition::Conflict);
+        assert_eq!(
+            old.control.closed().await.condition,
+            StreamErrorCondition::Conflict
+        );
         // The old session's late unbind must not remove the new one.
         sm.unbind(&full("a@x/r"), old.id);
         assert_eq!(sm.resources(&"a@x".parse().unwrap()).len(), 1);
@@ -359,7 +407,13 @@ mod tests {
 
     #[tokio::test]
     async fn bare_delivery_prefers_highest_non_negative_priority() {
-        let sm = SessionManager::new(QueueLimits { stanzas: 8, bytes: 1 << 20 }, SlowConsumerPolicy::Close);
+        let sm = SessionManager::new(
+            QueueLimits {
+                stanzas: 8,
+                bytes: 1 << 20,
+            },
+            SlowConsumerPolicy::Close,
+        );
         let low = sm.bind(full("a@x/low"));
         let high = sm.bind(full("a@x/high"));
         let neg = sm.bind(full("a@x/neg"));
@@ -367,29 +421,50 @@ mod tests {
         sm.set_presence(&full("a@x/high"), true, 5);
         sm.set_presence(&full("a@x/neg"), true, -1);
         let bare: BareJid = "a@x".parse().unwrap();
-        assert_eq!(sm.deliver_message_to_bare(&bare, &Bytes::from_static(b"m")), vec![full("a@x/high")]);
+        assert_eq!(
+            sm.deliver_message_to_bare(&bare, &Bytes::from_static(b"m")),
+            vec![full("a@x/high")]
+        );
         assert!(high.control.pop().is_some());
         assert!(low.control.pop().is_none());
         assert!(neg.control.pop().is_none());
         sm.set_presence(&full("a@x/high"), true, -2);
         sm.set_presence(&full("a@x/low"), true, -2);
-        assert!(sm.deliver_message_to_bare(&bare, &Bytes::from_static(b"m")).is_empty());
+        assert!(
+            sm.deliver_message_to_bare(&bare, &Bytes::from_static(b"m"))
+                .is_empty()
+        );
         assert_eq!(sm.deliver_to_available(&bare, &Bytes::from_static(b"p")), 3);
     }
 
     #[tokio::test]
     async fn full_queue_closes_slow_consumer() {
-        let sm = SessionManager::new(QueueLimits { stanzas: 2, bytes: 1 << 20 }, SlowConsumerPolicy::Close);
+        let sm = SessionManager::new(
+            QueueLimits {
+                stanzas: 2,
+                bytes: 1 << 20,
+            },
+            SlowConsumerPolicy::Close,
+        );
         let s = sm.bind(full("a@x/r"));
         for _ in 0..3 {
             sm.deliver_to_full(&full("a@x/r"), &Bytes::from_static(b"m"));
         }
-        assert_eq!(s.control.closed().await.condition, StreamErrorCondition::PolicyViolation);
+        assert_eq!(
+            s.control.closed().await.condition,
+            StreamErrorCondition::PolicyViolation
+        );
     }
 
     #[tokio::test]
     async fn queued_bytes_are_bounded_too() {
-        let sm = SessionManager::new(QueueLimits { stanzas: 100, bytes: 10 }, SlowConsumerPolicy::Drop);
+        let sm = SessionManager::new(
+            QueueLimits {
+                stanzas: 100,
+                bytes: 10,
+            },
+            SlowConsumerPolicy::Drop,
+        );
         let s = sm.bind(full("a@x/r"));
         let big = Bytes::from(vec![b'x'; 25]);
         // One stanza larger than the limit still goes through an empty queue …
@@ -403,6 +478,10 @@ mod tests {
         }
         assert_eq!(s.control.pop().map(|b| b.len()), Some(4));
         assert_eq!(s.control.pop().map(|b| b.len()), Some(4));
-        assert_eq!(s.control.pop(), None, "a third 4-byte stanza passes 10 bytes");
+        assert_eq!(
+            s.control.pop(),
+            None,
+            "a third 4-byte stanza passes 10 bytes"
+        );
     }
 }

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
@@ -16,7 +16,10 @@ pub enum TlsError {
     #[error("cannot read {path}: {message}")]
     Read { path: PathBuf, message: String },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("TLS configuration rejected: {0}")]
@@ -82,12 +85,16 @@ fn generate_self_signed(domains: &[String], cert: &Path, key: &Path) -> Result<(
     names.extend(domains.iter().map(|d| format!("*.{d}")));
     let generated = rcgen::generate_simple_self_signed(names)?;
     if let Some(dir) = cert.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| TlsError::Write { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
     }
     write_private(key, generated.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(cert, generated.cert.pem())
-        .map_err(|source| TlsError::Write { path: cert.to_owned(), source })
+    std::fs::write(cert, generated.cert.pem()).map_err(|source| TlsError::Write {
+        path: cert.to_owned(),
+        source,
+    })
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
@@ -96,14 +103,21 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|source| TlsError::Write { path: path.to_owned(), source })?;
-    file.write_all(data).map_err(|source| TlsError::Write { path: path.to_owned(), source })
+    let mut file = options.open(path).map_err(|source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    })?;
+    file.write_all(data).map_err(|source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let read_err = |message: String| TlsError::Read { path: path.to_owned(), message };
+    let read_err = |message: String| TlsError::Read {
+        path: path.to_owned(),
+        message,
+    };
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| read_err(e.to_string()))?
         .collect::<Result<Vec<_>, _>>()
@@ -115,8 +129,10 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| TlsError::Read { path: path.to_owned(), message: e.to_string() })
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Read {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -126,7 +142,10 @@ mod tests {
     #[test]
     fn generates_once_then_reuses() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
         let first = Tls::load_or_generate(&config).unwrap();
         let pem = std::fs::read(dir.path().join("cert.pem")).unwrap();
         let second = Tls::load_or_generate(&config).unwrap();

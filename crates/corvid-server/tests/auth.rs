@@ -499,6 +499,8 @@ async fn restarted_stream_may_not_move_to_another_served_domain() -> Result<()> 
     ensure!(matches!(outcome, Sasl::Success), "PLAIN failed");
     // Authenticated as alice@localhost; the restart asks for the other domain.
     client.reset_parser();
-    client.send_raw(Client::stream_header("other.example")).await?;
+    client
+        .send_raw(Client::stream_header("other.example"))
+        .await?;
     client.expect_stream_error("host-unknown").await
 }

@@ -20,7 +20,12 @@ fn exodus_info() -> Element {
             .with_attr("type", "pc")
             .with_attr("name", "Exodus 0.9.1"),
     );
-    for var in [ns::DISCO_INFO, ns::DISCO_ITEMS, "http://jabber.org/protocol/muc", ns::CAPS] {
+    for var in [
+        ns::DISCO_INFO,
+        ns::DISCO_ITEMS,
+        "http://jabber.org/protocol/muc",
+        ns::CAPS,
+    ] {
         query.append_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", var));
     }
     query
@@ -36,7 +41,10 @@ fn is_caps_query(el: &Element, ver: &str) -> bool {
 
 async fn present_caps(client: &mut Client, ver: &str) -> Result<()> {
     let presence = Element::new("presence", ns::CLIENT).with_child(
-        Element::new("c", ns::CAPS).with_attr("hash", "sha-1").with_attr("node", NODE).with_attr("ver", ver),
+        Element::new("c", ns::CAPS)
+            .with_attr("hash", "sha-1")
+            .with_attr("node", NODE)
+            .with_attr("ver", ver),
     );
     client.send(&presence).await
 }
@@ -45,8 +53,13 @@ async fn present_caps(client: &mut Client, ver: &str) -> Result<()> {
 async fn present_and_answer(client: &mut Client, ver: &str, info: Element) -> Result<()> {
     present_caps(client, ver).await?;
     let (query, _) = client.recv_until(|el| is_caps_query(el, ver)).await?;
-    ensure!(query.attr("from") == Some(DOMAIN), "query not from the server: {query}");
-    let mut reply = Element::new("iq", ns::CLIENT).with_attr("type", "result").with_attr("to", DOMAIN);
+    ensure!(
+        query.attr("from") == Some(DOMAIN),
+        "query not from the server: {query}"
+    );
+    let mut reply = Element::new("iq", ns::CLIENT)
+        .with_attr("type", "result")
+        .with_attr("to", DOMAIN);
     if let Some(id) = query.attr("id") {
         reply.set_attr("id", id);
     }
@@ -65,12 +78,19 @@ async fn server_asks_about(client: &mut Client, ver: &str) -> Result<bool> {
         .with_attr("to", DOMAIN)
         .with_child(Element::new("ping", ns::PING));
     client.send(&ping).await?;
-    let (_, skipped) = client.recv_until(|el| el.attr("id") == Some(ping_id)).await?;
+    let (_, skipped) = client
+        .recv_until(|el| el.attr("id") == Some(ping_id))
+        .await?;
     // The lookup runs beside the session; give it a moment to ask, if it is going to.
     if skipped.iter().any(|el| is_caps_query(el, ver)) {
         return Ok(true);
     }
-    match tokio::time::timeout(std::time::Duration::from_millis(300), client.recv_until(|el| is_caps_query(el, ver))).await {
+    match tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        client.recv_until(|el| is_caps_query(el, ver)),
+    )
+    .await
+    {
         Ok(Ok(_)) => Ok(true),
         _ => Ok(false),
     }
@@ -88,19 +108,41 @@ async fn server_announces_its_own_caps_and_answers_their_node() -> Result<()> {
         .and_then(|f| f.get_child("c", ns::CAPS))
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("no caps in the stream features: {:?}", client.features))?;
-    let (node, ver) = (c.attr("node").unwrap_or_default(), c.attr("ver").unwrap_or_default());
-    ensure!(c.attr("hash") == Some("sha-1") && !ver.is_empty(), "bad caps element: {c}");
+    let (node, ver) = (
+        c.attr("node").unwrap_or_default(),
+        c.attr("ver").unwrap_or_default(),
+    );
+    ensure!(
+        c.attr("hash") == Some("sha-1") && !ver.is_empty(),
+        "bad caps element: {c}"
+    );
     // §6.2: disco#info on node#ver answers with the info the hash was computed from.
     let node_ver = format!("{node}#{ver}");
     let info = client
-        .iq_result("get", Some(DOMAIN), Element::new("query", ns::DISCO_INFO).with_attr("node", node_ver.as_str()))
+        .iq_result(
+            "get",
+            Some(DOMAIN),
+            Element::new("query", ns::DISCO_INFO).with_attr("node", node_ver.as_str()),
+        )
         .await?;
-    let query = info.get_child("query", ns::DISCO_INFO).expect("disco#info result has a query");
-    ensure!(query.attr("node") == Some(node_ver.as_str()), "node not echoed: {info}");
-    ensure!(query.children().any(|f| f.attr("var") == Some(ns::CAPS)), "caps feature not listed: {info}");
+    let query = info
+        .get_child("query", ns::DISCO_INFO)
+        .expect("disco#info result has a query");
+    ensure!(
+        query.attr("node") == Some(node_ver.as_str()),
+        "node not echoed: {info}"
+    );
+    ensure!(
+        query.children().any(|f| f.attr("var") == Some(ns::CAPS)),
+        "caps feature not listed: {info}"
+    );
     // Any other node is unknown.
     let (_, cond) = client
-        .iq_error("get", Some(DOMAIN), Element::new("query", ns::DISCO_INFO).with_attr("node", format!("{node}#wrong")))
+        .iq_error(
+            "get",
+            Some(DOMAIN),
+            Element::new("query", ns::DISCO_INFO).with_attr("node", format!("{node}#wrong")),
+        )
         .await?;
     ensure!(cond == "item-not-found", "unknown node gave {cond}");
     Ok(())
@@ -114,7 +156,10 @@ async fn a_verified_caps_hash_is_asked_about_once() -> Result<()> {
     let mut alice = ts.login("alice", PASSWORD, Some("r")).await?;
     present_and_answer(&mut alice, EXODUS_VER, exodus_info()).await?;
     let mut bob = ts.login("bob", PASSWORD, Some("r")).await?;
-    ensure!(!server_asks_about(&mut bob, EXODUS_VER).await?, "a known hash was asked about again");
+    ensure!(
+        !server_asks_about(&mut bob, EXODUS_VER).await?,
+        "a known hash was asked about again"
+    );
     Ok(())
 }
 
@@ -127,6 +172,9 @@ async fn an_answer_that_does_not_match_its_hash_is_not_cached() -> Result<()> {
     let mut alice = ts.login("alice", PASSWORD, Some("r")).await?;
     present_and_answer(&mut alice, forged, exodus_info()).await?;
     let mut bob = ts.login("bob", PASSWORD, Some("r")).await?;
-    ensure!(server_asks_about(&mut bob, forged).await?, "an unverified hash was cached (XEP-0115 §5.4)");
+    ensure!(
+        server_asks_about(&mut bob, forged).await?,
+        "an unverified hash was cached (XEP-0115 §5.4)"
+    );
     Ok(())
 }

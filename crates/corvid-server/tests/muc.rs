@@ -13,7 +13,10 @@ use corvid_xml::Element;
 const PASSWORD: &str = "secret";
 const SERVICE: &str = "conference.localhost";
 
-async fn server_with(users: &[&str], adjust: impl FnOnce(&mut corvid_server::Config)) -> Result<TestServer> {
+async fn server_with(
+    users: &[&str],
+    adjust: impl FnOnce(&mut corvid_server::Config),
+) -> Result<TestServer> {
     let ts = start_server_with(adjust).await?;
     for name in users {
         ts.create_user(name, PASSWORD).await?;
@@ -42,10 +45,16 @@ fn status_codes(el: &Element) -> Vec<String> {
 async fn enter(client: &mut Client, occupant_jid: &str) -> Result<Vec<Element>> {
     client.send(&join_presence(occupant_jid)).await?;
     let (subject, mut got) = client
-        .recv_until(|el| el.is("message", ns::CLIENT) && el.has_child("subject", ns::CLIENT) || el.attr("type") == Some("error"))
+        .recv_until(|el| {
+            el.is("message", ns::CLIENT) && el.has_child("subject", ns::CLIENT)
+                || el.attr("type") == Some("error")
+        })
         .await
         .with_context(|| format!("entering {occupant_jid}"))?;
-    ensure!(subject.attr("type") != Some("error"), "could not enter {occupant_jid}: {subject}");
+    ensure!(
+        subject.attr("type") != Some("error"),
+        "could not enter {occupant_jid}: {subject}"
+    );
     got.push(subject);
     Ok(got)
 }
@@ -53,7 +62,11 @@ async fn enter(client: &mut Client, occupant_jid: &str) -> Result<Vec<Element>> 
 /// Creates an instant room (§10.1.2) with `owner` in it as `nick`.
 async fn instant_room(owner: &mut Client, room: &str, nick: &str) -> Result<()> {
     let got = enter(owner, &format!("{room}/{nick}")).await?;
-    ensure!(got.iter().any(|el| status_codes(el).contains(&"201".to_string())), "no 201 in {got:?}");
+    ensure!(
+        got.iter()
+            .any(|el| status_codes(el).contains(&"201".to_string())),
+        "no 201 in {got:?}"
+    );
     let submit = Element::new("query", ns::MUC_OWNER)
         .with_child(Element::new("x", ns::DATA_FORMS).with_attr("type", "submit"));
     owner.iq_result("set", Some(room), submit).await?;
@@ -61,7 +74,9 @@ async fn instant_room(owner: &mut Client, room: &str, nick: &str) -> Result<()> 
 }
 
 async fn error_condition(client: &mut Client, name: &str) -> Result<String> {
-    let (el, _) = client.recv_until(|el| el.name() == name && el.attr("type") == Some("error")).await?;
+    let (el, _) = client
+        .recv_until(|el| el.name() == name && el.attr("type") == Some("error"))
+        .await?;
     let (_, condition) = stanza_error(&el).with_context(|| format!("no condition in {el}"))?;
     Ok(condition)
 }
@@ -70,27 +85,56 @@ async fn error_condition(client: &mut Client, name: &str) -> Result<String> {
 async fn service_answers_disco_on_its_default_domain_and_the_server_lists_it() -> Result<()> {
     let ts = server_with(&["alice"], |_| {}).await?;
     let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
-    let items = alice.iq_result("get", Some(DOMAIN), Element::new("query", ns::DISCO_ITEMS)).await?;
-    let query = items.get_child("query", ns::DISCO_ITEMS).context("no query")?;
-    ensure!(query.children().any(|i| i.attr("jid") == Some(SERVICE)), "{items}");
-    let info = alice.iq_result("get", Some(SERVICE), Element::new("query", ns::DISCO_INFO)).await?;
-    let query = info.get_child("query", ns::DISCO_INFO).context("no query")?;
-    let identity = query.get_child("identity", ns::DISCO_INFO).context("no identity")?;
-    ensure!(identity.attr("category") == Some("conference") && identity.attr("type") == Some("text"), "{info}");
+    let items = alice
+        .iq_result("get", Some(DOMAIN), Element::new("query", ns::DISCO_ITEMS))
+        .await?;
+    let query = items
+        .get_child("query", ns::DISCO_ITEMS)
+        .context("no query")?;
+    ensure!(
+        query.children().any(|i| i.attr("jid") == Some(SERVICE)),
+        "{items}"
+    );
+    let info = alice
+        .iq_result("get", Some(SERVICE), Element::new("query", ns::DISCO_INFO))
+        .await?;
+    let query = info
+        .get_child("query", ns::DISCO_INFO)
+        .context("no query")?;
+    let identity = query
+        .get_child("identity", ns::DISCO_INFO)
+        .context("no identity")?;
+    ensure!(
+        identity.attr("category") == Some("conference") && identity.attr("type") == Some("text"),
+        "{info}"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn configured_domain_is_served_and_a_disabled_module_leaves_none() -> Result<()> {
-    let ts = server_with(&["alice"], |c| c.muc.domain = Some("rooms.localhost".into())).await?;
+    let ts = server_with(&["alice"], |c| {
+        c.muc.domain = Some("rooms.localhost".into())
+    })
+    .await?;
     let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
-    alice.iq_result("get", Some("rooms.localhost"), Element::new("query", ns::DISCO_INFO)).await?;
-    let (_, condition) = alice.iq_error("get", Some(SERVICE), Element::new("query", ns::DISCO_INFO)).await?;
+    alice
+        .iq_result(
+            "get",
+            Some("rooms.localhost"),
+            Element::new("query", ns::DISCO_INFO),
+        )
+        .await?;
+    let (_, condition) = alice
+        .iq_error("get", Some(SERVICE), Element::new("query", ns::DISCO_INFO))
+        .await?;
     ensure!(condition == "remote-server-not-found", "{condition}");
 
     let ts = server_with(&["alice"], |c| c.modules.disabled = vec!["muc".into()]).await?;
     let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
-    let (_, condition) = alice.iq_error("get", Some(SERVICE), Element::new("query", ns::DISCO_INFO)).await?;
+    let (_, condition) = alice
+        .iq_error("get", Some(SERVICE), Element::new("query", ns::DISCO_INFO))
+        .await?;
     ensure!(condition == "remote-server-not-found", "{condition}");
     Ok(())
 }
@@ -99,13 +143,30 @@ async fn configured_domain_is_served_and_a_disabled_module_leaves_none() -> Resu
 async fn overlong_nicks_and_room_names_are_refused() -> Result<()> {
     let ts = server_with(&["alice"], |_| {}).await?;
     let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
-    alice.send(&join_presence(&format!("room@{SERVICE}/{}", "n".repeat(65)))).await?;
+    alice
+        .send(&join_presence(&format!(
+            "room@{SERVICE}/{}",
+            "n".repeat(65)
+        )))
+        .await?;
     ensure!(error_condition(&mut alice, "presence").await? == "not-acceptable");
-    alice.send(&join_presence(&format!("{}@{SERVICE}/nick", "r".repeat(300)))).await?;
+    alice
+        .send(&join_presence(&format!(
+            "{}@{SERVICE}/nick",
+            "r".repeat(300)
+        )))
+        .await?;
     ensure!(error_condition(&mut alice, "presence").await? == "not-acceptable");
     // Neither created a room.
-    let items = alice.iq_result("get", Some(SERVICE), Element::new("query", ns::DISCO_ITEMS)).await?;
-    ensure!(items.get_child("query", ns::DISCO_ITEMS).is_some_and(|q| q.children().next().is_none()), "{items}");
+    let items = alice
+        .iq_result("get", Some(SERVICE), Element::new("query", ns::DISCO_ITEMS))
+        .await?;
+    ensure!(
+        items
+            .get_child("query", ns::DISCO_ITEMS)
+            .is_some_and(|q| q.children().next().is_none()),
+        "{items}"
+    );
     Ok(())
 }
 
@@ -123,16 +184,25 @@ async fn stanzas_to_missing_rooms_and_bad_admin_queries_get_errors() -> Result<(
 
     let room = format!("lounge@{SERVICE}");
     instant_room(&mut alice, &room, "alice").await?;
-    let bogus = Element::new("query", ns::MUC_ADMIN)
-        .with_child(Element::new("item", ns::MUC_ADMIN).with_attr("affiliation", "king").with_attr("jid", "x@y"));
+    let bogus = Element::new("query", ns::MUC_ADMIN).with_child(
+        Element::new("item", ns::MUC_ADMIN)
+            .with_attr("affiliation", "king")
+            .with_attr("jid", "x@y"),
+    );
     let (_, condition) = alice.iq_error("set", Some(&room), bogus).await?;
     ensure!(condition == "bad-request", "{condition}");
-    let no_jid = Element::new("query", ns::MUC_ADMIN)
-        .with_child(Element::new("item", ns::MUC_ADMIN).with_attr("affiliation", "outcast").with_attr("jid", "@@"));
+    let no_jid = Element::new("query", ns::MUC_ADMIN).with_child(
+        Element::new("item", ns::MUC_ADMIN)
+            .with_attr("affiliation", "outcast")
+            .with_attr("jid", "@@"),
+    );
     let (_, condition) = alice.iq_error("set", Some(&room), no_jid).await?;
     ensure!(condition == "jid-malformed", "{condition}");
     let both = Element::new("query", ns::MUC_ADMIN).with_child(
-        Element::new("item", ns::MUC_ADMIN).with_attr("nick", "alice").with_attr("role", "none").with_attr("affiliation", "none"),
+        Element::new("item", ns::MUC_ADMIN)
+            .with_attr("nick", "alice")
+            .with_attr("role", "none")
+            .with_attr("affiliation", "none"),
     );
     let (_, condition) = alice.iq_error("set", Some(&room), both).await?;
     ensure!(condition == "bad-request", "{condition}");
@@ -141,7 +211,9 @@ async fn stanzas_to_missing_rooms_and_bad_admin_queries_get_errors() -> Result<(
         .with_child(Element::new("item", ns::MUC_ADMIN).with_attr("affiliation", "member"));
     let (_, condition) = bob.iq_error("get", Some(&room), members).await?;
     ensure!(condition == "forbidden", "{condition}");
-    let (_, condition) = bob.iq_error("get", Some(&room), Element::new("query", ns::MUC_OWNER)).await?;
+    let (_, condition) = bob
+        .iq_error("get", Some(&room), Element::new("query", ns::MUC_OWNER))
+        .await?;
     ensure!(condition == "forbidden", "{condition}");
     Ok(())
 }
@@ -150,8 +222,12 @@ async fn stanzas_to_missing_rooms_and_bad_admin_queries_get_errors() -> Result<(
 async fn self_presence_carries_the_id_of_the_join() -> Result<()> {
     let ts = server_with(&["alice"], |_| {}).await?;
     let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
-    alice.send(&join_presence(&format!("den@{SERVICE}/alice")).with_attr("id", "join-1")).await?;
-    let (own, _) = alice.recv_until(|el| status_codes(el).contains(&"110".to_string())).await?;
+    alice
+        .send(&join_presence(&format!("den@{SERVICE}/alice")).with_attr("id", "join-1"))
+        .await?;
+    let (own, _) = alice
+        .recv_until(|el| status_codes(el).contains(&"110".to_string()))
+        .await?;
     ensure!(own.attr("id") == Some("join-1"), "{own}");
     Ok(())
 }
@@ -172,13 +248,24 @@ async fn a_groupchat_message_reaches_each_occupant_once() -> Result<()> {
         .with_attr("id", "g1")
         .with_child(Element::new("body", ns::CLIENT).with_text("one <&> 二"));
     bob.send(&message).await?;
-    for (client, me) in [(&mut alice, "alice@localhost/a"), (&mut bob, "bob@localhost/b"), (&mut carol, "carol@localhost/c")] {
+    for (client, me) in [
+        (&mut alice, "alice@localhost/a"),
+        (&mut bob, "bob@localhost/b"),
+        (&mut carol, "carol@localhost/c"),
+    ] {
         let (got, _) = client
             .recv_until(|el| el.is("message", ns::CLIENT) && el.attr("id") == Some("g1"))
             .await
             .with_context(|| format!("the message, at {me}"))?;
-        ensure!(got.attr("to") == Some(me) && got.attr("from") == Some(format!("{room}/bob").as_str()), "{got}");
-        ensure!(got.get_child("body", ns::CLIENT).is_some_and(|b| b.text() == "one <&> 二"), "{got}");
+        ensure!(
+            got.attr("to") == Some(me) && got.attr("from") == Some(format!("{room}/bob").as_str()),
+            "{got}"
+        );
+        ensure!(
+            got.get_child("body", ns::CLIENT)
+                .is_some_and(|b| b.text() == "one <&> 二"),
+            "{got}"
+        );
         // A ping round trip later, no second copy has come.
         let ping = Element::new("iq", ns::CLIENT)
             .with_attr("type", "get")
@@ -186,8 +273,13 @@ async fn a_groupchat_message_reaches_each_occupant_once() -> Result<()> {
             .with_attr("to", DOMAIN)
             .with_child(Element::new("ping", ns::PING));
         client.send(&ping).await?;
-        let (_, between) = client.recv_until(|el| el.is("iq", ns::CLIENT) && el.attr("id") == Some("after")).await?;
-        ensure!(!between.iter().any(|el| el.attr("id") == Some("g1")), "a second copy at {me}: {between:?}");
+        let (_, between) = client
+            .recv_until(|el| el.is("iq", ns::CLIENT) && el.attr("id") == Some("after"))
+            .await?;
+        ensure!(
+            !between.iter().any(|el| el.attr("id") == Some("g1")),
+            "a second copy at {me}: {between:?}"
+        );
     }
     Ok(())
 }

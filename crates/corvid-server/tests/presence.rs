@@ -19,7 +19,12 @@ async fn server_with_users(names: &[&str]) -> Result<TestServer> {
 
 /// Sets `user`'s subscription with `contact` in storage, as a finished RFC 6121 §3 exchange
 /// would leave it.
-async fn subscribe(ts: &TestServer, user: &str, contact: &str, subscription: Subscription) -> Result<()> {
+async fn subscribe(
+    ts: &TestServer,
+    user: &str,
+    contact: &str,
+    subscription: Subscription,
+) -> Result<()> {
     let item = RosterItem {
         jid: format!("{contact}@{DOMAIN}"),
         subscription,
@@ -31,7 +36,8 @@ async fn subscribe(ts: &TestServer, user: &str, contact: &str, subscription: Sub
 }
 
 fn presence_with_status(status: &str) -> Element {
-    Element::new("presence", ns::CLIENT).with_child(Element::new("status", ns::CLIENT).with_text(status))
+    Element::new("presence", ns::CLIENT)
+        .with_child(Element::new("status", ns::CLIENT).with_text(status))
 }
 
 fn status_of(el: &Element) -> Option<String> {
@@ -40,11 +46,19 @@ fn status_of(el: &Element) -> Option<String> {
 
 /// The presences with `status` that `client` received before a marker message sent to it
 /// now (so everything routed to it earlier has arrived).
-async fn presences_with_status(ts: &TestServer, client: &mut Client, status: &str) -> Result<Vec<Element>> {
+async fn presences_with_status(
+    ts: &TestServer,
+    client: &mut Client,
+    status: &str,
+) -> Result<Vec<Element>> {
     let full = client.jid.clone().unwrap_or_default();
     let mut marker_sender = ts.login("marker", PASSWORD, None).await?;
-    marker_sender.send(&message(&full, "chat", "marker")).await?;
-    let (_, skipped) = client.recv_until(|el| message_body(el).as_deref() == Some("marker")).await?;
+    marker_sender
+        .send(&message(&full, "chat", "marker"))
+        .await?;
+    let (_, skipped) = client
+        .recv_until(|el| message_body(el).as_deref() == Some("marker"))
+        .await?;
     Ok(skipped
         .into_iter()
         .filter(|el| el.is("presence", ns::CLIENT) && status_of(el).as_deref() == Some(status))
@@ -71,10 +85,18 @@ async fn broadcast_reaches_each_available_resource_of_each_subscriber_once() -> 
     alice.send(&presence_with_status("here <&> 在")).await?;
     alice.sync().await?;
 
-    for (client, bare) in [(&mut b1, "bob@localhost"), (&mut b2, "bob@localhost"), (&mut carol, "carol@localhost")] {
+    for (client, bare) in [
+        (&mut b1, "bob@localhost"),
+        (&mut b2, "bob@localhost"),
+        (&mut carol, "carol@localhost"),
+    ] {
         let got = presences_with_status(&ts, client, "here <&> 在").await?;
         ensure!(got.len() == 1, "expected one broadcast, got {got:?}");
-        ensure!(got[0].attr("from") == Some("alice@localhost/a"), "{}", got[0]);
+        ensure!(
+            got[0].attr("from") == Some("alice@localhost/a"),
+            "{}",
+            got[0]
+        );
         ensure!(got[0].attr("to") == Some(bare), "{}", got[0]);
     }
     for client in [&mut b3, &mut dave] {
@@ -92,22 +114,39 @@ async fn a_roster_change_shows_in_the_next_broadcast() -> Result<()> {
     let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
     alice.send(&presence_with_status("before")).await?;
     alice.sync().await?;
-    ensure!(presences_with_status(&ts, &mut bob, "before").await?.is_empty());
+    ensure!(
+        presences_with_status(&ts, &mut bob, "before")
+            .await?
+            .is_empty()
+    );
 
     subscribe(&ts, "alice", "bob", Subscription::Both).await?;
     alice.send(&presence_with_status("subscribed")).await?;
     alice.sync().await?;
-    ensure!(presences_with_status(&ts, &mut bob, "subscribed").await?.len() == 1);
+    ensure!(
+        presences_with_status(&ts, &mut bob, "subscribed")
+            .await?
+            .len()
+            == 1
+    );
 
-    ts.server.store.remove_roster_item("alice", DOMAIN, "bob@localhost").await?;
+    ts.server
+        .store
+        .remove_roster_item("alice", DOMAIN, "bob@localhost")
+        .await?;
     alice.send(&presence_with_status("removed")).await?;
     alice.sync().await?;
-    ensure!(presences_with_status(&ts, &mut bob, "removed").await?.is_empty());
+    ensure!(
+        presences_with_status(&ts, &mut bob, "removed")
+            .await?
+            .is_empty()
+    );
     Ok(())
 }
 
 fn block(jid: &str) -> Element {
-    Element::new("block", ns::BLOCKING).with_child(Element::new("item", ns::BLOCKING).with_attr("jid", jid))
+    Element::new("block", ns::BLOCKING)
+        .with_child(Element::new("item", ns::BLOCKING).with_attr("jid", jid))
 }
 
 #[tokio::test]
@@ -123,15 +162,31 @@ async fn blocking_withholds_broadcasts_either_way() -> Result<()> {
     let mut carol = ts.login("carol", PASSWORD, Some("c")).await?;
     carol.send_presence(0).await?;
     // XEP-0191 §3.4: carol blocked alice, so nothing of alice's reaches her.
-    carol.iq_result("set", None, block("alice@localhost")).await?;
+    carol
+        .iq_result("set", None, block("alice@localhost"))
+        .await?;
     let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
     // §3.3: alice blocked bob, so bob sees her offline.
     alice.iq_result("set", None, block("bob@localhost")).await?;
     alice.send(&presence_with_status("blocked")).await?;
     alice.sync().await?;
 
-    ensure!(presences_with_status(&ts, &mut dave, "blocked").await?.len() == 1, "dave blocked no one");
-    ensure!(presences_with_status(&ts, &mut bob, "blocked").await?.is_empty());
-    ensure!(presences_with_status(&ts, &mut carol, "blocked").await?.is_empty());
+    ensure!(
+        presences_with_status(&ts, &mut dave, "blocked")
+            .await?
+            .len()
+            == 1,
+        "dave blocked no one"
+    );
+    ensure!(
+        presences_with_status(&ts, &mut bob, "blocked")
+            .await?
+            .is_empty()
+    );
+    ensure!(
+        presences_with_status(&ts, &mut carol, "blocked")
+            .await?
+            .is_empty()
+    );
     Ok(())
 }

@@ -71,7 +71,9 @@ impl AccountIndex {
     /// The account may have rows now: call before a write commits, and again after.
     pub(crate) fn mark(&self, username: &str, domain: &str) {
         let key = key(username, domain);
-        let mark = self.next_mark.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mark = self
+            .next_mark
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.shard(&key).insert(key, mark);
     }
 
@@ -119,6 +121,9 @@ mod tests {
         // A write commits while the reader's query runs: its second mark is newer.
         index.mark("a", "x");
         index.found_nothing("a", "x", stamp);
-        assert!(index.stamp("a", "x").marked(), "the write's mark must survive");
+        assert!(
+            index.stamp("a", "x").marked(),
+            "the write's mark must survive"
+        );
     }
 }

@@ -182,10 +182,14 @@ impl SqlStore {
         };
         migrations::run(&store).await?;
         store.offline_index = Arc::new(AccountIndex::new(
-            store.accounts_in("SELECT DISTINCT username, domain FROM offline_messages").await?,
+            store
+                .accounts_in("SELECT DISTINCT username, domain FROM offline_messages")
+                .await?,
         ));
         store.photo_index = Arc::new(AccountIndex::new(
-            store.accounts_in("SELECT username, domain FROM vcards WHERE photo_hash IS NOT NULL").await?,
+            store
+                .accounts_in("SELECT username, domain FROM vcards WHERE photo_hash IS NOT NULL")
+                .await?,
         ));
         tracing::info!(backend = ?backend, "store opened");
         Ok(store)
@@ -214,7 +218,9 @@ impl SqlStore {
     async fn accounts_in(&self, query: &'static str) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(query).fetch_all(&self.pool).await?;
         use sqlx::Row;
-        rows.iter().map(|row| Ok((row.try_get("username")?, row.try_get("domain")?))).collect()
+        rows.iter()
+            .map(|row| Ok((row.try_get("username")?, row.try_get("domain")?)))
+            .collect()
     }
 
     /// Starts a transaction that will write, holding the write lock where the backend needs it.

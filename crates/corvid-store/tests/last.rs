@@ -77,7 +77,9 @@ async fn concurrent_logouts_each_get_their_own_outcome() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             // u100 does not exist.
-            store.set_last_logout(&format!("u{i}"), D, 1_000 + i, &format!("s{i}")).await
+            store
+                .set_last_logout(&format!("u{i}"), D, 1_000 + i, &format!("s{i}"))
+                .await
         }));
     }
     for (i, task) in tasks.into_iter().enumerate() {
@@ -89,9 +91,14 @@ async fn concurrent_logouts_each_get_their_own_outcome() {
         }
     }
     store.close().await;
-    let store = corvid_store::SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let store = corvid_store::SqlStore::open_in_dir(dir.path())
+        .await
+        .unwrap();
     for i in [0i64, 57, 99] {
-        assert_eq!(store.last_logout(&format!("u{i}"), D).await.unwrap(), Some((1_000 + i, format!("s{i}"))));
+        assert_eq!(
+            store.last_logout(&format!("u{i}"), D).await.unwrap(),
+            Some((1_000 + i, format!("s{i}")))
+        );
     }
     assert_eq!(store.last_logout("u100", D).await.unwrap(), None);
 }

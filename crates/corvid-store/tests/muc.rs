@@ -51,7 +51,13 @@ async fn deleted_rooms_are_gone_and_deleting_twice_is_fine() {
     store.save_muc_room(&room("chapel")).await.unwrap();
     store.delete_muc_room(SERVICE, "balcony").await.unwrap();
     store.delete_muc_room(SERVICE, "balcony").await.unwrap();
-    let names: Vec<_> = store.muc_rooms(SERVICE).await.unwrap().into_iter().map(|r| r.name).collect();
+    let names: Vec<_> = store
+        .muc_rooms(SERVICE)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     assert_eq!(names, ["chapel"]);
 }
 
@@ -61,7 +67,10 @@ async fn rooms_survive_reopening_the_file() {
     store.save_muc_room(&room("balcony")).await.unwrap();
     store.close().await;
     let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
-    assert_eq!(store.muc_rooms(SERVICE).await.unwrap(), vec![room("balcony")]);
+    assert_eq!(
+        store.muc_rooms(SERVICE).await.unwrap(),
+        vec![room("balcony")]
+    );
 }
 
 #[tokio::test]
@@ -70,5 +79,8 @@ async fn unknown_affiliations_are_refused() {
     let mut bad = room("balcony");
     bad.affiliations = vec![("x@y".to_owned(), "king".to_owned())];
     assert!(store.save_muc_room(&bad).await.is_err());
-    assert!(store.muc_rooms(SERVICE).await.unwrap().is_empty(), "a failed save leaves nothing behind");
+    assert!(
+        store.muc_rooms(SERVICE).await.unwrap().is_empty(),
+        "a failed save leaves nothing behind"
+    );
 }

@@ -96,18 +96,38 @@ async fn photo_hash_survives_reopening_and_removal_is_seen() {
     let (dir, store) = temp_store().await;
     account(&store, U, D).await;
     account(&store, "romeo", D).await;
-    store.set_vcard(U, D, "<vCard xmlns='vcard-temp'/>", Some("h1")).await.unwrap();
-    store.set_vcard("romeo", D, "<vCard xmlns='vcard-temp'/>", None).await.unwrap();
+    store
+        .set_vcard(U, D, "<vCard xmlns='vcard-temp'/>", Some("h1"))
+        .await
+        .unwrap();
+    store
+        .set_vcard("romeo", D, "<vCard xmlns='vcard-temp'/>", None)
+        .await
+        .unwrap();
     store.close().await;
 
-    let store = corvid_store::SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let store = corvid_store::SqlStore::open_in_dir(dir.path())
+        .await
+        .unwrap();
     assert_eq!(store.photo_hash(U, D).await.unwrap().as_deref(), Some("h1"));
     assert_eq!(store.photo_hash("romeo", D).await.unwrap(), None);
     // The photo removed, then set again: each answer follows the last write.
-    store.set_vcard(U, D, "<vCard xmlns='vcard-temp'/>", None).await.unwrap();
+    store
+        .set_vcard(U, D, "<vCard xmlns='vcard-temp'/>", None)
+        .await
+        .unwrap();
     assert_eq!(store.photo_hash(U, D).await.unwrap(), None);
-    store.set_vcard(U, D, "<vCard xmlns='vcard-temp'/>", Some("h2")).await.unwrap();
+    store
+        .set_vcard(U, D, "<vCard xmlns='vcard-temp'/>", Some("h2"))
+        .await
+        .unwrap();
     assert_eq!(store.photo_hash(U, D).await.unwrap().as_deref(), Some("h2"));
-    store.set_vcard("romeo", D, "<vCard xmlns='vcard-temp'/>", Some("r1")).await.unwrap();
-    assert_eq!(store.photo_hash("romeo", D).await.unwrap().as_deref(), Some("r1"));
+    store
+        .set_vcard("romeo", D, "<vCard xmlns='vcard-temp'/>", Some("r1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.photo_hash("romeo", D).await.unwrap().as_deref(),
+        Some("r1")
+    );
 }

@@ -101,7 +101,12 @@ pub struct StreamParser {
 impl StreamParser {
     /// Creates a parser for a new stream.
     pub fn new(limits: Limits) -> Self {
-        StreamParser { limits, header: None, active: None, error: None }
+        StreamParser {
+            limits,
+            header: None,
+            active: None,
+            error: None,
+        }
     }
 
     /// Parses from `buf`, consuming bytes, until one event is complete
@@ -116,12 +121,20 @@ impl StreamParser {
         if let Some(error) = &self.error {
             return Err(error.clone());
         }
-        let mut result = self.active().and_then(|active| active.parse_until_event(buf));
+        let mut result = self
+            .active()
+            .and_then(|active| active.parse_until_event(buf));
         match &mut result {
             Err(error) => self.error = Some(error.clone()),
             Ok(Some(StreamEvent::Open(header))) => {
-                let raw = self.active.as_mut().map(|a| std::mem::take(&mut a.header_bytes).into_boxed_slice());
-                header.default_ns = raw.as_deref().map(|raw| default_namespace(&self.limits, raw)).unwrap_or_default();
+                let raw = self
+                    .active
+                    .as_mut()
+                    .map(|a| std::mem::take(&mut a.header_bytes).into_boxed_slice());
+                header.default_ns = raw
+                    .as_deref()
+                    .map(|raw| default_namespace(&self.limits, raw))
+                    .unwrap_or_default();
                 self.header = raw;
             }
             Ok(_) => {}
@@ -151,7 +164,9 @@ impl StreamParser {
     /// Frees what an idle stream does not need: the whole parser between
     /// stanzas, or at least its temporary buffers.
     pub fn release_memory(&mut self) {
-        let Some(active) = &mut self.active else { return };
+        let Some(active) = &mut self.active else {
+            return;
+        };
         if self.header.is_some() && active.can_resume_from_header() {
             self.active = None;
             return;
@@ -165,7 +180,9 @@ impl StreamParser {
     /// Whether no partial stanza is buffered: nothing begun since the last
     /// event but whitespace.
     pub fn is_idle(&self) -> bool {
-        self.active.as_ref().is_none_or(|a| a.open.is_empty() && !a.pending_markup)
+        self.active
+            .as_ref()
+            .is_none_or(|a| a.open.is_empty() && !a.pending_markup)
     }
 
     /// The parser, rebuilt from the stream header if it was released.
@@ -243,7 +260,10 @@ impl Active {
     /// Whether this state is nothing but "inside the root, between stanzas":
     /// no stanza begun, no partial character, nothing but whitespace held.
     fn can_resume_from_header(&self) -> bool {
-        self.phase == Phase::InRoot && self.open.is_empty() && !self.pending_markup && self.utf8.is_clean()
+        self.phase == Phase::InRoot
+            && self.open.is_empty()
+            && !self.pending_markup
+            && self.utf8.is_clean()
     }
 
     /// Puts a fresh parser where a released one was: right after the stream
@@ -255,7 +275,9 @@ impl Active {
                 self.header_bytes = Vec::new();
                 Ok(())
             }
-            _ => Err(XmlError::NotWellFormed("the stream header could not be parsed again".into())),
+            _ => Err(XmlError::NotWellFormed(
+                "the stream header could not be parsed again".into(),
+            )),
         }
     }
 
@@ -334,7 +356,10 @@ impl Active {
                     self.header_bytes.truncate(end);
                     // The event may begin with the whitespace after an XML declaration,
                     // which must not begin a document.
-                    let tag = self.header_bytes[start.min(end)..].iter().position(|&b| b == b'<').map_or(end, |i| start.min(end) + i);
+                    let tag = self.header_bytes[start.min(end)..]
+                        .iter()
+                        .position(|&b| b == b'<')
+                        .map_or(end, |i| start.min(end) + i);
                     self.header_bytes.drain(..tag);
                     return Ok(Some(StreamEvent::Open(StreamHeader {
                         name: name.into(),

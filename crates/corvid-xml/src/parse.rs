@@ -5,7 +5,10 @@ use crate::{Element, Limits, StreamEvent, StreamParser, XmlError};
 /// Parses a single element serialized with `write_to(out, default_ns)`, restoring
 /// `default_ns` as its default namespace. The same restrictions as on the wire apply.
 pub fn parse_element(xml: &str, default_ns: &str) -> Result<Element, XmlError> {
-    let mut parser = StreamParser::new(Limits { max_stanza_bytes: xml.len().max(1024), ..Limits::default() });
+    let mut parser = StreamParser::new(Limits {
+        max_stanza_bytes: xml.len().max(1024),
+        ..Limits::default()
+    });
     let mut escaped = Vec::new();
     crate::serialize::escape_attr_value(&mut escaped, default_ns);
     let mut doc = Vec::with_capacity(xml.len() + 128);
@@ -19,7 +22,9 @@ pub fn parse_element(xml: &str, default_ns: &str) -> Result<Element, XmlError> {
     while let Some(event) = parser.next_event(&mut input)? {
         match event {
             StreamEvent::Stanza(el) if element.is_none() => element = Some(el),
-            StreamEvent::Stanza(_) => return Err(XmlError::NotWellFormed("more than one element".into())),
+            StreamEvent::Stanza(_) => {
+                return Err(XmlError::NotWellFormed("more than one element".into()));
+            }
             StreamEvent::Open(_) | StreamEvent::Close => {}
         }
     }

@@ -321,7 +321,8 @@ mod tests {
         without_to.remove_attr("to");
         for to in ["b@x", "o'hara@x/r&1"] {
             let got = fan.to(to);
-            let mut reparsed = crate::parse_element(std::str::from_utf8(&got).unwrap(), CLIENT).unwrap();
+            let mut reparsed =
+                crate::parse_element(std::str::from_utf8(&got).unwrap(), CLIENT).unwrap();
             assert_eq!(reparsed.remove_attr("to").as_deref(), Some(to));
             assert_eq!(reparsed, without_to);
         }
@@ -329,7 +330,9 @@ mod tests {
             &fan.to("b@x")[..],
             b"<presence to='b@x' from='a@x/r' xmlns:ns2='urn:a' ns2:q='1'><show>away</show></presence>"
         );
-        let other_ns = Element::new("message", CLIENT).fan_out("jabber:server").to("c@y");
+        let other_ns = Element::new("message", CLIENT)
+            .fan_out("jabber:server")
+            .to("c@y");
         assert_eq!(&other_ns[..], b"<message xmlns='jabber:client' to='c@y'/>");
     }
 

@@ -4,9 +4,9 @@
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use corvid_server::{accounts, Config};
+use corvid_server::{Config, accounts};
 use corvid_store::{SqlStore, Users};
 
 #[derive(Parser)]
@@ -62,7 +62,9 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     corvid_server::memory::limit_arenas();
     let config = Config::load(cli.config.as_deref())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Serve => runtime.block_on(serve(config)),
         Command::User(cmd) => runtime.block_on(user(config, cmd)),
@@ -99,7 +101,7 @@ async fn serve(config: Config) -> Result<()> {
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
@@ -122,7 +124,9 @@ async fn user(config: Config, cmd: UserCommand) -> Result<()> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     }
-    let store = SqlStore::open(&url).await.context("cannot open the store")?;
+    let store = SqlStore::open(&url)
+        .await
+        .context("cannot open the store")?;
     let result = run_user_command(&config, &store, cmd).await;
     store.close().await;
     result
@@ -133,25 +137,31 @@ async fn run_user_command(config: &Config, store: &SqlStore, cmd: UserCommand) -
         UserCommand::Add { jid, password } => {
             let user = accounts::parse_user(&jid, config)?;
             let password = password_from(password, "Password for the new account: ")?;
-            accounts::create(store, &user, &password).await.map_err(|e| match e {
-                accounts::AccountError::Exists => anyhow::anyhow!("{user} already exists"),
-                e => e.into(),
-            })?;
+            accounts::create(store, &user, &password)
+                .await
+                .map_err(|e| match e {
+                    accounts::AccountError::Exists => anyhow::anyhow!("{user} already exists"),
+                    e => e.into(),
+                })?;
             println!("created {user}");
         }
         UserCommand::Remove { jid } => {
             let user = accounts::parse_user(&jid, config)?;
-            accounts::remove(store, &user, config).await.map(|_| ()).map_err(|e| match e {
-                accounts::AccountError::NotFound => anyhow::anyhow!("{user} does not exist"),
-                e => e.into(),
-            })?;
+            accounts::remove(store, &user, config)
+                .await
+                .map(|_| ())
+                .map_err(|e| match e {
+                    accounts::AccountError::NotFound => anyhow::anyhow!("{user} does not exist"),
+                    e => e.into(),
+                })?;
             println!("removed {user}");
         }
         UserCommand::List { domain } => {
             if let Some(domain) = &domain
-                && !config.serves(domain) {
-                    bail!("this server does not serve the domain {domain:?}");
-                }
+                && !config.serves(domain)
+            {
+                bail!("this server does not serve the domain {domain:?}");
+            }
             for (username, domain) in store.list_users(domain.as_deref()).await? {
                 println!("{username}@{domain}");
             }
@@ -159,10 +169,12 @@ async fn run_user_command(config: &Config, store: &SqlStore, cmd: UserCommand) -
         UserCommand::Passwd { jid, password } => {
             let user = accounts::parse_user(&jid, config)?;
             let password = password_from(password, "New password: ")?;
-            accounts::set_password(store, &user, &password).await.map_err(|e| match e {
-                accounts::AccountError::NotFound => anyhow::anyhow!("{user} does not exist"),
-                e => e.into(),
-            })?;
+            accounts::set_password(store, &user, &password)
+                .await
+                .map_err(|e| match e {
+                    accounts::AccountError::NotFound => anyhow::anyhow!("{user} does not exist"),
+                    e => e.into(),
+                })?;
             println!("password changed for {user}");
         }
     }

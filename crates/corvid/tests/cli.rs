@@ -31,7 +31,10 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let config = dir.path().join("corvid.toml");
     std::fs::write(
         &config,
-        format!("domains = ['localhost', 'example.org']\ndata_dir = '{}'\n", dir.path().join("data").display()),
+        format!(
+            "domains = ['localhost', 'example.org']\ndata_dir = '{}'\n",
+            dir.path().join("data").display()
+        ),
     )
     .unwrap();
     (dir, config)
@@ -40,9 +43,17 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
 #[test]
 fn add_list_passwd_remove_round_trip() {
     let (_dir, config) = setup();
-    let out = corvid(&config, &["user", "add", "Alice@LocalHost", "--password", "pw1"], None);
+    let out = corvid(
+        &config,
+        &["user", "add", "Alice@LocalHost", "--password", "pw1"],
+        None,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).trim(), "created alice@localhost", "JIDs are normalized");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "created alice@localhost",
+        "JIDs are normalized"
+    );
 
     // Password from stdin when no flag and no terminal.
     let out = corvid(&config, &["user", "add", "bob@example.org"], Some("pw2\n"));
@@ -54,7 +65,11 @@ fn add_list_passwd_remove_round_trip() {
     let out = corvid(&config, &["user", "list", "example.org"], None);
     assert_eq!(text(&out.stdout), "bob@example.org\n");
 
-    let out = corvid(&config, &["user", "passwd", "bob@example.org", "--password", "new"], None);
+    let out = corvid(
+        &config,
+        &["user", "passwd", "bob@example.org", "--password", "new"],
+        None,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let out = corvid(&config, &["user", "remove", "bob@example.org"], None);
@@ -66,20 +81,46 @@ fn add_list_passwd_remove_round_trip() {
 #[test]
 fn clear_errors_for_bad_input() {
     let (_dir, config) = setup();
-    assert!(corvid(&config, &["user", "add", "carol@localhost", "--password", "x"], None).status.success());
+    assert!(
+        corvid(
+            &config,
+            &["user", "add", "carol@localhost", "--password", "x"],
+            None
+        )
+        .status
+        .success()
+    );
     let cases: [(&[&str], &str); 6] = [
-        (&["user", "add", "carol@localhost", "--password", "x"], "already exists"),
-        (&["user", "add", "dave@elsewhere.net", "--password", "x"], "does not serve"),
-        (&["user", "add", "not a jid@@", "--password", "x"], "not a valid user JID"),
-        (&["user", "add", "localhost", "--password", "x"], "not a valid user JID"),
+        (
+            &["user", "add", "carol@localhost", "--password", "x"],
+            "already exists",
+        ),
+        (
+            &["user", "add", "dave@elsewhere.net", "--password", "x"],
+            "does not serve",
+        ),
+        (
+            &["user", "add", "not a jid@@", "--password", "x"],
+            "not a valid user JID",
+        ),
+        (
+            &["user", "add", "localhost", "--password", "x"],
+            "not a valid user JID",
+        ),
         (&["user", "remove", "nobody@localhost"], "does not exist"),
-        (&["user", "passwd", "nobody@localhost", "--password", "x"], "does not exist"),
+        (
+            &["user", "passwd", "nobody@localhost", "--password", "x"],
+            "does not exist",
+        ),
     ];
     for (args, expected) in cases {
         let out = corvid(&config, args, None);
         assert!(!out.status.success(), "{args:?} should fail");
         let err = text(&out.stderr);
-        assert!(err.contains(expected), "{args:?}: expected {expected:?} in {err:?}");
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected {expected:?} in {err:?}"
+        );
         assert!(!err.contains("panicked"), "{err}");
     }
     let out = corvid(&config, &["user", "add", "erin@localhost"], Some("\n"));
@@ -95,5 +136,8 @@ fn unknown_config_keys_are_rejected() {
     let out = corvid(&config, &["user", "list"], None);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("lisen"), "the error names the unknown key: {err}");
+    assert!(
+        err.contains("lisen"),
+        "the error names the unknown key: {err}"
+    );
 }

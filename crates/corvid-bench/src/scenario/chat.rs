@@ -38,10 +38,18 @@ async fn chat_phase(
     let n = live.len() as u32;
     let sent = open_loop(shared, fleet, rate, Duration::from_secs(secs), |k, t| {
         let (from, to) = picker.pair(n);
-        (live[from as usize], chat_stanza(shared, live[to as usize], k, t))
+        (
+            live[from as usize],
+            chat_stanza(shared, live[to as usize], k, t),
+        )
     })
     .await;
-    drain(shared, before + sent.sent, Duration::from_secs(run.cli.drain)).await;
+    drain(
+        shared,
+        before + sent.sent,
+        Duration::from_secs(run.cli.drain),
+    )
+    .await;
     let latency = shared.stats.take_latency();
     let delivered = latency.len();
     let step = StepReport {
@@ -137,7 +145,12 @@ pub fn ramp_rates(start: f64, growth: Growth, max: f64) -> Vec<f64> {
 }
 
 pub async fn chat_ramp(run: &mut Run, ramp: Ramp) -> Result<()> {
-    for (k, v) in [("start", ramp.start), ("max", ramp.max), ("step_secs", ramp.step_secs as f64), ("p99_limit_ms", ramp.p99_limit_ms)] {
+    for (k, v) in [
+        ("start", ramp.start),
+        ("max", ramp.max),
+        ("step_secs", ramp.step_secs as f64),
+        ("p99_limit_ms", ramp.p99_limit_ms),
+    ] {
         run.report.params.insert(k.into(), v);
     }
     match ramp.growth {
@@ -149,10 +162,13 @@ pub async fn chat_ramp(run: &mut Run, ramp: Ramp) -> Result<()> {
     for rate in ramp_rates(ramp.start, ramp.growth, ramp.max) {
         let start = run.sample_server();
         let client_start = procfs::sample(None);
-        let (mut step, latency) = chat_phase(run, &fleet, &live, &mut picker, rate, ramp.step_secs).await;
+        let (mut step, latency) =
+            chat_phase(run, &fleet, &live, &mut picker, rate, ramp.step_secs).await;
         let end = run.sample_server();
         step.server_cpu_percent = start.zip(end).map(|(a, b)| procfs::cpu_percent(&a, &b));
-        step.client_cpu_percent = client_start.zip(procfs::sample(None)).map(|(a, b)| procfs::cpu_percent(&a, &b));
+        step.client_cpu_percent = client_start
+            .zip(procfs::sample(None))
+            .map(|(a, b)| procfs::cpu_percent(&a, &b));
         step.passed = p99_with_losses_ms(latency, step.lost) <= ramp.p99_limit_ms;
         let passed = step.passed;
         if passed {
@@ -162,7 +178,11 @@ pub async fn chat_ramp(run: &mut Run, ramp: Ramp) -> Result<()> {
         if !run.cli.quiet {
             eprintln!(
                 "step {rate}/s: {} — {} delivered, {} lost, {}",
-                if passed { "ok" } else { "p99 over the limit (or >1% lost): stopping" },
+                if passed {
+                    "ok"
+                } else {
+                    "p99 over the limit (or >1% lost): stopping"
+                },
                 step.delivered,
                 step.lost,
                 step.latency.summary()
@@ -174,8 +194,12 @@ pub async fn chat_ramp(run: &mut Run, ramp: Ramp) -> Result<()> {
         }
     }
     let c = &run.shared.stats.counters;
-    run.report.extra.insert("stale".into(), Stats::get(&c.stale));
-    run.report.extra.insert("dropped_by_client".into(), Stats::get(&c.send_dropped));
+    run.report
+        .extra
+        .insert("stale".into(), Stats::get(&c.stale));
+    run.report
+        .extra
+        .insert("dropped_by_client".into(), Stats::get(&c.send_dropped));
     fleet.close().await;
     Ok(())
 }
@@ -186,15 +210,29 @@ mod tests {
 
     #[test]
     fn ramp_rates_include_both_ends() {
-        assert_eq!(ramp_rates(1000.0, Growth::Step(500.0), 2500.0), vec![1000.0, 1500.0, 2000.0, 2500.0]);
+        assert_eq!(
+            ramp_rates(1000.0, Growth::Step(500.0), 2500.0),
+            vec![1000.0, 1500.0, 2000.0, 2500.0]
+        );
         assert_eq!(ramp_rates(100.0, Growth::Step(1000.0), 100.0), vec![100.0]);
-        assert_eq!(ramp_rates(1.0, Growth::Step(0.001), 1e9).len(), 1000, "bounded");
+        assert_eq!(
+            ramp_rates(1.0, Growth::Step(0.001), 1e9).len(),
+            1000,
+            "bounded"
+        );
     }
 
     #[test]
     fn geometric_ramps_grow_by_the_percentage() {
-        assert_eq!(ramp_rates(500.0, Growth::Percent(25.0), 1300.0), vec![500.0, 625.0, 781.0, 976.0, 1220.0]);
-        assert_eq!(ramp_rates(1.0, Growth::Percent(1.0), 4.0), vec![1.0, 2.0, 3.0, 4.0], "always rises");
+        assert_eq!(
+            ramp_rates(500.0, Growth::Percent(25.0), 1300.0),
+            vec![500.0, 625.0, 781.0, 976.0, 1220.0]
+        );
+        assert_eq!(
+            ramp_rates(1.0, Growth::Percent(1.0), 4.0),
+            vec![1.0, 2.0, 3.0, 4.0],
+            "always rises"
+        );
     }
 
     #[test]
@@ -202,7 +240,10 @@ mod tests {
         let mut h = crate::stats::new_histogram();
         h.record_n(5_000, 990).unwrap();
         assert!(p99_with_losses_ms(h.clone(), 0) < 6.0);
-        assert!(p99_with_losses_ms(h.clone(), 9) < 6.0, "under 1% lost still passes");
+        assert!(
+            p99_with_losses_ms(h.clone(), 9) < 6.0,
+            "under 1% lost still passes"
+        );
         assert!(p99_with_losses_ms(h, 20) > 1e6);
         assert!(p99_with_losses_ms(crate::stats::new_histogram(), 0).is_infinite());
     }

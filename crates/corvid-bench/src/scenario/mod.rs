@@ -45,9 +45,19 @@ pub enum Goal {
 impl Fleet {
     /// Starts `n` logins, one every `1/rate` seconds (all at once without a rate), with
     /// at most `max_pending` in progress; returns once all are started.
-    pub async fn open(shared: &Arc<Shared>, n: u32, rate: Option<f64>, max_pending: usize, goal: Goal) -> Fleet {
+    pub async fn open(
+        shared: &Arc<Shared>,
+        n: u32,
+        rate: Option<f64>,
+        max_pending: usize,
+        goal: Goal,
+    ) -> Fleet {
         let (stop, stop_rx) = watch::channel(false);
-        let mut fleet = Fleet { senders: Vec::with_capacity(n as usize), stop, tasks: JoinSet::new() };
+        let mut fleet = Fleet {
+            senders: Vec::with_capacity(n as usize),
+            stop,
+            tasks: JoinSet::new(),
+        };
         let pending = Arc::new(Semaphore::new(max_pending));
         let schedule = rate.map(RateSchedule::new);
         let start = Instant::now();
@@ -55,7 +65,11 @@ impl Fleet {
             if let Some(schedule) = schedule {
                 tokio::time::sleep_until((start + schedule.due_at(u64::from(index))).into()).await;
             }
-            let permit = pending.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let permit = pending
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
             let (tx, rx) = mpsc::channel(session::QUEUE);
             fleet.senders.push(tx);
             let shared = shared.clone();
@@ -67,15 +81,21 @@ impl Fleet {
                 let attempt = async {
                     match goal {
                         Goal::Session => login::login(&shared, index).await.map(Some),
-                        Goal::RegisterOnly => login::register_only(&shared, index).await.map(|_| None),
+                        Goal::RegisterOnly => {
+                            login::register_only(&shared, index).await.map(|_| None)
+                        }
                     }
                 };
                 let outcome = tokio::time::timeout(shared.login.timeout, attempt).await;
                 let done = Instant::now();
-                counters.login_last_done_micros.fetch_max(shared.micros_since_epoch(done), Relaxed);
+                counters
+                    .login_last_done_micros
+                    .fetch_max(shared.micros_since_epoch(done), Relaxed);
                 match outcome {
                     Ok(Ok(logged_in)) => {
-                        shared.stats.record_login(done.duration_since(began).as_micros() as u64);
+                        shared
+                            .stats
+                            .record_login(done.duration_since(began).as_micros() as u64);
                         drop(permit);
                         if let Some(logged_in) = logged_in {
                             let _ = shared.mechanism_used.set(logged_in.mechanism);
@@ -98,19 +118,26 @@ impl Fleet {
 
     /// Indices of the sessions that are up.
     pub fn live(&self) -> Vec<u32> {
-        (0..self.senders.len() as u32).filter(|&i| !self.senders[i as usize].is_closed()).collect()
+        (0..self.senders.len() as u32)
+            .filter(|&i| !self.senders[i as usize].is_closed())
+            .collect()
     }
 
     /// Queues a stanza on session `index`; false if its queue is full or it is gone.
     pub fn send(&self, index: u32, stanza: String) -> bool {
-        self.senders.get(index as usize).is_some_and(|tx| tx.try_send(Command(stanza)).is_ok())
+        self.senders
+            .get(index as usize)
+            .is_some_and(|tx| tx.try_send(Command(stanza)).is_ok())
     }
 
     /// Closes every session's stream and waits (bounded) for them to finish.
     pub async fn close(mut self) {
         let _ = self.stop.send(true);
         let all = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(15), all).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(15), all)
+            .await
+            .is_err()
+        {
             self.tasks.abort_all();
         }
     }
@@ -120,7 +147,9 @@ impl Fleet {
 pub async fn wait_for_logins(shared: &Shared, n: u32, limit: Duration) {
     let deadline = Instant::now() + limit;
     let c = &shared.stats.counters;
-    while Stats::get(&c.login_ok) + Stats::get(&c.login_failed) < u64::from(n) && Instant::now() < deadline {
+    while Stats::get(&c.login_ok) + Stats::get(&c.login_failed) < u64::from(n)
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -135,7 +164,13 @@ pub struct Sent {
 impl Sent {
     /// The report of a fan-out phase: `expected` deliveries were due, `latency` has one
     /// sample per delivery that arrived.
-    pub fn report(&self, fanout: f64, expected: u64, stale: u64, latency: &hdrhistogram::Histogram<u64>) -> MessageReport {
+    pub fn report(
+        &self,
+        fanout: f64,
+        expected: u64,
+        stale: u64,
+        latency: &hdrhistogram::Histogram<u64>,
+    ) -> MessageReport {
         let delivered = latency.len();
         MessageReport {
             sent: self.sent,
@@ -185,7 +220,11 @@ pub async fn open_loop(
             tokio::time::sleep_until((start + schedule.due_at(k)).into()).await;
         }
     }
-    Sent { sent, dropped, secs: start.elapsed().as_secs_f64() }
+    Sent {
+        sent,
+        dropped,
+        secs: start.elapsed().as_secs_f64(),
+    }
 }
 
 /// Waits up to `limit` until `delivered` reaches `target`, or stops changing for a second.
@@ -206,7 +245,12 @@ pub async fn drain(shared: &Shared, target: u64, limit: Duration) {
 
 /// Waits until `value()` reaches `target`, it stops moving for `patience`, or `limit`
 /// passes.
-pub async fn wait_stalled(value: impl Fn() -> u64, target: u64, patience: Duration, limit: Duration) {
+pub async fn wait_stalled(
+    value: impl Fn() -> u64,
+    target: u64,
+    patience: Duration,
+    limit: Duration,
+) {
     let deadline = Instant::now() + limit;
     let mut last = (value(), Instant::now());
     while value() < target && Instant::now() < deadline {
@@ -262,14 +306,17 @@ impl Run {
     }
 
     pub fn sample_server(&self) -> Option<ProcSample> {
-        self.cli.server_pid.and_then(|pid| procfs::sample(Some(pid)))
+        self.cli
+            .server_pid
+            .and_then(|pid| procfs::sample(Some(pid)))
     }
 
     /// Fills in what every scenario reports and returns the report.
     pub fn finish(mut self) -> Report {
         let shared = &self.shared;
         let c = &shared.stats.counters;
-        let login_secs = (Stats::get(&c.login_last_done_micros) as f64 / 1e6 - self.fleet_start_secs()).max(0.0);
+        let login_secs =
+            (Stats::get(&c.login_last_done_micros) as f64 / 1e6 - self.fleet_start_secs()).max(0.0);
         let ok = Stats::get(&c.login_ok);
         let login_latency = shared.stats.login_latency();
         self.report.logins = LoginReport {
@@ -279,15 +326,26 @@ impl Run {
             registered: Stats::get(&c.registered),
             register_existing: Stats::get(&c.register_existing),
             secs: login_secs,
-            per_sec: if login_secs > 0.0 { ok as f64 / login_secs } else { 0.0 },
+            per_sec: if login_secs > 0.0 {
+                ok as f64 / login_secs
+            } else {
+                0.0
+            },
             latency: (!login_latency.is_empty()).then(|| Latency::from_micros(&login_latency)),
         };
-        self.report.mechanism = shared.mechanism_used.get().copied().unwrap_or("none").into();
+        self.report.mechanism = shared
+            .mechanism_used
+            .get()
+            .copied()
+            .unwrap_or("none")
+            .into();
         self.report.errors = shared.stats.errors();
         self.report.disconnects = Stats::get(&c.disconnects);
         self.report.wall_secs = self.started.elapsed().as_secs_f64();
         let server_end = self.sample_server();
-        if let (Some(pid), Some(start), Some(end)) = (self.cli.server_pid, self.server_start, server_end) {
+        if let (Some(pid), Some(start), Some(end)) =
+            (self.cli.server_pid, self.server_start, server_end)
+        {
             let loaded = self.loaded_rss_kb.unwrap_or(end.rss_kb);
             let sessions = ok as f64;
             self.report.server = Some(ServerUsage {
@@ -299,7 +357,10 @@ impl Run {
                 bytes_per_session: (ok > 0 && self.loaded_rss_kb.is_some())
                     .then(|| (loaded as f64 - start.rss_kb as f64) * 1024.0 / sessions),
                 cpu_secs: end.cpu_secs - start.cpu_secs,
-                cpu_percent_measured: self.measured.map(|(a, b)| procfs::cpu_percent(&a, &b)).unwrap_or(0.0),
+                cpu_percent_measured: self
+                    .measured
+                    .map(|(a, b)| procfs::cpu_percent(&a, &b))
+                    .unwrap_or(0.0),
             });
         }
         let client_end = procfs::sample(None);
@@ -308,7 +369,11 @@ impl Run {
                 (Some(a), Some(b)) => b.cpu_secs - a.cpu_secs,
                 _ => 0.0,
             },
-            rss_peak_kb: self.peaks.client_rss_kb.load(Relaxed).max(client_end.map_or(0, |s| s.rss_kb)),
+            rss_peak_kb: self
+                .peaks
+                .client_rss_kb
+                .load(Relaxed)
+                .max(client_end.map_or(0, |s| s.rss_kb)),
             pbkdf2_derivations: shared.cache.derivations(),
         };
         self.report
@@ -316,14 +381,21 @@ impl Run {
 
     /// Seconds from the epoch to the first login attempt.
     fn fleet_start_secs(&self) -> f64 {
-        self.fleet_started.unwrap_or(self.started).saturating_duration_since(self.shared.epoch).as_secs_f64()
+        self.fleet_started
+            .unwrap_or(self.started)
+            .saturating_duration_since(self.shared.epoch)
+            .as_secs_f64()
     }
 
     /// Opens `--users` sessions at the arrival rate (default 500/s; `unlimited` for
     /// scenarios that measure logins) and waits until each has logged in or failed.
     pub async fn open_fleet(&mut self, goal: Goal, unlimited: bool) -> Fleet {
         let n = self.cli.users;
-        let rate = self.cli.arrival_rate.or(if unlimited { None } else { Some(DEFAULT_ARRIVAL_RATE) });
+        let rate = self.cli.arrival_rate.or(if unlimited {
+            None
+        } else {
+            Some(DEFAULT_ARRIVAL_RATE)
+        });
         self.fleet_started = Some(Instant::now());
         let fleet = Fleet::open(&self.shared, n, rate, self.cli.max_pending, goal).await;
         let limit = self.shared.login.timeout + Duration::from_secs(5);

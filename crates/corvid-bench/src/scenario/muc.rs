@@ -43,7 +43,12 @@ fn join_stanza(shared: &Shared, muc: &Muc, room: u32, index: u32) -> String {
 }
 
 pub async fn muc(run: &mut Run, muc: Muc) -> Result<()> {
-    for (k, v) in [("rooms", muc.rooms as f64), ("occupants", muc.occupants as f64), ("rate", muc.rate), ("duration", muc.duration as f64)] {
+    for (k, v) in [
+        ("rooms", muc.rooms as f64),
+        ("occupants", muc.occupants as f64),
+        ("rate", muc.rate),
+        ("duration", muc.duration as f64),
+    ] {
         run.report.params.insert(k.into(), v);
     }
     let fleet = run.open_fleet(Goal::Session, false).await;
@@ -55,7 +60,10 @@ pub async fn muc(run: &mut Run, muc: Muc) -> Result<()> {
         let live = fleet.live();
         move |i: u32| live.binary_search(&i).is_ok()
     };
-    let owners: Vec<u32> = (0..muc.rooms).map(|r| occupant(r, 0)).filter(|&i| is_live(i)).collect();
+    let owners: Vec<u32> = (0..muc.rooms)
+        .map(|r| occupant(r, 0))
+        .filter(|&i| is_live(i))
+        .collect();
     if owners.len() < muc.rooms as usize {
         fleet.close().await;
         bail!("a room's first occupant failed to log in; see the errors");
@@ -63,15 +71,26 @@ pub async fn muc(run: &mut Run, muc: Muc) -> Result<()> {
     for (room, &owner) in owners.iter().enumerate() {
         fleet.send(owner, join_stanza(&shared, &muc, room as u32, owner));
     }
-    wait_stalled(|| Stats::get(&c.muc_joined), u64::from(muc.rooms), JOIN_PATIENCE, JOIN_LIMIT).await;
+    wait_stalled(
+        || Stats::get(&c.muc_joined),
+        u64::from(muc.rooms),
+        JOIN_PATIENCE,
+        JOIN_LIMIT,
+    )
+    .await;
     if Stats::get(&c.muc_joined) < u64::from(muc.rooms) {
         fleet.close().await;
-        bail!("the first occupant of a room could not join {} (no MUC service there?)", muc.service);
+        bail!(
+            "the first occupant of a room could not join {} (no MUC service there?)",
+            muc.service
+        );
     }
     // Let the instant-room configuration reach the service before others join.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let others: Vec<(u32, u32)> =
-        (0..muc.rooms).flat_map(|r| (1..m).map(move |k| (r, occupant(r, k)))).filter(|&(_, i)| is_live(i)).collect();
+    let others: Vec<(u32, u32)> = (0..muc.rooms)
+        .flat_map(|r| (1..m).map(move |k| (r, occupant(r, k))))
+        .filter(|&(_, i)| is_live(i))
+        .collect();
     let rate = run.cli.arrival_rate.unwrap_or(DEFAULT_ARRIVAL_RATE);
     if !others.is_empty() {
         let length = Duration::from_secs_f64(others.len() as f64 / rate);
@@ -82,34 +101,61 @@ pub async fn muc(run: &mut Run, muc: Muc) -> Result<()> {
         .await;
     }
     let occupants_up = owners.len() + others.len();
-    wait_stalled(|| Stats::get(&c.muc_joined), occupants_up as u64, JOIN_PATIENCE, JOIN_LIMIT).await;
-    run.report.extra.insert("occupants_joined".into(), Stats::get(&c.muc_joined));
-    run.report.extra.insert("rooms_created".into(), Stats::get(&c.muc_created));
+    wait_stalled(
+        || Stats::get(&c.muc_joined),
+        occupants_up as u64,
+        JOIN_PATIENCE,
+        JOIN_LIMIT,
+    )
+    .await;
+    run.report
+        .extra
+        .insert("occupants_joined".into(), Stats::get(&c.muc_joined));
+    run.report
+        .extra
+        .insert("rooms_created".into(), Stats::get(&c.muc_created));
     c.sent.store(0, Relaxed);
 
     shared.next_phase();
     shared.stats.take_latency();
     let delivered_before = Stats::get(&c.delivered);
     let mut picker = Picker::new(run.cli.seed);
-    let members: Vec<Vec<u32>> =
-        (0..muc.rooms).map(|r| (0..m).map(|k| occupant(r, k)).filter(|&i| is_live(i)).collect()).collect();
+    let members: Vec<Vec<u32>> = (0..muc.rooms)
+        .map(|r| {
+            (0..m)
+                .map(|k| occupant(r, k))
+                .filter(|&i| is_live(i))
+                .collect()
+        })
+        .collect();
     let start = run.sample_server();
-    let sent = open_loop(&shared, &fleet, muc.rate, Duration::from_secs(muc.duration), |k, t| {
-        let room = picker.below(muc.rooms);
-        let in_room = &members[room as usize];
-        let from = in_room[picker.below(in_room.len() as u32) as usize];
-        let stanza = format!(
-            "<message to='{}' type='groupchat' id='g{k}'><body>{}</body></message>",
-            room_jid(&muc, room),
-            shared.marker(t)
-        );
-        (from, stanza)
-    })
+    let sent = open_loop(
+        &shared,
+        &fleet,
+        muc.rate,
+        Duration::from_secs(muc.duration),
+        |k, t| {
+            let room = picker.below(muc.rooms);
+            let in_room = &members[room as usize];
+            let from = in_room[picker.below(in_room.len() as u32) as usize];
+            let stanza = format!(
+                "<message to='{}' type='groupchat' id='g{k}'><body>{}</body></message>",
+                room_jid(&muc, room),
+                shared.marker(t)
+            );
+            (from, stanza)
+        },
+    )
     .await;
     // Rooms are equally likely, so the expected fan-out is the mean room size.
     let fanout = occupants_up as f64 / f64::from(muc.rooms);
     let expected = (sent.sent as f64 * fanout).round() as u64;
-    drain(&shared, delivered_before + expected, Duration::from_secs(run.cli.drain)).await;
+    drain(
+        &shared,
+        delivered_before + expected,
+        Duration::from_secs(run.cli.drain),
+    )
+    .await;
     run.measured = start.zip(run.sample_server());
     let latency = shared.stats.latency();
     run.report.messages = Some(sent.report(fanout, expected, Stats::get(&c.stale), &latency));

@@ -6,7 +6,6 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-
 use anyhow::{Result, bail};
 
 use super::{Fleet, Goal, Run, drain, open_loop, wait_stalled};
@@ -48,31 +47,78 @@ pub async fn presence(run: &mut Run, contacts: u32, rate: f64, duration: u64) ->
     // those that have requested the roster, so every session fetches it first, as a
     // client does at login.
     fetch_rosters(&fleet, &live);
-    wait_stalled(|| Stats::get(&c.rosters), live.len() as u64, SETUP_PATIENCE, SETUP_LIMIT).await;
+    wait_stalled(
+        || Stats::get(&c.rosters),
+        live.len() as u64,
+        SETUP_PATIENCE,
+        SETUP_LIMIT,
+    )
+    .await;
     c.rosters.store(0, Relaxed);
     c.roster_both.store(0, Relaxed);
 
     // Each user subscribes to each of its contacts, and both sides auto-approve, so
     // every pair ends with subscription='both'.
-    let requests: Vec<(u32, u32)> =
-        (0..n).flat_map(|i| ring_contacts(i, n, contacts).into_iter().map(move |j| (i, j))).collect();
+    let requests: Vec<(u32, u32)> = (0..n)
+        .flat_map(|i| {
+            ring_contacts(i, n, contacts)
+                .into_iter()
+                .map(move |j| (i, j))
+        })
+        .collect();
     let setup_started = Instant::now();
     let total = requests.len() as f64;
     let accounts = shared.accounts.clone();
-    open_loop(&shared, &fleet, SETUP_RATE, Duration::from_secs_f64(total / SETUP_RATE), |k, _| {
-        let (from, to) = requests[(k as usize).min(requests.len() - 1)];
-        (from, format!("<presence to='{}' type='subscribe'/>", accounts.bare_jid(to)))
-    })
+    open_loop(
+        &shared,
+        &fleet,
+        SETUP_RATE,
+        Duration::from_secs_f64(total / SETUP_RATE),
+        |k, _| {
+            let (from, to) = requests[(k as usize).min(requests.len() - 1)];
+            (
+                from,
+                format!(
+                    "<presence to='{}' type='subscribe'/>",
+                    accounts.bare_jid(to)
+                ),
+            )
+        },
+    )
     .await;
-    wait_stalled(|| Stats::get(&c.subscribed), requests.len() as u64, SETUP_PATIENCE, SETUP_LIMIT).await;
+    wait_stalled(
+        || Stats::get(&c.subscribed),
+        requests.len() as u64,
+        SETUP_PATIENCE,
+        SETUP_LIMIT,
+    )
+    .await;
     fetch_rosters(&fleet, &live);
-    wait_stalled(|| Stats::get(&c.rosters), live.len() as u64, SETUP_PATIENCE, SETUP_LIMIT).await;
+    wait_stalled(
+        || Stats::get(&c.rosters),
+        live.len() as u64,
+        SETUP_PATIENCE,
+        SETUP_LIMIT,
+    )
+    .await;
     let rosters = Stats::get(&c.rosters).max(1);
-    run.report.extra.insert("subscribed_acks".into(), Stats::get(&c.subscribed));
-    run.report.extra.insert("roster_both_per_user".into(), Stats::get(&c.roster_both) / rosters);
-    run.report.extra.insert("roster_both_total".into(), Stats::get(&c.roster_both));
-    run.report.extra.insert("rosters_fetched".into(), Stats::get(&c.rosters));
-    run.report.extra.insert("setup_ms".into(), setup_started.elapsed().as_millis() as u64);
+    run.report
+        .extra
+        .insert("subscribed_acks".into(), Stats::get(&c.subscribed));
+    run.report.extra.insert(
+        "roster_both_per_user".into(),
+        Stats::get(&c.roster_both) / rosters,
+    );
+    run.report
+        .extra
+        .insert("roster_both_total".into(), Stats::get(&c.roster_both));
+    run.report
+        .extra
+        .insert("rosters_fetched".into(), Stats::get(&c.rosters));
+    run.report.extra.insert(
+        "setup_ms".into(),
+        setup_started.elapsed().as_millis() as u64,
+    );
     c.sent.store(0, Relaxed);
 
     shared.next_phase();
@@ -80,23 +126,41 @@ pub async fn presence(run: &mut Run, contacts: u32, rate: f64, duration: u64) ->
     let delivered_before = Stats::get(&c.delivered);
     let mut picker = Picker::new(run.cli.seed);
     let start = run.sample_server();
-    let sent = open_loop(&shared, &fleet, rate, Duration::from_secs(duration), |_, t| {
-        let from = live[picker.below(live.len() as u32) as usize];
-        (from, format!("<presence><status>{}</status></presence>", shared.marker(t)))
-    })
+    let sent = open_loop(
+        &shared,
+        &fleet,
+        rate,
+        Duration::from_secs(duration),
+        |_, t| {
+            let from = live[picker.below(live.len() as u32) as usize];
+            (
+                from,
+                format!("<presence><status>{}</status></presence>", shared.marker(t)),
+            )
+        },
+    )
     .await;
     let expected = sent.sent * u64::from(contacts);
-    drain(&shared, delivered_before + expected, Duration::from_secs(run.cli.drain)).await;
+    drain(
+        &shared,
+        delivered_before + expected,
+        Duration::from_secs(run.cli.drain),
+    )
+    .await;
     run.measured = start.zip(run.sample_server());
     let latency = shared.stats.latency();
-    run.report.messages = Some(sent.report(contacts as f64, expected, Stats::get(&c.stale), &latency));
+    run.report.messages =
+        Some(sent.report(contacts as f64, expected, Stats::get(&c.stale), &latency));
     fleet.close().await;
     Ok(())
 }
 
 fn fetch_rosters(fleet: &Fleet, live: &[u32]) {
     for &i in live {
-        fleet.send(i, "<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>".into());
+        fleet.send(
+            i,
+            "<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>".into(),
+        );
     }
 }
 
@@ -116,7 +180,10 @@ mod tests {
             sorted.dedup();
             assert_eq!(sorted.len(), k as usize);
             for j in mine {
-                assert!(ring_contacts(j, n, k).contains(&i), "{i} and {j} are mutual");
+                assert!(
+                    ring_contacts(j, n, k).contains(&i),
+                    "{i} and {j} are mutual"
+                );
             }
         }
         assert_eq!(ring_contacts(0, 10, 2), vec![1, 9]);

@@ -20,7 +20,9 @@ pub async fn idle(run: &mut Run, hold: u64) {
     let end = run.sample_server();
     run.loaded_rss_kb = end.map(|s| s.rss_kb);
     run.measured = start.zip(end);
-    run.report.extra.insert("sessions_held".into(), fleet.live().len() as u64);
+    run.report
+        .extra
+        .insert("sessions_held".into(), fleet.live().len() as u64);
     fleet.close().await;
 }
 

@@ -117,7 +117,13 @@ mod tests {
         // Prohibited (a control character): used as given.
         assert_eq!(normalize("a\u{7}b"), "a\u{7}b");
         let h = HashAlg::Sha256;
-        assert_eq!(h.salted_password("I\u{AD}X", b"s", 2), h.salted_password("IX", b"s", 2));
-        assert_ne!(h.salted_password("IX", b"s", 2), h.salted_password("ix", b"s", 2));
+        assert_eq!(
+            h.salted_password("I\u{AD}X", b"s", 2),
+            h.salted_password("IX", b"s", 2)
+        );
+        assert_ne!(
+            h.salted_password("IX", b"s", 2),
+            h.salted_password("ix", b"s", 2)
+        );
     }
 }

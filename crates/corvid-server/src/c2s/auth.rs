@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use corvid_proto::sasl::{self, ChannelBindings, Mechanism, SaslError, ScramServer};
-use corvid_proto::{ns, BareJid, StreamError, StreamErrorCondition as Cond};
+use corvid_proto::{BareJid, StreamError, StreamErrorCondition as Cond, ns};
 use corvid_store::Users as _;
 use corvid_xml::Element;
 
@@ -19,7 +19,10 @@ pub(crate) struct AuthState {
     pub(super) bindings: ChannelBindings,
 }
 
-static NO_BINDINGS: ChannelBindings = ChannelBindings { tls_exporter: None, tls_server_end_point: None };
+static NO_BINDINGS: ChannelBindings = ChannelBindings {
+    tls_exporter: None,
+    tls_server_end_point: None,
+};
 
 #[allow(clippy::enum_variant_names)] // the states of one exchange read best as what each awaits
 enum Exchange {
@@ -47,7 +50,8 @@ impl Session {
             return Vec::new();
         }
         let mut mechs = Vec::new();
-        if self.bindings().tls_exporter.is_some() || self.bindings().tls_server_end_point.is_some() {
+        if self.bindings().tls_exporter.is_some() || self.bindings().tls_server_end_point.is_some()
+        {
             mechs.extend([Mechanism::ScramSha256Plus, Mechanism::ScramSha1Plus]);
         }
         mechs.extend([Mechanism::ScramSha256, Mechanism::ScramSha1]);
@@ -70,8 +74,14 @@ impl Session {
         let mut features = vec![mechanisms];
         // XEP-0440: say which channel-binding types the -PLUS mechanisms can use here.
         let types: Vec<&str> = [
-            self.bindings().tls_exporter.as_ref().map(|_| "tls-exporter"),
-            self.bindings().tls_server_end_point.as_ref().map(|_| "tls-server-end-point"),
+            self.bindings()
+                .tls_exporter
+                .as_ref()
+                .map(|_| "tls-exporter"),
+            self.bindings()
+                .tls_server_end_point
+                .as_ref()
+                .map(|_| "tls-server-end-point"),
         ]
         .into_iter()
         .flatten()
@@ -94,7 +104,11 @@ impl Session {
                 self.auth_mut().exchange = None;
                 Err(SaslError::Aborted)
             }
-            _ => return Err(self.fail(StreamError::new(Cond::UnsupportedStanzaType)).await),
+            _ => {
+                return Err(self
+                    .fail(StreamError::new(Cond::UnsupportedStanzaType))
+                    .await);
+            }
         };
         match outcome {
             // An empty challenge is an empty element; "=" is only for empty responses/outcomes.
@@ -115,11 +129,17 @@ impl Session {
                     self.auth_mut().failures += 1;
                 }
                 tracing::debug!(condition = err.condition(), "authentication failed");
-                let failure = Element::new("failure", ns::SASL).with_child(Element::new(err.condition(), ns::SASL));
+                let failure = Element::new("failure", ns::SASL)
+                    .with_child(Element::new(err.condition(), ns::SASL));
                 self.send(&failure).await?;
                 if self.auth_mut().failures >= self.server.config.limits.max_auth_failures {
                     // RFC 6120 §6.4.5: a bounded number of retries, then the stream ends.
-                    return Err(self.fail(StreamError::with_text(Cond::PolicyViolation, "Too many failed authentication attempts")).await);
+                    return Err(self
+                        .fail(StreamError::with_text(
+                            Cond::PolicyViolation,
+                            "Too many failed authentication attempts",
+                        ))
+                        .await);
                 }
                 Ok(())
             }
@@ -146,7 +166,10 @@ impl Session {
         if !self.transport.is_tls() && self.server.config.c2s.require_tls {
             return Err(SaslError::EncryptionRequired);
         }
-        let mechanism = el.attr("mechanism").and_then(Mechanism::from_name).ok_or(SaslError::InvalidMechanism)?;
+        let mechanism = el
+            .attr("mechanism")
+            .and_then(Mechanism::from_name)
+            .ok_or(SaslError::InvalidMechanism)?;
         if mechanism == Mechanism::Plain && !self.transport.is_tls() {
             // RFC 6120 §6.5.4: we support PLAIN, just not on an unprotected stream.
             return Err(SaslError::EncryptionRequired);
@@ -186,12 +209,19 @@ impl Session {
             Some(Exchange::AwaitingClientFirst(server)) => self.scram_first(server, &data).await,
             Some(Exchange::AwaitingClientFinal(mut server, user)) => {
                 let server_final = server.client_final(&data)?;
-                Ok(Step::Success { user, additional: Some(server_final) })
+                Ok(Step::Success {
+                    user,
+                    additional: Some(server_final),
+                })
             }
         }
     }
 
-    async fn scram_first(&mut self, mut server: ScramServer, data: &[u8]) -> Result<Step, SaslError> {
+    async fn scram_first(
+        &mut self,
+        mut server: ScramServer,
+        data: &[u8],
+    ) -> Result<Step, SaslError> {
         let first = server.client_first(data)?;
         let user = self.user_jid(&first.username, first.authzid.as_deref());
         let creds = match &user {
@@ -204,7 +234,8 @@ impl Session {
         let user = match user {
             Ok(user) => user,
             Err(SaslError::InvalidAuthzid) => return Err(SaslError::InvalidAuthzid),
-            Err(_) => BareJid::new(&format!("invalid@{}", self.domain)).map_err(|_| SaslError::NotAuthorized)?,
+            Err(_) => BareJid::new(&format!("invalid@{}", self.domain))
+                .map_err(|_| SaslError::NotAuthorized)?,
         };
         self.auth_mut().exchange = Some(Exchange::AwaitingClientFinal(server, user));
         Ok(Step::Challenge(server_first))
@@ -213,14 +244,20 @@ impl Session {
     async fn plain(&mut self, data: &[u8]) -> Result<Step, SaslError> {
         let plain = sasl::parse_plain(data)?;
         let user = self.user_jid(&plain.username, plain.authzid.as_deref())?;
-        let creds = self.credentials(&user).await?.ok_or(SaslError::NotAuthorized)?;
+        let creds = self
+            .credentials(&user)
+            .await?
+            .ok_or(SaslError::NotAuthorized)?;
         let password = plain.password;
         // PBKDF2 is deliberately slow: keep it off the async threads.
         let ok = tokio::task::spawn_blocking(move || creds.verify_password(&password))
             .await
             .map_err(|_| SaslError::TemporaryAuthFailure)?;
         if ok {
-            Ok(Step::Success { user, additional: None })
+            Ok(Step::Success {
+                user,
+                additional: None,
+            })
         } else {
             Err(SaslError::NotAuthorized)
         }
@@ -232,7 +269,8 @@ impl Session {
         if username.is_empty() || username.contains(['@', '/']) {
             return Err(SaslError::NotAuthorized);
         }
-        let user = BareJid::new(&format!("{username}@{}", self.domain)).map_err(|_| SaslError::NotAuthorized)?;
+        let user = BareJid::new(&format!("{username}@{}", self.domain))
+            .map_err(|_| SaslError::NotAuthorized)?;
         if let Some(authzid) = authzid.filter(|a| !a.is_empty()) {
             match BareJid::new(authzid) {
                 Ok(z) if z == user => {}
@@ -244,16 +282,23 @@ impl Session {
 
     async fn credentials(&self, user: &BareJid) -> Result<Option<sasl::Credentials>, SaslError> {
         let node = user.node().map(|n| n.as_str()).unwrap_or_default();
-        self.server.store.credentials(node, user.domain().as_str()).await.map_err(|e| {
-            tracing::warn!(error = %e, "credential lookup failed");
-            SaslError::TemporaryAuthFailure
-        })
+        self.server
+            .store
+            .credentials(node, user.domain().as_str())
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "credential lookup failed");
+                SaslError::TemporaryAuthFailure
+            })
     }
 }
 
 enum Step {
     Challenge(Vec<u8>),
-    Success { user: BareJid, additional: Option<Vec<u8>> },
+    Success {
+        user: BareJid,
+        additional: Option<Vec<u8>>,
+    },
 }
 
 /// The base64 text of an `<auth/>` or `<response/>`: `None` when absent, empty for "=".
@@ -263,6 +308,9 @@ fn decode_payload(el: &Element) -> Result<Option<Vec<u8>>, SaslError> {
     match text {
         "" => Ok(None),
         "=" => Ok(Some(Vec::new())),
-        _ => B64.decode(text).map(Some).map_err(|_| SaslError::IncorrectEncoding),
+        _ => B64
+            .decode(text)
+            .map(Some)
+            .map_err(|_| SaslError::IncorrectEncoding),
     }
 }

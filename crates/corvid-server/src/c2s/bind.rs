@@ -1,6 +1,6 @@
 //! Resource binding (RFC 6120 §7): the client's chosen resource, or one we generate.
 
-use corvid_proto::{ns, BareJid, FullJid, StanzaError};
+use corvid_proto::{BareJid, FullJid, StanzaError, ns};
 use corvid_xml::Element;
 
 use super::session::{End, Session};
@@ -21,9 +21,12 @@ impl Session {
             None => generated_resource(&user),
         };
         let bound = self.server.sessions.bind(jid.clone());
-        let mut result = Element::new("iq", ns::CLIENT).with_attr("type", "result").with_child(
-            Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(jid.as_str())),
-        );
+        let mut result = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "result")
+            .with_child(
+                Element::new("bind", ns::BIND)
+                    .with_child(Element::new("jid", ns::BIND).with_text(jid.as_str())),
+            );
         if let Some(id) = iq.attr("id") {
             result.set_attr("id", id);
         }
@@ -36,11 +39,13 @@ impl Session {
 /// A server-chosen resource: unguessable, so it cannot collide with another session's.
 fn generated_resource(user: &BareJid) -> FullJid {
     let resource = format!("corvid-{}", crate::random_id());
-    user.with_resource_str(&resource).unwrap_or_else(|_| unreachable_resource(user))
+    user.with_resource_str(&resource)
+        .unwrap_or_else(|_| unreachable_resource(user))
 }
 
 #[cold]
 fn unreachable_resource(user: &BareJid) -> FullJid {
     // Hex digits always pass resourceprep; this path exists only to avoid a panic.
-    user.with_resource_str("corvid").expect("a constant ASCII resource is valid")
+    user.with_resource_str("corvid")
+        .expect("a constant ASCII resource is valid")
 }

@@ -3,9 +3,9 @@
 
 mod auth;
 mod bind;
+mod records;
 mod register;
 mod session;
-mod records;
 mod transport;
 
 use std::sync::Arc;
@@ -60,5 +60,9 @@ async fn refuse(server: Arc<Server>, mut tcp: tokio::net::TcpStream, refusal: Re
         "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='{}' version='1.0'><stream:error><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>",
         server.config.default_domain()
     );
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), tcp.write_all(text.as_bytes())).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        tcp.write_all(text.as_bytes()),
+    )
+    .await;
 }

@@ -18,7 +18,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use std::sync::Mutex;
 
@@ -68,7 +68,13 @@ pub struct HandshakeIo {
 
 impl HandshakeIo {
     pub fn new(tcp: TcpStream) -> Self {
-        HandshakeIo { tcp, header: [0; HEADER_LEN], header_len: 0, body_left: 0, passthrough: false }
+        HandshakeIo {
+            tcp,
+            header: [0; HEADER_LEN],
+            header_len: 0,
+            body_left: 0,
+            passthrough: false,
+        }
     }
 
     fn at_record_boundary(&self) -> bool {
@@ -92,7 +98,8 @@ impl HandshakeIo {
                 self.header_len += take;
                 read = &read[take..];
                 if self.header_len == HEADER_LEN {
-                    self.body_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                    self.body_left =
+                        usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
                     if self.body_left == 0 {
                         self.header_len = 0;
                     }
@@ -110,7 +117,11 @@ impl HandshakeIo {
 }
 
 impl AsyncRead for HandshakeIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.passthrough {
             return Pin::new(&mut this.tcp).poll_read(cx, buf);
@@ -126,7 +137,11 @@ impl AsyncRead for HandshakeIo {
 }
 
 impl AsyncWrite for HandshakeIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
     }
 
@@ -164,7 +179,8 @@ impl rustls::KeyLog for TrafficSecrets {
 
 impl TrafficSecrets {
     fn take(&self) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-        let take = |slot: &Mutex<Option<Vec<u8>>>| slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let take =
+            |slot: &Mutex<Option<Vec<u8>>>| slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         (take(&self.client), take(&self.server))
     }
 }
@@ -190,7 +206,12 @@ impl hkdf::KeyType for Len {
 }
 
 /// RFC 8446 §7.1 HKDF-Expand-Label with an empty context.
-fn expand_label(hkdf: hkdf::Algorithm, secret: &[u8], label: &[u8], len: usize) -> io::Result<Vec<u8>> {
+fn expand_label(
+    hkdf: hkdf::Algorithm,
+    secret: &[u8],
+    label: &[u8],
+    len: usize,
+) -> io::Result<Vec<u8>> {
     let prk = hkdf::Prk::new_less_safe(hkdf, secret);
     let length = (len as u16).to_be_bytes();
     let label_len = [(6 + label.len()) as u8];
@@ -203,15 +224,29 @@ fn expand_label(hkdf: hkdf::Algorithm, secret: &[u8], label: &[u8], len: usize) 
 }
 
 impl Direction {
-    fn new(seq: u64, keys: ConnectionTrafficSecrets, hkdf: hkdf::Algorithm, secret: Vec<u8>) -> Option<Direction> {
+    fn new(
+        seq: u64,
+        keys: ConnectionTrafficSecrets,
+        hkdf: hkdf::Algorithm,
+        secret: Vec<u8>,
+    ) -> Option<Direction> {
         let (aead, key, iv) = match keys {
             ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
             ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
-            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (&aead::CHACHA20_POLY1305, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (&aead::CHACHA20_POLY1305, key, iv)
+            }
             _ => return None,
         };
         let key = LessSafeKey::new(UnboundKey::new(aead, key.as_ref()).ok()?);
-        Some(Direction { key, iv: iv.as_ref().try_into().ok()?, seq, aead, hkdf, secret })
+        Some(Direction {
+            key,
+            iv: iv.as_ref().try_into().ok()?,
+            seq,
+            aead,
+            hkdf,
+            secret,
+        })
     }
 
     /// RFC 8446 §7.2: the next generation of traffic secret, key and IV.
@@ -219,9 +254,12 @@ impl Direction {
         let secret = expand_label(self.hkdf, &self.secret, b"traffic upd", self.secret.len())?;
         let key = expand_label(self.hkdf, &secret, b"key", self.aead.key_len())?;
         let iv = expand_label(self.hkdf, &secret, b"iv", aead::NONCE_LEN)?;
-        let key = UnboundKey::new(self.aead, &key).map_err(|_| invalid("TLS key derivation failed"))?;
+        let key =
+            UnboundKey::new(self.aead, &key).map_err(|_| invalid("TLS key derivation failed"))?;
         self.key = LessSafeKey::new(key);
-        self.iv = iv.try_into().map_err(|_| invalid("TLS key derivation failed"))?;
+        self.iv = iv
+            .try_into()
+            .map_err(|_| invalid("TLS key derivation failed"))?;
         self.seq = 0;
         self.secret = secret;
         Ok(())
@@ -230,11 +268,17 @@ impl Direction {
     /// The per-record nonce: the IV XORed with the padded sequence number; then the next.
     fn next_nonce(&mut self) -> io::Result<Nonce> {
         let mut nonce = self.iv;
-        for (n, s) in nonce[aead::NONCE_LEN - 8..].iter_mut().zip(self.seq.to_be_bytes()) {
+        for (n, s) in nonce[aead::NONCE_LEN - 8..]
+            .iter_mut()
+            .zip(self.seq.to_be_bytes())
+        {
             *n ^= s;
         }
         // RFC 8446 §5.3: a sequence number must never wrap.
-        self.seq = self.seq.checked_add(1).ok_or_else(|| invalid("TLS sequence number exhausted"))?;
+        self.seq = self
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| invalid("TLS sequence number exhausted"))?;
         Ok(Nonce::assume_unique_for_key(nonce))
     }
 }
@@ -276,13 +320,14 @@ pub enum Secured {
 pub fn take_over(tls: TlsStream<HandshakeIo>, secrets: &TrafficSecrets) -> Secured {
     let mut tls = Box::new(tls);
     let (io, conn) = tls.get_mut();
-    let hkdf = conn.negotiated_cipher_suite().and_then(|s| match s.suite() {
-        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 | rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => {
-            Some(hkdf::HKDF_SHA256)
-        }
-        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => Some(hkdf::HKDF_SHA384),
-        _ => None,
-    });
+    let hkdf = conn
+        .negotiated_cipher_suite()
+        .and_then(|s| match s.suite() {
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+            | rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => Some(hkdf::HKDF_SHA256),
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => Some(hkdf::HKDF_SHA384),
+            _ => None,
+        });
     let (client_secret, server_secret) = secrets.take();
     let exact = conn.protocol_version() == Some(ProtocolVersion::TLSv1_3)
         && hkdf.is_some()
@@ -307,7 +352,8 @@ pub fn take_over(tls: TlsStream<HandshakeIo>, secrets: &TrafficSecrets) -> Secur
     let secrets = conn.dangerous_extract_secrets().ok();
     let directions = match (secrets, hkdf, client_secret, server_secret) {
         (Some(s), Some(hkdf), Some(client), Some(server)) => {
-            Direction::new(s.rx.0, s.rx.1, hkdf, client).zip(Direction::new(s.tx.0, s.tx.1, hkdf, server))
+            Direction::new(s.rx.0, s.rx.1, hkdf, client)
+                .zip(Direction::new(s.tx.0, s.tx.1, hkdf, server))
         }
         _ => None,
     };
@@ -315,7 +361,16 @@ pub fn take_over(tls: TlsStream<HandshakeIo>, secrets: &TrafficSecrets) -> Secur
         tracing::error!("TLS secret extraction failed after the handshake");
         return Secured::Failed;
     };
-    Secured::Records(Box::new(Records { tcp: io.tcp, rx, tx, plain: early, partial: Vec::new(), out: Vec::new(), closed: false, close_sent: false }))
+    Secured::Records(Box::new(Records {
+        tcp: io.tcp,
+        rx,
+        tx,
+        plain: early,
+        partial: Vec::new(),
+        out: Vec::new(),
+        closed: false,
+        close_sent: false,
+    }))
 }
 
 /// The application data rustls has already decrypted.
@@ -337,7 +392,12 @@ impl Records {
     /// Reads and decrypts what the socket has into `into` (replacing its contents), at
     /// most `max` bytes of it at a time so the caller's rate limit sees input in small
     /// steps, as from a plain socket. `Ok(0)` is the end of the stream.
-    pub fn poll_read_into(&mut self, cx: &mut Context<'_>, into: &mut Vec<u8>, max: usize) -> Poll<io::Result<usize>> {
+    pub fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        into: &mut Vec<u8>,
+        max: usize,
+    ) -> Poll<io::Result<usize>> {
         let max = max.max(1);
         if self.plain.is_empty() {
             ready!(self.poll_read_records(cx, into))?;
@@ -356,35 +416,45 @@ impl Records {
         Poll::Ready(Ok(take))
     }
 
-    fn poll_read_records(&mut self, cx: &mut Context<'_>, into: &mut Vec<u8>) -> Poll<io::Result<usize>> {
+    fn poll_read_records(
+        &mut self,
+        cx: &mut Context<'_>,
+        into: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
         into.clear();
-        CIPHERTEXT.with_borrow_mut(|buf| loop {
-            if self.closed {
-                return Poll::Ready(Ok(0));
-            }
-            let kept = self.partial.len();
-            buf[..kept].copy_from_slice(&self.partial);
-            let mut read = ReadBuf::new(&mut buf[kept..kept + MAX_RECORD]);
-            match Pin::new(&mut self.tcp).poll_read(cx, &mut read) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
-            }
-            let n = read.filled().len();
-            if n == 0 {
-                // RFC 8446 §6.1: a stream cut without close_notify may be truncated; for
-                // XMPP, whose own closing tag says whether the stream ended cleanly, an EOF
-                // between records is just the end.
-                return Poll::Ready(if kept == 0 { Ok(0) } else { Err(invalid("TLS record cut off")) });
-            }
-            let used = self.open_records(&mut buf[..kept + n], into)?;
-            self.partial.clear();
-            self.partial.extend_from_slice(&buf[used..kept + n]);
-            if self.partial.is_empty() {
-                self.partial = Vec::new();
-            }
-            if !into.is_empty() {
-                return Poll::Ready(Ok(into.len()));
+        CIPHERTEXT.with_borrow_mut(|buf| {
+            loop {
+                if self.closed {
+                    return Poll::Ready(Ok(0));
+                }
+                let kept = self.partial.len();
+                buf[..kept].copy_from_slice(&self.partial);
+                let mut read = ReadBuf::new(&mut buf[kept..kept + MAX_RECORD]);
+                match Pin::new(&mut self.tcp).poll_read(cx, &mut read) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {}
+                }
+                let n = read.filled().len();
+                if n == 0 {
+                    // RFC 8446 §6.1: a stream cut without close_notify may be truncated; for
+                    // XMPP, whose own closing tag says whether the stream ended cleanly, an EOF
+                    // between records is just the end.
+                    return Poll::Ready(if kept == 0 {
+                        Ok(0)
+                    } else {
+                        Err(invalid("TLS record cut off"))
+                    });
+                }
+                let used = self.open_records(&mut buf[..kept + n], into)?;
+                self.partial.clear();
+                self.partial.extend_from_slice(&buf[used..kept + n]);
+                if self.partial.is_empty() {
+                    self.partial = Vec::new();
+                }
+                if !into.is_empty() {
+                    return Poll::Ready(Ok(into.len()));
+                }
             }
         })
     }
@@ -393,7 +463,9 @@ impl Records {
     fn open_records(&mut self, data: &mut [u8], into: &mut Vec<u8>) -> io::Result<usize> {
         let mut pos = 0;
         while data.len() - pos >= HEADER_LEN {
-            let header: [u8; HEADER_LEN] = data[pos..pos + HEADER_LEN].try_into().expect("five bytes were checked");
+            let header: [u8; HEADER_LEN] = data[pos..pos + HEADER_LEN]
+                .try_into()
+                .expect("five bytes were checked");
             // RFC 8446 §5.2: protected records all say application_data outside.
             if header[0] != CONTENT_APPLICATION_DATA {
                 return Err(invalid("unexpected TLS record type after the handshake"));
@@ -407,7 +479,11 @@ impl Records {
             }
             let body = &mut data[pos + HEADER_LEN..pos + HEADER_LEN + len];
             let nonce = self.rx.next_nonce()?;
-            let plain = self.rx.key.open_in_place(nonce, Aad::from(header), body).map_err(|_| invalid("TLS record failed authentication"))?;
+            let plain = self
+                .rx
+                .key
+                .open_in_place(nonce, Aad::from(header), body)
+                .map_err(|_| invalid("TLS record failed authentication"))?;
             // RFC 8446 §5.4: the content type is the last non-zero byte; zeros are padding.
             let Some(end) = plain.iter().rposition(|&b| b != 0) else {
                 return Err(invalid("TLS record without content type"));
@@ -435,12 +511,25 @@ impl Records {
     /// one KeyUpdate is accepted (no other handshake message is expected after the handshake).
     fn key_update(&mut self, message: &[u8]) -> io::Result<()> {
         let request = match message {
-            [KEY_UPDATE, 0, 0, 1, request @ (UPDATE_NOT_REQUESTED | UPDATE_REQUESTED)] => *request,
-            _ => return Err(invalid("unexpected TLS handshake message after the handshake")),
+            [
+                KEY_UPDATE,
+                0,
+                0,
+                1,
+                request @ (UPDATE_NOT_REQUESTED | UPDATE_REQUESTED),
+            ] => *request,
+            _ => {
+                return Err(invalid(
+                    "unexpected TLS handshake message after the handshake",
+                ));
+            }
         };
         self.rx.update()?;
         if request == UPDATE_REQUESTED {
-            self.seal(CONTENT_HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, UPDATE_NOT_REQUESTED])?;
+            self.seal(
+                CONTENT_HANDSHAKE,
+                &[KEY_UPDATE, 0, 0, 1, UPDATE_NOT_REQUESTED],
+            )?;
             self.tx.update()?;
         }
         Ok(())
@@ -483,7 +572,11 @@ impl Records {
 }
 
 impl AsyncWrite for Records {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
         this.seal(CONTENT_APPLICATION_DATA, buf)?;

@@ -1,16 +1,21 @@
 //! In-band registration before authentication (XEP-0077 §3.1): the form, and account
 //! creation when registration is open.
 
-use corvid_proto::{ns, StanzaError, StreamError, StreamErrorCondition as Cond};
+use corvid_proto::{StanzaError, StreamError, StreamErrorCondition as Cond, ns};
 use corvid_xml::Element;
 
 use super::session::{End, Session};
-use crate::modules::register::{create_account, registration_form, RegisterRequest};
+use crate::modules::register::{RegisterRequest, create_account, registration_form};
 
 impl Session {
     pub(super) async fn on_pre_auth_register(&mut self, iq: Element) -> Result<(), End> {
         if !self.transport.is_tls() && self.server.config.c2s.require_tls {
-            return Err(self.fail(StreamError::with_text(Cond::PolicyViolation, "Use TLS first")).await);
+            return Err(self
+                .fail(StreamError::with_text(
+                    Cond::PolicyViolation,
+                    "Use TLS first",
+                ))
+                .await);
         }
         let Some(query) = iq.get_child("query", ns::REGISTER) else {
             return self.reply_error(&iq, StanzaError::bad_request()).await;
@@ -22,7 +27,9 @@ impl Session {
             Some("get") => Ok(Some(registration_form())),
             Some("set") => match RegisterRequest::parse(query) {
                 Ok(RegisterRequest::Credentials { username, password }) => {
-                    create_account(&self.server, &username, &self.domain, &password).await.map(|_| None)
+                    create_account(&self.server, &username, &self.domain, &password)
+                        .await
+                        .map(|_| None)
                 }
                 Ok(RegisterRequest::Remove) => Err(StanzaError::not_authorized()),
                 Err(err) => Err(err),

@@ -13,16 +13,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use corvid_proto::sasl::ChannelBindings;
-use corvid_proto::{ns, BareJid, FullJid, Jid, StanzaError, StanzaKind, StreamError, StreamErrorCondition as Cond};
+use corvid_proto::{
+    BareJid, FullJid, Jid, StanzaError, StanzaKind, StreamError, StreamErrorCondition as Cond, ns,
+};
 use corvid_xml::{Element, Limits, StreamEvent, StreamHeader, StreamParser, XmlError};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::auth::AuthState;
-use super::transport::{accept_tls, Secure};
 use super::Transport;
+use super::auth::AuthState;
+use super::transport::{Secure, accept_tls};
 use crate::limits::{ConnectionGuard, TokenBucket};
 use crate::module::SessionEvent;
 use crate::server::Server;
@@ -103,19 +105,34 @@ enum Wake {
 }
 
 /// Runs one connection to its end.
-pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool, guard: ConnectionGuard) {
+pub async fn run(
+    server: Arc<Server>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+    guard: ConnectionGuard,
+) {
     let span = tracing::info_span!("c2s", ip = %peer.ip(), jid = tracing::field::Empty);
     async move {
         // The handshake counts against the time allowed to authenticate.
-        let auth_deadline = Instant::now() + Duration::from_secs(server.config.limits.unauthenticated_timeout_secs);
+        let auth_deadline =
+            Instant::now() + Duration::from_secs(server.config.limits.unauthenticated_timeout_secs);
         let transport = if direct_tls {
-            match tokio::time::timeout(handshake_timeout(auth_deadline), Box::pin(accept_tls(&server.tls.direct, tcp))).await {
+            match tokio::time::timeout(
+                handshake_timeout(auth_deadline),
+                Box::pin(accept_tls(&server.tls.direct, tcp)),
+            )
+            .await
+            {
                 Ok(Ok(secure)) => secure,
                 Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => return tracing::debug!("TLS handshake timed out"),
             }
         } else {
-            Secure { transport: Transport::Plain(tcp), tls_exporter: None }
+            Secure {
+                transport: Transport::Plain(tcp),
+                tls_exporter: None,
+            }
         };
         let tls = transport.transport.is_tls();
         let mut session = Session::new(server, transport.transport, guard);
@@ -171,7 +188,9 @@ impl Session {
             // Each handler is boxed: the task's future is as large as its largest await
             // point for its whole life, and an idle session waits only in the select above.
             let step = match wake {
-                Wake::Shutdown => Err(Box::pin(self.fail(StreamError::new(Cond::SystemShutdown))).await),
+                Wake::Shutdown => {
+                    Err(Box::pin(self.fail(StreamError::new(Cond::SystemShutdown))).await)
+                }
                 Wake::Closed(err) => {
                     Box::pin(self.flush_queue()).await;
                     Err(Box::pin(self.fail(err)).await)
@@ -227,7 +246,12 @@ impl Session {
         match &self.phase {
             Phase::Bound { jid, .. } if limits.idle_ping_secs > 0 => match self.ping_sent {
                 Some(sent) if now >= sent + Duration::from_secs(limits.ping_timeout_secs) => {
-                    Err(self.fail(StreamError::with_text(Cond::ConnectionTimeout, "No answer to ping")).await)
+                    Err(self
+                        .fail(StreamError::with_text(
+                            Cond::ConnectionTimeout,
+                            "No answer to ping",
+                        ))
+                        .await)
                 }
                 None if now >= self.last_read + Duration::from_secs(limits.idle_ping_secs) => {
                     // XEP-0199 §3: the server pings an idle client to detect dead connections.
@@ -243,9 +267,12 @@ impl Session {
                 _ => Ok(()),
             },
             Phase::Bound { .. } => Ok(()),
-            _ if now >= self.auth_deadline => {
-                Err(self.fail(StreamError::with_text(Cond::ConnectionTimeout, "Authentication took too long")).await)
-            }
+            _ if now >= self.auth_deadline => Err(self
+                .fail(StreamError::with_text(
+                    Cond::ConnectionTimeout,
+                    "Authentication took too long",
+                ))
+                .await),
             _ => Ok(()),
         }
     }
@@ -285,21 +312,38 @@ impl Session {
         }
         // RFC 6120 §4.8.2: the content namespace of a client stream is jabber:client.
         if header.default_ns != ns::CLIENT {
-            return Err(self.fail(StreamError::with_text(Cond::InvalidNamespace, "The default namespace must be jabber:client")).await);
+            return Err(self
+                .fail(StreamError::with_text(
+                    Cond::InvalidNamespace,
+                    "The default namespace must be jabber:client",
+                ))
+                .await);
         }
-        let major = header.attr("version").and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
+        let major = header
+            .attr("version")
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse::<u32>().ok());
         if major != Some(1) {
             // RFC 6120 §4.7.5: we speak 1.0 only (no pre-RFC 0.9 streams).
             return Err(self.fail(StreamError::new(Cond::UnsupportedVersion)).await);
         }
         if let Some(to) = header.attr("to") {
-            let domain = Jid::new(to).ok().filter(|j| j.node().is_none() && j.resource().is_none());
+            let domain = Jid::new(to)
+                .ok()
+                .filter(|j| j.node().is_none() && j.resource().is_none());
             match domain {
                 // After authentication the restarted stream must stay on the account's domain.
                 Some(d) if !matches!(self.phase, Phase::PreAuth) && d.as_str() != self.domain => {
-                    return Err(self.fail(StreamError::with_text(Cond::HostUnknown, "The stream changed domains")).await);
+                    return Err(self
+                        .fail(StreamError::with_text(
+                            Cond::HostUnknown,
+                            "The stream changed domains",
+                        ))
+                        .await);
                 }
-                Some(d) if self.server.config.serves(d.as_str()) => self.domain = d.as_str().to_string(),
+                Some(d) if self.server.config.serves(d.as_str()) => {
+                    self.domain = d.as_str().to_string()
+                }
                 _ => return Err(self.fail(StreamError::new(Cond::HostUnknown)).await),
             }
         }
@@ -341,7 +385,10 @@ impl Session {
                 features.push(Element::new("bind", ns::BIND));
                 features.extend(self.server.modules.stream_features(&self.server));
                 // RFC 3921 session establishment, optional (draft-cridland-xmpp-session).
-                features.push(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)));
+                features.push(
+                    Element::new("session", ns::SESSION)
+                        .with_child(Element::new("optional", ns::SESSION)),
+                );
             }
             Phase::Bound { .. } => {}
         }
@@ -355,24 +402,35 @@ impl Session {
             Phase::PreAuth => Box::pin(self.on_pre_auth(el)).await,
             Phase::Authenticated(user) => {
                 let user = user.clone();
-                Box::pin(self.on_authenticated(el, user)).await.map(|_| AfterElement::Continue)
+                Box::pin(self.on_authenticated(el, user))
+                    .await
+                    .map(|_| AfterElement::Continue)
             }
             Phase::Bound { jid, .. } => {
                 let jid = jid.clone();
-                self.on_established(el, jid).await.map(|_| AfterElement::Continue)
+                self.on_established(el, jid)
+                    .await
+                    .map(|_| AfterElement::Continue)
             }
         }
     }
 
     async fn on_pre_auth(&mut self, el: Element) -> Result<AfterElement, End> {
         match (el.ns(), el.name()) {
-            (ns::TLS, "starttls") => return self.starttls().await.map(|_| AfterElement::DiscardInput),
+            (ns::TLS, "starttls") => {
+                return self.starttls().await.map(|_| AfterElement::DiscardInput);
+            }
             (ns::SASL, _) => self.on_sasl(el).await?,
             (ns::CLIENT, "iq") if el.children().any(|c| c.ns() == ns::REGISTER) => {
                 self.on_pre_auth_register(el).await?
             }
             _ => {
-                return Err(self.fail(StreamError::with_text(Cond::NotAuthorized, "Authenticate first")).await);
+                return Err(self
+                    .fail(StreamError::with_text(
+                        Cond::NotAuthorized,
+                        "Authenticate first",
+                    ))
+                    .await);
             }
         }
         Ok(AfterElement::Continue)
@@ -380,14 +438,26 @@ impl Session {
 
     async fn starttls(&mut self) -> Result<(), End> {
         if self.transport.is_tls() {
-            return Err(self.fail(StreamError::with_text(Cond::PolicyViolation, "TLS is already on")).await);
+            return Err(self
+                .fail(StreamError::with_text(
+                    Cond::PolicyViolation,
+                    "TLS is already on",
+                ))
+                .await);
         }
-        self.write_raw(format!("<proceed xmlns='{}'/>", ns::TLS).as_bytes()).await?;
-        let Transport::Plain(tcp) = std::mem::replace(&mut self.transport, Transport::Upgrading) else {
+        self.write_raw(format!("<proceed xmlns='{}'/>", ns::TLS).as_bytes())
+            .await?;
+        let Transport::Plain(tcp) = std::mem::replace(&mut self.transport, Transport::Upgrading)
+        else {
             return Err(End::TlsFailed);
         };
         let config = self.server.tls.starttls.clone();
-        let tls_exporter = match tokio::time::timeout(handshake_timeout(self.auth_deadline), Box::pin(accept_tls(&config, tcp))).await {
+        let tls_exporter = match tokio::time::timeout(
+            handshake_timeout(self.auth_deadline),
+            Box::pin(accept_tls(&config, tcp)),
+        )
+        .await
+        {
             Ok(Ok(secure)) => {
                 self.transport = secure.transport;
                 secure.tls_exporter
@@ -410,17 +480,27 @@ impl Session {
     }
 
     fn channel_bindings(&self, tls_exporter: Option<Vec<u8>>) -> ChannelBindings {
-        ChannelBindings { tls_exporter, tls_server_end_point: self.server.tls.server_end_point.clone() }
+        ChannelBindings {
+            tls_exporter,
+            tls_server_end_point: self.server.tls.server_end_point.clone(),
+        }
     }
 
     async fn on_authenticated(&mut self, el: Element, user: BareJid) -> Result<(), End> {
         let is_iq_set = el.is("iq", ns::CLIENT) && el.attr("type") == Some("set");
         match el.first_child() {
-            Some(bind) if is_iq_set && bind.is("bind", ns::BIND) => self.bind_resource(&el, user).await,
+            Some(bind) if is_iq_set && bind.is("bind", ns::BIND) => {
+                self.bind_resource(&el, user).await
+            }
             Some(session) if is_iq_set && session.is("session", ns::SESSION) => {
                 self.answer_session(&el).await
             }
-            _ => Err(self.fail(StreamError::with_text(Cond::NotAuthorized, "Bind a resource first")).await),
+            _ => Err(self
+                .fail(StreamError::with_text(
+                    Cond::NotAuthorized,
+                    "Bind a resource first",
+                ))
+                .await),
         }
     }
 
@@ -428,16 +508,28 @@ impl Session {
     pub(super) async fn established(&mut self, jid: FullJid, bound: crate::sessions::BoundSession) {
         tracing::Span::current().record("jid", tracing::field::display(&jid));
         tracing::info!("session started");
-        self.phase = Phase::Bound { jid: jid.clone(), id: bound.id };
+        self.phase = Phase::Bound {
+            jid: jid.clone(),
+            id: bound.id,
+        };
         self.control = Some(bound.control);
         self.last_read = Instant::now();
-        let ctx = crate::module::Ctx { server: self.server.clone() };
-        Box::pin(self.server.modules.on_session(&ctx, &SessionEvent::Bound(jid))).await;
+        let ctx = crate::module::Ctx {
+            server: self.server.clone(),
+        };
+        Box::pin(
+            self.server
+                .modules
+                .on_session(&ctx, &SessionEvent::Bound(jid)),
+        )
+        .await;
     }
 
     /// Legacy session establishment (RFC 3921 §3): nothing to do but say yes.
     pub(super) async fn answer_session(&mut self, iq: &Element) -> Result<(), End> {
-        let mut result = Element::new("iq", ns::CLIENT).with_attr("type", "result").with_attr("from", self.domain.as_str());
+        let mut result = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "result")
+            .with_attr("from", self.domain.as_str());
         if let Some(id) = iq.attr("id") {
             result.set_attr("id", id);
         }
@@ -465,10 +557,17 @@ impl Session {
                 return self.reply_error(&el, StanzaError::bad_request()).await;
             }
             let to_server = el.attr("to").is_none_or(|to| to == self.domain);
-            if to_server && el.attr("type") == Some("set") && el.first_child().is_some_and(|c| c.is("session", ns::SESSION)) {
+            if to_server
+                && el.attr("type") == Some("set")
+                && el
+                    .first_child()
+                    .is_some_and(|c| c.is("session", ns::SESSION))
+            {
                 return self.answer_session(&el).await;
             }
-            if el.attr("type") == Some("set") && el.first_child().is_some_and(|c| c.is("bind", ns::BIND)) {
+            if el.attr("type") == Some("set")
+                && el.first_child().is_some_and(|c| c.is("bind", ns::BIND))
+            {
                 // RFC 6120 §7.6.2.1: one resource per stream.
                 return self.reply_error(&el, StanzaError::not_allowed()).await;
             }
@@ -504,7 +603,11 @@ impl Session {
     }
 
     /// Writes `<stream:NAME>children</stream:NAME>` with the conventional prefix.
-    pub(super) async fn write_stream_element(&mut self, name: &str, children: &[Element]) -> Result<(), End> {
+    pub(super) async fn write_stream_element(
+        &mut self,
+        name: &str,
+        children: &[Element],
+    ) -> Result<(), End> {
         let mut out = format!("<stream:{name}>").into_bytes();
         for child in children {
             child.write_to(&mut out, ns::CLIENT);
@@ -600,12 +703,21 @@ impl Session {
         match &self.phase {
             Phase::Bound { jid, id } => {
                 // Modules see the session's last state (its presence) before it is gone.
-                let ctx = crate::module::Ctx { server: self.server.clone() };
-                Box::pin(self.server.modules.on_session(&ctx, &SessionEvent::Closed(jid.clone()))).await;
+                let ctx = crate::module::Ctx {
+                    server: self.server.clone(),
+                };
+                Box::pin(
+                    self.server
+                        .modules
+                        .on_session(&ctx, &SessionEvent::Closed(jid.clone())),
+                )
+                .await;
                 self.server.sessions.unbind(jid, *id);
                 tracing::info!(reason = %end, "session ended");
             }
-            _ => tracing::debug!(reason = %end, "connection closed before a session was established"),
+            _ => {
+                tracing::debug!(reason = %end, "connection closed before a session was established")
+            }
         }
         if let End::ClientClosed = end
             && self.header_sent
@@ -630,7 +742,10 @@ fn handshake_timeout(auth_deadline: Instant) -> Duration {
 }
 
 fn xml_limits(server: &Server) -> Limits {
-    Limits { max_stanza_bytes: server.config.limits.max_stanza_bytes, max_depth: server.config.limits.max_depth }
+    Limits {
+        max_stanza_bytes: server.config.limits.max_stanza_bytes,
+        max_depth: server.config.limits.max_depth,
+    }
 }
 
 fn xml_error(e: &XmlError) -> StreamError {

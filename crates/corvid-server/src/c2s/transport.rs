@@ -6,10 +6,10 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
-use std::sync::Arc;
 
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
@@ -48,12 +48,17 @@ pub async fn accept_tls(config: &Arc<ServerConfig>, tcp: TcpStream) -> io::Resul
     let secrets = Arc::new(TrafficSecrets::default());
     let mut config = ServerConfig::clone(config);
     config.key_log = secrets.clone();
-    let tls = TlsAcceptor::from(Arc::new(config)).accept(HandshakeIo::new(tcp)).await?;
+    let tls = TlsAcceptor::from(Arc::new(config))
+        .accept(HandshakeIo::new(tcp))
+        .await?;
     let conn = tls.get_ref().1;
     // RFC 9266: tls-exporter is defined for TLS 1.3 (and 1.2 only with extended master
     // secret, which we cannot confirm from here), so offer it on 1.3 only.
     let tls_exporter = (conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3))
-        .then(|| conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None).ok())
+        .then(|| {
+            conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+                .ok()
+        })
         .flatten()
         .map(|k| k.to_vec());
     let transport = match records::take_over(tls, &secrets) {
@@ -61,7 +66,10 @@ pub async fn accept_tls(config: &Arc<ServerConfig>, tcp: TcpStream) -> io::Resul
         Secured::Rustls(tls) => Transport::Tls(tls),
         Secured::Failed => return Err(io::Error::other("TLS keys could not be taken over")),
     };
-    Ok(Secure { transport, tls_exporter })
+    Ok(Secure {
+        transport,
+        tls_exporter,
+    })
 }
 
 impl Transport {
@@ -72,7 +80,11 @@ impl Transport {
     /// Reads what the transport has into `into` (replacing its contents); `Ok(0)` is the
     /// end of the stream. Plain and rustls streams read through the thread's shared
     /// buffer, which is never held across a suspension point.
-    pub fn poll_read_into(&mut self, cx: &mut Context<'_>, into: &mut Vec<u8>) -> Poll<io::Result<usize>> {
+    pub fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        into: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
         let stream: Pin<&mut (dyn AsyncRead + Unpin)> = match self {
             Transport::Records(records) => return records.poll_read_into(cx, into, READ_BUFFER),
             Transport::Plain(s) => Pin::new(s),
@@ -108,7 +120,11 @@ fn gone() -> io::Error {
 }
 
 impl AsyncWrite for Transport {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut().writer() {
             Some(w) => w.poll_write(cx, buf),
             None => Poll::Ready(Err(gone())),

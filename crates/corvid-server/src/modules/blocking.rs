@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use corvid_proto::{ns, BareJid, FullJid, Iq, IqType, Jid, StanzaError};
+use corvid_proto::{BareJid, FullJid, Iq, IqType, Jid, StanzaError, ns};
 use corvid_store::Blocklists as _;
 use corvid_xml::Element;
 use dashmap::DashMap;
@@ -49,7 +49,9 @@ impl Module for Blocking {
                 sorted.sort();
                 let mut el = Element::new("blocklist", ns::BLOCKING);
                 for jid in sorted {
-                    el.append_child(Element::new("item", ns::BLOCKING).with_attr("jid", jid.as_str()));
+                    el.append_child(
+                        Element::new("item", ns::BLOCKING).with_attr("jid", jid.as_str()),
+                    );
                 }
                 Ok(Some(el))
             }
@@ -75,7 +77,8 @@ impl Module for Blocking {
     async fn on_broadcast(&self, ctx: &Ctx, from: &FullJid, to: &BareJid) -> Flow {
         let (from, to) = (Jid::from(from.clone()), Jid::from(to.clone()));
         if from.bare() != to.bare()
-            && (self.is_blocked_by(ctx, &to.bare(), &from).await || self.is_blocked_by(ctx, &from.bare(), &to).await)
+            && (self.is_blocked_by(ctx, &to.bare(), &from).await
+                || self.is_blocked_by(ctx, &from.bare(), &to).await)
         {
             return Flow::Handled;
         }
@@ -93,13 +96,20 @@ fn items(payload: &Element) -> Result<Vec<String>, StanzaError> {
     payload
         .children()
         .filter(|c| c.is("item", ns::BLOCKING))
-        .map(|c| c.attr("jid").and_then(|j| Jid::new(j).ok()).map(|j| j.to_string()).ok_or_else(StanzaError::jid_malformed))
+        .map(|c| {
+            c.attr("jid")
+                .and_then(|j| Jid::new(j).ok())
+                .map(|j| j.to_string())
+                .ok_or_else(StanzaError::jid_malformed)
+        })
         .collect()
 }
 
 /// XEP-0191 §3.4: a JID is blocked by its own entry, its bare JID's or its domain's.
 fn blocks(list: &HashSet<String>, jid: &Jid) -> bool {
-    list.contains(jid.as_str()) || list.contains(jid.bare().as_str()) || list.contains(jid.domain().as_str())
+    list.contains(jid.as_str())
+        || list.contains(jid.bare().as_str())
+        || list.contains(jid.domain().as_str())
 }
 
 impl Blocking {
@@ -108,8 +118,15 @@ impl Blocking {
             return Ok(list.clone());
         }
         let (username, domain) = Ctx::key(user);
-        let list: Arc<HashSet<String>> =
-            Arc::new(ctx.server.store.blocklist(username, domain).await.map_err(storage_error)?.into_iter().collect());
+        let list: Arc<HashSet<String>> = Arc::new(
+            ctx.server
+                .store
+                .blocklist(username, domain)
+                .await
+                .map_err(storage_error)?
+                .into_iter()
+                .collect(),
+        );
         self.lists.insert(user.clone(), list.clone());
         Ok(list)
     }
@@ -131,35 +148,68 @@ impl Blocking {
             }
         }
         let (username, domain) = Ctx::key(user);
-        ctx.server.store.block(username, domain, &jids).await.map_err(storage_error)?;
+        ctx.server
+            .store
+            .block(username, domain, &jids)
+            .await
+            .map_err(storage_error)?;
         self.lists.remove(user);
         push(ctx, user, payload.clone());
         Ok(())
     }
 
-    async fn unblock(&self, ctx: &Ctx, user: &BareJid, payload: &Element) -> Result<(), StanzaError> {
+    async fn unblock(
+        &self,
+        ctx: &Ctx,
+        user: &BareJid,
+        payload: &Element,
+    ) -> Result<(), StanzaError> {
         let jids = items(payload)?;
         let (username, domain) = Ctx::key(user);
         let store = &ctx.server.store;
         let unblocked: Vec<String> = if jids.is_empty() {
-            let all = store.blocklist(username, domain).await.map_err(storage_error)?;
-            store.unblock_all(username, domain).await.map_err(storage_error)?;
+            let all = store
+                .blocklist(username, domain)
+                .await
+                .map_err(storage_error)?;
+            store
+                .unblock_all(username, domain)
+                .await
+                .map_err(storage_error)?;
             all
         } else {
-            store.unblock(username, domain, &jids).await.map_err(storage_error)?;
+            store
+                .unblock(username, domain, &jids)
+                .await
+                .map_err(storage_error)?;
             jids
         };
         self.lists.remove(user);
         // XEP-0191 §3.4: contacts that may see our presence get it again.
         for jid in unblocked.iter().filter_map(|j| BareJid::new(j).ok()) {
-            super::presence::send_presence_action(ctx, user, &jid, super::subscription::PresenceAction::Available).await;
+            super::presence::send_presence_action(
+                ctx,
+                user,
+                &jid,
+                super::subscription::PresenceAction::Available,
+            )
+            .await;
         }
         push(ctx, user, payload.clone());
         Ok(())
     }
 
-    async fn filter(&self, ctx: &Ctx, stanza: &Element, dir: Direction, bounce_requests: bool) -> Flow {
-        let (Some(Ok(from)), Some(Ok(to))) = (stanza.attr("from").map(Jid::new), stanza.attr("to").map(Jid::new)) else {
+    async fn filter(
+        &self,
+        ctx: &Ctx,
+        stanza: &Element,
+        dir: Direction,
+        bounce_requests: bool,
+    ) -> Flow {
+        let (Some(Ok(from)), Some(Ok(to))) = (
+            stanza.attr("from").map(Jid::new),
+            stanza.attr("to").map(Jid::new),
+        ) else {
             return Flow::Continue;
         };
         if corvid_proto::same_bare(&from, &to) {
@@ -174,7 +224,10 @@ impl Blocking {
                 }
                 if bounce_requests && !is_error {
                     // XEP-0191 §3.5 Example 9: cancel/not-acceptable plus <blocked/>.
-                    let refused = StanzaError { kind: corvid_proto::ErrorType::Cancel, ..StanzaError::not_acceptable() };
+                    let refused = StanzaError {
+                        kind: corvid_proto::ErrorType::Cancel,
+                        ..StanzaError::not_acceptable()
+                    };
                     let mut reply = corvid_proto::stanza::error_reply(stanza, &refused);
                     if let Some(e) = reply.get_child_mut("error", ns::CLIENT) {
                         e.append_child(Element::new("blocked", ns::BLOCKING_ERRORS));
@@ -191,16 +244,25 @@ impl Blocking {
             // answers included, so the blocked entity sees the account offline (§3.3).
             Direction::ToClient => {
                 let blocked_by_recipient = self.is_blocked_by(ctx, &to.bare(), &from).await;
-                let blocked_by_sender = !blocked_by_recipient && self.is_blocked_by(ctx, &from.bare(), &to).await;
+                let blocked_by_sender =
+                    !blocked_by_recipient && self.is_blocked_by(ctx, &from.bare(), &to).await;
                 if !blocked_by_recipient && !blocked_by_sender {
                     return Flow::Continue;
                 }
-                if blocked_by_recipient && stanza.name() == "iq" && corvid_proto::stanza::may_bounce(stanza) {
+                if blocked_by_recipient
+                    && stanza.name() == "iq"
+                    && corvid_proto::stanza::may_bounce(stanza)
+                {
                     // Answered as if no one were there; delivered directly, since routing it
                     // from the blocking account would meet the block again.
-                    let reply = corvid_proto::stanza::error_reply(stanza, &StanzaError::service_unavailable());
+                    let reply = corvid_proto::stanza::error_reply(
+                        stanza,
+                        &StanzaError::service_unavailable(),
+                    );
                     match from.clone().try_into_full() {
-                        Ok(sender) if ctx.server.config.serves(sender.domain().as_str()) => ctx.deliver_to(&sender, &reply),
+                        Ok(sender) if ctx.server.config.serves(sender.domain().as_str()) => {
+                            ctx.deliver_to(&sender, &reply)
+                        }
                         _ => ctx.route(reply).await,
                     }
                 }

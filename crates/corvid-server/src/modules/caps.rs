@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use corvid_proto::{ns, FullJid};
+use corvid_proto::{FullJid, ns};
 use corvid_xml::Element;
 use dashmap::DashMap;
 use sha1::{Digest, Sha1};
@@ -44,21 +44,33 @@ impl Module for Caps {
     }
 
     fn stream_features(&self, server: &Server) -> Vec<Element> {
-        vec![Element::new("c", ns::CAPS)
-            .with_attr("hash", "sha-1")
-            .with_attr("node", NODE)
-            .with_attr("ver", self.own_ver.get_or_init(|| server_ver(server)).as_str())]
+        vec![
+            Element::new("c", ns::CAPS)
+                .with_attr("hash", "sha-1")
+                .with_attr("node", NODE)
+                .with_attr(
+                    "ver",
+                    self.own_ver.get_or_init(|| server_ver(server)).as_str(),
+                ),
+        ]
     }
 
     async fn on_presence(&self, ctx: &Ctx, pres: &mut Element, dir: Direction) -> Flow {
-        if dir != Direction::FromClient || pres.attr("type").is_some() || pres.attr("to").is_some() {
+        if dir != Direction::FromClient || pres.attr("type").is_some() || pres.attr("to").is_some()
+        {
             return Flow::Continue;
         }
-        let Some(c) = pres.get_child("c", ns::CAPS) else { return Flow::Continue };
-        let (Some(node), Some(ver), Some("sha-1")) = (c.attr("node"), c.attr("ver"), c.attr("hash")) else {
+        let Some(c) = pres.get_child("c", ns::CAPS) else {
             return Flow::Continue;
         };
-        let Some(Ok(from)) = pres.attr("from").map(|f| f.parse::<FullJid>()) else { return Flow::Continue };
+        let (Some(node), Some(ver), Some("sha-1")) =
+            (c.attr("node"), c.attr("ver"), c.attr("hash"))
+        else {
+            return Flow::Continue;
+        };
+        let Some(Ok(from)) = pres.attr("from").map(|f| f.parse::<FullJid>()) else {
+            return Flow::Continue;
+        };
         let cache = self.cache.clone();
         if cache.known.contains_key(ver) || cache.asking.insert(ver.to_string(), ()).is_some() {
             return Flow::Continue;
@@ -89,14 +101,29 @@ impl CapsCache {
             .with_attr("id", id.as_str())
             .with_attr("from", server.config.default_domain())
             .with_attr("to", from.as_str())
-            .with_child(Element::new("query", ns::DISCO_INFO).with_attr("node", format!("{node}#{ver}")));
-        let _ = server.sessions.deliver_to_full(from, &query.to_bytes(ns::CLIENT));
-        let answer = server.iq_tracker.wait(&id, rx, Duration::from_secs(30)).await;
-        let info = answer.as_ref().filter(|a| a.attr("type") == Some("result")).and_then(|a| a.get_child("query", ns::DISCO_INFO));
+            .with_child(
+                Element::new("query", ns::DISCO_INFO).with_attr("node", format!("{node}#{ver}")),
+            );
+        let _ = server
+            .sessions
+            .deliver_to_full(from, &query.to_bytes(ns::CLIENT));
+        let answer = server
+            .iq_tracker
+            .wait(&id, rx, Duration::from_secs(30))
+            .await;
+        let info = answer
+            .as_ref()
+            .filter(|a| a.attr("type") == Some("result"))
+            .and_then(|a| a.get_child("query", ns::DISCO_INFO));
         if let Some(info) = info {
             // XEP-0115 §5.4: only a hash that checks out is cached (no poisoning).
             if verification_string(info).map(|s| hash(&s)) == Some(ver.to_string()) {
-                let features = info.children().filter(|c| c.is("feature", ns::DISCO_INFO)).filter_map(|f| f.attr("var")).map(str::to_string).collect();
+                let features = info
+                    .children()
+                    .filter(|c| c.is("feature", ns::DISCO_INFO))
+                    .filter_map(|f| f.attr("var"))
+                    .map(str::to_string)
+                    .collect();
                 self.known.insert(ver.to_string(), Arc::new(features));
             }
         }
@@ -128,7 +155,11 @@ fn verification_string(info: &Element) -> Option<String> {
         })
         .collect();
     identities.sort();
-    let mut features: Vec<&str> = info.children().filter(|c| c.is("feature", ns::DISCO_INFO)).filter_map(|f| f.attr("var")).collect();
+    let mut features: Vec<&str> = info
+        .children()
+        .filter(|c| c.is("feature", ns::DISCO_INFO))
+        .filter_map(|f| f.attr("var"))
+        .collect();
     features.sort_unstable();
     let mut s = String::new();
     for part in identities.iter().map(String::as_str).chain(features) {
@@ -141,7 +172,9 @@ fn verification_string(info: &Element) -> Option<String> {
 /// Our own verification string's hash, from the same disco#info the disco module serves.
 pub fn server_ver(server: &Server) -> String {
     let info = super::disco::server_info_of(server);
-    verification_string(&info).map(|s| hash(&s)).unwrap_or_default()
+    verification_string(&info)
+        .map(|s| hash(&s))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -152,11 +185,31 @@ mod tests {
     fn xep_0115_simple_example_hash() {
         // XEP-0115 §5.2 example: Exodus 0.9.1.
         let info = Element::new("query", ns::DISCO_INFO)
-            .with_child(Element::new("identity", ns::DISCO_INFO).with_attr("category", "client").with_attr("type", "pc").with_attr("name", "Exodus 0.9.1"))
-            .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", "http://jabber.org/protocol/disco#info"))
-            .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", "http://jabber.org/protocol/disco#items"))
-            .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", "http://jabber.org/protocol/muc"))
-            .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", "http://jabber.org/protocol/caps"));
-        assert_eq!(hash(&verification_string(&info).unwrap()), "QgayPKawpkPSDYmwT/WM94uAlu0=");
+            .with_child(
+                Element::new("identity", ns::DISCO_INFO)
+                    .with_attr("category", "client")
+                    .with_attr("type", "pc")
+                    .with_attr("name", "Exodus 0.9.1"),
+            )
+            .with_child(
+                Element::new("feature", ns::DISCO_INFO)
+                    .with_attr("var", "http://jabber.org/protocol/disco#info"),
+            )
+            .with_child(
+                Element::new("feature", ns::DISCO_INFO)
+                    .with_attr("var", "http://jabber.org/protocol/disco#items"),
+            )
+            .with_child(
+                Element::new("feature", ns::DISCO_INFO)
+                    .with_attr("var", "http://jabber.org/protocol/muc"),
+            )
+            .with_child(
+                Element::new("feature", ns::DISCO_INFO)
+                    .with_attr("var", "http://jabber.org/protocol/caps"),
+            );
+        assert_eq!(
+            hash(&verification_string(&info).unwrap()),
+            "QgayPKawpkPSDYmwT/WM94uAlu0="
+        );
     }
 }

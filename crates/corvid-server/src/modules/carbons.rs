@@ -1,9 +1,9 @@
 //! XEP-0280 Message Carbons: resources that enable carbons get copies of the chat
 //! messages their account sends and receives on its other resources.
 
-use corvid_proto::Bare;
 use async_trait::async_trait;
-use corvid_proto::{ns, BareJid, FullJid, Iq, IqType, StanzaError};
+use corvid_proto::Bare;
+use corvid_proto::{BareJid, FullJid, Iq, IqType, StanzaError, ns};
 use corvid_xml::Element;
 
 use crate::module::{Ctx, Direction, Flow, IqResult, Module};
@@ -30,7 +30,9 @@ impl Module for Carbons {
             (IqType::Set, "disable") => false,
             _ => return Err(StanzaError::bad_request()),
         };
-        let Ok(from) = iq.from.clone().try_into_full() else { return Err(StanzaError::bad_request()) };
+        let Ok(from) = iq.from.clone().try_into_full() else {
+            return Err(StanzaError::bad_request());
+        };
         if iq.to.node().is_some() && iq.to.bare() != from.bare() {
             return Err(StanzaError::forbidden());
         }
@@ -39,11 +41,13 @@ impl Module for Carbons {
     }
 
     async fn on_message(&self, ctx: &Ctx, msg: &mut Element, dir: Direction) -> Flow {
-        if dir == Direction::FromClient && eligible(msg)
-            && let Some(Ok(from)) = msg.attr("from").map(|f| f.parse::<FullJid>()) {
-                // XEP-0280 §7: copies of what one resource sends, to the others.
-                copy_to(ctx, &from.bare(), msg, "sent", |r| r != &from);
-            }
+        if dir == Direction::FromClient
+            && eligible(msg)
+            && let Some(Ok(from)) = msg.attr("from").map(|f| f.parse::<FullJid>())
+        {
+            // XEP-0280 §7: copies of what one resource sends, to the others.
+            copy_to(ctx, &from.bare(), msg, "sent", |r| r != &from);
+        }
         Flow::Continue
     }
 
@@ -69,9 +73,20 @@ fn eligible(msg: &Element) -> bool {
         && !msg.has_child("sent", ns::CARBONS)
 }
 
-fn copy_to(ctx: &Ctx, user: &BareJid, msg: &Element, direction: &str, pick: impl Fn(&FullJid) -> bool) {
-    let targets: Vec<FullJid> =
-        ctx.server.sessions.resources_where(user, |s| s.carbons).into_iter().filter(|r| pick(r)).collect();
+fn copy_to(
+    ctx: &Ctx,
+    user: &BareJid,
+    msg: &Element,
+    direction: &str,
+    pick: impl Fn(&FullJid) -> bool,
+) {
+    let targets: Vec<FullJid> = ctx
+        .server
+        .sessions
+        .resources_where(user, |s| s.carbons)
+        .into_iter()
+        .filter(|r| pick(r))
+        .collect();
     if targets.is_empty() {
         return;
     }
@@ -85,4 +100,3 @@ fn copy_to(ctx: &Ctx, user: &BareJid, msg: &Element, direction: &str, pick: impl
         ctx.deliver_to(&target, &copy);
     }
 }
-

@@ -1,9 +1,9 @@
 //! XEP-0030 Service Discovery: the server's identity and the features its modules add;
 //! for an account's bare JID, the account identity.
 
-use corvid_proto::Bare;
 use async_trait::async_trait;
-use corvid_proto::{ns, BareJid, Iq, IqType, StanzaError};
+use corvid_proto::Bare;
+use corvid_proto::{BareJid, Iq, IqType, StanzaError, ns};
 use corvid_xml::Element;
 
 use crate::module::{Ctx, IqResult, Module};
@@ -31,7 +31,11 @@ impl Module for Disco {
         let node = iq.payload.attr("node");
         if let Some(node) = node {
             // The only node so far: our own entity-caps node (XEP-0115 §6.2).
-            let caps_node = format!("{}#{}", super::caps::NODE, super::caps::server_ver(&ctx.server));
+            let caps_node = format!(
+                "{}#{}",
+                super::caps::NODE,
+                super::caps::server_ver(&ctx.server)
+            );
             if node != caps_node || iq.to.node().is_some() || iq.payload.ns() != ns::DISCO_INFO {
                 return Err(StanzaError::item_not_found());
             }
@@ -41,7 +45,10 @@ impl Module for Disco {
             None => None,
             Some(_) => {
                 let user = iq.to.bare();
-                if !crate::accounts::exists(&ctx.server.store, &user).await.map_err(|_| StanzaError::internal_server_error())? {
+                if !crate::accounts::exists(&ctx.server.store, &user)
+                    .await
+                    .map_err(|_| StanzaError::internal_server_error())?
+                {
                     return Err(StanzaError::service_unavailable());
                 }
                 Some(user)
@@ -57,7 +64,9 @@ impl Module for Disco {
 }
 
 fn identity(category: &str, kind: &str, name: Option<&str>) -> Element {
-    let mut el = Element::new("identity", ns::DISCO_INFO).with_attr("category", category).with_attr("type", kind);
+    let mut el = Element::new("identity", ns::DISCO_INFO)
+        .with_attr("category", category)
+        .with_attr("type", kind);
     if let Some(name) = name {
         el.set_attr("name", name);
     }
@@ -73,7 +82,8 @@ fn with_features<'a>(mut query: Element, features: impl IntoIterator<Item = &'a 
 
 /// The server's disco#info: identity and every enabled module's features.
 pub fn server_info_of(server: &crate::server::Server) -> Element {
-    let query = Element::new("query", ns::DISCO_INFO).with_child(identity("server", "im", Some("Corvid")));
+    let query =
+        Element::new("query", ns::DISCO_INFO).with_child(identity("server", "im", Some("Corvid")));
     with_features(query, server.modules.features())
 }
 
@@ -87,7 +97,8 @@ fn server_items(server: &crate::server::Server) -> Element {
 }
 
 fn account_info(_user: &BareJid) -> Element {
-    let query = Element::new("query", ns::DISCO_INFO).with_child(identity("account", "registered", None));
+    let query =
+        Element::new("query", ns::DISCO_INFO).with_child(identity("account", "registered", None));
     // XEP-0359 §6: the account's messages get stanza-ids by its bare JID.
     with_features(query, [ns::DISCO_INFO, ns::STANZA_ID])
 }

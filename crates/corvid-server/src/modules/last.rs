@@ -5,7 +5,7 @@ use corvid_proto::Bare;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use corvid_proto::{ns, Iq, IqType, StanzaError};
+use corvid_proto::{Iq, IqType, StanzaError, ns};
 use corvid_store::{LastActivity as _, Rosters as _};
 use corvid_xml::Element;
 
@@ -14,7 +14,10 @@ use crate::module::{Ctx, Direction, Flow, IqResult, Module, SessionEvent};
 pub struct Last;
 
 fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
 }
 
 fn query(seconds: i64, status: &str) -> Element {
@@ -45,7 +48,10 @@ impl Module for Last {
         }
         if iq.to.node().is_none() {
             // XEP-0012 §5: for a server, the time since it started.
-            return Ok(Some(query(ctx.server.started.elapsed().as_secs() as i64, "")));
+            return Ok(Some(query(
+                ctx.server.started.elapsed().as_secs() as i64,
+                "",
+            )));
         }
         let user = iq.to.bare();
         let requester = iq.from.bare();
@@ -57,7 +63,10 @@ impl Module for Last {
         };
         if requester != user {
             // XEP-0012 §4: only those allowed to see the user's presence.
-            let item = store.roster_item(username, domain, requester.as_str()).await.map_err(failed)?;
+            let item = store
+                .roster_item(username, domain, requester.as_str())
+                .await
+                .map_err(failed)?;
             if !item.is_some_and(|i| i.subscription.has_from()) {
                 return Err(StanzaError::forbidden());
             }
@@ -73,19 +82,34 @@ impl Module for Last {
 
     async fn on_presence(&self, ctx: &Ctx, pres: &mut Element, dir: Direction) -> Flow {
         // An explicit unavailable carries the status XEP-0012 §4 reports.
-        if dir == Direction::FromClient && pres.attr("to").is_none() && pres.attr("type") == Some("unavailable")
-            && let Some(Ok(from)) = pres.attr("from").map(|f| f.parse::<corvid_proto::FullJid>()) {
-                let status = pres.get_child("status", ns::CLIENT).map(|s| s.text()).unwrap_or_default();
-                record_logout(ctx, &from, &status).await;
-            }
+        if dir == Direction::FromClient
+            && pres.attr("to").is_none()
+            && pres.attr("type") == Some("unavailable")
+            && let Some(Ok(from)) = pres
+                .attr("from")
+                .map(|f| f.parse::<corvid_proto::FullJid>())
+        {
+            let status = pres
+                .get_child("status", ns::CLIENT)
+                .map(|s| s.text())
+                .unwrap_or_default();
+            record_logout(ctx, &from, &status).await;
+        }
         Flow::Continue
     }
 
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
-        let SessionEvent::Closed(jid) = event else { return };
+        let SessionEvent::Closed(jid) = event else {
+            return;
+        };
         // A connection lost while available is a logout too (one that said unavailable
         // was recorded then, with its status).
-        let still_available = ctx.server.sessions.states(&jid.bare()).into_iter().any(|(r, s)| &r == jid && s.available);
+        let still_available = ctx
+            .server
+            .sessions
+            .states(&jid.bare())
+            .into_iter()
+            .any(|(r, s)| &r == jid && s.available);
         if still_available {
             record_logout(ctx, jid, "").await;
         }
@@ -95,11 +119,22 @@ impl Module for Last {
 /// Records the logout when `jid` was the account's last available resource.
 async fn record_logout(ctx: &Ctx, jid: &corvid_proto::FullJid, status: &str) {
     let user = jid.bare();
-    if ctx.server.sessions.resources_where(&user, |s| s.available).iter().any(|r| r != jid) {
+    if ctx
+        .server
+        .sessions
+        .resources_where(&user, |s| s.available)
+        .iter()
+        .any(|r| r != jid)
+    {
         return;
     }
     let (username, domain) = Ctx::key(&user);
-    match ctx.server.store.set_last_logout(username, domain, now_secs(), status).await {
+    match ctx
+        .server
+        .store
+        .set_last_logout(username, domain, now_secs(), status)
+        .await
+    {
         // The account was just removed.
         Ok(()) | Err(corvid_store::StoreError::NotFound) => {}
         Err(e) => tracing::warn!(error = %e, "recording last activity failed"),

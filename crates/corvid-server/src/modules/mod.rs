@@ -51,5 +51,8 @@ fn all() -> Vec<Arc<dyn Module>> {
 
 /// The modules the config leaves enabled.
 pub fn enabled(config: &Config) -> Vec<Arc<dyn Module>> {
-    all().into_iter().filter(|m| !config.modules.disabled.iter().any(|d| d == m.name())).collect()
+    all()
+        .into_iter()
+        .filter(|m| !config.modules.disabled.iter().any(|d| d == m.name()))
+        .collect()
 }

@@ -5,7 +5,7 @@ use corvid_proto::Bare;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use corvid_proto::{ns, BareJid, FullJid, MessageType, StanzaError};
+use corvid_proto::{BareJid, FullJid, MessageType, StanzaError, ns};
 use corvid_store::{Offline as _, StoreError, Users as _};
 use corvid_xml::Element;
 
@@ -44,12 +44,25 @@ impl Module for Offline {
                 .with_text("Offline storage"),
         );
         let xml = String::from_utf8_lossy(&stored.to_bytes(ns::CLIENT)).into_owned();
-        let stamp_ms = now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
+        let stamp_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
         let quota = ctx.server.config.offline.quota;
-        match ctx.server.store.store_offline(username, domain, &xml, stamp_ms, quota).await {
+        match ctx
+            .server
+            .store
+            .store_offline(username, domain, &xml, stamp_ms, quota)
+            .await
+        {
             Ok(()) => Flow::Handled,
             Err(StoreError::QuotaExceeded) => {
-                crate::router::bounce(&ctx.server, msg, StanzaError::resource_constraint().with_text("Offline storage is full")).await;
+                crate::router::bounce(
+                    &ctx.server,
+                    msg,
+                    StanzaError::resource_constraint().with_text("Offline storage is full"),
+                )
+                .await;
                 Flow::Handled
             }
             Err(e) => fail(ctx, msg, e).await,
@@ -58,9 +71,10 @@ impl Module for Offline {
 
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
         if let SessionEvent::Available(jid) = event
-            && let Err(e) = deliver_stored(ctx, jid).await {
-                tracing::warn!(error = %e, "offline delivery failed");
-            }
+            && let Err(e) = deliver_stored(ctx, jid).await
+        {
+            tracing::warn!(error = %e, "offline delivery failed");
+        }
     }
 }
 
@@ -73,13 +87,17 @@ async fn fail(ctx: &Ctx, msg: &Element, e: StoreError) -> Flow {
 /// XEP-0160 §3: normal and chat messages with content; not headline, error or groupchat,
 /// not bare chat-state notifications (XEP-0085 §5.6), not those hinted `no-store` (XEP-0334).
 fn worth_storing(msg: &Element) -> bool {
-    if !matches!(MessageType::of(msg), MessageType::Normal | MessageType::Chat) {
+    if !matches!(
+        MessageType::of(msg),
+        MessageType::Normal | MessageType::Chat
+    ) {
         return false;
     }
     if msg.has_child("no-store", ns::HINTS) || msg.has_child("no-permanent-store", ns::HINTS) {
         return false;
     }
-    msg.children().any(|c| c.ns() != ns::CHATSTATES && !c.is("thread", ns::CLIENT))
+    msg.children()
+        .any(|c| c.ns() != ns::CHATSTATES && !c.is("thread", ns::CLIENT))
 }
 
 /// Delivers then deletes: a crash in between means a duplicate, never a loss.
@@ -97,9 +115,14 @@ async fn deliver_stored(ctx: &Ctx, to: &FullJid) -> Result<(), StoreError> {
                 stanza.set_attr("to", to.as_str());
                 ctx.deliver_to(to, &stanza);
             }
-            Err(e) => tracing::warn!(error = %e, id = message.id, "dropping an unreadable offline message"),
+            Err(e) => {
+                tracing::warn!(error = %e, id = message.id, "dropping an unreadable offline message")
+            }
         }
         ids.push(message.id);
     }
-    ctx.server.store.delete_offline(username, domain, &ids).await
+    ctx.server
+        .store
+        .delete_offline(username, domain, &ids)
+        .await
 }

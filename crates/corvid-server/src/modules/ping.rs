@@ -2,7 +2,7 @@
 //! accounts' bare JIDs. (The server pinging idle clients lives in the c2s session.)
 
 use async_trait::async_trait;
-use corvid_proto::{ns, Iq};
+use corvid_proto::{Iq, ns};
 
 use crate::module::{Ctx, IqResult, Module};
 

@@ -2,9 +2,9 @@
 //! other resources, probes on initial presence (§4.2.2, §4.3), directed presence (§4.6),
 //! and unavailable on logout or connection loss (§4.5).
 
-use corvid_proto::Bare;
 use async_trait::async_trait;
-use corvid_proto::{ns, BareJid, FullJid, Jid};
+use corvid_proto::Bare;
+use corvid_proto::{BareJid, FullJid, Jid, ns};
 use corvid_store::{Rosters, StoreError};
 use corvid_xml::Element;
 
@@ -71,7 +71,13 @@ async fn from_client(ctx: &Ctx, pres: &mut Element, from: &FullJid) -> Flow {
 /// a login reads what another process may have written meanwhile.
 fn forget_roster_if_alone(ctx: &Ctx, jid: &FullJid) {
     let user = jid.bare();
-    if ctx.server.sessions.resources(&user).iter().all(|r| r == jid) {
+    if ctx
+        .server
+        .sessions
+        .resources(&user)
+        .iter()
+        .all(|r| r == jid)
+    {
         let (username, domain) = Ctx::key(&user);
         ctx.server.store.forget_cached_roster(username, domain);
     }
@@ -80,7 +86,12 @@ fn forget_roster_if_alone(ctx: &Ctx, jid: &FullJid) {
 /// Whether the contact gets the user's presence (subscription `from` or `both`).
 async fn contact_subscribed(ctx: &Ctx, user: &BareJid, contact: &BareJid) -> bool {
     let (username, domain) = Ctx::key(user);
-    match ctx.server.store.subscription(username, domain, contact.as_str()).await {
+    match ctx
+        .server
+        .store
+        .subscription(username, domain, contact.as_str())
+        .await
+    {
         Ok(subscription) => subscription.has_from(),
         Err(e) => {
             store_error(e);
@@ -94,9 +105,18 @@ fn store_error(e: StoreError) {
 }
 
 /// Contacts of `user` whose subscription satisfies `pick`.
-async fn contacts(ctx: &Ctx, user: &BareJid, pick: fn(corvid_store::Subscription) -> bool) -> Vec<BareJid> {
+async fn contacts(
+    ctx: &Ctx,
+    user: &BareJid,
+    pick: fn(corvid_store::Subscription) -> bool,
+) -> Vec<BareJid> {
     let (username, domain) = Ctx::key(user);
-    match ctx.server.store.contacts_with_subscription(username, domain).await {
+    match ctx
+        .server
+        .store
+        .contacts_with_subscription(username, domain)
+        .await
+    {
         Ok(items) => items
             .into_iter()
             .filter(|i| pick(i.subscription))
@@ -119,7 +139,9 @@ async fn own_available(ctx: &Ctx, pres: &Element, from: &FullJid) {
         s.presence = Some(stored);
         before
     });
-    let Some((was_available, old_priority)) = before else { return };
+    let Some((was_available, old_priority)) = before else {
+        return;
+    };
     let user = from.bare();
     broadcast(ctx, &user, from, pres).await;
     if !was_available {
@@ -144,7 +166,9 @@ async fn own_unavailable(ctx: &Ctx, from: &FullJid, pres: Option<&Element>) {
         return;
     };
     let unavailable = pres.cloned().unwrap_or_else(|| {
-        Element::new("presence", ns::CLIENT).with_attr("type", "unavailable").with_attr("from", from.as_str())
+        Element::new("presence", ns::CLIENT)
+            .with_attr("type", "unavailable")
+            .with_attr("from", from.as_str())
     });
     if was_available {
         broadcast(ctx, &from.bare(), from, &unavailable).await;
@@ -197,7 +221,11 @@ async fn probe_contacts(ctx: &Ctx, user: &BareJid, from: &FullJid) {
     }
     // The user's other resources are known too (§4.2.2 last paragraph).
     for (resource, state) in ctx.server.sessions.states(user) {
-        if let (true, Some(presence), false) = (state.available, state.presence.and_then(|p| p.element()), &resource == from) {
+        if let (true, Some(presence), false) = (
+            state.available,
+            state.presence.and_then(|p| p.element()),
+            &resource == from,
+        ) {
             let mut p = presence;
             p.set_attr("to", from.as_str());
             ctx.deliver_to(from, &p);
@@ -208,7 +236,12 @@ async fn probe_contacts(ctx: &Ctx, user: &BareJid, from: &FullJid) {
 /// RFC 6121 §3.1.3: requests that arrived while the user was offline are shown now.
 async fn deliver_pending_requests(ctx: &Ctx, user: &BareJid, to: &FullJid) {
     let (username, domain) = Ctx::key(user);
-    match ctx.server.store.pending_subscription_requests(username, domain).await {
+    match ctx
+        .server
+        .store
+        .pending_subscription_requests(username, domain)
+        .await
+    {
         Ok(requests) => {
             for (_, stanza) in requests {
                 if let Ok(request) = corvid_xml::parse_element(&stanza, ns::CLIENT) {
@@ -222,9 +255,10 @@ async fn deliver_pending_requests(ctx: &Ctx, user: &BareJid, to: &FullJid) {
 
 /// RFC 6121 §4.3.2: a probe from a subscribed contact gets the user's current presence.
 async fn answer_probe(ctx: &Ctx, probe: &Element) {
-    let (Some(Ok(prober)), Some(Ok(to))) =
-        (probe.attr("from").map(Jid::new), probe.attr("to").map(Jid::new))
-    else {
+    let (Some(Ok(prober)), Some(Ok(to))) = (
+        probe.attr("from").map(Jid::new),
+        probe.attr("to").map(Jid::new),
+    ) else {
         return;
     };
     let user = to.bare();
@@ -233,7 +267,9 @@ async fn answer_probe(ctx: &Ctx, probe: &Element) {
     }
     let mut answered = false;
     for (resource, state) in ctx.server.sessions.states(&user) {
-        if let (true, Some(mut presence)) = (state.available, state.presence.and_then(|p| p.element())) {
+        if let (true, Some(mut presence)) =
+            (state.available, state.presence.and_then(|p| p.element()))
+        {
             presence.set_attr("from", resource.as_str());
             presence.set_attr("to", prober.as_str());
             ctx.route(presence).await;
@@ -266,12 +302,22 @@ async fn record_directed(ctx: &Ctx, from: &FullJid, to: &str, available: bool) {
 
 /// Sends the contact the user's current presence, or unavailable, from each available
 /// resource (RFC 6121 §3.1.5, §3.2.2).
-pub async fn send_presence_action(ctx: &Ctx, user: &BareJid, contact: &BareJid, action: PresenceAction) {
+pub async fn send_presence_action(
+    ctx: &Ctx,
+    user: &BareJid,
+    contact: &BareJid,
+    action: PresenceAction,
+) {
     for (resource, state) in ctx.server.sessions.states(user) {
-        let (true, Some(presence)) = (state.available, state.presence.and_then(|p| p.element())) else { continue };
+        let (true, Some(presence)) = (state.available, state.presence.and_then(|p| p.element()))
+        else {
+            continue;
+        };
         let mut p = match action {
             PresenceAction::Available => presence,
-            PresenceAction::Unavailable => Element::new("presence", ns::CLIENT).with_attr("type", "unavailable"),
+            PresenceAction::Unavailable => {
+                Element::new("presence", ns::CLIENT).with_attr("type", "unavailable")
+            }
         };
         p.set_attr("from", resource.as_str());
         p.set_attr("to", contact.as_str());

@@ -1,8 +1,8 @@
 //! XEP-0049 Private XML Storage: one element per namespace, readable only by its owner.
 
-use corvid_proto::Bare;
 use async_trait::async_trait;
-use corvid_proto::{ns, Iq, IqType, StanzaError};
+use corvid_proto::Bare;
+use corvid_proto::{Iq, IqType, StanzaError, ns};
 use corvid_store::PrivateXml as _;
 use corvid_xml::Element;
 
@@ -45,7 +45,10 @@ impl Module for Private {
         };
         match iq.kind {
             IqType::Get => {
-                let stored = store.private_xml(username, domain, data.ns()).await.map_err(failed)?;
+                let stored = store
+                    .private_xml(username, domain, data.ns())
+                    .await
+                    .map_err(failed)?;
                 let element = stored
                     .and_then(|xml| corvid_xml::parse_element(&xml, ns::CLIENT).ok())
                     .unwrap_or_else(|| data.clone());
@@ -56,7 +59,10 @@ impl Module for Private {
                 if xml.len() > ctx.server.config.vcard.max_bytes {
                     return Err(StanzaError::not_acceptable().with_text("too large"));
                 }
-                store.set_private_xml(username, domain, data.ns(), &xml).await.map_err(failed)?;
+                store
+                    .set_private_xml(username, domain, data.ns(), &xml)
+                    .await
+                    .map_err(failed)?;
                 Ok(None)
             }
         }

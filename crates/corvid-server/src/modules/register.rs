@@ -1,9 +1,9 @@
 //! XEP-0077 In-Band Registration for authenticated users (change password, cancel the
 //! account), and the form and account creation the pre-authentication c2s path shares.
 
-use corvid_proto::Bare;
 use async_trait::async_trait;
-use corvid_proto::{ns, BareJid, Iq, IqType, StanzaError, StreamError, StreamErrorCondition};
+use corvid_proto::Bare;
+use corvid_proto::{BareJid, Iq, IqType, StanzaError, StreamError, StreamErrorCondition, ns};
 use corvid_xml::Element;
 
 use crate::accounts::{self, AccountError};
@@ -37,13 +37,20 @@ impl RegisterRequest {
 /// The registration form (XEP-0077 §3.1, the plain fields every client understands).
 pub fn registration_form() -> Element {
     Element::new("query", ns::REGISTER)
-        .with_child(Element::new("instructions", ns::REGISTER).with_text("Choose a username and password."))
+        .with_child(
+            Element::new("instructions", ns::REGISTER).with_text("Choose a username and password."),
+        )
         .with_child(Element::new("username", ns::REGISTER))
         .with_child(Element::new("password", ns::REGISTER))
 }
 
 /// Creates `username@domain`, mapping failures to the XEP-0077 errors.
-pub async fn create_account(server: &Server, username: &str, domain: &str, password: &str) -> Result<(), StanzaError> {
+pub async fn create_account(
+    server: &Server,
+    username: &str,
+    domain: &str,
+    password: &str,
+) -> Result<(), StanzaError> {
     if username.contains(['@', '/']) {
         return Err(StanzaError::not_acceptable().with_text("invalid username"));
     }
@@ -83,14 +90,18 @@ impl Module for Register {
         // which RFC 6120 §10.3.3 makes the account's own bare JID (XEP-0077 §3.2 and §3.3
         // show requests without `to`).
         let to_own_account = iq.to.resource().is_none() && iq.to.bare() == user;
-        if (iq.to.node().is_some() && !to_own_account) || !ctx.server.config.serves(user.domain().as_str()) {
+        if (iq.to.node().is_some() && !to_own_account)
+            || !ctx.server.config.serves(user.domain().as_str())
+        {
             return Err(StanzaError::service_unavailable());
         }
         match iq.kind {
             IqType::Get => Ok(Some(registered_form(&user))),
             _ => match RegisterRequest::parse(&iq.payload)? {
                 RegisterRequest::Credentials { username, password } => {
-                    change_password(ctx, &user, &username, &password).await.map(|_| None)
+                    change_password(ctx, &user, &username, &password)
+                        .await
+                        .map(|_| None)
                 }
                 RegisterRequest::Remove => remove_account(ctx, &iq.from, &user).await.map(|_| None),
             },
@@ -106,29 +117,45 @@ fn registered_form(user: &BareJid) -> Element {
 }
 
 /// XEP-0077 §3.3.
-async fn change_password(ctx: &Ctx, user: &BareJid, username: &str, password: &str) -> Result<(), StanzaError> {
+async fn change_password(
+    ctx: &Ctx,
+    user: &BareJid,
+    username: &str,
+    password: &str,
+) -> Result<(), StanzaError> {
     let named = BareJid::new(&format!("{username}@{}", user.domain())).ok();
     if named.as_ref() != Some(user) {
         return Err(StanzaError::not_allowed().with_text("you can change only your own password"));
     }
-    accounts::set_password(&ctx.server.store, user, password).await.map_err(|e| {
-        tracing::warn!(error = %e, "password change failed");
-        StanzaError::internal_server_error()
-    })?;
+    accounts::set_password(&ctx.server.store, user, password)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "password change failed");
+            StanzaError::internal_server_error()
+        })?;
     tracing::info!(jid = %user, "password changed in-band");
     Ok(())
 }
 
 /// XEP-0077 §3.2: the account's contacts see it go offline and lose their subscriptions;
 /// the result goes out first, then every session of the account is closed.
-async fn remove_account(ctx: &Ctx, from: &corvid_proto::Jid, user: &BareJid) -> Result<(), StanzaError> {
+async fn remove_account(
+    ctx: &Ctx,
+    from: &corvid_proto::Jid,
+    user: &BareJid,
+) -> Result<(), StanzaError> {
     // RFC 6121 §3.2/§3.3 as if the user cancelled every subscription, so contacts see it
     // happen like any other cancellation.
     if let Ok(from) = from.clone().try_into_full() {
         let (username, domain) = Ctx::key(user);
-        let items = corvid_store::Rosters::roster(&ctx.server.store, username, domain).await.map(|(_, items)| items).unwrap_or_default();
+        let items = corvid_store::Rosters::roster(&ctx.server.store, username, domain)
+            .await
+            .map(|(_, items)| items)
+            .unwrap_or_default();
         for item in items {
-            let Ok(contact) = BareJid::new(&item.jid) else { continue };
+            let Ok(contact) = BareJid::new(&item.jid) else {
+                continue;
+            };
             if item.subscription.has_from() || item.pending_in {
                 super::roster::send_subscription(ctx, &from, &contact, "unsubscribed").await;
             }
@@ -146,10 +173,12 @@ async fn remove_account(ctx: &Ctx, from: &corvid_proto::Jid, user: &BareJid) -> 
             ctx.route_from_client(unavailable).await;
         }
     }
-    let updated = accounts::remove(&ctx.server.store, user, &ctx.server.config).await.map_err(|e| {
-        tracing::warn!(error = %e, "account removal failed");
-        StanzaError::internal_server_error()
-    })?;
+    let updated = accounts::remove(&ctx.server.store, user, &ctx.server.config)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "account removal failed");
+            StanzaError::internal_server_error()
+        })?;
     for (contact, item, version) in updated {
         super::roster::push(ctx, &contact, &super::roster::item_element(&item), version);
     }
@@ -161,7 +190,10 @@ async fn remove_account(ctx: &Ctx, from: &corvid_proto::Jid, user: &BareJid) -> 
         tokio::task::yield_now().await;
         sessions.sessions.close_user(
             &user,
-            StreamError::with_text(StreamErrorCondition::NotAuthorized, "The account was removed"),
+            StreamError::with_text(
+                StreamErrorCondition::NotAuthorized,
+                "The account was removed",
+            ),
         );
     });
     Ok(())

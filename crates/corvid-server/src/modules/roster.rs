@@ -1,9 +1,9 @@
 //! RFC 6121 §2 roster management: get (with versioning, §2.6), set, remove, and roster
 //! pushes to the account's interested resources.
 
-use corvid_proto::Bare;
 use async_trait::async_trait;
-use corvid_proto::{ns, BareJid, FullJid, Iq, IqType, Jid, StanzaError};
+use corvid_proto::Bare;
+use corvid_proto::{BareJid, FullJid, Iq, IqType, Jid, StanzaError, ns};
 use corvid_store::{RosterItem, Rosters, Subscription};
 use corvid_xml::Element;
 
@@ -23,7 +23,10 @@ impl Module for Roster {
     }
 
     fn stream_features(&self, _server: &Server) -> Vec<Element> {
-        vec![Element::new("ver", ns::ROSTER_VER), Element::new("sub", ns::PRE_APPROVAL)]
+        vec![
+            Element::new("ver", ns::ROSTER_VER),
+            Element::new("sub", ns::PRE_APPROVAL),
+        ]
     }
 
     async fn handle_iq(&self, ctx: &Ctx, iq: Iq) -> IqResult {
@@ -38,7 +41,9 @@ impl Module for Roster {
         };
         match iq.kind {
             IqType::Get => get_roster(ctx, &from, &user, iq.payload.attr("ver")).await,
-            _ => set_roster(ctx, &from, &user, &iq.payload).await.map(|_| None),
+            _ => set_roster(ctx, &from, &user, &iq.payload)
+                .await
+                .map(|_| None),
         }
     }
 }
@@ -48,10 +53,20 @@ fn storage_error(e: corvid_store::StoreError) -> StanzaError {
     StanzaError::internal_server_error()
 }
 
-async fn get_roster(ctx: &Ctx, from: &FullJid, user: &BareJid, client_ver: Option<&str>) -> IqResult {
+async fn get_roster(
+    ctx: &Ctx,
+    from: &FullJid,
+    user: &BareJid,
+    client_ver: Option<&str>,
+) -> IqResult {
     ctx.server.sessions.update(from, |s| s.interested = true);
     let (username, domain) = Ctx::key(user);
-    let (version, items) = ctx.server.store.roster(username, domain).await.map_err(storage_error)?;
+    let (version, items) = ctx
+        .server
+        .store
+        .roster(username, domain)
+        .await
+        .map_err(storage_error)?;
     let version = version.to_string();
     if client_ver == Some(version.as_str()) {
         // RFC 6121 §2.6.3: the client is current; changes come as pushes.
@@ -64,7 +79,12 @@ async fn get_roster(ctx: &Ctx, from: &FullJid, user: &BareJid, client_ver: Optio
     Ok(Some(query))
 }
 
-async fn set_roster(ctx: &Ctx, from: &FullJid, user: &BareJid, query: &Element) -> Result<(), StanzaError> {
+async fn set_roster(
+    ctx: &Ctx,
+    from: &FullJid,
+    user: &BareJid,
+    query: &Element,
+) -> Result<(), StanzaError> {
     let mut items = query.children().filter(|c| c.is("item", ns::ROSTER));
     let (Some(item), None) = (items.next(), items.next()) else {
         // RFC 6121 §2.3.3: exactly one item.
@@ -78,7 +98,11 @@ async fn set_roster(ctx: &Ctx, from: &FullJid, user: &BareJid, query: &Element) 
     if item.attr("subscription") == Some("remove") {
         return remove_contact(ctx, from, user, &contact).await;
     }
-    let groups: Vec<String> = item.children().filter(|c| c.is("group", ns::ROSTER)).map(|g| g.text()).collect();
+    let groups: Vec<String> = item
+        .children()
+        .filter(|c| c.is("group", ns::ROSTER))
+        .map(|g| g.text())
+        .collect();
     if groups.iter().any(|g| g.is_empty()) {
         return Err(StanzaError::not_acceptable().with_text("empty group name"));
     }
@@ -95,21 +119,39 @@ async fn set_roster(ctx: &Ctx, from: &FullJid, user: &BareJid, query: &Element) 
         .roster_item(username, domain, contact.as_str())
         .await
         .map_err(storage_error)?
-        .unwrap_or_else(|| RosterItem { jid: contact.to_string(), ..RosterItem::default() });
+        .unwrap_or_else(|| RosterItem {
+            jid: contact.to_string(),
+            ..RosterItem::default()
+        });
     // RFC 6121 §2.1.2.5: the client cannot set the subscription state; only name and groups.
-    stored.name = item.attr("name").filter(|n| !n.is_empty()).map(str::to_string);
+    stored.name = item
+        .attr("name")
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
     stored.groups = groups;
     stored.in_roster = true;
-    let version = store.put_roster_item(username, domain, &stored).await.map_err(storage_error)?;
+    let version = store
+        .put_roster_item(username, domain, &stored)
+        .await
+        .map_err(storage_error)?;
     push(ctx, user, &item_element(&stored), version);
     Ok(())
 }
 
 /// RFC 6121 §2.5.2: removing an item cancels the subscriptions both ways first.
-async fn remove_contact(ctx: &Ctx, from: &FullJid, user: &BareJid, contact: &BareJid) -> Result<(), StanzaError> {
+async fn remove_contact(
+    ctx: &Ctx,
+    from: &FullJid,
+    user: &BareJid,
+    contact: &BareJid,
+) -> Result<(), StanzaError> {
     let (username, domain) = Ctx::key(user);
     let store = &ctx.server.store;
-    let Some(item) = store.roster_item(username, domain, contact.as_str()).await.map_err(storage_error)? else {
+    let Some(item) = store
+        .roster_item(username, domain, contact.as_str())
+        .await
+        .map_err(storage_error)?
+    else {
         return Err(StanzaError::item_not_found());
     };
     if item.subscription.has_from() || item.pending_in {
@@ -118,8 +160,14 @@ async fn remove_contact(ctx: &Ctx, from: &FullJid, user: &BareJid, contact: &Bar
     if item.subscription.has_to() || item.pending_out {
         send_subscription(ctx, from, contact, "unsubscribe").await;
     }
-    if let Some(version) = store.remove_roster_item(username, domain, contact.as_str()).await.map_err(storage_error)? {
-        let removed = Element::new("item", ns::ROSTER).with_attr("jid", contact.as_str()).with_attr("subscription", "remove");
+    if let Some(version) = store
+        .remove_roster_item(username, domain, contact.as_str())
+        .await
+        .map_err(storage_error)?
+    {
+        let removed = Element::new("item", ns::ROSTER)
+            .with_attr("jid", contact.as_str())
+            .with_attr("subscription", "remove");
         push(ctx, user, &removed, version);
     }
     Ok(())
@@ -144,7 +192,10 @@ pub fn item_element(item: &RosterItem) -> Element {
     if item.pending_out {
         el.set_attr("ask", "subscribe");
     }
-    if item.approved && item.subscription != Subscription::From && item.subscription != Subscription::Both {
+    if item.approved
+        && item.subscription != Subscription::From
+        && item.subscription != Subscription::Both
+    {
         el.set_attr("approved", "true");
     }
     for group in &item.groups {
@@ -160,7 +211,11 @@ pub fn push(ctx: &Ctx, user: &BareJid, item: &Element, version: i64) {
             .with_attr("type", "set")
             .with_attr("id", format!("push-{}", crate::random_id()))
             .with_attr("to", resource.as_str())
-            .with_child(Element::new("query", ns::ROSTER).with_attr("ver", version.to_string()).with_child(item.clone()));
+            .with_child(
+                Element::new("query", ns::ROSTER)
+                    .with_attr("ver", version.to_string())
+                    .with_child(item.clone()),
+            );
         ctx.deliver_to(&resource, &iq);
     }
 }

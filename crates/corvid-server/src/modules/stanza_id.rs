@@ -1,9 +1,9 @@
 //! XEP-0359 unique and stable stanza IDs: each message delivered to an account gets a
 //! `<stanza-id/>` by that account's bare JID; any such element a sender forged is removed.
 
-use corvid_proto::Bare;
 use async_trait::async_trait;
-use corvid_proto::{ns, Jid};
+use corvid_proto::Bare;
+use corvid_proto::{Jid, ns};
 use corvid_xml::Element;
 
 use crate::module::{Ctx, Direction, Flow, Module};
@@ -24,12 +24,18 @@ impl Module for StanzaId {
         if dir != Direction::ToClient || msg.attr("type") == Some("error") {
             return Flow::Continue;
         }
-        let Some(Ok(to)) = msg.attr("to").map(Jid::new) else { return Flow::Continue };
+        let Some(Ok(to)) = msg.attr("to").map(Jid::new) else {
+            return Flow::Continue;
+        };
         let by = to.bare().to_string();
         // XEP-0359 §5: an id claiming to be by the recipient's own archive must come from us.
-        msg.remove_children(|c| c.is("stanza-id", ns::STANZA_ID) && c.attr("by") == Some(by.as_str()));
+        msg.remove_children(|c| {
+            c.is("stanza-id", ns::STANZA_ID) && c.attr("by") == Some(by.as_str())
+        });
         msg.append_child(
-            Element::new("stanza-id", ns::STANZA_ID).with_attr("id", crate::random_id()).with_attr("by", by),
+            Element::new("stanza-id", ns::STANZA_ID)
+                .with_attr("id", crate::random_id())
+                .with_attr("by", by),
         );
         Flow::Continue
     }

@@ -34,7 +34,9 @@ impl SubState {
     /// Note). Flags that cannot hold alongside the subscription are dropped, so the
     /// transitions only ever see one of the states Appendix A defines.
     pub fn of(item: Option<&RosterItem>) -> SubState {
-        let Some(item) = item else { return SubState::default() };
+        let Some(item) = item else {
+            return SubState::default();
+        };
         let subscription = item.subscription;
         SubState {
             subscription,
@@ -180,7 +182,12 @@ pub fn outbound(state: SubState, kind: SubKind) -> Outbound {
         SubKind::Subscribed => outbound_subscribed(state),
         SubKind::Unsubscribed => outbound_unsubscribed(state),
     };
-    Outbound { new, route, push: new.visible() != state.visible(), send_presence }
+    Outbound {
+        new,
+        route,
+        push: new.visible() != state.visible(),
+        send_presence,
+    }
 }
 
 /// A.2.3 (Table 4) and §3.4.2: approve a pending request, or pre-approve one.
@@ -234,7 +241,10 @@ pub fn inbound(state: SubState, kind: SubKind) -> Inbound {
             let mut new = state.with_from(false);
             new.pending_in = false;
             let reply = (new != state).then_some(SubKind::Unsubscribed);
-            let unavailable = state.subscription.has_from().then_some(PresenceAction::Unavailable);
+            let unavailable = state
+                .subscription
+                .has_from()
+                .then_some(PresenceAction::Unavailable);
             (new, reply, unavailable)
         }
         // A.3.3 (Table 8) and §3.1.6: only an answer to "Pending Out" counts; any other
@@ -256,7 +266,13 @@ pub fn inbound(state: SubState, kind: SubKind) -> Inbound {
     // otherwise the server "SHOULD NOT deliver". A pre-approved request is the exception:
     // it changes the state yet MUST NOT be delivered (§3.4.2).
     let deliver = new != state && auto_reply != Some(SubKind::Subscribed);
-    Inbound { new, deliver, push: new.visible() != state.visible(), auto_reply, send_presence }
+    Inbound {
+        new,
+        deliver,
+        push: new.visible() != state.visible(),
+        auto_reply,
+        send_presence,
+    }
 }
 
 /// A.3.1 (Table 6), §3.1.3 and §3.4.2.
@@ -264,13 +280,21 @@ fn inbound_subscribe(state: SubState) -> (SubState, Option<SubKind>, Option<Pres
     if state.subscription.has_from() {
         // §3.1.3 step 2: the contact already has the user's presence; answer for the user.
         // The answer is an approval, so the user's presence follows as in §3.1.5.
-        (state, Some(SubKind::Subscribed), Some(PresenceAction::Available))
+        (
+            state,
+            Some(SubKind::Subscribed),
+            Some(PresenceAction::Available),
+        )
     } else if state.approved {
         // §3.4.2 and Table 6 note [1]: pre-approved — answer "subscribed", go to "From"
         // (keeping "Pending Out"), and do not bother the user. The pre-approval is used up.
         let mut new = state.with_from(true);
         new.approved = false;
-        (new, Some(SubKind::Subscribed), Some(PresenceAction::Available))
+        (
+            new,
+            Some(SubKind::Subscribed),
+            Some(PresenceAction::Available),
+        )
     } else {
         // "Pending In"; a repeated request changes nothing and is not delivered again.
         let mut new = state;
@@ -286,7 +310,12 @@ mod tests {
     use SubKind::{Subscribe, Subscribed, Unsubscribe, Unsubscribed};
 
     const fn st(subscription: Subscription, pending_out: bool, pending_in: bool) -> SubState {
-        SubState { subscription, pending_out, pending_in, approved: false }
+        SubState {
+            subscription,
+            pending_out,
+            pending_in,
+            approved: false,
+        }
     }
 
     const fn approved(mut s: SubState) -> SubState {
@@ -304,7 +333,9 @@ mod tests {
     const FROM: SubState = st(Subscription::From, false, false);
     const FROM_PO: SubState = st(Subscription::From, true, false);
     const BOTH: SubState = st(Subscription::Both, false, false);
-    const ALL: [SubState; 9] = [NONE, NONE_PO, NONE_PI, NONE_POPI, TO, TO_PI, FROM, FROM_PO, BOTH];
+    const ALL: [SubState; 9] = [
+        NONE, NONE_PO, NONE_PI, NONE_POPI, TO, TO_PI, FROM, FROM_PO, BOTH,
+    ];
 
     fn name(s: SubState) -> String {
         let base = match s.subscription {
@@ -319,7 +350,10 @@ mod tests {
             (false, true) => " + Pending In",
             (true, true) => " + Pending Out+In",
         };
-        format!("{base}{pending}{}", if s.approved { " (approved)" } else { "" })
+        format!(
+            "{base}{pending}{}",
+            if s.approved { " (approved)" } else { "" }
+        )
     }
 
     /// One row of an Appendix A.2 table: (existing, new state, route, push, presence sent).
@@ -328,151 +362,205 @@ mod tests {
     fn check_outbound(kind: SubKind, rows: [OutRow; 9]) {
         for (state, new, route, push, send_presence) in rows {
             let got = outbound(state, kind);
-            let want = Outbound { new, route, push, send_presence };
-            assert_eq!(got, want, "outbound {} in \"{}\"", kind.as_str(), name(state));
+            let want = Outbound {
+                new,
+                route,
+                push,
+                send_presence,
+            };
+            assert_eq!(
+                got,
+                want,
+                "outbound {} in \"{}\"",
+                kind.as_str(),
+                name(state)
+            );
         }
     }
 
     /// One row of an Appendix A.3 table: (existing, new, deliver, push, auto-reply, presence).
-    type InRow = (SubState, SubState, bool, bool, Option<SubKind>, Option<PresenceAction>);
+    type InRow = (
+        SubState,
+        SubState,
+        bool,
+        bool,
+        Option<SubKind>,
+        Option<PresenceAction>,
+    );
 
     fn check_inbound(kind: SubKind, rows: [InRow; 9]) {
         for (state, new, deliver, push, auto_reply, send_presence) in rows {
             let got = inbound(state, kind);
-            let want = Inbound { new, deliver, push, auto_reply, send_presence };
-            assert_eq!(got, want, "inbound {} in \"{}\"", kind.as_str(), name(state));
+            let want = Inbound {
+                new,
+                deliver,
+                push,
+                auto_reply,
+                send_presence,
+            };
+            assert_eq!(
+                got,
+                want,
+                "inbound {} in \"{}\"",
+                kind.as_str(),
+                name(state)
+            );
         }
     }
 
     #[test]
     fn outbound_subscribe_follows_table_2() {
         // RFC 6121 A.2.1 Table 2: ROUTE? MUST in every row; [1] = sets ask='subscribe'.
-        check_outbound(Subscribe, [
-            (NONE, NONE_PO, true, true, None),           // "None": MUST [1] -> "None + Pending Out"
-            (NONE_PO, NONE_PO, true, false, None),       // "None + Pending Out": MUST, no state change
-            (NONE_PI, NONE_POPI, true, true, None),      // "None + Pending In": MUST [1] -> "None + Pending Out+In"
-            (NONE_POPI, NONE_POPI, true, false, None),   // "None + Pending Out+In": MUST, no state change
-            (TO, TO, true, false, None),                 // "To": MUST, no state change
-            (TO_PI, TO_PI, true, false, None),           // "To + Pending In": MUST, no state change
-            (FROM, FROM_PO, true, true, None),           // "From": MUST [1] -> "From + Pending Out"
-            (FROM_PO, FROM_PO, true, false, None),       // "From + Pending Out": MUST, no state change
-            (BOTH, BOTH, true, false, None),             // "Both": MUST, no state change
-        ]);
+        check_outbound(
+            Subscribe,
+            [
+                (NONE, NONE_PO, true, true, None), // "None": MUST [1] -> "None + Pending Out"
+                (NONE_PO, NONE_PO, true, false, None), // "None + Pending Out": MUST, no state change
+                (NONE_PI, NONE_POPI, true, true, None), // "None + Pending In": MUST [1] -> "None + Pending Out+In"
+                (NONE_POPI, NONE_POPI, true, false, None), // "None + Pending Out+In": MUST, no state change
+                (TO, TO, true, false, None),               // "To": MUST, no state change
+                (TO_PI, TO_PI, true, false, None), // "To + Pending In": MUST, no state change
+                (FROM, FROM_PO, true, true, None), // "From": MUST [1] -> "From + Pending Out"
+                (FROM_PO, FROM_PO, true, false, None), // "From + Pending Out": MUST, no state change
+                (BOTH, BOTH, true, false, None),       // "Both": MUST, no state change
+            ],
+        );
     }
 
     #[test]
     fn outbound_unsubscribe_follows_table_3() {
         // RFC 6121 A.2.2 Table 3: ROUTE? MUST in every row; push per §3.3.2.
-        check_outbound(Unsubscribe, [
-            (NONE, NONE, true, false, None),             // "None": no state change
-            (NONE_PO, NONE, true, true, None),           // "None + Pending Out" -> "None"
-            (NONE_PI, NONE_PI, true, false, None),       // "None + Pending In": no state change
-            (NONE_POPI, NONE_PI, true, true, None),      // "None + Pending Out+In" -> "None + Pending In"
-            (TO, NONE, true, true, None),                // "To" -> "None"
-            (TO_PI, NONE_PI, true, true, None),          // "To + Pending In" -> "None + Pending In"
-            (FROM, FROM, true, false, None),             // "From": no state change
-            (FROM_PO, FROM, true, true, None),           // "From + Pending Out" -> "From"
-            (BOTH, FROM, true, true, None),              // "Both" -> "From"
-        ]);
+        check_outbound(
+            Unsubscribe,
+            [
+                (NONE, NONE, true, false, None),        // "None": no state change
+                (NONE_PO, NONE, true, true, None),      // "None + Pending Out" -> "None"
+                (NONE_PI, NONE_PI, true, false, None),  // "None + Pending In": no state change
+                (NONE_POPI, NONE_PI, true, true, None), // "None + Pending Out+In" -> "None + Pending In"
+                (TO, NONE, true, true, None),           // "To" -> "None"
+                (TO_PI, NONE_PI, true, true, None),     // "To + Pending In" -> "None + Pending In"
+                (FROM, FROM, true, false, None),        // "From": no state change
+                (FROM_PO, FROM, true, true, None),      // "From + Pending Out" -> "From"
+                (BOTH, FROM, true, true, None),         // "Both" -> "From"
+            ],
+        );
     }
 
     #[test]
     fn outbound_subscribed_follows_table_4() {
         // RFC 6121 A.2.3 Table 4 (M.N. = MUST NOT route), with §3.1.5 and §3.4.2.
-        check_outbound(Subscribed, [
-            (NONE, approved(NONE), false, true, None),        // "None": M.N., pre-approval [1]
-            (NONE_PO, approved(NONE_PO), false, true, None),  // "None + Pending Out": M.N., pre-approval [1]
-            (NONE_PI, FROM, true, true, Some(Available)),     // "None + Pending In": MUST -> "From"
-            (NONE_POPI, FROM_PO, true, true, Some(Available)), // "None + Pending Out+In": MUST -> "From + Pending Out"
-            (TO, approved(TO), false, true, None),            // "To": M.N., pre-approval [1]
-            (TO_PI, BOTH, true, true, Some(Available)),       // "To + Pending In": MUST -> "Both"
-            (FROM, FROM, false, false, None),                 // "From": M.N., no state change
-            (FROM_PO, FROM_PO, false, false, None),           // "From + Pending Out": M.N., no state change
-            (BOTH, BOTH, false, false, None),                 // "Both": M.N., no state change
-        ]);
+        check_outbound(
+            Subscribed,
+            [
+                (NONE, approved(NONE), false, true, None), // "None": M.N., pre-approval [1]
+                (NONE_PO, approved(NONE_PO), false, true, None), // "None + Pending Out": M.N., pre-approval [1]
+                (NONE_PI, FROM, true, true, Some(Available)), // "None + Pending In": MUST -> "From"
+                (NONE_POPI, FROM_PO, true, true, Some(Available)), // "None + Pending Out+In": MUST -> "From + Pending Out"
+                (TO, approved(TO), false, true, None),             // "To": M.N., pre-approval [1]
+                (TO_PI, BOTH, true, true, Some(Available)), // "To + Pending In": MUST -> "Both"
+                (FROM, FROM, false, false, None),           // "From": M.N., no state change
+                (FROM_PO, FROM_PO, false, false, None), // "From + Pending Out": M.N., no state change
+                (BOTH, BOTH, false, false, None),       // "Both": M.N., no state change
+            ],
+        );
     }
 
     #[test]
     fn outbound_unsubscribed_follows_table_5() {
         // RFC 6121 A.2.4 Table 5 (S.N. = SHOULD NOT route), with §3.2.2. Denying a pending
         // request changes no roster attribute, so it pushes nothing.
-        check_outbound(Unsubscribed, [
-            (NONE, NONE, false, false, None),                 // "None": S.N., no state change [1]
-            (NONE_PO, NONE_PO, false, false, None),           // "None + Pending Out": S.N., no state change [1]
-            (NONE_PI, NONE, true, false, None),               // "None + Pending In": MUST -> "None"
-            (NONE_POPI, NONE_PO, true, false, None),          // "None + Pending Out+In": MUST -> "None + Pending Out"
-            (TO, TO, false, false, None),                     // "To": S.N., no state change [1]
-            (TO_PI, TO, true, false, None),                   // "To + Pending In": MUST -> "To"
-            (FROM, NONE, true, true, Some(Unavailable)),      // "From": MUST -> "None"
-            (FROM_PO, NONE_PO, true, true, Some(Unavailable)), // "From + Pending Out": MUST -> "None + Pending Out"
-            (BOTH, TO, true, true, Some(Unavailable)),        // "Both": MUST -> "To"
-        ]);
+        check_outbound(
+            Unsubscribed,
+            [
+                (NONE, NONE, false, false, None), // "None": S.N., no state change [1]
+                (NONE_PO, NONE_PO, false, false, None), // "None + Pending Out": S.N., no state change [1]
+                (NONE_PI, NONE, true, false, None),     // "None + Pending In": MUST -> "None"
+                (NONE_POPI, NONE_PO, true, false, None), // "None + Pending Out+In": MUST -> "None + Pending Out"
+                (TO, TO, false, false, None),            // "To": S.N., no state change [1]
+                (TO_PI, TO, true, false, None),          // "To + Pending In": MUST -> "To"
+                (FROM, NONE, true, true, Some(Unavailable)), // "From": MUST -> "None"
+                (FROM_PO, NONE_PO, true, true, Some(Unavailable)), // "From + Pending Out": MUST -> "None + Pending Out"
+                (BOTH, TO, true, true, Some(Unavailable)),         // "Both": MUST -> "To"
+            ],
+        );
     }
 
     #[test]
     fn inbound_subscribe_follows_table_6() {
         // RFC 6121 A.3.1 Table 6 (S.N. = SHOULD NOT deliver); [2] = auto-reply "subscribed".
         let yes = Some(Subscribed);
-        check_inbound(Subscribe, [
-            (NONE, NONE_PI, true, false, None, None),              // "None": MUST [1] -> "None + Pending In"
-            (NONE_PO, NONE_POPI, true, false, None, None),         // "None + Pending Out": MUST -> "None + Pending Out+In"
-            (NONE_PI, NONE_PI, false, false, None, None),          // "None + Pending In": S.N., no state change
-            (NONE_POPI, NONE_POPI, false, false, None, None),      // "None + Pending Out+In": S.N., no state change
-            (TO, TO_PI, true, false, None, None),                  // "To": MUST -> "To + Pending In"
-            (TO_PI, TO_PI, false, false, None, None),              // "To + Pending In": S.N., no state change
-            (FROM, FROM, false, false, yes, Some(Available)),      // "From": S.N. [2], no state change
-            (FROM_PO, FROM_PO, false, false, yes, Some(Available)), // "From + Pending Out": S.N. [2], no state change
-            (BOTH, BOTH, false, false, yes, Some(Available)),      // "Both": S.N. [2], no state change
-        ]);
+        check_inbound(
+            Subscribe,
+            [
+                (NONE, NONE_PI, true, false, None, None), // "None": MUST [1] -> "None + Pending In"
+                (NONE_PO, NONE_POPI, true, false, None, None), // "None + Pending Out": MUST -> "None + Pending Out+In"
+                (NONE_PI, NONE_PI, false, false, None, None), // "None + Pending In": S.N., no state change
+                (NONE_POPI, NONE_POPI, false, false, None, None), // "None + Pending Out+In": S.N., no state change
+                (TO, TO_PI, true, false, None, None),             // "To": MUST -> "To + Pending In"
+                (TO_PI, TO_PI, false, false, None, None), // "To + Pending In": S.N., no state change
+                (FROM, FROM, false, false, yes, Some(Available)), // "From": S.N. [2], no state change
+                (FROM_PO, FROM_PO, false, false, yes, Some(Available)), // "From + Pending Out": S.N. [2], no state change
+                (BOTH, BOTH, false, false, yes, Some(Available)), // "Both": S.N. [2], no state change
+            ],
+        );
     }
 
     #[test]
     fn inbound_unsubscribe_follows_table_7() {
         // RFC 6121 A.3.2 Table 7; [1] = auto-reply "unsubscribed"; §3.3.3 step 3 unavailable.
         let no = Some(Unsubscribed);
-        check_inbound(Unsubscribe, [
-            (NONE, NONE, false, false, None, None),                // "None": S.N., no state change
-            (NONE_PO, NONE_PO, false, false, None, None),          // "None + Pending Out": S.N., no state change
-            (NONE_PI, NONE, true, false, no, None),                // "None + Pending In": MUST [1] -> "None"
-            (NONE_POPI, NONE_PO, true, false, no, None),           // "None + Pending Out+In": MUST [1] -> "None + Pending Out"
-            (TO, TO, false, false, None, None),                    // "To": S.N., no state change
-            (TO_PI, TO, true, false, no, None),                    // "To + Pending In": MUST [1] -> "To"
-            (FROM, NONE, true, true, no, Some(Unavailable)),       // "From": MUST [1] -> "None"
-            (FROM_PO, NONE_PO, true, true, no, Some(Unavailable)), // "From + Pending Out": MUST [1] -> "None + Pending Out"
-            (BOTH, TO, true, true, no, Some(Unavailable)),         // "Both": MUST [1] -> "To"
-        ]);
+        check_inbound(
+            Unsubscribe,
+            [
+                (NONE, NONE, false, false, None, None), // "None": S.N., no state change
+                (NONE_PO, NONE_PO, false, false, None, None), // "None + Pending Out": S.N., no state change
+                (NONE_PI, NONE, true, false, no, None), // "None + Pending In": MUST [1] -> "None"
+                (NONE_POPI, NONE_PO, true, false, no, None), // "None + Pending Out+In": MUST [1] -> "None + Pending Out"
+                (TO, TO, false, false, None, None),          // "To": S.N., no state change
+                (TO_PI, TO, true, false, no, None),          // "To + Pending In": MUST [1] -> "To"
+                (FROM, NONE, true, true, no, Some(Unavailable)), // "From": MUST [1] -> "None"
+                (FROM_PO, NONE_PO, true, true, no, Some(Unavailable)), // "From + Pending Out": MUST [1] -> "None + Pending Out"
+                (BOTH, TO, true, true, no, Some(Unavailable)),         // "Both": MUST [1] -> "To"
+            ],
+        );
     }
 
     #[test]
     fn inbound_subscribed_follows_table_8() {
         // RFC 6121 A.3.3 Table 8; §3.1.6: without "Pending Out" it is silently ignored.
-        check_inbound(Subscribed, [
-            (NONE, NONE, false, false, None, None),            // "None": S.N., no state change
-            (NONE_PO, TO, true, true, None, None),             // "None + Pending Out": MUST -> "To"
-            (NONE_PI, NONE_PI, false, false, None, None),      // "None + Pending In": S.N., no state change
-            (NONE_POPI, TO_PI, true, true, None, None),        // "None + Pending Out+In": MUST -> "To + Pending In"
-            (TO, TO, false, false, None, None),                // "To": S.N., no state change
-            (TO_PI, TO_PI, false, false, None, None),          // "To + Pending In": S.N., no state change
-            (FROM, FROM, false, false, None, None),            // "From": S.N., no state change
-            (FROM_PO, BOTH, true, true, None, None),           // "From + Pending Out": MUST -> "Both"
-            (BOTH, BOTH, false, false, None, None),            // "Both": S.N., no state change
-        ]);
+        check_inbound(
+            Subscribed,
+            [
+                (NONE, NONE, false, false, None, None), // "None": S.N., no state change
+                (NONE_PO, TO, true, true, None, None),  // "None + Pending Out": MUST -> "To"
+                (NONE_PI, NONE_PI, false, false, None, None), // "None + Pending In": S.N., no state change
+                (NONE_POPI, TO_PI, true, true, None, None), // "None + Pending Out+In": MUST -> "To + Pending In"
+                (TO, TO, false, false, None, None),         // "To": S.N., no state change
+                (TO_PI, TO_PI, false, false, None, None), // "To + Pending In": S.N., no state change
+                (FROM, FROM, false, false, None, None),   // "From": S.N., no state change
+                (FROM_PO, BOTH, true, true, None, None),  // "From + Pending Out": MUST -> "Both"
+                (BOTH, BOTH, false, false, None, None),   // "Both": S.N., no state change
+            ],
+        );
     }
 
     #[test]
     fn inbound_unsubscribed_follows_table_9() {
         // RFC 6121 A.3.4 Table 9, §3.2.3.
-        check_inbound(Unsubscribed, [
-            (NONE, NONE, false, false, None, None),            // "None": S.N., no state change
-            (NONE_PO, NONE, true, true, None, None),           // "None + Pending Out": MUST -> "None"
-            (NONE_PI, NONE_PI, false, false, None, None),      // "None + Pending In": S.N., no state change
-            (NONE_POPI, NONE_PI, true, true, None, None),      // "None + Pending Out+In": MUST -> "None + Pending In"
-            (TO, NONE, true, true, None, None),                // "To": MUST -> "None"
-            (TO_PI, NONE_PI, true, true, None, None),          // "To + Pending In": MUST -> "None + Pending In"
-            (FROM, FROM, false, false, None, None),            // "From": S.N., no state change
-            (FROM_PO, FROM, true, true, None, None),           // "From + Pending Out": MUST -> "From"
-            (BOTH, FROM, true, true, None, None),              // "Both": MUST -> "From"
-        ]);
+        check_inbound(
+            Unsubscribed,
+            [
+                (NONE, NONE, false, false, None, None), // "None": S.N., no state change
+                (NONE_PO, NONE, true, true, None, None), // "None + Pending Out": MUST -> "None"
+                (NONE_PI, NONE_PI, false, false, None, None), // "None + Pending In": S.N., no state change
+                (NONE_POPI, NONE_PI, true, true, None, None), // "None + Pending Out+In": MUST -> "None + Pending In"
+                (TO, NONE, true, true, None, None),           // "To": MUST -> "None"
+                (TO_PI, NONE_PI, true, true, None, None), // "To + Pending In": MUST -> "None + Pending In"
+                (FROM, FROM, false, false, None, None),   // "From": S.N., no state change
+                (FROM_PO, FROM, true, true, None, None),  // "From + Pending Out": MUST -> "From"
+                (BOTH, FROM, true, true, None, None),     // "Both": MUST -> "From"
+            ],
+        );
     }
 
     #[test]
@@ -495,7 +583,15 @@ mod tests {
     fn repeated_pre_approval_changes_nothing() {
         for state in [NONE, NONE_PO, TO] {
             let got = outbound(approved(state), Subscribed);
-            assert_eq!(got, Outbound { new: approved(state), route: false, push: false, send_presence: None });
+            assert_eq!(
+                got,
+                Outbound {
+                    new: approved(state),
+                    route: false,
+                    push: false,
+                    send_presence: None
+                }
+            );
         }
     }
 
@@ -504,7 +600,15 @@ mod tests {
         // §3.2.2 step 2: remove the pre-approval, MUST NOT route; §3.4 note: push it.
         for state in [NONE, NONE_PO, TO] {
             let got = outbound(approved(state), Unsubscribed);
-            assert_eq!(got, Outbound { new: state, route: false, push: true, send_presence: None });
+            assert_eq!(
+                got,
+                Outbound {
+                    new: state,
+                    route: false,
+                    push: true,
+                    send_presence: None
+                }
+            );
         }
     }
 
@@ -537,9 +641,20 @@ mod tests {
     fn only_appendix_a_states_are_reachable() {
         let states = reachable();
         for s in &states {
-            let base = SubState { approved: false, ..*s };
-            assert!(ALL.contains(&base), "{} is not an Appendix A.1 state", name(*s));
-            assert!(!s.approved || (!s.pending_in && !s.subscription.has_from()), "{}", name(*s));
+            let base = SubState {
+                approved: false,
+                ..*s
+            };
+            assert!(
+                ALL.contains(&base),
+                "{} is not an Appendix A.1 state",
+                name(*s)
+            );
+            assert!(
+                !s.approved || (!s.pending_in && !s.subscription.has_from()),
+                "{}",
+                name(*s)
+            );
         }
         // The nine states plus pre-approval on "None", "None + Pending Out" and "To".
         assert_eq!(states.len(), 12);
@@ -550,8 +665,18 @@ mod tests {
         for s in reachable() {
             for kind in [Subscribe, Subscribed, Unsubscribe, Unsubscribed] {
                 let (o, i) = (outbound(s, kind), inbound(s, kind));
-                assert!(o.new != s || !o.push, "outbound {} in {}", kind.as_str(), name(s));
-                assert!(i.new != s || !(i.push || i.deliver), "inbound {} in {}", kind.as_str(), name(s));
+                assert!(
+                    o.new != s || !o.push,
+                    "outbound {} in {}",
+                    kind.as_str(),
+                    name(s)
+                );
+                assert!(
+                    i.new != s || !(i.push || i.deliver),
+                    "inbound {} in {}",
+                    kind.as_str(),
+                    name(s)
+                );
             }
         }
     }
@@ -627,7 +752,10 @@ mod tests {
     #[test]
     fn apply_to_adds_to_the_roster_only_what_the_roster_shows() {
         // §3.1.3: a contact known only from its request stays out of the roster.
-        let mut item = RosterItem { pending_in_stanza: Some("<presence/>".into()), ..Default::default() };
+        let mut item = RosterItem {
+            pending_in_stanza: Some("<presence/>".into()),
+            ..Default::default()
+        };
         NONE_PI.apply_to(&mut item);
         assert!(!item.in_roster);
         assert!(item.pending_in_stanza.is_some());

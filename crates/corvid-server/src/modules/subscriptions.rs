@@ -2,15 +2,15 @@
 //! ([`super::subscription`]) to subscription stanzas a user sends and receives, stores the
 //! result, pushes roster changes and sends what the server must send on the user's behalf.
 
-use corvid_proto::Bare;
 use async_trait::async_trait;
-use corvid_proto::{ns, BareJid, Jid};
+use corvid_proto::Bare;
+use corvid_proto::{BareJid, Jid, ns};
 use corvid_store::{RosterItem, Rosters, Users};
 use corvid_xml::Element;
 
 use super::presence::send_presence_action;
 use super::roster::{item_element, push};
-use super::subscription::{inbound, outbound, SubKind, SubState};
+use super::subscription::{SubKind, SubState, inbound, outbound};
 use crate::module::{Ctx, Direction, Flow, Module};
 
 pub struct Subscriptions;
@@ -25,7 +25,9 @@ pub(crate) async fn lock_roster(user: &BareJid) -> tokio::sync::MutexGuard<'stat
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     user.hash(&mut hasher);
-    ROSTER_LOCKS[(hasher.finish() % ROSTER_LOCKS.len() as u64) as usize].lock().await
+    ROSTER_LOCKS[(hasher.finish() % ROSTER_LOCKS.len() as u64) as usize]
+        .lock()
+        .await
 }
 
 #[async_trait]
@@ -38,8 +40,14 @@ impl Module for Subscriptions {
         let Some(kind) = pres.attr("type").and_then(SubKind::parse) else {
             return Flow::Continue;
         };
-        let from = pres.attr("from").and_then(|f| Jid::new(f).ok()).map(|j| j.bare());
-        let to = pres.attr("to").and_then(|t| Jid::new(t).ok()).map(|j| j.bare());
+        let from = pres
+            .attr("from")
+            .and_then(|f| Jid::new(f).ok())
+            .map(|j| j.bare());
+        let to = pres
+            .attr("to")
+            .and_then(|t| Jid::new(t).ok())
+            .map(|j| j.bare());
         let (Some(from), Some(to)) = (from, to) else {
             return Flow::Handled;
         };
@@ -59,13 +67,25 @@ impl Module for Subscriptions {
 }
 
 fn new_item(contact: &BareJid) -> RosterItem {
-    RosterItem { jid: contact.to_string(), ..RosterItem::default() }
+    RosterItem {
+        jid: contact.to_string(),
+        ..RosterItem::default()
+    }
 }
 
 /// Stores `item` if its state changed and pushes it when the roster shows it.
-async fn save(ctx: &Ctx, user: &BareJid, item: &RosterItem, push_it: bool) -> Result<(), corvid_store::StoreError> {
+async fn save(
+    ctx: &Ctx,
+    user: &BareJid,
+    item: &RosterItem,
+    push_it: bool,
+) -> Result<(), corvid_store::StoreError> {
     let (username, domain) = Ctx::key(user);
-    let version = ctx.server.store.put_roster_item(username, domain, item).await?;
+    let version = ctx
+        .server
+        .store
+        .put_roster_item(username, domain, item)
+        .await?;
     if push_it && item.in_roster {
         push(ctx, user, &item_element(item), version);
     }
@@ -89,7 +109,11 @@ async fn user_sends(
 ) -> Result<(), corvid_store::StoreError> {
     let (username, domain) = Ctx::key(user);
     let guard = lock_roster(user).await;
-    let stored = ctx.server.store.roster_item(username, domain, contact.as_str()).await?;
+    let stored = ctx
+        .server
+        .store
+        .roster_item(username, domain, contact.as_str())
+        .await?;
     let state = SubState::of(stored.as_ref());
     let out = outbound(state, kind);
     let mut item = stored.clone().unwrap_or_else(|| new_item(contact));
@@ -100,7 +124,13 @@ async fn user_sends(
     drop(guard);
     // Losing "From" makes the user look offline to the contact before the contact learns why.
     if out.send_presence == Some(super::subscription::PresenceAction::Unavailable) {
-        send_presence_action(ctx, user, contact, super::subscription::PresenceAction::Unavailable).await;
+        send_presence_action(
+            ctx,
+            user,
+            contact,
+            super::subscription::PresenceAction::Unavailable,
+        )
+        .await;
     }
     if out.route {
         // RFC 6121 §3.1.2: subscription stanzas leave with the user's bare JID.
@@ -110,7 +140,13 @@ async fn user_sends(
         ctx.route(stanza).await;
     }
     if out.send_presence == Some(super::subscription::PresenceAction::Available) {
-        send_presence_action(ctx, user, contact, super::subscription::PresenceAction::Available).await;
+        send_presence_action(
+            ctx,
+            user,
+            contact,
+            super::subscription::PresenceAction::Available,
+        )
+        .await;
     }
     Ok(())
 }
@@ -128,12 +164,15 @@ async fn user_receives(
     if !store.user_exists(username, domain).await? {
         // RFC 6121 §3.1.3: a request to an account that does not exist is declined.
         if kind == SubKind::Subscribe {
-            ctx.route(subscription_stanza(SubKind::Unsubscribed, user, contact)).await;
+            ctx.route(subscription_stanza(SubKind::Unsubscribed, user, contact))
+                .await;
         }
         return Ok(());
     }
     let guard = lock_roster(user).await;
-    let stored = store.roster_item(username, domain, contact.as_str()).await?;
+    let stored = store
+        .roster_item(username, domain, contact.as_str())
+        .await?;
     let state = SubState::of(stored.as_ref());
     let inb = inbound(state, kind);
     let mut item = stored.clone().unwrap_or_else(|| new_item(contact));
@@ -143,7 +182,8 @@ async fn user_receives(
     stanza.set_attr("to", user.as_str());
     if kind == SubKind::Subscribe && inb.new.pending_in {
         // Kept until answered, to be shown again at each login (§3.1.3 step 4).
-        item.pending_in_stanza = Some(String::from_utf8_lossy(&stanza.to_bytes(ns::CLIENT)).into_owned());
+        item.pending_in_stanza =
+            Some(String::from_utf8_lossy(&stanza.to_bytes(ns::CLIENT)).into_owned());
     }
     if Some(&item) != stored.as_ref() {
         save(ctx, user, &item, inb.push).await?;
@@ -156,7 +196,9 @@ async fn user_receives(
         send_presence_action(ctx, user, contact, action).await;
     }
     if inb.deliver {
-        ctx.server.sessions.deliver_to_available(user, &stanza.to_bytes(ns::CLIENT));
+        ctx.server
+            .sessions
+            .deliver_to_available(user, &stanza.to_bytes(ns::CLIENT));
     }
     Ok(())
 }

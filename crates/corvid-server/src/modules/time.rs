@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use corvid_proto::{ns, Iq};
+use corvid_proto::{Iq, ns};
 use corvid_xml::Element;
 
 use crate::module::{Ctx, IqResult, Module};
@@ -29,7 +29,10 @@ impl Module for EntityTime {
         Ok(Some(
             Element::new("time", ns::TIME)
                 .with_child(Element::new("tzo", ns::TIME).with_text("+00:00"))
-                .with_child(Element::new("utc", ns::TIME).with_text(corvid_proto::time::format_datetime(SystemTime::now()))),
+                .with_child(
+                    Element::new("utc", ns::TIME)
+                        .with_text(corvid_proto::time::format_datetime(SystemTime::now())),
+                ),
         ))
     }
 }

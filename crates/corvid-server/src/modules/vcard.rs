@@ -2,10 +2,10 @@
 //! avatars: the server knows each account's photo hash and puts it in the account's
 //! outgoing presence, and re-announces presence when the photo changes.
 
-use corvid_proto::Bare;
 use async_trait::async_trait;
 use base64::Engine as _;
-use corvid_proto::{ns, BareJid, Iq, IqType, StanzaError};
+use corvid_proto::Bare;
+use corvid_proto::{BareJid, Iq, IqType, StanzaError, ns};
 use corvid_store::{Users as _, VCards as _};
 use corvid_xml::Element;
 use dashmap::DashMap;
@@ -38,7 +38,11 @@ impl Module for VCard {
             return Err(StanzaError::bad_request());
         }
         let requester = iq.from.bare();
-        let target = if iq.to.node().is_none() { requester.clone() } else { iq.to.bare() };
+        let target = if iq.to.node().is_none() {
+            requester.clone()
+        } else {
+            iq.to.bare()
+        };
         match iq.kind {
             IqType::Get => get(ctx, &target, target == requester).await,
             _ if target != requester => Err(StanzaError::forbidden()),
@@ -51,7 +55,9 @@ impl Module for VCard {
         if dir != Direction::FromClient || pres.attr("type").is_some() {
             return Flow::Continue;
         }
-        let Some(Ok(from)) = pres.attr("from").map(corvid_proto::Jid::new) else { return Flow::Continue };
+        let Some(Ok(from)) = pres.attr("from").map(corvid_proto::Jid::new) else {
+            return Flow::Continue;
+        };
         let hash = self.hash_of(ctx, &from.bare()).await;
         pres.remove_children(|c| c.is("x", ns::VCARD_UPDATE));
         let mut photo = Element::new("photo", ns::VCARD_UPDATE);
@@ -72,12 +78,19 @@ async fn get(ctx: &Ctx, target: &BareJid, own: bool) -> IqResult {
     let (username, domain) = Ctx::key(target);
     let store = &ctx.server.store;
     match store.vcard(username, domain).await.map_err(storage_error)? {
-        Some(xml) => corvid_xml::parse_element(&xml, ns::CLIENT).map(Some).map_err(|e| {
-            tracing::warn!(error = %e, "stored vCard unreadable");
-            StanzaError::internal_server_error()
-        }),
+        Some(xml) => corvid_xml::parse_element(&xml, ns::CLIENT)
+            .map(Some)
+            .map_err(|e| {
+                tracing::warn!(error = %e, "stored vCard unreadable");
+                StanzaError::internal_server_error()
+            }),
         // XEP-0054 §3.1: one's own missing vCard is an empty one.
-        None if own && store.user_exists(username, domain).await.map_err(storage_error)? => {
+        None if own
+            && store
+                .user_exists(username, domain)
+                .await
+                .map_err(storage_error)? =>
+        {
             Ok(Some(Element::new("vCard", ns::VCARD)))
         }
         // §3.3: another user's missing vCard and a missing user look the same.
@@ -93,9 +106,16 @@ impl VCard {
         }
         let hash = photo_hash(vcard);
         let (username, domain) = Ctx::key(user);
-        ctx.server.store.set_vcard(username, domain, &xml, hash.as_deref()).await.map_err(storage_error)?;
+        ctx.server
+            .store
+            .set_vcard(username, domain, &xml, hash.as_deref())
+            .await
+            .map_err(storage_error)?;
         let hash = hash.unwrap_or_default();
-        let changed = self.hashes.insert(user.clone(), hash.clone()).is_none_or(|old| old != hash);
+        let changed = self
+            .hashes
+            .insert(user.clone(), hash.clone())
+            .is_none_or(|old| old != hash);
         if changed {
             reannounce(ctx, user).await;
         }
@@ -107,7 +127,13 @@ impl VCard {
             return Some(hash.clone());
         }
         let (username, domain) = Ctx::key(user);
-        let hash = ctx.server.store.photo_hash(username, domain).await.ok()?.unwrap_or_default();
+        let hash = ctx
+            .server
+            .store
+            .photo_hash(username, domain)
+            .await
+            .ok()?
+            .unwrap_or_default();
         self.hashes.insert(user.clone(), hash.clone());
         Some(hash)
     }
@@ -115,20 +141,35 @@ impl VCard {
 
 /// SHA-1 (hex) of the decoded PHOTO/BINVAL (XEP-0153 §3.1), if there is a photo.
 fn photo_hash(vcard: &Element) -> Option<String> {
-    let binval = vcard.get_child("PHOTO", ns::VCARD)?.get_child("BINVAL", ns::VCARD)?.text();
-    let compact: String = binval.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let bytes = base64::engine::general_purpose::STANDARD.decode(compact).ok()?;
+    let binval = vcard
+        .get_child("PHOTO", ns::VCARD)?
+        .get_child("BINVAL", ns::VCARD)?
+        .text();
+    let compact: String = binval
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()?;
     if bytes.is_empty() {
         return None;
     }
-    Some(Sha1::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    Some(
+        Sha1::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
 }
 
 /// XEP-0153 §4.1: after a photo change, every available resource's presence goes out again
 /// (through the client path, so it picks up the new hash).
 async fn reannounce(ctx: &Ctx, user: &BareJid) {
     for (resource, state) in ctx.server.sessions.states(user) {
-        if let (true, Some(mut presence)) = (state.available, state.presence.and_then(|p| p.element())) {
+        if let (true, Some(mut presence)) =
+            (state.available, state.presence.and_then(|p| p.element()))
+        {
             presence.set_attr("from", resource.as_str());
             presence.remove_attr("to");
             ctx.route_from_client(presence).await;

@@ -1,7 +1,7 @@
 //! XEP-0092 Software Version of the server itself.
 
 use async_trait::async_trait;
-use corvid_proto::{ns, Iq};
+use corvid_proto::{Iq, ns};
 use corvid_xml::Element;
 
 use crate::module::{Ctx, IqResult, Module};
@@ -27,7 +27,9 @@ impl Module for Version {
         Ok(Some(
             Element::new("query", ns::VERSION)
                 .with_child(Element::new("name", ns::VERSION).with_text("Corvid"))
-                .with_child(Element::new("version", ns::VERSION).with_text(env!("CARGO_PKG_VERSION")))
+                .with_child(
+                    Element::new("version", ns::VERSION).with_text(env!("CARGO_PKG_VERSION")),
+                )
                 .with_child(Element::new("os", ns::VERSION).with_text(std::env::consts::OS)),
         ))
     }

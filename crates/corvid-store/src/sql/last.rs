@@ -52,10 +52,17 @@ impl LogoutWriter {
 }
 
 /// Writes the batch in one transaction; one outcome per logout, in order.
-async fn write_batch(pool: &AnyPool, backend: Backend, batch: &[Logout]) -> Vec<Result<(), StoreError>> {
+async fn write_batch(
+    pool: &AnyPool,
+    backend: Backend,
+    batch: &[Logout],
+) -> Vec<Result<(), StoreError>> {
     let failed_all = |e: sqlx::Error| {
         let message = e.to_string();
-        batch.iter().map(|_| Err(StoreError::Backend(sqlx::Error::Protocol(message.clone())))).collect()
+        batch
+            .iter()
+            .map(|_| Err(StoreError::Backend(sqlx::Error::Protocol(message.clone()))))
+            .collect()
     };
     let mut tx = match pool.begin_with(backend.begin_write()).await {
         Ok(tx) => tx,
@@ -100,8 +107,13 @@ impl LastActivity for SqlStore {
         status: &str,
     ) -> Result<(), StoreError> {
         let (done, outcome) = oneshot::channel();
-        let logout =
-            Logout { username: username.to_owned(), domain: domain.to_owned(), unix_secs, status: status.to_owned(), done };
+        let logout = Logout {
+            username: username.to_owned(),
+            domain: domain.to_owned(),
+            unix_secs,
+            status: status.to_owned(),
+            done,
+        };
         let gone = || StoreError::Backend(sqlx::Error::PoolClosed);
         self.logouts.queue.send(logout).await.map_err(|_| gone())?;
         outcome.await.map_err(|_| gone())?

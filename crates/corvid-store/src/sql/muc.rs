@@ -42,7 +42,9 @@ impl MucRooms for SqlStore {
         for row in &rows {
             let name: String = row.try_get("name")?;
             if let Some(&i) = index.get(&name) {
-                rooms[i].affiliations.push((row.try_get("jid")?, row.try_get("affiliation")?));
+                rooms[i]
+                    .affiliations
+                    .push((row.try_get("jid")?, row.try_get("affiliation")?));
             }
         }
         Ok(rooms)

@@ -111,7 +111,11 @@ impl Rosters for SqlStore {
         domain: &str,
     ) -> Result<Vec<RosterItem>, StoreError> {
         let items = self.cached_contacts(username, domain).await?;
-        Ok(items.iter().filter(|i| i.subscription != Subscription::None).cloned().collect())
+        Ok(items
+            .iter()
+            .filter(|i| i.subscription != Subscription::None)
+            .cloned()
+            .collect())
     }
 
     async fn subscription(
@@ -136,11 +140,13 @@ impl SqlStore {
     async fn cached_contacts(&self, username: &str, domain: &str) -> Result<Contacts, StoreError> {
         self.roster_cache
             .get_or_load(username, domain, || async {
-                let rows = sqlx::query(select_items_with_groups!("(i.subscription <> 'none' OR i.pending_in = 1)"))
-                    .bind(domain)
-                    .bind(username)
-                    .fetch_all(&self.pool)
-                    .await?;
+                let rows = sqlx::query(select_items_with_groups!(
+                    "(i.subscription <> 'none' OR i.pending_in = 1)"
+                ))
+                .bind(domain)
+                .bind(username)
+                .fetch_all(&self.pool)
+                .await?;
                 items_from_rows(&rows)
             })
             .await

@@ -58,7 +58,10 @@ impl VCards for SqlStore {
             .fetch_optional(&self.pool)
             .await?;
         // No row and a row without a photo both mean "no photo".
-        let hash = row.map(|row| row.try_get::<Option<String>, _>("photo_hash")).transpose()?.flatten();
+        let hash = row
+            .map(|row| row.try_get::<Option<String>, _>("photo_hash"))
+            .transpose()?
+            .flatten();
         if hash.is_none() {
             self.photo_index.found_nothing(username, domain, stamp);
         }

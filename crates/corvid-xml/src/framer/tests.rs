@@ -194,18 +194,33 @@ fn released_parser_resumes_after_the_stream_header() {
 
 #[test]
 fn released_parser_keeps_its_limits_and_errors() {
-    let limits = Limits { max_stanza_bytes: 256, max_depth: 2 };
+    let limits = Limits {
+        max_stanza_bytes: 256,
+        max_depth: 2,
+    };
     let mut parser = StreamParser::new(limits);
     feed(&mut parser, &[HEADER.as_bytes(), b"<presence/>"]);
     parser.release_memory();
     let (_, error) = feed(&mut parser, &[b"<a><b><c/></b></a>"]);
-    assert!(matches!(error, Some(XmlError::TooDeep { limit: 2 })), "{error:?}");
+    assert!(
+        matches!(error, Some(XmlError::TooDeep { limit: 2 })),
+        "{error:?}"
+    );
 
-    let mut parser = StreamParser::new(Limits { max_stanza_bytes: 256, max_depth: 8 });
+    let mut parser = StreamParser::new(Limits {
+        max_stanza_bytes: 256,
+        max_depth: 8,
+    });
     feed(&mut parser, &[HEADER.as_bytes()]);
     parser.release_memory();
-    let (_, error) = feed(&mut parser, &[format!("<message>{}</message>", "x".repeat(300)).as_bytes()]);
-    assert!(matches!(error, Some(XmlError::StanzaTooBig { .. })), "{error:?}");
+    let (_, error) = feed(
+        &mut parser,
+        &[format!("<message>{}</message>", "x".repeat(300)).as_bytes()],
+    );
+    assert!(
+        matches!(error, Some(XmlError::StanzaTooBig { .. })),
+        "{error:?}"
+    );
 
     // Text outside a stanza is still refused, and the end tag must still match the root.
     let mut parser = StreamParser::new(Limits::default());
@@ -221,11 +236,22 @@ fn header_reports_its_default_namespace() {
         other => panic!("no header: {other:?}"),
     };
     assert_eq!(ns_of(HEADER), CLIENT);
-    assert_eq!(ns_of("<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns=\"jabber:server\">"), "jabber:server");
-    assert_eq!(ns_of("<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>"), "");
+    assert_eq!(
+        ns_of(
+            "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns=\"jabber:server\">"
+        ),
+        "jabber:server"
+    );
+    assert_eq!(
+        ns_of("<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>"),
+        ""
+    );
     // A prefixed root does not change the default namespace; an unprefixed one in a
     // namespace is that namespace.
-    assert_eq!(ns_of("<stream xmlns='http://etherx.jabber.org/streams'>"), STREAMS);
+    assert_eq!(
+        ns_of("<stream xmlns='http://etherx.jabber.org/streams'>"),
+        STREAMS
+    );
 }
 
 #[test]

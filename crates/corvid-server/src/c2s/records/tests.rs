@@ -1,7 +1,7 @@
 //! A real rustls client on loopback against the handover, both TLS versions.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,13 +23,21 @@ struct Tamper {
 }
 
 impl AsyncRead for Tamper {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Tamper {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.flip.swap(false, Ordering::SeqCst) {
             let mut bad = buf.to_vec();
@@ -61,7 +69,10 @@ async fn connect_with_suite(suite: rustls::SupportedCipherSuite) -> Pair {
 
 /// Connects; the client writes `early` as soon as its side of the handshake is done,
 /// possibly before the server's side is.
-async fn connect_sending(versions: &[&'static rustls::SupportedProtocolVersion], early: &[u8]) -> Pair {
+async fn connect_sending(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    early: &[u8],
+) -> Pair {
     connect_with(versions, early, None).await
 }
 
@@ -70,7 +81,8 @@ async fn connect_with(
     early: &[u8],
     suite: Option<rustls::SupportedCipherSuite>,
 ) -> Pair {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
     let cert_der = CertificateDer::from(cert.cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -101,19 +113,35 @@ async fn connect_with(
     let acceptor = TlsAcceptor::from(Arc::new(server_config));
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.expect("accept");
-        take_over(acceptor.accept(HandshakeIo::new(tcp)).await.expect("handshake"), &secrets)
+        take_over(
+            acceptor
+                .accept(HandshakeIo::new(tcp))
+                .await
+                .expect("handshake"),
+            &secrets,
+        )
     });
     let flip = Arc::new(AtomicBool::new(false));
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let mut client = TlsConnector::from(Arc::new(client_config))
-        .connect(ServerName::try_from("localhost").expect("name"), Tamper { tcp, flip: flip.clone() })
+        .connect(
+            ServerName::try_from("localhost").expect("name"),
+            Tamper {
+                tcp,
+                flip: flip.clone(),
+            },
+        )
         .await
         .expect("client handshake");
     if !early.is_empty() {
         client.write_all(early).await.expect("early write");
         client.flush().await.expect("early flush");
     }
-    Pair { server: server.await.expect("server task"), client, tamper: flip }
+    Pair {
+        server: server.await.expect("server task"),
+        client,
+        tamper: flip,
+    }
 }
 
 fn records(secured: Secured) -> Records {
@@ -145,7 +173,9 @@ fn pattern(len: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn data_flows_both_ways_after_the_handover() {
-    let Pair { server, mut client, .. } = connect(&[&rustls::version::TLS13]).await;
+    let Pair {
+        server, mut client, ..
+    } = connect(&[&rustls::version::TLS13]).await;
     let mut server = records(server);
     // Small writes, a write of several full records, and one byte at a time.
     client.write_all(b"<stream:stream>").await.unwrap();
@@ -172,7 +202,12 @@ async fn data_flows_both_ways_after_the_handover() {
     let mut got = vec![0u8; big.len()];
     client.read_exact(&mut got).await.unwrap();
     assert_eq!(got, big);
-    assert!(server.out.capacity() == 0 && server.partial.capacity() == 0 && server.plain.capacity() == 0, "nothing kept while idle");
+    assert!(
+        server.out.capacity() == 0
+            && server.partial.capacity() == 0
+            && server.plain.capacity() == 0,
+        "nothing kept while idle"
+    );
 
     // Closing: our close_notify reaches the client as a clean end; theirs is our end.
     server.shutdown().await.unwrap();
@@ -187,7 +222,9 @@ async fn data_flows_both_ways_after_the_handover() {
 #[tokio::test]
 async fn data_right_after_the_handshake_is_not_lost() {
     let early = pattern(10_000);
-    let Pair { server, mut client, .. } = connect_sending(&[&rustls::version::TLS13], &early).await;
+    let Pair {
+        server, mut client, ..
+    } = connect_sending(&[&rustls::version::TLS13], &early).await;
     let mut server = records(server);
     assert_eq!(read_n(&mut server, early.len()).await.unwrap(), early);
     let data = pattern(40_000);
@@ -198,12 +235,18 @@ async fn data_right_after_the_handshake_is_not_lost() {
 
 #[tokio::test]
 async fn a_tampered_record_ends_the_connection() {
-    let Pair { server, mut client, tamper } = connect(&[&rustls::version::TLS13]).await;
+    let Pair {
+        server,
+        mut client,
+        tamper,
+    } = connect(&[&rustls::version::TLS13]).await;
     let mut server = records(server);
     tamper.store(true, Ordering::SeqCst);
     client.write_all(b"<message/>").await.unwrap();
     client.flush().await.unwrap();
-    let err = read_n(&mut server, 10).await.expect_err("a forged record must not be accepted");
+    let err = read_n(&mut server, 10)
+        .await
+        .expect_err("a forged record must not be accepted");
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
 }
 
@@ -214,15 +257,25 @@ async fn a_tampered_record_ends_the_connection() {
 #[tokio::test]
 async fn key_updates_from_the_client_are_followed_both_ways() {
     use rustls::crypto::ring::cipher_suite as suites;
-    for suite in [suites::TLS13_AES_128_GCM_SHA256, suites::TLS13_AES_256_GCM_SHA384, suites::TLS13_CHACHA20_POLY1305_SHA256] {
-        let Pair { server, mut client, .. } = connect_with_suite(suite).await;
+    for suite in [
+        suites::TLS13_AES_128_GCM_SHA256,
+        suites::TLS13_AES_256_GCM_SHA384,
+        suites::TLS13_CHACHA20_POLY1305_SHA256,
+    ] {
+        let Pair {
+            server, mut client, ..
+        } = connect_with_suite(suite).await;
         let mut server = records(server);
         for round in 0..2 {
             client.get_mut().1.refresh_traffic_keys().unwrap();
             let text = format!("<message id='after-update-{round}'/>");
             client.write_all(text.as_bytes()).await.unwrap();
             client.flush().await.unwrap();
-            assert_eq!(read_n(&mut server, text.len()).await.unwrap(), text.as_bytes(), "{suite:?}");
+            assert_eq!(
+                read_n(&mut server, text.len()).await.unwrap(),
+                text.as_bytes(),
+                "{suite:?}"
+            );
             server.write_all(b"<reply/>").await.unwrap();
             server.flush().await.unwrap();
             let mut got = [0u8; 8];
@@ -238,7 +291,13 @@ async fn key_updates_from_the_client_are_followed_both_ways() {
 async fn only_a_well_formed_key_update_is_accepted() {
     let Pair { server, .. } = connect(&[&rustls::version::TLS13]).await;
     let mut server = records(server);
-    for message in [&[24u8, 0, 0, 1, 2][..], &[24, 0, 0, 2, 0, 0], &[4, 0, 0, 0], &[24, 0, 0, 1], &[]] {
+    for message in [
+        &[24u8, 0, 0, 1, 2][..],
+        &[24, 0, 0, 2, 0, 0],
+        &[4, 0, 0, 0],
+        &[24, 0, 0, 1],
+        &[],
+    ] {
         assert!(server.key_update(message).is_err(), "{message:?}");
     }
     assert!(server.key_update(&[24, 0, 0, 1, 0]).is_ok());
@@ -248,14 +307,24 @@ async fn only_a_well_formed_key_update_is_accepted() {
 #[tokio::test]
 async fn every_tls13_suite_is_taken_over() {
     use rustls::crypto::ring::cipher_suite as suites;
-    for suite in [suites::TLS13_AES_128_GCM_SHA256, suites::TLS13_AES_256_GCM_SHA384, suites::TLS13_CHACHA20_POLY1305_SHA256] {
-        let Pair { server, mut client, .. } = connect_with_suite(suite).await;
+    for suite in [
+        suites::TLS13_AES_128_GCM_SHA256,
+        suites::TLS13_AES_256_GCM_SHA384,
+        suites::TLS13_CHACHA20_POLY1305_SHA256,
+    ] {
+        let Pair {
+            server, mut client, ..
+        } = connect_with_suite(suite).await;
         assert_eq!(client.get_ref().1.negotiated_cipher_suite(), Some(suite));
         let mut server = records(server);
         let data = pattern(20_000);
         client.write_all(&data).await.unwrap();
         client.flush().await.unwrap();
-        assert_eq!(read_n(&mut server, data.len()).await.unwrap(), data, "{suite:?}");
+        assert_eq!(
+            read_n(&mut server, data.len()).await.unwrap(),
+            data,
+            "{suite:?}"
+        );
         server.write_all(&data).await.unwrap();
         server.flush().await.unwrap();
         let mut got = vec![0u8; data.len()];
@@ -266,8 +335,12 @@ async fn every_tls13_suite_is_taken_over() {
 
 #[tokio::test]
 async fn tls12_stays_with_rustls() {
-    let Pair { server, mut client, .. } = connect(&[&rustls::version::TLS12]).await;
-    let Secured::Rustls(mut tls) = server else { panic!("TLS 1.2 must stay with rustls") };
+    let Pair {
+        server, mut client, ..
+    } = connect(&[&rustls::version::TLS12]).await;
+    let Secured::Rustls(mut tls) = server else {
+        panic!("TLS 1.2 must stay with rustls")
+    };
     client.write_all(b"hello").await.unwrap();
     client.flush().await.unwrap();
     let mut got = [0u8; 5];

@@ -3,7 +3,7 @@
 //! change whom (§5.1.2, §5.2.1).
 
 use corvid_proto::Bare;
-use corvid_proto::{ns, BareJid, FullJid, Iq, IqType, StanzaError};
+use corvid_proto::{BareJid, FullJid, Iq, IqType, StanzaError, ns};
 use corvid_xml::Element;
 
 use super::room::{Affiliation, Note, Out, Role, Room};
@@ -13,7 +13,11 @@ pub const MAX_AFFILIATIONS: usize = 10_000;
 
 /// §8, §5.1.2: whether an actor (affiliation, role) may give `target` (its affiliation
 /// and current role) the role `new`.
-pub fn may_set_role(actor: (Affiliation, Role), target: (Affiliation, Role), new: Role) -> Result<(), StanzaError> {
+pub fn may_set_role(
+    actor: (Affiliation, Role),
+    target: (Affiliation, Role),
+    new: Role,
+) -> Result<(), StanzaError> {
     let (actor_aff, actor_role) = actor;
     let (target_aff, target_role) = target;
     if actor_role != Role::Moderator {
@@ -33,7 +37,9 @@ pub fn may_set_role(actor: (Affiliation, Role), target: (Affiliation, Role), new
         }
         Role::Participant => {
             // §9.7 revoking moderation: admins and owners only, never from an admin/owner.
-            if target_role == Role::Moderator && (actor_aff < Affiliation::Admin || target_aff >= Affiliation::Admin) {
+            if target_role == Role::Moderator
+                && (actor_aff < Affiliation::Admin || target_aff >= Affiliation::Admin)
+            {
                 return Err(StanzaError::not_allowed());
             }
         }
@@ -49,7 +55,11 @@ pub fn may_set_role(actor: (Affiliation, Role), target: (Affiliation, Role), new
 
 /// §9, §10: whether an actor of `actor` affiliation may change `target` to `new`.
 /// Admins manage members and outcasts; owners manage everyone.
-pub fn may_set_affiliation(actor: Affiliation, target: Affiliation, new: Affiliation) -> Result<(), StanzaError> {
+pub fn may_set_affiliation(
+    actor: Affiliation,
+    target: Affiliation,
+    new: Affiliation,
+) -> Result<(), StanzaError> {
     match actor {
         Affiliation::Owner => Ok(()),
         Affiliation::Admin => {
@@ -65,11 +75,21 @@ pub fn may_set_affiliation(actor: Affiliation, target: Affiliation, new: Affilia
 
 /// Answers a `muc#admin` IQ (get: a list; set: changes) from `from`.
 pub fn handle(room: &mut Room, iq: &Iq, out: &mut Out) -> Result<Option<Element>, StanzaError> {
-    let from = iq.from.clone().try_into_full().map_err(|_| StanzaError::bad_request())?;
-    let items: Vec<&Element> = iq.payload.children().filter(|c| c.is("item", ns::MUC_ADMIN)).collect();
+    let from = iq
+        .from
+        .clone()
+        .try_into_full()
+        .map_err(|_| StanzaError::bad_request())?;
+    let items: Vec<&Element> = iq
+        .payload
+        .children()
+        .filter(|c| c.is("item", ns::MUC_ADMIN))
+        .collect();
     match iq.kind {
         IqType::Get => {
-            let [item] = items.as_slice() else { return Err(StanzaError::bad_request()) };
+            let [item] = items.as_slice() else {
+                return Err(StanzaError::bad_request());
+            };
             list(room, &from, item).map(Some)
         }
         _ => {
@@ -91,8 +111,16 @@ pub fn handle(room: &mut Room, iq: &Iq, out: &mut Out) -> Result<Option<Element>
 
 /// Gives the occupant `nick` the role `role` on behalf of `from` (a voice request
 /// approved, §8.6), with the same checks as a `muc#admin` item.
-pub fn set_role(room: &mut Room, from: &FullJid, nick: &str, role: Role, out: &mut Out) -> Result<(), StanzaError> {
-    let item = Element::new("item", ns::MUC_ADMIN).with_attr("nick", nick).with_attr("role", role.name());
+pub fn set_role(
+    room: &mut Room,
+    from: &FullJid,
+    nick: &str,
+    role: Role,
+    out: &mut Out,
+) -> Result<(), StanzaError> {
+    let item = Element::new("item", ns::MUC_ADMIN)
+        .with_attr("nick", nick)
+        .with_attr("role", role.name());
     let change = check(room, from, &item)?;
     apply(room, from, change, out);
     Ok(())
@@ -109,7 +137,12 @@ fn list(room: &Room, from: &FullJid, item: &Element) -> Result<Element, StanzaEr
         if affiliation == Affiliation::None || actor_aff < Affiliation::Admin {
             return Err(StanzaError::forbidden());
         }
-        let mut jids: Vec<&BareJid> = room.affiliations.iter().filter(|(_, a)| **a == affiliation).map(|(j, _)| j).collect();
+        let mut jids: Vec<&BareJid> = room
+            .affiliations
+            .iter()
+            .filter(|(_, a)| **a == affiliation)
+            .map(|(j, _)| j)
+            .collect();
         jids.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
         for jid in jids {
             query.append_child(
@@ -120,7 +153,10 @@ fn list(room: &Room, from: &FullJid, item: &Element) -> Result<Element, StanzaEr
         }
         return Ok(query);
     }
-    let role = item.attr("role").and_then(Role::parse).ok_or_else(StanzaError::bad_request)?;
+    let role = item
+        .attr("role")
+        .and_then(Role::parse)
+        .ok_or_else(StanzaError::bad_request)?;
     if actor_role != Role::Moderator || role == Role::None {
         return Err(StanzaError::forbidden());
     }
@@ -138,8 +174,16 @@ fn list(room: &Room, from: &FullJid, item: &Element) -> Result<Element, StanzaEr
 
 /// One checked change.
 enum Change {
-    Role { nick: String, role: Role, reason: Option<String> },
-    Affiliation { user: BareJid, affiliation: Affiliation, reason: Option<String> },
+    Role {
+        nick: String,
+        role: Role,
+        reason: Option<String>,
+    },
+    Affiliation {
+        user: BareJid,
+        affiliation: Affiliation,
+        reason: Option<String>,
+    },
 }
 
 fn check(room: &Room, from: &FullJid, item: &Element) -> Result<Change, StanzaError> {
@@ -153,28 +197,50 @@ fn check(room: &Room, from: &FullJid, item: &Element) -> Result<Change, StanzaEr
     if let Some(role) = item.attr("role") {
         let role = Role::parse(role).ok_or_else(StanzaError::bad_request)?;
         let nick = item.attr("nick").ok_or_else(StanzaError::bad_request)?;
-        let target = room.occupant(nick).ok_or_else(StanzaError::item_not_found)?;
+        let target = room
+            .occupant(nick)
+            .ok_or_else(StanzaError::item_not_found)?;
         let target_aff = room.affiliation(&target.jid.bare());
         may_set_role((actor_aff, actor_role), (target_aff, target.role), role)?;
-        return Ok(Change::Role { nick: nick.to_string(), role, reason });
+        return Ok(Change::Role {
+            nick: nick.to_string(),
+            role,
+            reason,
+        });
     }
-    let affiliation = item.attr("affiliation").and_then(Affiliation::parse).ok_or_else(StanzaError::bad_request)?;
+    let affiliation = item
+        .attr("affiliation")
+        .and_then(Affiliation::parse)
+        .ok_or_else(StanzaError::bad_request)?;
     // §9.1: by JID, or by the nick of an occupant.
     let user = match (item.attr("jid"), item.attr("nick")) {
         (Some(jid), _) => BareJid::new(jid).map_err(|_| StanzaError::jid_malformed())?,
-        (None, Some(nick)) => room.occupant(nick).ok_or_else(StanzaError::item_not_found)?.jid.bare(),
+        (None, Some(nick)) => room
+            .occupant(nick)
+            .ok_or_else(StanzaError::item_not_found)?
+            .jid
+            .bare(),
         (None, None) => return Err(StanzaError::bad_request()),
     };
     let target = room.affiliation(&user);
     may_set_affiliation(actor_aff, target, affiliation)?;
-    if target == Affiliation::None && affiliation != Affiliation::None && room.affiliations.len() >= MAX_AFFILIATIONS {
-        return Err(StanzaError::resource_constraint().with_text("the room's affiliation lists are full"));
+    if target == Affiliation::None
+        && affiliation != Affiliation::None
+        && room.affiliations.len() >= MAX_AFFILIATIONS
+    {
+        return Err(
+            StanzaError::resource_constraint().with_text("the room's affiliation lists are full")
+        );
     }
     // §10.6 / §10.7: a room always keeps an owner.
     if target == Affiliation::Owner && affiliation != Affiliation::Owner && room.owners() <= 1 {
         return Err(StanzaError::conflict().with_text("the room must keep an owner"));
     }
-    Ok(Change::Affiliation { user, affiliation, reason })
+    Ok(Change::Affiliation {
+        user,
+        affiliation,
+        reason,
+    })
 }
 
 fn apply(room: &mut Room, from: &FullJid, change: Change, out: &mut Out) {
@@ -183,18 +249,32 @@ fn apply(room: &mut Room, from: &FullJid, change: Change, out: &mut Out) {
         Change::Role { nick, role, reason } => {
             if role == Role::None {
                 // §8.2: kicked, status 307.
-                let note = Note { actor, reason, ..Note::unavailable(&[307]) };
+                let note = Note {
+                    actor,
+                    reason,
+                    ..Note::unavailable(&[307])
+                };
                 room.remove_with_notice(&nick, &note, out);
                 return;
             }
-            let Some(occupant) = room.occupant_mut(&nick) else { return };
+            let Some(occupant) = room.occupant_mut(&nick) else {
+                return;
+            };
             occupant.role = role;
             let occupant = occupant.clone();
-            let note = Note { actor, reason, ..Note::default() };
+            let note = Note {
+                actor,
+                reason,
+                ..Note::default()
+            };
             room.broadcast_presence(&occupant, &note, out);
             room.send_self_presence(&occupant, &note, &[], out);
         }
-        Change::Affiliation { user, affiliation, reason } => {
+        Change::Affiliation {
+            user,
+            affiliation,
+            reason,
+        } => {
             room.set_affiliation_of(user.clone(), affiliation);
             for nick in room.nicks_of(&user) {
                 let removal = match affiliation {
@@ -205,15 +285,25 @@ fn apply(room: &mut Room, from: &FullJid, change: Change, out: &mut Out) {
                     _ => None,
                 };
                 if let Some(code) = removal {
-                    let note = Note { actor: actor.clone(), reason: reason.clone(), ..Note::unavailable(&[code]) };
+                    let note = Note {
+                        actor: actor.clone(),
+                        reason: reason.clone(),
+                        ..Note::unavailable(&[code])
+                    };
                     room.remove_with_notice(&nick, &note, out);
                     continue;
                 }
                 let moderated = room.config.moderated;
-                let Some(occupant) = room.occupant_mut(&nick) else { continue };
+                let Some(occupant) = room.occupant_mut(&nick) else {
+                    continue;
+                };
                 occupant.role = Role::default_for(affiliation, moderated);
                 let occupant = occupant.clone();
-                let note = Note { actor: actor.clone(), reason: reason.clone(), ..Note::default() };
+                let note = Note {
+                    actor: actor.clone(),
+                    reason: reason.clone(),
+                    ..Note::default()
+                };
                 room.broadcast_presence(&occupant, &note, out);
                 room.send_self_presence(&occupant, &note, &[], out);
             }
@@ -233,28 +323,100 @@ mod tests {
 
     #[test]
     fn moderators_kick_and_silence_only_below_admin() {
-        assert!(ok(may_set_role((A::None, R::Moderator), (A::None, R::Participant), R::None)));
-        assert!(ok(may_set_role((A::Member, R::Moderator), (A::None, R::Participant), R::Visitor)));
-        assert_eq!(may_set_role((A::Owner, R::Moderator), (A::Admin, R::Moderator), R::None).unwrap_err().condition, "not-allowed");
-        assert_eq!(may_set_role((A::None, R::Moderator), (A::Member, R::Participant), R::None).unwrap_err().condition, "not-allowed");
-        assert_eq!(may_set_role((A::Member, R::Participant), (A::None, R::Participant), R::None).unwrap_err().condition, "forbidden");
+        assert!(ok(may_set_role(
+            (A::None, R::Moderator),
+            (A::None, R::Participant),
+            R::None
+        )));
+        assert!(ok(may_set_role(
+            (A::Member, R::Moderator),
+            (A::None, R::Participant),
+            R::Visitor
+        )));
+        assert_eq!(
+            may_set_role((A::Owner, R::Moderator), (A::Admin, R::Moderator), R::None)
+                .unwrap_err()
+                .condition,
+            "not-allowed"
+        );
+        assert_eq!(
+            may_set_role(
+                (A::None, R::Moderator),
+                (A::Member, R::Participant),
+                R::None
+            )
+            .unwrap_err()
+            .condition,
+            "not-allowed"
+        );
+        assert_eq!(
+            may_set_role(
+                (A::Member, R::Participant),
+                (A::None, R::Participant),
+                R::None
+            )
+            .unwrap_err()
+            .condition,
+            "forbidden"
+        );
     }
 
     #[test]
     fn only_admins_and_owners_grant_or_revoke_moderation() {
-        assert!(ok(may_set_role((A::Admin, R::Moderator), (A::Member, R::Participant), R::Moderator)));
-        assert_eq!(may_set_role((A::None, R::Moderator), (A::Member, R::Participant), R::Moderator).unwrap_err().condition, "forbidden");
-        assert!(ok(may_set_role((A::Owner, R::Moderator), (A::Member, R::Moderator), R::Participant)));
-        assert_eq!(may_set_role((A::Owner, R::Moderator), (A::Admin, R::Moderator), R::Participant).unwrap_err().condition, "not-allowed");
+        assert!(ok(may_set_role(
+            (A::Admin, R::Moderator),
+            (A::Member, R::Participant),
+            R::Moderator
+        )));
+        assert_eq!(
+            may_set_role(
+                (A::None, R::Moderator),
+                (A::Member, R::Participant),
+                R::Moderator
+            )
+            .unwrap_err()
+            .condition,
+            "forbidden"
+        );
+        assert!(ok(may_set_role(
+            (A::Owner, R::Moderator),
+            (A::Member, R::Moderator),
+            R::Participant
+        )));
+        assert_eq!(
+            may_set_role(
+                (A::Owner, R::Moderator),
+                (A::Admin, R::Moderator),
+                R::Participant
+            )
+            .unwrap_err()
+            .condition,
+            "not-allowed"
+        );
     }
 
     #[test]
     fn admins_manage_members_and_outcasts_owners_everyone() {
         assert!(ok(may_set_affiliation(A::Admin, A::None, A::Outcast)));
         assert!(ok(may_set_affiliation(A::Admin, A::Member, A::None)));
-        assert_eq!(may_set_affiliation(A::Admin, A::Admin, A::Outcast).unwrap_err().condition, "not-allowed");
-        assert_eq!(may_set_affiliation(A::Admin, A::None, A::Owner).unwrap_err().condition, "not-allowed");
+        assert_eq!(
+            may_set_affiliation(A::Admin, A::Admin, A::Outcast)
+                .unwrap_err()
+                .condition,
+            "not-allowed"
+        );
+        assert_eq!(
+            may_set_affiliation(A::Admin, A::None, A::Owner)
+                .unwrap_err()
+                .condition,
+            "not-allowed"
+        );
         assert!(ok(may_set_affiliation(A::Owner, A::Admin, A::Outcast)));
-        assert_eq!(may_set_affiliation(A::Member, A::None, A::Outcast).unwrap_err().condition, "forbidden");
+        assert_eq!(
+            may_set_affiliation(A::Member, A::None, A::Outcast)
+                .unwrap_err()
+                .condition,
+            "forbidden"
+        );
     }
 }

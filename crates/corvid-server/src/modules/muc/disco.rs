@@ -2,7 +2,7 @@
 //! identity and its public rooms (§6.1, §6.3), a room's identity, features that reflect
 //! its configuration, and its `muc#roominfo` form (§6.4).
 
-use corvid_proto::{ns, StanzaError};
+use corvid_proto::{StanzaError, ns};
 use corvid_xml::Element;
 
 use super::room::Room;
@@ -22,7 +22,11 @@ pub fn service_item(room: &Room) -> Option<Element> {
     if !room.config.public || room.locked || room.destroyed {
         return None;
     }
-    Some(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", room.jid.as_str()).with_attr("name", display_name(room)))
+    Some(
+        Element::new("item", ns::DISCO_ITEMS)
+            .with_attr("jid", room.jid.as_str())
+            .with_attr("name", display_name(room)),
+    )
 }
 
 /// §6.4: a room's disco#info.
@@ -38,15 +42,25 @@ pub fn room_info(room: &Room) -> Element {
         // XEP-0421 §4: presences and messages carry the room's occupant ids.
         .with_child(feature(ns::OCCUPANT_ID))
         // XEP-0410 §4: the service answers self-pings itself.
-        .with_child(feature("http://jabber.org/protocol/muc#self-ping-optimization"));
+        .with_child(feature(
+            "http://jabber.org/protocol/muc#self-ping-optimization",
+        ));
     for f in room.config.features() {
         query.append_child(feature(f));
     }
     query.append_child(result_form(
         ns::MUC_ROOMINFO,
         &[
-            ("muc#roominfo_description", "Description", room.config.description.clone()),
-            ("muc#roominfo_occupants", "Number of occupants", room.occupant_count().to_string()),
+            (
+                "muc#roominfo_description",
+                "Description",
+                room.config.description.clone(),
+            ),
+            (
+                "muc#roominfo_occupants",
+                "Number of occupants",
+                room.occupant_count().to_string(),
+            ),
             ("muc#roominfo_subject", "Subject", room.subject.text.clone()),
         ],
     ));
@@ -70,7 +84,11 @@ pub fn check_query(payload: &Element) -> Result<(), StanzaError> {
 }
 
 fn display_name(room: &Room) -> &str {
-    if room.config.name.is_empty() { room.jid.node().map(|n| n.as_str()).unwrap_or_default() } else { &room.config.name }
+    if room.config.name.is_empty() {
+        room.jid.node().map(|n| n.as_str()).unwrap_or_default()
+    } else {
+        &room.config.name
+    }
 }
 
 fn identity(name: &str) -> Element {

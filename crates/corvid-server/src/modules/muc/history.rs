@@ -42,7 +42,11 @@ impl Request {
         let Some(history) = join.and_then(|x| x.get_child("history", ns::MUC)) else {
             return Request::default();
         };
-        let number = |name| history.attr(name).and_then(|v| v.trim().parse::<u64>().ok());
+        let number = |name| {
+            history
+                .attr(name)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
         Request {
             max_stanzas: number("maxstanzas").map(|n| n.min(usize::MAX as u64) as usize),
             max_chars: number("maxchars").map(|n| n.min(usize::MAX as u64) as usize),
@@ -68,7 +72,9 @@ impl History {
 
     /// Drops the oldest messages beyond a (new, smaller) capacity or the byte bound.
     pub fn truncate(&mut self, capacity: usize) {
-        while self.entries.len() > capacity || (self.bytes > MAX_HISTORY_BYTES && self.entries.len() > 1) {
+        while self.entries.len() > capacity
+            || (self.bytes > MAX_HISTORY_BYTES && self.entries.len() > 1)
+        {
             if let Some(old) = self.entries.pop_front() {
                 self.bytes -= old.chars;
             }
@@ -84,7 +90,9 @@ impl History {
     pub fn select(&self, request: &Request, now: SystemTime) -> Vec<&Entry> {
         let not_before = [
             request.since,
-            request.seconds.and_then(|s| now.checked_sub(Duration::from_secs(s))),
+            request
+                .seconds
+                .and_then(|s| now.checked_sub(Duration::from_secs(s))),
         ]
         .into_iter()
         .flatten()
@@ -135,7 +143,10 @@ pub fn parse_datetime(text: &str) -> Option<SystemTime> {
         let (time, offset) = rest.split_at(split);
         let sign = if offset.starts_with('-') { -1 } else { 1 };
         let (hh, mm) = offset[1..].split_once(':')?;
-        (time, sign * (hh.parse::<i64>().ok()? * 3600 + mm.parse::<i64>().ok()? * 60))
+        (
+            time,
+            sign * (hh.parse::<i64>().ok()? * 3600 + mm.parse::<i64>().ok()? * 60),
+        )
     };
     let time = time.split('.').next()?;
     let mut hms = time.splitn(3, ':');
@@ -146,7 +157,9 @@ pub fn parse_datetime(text: &str) -> Option<SystemTime> {
         return None;
     }
     let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s - offset_secs;
-    u64::try_from(secs).ok().map(|s| UNIX_EPOCH + Duration::from_secs(s))
+    u64::try_from(secs)
+        .ok()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
@@ -177,14 +190,20 @@ mod tests {
     }
 
     fn ids(entries: &[&Entry]) -> Vec<String> {
-        entries.iter().map(|e| e.message.attr("id").unwrap_or_default().to_string()).collect()
+        entries
+            .iter()
+            .map(|e| e.message.attr("id").unwrap_or_default().to_string())
+            .collect()
     }
 
     #[test]
     fn keeps_only_the_newest_up_to_capacity() {
         let h = history(8, UNIX_EPOCH);
         assert_eq!(h.len(), 5);
-        assert_eq!(ids(&h.select(&Request::default(), UNIX_EPOCH)), ["3", "4", "5", "6", "7"]);
+        assert_eq!(
+            ids(&h.select(&Request::default(), UNIX_EPOCH)),
+            ["3", "4", "5", "6", "7"]
+        );
     }
 
     #[test]
@@ -202,16 +221,32 @@ mod tests {
         let start = UNIX_EPOCH + Duration::from_secs(1000);
         let h = history(5, start);
         let now = start + Duration::from_secs(40);
-        let r = Request { max_stanzas: Some(3), ..Request::default() };
+        let r = Request {
+            max_stanzas: Some(3),
+            ..Request::default()
+        };
         assert_eq!(ids(&h.select(&r, now)), ["2", "3", "4"]);
-        let r = Request { max_stanzas: Some(0), ..Request::default() };
+        let r = Request {
+            max_stanzas: Some(0),
+            ..Request::default()
+        };
         assert!(h.select(&r, now).is_empty());
-        let r = Request { seconds: Some(15), ..Request::default() };
+        let r = Request {
+            seconds: Some(15),
+            ..Request::default()
+        };
         assert_eq!(ids(&h.select(&r, now)), ["3", "4"]);
-        let r = Request { since: Some(start + Duration::from_secs(20)), max_stanzas: Some(1), ..Request::default() };
+        let r = Request {
+            since: Some(start + Duration::from_secs(20)),
+            max_stanzas: Some(1),
+            ..Request::default()
+        };
         assert_eq!(ids(&h.select(&r, now)), ["4"]);
         let one = h.select(&Request::default(), now)[0].chars;
-        let r = Request { max_chars: Some(one * 2), ..Request::default() };
+        let r = Request {
+            max_chars: Some(one * 2),
+            ..Request::default()
+        };
         assert_eq!(ids(&h.select(&r, now)), ["3", "4"]);
     }
 
@@ -233,10 +268,25 @@ mod tests {
     #[test]
     fn datetimes_parse_with_offsets_and_fractions() {
         let t = parse_datetime("2002-09-10T23:08:25Z").unwrap();
-        assert_eq!(corvid_proto::time::format_datetime(t), "2002-09-10T23:08:25Z");
-        assert_eq!(parse_datetime("2002-09-10T23:08:25.123+01:00"), parse_datetime("2002-09-10T22:08:25Z"));
-        assert_eq!(parse_datetime("2002-09-10T23:08:25-02:30"), parse_datetime("2002-09-11T01:38:25Z"));
-        for bad in ["", "2002-09-10", "2002-13-10T00:00:00Z", "x-y-zT1:2:3Z", "2002-09-10T23:08Z"] {
+        assert_eq!(
+            corvid_proto::time::format_datetime(t),
+            "2002-09-10T23:08:25Z"
+        );
+        assert_eq!(
+            parse_datetime("2002-09-10T23:08:25.123+01:00"),
+            parse_datetime("2002-09-10T22:08:25Z")
+        );
+        assert_eq!(
+            parse_datetime("2002-09-10T23:08:25-02:30"),
+            parse_datetime("2002-09-11T01:38:25Z")
+        );
+        for bad in [
+            "",
+            "2002-09-10",
+            "2002-13-10T00:00:00Z",
+            "x-y-zT1:2:3Z",
+            "2002-09-10T23:08Z",
+        ] {
             assert_eq!(parse_datetime(bad), None, "{bad}");
         }
     }

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use corvid_proto::{ns, FullJid, StanzaError};
+use corvid_proto::{FullJid, StanzaError, ns};
 use corvid_xml::Element;
 use dashmap::DashMap;
 
@@ -34,11 +34,20 @@ pub struct Forwarded {
 
 impl Forwarded {
     /// A get/set from `from` to the occupant `nick`: forwards it, or says why not.
-    pub fn request(&self, room: &Room, from: &FullJid, nick: &str, iq: &Element, out: &mut Out) -> Result<(), StanzaError> {
+    pub fn request(
+        &self,
+        room: &Room,
+        from: &FullJid,
+        nick: &str,
+        iq: &Element,
+        out: &mut Out,
+    ) -> Result<(), StanzaError> {
         let Some(sender) = room.occupant_by_jid(from) else {
             return Err(StanzaError::not_acceptable().with_text("you are not in this room"));
         };
-        let Some(target) = room.occupant(nick) else { return Err(StanzaError::item_not_found()) };
+        let Some(target) = room.occupant(nick) else {
+            return Err(StanzaError::item_not_found());
+        };
         if self.pending.len() >= MAX_PENDING {
             self.expire();
             if self.pending.len() >= MAX_PENDING {
@@ -69,7 +78,9 @@ impl Forwarded {
     /// returned to whoever asked; anything else is dropped.
     pub fn answer(&self, from: &FullJid, iq: &Element, out: &mut Out) {
         let Some(id) = iq.attr("id") else { return };
-        let Some((_, pending)) = self.pending.remove_if(id, |_, p| &p.target == from) else { return };
+        let Some((_, pending)) = self.pending.remove_if(id, |_, p| &p.target == from) else {
+            return;
+        };
         let mut answer = iq.clone();
         answer.set_attr("id", pending.id.as_str());
         answer.set_attr("from", format!("{}/{}", pending.room, pending.target_nick));
@@ -105,35 +116,72 @@ mod tests {
             .with_attr("id", "q1")
             .with_child(Element::new("query", ns::DISCO_INFO));
         let mut sent = Vec::new();
-        proxy.request(&room, &"a@x/1".parse().unwrap(), "b", &request, &mut |to: &FullJid, b: Bytes| sent.push((to.clone(), b))).unwrap();
+        proxy
+            .request(
+                &room,
+                &"a@x/1".parse().unwrap(),
+                "b",
+                &request,
+                &mut |to: &FullJid, b: Bytes| sent.push((to.clone(), b)),
+            )
+            .unwrap();
         let forwarded = parse(&sent[0].1);
         assert_eq!(sent[0].0.as_str(), "b@x/1");
         assert_eq!(forwarded.attr("from"), Some("room@conf.x/a"));
         let room_id = forwarded.attr("id").unwrap().to_string();
         assert_ne!(room_id, "q1");
 
-        let answer = Element::new("iq", ns::CLIENT).with_attr("type", "result").with_attr("id", room_id.as_str());
+        let answer = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "result")
+            .with_attr("id", room_id.as_str());
         // Only the occupant asked may answer.
         let mut back = Vec::new();
-        proxy.answer(&"a@x/1".parse().unwrap(), &answer, &mut |to: &FullJid, b: Bytes| back.push((to.clone(), b)));
+        proxy.answer(
+            &"a@x/1".parse().unwrap(),
+            &answer,
+            &mut |to: &FullJid, b: Bytes| back.push((to.clone(), b)),
+        );
         assert!(back.is_empty());
-        proxy.answer(&"b@x/1".parse().unwrap(), &answer, &mut |to: &FullJid, b: Bytes| back.push((to.clone(), b)));
+        proxy.answer(
+            &"b@x/1".parse().unwrap(),
+            &answer,
+            &mut |to: &FullJid, b: Bytes| back.push((to.clone(), b)),
+        );
         let answer = parse(&back[0].1);
         assert_eq!(back[0].0.as_str(), "a@x/1");
-        assert_eq!((answer.attr("id"), answer.attr("from")), (Some("q1"), Some("room@conf.x/b")));
+        assert_eq!(
+            (answer.attr("id"), answer.attr("from")),
+            (Some("q1"), Some("room@conf.x/b"))
+        );
         // Answered once only.
-        proxy.answer(&"b@x/1".parse().unwrap(), &answer, &mut |_: &FullJid, _: Bytes| panic!("answered twice"));
+        proxy.answer(
+            &"b@x/1".parse().unwrap(),
+            &answer,
+            &mut |_: &FullJid, _: Bytes| panic!("answered twice"),
+        );
     }
 
     #[test]
     fn non_occupants_and_unknown_nicks_get_errors() {
         let room = room();
         let proxy = Forwarded::default();
-        let request = Element::new("iq", ns::CLIENT).with_attr("type", "get").with_attr("id", "q");
+        let request = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "get")
+            .with_attr("id", "q");
         let mut none = |_: &FullJid, _: Bytes| {};
-        let err = proxy.request(&room, &"z@x/1".parse().unwrap(), "b", &request, &mut none).unwrap_err();
+        let err = proxy
+            .request(&room, &"z@x/1".parse().unwrap(), "b", &request, &mut none)
+            .unwrap_err();
         assert_eq!(err.condition, "not-acceptable");
-        let err = proxy.request(&room, &"a@x/1".parse().unwrap(), "nobody", &request, &mut none).unwrap_err();
+        let err = proxy
+            .request(
+                &room,
+                &"a@x/1".parse().unwrap(),
+                "nobody",
+                &request,
+                &mut none,
+            )
+            .unwrap_err();
         assert_eq!(err.condition, "item-not-found");
     }
 }

@@ -8,7 +8,7 @@
 use corvid_proto::Bare;
 use std::time::SystemTime;
 
-use corvid_proto::{ns, BareJid, FullJid, StanzaError};
+use corvid_proto::{BareJid, FullJid, StanzaError, ns};
 use corvid_xml::Element;
 
 use super::room::{Affiliation, Out, Role, Room};
@@ -18,7 +18,13 @@ pub const MAX_SUBJECT_CHARS: usize = 1000;
 
 /// §7.4: reflects a groupchat message to every occupant, the sender included; a message
 /// with a subject and no body changes the subject (§8.1).
-pub fn groupchat(room: &mut Room, from: &FullJid, msg: &Element, now: SystemTime, out: &mut Out) -> Result<(), StanzaError> {
+pub fn groupchat(
+    room: &mut Room,
+    from: &FullJid,
+    msg: &Element,
+    now: SystemTime,
+    out: &mut Out,
+) -> Result<(), StanzaError> {
     // §7.4: only occupants may send, with voice (§5.1.1: visitors have none).
     let Some(sender) = room.occupant_by_jid(from) else {
         return Err(StanzaError::not_acceptable().with_text("you are not in this room"));
@@ -66,21 +72,31 @@ fn reflect(room: &Room, nick: &str, occupant_id: &str, msg: &Element) -> Element
     }
     for child in msg.children() {
         // XEP-0421 §4: only the room says who sent it.
-        if (child.is("stanza-id", ns::STANZA_ID) && child.attr("by") == Some(by)) || child.is("occupant-id", ns::OCCUPANT_ID) {
+        if (child.is("stanza-id", ns::STANZA_ID) && child.attr("by") == Some(by))
+            || child.is("occupant-id", ns::OCCUPANT_ID)
+        {
             continue;
         }
         reflected.append_child(child.clone());
     }
     reflected.append_child(super::occupant_id::element(occupant_id));
     reflected.append_child(
-        Element::new("stanza-id", ns::STANZA_ID).with_attr("id", crate::random_id()).with_attr("by", by),
+        Element::new("stanza-id", ns::STANZA_ID)
+            .with_attr("id", crate::random_id())
+            .with_attr("by", by),
     );
     reflected
 }
 
 /// §7.5: a private message to `to_nick`, delivered to its real JID from the sender's room
 /// JID, marked with an empty muc#user `<x/>`.
-pub fn private(room: &Room, from: &FullJid, to_nick: &str, msg: &Element, out: &mut Out) -> Result<(), StanzaError> {
+pub fn private(
+    room: &Room,
+    from: &FullJid,
+    to_nick: &str,
+    msg: &Element,
+    out: &mut Out,
+) -> Result<(), StanzaError> {
     let Some(sender) = room.occupant_by_jid(from) else {
         return Err(StanzaError::not_acceptable().with_text("you are not in this room"));
     };
@@ -105,18 +121,28 @@ pub fn private(room: &Room, from: &FullJid, to_nick: &str, msg: &Element, out: &
 /// §7.8.2: a mediated invitation. Returns the invitations to route (the invitees may be
 /// anywhere, so the caller routes them once the room is unlocked); in a members-only room
 /// the invitee becomes a member when the inviter may make members.
-pub fn invitations(room: &mut Room, from: &FullJid, x: &Element) -> Result<Vec<Element>, StanzaError> {
+pub fn invitations(
+    room: &mut Room,
+    from: &FullJid,
+    x: &Element,
+) -> Result<Vec<Element>, StanzaError> {
     let Some(inviter) = room.occupant_by_jid(from) else {
         return Err(StanzaError::not_acceptable().with_text("you are not in this room"));
     };
     let affiliation = room.affiliation(&from.bare());
-    let may_invite =
-        affiliation >= Affiliation::Admin || inviter.role == Role::Moderator || room.config.allow_invites || !room.config.members_only;
+    let may_invite = affiliation >= Affiliation::Admin
+        || inviter.role == Role::Moderator
+        || room.config.allow_invites
+        || !room.config.members_only;
     if !may_invite {
         return Err(StanzaError::forbidden().with_text("you may not invite others to this room"));
     }
     let mut invitations = Vec::new();
-    for invite in x.children().filter(|c| c.is("invite", ns::MUC_USER)).take(10) {
+    for invite in x
+        .children()
+        .filter(|c| c.is("invite", ns::MUC_USER))
+        .take(10)
+    {
         let Some(Ok(invitee)) = invite.attr("to").map(BareJid::new) else {
             return Err(StanzaError::jid_malformed());
         };
@@ -169,14 +195,23 @@ mod tests {
     fn groupchat_reaches_everyone_with_one_stanza_id_and_is_kept() {
         let mut room = room_with(&[("a", "a@x/1"), ("b", "b@x/1")]);
         let mut sent = Vec::new();
-        groupchat(&mut room, &"b@x/1".parse().unwrap(), &body("hi"), SystemTime::now(), &mut |to: &FullJid, b: Bytes| {
-            sent.push((to.to_string(), String::from_utf8_lossy(&b).into_owned()))
-        })
+        groupchat(
+            &mut room,
+            &"b@x/1".parse().unwrap(),
+            &body("hi"),
+            SystemTime::now(),
+            &mut |to: &FullJid, b: Bytes| {
+                sent.push((to.to_string(), String::from_utf8_lossy(&b).into_owned()))
+            },
+        )
         .unwrap();
         assert_eq!(sent.len(), 2);
         for (to, stanza) in &sent {
             assert!(stanza.contains(&format!("to='{to}'")), "{stanza}");
-            assert!(stanza.contains("from='room@conf.x/b'") && stanza.contains("id='m1'"), "{stanza}");
+            assert!(
+                stanza.contains("from='room@conf.x/b'") && stanza.contains("id='m1'"),
+                "{stanza}"
+            );
             assert!(stanza.contains("by='room@conf.x'"), "{stanza}");
         }
         assert_eq!(room.history.len(), 1);
@@ -186,12 +221,26 @@ mod tests {
     fn non_occupants_and_visitors_may_not_send() {
         let mut room = room_with(&[("a", "a@x/1"), ("b", "b@x/1")]);
         let mut out = |_: &FullJid, _: Bytes| {};
-        let err = groupchat(&mut room, &"z@x/1".parse().unwrap(), &body("hi"), SystemTime::now(), &mut out).unwrap_err();
+        let err = groupchat(
+            &mut room,
+            &"z@x/1".parse().unwrap(),
+            &body("hi"),
+            SystemTime::now(),
+            &mut out,
+        )
+        .unwrap_err();
         assert_eq!(err.condition, "not-acceptable");
         if let Some(b) = room.occupant_mut("b") {
             b.role = Role::Visitor;
         }
-        let err = groupchat(&mut room, &"b@x/1".parse().unwrap(), &body("hi"), SystemTime::now(), &mut out).unwrap_err();
+        let err = groupchat(
+            &mut room,
+            &"b@x/1".parse().unwrap(),
+            &body("hi"),
+            SystemTime::now(),
+            &mut out,
+        )
+        .unwrap_err();
         assert_eq!(err.condition, "forbidden");
     }
 
@@ -202,9 +251,23 @@ mod tests {
         let subject = Element::new("message", ns::CLIENT)
             .with_attr("type", "groupchat")
             .with_child(Element::new("subject", ns::CLIENT).with_text("news"));
-        let err = groupchat(&mut room, &"b@x/1".parse().unwrap(), &subject, SystemTime::now(), &mut out).unwrap_err();
+        let err = groupchat(
+            &mut room,
+            &"b@x/1".parse().unwrap(),
+            &subject,
+            SystemTime::now(),
+            &mut out,
+        )
+        .unwrap_err();
         assert_eq!(err.condition, "forbidden");
-        groupchat(&mut room, &"a@x/1".parse().unwrap(), &subject, SystemTime::now(), &mut out).unwrap();
+        groupchat(
+            &mut room,
+            &"a@x/1".parse().unwrap(),
+            &subject,
+            SystemTime::now(),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(room.subject.text, "news");
         assert_eq!(room.history.len(), 0);
     }
@@ -214,13 +277,26 @@ mod tests {
         let room = room_with(&[("a", "a@x/1"), ("b", "b@x/1")]);
         let mut sent = Vec::new();
         let msg = Element::new("message", ns::CLIENT).with_attr("type", "chat");
-        private(&room, &"a@x/1".parse().unwrap(), "b", &msg, &mut |to: &FullJid, b: Bytes| {
-            sent.push((to.to_string(), String::from_utf8_lossy(&b).into_owned()))
-        })
+        private(
+            &room,
+            &"a@x/1".parse().unwrap(),
+            "b",
+            &msg,
+            &mut |to: &FullJid, b: Bytes| {
+                sent.push((to.to_string(), String::from_utf8_lossy(&b).into_owned()))
+            },
+        )
         .unwrap();
         assert_eq!(sent[0].0, "b@x/1");
         assert!(sent[0].1.contains("from='room@conf.x/a'") && sent[0].1.contains(ns::MUC_USER));
-        let err = private(&room, &"a@x/1".parse().unwrap(), "nobody", &msg, &mut |_: &FullJid, _: Bytes| {}).unwrap_err();
+        let err = private(
+            &room,
+            &"a@x/1".parse().unwrap(),
+            "nobody",
+            &msg,
+            &mut |_: &FullJid, _: Bytes| {},
+        )
+        .unwrap_err();
         assert_eq!(err.condition, "item-not-found");
     }
 }

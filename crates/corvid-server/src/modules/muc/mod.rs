@@ -36,10 +36,10 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use corvid_proto::{ns, BareJid, FullJid, Iq, IqType, Jid, StanzaError, StanzaKind};
+use corvid_proto::{BareJid, FullJid, Iq, IqType, Jid, StanzaError, StanzaKind, ns};
 use corvid_xml::Element;
-use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 
 use crate::config::Config;
 use crate::module::{Ctx, Module, SessionEvent};
@@ -104,7 +104,10 @@ fn deliver(server: &Server) -> impl FnMut(&FullJid, Bytes) + '_ {
 }
 
 fn caps(config: &Config) -> Caps {
-    Caps { max_history: config.muc.max_history, max_occupants: config.muc.max_occupants }
+    Caps {
+        max_history: config.muc.max_history,
+        max_occupants: config.muc.max_occupants,
+    }
 }
 
 async fn bounce(ctx: &Ctx, stanza: &Element, err: StanzaError) {
@@ -114,35 +117,55 @@ async fn bounce(ctx: &Ctx, stanza: &Element, err: StanzaError) {
 impl Muc {
     async fn dispatch(&self, ctx: &Ctx, stanza: Element) {
         self.loaded.get_or_init(|| self.load(ctx)).await;
-        let Some(kind) = StanzaKind::of(&stanza, ns::CLIENT) else { return };
+        let Some(kind) = StanzaKind::of(&stanza, ns::CLIENT) else {
+            return;
+        };
         // Occupants are sessions: the stream layer stamped a full JID.
         let Some(Ok(from)) = stanza.attr("from").map(FullJid::new) else {
             return bounce(ctx, &stanza, StanzaError::not_acceptable()).await;
         };
-        let Some(Ok(to)) = stanza.attr("to").map(Jid::new) else { return };
+        let Some(Ok(to)) = stanza.attr("to").map(Jid::new) else {
+            return;
+        };
         let room_jid = to.bare();
         match (room_jid.node(), to.resource(), kind) {
             (None, _, StanzaKind::Iq) => self.service_iq(ctx, &stanza, from, to).await,
-            (None, _, StanzaKind::Message) => bounce(ctx, &stanza, StanzaError::service_unavailable()).await,
+            (None, _, StanzaKind::Message) => {
+                bounce(ctx, &stanza, StanzaError::service_unavailable()).await
+            }
             (None, _, StanzaKind::Presence) => {}
             (Some(node), _, _) if node.as_str().len() > MAX_ROOM_NAME_BYTES => {
-                bounce(ctx, &stanza, StanzaError::not_acceptable().with_text("room name too long")).await
+                bounce(
+                    ctx,
+                    &stanza,
+                    StanzaError::not_acceptable().with_text("room name too long"),
+                )
+                .await
             }
             // §7.2.1: entering needs a nick.
             (Some(_), None, StanzaKind::Presence) => {
                 if stanza.attr("type").is_none() {
-                    bounce(ctx, &stanza, StanzaError::jid_malformed().with_text("a nick is required")).await
+                    bounce(
+                        ctx,
+                        &stanza,
+                        StanzaError::jid_malformed().with_text("a nick is required"),
+                    )
+                    .await
                 }
             }
-            (Some(_), None, StanzaKind::Message) => self.room_message(ctx, &stanza, from, room_jid).await,
+            (Some(_), None, StanzaKind::Message) => {
+                self.room_message(ctx, &stanza, from, room_jid).await
+            }
             (Some(_), None, StanzaKind::Iq) => self.room_iq(ctx, &stanza, from, to).await,
             (Some(_), Some(nick), StanzaKind::Presence) => {
                 let nick = nick.as_str().to_string();
-                self.occupant_presence(ctx, &stanza, from, room_jid, nick).await
+                self.occupant_presence(ctx, &stanza, from, room_jid, nick)
+                    .await
             }
             (Some(_), Some(nick), StanzaKind::Message) => {
                 let nick = nick.as_str().to_string();
-                self.private_message(ctx, &stanza, from, room_jid, &nick).await
+                self.private_message(ctx, &stanza, from, room_jid, &nick)
+                    .await
             }
             (Some(_), Some(_), StanzaKind::Iq) => self.occupant_iq(ctx, &stanza, from, to).await,
         }
@@ -150,7 +173,9 @@ impl Muc {
 
     /// Loads the persistent rooms of the service.
     async fn load(&self, ctx: &Ctx) {
-        let _ = self.occupant_id_secret.set(occupant_id::load_secret(&ctx.server.config.data_dir).await);
+        let _ = self
+            .occupant_id_secret
+            .set(occupant_id::load_secret(&ctx.server.config.data_dir).await);
         let service = ctx.server.config.muc_domain();
         let stored = match ctx.server.store.muc_rooms(&service).await {
             Ok(rooms) => rooms,
@@ -162,7 +187,8 @@ impl Muc {
                 continue;
             };
             *self.created_by.entry(room.creator.clone()).or_insert(0) += 1;
-            self.rooms.insert(room.jid.clone(), Arc::new(Mutex::new(room)));
+            self.rooms
+                .insert(room.jid.clone(), Arc::new(Mutex::new(room)));
         }
         tracing::info!(rooms = stored.len(), %service, "muc: persistent rooms loaded");
     }
@@ -184,7 +210,10 @@ impl Muc {
             Some(snapshot) => ctx.server.store.save_muc_room(&snapshot).await,
             None => {
                 let name = jid.node().map(|n| n.as_str()).unwrap_or_default();
-                ctx.server.store.delete_muc_room(jid.domain().as_str(), name).await
+                ctx.server
+                    .store
+                    .delete_muc_room(jid.domain().as_str(), name)
+                    .await
             }
         };
         if let Err(e) = result {
@@ -197,24 +226,37 @@ impl Muc {
     }
 
     /// The room, created (locked, §10.1.1) for `creator` when it does not exist yet.
-    fn room_or_create(&self, ctx: &Ctx, jid: &BareJid, creator: &BareJid) -> Result<(RoomRef, bool), StanzaError> {
+    fn room_or_create(
+        &self,
+        ctx: &Ctx,
+        jid: &BareJid,
+        creator: &BareJid,
+    ) -> Result<(RoomRef, bool), StanzaError> {
         let config = &ctx.server.config.muc;
         if let Some(room) = self.room(jid) {
             return Ok((room, false));
         }
         if self.rooms.len() >= config.max_rooms {
-            return Err(StanzaError::resource_constraint().with_text("too many rooms on this service"));
+            return Err(
+                StanzaError::resource_constraint().with_text("too many rooms on this service")
+            );
         }
         match self.rooms.entry(jid.clone()) {
             Entry::Occupied(e) => Ok((e.get().clone(), false)),
             Entry::Vacant(e) => {
                 let mut count = self.created_by.entry(creator.clone()).or_insert(0);
                 if *count >= config.max_rooms_per_user {
-                    return Err(StanzaError::not_allowed().with_text("you have created too many rooms"));
+                    return Err(
+                        StanzaError::not_allowed().with_text("you have created too many rooms")
+                    );
                 }
                 *count += 1;
                 drop(count);
-                let room = Room::new(jid.clone(), creator.clone(), RoomConfig::new(caps(&ctx.server.config)));
+                let room = Room::new(
+                    jid.clone(),
+                    creator.clone(),
+                    RoomConfig::new(caps(&ctx.server.config)),
+                );
                 let room = Arc::new(Mutex::new(room));
                 e.insert(room.clone());
                 Ok((room, true))
@@ -236,7 +278,11 @@ impl Muc {
 
     /// Forgets a destroyed room (unless it was replaced meanwhile).
     fn remove_room(&self, jid: &BareJid, room: &RoomRef, creator: &BareJid) {
-        if self.rooms.remove_if(jid, |_, r| Arc::ptr_eq(r, room)).is_some() {
+        if self
+            .rooms
+            .remove_if(jid, |_, r| Arc::ptr_eq(r, room))
+            .is_some()
+        {
             self.created_by.remove_if_mut(creator, |_, n| {
                 *n = n.saturating_sub(1);
                 *n == 0
@@ -245,7 +291,14 @@ impl Muc {
     }
 
     /// Presence to `room@service/nick` (§7.2, §7.3, §7.6, §7.14).
-    async fn occupant_presence(&self, ctx: &Ctx, stanza: &Element, from: FullJid, room_jid: BareJid, nick: String) {
+    async fn occupant_presence(
+        &self,
+        ctx: &Ctx,
+        stanza: &Element,
+        from: FullJid,
+        room_jid: BareJid,
+        nick: String,
+    ) {
         match stanza.attr("type") {
             None => {
                 if let Err(err) = self.available(ctx, stanza, &from, &room_jid, nick) {
@@ -258,7 +311,14 @@ impl Muc {
         }
     }
 
-    fn available(&self, ctx: &Ctx, stanza: &Element, from: &FullJid, room_jid: &BareJid, nick: String) -> Result<(), StanzaError> {
+    fn available(
+        &self,
+        ctx: &Ctx,
+        stanza: &Element,
+        from: &FullJid,
+        room_jid: &BareJid,
+        nick: String,
+    ) -> Result<(), StanzaError> {
         occupant::validate_nick(&nick)?;
         let server = &ctx.server;
         let payload = occupant::checked_payload(stanza)?;
@@ -279,22 +339,43 @@ impl Muc {
                     }
                     (true, Some(x)) => {
                         let history = history::Request::parse(Some(x));
-                        occupant::rejoin(&mut room, &nick, payload, &history, SystemTime::now(), &mut out);
+                        occupant::rejoin(
+                            &mut room,
+                            &nick,
+                            payload,
+                            &history,
+                            SystemTime::now(),
+                            &mut out,
+                        );
                         Ok(())
                     }
-                    (false, _) => occupant::change_nick(&mut room, &current, nick, payload, &mut out),
+                    (false, _) => {
+                        occupant::change_nick(&mut room, &current, nick, payload, &mut out)
+                    }
                 };
             }
             let join = Join {
                 nick,
                 jid: from.clone(),
                 presence: payload,
-                password: join_el.and_then(|x| x.get_child("password", ns::MUC)).map(Element::text),
+                password: join_el
+                    .and_then(|x| x.get_child("password", ns::MUC))
+                    .map(Element::text),
                 history: history::Request::parse(join_el),
                 created,
-                occupant_id: occupant_id::of(self.occupant_id_secret.get().unwrap_or(&[0; 32]), room_jid, &from.bare()),
+                occupant_id: occupant_id::of(
+                    self.occupant_id_secret.get().unwrap_or(&[0; 32]),
+                    room_jid,
+                    &from.bare(),
+                ),
             };
-            let result = occupant::enter(&mut room, join, server.config.muc.max_occupants, SystemTime::now(), &mut out);
+            let result = occupant::enter(
+                &mut room,
+                join,
+                server.config.muc.max_occupants,
+                SystemTime::now(),
+                &mut out,
+            );
             if result.is_err() && created {
                 room.destroyed = true;
                 let creator = room.creator.clone();
@@ -315,9 +396,13 @@ impl Muc {
     /// §7.14: `from` leaves the room (whatever nick it addressed); an empty temporary
     /// room is destroyed.
     fn leave(&self, ctx: &Ctx, room_jid: &BareJid, from: &FullJid, stanza: Option<&Element>) {
-        let Some(room_ref) = self.room(room_jid) else { return };
+        let Some(room_ref) = self.room(room_jid) else {
+            return;
+        };
         let mut room = lock(&room_ref);
-        let Some(nick) = room.occupant_by_jid(from).map(|o| o.nick.clone()) else { return };
+        let Some(nick) = room.occupant_by_jid(from).map(|o| o.nick.clone()) else {
+            return;
+        };
         let status = stanza.filter(|s| s.attr("type") == Some("unavailable"));
         occupant::leave(&mut room, &nick, status, &mut deliver(&ctx.server));
         self.forget_if_abandoned(room, &room_ref);
@@ -330,7 +415,9 @@ impl Muc {
     /// A closed session leaves every room it was in (§7.14; usually the presence module
     /// already did so with the unavailable presence it sends at logout).
     fn leave_all(&self, ctx: &Ctx, jid: &FullJid) {
-        let Some((_, rooms)) = self.joined.remove(jid) else { return };
+        let Some((_, rooms)) = self.joined.remove(jid) else {
+            return;
+        };
         for room_jid in rooms {
             self.leave(ctx, &room_jid, jid, None);
         }
@@ -346,13 +433,28 @@ impl Muc {
             Some("error") => return,
             Some("groupchat") => {
                 let mut room = lock(&room_ref);
-                message::groupchat(&mut room, &from, stanza, SystemTime::now(), &mut deliver(&ctx.server)).map(|_| Vec::new())
+                message::groupchat(
+                    &mut room,
+                    &from,
+                    stanza,
+                    SystemTime::now(),
+                    &mut deliver(&ctx.server),
+                )
+                .map(|_| Vec::new())
             }
-            _ => match (stanza.get_child("x", ns::MUC_USER), voice::request_form(stanza)) {
-                (Some(x), _) if x.has_child("invite", ns::MUC_USER) => message::invitations(&mut lock(&room_ref), &from, x),
-                (Some(x), _) if x.has_child("decline", ns::MUC_USER) => Ok(decline(&room_jid, &from, x).into_iter().collect()),
+            _ => match (
+                stanza.get_child("x", ns::MUC_USER),
+                voice::request_form(stanza),
+            ) {
+                (Some(x), _) if x.has_child("invite", ns::MUC_USER) => {
+                    message::invitations(&mut lock(&room_ref), &from, x)
+                }
+                (Some(x), _) if x.has_child("decline", ns::MUC_USER) => {
+                    Ok(decline(&room_jid, &from, x).into_iter().collect())
+                }
                 (_, Some(form)) => {
-                    voice::handle(&mut lock(&room_ref), &from, form, &mut deliver(&ctx.server)).map(|_| Vec::new())
+                    voice::handle(&mut lock(&room_ref), &from, form, &mut deliver(&ctx.server))
+                        .map(|_| Vec::new())
                 }
                 _ => Err(StanzaError::bad_request()),
             },
@@ -372,14 +474,27 @@ impl Muc {
     }
 
     /// §7.5: a private message to an occupant.
-    async fn private_message(&self, ctx: &Ctx, stanza: &Element, from: FullJid, room_jid: BareJid, nick: &str) {
+    async fn private_message(
+        &self,
+        ctx: &Ctx,
+        stanza: &Element,
+        from: FullJid,
+        room_jid: BareJid,
+        nick: &str,
+    ) {
         if stanza.attr("type") == Some("error") {
             return;
         }
         let Some(room_ref) = self.room(&room_jid) else {
             return bounce(ctx, stanza, StanzaError::item_not_found()).await;
         };
-        let result = message::private(&lock(&room_ref), &from, nick, stanza, &mut deliver(&ctx.server));
+        let result = message::private(
+            &lock(&room_ref),
+            &from,
+            nick,
+            stanza,
+            &mut deliver(&ctx.server),
+        );
         if let Err(err) = result {
             bounce(ctx, stanza, err).await;
         }
@@ -391,7 +506,9 @@ impl Muc {
         let nick = to.resource().map(|r| r.as_str()).unwrap_or_default();
         let mut out = deliver(&ctx.server);
         let result = match (IqType::parse(stanza.attr("type")), self.room(&to.bare())) {
-            (Some(IqType::Result | IqType::Error), _) => return self.iqs.answer(&from, stanza, &mut out),
+            (Some(IqType::Result | IqType::Error), _) => {
+                return self.iqs.answer(&from, stanza, &mut out);
+            }
             (None, _) => return,
             (Some(_), None) => Err(StanzaError::item_not_found()),
             (Some(_), Some(room_ref)) => {
@@ -400,7 +517,9 @@ impl Muc {
                 if is_self && stanza.has_child("ping", ns::PING) {
                     Ok(true)
                 } else {
-                    self.iqs.request(&room, &from, nick, stanza, &mut out).map(|_| false)
+                    self.iqs
+                        .request(&room, &from, nick, stanza, &mut out)
+                        .map(|_| false)
                 }
             }
         };
@@ -439,7 +558,13 @@ impl Muc {
         ctx.route(reply).await;
     }
 
-    fn room_iq_locked(&self, ctx: &Ctx, iq: &Iq, from: &FullJid, room_ref: &RoomRef) -> Result<Option<Element>, StanzaError> {
+    fn room_iq_locked(
+        &self,
+        ctx: &Ctx,
+        iq: &Iq,
+        from: &FullJid,
+        room_ref: &RoomRef,
+    ) -> Result<Option<Element>, StanzaError> {
         let mut room = lock(room_ref);
         let owner = room.affiliation(&from.bare()) == room::Affiliation::Owner;
         if room.destroyed || (room.locked && !owner) {
@@ -447,22 +572,28 @@ impl Muc {
         }
         let mut out = deliver(&ctx.server);
         match (iq.payload.ns(), iq.kind) {
-            (ns::DISCO_INFO, IqType::Get) => disco::check_query(&iq.payload).map(|_| Some(disco::room_info(&room))),
-            (ns::DISCO_ITEMS, IqType::Get) => disco::check_query(&iq.payload).map(|_| Some(disco::room_items())),
+            (ns::DISCO_INFO, IqType::Get) => {
+                disco::check_query(&iq.payload).map(|_| Some(disco::room_info(&room)))
+            }
+            (ns::DISCO_ITEMS, IqType::Get) => {
+                disco::check_query(&iq.payload).map(|_| Some(disco::room_items()))
+            }
             (ns::PING, IqType::Get) => Ok(None),
             (ns::MUC_ADMIN, _) => {
                 let result = admin::handle(&mut room, iq, &mut out)?;
                 self.forget_if_abandoned(room, room_ref);
                 Ok(result)
             }
-            (ns::MUC_OWNER, _) => match owner::handle(&mut room, iq, caps(&ctx.server.config), &mut out)? {
-                owner::Outcome::Done(payload) => Ok(payload),
-                // A room made temporary while empty is gone at once (§10.2 persistentroom).
-                owner::Outcome::Configured | owner::Outcome::Destroyed => {
-                    self.forget_if_abandoned(room, room_ref);
-                    Ok(None)
+            (ns::MUC_OWNER, _) => {
+                match owner::handle(&mut room, iq, caps(&ctx.server.config), &mut out)? {
+                    owner::Outcome::Done(payload) => Ok(payload),
+                    // A room made temporary while empty is gone at once (§10.2 persistentroom).
+                    owner::Outcome::Configured | owner::Outcome::Destroyed => {
+                        self.forget_if_abandoned(room, room_ref);
+                        Ok(None)
+                    }
                 }
-            },
+            }
             _ => Err(StanzaError::service_unavailable()),
         }
     }
@@ -476,8 +607,12 @@ impl Muc {
             return;
         };
         let result = match (iq.payload.ns(), iq.kind) {
-            (ns::DISCO_INFO, IqType::Get) => disco::check_query(&iq.payload).map(|_| Some(disco::service_info())),
-            (ns::DISCO_ITEMS, IqType::Get) => disco::check_query(&iq.payload).map(|_| Some(self.public_rooms())),
+            (ns::DISCO_INFO, IqType::Get) => {
+                disco::check_query(&iq.payload).map(|_| Some(disco::service_info()))
+            }
+            (ns::DISCO_ITEMS, IqType::Get) => {
+                disco::check_query(&iq.payload).map(|_| Some(self.public_rooms()))
+            }
             (ns::PING, IqType::Get) => Ok(None),
             _ => Err(StanzaError::service_unavailable()),
         };
@@ -491,7 +626,10 @@ impl Muc {
     /// §6.3: the public, unlocked rooms, by JID.
     fn public_rooms(&self) -> Element {
         let rooms: Vec<RoomRef> = self.rooms.iter().map(|e| e.value().clone()).collect();
-        let mut items: Vec<Element> = rooms.iter().filter_map(|r| disco::service_item(&lock(r))).collect();
+        let mut items: Vec<Element> = rooms
+            .iter()
+            .filter_map(|r| disco::service_item(&lock(r)))
+            .collect();
         items.sort_by(|a, b| a.attr("jid").cmp(&b.attr("jid")));
         let mut query = Element::new("query", ns::DISCO_ITEMS);
         for item in items {

@@ -6,7 +6,7 @@
 use corvid_proto::Bare;
 use std::time::SystemTime;
 
-use corvid_proto::{ns, ErrorType, FullJid, StanzaError};
+use corvid_proto::{ErrorType, FullJid, StanzaError, ns};
 use corvid_xml::Element;
 
 use super::history::{self, Request};
@@ -63,7 +63,10 @@ pub fn presence_payload(presence: &Element) -> Element {
     }
     for child in presence.children() {
         // XEP-0421 §4: an occupant-id is the room's to give, never the client's.
-        if !child.is("x", ns::MUC) && !child.is("x", ns::MUC_USER) && !child.is("occupant-id", ns::OCCUPANT_ID) {
+        if !child.is("x", ns::MUC)
+            && !child.is("x", ns::MUC_USER)
+            && !child.is("occupant-id", ns::OCCUPANT_ID)
+        {
             payload.append_child(child.clone());
         }
     }
@@ -71,12 +74,19 @@ pub fn presence_payload(presence: &Element) -> Element {
 }
 
 /// §7.2: enters `join.jid` into the room, or says why not.
-pub fn enter(room: &mut Room, join: Join, service_max: usize, now: SystemTime, out: &mut Out) -> Result<(), StanzaError> {
+pub fn enter(
+    room: &mut Room,
+    join: Join,
+    service_max: usize,
+    now: SystemTime,
+    out: &mut Out,
+) -> Result<(), StanzaError> {
     let user = join.jid.bare();
     let affiliation = room.affiliation(&user);
     // §10.1.2: until the owner configures it, the room does not exist for anyone else.
     if room.locked && affiliation != Affiliation::Owner {
-        return Err(StanzaError::item_not_found().with_text("the room is locked until its owner configures it"));
+        return Err(StanzaError::item_not_found()
+            .with_text("the room is locked until its owner configures it"));
     }
     // §7.2.7
     if affiliation == Affiliation::Outcast {
@@ -100,7 +110,10 @@ pub fn enter(room: &mut Room, join: Join, service_max: usize, now: SystemTime, o
     // §7.2.10: full (wait/service-unavailable), except for its admins and owners.
     let max = room.config.max_users.min(service_max);
     if room.occupant_count() >= max && affiliation < Affiliation::Admin {
-        let full = StanzaError { kind: ErrorType::Wait, ..StanzaError::service_unavailable() };
+        let full = StanzaError {
+            kind: ErrorType::Wait,
+            ..StanzaError::service_unavailable()
+        };
         return Err(full.with_text("the room is full"));
     }
 
@@ -121,8 +134,17 @@ pub fn enter(room: &mut Room, join: Join, service_max: usize, now: SystemTime, o
 
 /// A join presence from someone already in the room under that nick (a client that lost
 /// track of its state): the entering sequence again for it, a presence update for the others.
-pub fn rejoin(room: &mut Room, nick: &str, presence: Element, history: &Request, now: SystemTime, out: &mut Out) {
-    let Some(occupant) = room.occupant_mut(nick) else { return };
+pub fn rejoin(
+    room: &mut Room,
+    nick: &str,
+    presence: Element,
+    history: &Request,
+    now: SystemTime,
+    out: &mut Out,
+) {
+    let Some(occupant) = room.occupant_mut(nick) else {
+        return;
+    };
     occupant.presence = presence;
     let occupant = occupant.clone();
     send_others(room, &occupant, out);
@@ -142,7 +164,14 @@ fn send_others(room: &Room, occupant: &Occupant, out: &mut Out) {
 
 /// §7.2.2 self-presence (110; §7.2.4 100 when non-anonymous; §10.1.1 201 when created),
 /// §7.2.15 history, then §7.2.16 the subject.
-fn send_own_state(room: &Room, occupant: &Occupant, created: bool, history: &Request, now: SystemTime, out: &mut Out) {
+fn send_own_state(
+    room: &Room,
+    occupant: &Occupant,
+    created: bool,
+    history: &Request,
+    now: SystemTime,
+    out: &mut Out,
+) {
     let mut codes = Vec::new();
     if room.config.whois_anyone {
         codes.push(100);
@@ -163,7 +192,9 @@ fn send_own_state(room: &Room, occupant: &Occupant, created: bool, history: &Req
 
 /// §7.3 (in effect §7.7.2): an occupant's new presence (show, status) goes to everyone.
 pub fn update_presence(room: &mut Room, nick: &str, presence: Element, out: &mut Out) {
-    let Some(occupant) = room.occupant_mut(nick) else { return };
+    let Some(occupant) = room.occupant_mut(nick) else {
+        return;
+    };
     occupant.presence = presence;
     let occupant = occupant.clone();
     room.broadcast_presence(&occupant, &Note::default(), out);
@@ -172,12 +203,25 @@ pub fn update_presence(room: &mut Room, nick: &str, presence: Element, out: &mut
 
 /// §7.6: unavailable from the old nick with 303 and the new nick, then available from
 /// the new one.
-pub fn change_nick(room: &mut Room, old: &str, new: String, presence: Element, out: &mut Out) -> Result<(), StanzaError> {
+pub fn change_nick(
+    room: &mut Room,
+    old: &str,
+    new: String,
+    presence: Element,
+    out: &mut Out,
+) -> Result<(), StanzaError> {
     if room.occupant(&new).is_some() {
         return Err(StanzaError::conflict().with_text("that nick is in use"));
     }
-    let Some(mut occupant) = room.remove_occupant(old) else { return Err(StanzaError::not_acceptable()) };
-    let note = Note { unavailable: true, codes: vec![303], new_nick: Some(new.clone()), ..Note::default() };
+    let Some(mut occupant) = room.remove_occupant(old) else {
+        return Err(StanzaError::not_acceptable());
+    };
+    let note = Note {
+        unavailable: true,
+        codes: vec![303],
+        new_nick: Some(new.clone()),
+        ..Note::default()
+    };
     // The leaving presence goes to everyone still in, the occupant itself included.
     room.broadcast_presence(&occupant, &note, out);
     room.send_self_presence(&occupant, &note, &[], out);
@@ -195,7 +239,11 @@ pub fn leave(room: &mut Room, nick: &str, presence: Option<&Element>, out: &mut 
     if let (Some(occupant), Some(presence)) = (room.occupant_mut(nick), presence) {
         occupant.presence = presence_payload(presence);
     }
-    let note = Note { unavailable: true, keep_status: presence.is_some(), ..Note::default() };
+    let note = Note {
+        unavailable: true,
+        keep_status: presence.is_some(),
+        ..Note::default()
+    };
     room.remove_with_notice(nick, &note, out);
 }
 
@@ -206,18 +254,29 @@ mod tests {
     use crate::modules::muc::testing::join;
     use bytes::Bytes;
 
-    const CAPS: Caps = Caps { max_history: 20, max_occupants: 3 };
+    const CAPS: Caps = Caps {
+        max_history: 20,
+        max_occupants: 3,
+    };
 
     fn room() -> Room {
-        let mut room = Room::new("room@conf.x".parse().unwrap(), "owner@x".parse().unwrap(), RoomConfig::new(CAPS));
+        let mut room = Room::new(
+            "room@conf.x".parse().unwrap(),
+            "owner@x".parse().unwrap(),
+            RoomConfig::new(CAPS),
+        );
         room.locked = false;
         room
     }
 
-
-    fn enter_collecting(room: &mut Room, j: Join) -> (Result<(), StanzaError>, Vec<(String, String)>) {
+    fn enter_collecting(
+        room: &mut Room,
+        j: Join,
+    ) -> (Result<(), StanzaError>, Vec<(String, String)>) {
         let mut sent = Vec::new();
-        let mut out = |to: &FullJid, b: Bytes| sent.push((to.to_string(), String::from_utf8_lossy(&b).into_owned()));
+        let mut out = |to: &FullJid, b: Bytes| {
+            sent.push((to.to_string(), String::from_utf8_lossy(&b).into_owned()))
+        };
         let result = enter(room, j, 100, SystemTime::now(), &mut out);
         (result, sent)
     }
@@ -226,41 +285,88 @@ mod tests {
     fn nick_validation() {
         assert!(validate_nick("alice").is_ok());
         assert_eq!(validate_nick(" ").unwrap_err().condition, "jid-malformed");
-        assert_eq!(validate_nick(&"n".repeat(MAX_NICK_CHARS + 1)).unwrap_err().condition, "not-acceptable");
+        assert_eq!(
+            validate_nick(&"n".repeat(MAX_NICK_CHARS + 1))
+                .unwrap_err()
+                .condition,
+            "not-acceptable"
+        );
     }
 
     #[test]
     fn oversized_presence_payloads_are_refused() {
-        let small = Element::new("presence", ns::CLIENT).with_child(Element::new("status", ns::CLIENT).with_text("hi"));
+        let small = Element::new("presence", ns::CLIENT)
+            .with_child(Element::new("status", ns::CLIENT).with_text("hi"));
         assert!(checked_payload(&small).is_ok());
-        let big = Element::new("presence", ns::CLIENT)
-            .with_child(Element::new("status", ns::CLIENT).with_text("x".repeat(MAX_PRESENCE_BYTES)));
-        assert_eq!(checked_payload(&big).unwrap_err().condition, "not-acceptable");
+        let big = Element::new("presence", ns::CLIENT).with_child(
+            Element::new("status", ns::CLIENT).with_text("x".repeat(MAX_PRESENCE_BYTES)),
+        );
+        assert_eq!(
+            checked_payload(&big).unwrap_err().condition,
+            "not-acceptable"
+        );
     }
 
     #[test]
     fn entry_conditions_in_order() {
         let mut r = room();
         r.locked = true;
-        assert_eq!(enter_collecting(&mut r, join("a", "a@x/1")).0.unwrap_err().condition, "item-not-found");
+        assert_eq!(
+            enter_collecting(&mut r, join("a", "a@x/1"))
+                .0
+                .unwrap_err()
+                .condition,
+            "item-not-found"
+        );
         r.locked = false;
         r.set_affiliation_of("bad@x".parse().unwrap(), Affiliation::Outcast);
-        assert_eq!(enter_collecting(&mut r, join("b", "bad@x/1")).0.unwrap_err().condition, "forbidden");
+        assert_eq!(
+            enter_collecting(&mut r, join("b", "bad@x/1"))
+                .0
+                .unwrap_err()
+                .condition,
+            "forbidden"
+        );
         assert!(enter_collecting(&mut r, join("a", "a@x/1")).0.is_ok());
-        assert_eq!(enter_collecting(&mut r, join("a", "c@x/1")).0.unwrap_err().condition, "conflict");
+        assert_eq!(
+            enter_collecting(&mut r, join("a", "c@x/1"))
+                .0
+                .unwrap_err()
+                .condition,
+            "conflict"
+        );
         r.config.password = Some("pw".into());
-        assert_eq!(enter_collecting(&mut r, join("c", "c@x/1")).0.unwrap_err().condition, "not-authorized");
+        assert_eq!(
+            enter_collecting(&mut r, join("c", "c@x/1"))
+                .0
+                .unwrap_err()
+                .condition,
+            "not-authorized"
+        );
         let mut with_pw = join("c", "c@x/1");
         with_pw.password = Some("pw".into());
         assert!(enter_collecting(&mut r, with_pw).0.is_ok());
         r.config.password = None;
         assert!(enter_collecting(&mut r, join("d", "d@x/1")).0.is_ok());
         let full = enter_collecting(&mut r, join("e", "e@x/1")).0.unwrap_err();
-        assert_eq!((full.kind, full.condition), (ErrorType::Wait, "service-unavailable"));
+        assert_eq!(
+            (full.kind, full.condition),
+            (ErrorType::Wait, "service-unavailable")
+        );
         // Owners may enter a full room.
-        assert!(enter_collecting(&mut r, join("boss", "owner@x/1")).0.is_ok());
+        assert!(
+            enter_collecting(&mut r, join("boss", "owner@x/1"))
+                .0
+                .is_ok()
+        );
         r.config.members_only = true;
-        assert_eq!(enter_collecting(&mut r, join("f", "f@x/1")).0.unwrap_err().condition, "registration-required");
+        assert_eq!(
+            enter_collecting(&mut r, join("f", "f@x/1"))
+                .0
+                .unwrap_err()
+                .condition,
+            "registration-required"
+        );
     }
 
     #[test]
@@ -269,7 +375,11 @@ mod tests {
         enter_collecting(&mut r, join("a", "a@x/1")).0.unwrap();
         let (result, sent) = enter_collecting(&mut r, join("b", "b@x/1"));
         result.unwrap();
-        let to_b: Vec<_> = sent.iter().filter(|(to, _)| to == "b@x/1").map(|(_, s)| s.as_str()).collect();
+        let to_b: Vec<_> = sent
+            .iter()
+            .filter(|(to, _)| to == "b@x/1")
+            .map(|(_, s)| s.as_str())
+            .collect();
         assert_eq!(to_b.len(), 3, "{to_b:?}");
         assert!(to_b[0].contains("from='room@conf.x/a'"));
         assert!(to_b[1].contains("from='room@conf.x/b'") && to_b[1].contains("code='110'"));

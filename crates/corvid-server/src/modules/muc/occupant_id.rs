@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use corvid_proto::{ns, BareJid};
+use corvid_proto::{BareJid, ns};
 use corvid_xml::Element;
 use sha2::{Digest, Sha256};
 
@@ -59,7 +59,12 @@ fn read_or_create(path: &PathBuf) -> std::io::Result<Secret> {
             secret.copy_from_slice(&bytes);
             return Ok(secret);
         }
-        Ok(_) => return Err(std::io::Error::other(format!("{} is not 32 bytes", path.display()))),
+        Ok(_) => {
+            return Err(std::io::Error::other(format!(
+                "{} is not 32 bytes",
+                path.display()
+            )));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }

@@ -2,7 +2,7 @@
 //! new room, §10.1), and destroying a room (§10.9).
 
 use corvid_proto::Bare;
-use corvid_proto::{ns, Iq, IqType, StanzaError};
+use corvid_proto::{Iq, IqType, StanzaError, ns};
 use corvid_xml::Element;
 
 use super::room::{Affiliation, Note, Out, Room};
@@ -21,20 +21,28 @@ pub enum Outcome {
 
 /// Answers a `muc#owner` IQ.
 pub fn handle(room: &mut Room, iq: &Iq, caps: Caps, out: &mut Out) -> Result<Outcome, StanzaError> {
-    let from = iq.from.clone().try_into_full().map_err(|_| StanzaError::bad_request())?;
+    let from = iq
+        .from
+        .clone()
+        .try_into_full()
+        .map_err(|_| StanzaError::bad_request())?;
     // §10: owners only.
     if room.affiliation(&from.bare()) != Affiliation::Owner {
         return Err(StanzaError::forbidden());
     }
     if iq.kind == IqType::Get {
         // §10.2: the form with the current values.
-        return Ok(Outcome::Done(Some(Element::new("query", ns::MUC_OWNER).with_child(room.config.form()))));
+        return Ok(Outcome::Done(Some(
+            Element::new("query", ns::MUC_OWNER).with_child(room.config.form()),
+        )));
     }
     if let Some(destroy) = iq.payload.get_child("destroy", ns::MUC_OWNER) {
         destroy_room(room, destroy, out);
         return Ok(Outcome::Destroyed);
     }
-    let Some(form) = iq.payload.get_child("x", ns::DATA_FORMS) else { return Err(StanzaError::bad_request()) };
+    let Some(form) = iq.payload.get_child("x", ns::DATA_FORMS) else {
+        return Err(StanzaError::bad_request());
+    };
     if roomconfig::is_cancel(form) {
         // §10.1.3: cancelling the initial configuration destroys the new room.
         if room.locked {
@@ -76,9 +84,14 @@ fn remove_non_members(room: &mut Room, out: &mut Out) {
 
 /// §10.2.1: status 104 to every occupant, with 172/173 when anonymity changed.
 fn notify_config_change(room: &Room, anonymity_changed: bool, out: &mut Out) {
-    let mut x = Element::new("x", ns::MUC_USER).with_child(Element::new("status", ns::MUC_USER).with_attr("code", "104"));
+    let mut x = Element::new("x", ns::MUC_USER)
+        .with_child(Element::new("status", ns::MUC_USER).with_attr("code", "104"));
     if anonymity_changed {
-        let code = if room.config.whois_anyone { "172" } else { "173" };
+        let code = if room.config.whois_anyone {
+            "172"
+        } else {
+            "173"
+        };
         x.append_child(Element::new("status", ns::MUC_USER).with_attr("code", code));
     }
     let message = Element::new("message", ns::CLIENT)
@@ -92,7 +105,10 @@ fn notify_config_change(room: &Room, anonymity_changed: bool, out: &mut Out) {
 /// §10.9: every occupant gets unavailable with the `<destroy/>` (reason, alternate venue).
 pub fn destroy_room(room: &mut Room, request: &Element, out: &mut Out) {
     let mut destroy = Element::new("destroy", ns::MUC_USER);
-    if let Some(jid) = request.attr("jid").filter(|j| corvid_proto::BareJid::new(j).is_ok()) {
+    if let Some(jid) = request
+        .attr("jid")
+        .filter(|j| corvid_proto::BareJid::new(j).is_ok())
+    {
         destroy.set_attr("jid", jid);
     }
     for (name, limit) in [("reason", 1000), ("password", 256)] {
@@ -101,7 +117,10 @@ pub fn destroy_room(room: &mut Room, request: &Element, out: &mut Out) {
             destroy.append_child(Element::new(name, ns::MUC_USER).with_text(text));
         }
     }
-    let note = Note { destroy: Some(destroy), ..Note::unavailable(&[]) };
+    let note = Note {
+        destroy: Some(destroy),
+        ..Note::unavailable(&[])
+    };
     let nicks: Vec<String> = room.occupants().map(|o| o.nick.clone()).collect();
     for nick in nicks {
         if let Some(occupant) = room.remove_occupant(&nick) {
@@ -115,16 +134,23 @@ pub fn destroy_room(room: &mut Room, request: &Element, out: &mut Out) {
 mod tests {
     use super::*;
     use crate::modules::muc::history::Request;
-    use crate::modules::muc::occupant::{enter, Join};
+    use crate::modules::muc::occupant::{Join, enter};
     use crate::modules::muc::roomconfig::RoomConfig;
     use bytes::Bytes;
     use corvid_proto::{FullJid, Jid};
     use std::time::SystemTime;
 
-    const CAPS: Caps = Caps { max_history: 5, max_occupants: 10 };
+    const CAPS: Caps = Caps {
+        max_history: 5,
+        max_occupants: 10,
+    };
 
     fn room_with_owner_inside() -> Room {
-        let mut room = Room::new("room@conf.x".parse().unwrap(), "own@x".parse().unwrap(), RoomConfig::new(CAPS));
+        let mut room = Room::new(
+            "room@conf.x".parse().unwrap(),
+            "own@x".parse().unwrap(),
+            RoomConfig::new(CAPS),
+        );
         let join = Join {
             nick: "own".into(),
             jid: "own@x/1".parse().unwrap(),
@@ -134,21 +160,37 @@ mod tests {
             created: true,
             occupant_id: "id".into(),
         };
-        enter(&mut room, join, 10, SystemTime::now(), &mut |_: &FullJid, _: Bytes| {}).unwrap();
+        enter(
+            &mut room,
+            join,
+            10,
+            SystemTime::now(),
+            &mut |_: &FullJid, _: Bytes| {},
+        )
+        .unwrap();
         room
     }
 
     fn iq(from: &str, kind: IqType, payload: Element) -> Iq {
-        Iq { from: Jid::new(from).unwrap(), to: Jid::new("room@conf.x").unwrap(), id: "1".into(), kind, payload }
+        Iq {
+            from: Jid::new(from).unwrap(),
+            to: Jid::new("room@conf.x").unwrap(),
+            id: "1".into(),
+            kind,
+            payload,
+        }
     }
 
     fn form(kind: &str) -> Element {
-        Element::new("query", ns::MUC_OWNER).with_child(Element::new("x", ns::DATA_FORMS).with_attr("type", kind))
+        Element::new("query", ns::MUC_OWNER)
+            .with_child(Element::new("x", ns::DATA_FORMS).with_attr("type", kind))
     }
 
     fn sent_by(room: &mut Room, request: &Iq) -> (Result<Outcome, StanzaError>, Vec<String>) {
         let mut sent = Vec::new();
-        let result = handle(room, request, CAPS, &mut |_: &FullJid, b: Bytes| sent.push(String::from_utf8_lossy(&b).into_owned()));
+        let result = handle(room, request, CAPS, &mut |_: &FullJid, b: Bytes| {
+            sent.push(String::from_utf8_lossy(&b).into_owned())
+        });
         (result, sent)
     }
 
@@ -178,14 +220,23 @@ mod tests {
         let (result, sent) = sent_by(&mut room, &iq("own@x/1", IqType::Set, form("cancel")));
         assert_eq!(result, Ok(Outcome::Destroyed));
         assert!(room.destroyed && room.occupant_count() == 0);
-        assert!(sent[0].contains("type='unavailable'") && sent[0].contains("<destroy"), "{sent:?}");
+        assert!(
+            sent[0].contains("type='unavailable'") && sent[0].contains("<destroy"),
+            "{sent:?}"
+        );
     }
 
     #[test]
     fn only_owners_configure() {
         let mut room = room_with_owner_inside();
-        room.set_affiliation_of("adm@x".parse().unwrap(), crate::modules::muc::room::Affiliation::Admin);
-        let (result, _) = sent_by(&mut room, &iq("adm@x/1", IqType::Get, Element::new("query", ns::MUC_OWNER)));
+        room.set_affiliation_of(
+            "adm@x".parse().unwrap(),
+            crate::modules::muc::room::Affiliation::Admin,
+        );
+        let (result, _) = sent_by(
+            &mut room,
+            &iq("adm@x/1", IqType::Get, Element::new("query", ns::MUC_OWNER)),
+        );
         assert_eq!(result.unwrap_err().condition, "forbidden");
     }
 }

@@ -2,7 +2,7 @@
 //! room that goes to the store (configuration, subject, affiliations), and the room
 //! rebuilt from it after a restart — unlocked, empty, with no history.
 
-use corvid_proto::{ns, BareJid};
+use corvid_proto::{BareJid, ns};
 use corvid_store::StoredRoom;
 use corvid_xml::Element;
 
@@ -11,8 +11,11 @@ use super::roomconfig::{Caps, RoomConfig};
 
 /// What the store keeps of a room. The configuration is its own `muc#roomconfig` form.
 pub fn snapshot(room: &Room) -> StoredRoom {
-    let mut affiliations: Vec<(String, String)> =
-        room.affiliations.iter().map(|(jid, a)| (jid.to_string(), a.name().to_string())).collect();
+    let mut affiliations: Vec<(String, String)> = room
+        .affiliations
+        .iter()
+        .map(|(jid, a)| (jid.to_string(), a.name().to_string()))
+        .collect();
     affiliations.sort();
     StoredRoom {
         service: room.jid.domain().to_string(),
@@ -54,7 +57,10 @@ pub fn restore(stored: &StoredRoom, caps: Caps) -> Option<Room> {
 mod tests {
     use super::*;
 
-    const CAPS: Caps = Caps { max_history: 20, max_occupants: 100 };
+    const CAPS: Caps = Caps {
+        max_history: 20,
+        max_occupants: 100,
+    };
 
     #[test]
     fn a_room_round_trips_through_its_snapshot() {
@@ -64,10 +70,17 @@ mod tests {
         config.members_only = true;
         config.password = Some("sesame".into());
         config.max_users = 7;
-        let mut room = Room::new("balcony@conf.x".parse().unwrap(), "romeo@x".parse().unwrap(), config.clone());
+        let mut room = Room::new(
+            "balcony@conf.x".parse().unwrap(),
+            "romeo@x".parse().unwrap(),
+            config.clone(),
+        );
         room.set_affiliation_of("juliet@x".parse().unwrap(), Affiliation::Member);
         room.set_affiliation_of("tybalt@x".parse().unwrap(), Affiliation::Outcast);
-        room.subject = Subject { nick: Some("romeo".into()), text: "hello".into() };
+        room.subject = Subject {
+            nick: Some("romeo".into()),
+            text: "hello".into(),
+        };
         let back = restore(&snapshot(&room), CAPS).unwrap();
         assert_eq!(back.jid, room.jid);
         assert_eq!(back.config, config);
@@ -78,7 +91,13 @@ mod tests {
 
     #[test]
     fn garbage_rows_are_refused() {
-        let stored = StoredRoom { service: "conf.x".into(), name: "r".into(), creator: "a@x".into(), config: "<x".into(), ..Default::default() };
+        let stored = StoredRoom {
+            service: "conf.x".into(),
+            name: "r".into(),
+            creator: "a@x".into(),
+            config: "<x".into(),
+            ..Default::default()
+        };
         assert!(restore(&stored, CAPS).is_none());
     }
 }

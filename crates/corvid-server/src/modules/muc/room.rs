@@ -10,7 +10,7 @@ use corvid_proto::Bare;
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
-use corvid_proto::{ns, BareJid, FullJid};
+use corvid_proto::{BareJid, FullJid, ns};
 use corvid_xml::Element;
 
 use super::history::History;
@@ -153,7 +153,10 @@ impl Room {
     }
 
     pub fn affiliation(&self, user: &BareJid) -> Affiliation {
-        self.affiliations.get(user).copied().unwrap_or(Affiliation::None)
+        self.affiliations
+            .get(user)
+            .copied()
+            .unwrap_or(Affiliation::None)
     }
 
     pub fn set_affiliation_of(&mut self, user: BareJid, affiliation: Affiliation) {
@@ -165,7 +168,10 @@ impl Room {
     }
 
     pub fn owners(&self) -> usize {
-        self.affiliations.values().filter(|a| **a == Affiliation::Owner).count()
+        self.affiliations
+            .values()
+            .filter(|a| **a == Affiliation::Owner)
+            .count()
     }
 
     pub fn occupant(&self, nick: &str) -> Option<&Occupant> {
@@ -178,7 +184,9 @@ impl Room {
 
     /// The occupant a real full JID is in the room as.
     pub fn occupant_by_jid(&self, jid: &FullJid) -> Option<&Occupant> {
-        self.by_jid.get(jid).and_then(|nick| self.occupants.get(nick))
+        self.by_jid
+            .get(jid)
+            .and_then(|nick| self.occupants.get(nick))
     }
 
     pub fn occupants(&self) -> impl Iterator<Item = &Occupant> {
@@ -190,7 +198,8 @@ impl Room {
     }
 
     pub fn insert_occupant(&mut self, occupant: Occupant) {
-        self.by_jid.insert(occupant.jid.clone(), occupant.nick.clone());
+        self.by_jid
+            .insert(occupant.jid.clone(), occupant.nick.clone());
         self.occupants.insert(occupant.nick.clone(), occupant);
     }
 
@@ -202,7 +211,11 @@ impl Room {
 
     /// The occupants that are resources of `user`.
     pub fn nicks_of(&self, user: &BareJid) -> Vec<String> {
-        self.occupants.values().filter(|o| &o.jid.bare() == user).map(|o| o.nick.clone()).collect()
+        self.occupants
+            .values()
+            .filter(|o| &o.jid.bare() == user)
+            .map(|o| o.nick.clone())
+            .collect()
     }
 
     /// `room@service/nick`.
@@ -218,9 +231,19 @@ impl Room {
     /// An occupant's presence as the room shows it (§7.2.3): `from` the occupant's room
     /// JID, its own payload, and a muc#user `<item/>` with affiliation, role and, when
     /// `with_jid`, the real JID; then `codes` (§15.6 status codes).
-    pub fn presence_of(&self, occupant: &Occupant, note: &Note, with_jid: bool, codes: &[u16]) -> Element {
-        let mut presence = Element::new("presence", ns::CLIENT).with_attr("from", self.occupant_jid(&occupant.nick));
-        if let (Some(id), false) = (occupant.presence.attr("id"), note.unavailable && !note.keep_status) {
+    pub fn presence_of(
+        &self,
+        occupant: &Occupant,
+        note: &Note,
+        with_jid: bool,
+        codes: &[u16],
+    ) -> Element {
+        let mut presence = Element::new("presence", ns::CLIENT)
+            .with_attr("from", self.occupant_jid(&occupant.nick));
+        if let (Some(id), false) = (
+            occupant.presence.attr("id"),
+            note.unavailable && !note.keep_status,
+        ) {
             presence.set_attr("id", id);
         }
         if note.unavailable {
@@ -231,7 +254,11 @@ impl Room {
                 presence.append_child(child.clone());
             }
         }
-        let role = if note.unavailable { Role::None } else { occupant.role };
+        let role = if note.unavailable {
+            Role::None
+        } else {
+            occupant.role
+        };
         let mut item = Element::new("item", ns::MUC_USER)
             .with_attr("affiliation", self.affiliation(&occupant.jid.bare()).name())
             .with_attr("role", role.name());
@@ -242,7 +269,9 @@ impl Room {
             item.set_attr("nick", nick.as_str());
         }
         if let Some(actor) = &note.actor {
-            item.append_child(Element::new("actor", ns::MUC_USER).with_attr("nick", actor.as_str()));
+            item.append_child(
+                Element::new("actor", ns::MUC_USER).with_attr("nick", actor.as_str()),
+            );
         }
         if let Some(reason) = &note.reason {
             item.append_child(Element::new("reason", ns::MUC_USER).with_text(reason.as_str()));
@@ -253,7 +282,9 @@ impl Room {
             x.append_child(destroy.clone());
         }
         for code in note.codes.iter().chain(codes) {
-            x.append_child(Element::new("status", ns::MUC_USER).with_attr("code", code.to_string()));
+            x.append_child(
+                Element::new("status", ns::MUC_USER).with_attr("code", code.to_string()),
+            );
         }
         presence.append_child(x);
         presence
@@ -270,13 +301,22 @@ impl Room {
             }
             let shows = self.shows_jids_to(viewer);
             let slot = if shows { &mut with_jid } else { &mut plain };
-            let fan = slot.get_or_insert_with(|| self.presence_of(occupant, note, shows, &[]).fan_out(ns::CLIENT));
+            let fan = slot.get_or_insert_with(|| {
+                self.presence_of(occupant, note, shows, &[])
+                    .fan_out(ns::CLIENT)
+            });
             out(&viewer.jid, fan.to(viewer.jid.as_str()));
         }
     }
 
     /// Sends an occupant its own presence (§7.2.2: with status 110, and `self_codes`).
-    pub fn send_self_presence(&self, occupant: &Occupant, note: &Note, self_codes: &[u16], out: &mut Out) {
+    pub fn send_self_presence(
+        &self,
+        occupant: &Occupant,
+        note: &Note,
+        self_codes: &[u16],
+        out: &mut Out,
+    ) {
         let mut codes = vec![110];
         codes.extend_from_slice(self_codes);
         let mut presence = self.presence_of(occupant, note, true, &codes);
@@ -307,7 +347,12 @@ impl Room {
 
     /// Removes an occupant with a presence of type `unavailable` to everyone, itself
     /// included (§7.14 leaving, §8.2 kick, §9.1 ban: the codes tell which).
-    pub fn remove_with_notice(&mut self, nick: &str, note: &Note, out: &mut Out) -> Option<Occupant> {
+    pub fn remove_with_notice(
+        &mut self,
+        nick: &str,
+        note: &Note,
+        out: &mut Out,
+    ) -> Option<Occupant> {
         let occupant = self.remove_occupant(nick)?;
         self.broadcast_presence(&occupant, note, out);
         self.send_self_presence(&occupant, note, &[], out);
@@ -332,7 +377,11 @@ pub struct Note {
 
 impl Note {
     pub fn unavailable(codes: &[u16]) -> Note {
-        Note { unavailable: true, codes: codes.to_vec(), ..Note::default() }
+        Note {
+            unavailable: true,
+            codes: codes.to_vec(),
+            ..Note::default()
+        }
     }
 }
 
@@ -342,19 +391,39 @@ mod tests {
 
     #[test]
     fn default_roles_follow_affiliation_and_moderation() {
-        assert_eq!(Role::default_for(Affiliation::Owner, false), Role::Moderator);
+        assert_eq!(
+            Role::default_for(Affiliation::Owner, false),
+            Role::Moderator
+        );
         assert_eq!(Role::default_for(Affiliation::Admin, true), Role::Moderator);
-        assert_eq!(Role::default_for(Affiliation::Member, true), Role::Participant);
+        assert_eq!(
+            Role::default_for(Affiliation::Member, true),
+            Role::Participant
+        );
         assert_eq!(Role::default_for(Affiliation::None, true), Role::Visitor);
-        assert_eq!(Role::default_for(Affiliation::None, false), Role::Participant);
+        assert_eq!(
+            Role::default_for(Affiliation::None, false),
+            Role::Participant
+        );
     }
 
     #[test]
     fn names_round_trip() {
-        for a in [Affiliation::Outcast, Affiliation::None, Affiliation::Member, Affiliation::Admin, Affiliation::Owner] {
+        for a in [
+            Affiliation::Outcast,
+            Affiliation::None,
+            Affiliation::Member,
+            Affiliation::Admin,
+            Affiliation::Owner,
+        ] {
             assert_eq!(Affiliation::parse(a.name()), Some(a));
         }
-        for r in [Role::None, Role::Visitor, Role::Participant, Role::Moderator] {
+        for r in [
+            Role::None,
+            Role::Visitor,
+            Role::Participant,
+            Role::Moderator,
+        ] {
             assert_eq!(Role::parse(r.name()), Some(r));
         }
         assert_eq!(Affiliation::parse("king"), None);

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use corvid_proto::{ns, StanzaError};
+use corvid_proto::{StanzaError, ns};
 use corvid_xml::Element;
 
 /// Longest room name or description accepted, in characters.
@@ -63,17 +63,47 @@ impl RoomConfig {
         let mut x = Element::new("x", ns::DATA_FORMS).with_attr("type", "form");
         x.append_child(Element::new("title", ns::DATA_FORMS).with_text("Room configuration"));
         x.append_child(field("FORM_TYPE", "hidden", None, &[ns::MUC_ROOMCONFIG]));
-        x.append_child(field("muc#roomconfig_roomname", "text-single", Some("Name"), &[&self.name]));
-        x.append_child(field("muc#roomconfig_roomdesc", "text-multi", Some("Description"), &[&self.description]));
-        x.append_child(boolean("muc#roomconfig_persistentroom", "Keep the room when empty", self.persistent));
-        x.append_child(boolean("muc#roomconfig_publicroom", "List the room publicly", self.public));
-        x.append_child(boolean("muc#roomconfig_membersonly", "Members only", self.members_only));
-        x.append_child(boolean("muc#roomconfig_moderatedroom", "Moderated (visitors have no voice)", self.moderated));
+        x.append_child(field(
+            "muc#roomconfig_roomname",
+            "text-single",
+            Some("Name"),
+            &[&self.name],
+        ));
+        x.append_child(field(
+            "muc#roomconfig_roomdesc",
+            "text-multi",
+            Some("Description"),
+            &[&self.description],
+        ));
+        x.append_child(boolean(
+            "muc#roomconfig_persistentroom",
+            "Keep the room when empty",
+            self.persistent,
+        ));
+        x.append_child(boolean(
+            "muc#roomconfig_publicroom",
+            "List the room publicly",
+            self.public,
+        ));
+        x.append_child(boolean(
+            "muc#roomconfig_membersonly",
+            "Members only",
+            self.members_only,
+        ));
+        x.append_child(boolean(
+            "muc#roomconfig_moderatedroom",
+            "Moderated (visitors have no voice)",
+            self.moderated,
+        ));
         let mut whois = field(
             "muc#roomconfig_whois",
             "list-single",
             Some("Who may see real JIDs"),
-            &[if self.whois_anyone { "anyone" } else { "moderators" }],
+            &[if self.whois_anyone {
+                "anyone"
+            } else {
+                "moderators"
+            }],
         );
         for option in ["moderators", "anyone"] {
             whois.append_child(
@@ -83,16 +113,33 @@ impl RoomConfig {
             );
         }
         x.append_child(whois);
-        x.append_child(boolean("muc#roomconfig_passwordprotectedroom", "Password protected", self.password.is_some()));
+        x.append_child(boolean(
+            "muc#roomconfig_passwordprotectedroom",
+            "Password protected",
+            self.password.is_some(),
+        ));
         x.append_child(field(
             "muc#roomconfig_roomsecret",
             "text-private",
             Some("Password"),
             &[self.password.as_deref().unwrap_or("")],
         ));
-        x.append_child(field("muc#roomconfig_maxusers", "text-single", Some("Most occupants"), &[&self.max_users.to_string()]));
-        x.append_child(boolean("muc#roomconfig_changesubject", "Occupants may change the subject", self.change_subject));
-        x.append_child(boolean("muc#roomconfig_allowinvites", "Occupants may invite others", self.allow_invites));
+        x.append_child(field(
+            "muc#roomconfig_maxusers",
+            "text-single",
+            Some("Most occupants"),
+            &[&self.max_users.to_string()],
+        ));
+        x.append_child(boolean(
+            "muc#roomconfig_changesubject",
+            "Occupants may change the subject",
+            self.change_subject,
+        ));
+        x.append_child(boolean(
+            "muc#roomconfig_allowinvites",
+            "Occupants may invite others",
+            self.allow_invites,
+        ));
         x.append_child(field(
             "muc#roomconfig_historylength",
             "text-single",
@@ -134,7 +181,10 @@ impl RoomConfig {
                 _ => return Err(bad("muc#roomconfig_whois")),
             };
         }
-        let protected = flag("muc#roomconfig_passwordprotectedroom", self.password.is_some())?;
+        let protected = flag(
+            "muc#roomconfig_passwordprotectedroom",
+            self.password.is_some(),
+        )?;
         let secret = match one("muc#roomconfig_roomsecret") {
             Some(s) => Some(limited(s, MAX_SECRET_CHARS, "muc#roomconfig_roomsecret")?),
             None => self.password.clone(),
@@ -147,12 +197,19 @@ impl RoomConfig {
         if let Some(max) = one("muc#roomconfig_maxusers") {
             next.max_users = match max.trim() {
                 "none" | "" => caps.max_occupants,
-                n => n.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| bad("muc#roomconfig_maxusers"))?,
+                n => n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| bad("muc#roomconfig_maxusers"))?,
             }
             .min(caps.max_occupants);
         }
         if let Some(len) = one("muc#roomconfig_historylength") {
-            let len = len.trim().parse::<usize>().map_err(|_| bad("muc#roomconfig_historylength"))?;
+            let len = len
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| bad("muc#roomconfig_historylength"))?;
             next.history_length = len.min(caps.max_history);
         }
         Ok(next)
@@ -161,12 +218,36 @@ impl RoomConfig {
     /// The disco#info features this configuration shows (§6.4, §15.3: only what holds).
     pub fn features(&self) -> [&'static str; 6] {
         [
-            if self.public { "muc_public" } else { "muc_hidden" },
-            if self.members_only { "muc_membersonly" } else { "muc_open" },
-            if self.moderated { "muc_moderated" } else { "muc_unmoderated" },
-            if self.whois_anyone { "muc_nonanonymous" } else { "muc_semianonymous" },
-            if self.persistent { "muc_persistent" } else { "muc_temporary" },
-            if self.password.is_some() { "muc_passwordprotected" } else { "muc_unsecured" },
+            if self.public {
+                "muc_public"
+            } else {
+                "muc_hidden"
+            },
+            if self.members_only {
+                "muc_membersonly"
+            } else {
+                "muc_open"
+            },
+            if self.moderated {
+                "muc_moderated"
+            } else {
+                "muc_unmoderated"
+            },
+            if self.whois_anyone {
+                "muc_nonanonymous"
+            } else {
+                "muc_semianonymous"
+            },
+            if self.persistent {
+                "muc_persistent"
+            } else {
+                "muc_temporary"
+            },
+            if self.password.is_some() {
+                "muc_passwordprotected"
+            } else {
+                "muc_unsecured"
+            },
         ]
     }
 }
@@ -201,14 +282,20 @@ fn submitted_values(form: &Element) -> HashMap<String, Vec<String>> {
         .filter(|c| c.is("field", ns::DATA_FORMS))
         .filter_map(|f| {
             let var = f.attr("var")?.to_string();
-            let values = f.children().filter(|v| v.is("value", ns::DATA_FORMS)).map(|v| v.text()).collect();
+            let values = f
+                .children()
+                .filter(|v| v.is("value", ns::DATA_FORMS))
+                .map(|v| v.text())
+                .collect();
             Some((var, values))
         })
         .collect()
 }
 
 fn field(var: &str, kind: &str, label: Option<&str>, values: &[&str]) -> Element {
-    let mut f = Element::new("field", ns::DATA_FORMS).with_attr("var", var).with_attr("type", kind);
+    let mut f = Element::new("field", ns::DATA_FORMS)
+        .with_attr("var", var)
+        .with_attr("type", kind);
     if let Some(label) = label {
         f.set_attr("label", label);
     }
@@ -219,7 +306,12 @@ fn field(var: &str, kind: &str, label: Option<&str>, values: &[&str]) -> Element
 }
 
 fn boolean(var: &str, label: &str, value: bool) -> Element {
-    field(var, "boolean", Some(label), &[if value { "1" } else { "0" }])
+    field(
+        var,
+        "boolean",
+        Some(label),
+        &[if value { "1" } else { "0" }],
+    )
 }
 
 /// A `result` form of `FORM_TYPE` with text fields (the room's disco#info extension, §15.5.4).
@@ -236,7 +328,10 @@ pub fn result_form(form_type: &str, fields: &[(&str, &str, String)]) -> Element 
 mod tests {
     use super::*;
 
-    const CAPS: Caps = Caps { max_history: 20, max_occupants: 100 };
+    const CAPS: Caps = Caps {
+        max_history: 20,
+        max_occupants: 100,
+    };
 
     fn submit(fields: &[(&str, &str)]) -> Element {
         let mut x = Element::new("x", ns::DATA_FORMS).with_attr("type", "submit");
@@ -283,7 +378,14 @@ mod tests {
         assert_eq!(next.password.as_deref(), Some("s3cret"));
         assert_eq!(
             next.features(),
-            ["muc_public", "muc_membersonly", "muc_unmoderated", "muc_nonanonymous", "muc_persistent", "muc_passwordprotected"]
+            [
+                "muc_public",
+                "muc_membersonly",
+                "muc_unmoderated",
+                "muc_nonanonymous",
+                "muc_persistent",
+                "muc_passwordprotected"
+            ]
         );
     }
 
@@ -300,14 +402,23 @@ mod tests {
             assert_eq!(err.condition, "not-acceptable", "{fields:?}");
         }
         let long = "x".repeat(MAX_TEXT_CHARS + 1);
-        assert!(config.apply(&submit(&[("muc#roomconfig_roomname", &long)]), CAPS).is_err());
+        assert!(
+            config
+                .apply(&submit(&[("muc#roomconfig_roomname", &long)]), CAPS)
+                .is_err()
+        );
     }
 
     #[test]
     fn form_lists_every_field_with_current_values() {
         let form = RoomConfig::new(CAPS).form();
         let vars: Vec<_> = form.children().filter_map(|f| f.attr("var")).collect();
-        for var in ["FORM_TYPE", "muc#roomconfig_roomname", "muc#roomconfig_whois", "muc#roomconfig_roomsecret"] {
+        for var in [
+            "FORM_TYPE",
+            "muc#roomconfig_roomname",
+            "muc#roomconfig_whois",
+            "muc#roomconfig_roomsecret",
+        ] {
             assert!(vars.contains(&var), "{var}");
         }
     }

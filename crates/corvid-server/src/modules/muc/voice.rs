@@ -2,7 +2,7 @@
 //! with a `muc#request` form; the room hands the request to every moderator as a form to
 //! approve, and an approved form sent back gives the visitor the participant role.
 
-use corvid_proto::{ns, FullJid, StanzaError};
+use corvid_proto::{FullJid, StanzaError, ns};
 use corvid_xml::Element;
 
 use super::admin;
@@ -12,11 +12,17 @@ pub const FORM_TYPE: &str = "http://jabber.org/protocol/muc#request";
 
 /// The `muc#request` data form of a message, if it has one.
 pub fn request_form(msg: &Element) -> Option<&Element> {
-    msg.children().find(|x| x.is("x", ns::DATA_FORMS) && field(x, "FORM_TYPE").as_deref() == Some(FORM_TYPE))
+    msg.children()
+        .find(|x| x.is("x", ns::DATA_FORMS) && field(x, "FORM_TYPE").as_deref() == Some(FORM_TYPE))
 }
 
 /// A form from an occupant: a visitor's request (§7.13), or a moderator's answer (§8.6).
-pub fn handle(room: &mut Room, from: &FullJid, form: &Element, out: &mut Out) -> Result<(), StanzaError> {
+pub fn handle(
+    room: &mut Room,
+    from: &FullJid,
+    form: &Element,
+    out: &mut Out,
+) -> Result<(), StanzaError> {
     let Some(sender) = room.occupant_by_jid(from) else {
         return Err(StanzaError::not_acceptable().with_text("you are not in this room"));
     };
@@ -46,14 +52,26 @@ pub fn handle(room: &mut Room, from: &FullJid, form: &Element, out: &mut Out) ->
 }
 
 /// §8.6: the moderator's answer; voice is granted when `muc#request_allow` is true.
-fn answer(room: &mut Room, from: &FullJid, form: &Element, out: &mut Out) -> Result<(), StanzaError> {
-    let allow = matches!(field(form, "muc#request_allow").as_deref(), Some("1" | "true"));
-    let Some(nick) = field(form, "muc#roomnick") else { return Err(StanzaError::bad_request()) };
+fn answer(
+    room: &mut Room,
+    from: &FullJid,
+    form: &Element,
+    out: &mut Out,
+) -> Result<(), StanzaError> {
+    let allow = matches!(
+        field(form, "muc#request_allow").as_deref(),
+        Some("1" | "true")
+    );
+    let Some(nick) = field(form, "muc#roomnick") else {
+        return Err(StanzaError::bad_request());
+    };
     if !allow {
         return Ok(());
     }
     match room.occupant(&nick) {
-        Some(target) if target.role == Role::Visitor => admin::set_role(room, from, &nick, Role::Participant, out),
+        Some(target) if target.role == Role::Visitor => {
+            admin::set_role(room, from, &nick, Role::Participant, out)
+        }
         // Left, or was given voice meanwhile.
         _ => Ok(()),
     }
@@ -62,7 +80,9 @@ fn answer(room: &mut Room, from: &FullJid, form: &Element, out: &mut Out) -> Res
 /// The form each moderator gets (§8.6).
 fn approval_form(jid: &FullJid, nick: &str) -> Element {
     let field = |var: &str, kind: &str, label: &str, value: &str| {
-        let mut field = Element::new("field", ns::DATA_FORMS).with_attr("var", var).with_attr("type", kind);
+        let mut field = Element::new("field", ns::DATA_FORMS)
+            .with_attr("var", var)
+            .with_attr("type", kind);
         if !label.is_empty() {
             field.set_attr("label", label);
         }
@@ -72,10 +92,20 @@ fn approval_form(jid: &FullJid, nick: &str) -> Element {
         .with_attr("type", "form")
         .with_child(Element::new("title", ns::DATA_FORMS).with_text("Voice request"))
         .with_child(field("FORM_TYPE", "hidden", "", FORM_TYPE))
-        .with_child(field("muc#role", "list-single", "Requested role", "participant"))
+        .with_child(field(
+            "muc#role",
+            "list-single",
+            "Requested role",
+            "participant",
+        ))
         .with_child(field("muc#jid", "jid-single", "Who asks", jid.as_str()))
         .with_child(field("muc#roomnick", "text-single", "Nick", nick))
-        .with_child(field("muc#request_allow", "boolean", "Give voice?", "false"))
+        .with_child(field(
+            "muc#request_allow",
+            "boolean",
+            "Give voice?",
+            "false",
+        ))
 }
 
 /// The first value of a form field.
@@ -90,7 +120,7 @@ fn field(form: &Element, var: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::modules::muc::roomconfig::RoomConfig;
-    use crate::modules::muc::testing::{room_with, CAPS};
+    use crate::modules::muc::testing::{CAPS, room_with};
     use bytes::Bytes;
 
     fn moderated_room() -> Room {
@@ -116,20 +146,36 @@ mod tests {
         let mut room = moderated_room();
         let mut sent = Vec::new();
         let request = submitted(&[("muc#role", "participant")]);
-        handle(&mut room, &"vis@x/1".parse().unwrap(), &request, &mut |to: &FullJid, b: Bytes| {
-            sent.push((to.to_string(), String::from_utf8_lossy(&b).into_owned()))
-        })
+        handle(
+            &mut room,
+            &"vis@x/1".parse().unwrap(),
+            &request,
+            &mut |to: &FullJid, b: Bytes| {
+                sent.push((to.to_string(), String::from_utf8_lossy(&b).into_owned()))
+            },
+        )
         .unwrap();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].0, "mod@x/1");
-        assert!(sent[0].1.contains("vis@x/1") && sent[0].1.contains("muc#request_allow"), "{}", sent[0].1);
+        assert!(
+            sent[0].1.contains("vis@x/1") && sent[0].1.contains("muc#request_allow"),
+            "{}",
+            sent[0].1
+        );
 
-        let approval = submitted(&[("muc#role", "participant"), ("muc#roomnick", "vis"), ("muc#request_allow", "true")]);
+        let approval = submitted(&[
+            ("muc#role", "participant"),
+            ("muc#roomnick", "vis"),
+            ("muc#request_allow", "true"),
+        ]);
         // A visitor cannot approve anything.
         let mut none = |_: &FullJid, _: Bytes| {};
         handle(&mut room, &"vis@x/1".parse().unwrap(), &approval, &mut none).unwrap();
         assert_eq!(room.occupant("vis").map(|o| o.role), Some(Role::Visitor));
         handle(&mut room, &"mod@x/1".parse().unwrap(), &approval, &mut none).unwrap();
-        assert_eq!(room.occupant("vis").map(|o| o.role), Some(Role::Participant));
+        assert_eq!(
+            room.occupant("vis").map(|o| o.role),
+            Some(Role::Participant)
+        );
     }
 }
