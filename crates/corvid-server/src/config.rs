@@ -121,12 +121,35 @@ pub struct LimitsConfig {
     pub max_stanza_bytes: usize,
     /// Deepest element nesting inside a stanza.
     pub max_depth: usize,
-    /// Simultaneous not-yet-authenticated connections from one IP address.
+    /// Not-yet-authenticated connections one address (IPv4 address, IPv6 /64) may hold;
+    /// when a newer one arrives, the least recently active of them is closed to make room
+    /// (nobody is refused for their address alone: many users can share one).
     pub max_unauthenticated_per_ip: u32,
-    /// Simultaneous connections in all.
+    /// Not-yet-authenticated connections in all; past it, the least recently active one of
+    /// the address holding the most is closed to make room.
+    pub max_unauthenticated: u32,
+    /// Simultaneous connections in all (past it, an idle unauthenticated connection is
+    /// closed to make room, or the newcomer is refused with `resource-constraint`).
     pub max_connections: u32,
     /// Seconds a connection may take to authenticate.
     pub unauthenticated_timeout_secs: u64,
+    /// Seconds an unauthenticated connection may stay silent before it is closed.
+    pub unauthenticated_idle_secs: u64,
+    /// TLS handshakes per second one address may start (sustained); more wait their turn,
+    /// and an address that would wait over 10 s is refused.
+    pub tls_handshakes_per_sec_per_ip: u32,
+    /// Handshakes one address may start at once before the rate applies.
+    pub tls_handshake_burst_per_ip: u32,
+    /// In-band registrations (XEP-0077) per second from one address (sustained); more wait
+    /// their turn, and past 10 s of waiting get `resource-constraint`.
+    pub registrations_per_sec_per_ip: u32,
+    /// Registrations one address may make at once before the rate applies.
+    pub registration_burst_per_ip: u32,
+    /// Failed authentications (per account, and per address) after which each further
+    /// attempt is held back, 0.25 s doubling with each failure up to `auth_max_delay_secs`.
+    pub auth_failures_before_delay: u32,
+    /// The longest an authentication is held back after repeated failures.
+    pub auth_max_delay_secs: u64,
     /// Sustained inbound bytes per second per session (token bucket); reading pauses beyond it.
     pub session_bytes_per_sec: u32,
     /// Burst size of that bucket, in bytes.
@@ -141,7 +164,8 @@ pub struct LimitsConfig {
     pub idle_ping_secs: u64,
     /// Seconds to wait for any data after that ping before closing the stream.
     pub ping_timeout_secs: u64,
-    /// SASL failures before the stream is closed (RFC 6120 §6.4.5).
+    /// SASL failures before the stream is closed (RFC 6120 §6.4.5); never fewer than the
+    /// number of mechanisms offered, so a client may step down through all of them.
     pub max_auth_failures: u32,
 }
 
@@ -150,9 +174,17 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_stanza_bytes: 256 * 1024,
             max_depth: 48,
-            max_unauthenticated_per_ip: 64,
+            max_unauthenticated_per_ip: 128,
+            max_unauthenticated: 8192,
             max_connections: 200_000,
             unauthenticated_timeout_secs: 60,
+            unauthenticated_idle_secs: 20,
+            tls_handshakes_per_sec_per_ip: 100,
+            tls_handshake_burst_per_ip: 300,
+            registrations_per_sec_per_ip: 50,
+            registration_burst_per_ip: 200,
+            auth_failures_before_delay: 5,
+            auth_max_delay_secs: 8,
             session_bytes_per_sec: 256 * 1024,
             session_burst_bytes: 1024 * 1024,
             outgoing_queue: 2048,

@@ -2,6 +2,8 @@
 //! manager and the modules (one per XEP). The `corvid` binary is a thin shell around it.
 
 pub mod accounts;
+pub mod admission;
+pub mod auth_throttle;
 pub mod c2s;
 pub mod config;
 pub mod iq_tracker;
@@ -12,6 +14,7 @@ pub mod modules;
 pub mod router;
 pub mod server;
 pub mod sessions;
+pub mod throttle;
 pub mod tls;
 
 pub use config::Config;

@@ -10,11 +10,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::admission::Admission;
+use crate::auth_throttle::AuthThrottle;
 use crate::c2s;
 use crate::config::Config;
-use crate::limits::ConnectionLimits;
 use crate::module::ModuleRegistry;
 use crate::sessions::{QueueLimits, SessionManager};
+use crate::throttle::RateLimiter;
 use crate::tls::{Tls, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +45,12 @@ pub struct Server {
     pub sessions: SessionManager,
     pub modules: ModuleRegistry,
     pub tls: Tls,
-    pub connections: ConnectionLimits,
+    /// Connection admission: budgets, shedding, handshake pacing (`admission.rs`).
+    pub connections: Admission,
+    /// Held-back authentication after repeated failures.
+    pub auth_throttle: AuthThrottle,
+    /// In-band registrations per address.
+    pub registrations: RateLimiter,
     pub iq_tracker: crate::iq_tracker::IqTracker,
     pub started: Instant,
     shutdown: watch::Receiver<bool>,
@@ -86,7 +93,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             },
             config.limits.slow_consumer,
         ),
-        connections: ConnectionLimits::new(&config.limits),
+        connections: Admission::new(&config.limits),
+        auth_throttle: AuthThrottle::new(&config.limits),
+        registrations: RateLimiter::new(
+            config.limits.registrations_per_sec_per_ip,
+            config.limits.registration_burst_per_ip,
+            crate::c2s::MAX_REGISTRATION_WAIT,
+        ),
         iq_tracker: Default::default(),
         config,
         store,

@@ -42,6 +42,13 @@ impl Credentials {
         }
     }
 
+    /// Stand-in credentials for a user that does not exist (see [`fake_credentials`]): a
+    /// PLAIN check against them costs what a real one does and never succeeds, so timing
+    /// does not tell which accounts exist.
+    pub fn unknown_user(username: &str) -> Credentials {
+        fake_credentials(username)
+    }
+
     /// Whether `password` is this user's password (for PLAIN). Recomputes the SHA-256
     /// StoredKey, so it costs one PBKDF2 run; compares in constant time.
     pub fn verify_password(&self, password: &str) -> bool {

@@ -16,6 +16,13 @@ use super::session::{End, Phase, Session};
 pub(crate) struct AuthState {
     exchange: Option<Exchange>,
     failures: u32,
+    /// The mechanism of the current or last exchange, for the log.
+    mechanism: Option<Mechanism>,
+    /// Whether the last failure was of the credentials themselves (not of a mechanism the
+    /// client could not use); only those count toward held-back logins.
+    bad_credentials: bool,
+    /// The account named in the exchange, once known.
+    account: Option<BareJid>,
     pub(super) bindings: ChannelBindings,
 }
 
@@ -116,34 +123,59 @@ impl Session {
             Ok(Step::Challenge(data)) => self.sasl_send("challenge", Some(&data)).await,
             Ok(Step::Success { user, additional }) => {
                 tracing::debug!(user = %user, "authenticated");
+                self.server.auth_throttle.succeeded(user.as_str());
                 self.auth = None;
-                self.guard.authenticated();
+                self.guard.leave_preauth();
                 self.sasl_send("success", additional.as_deref()).await?;
                 self.phase = Phase::Authenticated(user);
                 self.restart_stream();
                 Ok(())
             }
-            Err(err) => {
-                self.auth_mut().exchange = None;
-                if err != SaslError::Aborted {
-                    self.auth_mut().failures += 1;
-                }
-                tracing::debug!(condition = err.condition(), "authentication failed");
-                let failure = Element::new("failure", ns::SASL)
-                    .with_child(Element::new(err.condition(), ns::SASL));
-                self.send(&failure).await?;
-                if self.auth_mut().failures >= self.server.config.limits.max_auth_failures {
-                    // RFC 6120 §6.4.5: a bounded number of retries, then the stream ends.
-                    return Err(self
-                        .fail(StreamError::with_text(
-                            Cond::PolicyViolation,
-                            "Too many failed authentication attempts",
-                        ))
-                        .await);
-                }
-                Ok(())
-            }
+            Err(err) => Box::pin(self.sasl_failed(err)).await,
         }
+    }
+
+    /// Answers a failed exchange with `<failure/>`, counts and logs it, and ends the stream
+    /// after too many (RFC 6120 §6.4.5), but never before the client could try every
+    /// mechanism offered: clients step down through them (slixmpp tries -PLUS with a binding
+    /// type we do not offer, then plain SCRAM with the `y` flag, then PLAIN).
+    async fn sasl_failed(&mut self, err: SaslError) -> Result<(), End> {
+        let offered = self.mechanisms().len() as u32;
+        let key = self.guard.key();
+        let state = self.auth_mut();
+        state.exchange = None;
+        if err != SaslError::Aborted {
+            state.failures += 1;
+        }
+        let (failures, mechanism) = (state.failures, state.mechanism);
+        let account = state.account.take();
+        let bad_credentials = std::mem::take(&mut state.bad_credentials);
+        if bad_credentials {
+            self.server
+                .auth_throttle
+                .failed(account.as_ref().map(|a| a.as_str()), key);
+        }
+        crate::throttle::DefenceCounters::bump(&self.server.connections.counters.auth_failures);
+        tracing::info!(
+            mechanism = mechanism.map(|m| m.name()),
+            condition = err.condition(),
+            reason = %err,
+            account = account.as_ref().map(|a| a.as_str()),
+            failures,
+            "authentication failed"
+        );
+        let failure =
+            Element::new("failure", ns::SASL).with_child(Element::new(err.condition(), ns::SASL));
+        self.send(&failure).await?;
+        if failures >= self.server.config.limits.max_auth_failures.max(offered) {
+            return Err(self
+                .fail(StreamError::with_text(
+                    Cond::PolicyViolation,
+                    "Too many failed authentication attempts",
+                ))
+                .await);
+        }
+        Ok(())
     }
 
     async fn sasl_send(&mut self, name: &str, data: Option<&[u8]>) -> Result<(), End> {
@@ -170,6 +202,7 @@ impl Session {
             .attr("mechanism")
             .and_then(Mechanism::from_name)
             .ok_or(SaslError::InvalidMechanism)?;
+        self.auth_mut().mechanism = Some(mechanism);
         if mechanism == Mechanism::Plain && !self.transport.is_tls() {
             // RFC 6120 §6.5.4: we support PLAIN, just not on an unprotected stream.
             return Err(SaslError::EncryptionRequired);
@@ -208,7 +241,11 @@ impl Session {
             Some(Exchange::AwaitingPlain) => self.plain(&data).await,
             Some(Exchange::AwaitingClientFirst(server)) => self.scram_first(server, &data).await,
             Some(Exchange::AwaitingClientFinal(mut server, user)) => {
-                let server_final = server.client_final(&data)?;
+                self.hold_back(&user).await;
+                let server_final = server.client_final(&data).inspect_err(|_| {
+                    // The proof (or the channel binding data it covers) did not match.
+                    self.auth_mut().bad_credentials = true;
+                })?;
                 Ok(Step::Success {
                     user,
                     additional: Some(server_final),
@@ -237,6 +274,7 @@ impl Session {
             Err(_) => BareJid::new(&format!("invalid@{}", self.domain))
                 .map_err(|_| SaslError::NotAuthorized)?,
         };
+        self.auth_mut().account = Some(user.clone());
         self.auth_mut().exchange = Some(Exchange::AwaitingClientFinal(server, user));
         Ok(Step::Challenge(server_first))
     }
@@ -244,10 +282,14 @@ impl Session {
     async fn plain(&mut self, data: &[u8]) -> Result<Step, SaslError> {
         let plain = sasl::parse_plain(data)?;
         let user = self.user_jid(&plain.username, plain.authzid.as_deref())?;
-        let creds = self
-            .credentials(&user)
-            .await?
-            .ok_or(SaslError::NotAuthorized)?;
+        self.auth_mut().account = Some(user.clone());
+        self.hold_back(&user).await;
+        // An unknown account is checked against stand-in credentials, at the same cost as
+        // a real one, so the time taken does not tell which accounts exist.
+        let creds = match self.credentials(&user).await? {
+            Some(creds) => creds,
+            None => sasl::Credentials::unknown_user(&plain.username),
+        };
         let password = plain.password;
         // PBKDF2 is deliberately slow: keep it off the async threads.
         let ok = tokio::task::spawn_blocking(move || creds.verify_password(&password))
@@ -259,7 +301,26 @@ impl Session {
                 additional: None,
             })
         } else {
+            self.auth_mut().bad_credentials = true;
             Err(SaslError::NotAuthorized)
+        }
+    }
+
+    /// Holds an attempt back after repeated failures for its account or address
+    /// (`auth_throttle.rs`), before the credentials are checked.
+    async fn hold_back(&self, user: &BareJid) {
+        let delay = self
+            .server
+            .auth_throttle
+            .delay_for(user.as_str(), self.guard.key());
+        if !delay.is_zero() {
+            let counters = &self.server.connections.counters;
+            self.server.connections.note(
+                self.guard.key(),
+                "authentication held back after repeated failures",
+                &counters.auth_delayed,
+            );
+            tokio::time::sleep(delay).await;
         }
     }
 

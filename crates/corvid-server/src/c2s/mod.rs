@@ -13,9 +13,10 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-use crate::limits::Refusal;
+use crate::admission::Refusal;
 use crate::server::Server;
 
+pub(crate) use register::MAX_REGISTRATION_WAIT;
 pub(crate) use transport::Transport;
 
 /// Accepts connections until shutdown, one task each.
@@ -41,7 +42,7 @@ pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls:
                 tokio::spawn(session::run(server.clone(), tcp, peer, direct_tls, guard));
             }
             Err(refusal) => {
-                tracing::info!(ip = %peer.ip(), ?refusal, "connection refused");
+                // Admission logged and counted it (once per address per minute).
                 if !direct_tls {
                     tokio::spawn(refuse(server.clone(), tcp, refusal));
                 }
@@ -52,12 +53,18 @@ pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls:
 
 /// Tells a refused plaintext client why, as a stream error (RFC 6120 §4.9.1.2), then closes.
 async fn refuse(server: Arc<Server>, mut tcp: tokio::net::TcpStream, refusal: Refusal) {
-    let condition = match refusal {
-        Refusal::TooManyConnections => "resource-constraint",
-        Refusal::TooManyFromAddress => "policy-violation",
+    let (condition, why) = match refusal {
+        Refusal::TooManyConnections => (
+            "resource-constraint",
+            "The server is at its connection limit",
+        ),
+        Refusal::TooFast => (
+            "policy-violation",
+            "Too many new connections from your address",
+        ),
     };
     let text = format!(
-        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='{}' version='1.0'><stream:error><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>",
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='{}' version='1.0'><stream:error><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>{why}</text></stream:error></stream:stream>",
         server.config.default_domain()
     );
     let _ = tokio::time::timeout(

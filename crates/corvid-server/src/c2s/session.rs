@@ -6,7 +6,6 @@
 //! removal) and its timers. Stanzas are handled inline, in order, so a client that floods
 //! only slows itself down.
 
-use corvid_proto::Bare;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +24,8 @@ use tracing::Instrument;
 use super::Transport;
 use super::auth::AuthState;
 use super::transport::{Secure, accept_tls};
-use crate::limits::{ConnectionGuard, TokenBucket};
+use crate::admission::ConnectionGuard;
+use crate::limits::TokenBucket;
 use crate::module::SessionEvent;
 use crate::server::Server;
 use crate::sessions::{Outbound, SessionControl};
@@ -102,6 +102,8 @@ enum Wake {
     Outbound(Outbound),
     Read(std::io::Result<usize>),
     Timer,
+    /// Closed to make room for a newer connection (before authentication only).
+    Shed,
 }
 
 /// Runs one connection to its end.
@@ -118,15 +120,23 @@ pub async fn run(
         let auth_deadline =
             Instant::now() + Duration::from_secs(server.config.limits.unauthenticated_timeout_secs);
         let transport = if direct_tls {
-            match tokio::time::timeout(
-                handshake_timeout(auth_deadline),
-                Box::pin(accept_tls(&server.tls.direct, tcp)),
-            )
-            .await
-            {
-                Ok(Ok(secure)) => secure,
-                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!("TLS handshake timed out"),
+            // An idle socket costs no handshake: wait for the ClientHello first.
+            let idle = Duration::from_secs(server.config.limits.unauthenticated_idle_secs);
+            let hello = tokio::time::timeout(idle, tcp.readable());
+            let spoke = tokio::select! {
+                _ = guard.shed() => false,
+                ready = hello => matches!(ready, Ok(Ok(()))),
+            };
+            if !spoke {
+                return tracing::debug!("closed before its TLS handshake (silent or shed)");
+            }
+            let Ok(turn) = server.connections.handshake_turn(guard.key()) else {
+                return;
+            };
+            let handshake = accept_tls(&server.tls.direct, tcp);
+            match paced_tls(&guard, turn, auth_deadline, handshake).await {
+                Some(secure) => secure,
+                None => return,
             }
         } else {
             Secure {
@@ -184,6 +194,7 @@ impl Session {
                 read = std::future::poll_fn(|cx| self.transport.poll_read_into(cx, &mut input)),
                     if self.throttle_until.is_none() => Wake::Read(read),
                 _ = tokio::time::sleep_until(timer.into()) => Wake::Timer,
+                _ = self.guard.shed() => Wake::Shed,
             };
             // Each handler is boxed: the task's future is as large as its largest await
             // point for its whole life, and an idle session waits only in the select above.
@@ -204,6 +215,11 @@ impl Session {
                 }
                 Wake::Read(Err(e)) => Err(End::Io(e)),
                 Wake::Timer => Box::pin(self.on_timer()).await,
+                Wake::Shed => Err(Box::pin(self.fail(StreamError::with_text(
+                    Cond::ConnectionTimeout,
+                    "Closed to make room: too many unauthenticated connections from your address",
+                )))
+                .await),
             };
             if let Err(end) = step {
                 return end;
@@ -215,7 +231,9 @@ impl Session {
         let limits = &self.server.config.limits;
         let mut deadline = Instant::now() + Duration::from_secs(3600);
         if !matches!(self.phase, Phase::Bound { .. }) {
-            deadline = deadline.min(self.auth_deadline);
+            deadline = deadline
+                .min(self.auth_deadline)
+                .min(self.preauth_idle_deadline());
         } else if limits.idle_ping_secs > 0 {
             deadline = deadline.min(match self.ping_sent {
                 Some(sent) => sent + Duration::from_secs(limits.ping_timeout_secs),
@@ -273,13 +291,26 @@ impl Session {
                     "Authentication took too long",
                 ))
                 .await),
+            _ if now >= self.preauth_idle_deadline() => Err(self
+                .fail(StreamError::with_text(
+                    Cond::ConnectionTimeout,
+                    "Nothing received before authentication",
+                ))
+                .await),
             _ => Ok(()),
         }
+    }
+
+    /// An unauthenticated connection that stays silent this long is closed: idle sockets
+    /// are what connection floods are made of.
+    fn preauth_idle_deadline(&self) -> Instant {
+        self.last_read + Duration::from_secs(self.server.config.limits.unauthenticated_idle_secs)
     }
 
     async fn on_bytes(&mut self, data: &[u8]) -> Result<(), End> {
         let now = Instant::now();
         self.last_read = now;
+        self.guard.touch();
         self.released = false;
         self.ping_sent = None;
         let wait = self.bucket.take(data.len(), now);
@@ -445,6 +476,13 @@ impl Session {
                 ))
                 .await);
         }
+        // The handshake is the expensive step: its pace per address is checked before we
+        // agree to it (RFC 6120 §5.4.2.2: <failure/>, then the stream is closed).
+        let Ok(turn) = self.server.connections.handshake_turn(self.guard.key()) else {
+            self.write_raw(format!("<failure xmlns='{}'/></stream:stream>", ns::TLS).as_bytes())
+                .await?;
+            return Err(End::TlsFailed);
+        };
         self.write_raw(format!("<proceed xmlns='{}'/>", ns::TLS).as_bytes())
             .await?;
         let Transport::Plain(tcp) = std::mem::replace(&mut self.transport, Transport::Upgrading)
@@ -452,22 +490,12 @@ impl Session {
             return Err(End::TlsFailed);
         };
         let config = self.server.tls.starttls.clone();
-        let tls_exporter = match tokio::time::timeout(
-            handshake_timeout(self.auth_deadline),
-            Box::pin(accept_tls(&config, tcp)),
-        )
-        .await
-        {
-            Ok(Ok(secure)) => {
-                self.transport = secure.transport;
-                secure.tls_exporter
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "STARTTLS handshake failed");
-                return Err(End::TlsFailed);
-            }
-            Err(_) => return Err(End::TlsFailed),
+        let handshake = accept_tls(&config, tcp);
+        let Some(secure) = paced_tls(&self.guard, turn, self.auth_deadline, handshake).await else {
+            return Err(End::TlsFailed);
         };
+        self.transport = secure.transport;
+        let tls_exporter = secure.tls_exporter;
         self.auth_mut().bindings = self.channel_bindings(tls_exporter);
         self.restart_stream();
         Ok(())
@@ -544,12 +572,12 @@ impl Session {
             };
             return Err(self.fail(StreamError::new(cond)).await);
         };
-        // RFC 6120 §8.1.2.1: a `from` must be the session's own address; we stamp the full JID.
-        if let Some(from) = el.attr("from") {
-            let own = Jid::new(from).is_ok_and(|f| f == *jid || f == jid.bare());
-            if !own {
-                return Err(self.fail(StreamError::new(Cond::InvalidFrom)).await);
-            }
+        // RFC 6120 §8.1.2.1: the server adds the session's full JID as `from`, overriding
+        // whatever the client put there. Some clients stamp another address of theirs (poezio
+        // puts its in-room address on private messages), so a foreign `from` is corrected,
+        // not punished with `invalid-from`, which is for peers claiming unproven domains.
+        if el.attr("from").is_some_and(|from| from != jid.as_str()) {
+            tracing::debug!(from = el.attr("from"), "client-supplied from overridden");
         }
         el.set_attr("from", jid.as_str());
         if kind == StanzaKind::Iq {
@@ -698,6 +726,8 @@ impl Session {
     }
 
     async fn finish(mut self, end: End) {
+        // A connection on its way out no longer holds a place in the pre-auth budgets.
+        self.guard.leave_preauth();
         // Unbind before the (slow) transport shutdown, so nothing more is routed into a
         // queue no one will read: from now on messages go to other resources or offline.
         match &self.phase {
@@ -733,6 +763,38 @@ enum AfterElement {
     Continue,
     /// Drop the rest of the bytes read so far (the stream was upgraded to TLS).
     DiscardInput,
+}
+
+/// Runs a TLS handshake after `turn` (the wait for this address's turn, see
+/// `admission.rs`), within the time allowed to authenticate, unless the connection is shed
+/// meanwhile. `None` if it did not complete (the reason is logged).
+async fn paced_tls(
+    guard: &ConnectionGuard,
+    turn: Duration,
+    auth_deadline: Instant,
+    handshake: impl std::future::Future<Output = std::io::Result<Secure>>,
+) -> Option<Secure> {
+    let run = async {
+        tokio::time::sleep(turn).await;
+        tokio::time::timeout(handshake_timeout(auth_deadline), Box::pin(handshake)).await
+    };
+    tokio::select! {
+        _ = guard.shed() => {
+            tracing::debug!("shed during its TLS handshake");
+            None
+        }
+        done = run => match done {
+            Ok(Ok(secure)) => Some(secure),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                None
+            }
+        },
+    }
 }
 
 /// A TLS handshake may take TLS_HANDSHAKE_TIMEOUT, but not beyond the deadline to
