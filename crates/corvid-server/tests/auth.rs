@@ -284,10 +284,13 @@ async fn plain_is_neither_offered_nor_accepted_without_tls_even_when_tls_is_opti
 
 #[tokio::test]
 async fn too_many_failures_close_the_stream_with_policy_violation() -> Result<()> {
+    // The limit is never below the number of mechanisms offered (five over TLS 1.3).
     let ts = start_server_with(|c| c.limits.max_auth_failures = 3).await?;
     ts.create_user("alice", PASSWORD).await?;
     let mut client = Client::starttls_session(ts.c2s_addr).await?;
-    for attempt in 1..=3 {
+    let offered = client.mechanisms().len();
+    ensure!(offered == 5, "{:?}", client.mechanisms());
+    for attempt in 1..=offered {
         let outcome = client.sasl_plain("alice", "wrong").await?;
         ensure!(
             outcome == Sasl::Failure("not-authorized".into()),
@@ -295,6 +298,60 @@ async fn too_many_failures_close_the_stream_with_policy_violation() -> Result<()
         );
     }
     client.expect_stream_error("policy-violation").await
+}
+
+#[tokio::test]
+async fn a_client_may_step_down_through_every_offered_mechanism_on_one_stream() -> Result<()> {
+    // What slixmpp 1.8 does: -PLUS with tls-unique (undefined on TLS 1.3), then plain SCRAM
+    // with the `y` flag (refused: we offered -PLUS), then PLAIN, all on one stream.
+    let ts = start_server_with(|c| c.limits.max_auth_failures = 3).await?;
+    ts.create_user("alice", PASSWORD).await?;
+    let mut client = Client::starttls_session(ts.c2s_addr).await?;
+    let tls_unique = || Some(("tls-unique".to_string(), vec![0u8; 12]));
+    for mechanism in [
+        Mechanism::ScramSha256Plus,
+        Mechanism::ScramSha1Plus,
+        Mechanism::ScramSha256,
+        Mechanism::ScramSha1,
+    ] {
+        let outcome = client
+            .sasl_scram(mechanism, "alice", PASSWORD, tls_unique())
+            .await?;
+        ensure!(
+            matches!(outcome, Sasl::Failure(_)),
+            "{mechanism:?}: {outcome:?}"
+        );
+    }
+    client.auth_plain("alice", PASSWORD).await?;
+    client.bind(None).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn repeated_wrong_passwords_hold_back_later_attempts_on_the_account() -> Result<()> {
+    let ts = start_server_with(|c| {
+        c.limits.auth_failures_before_delay = 2;
+        c.limits.auth_max_delay_secs = 1;
+    })
+    .await?;
+    ts.create_user("alice", PASSWORD).await?;
+    for _ in 0..3 {
+        let mut client = Client::starttls_session(ts.c2s_addr).await?;
+        let outcome = client.sasl_plain("alice", "wrong").await?;
+        ensure!(
+            outcome == Sasl::Failure("not-authorized".into()),
+            "{outcome:?}"
+        );
+    }
+    // The owner still gets in (held back briefly), and that clears the account's count.
+    let mut client = Client::starttls_session(ts.c2s_addr).await?;
+    client.auth_plain("alice", PASSWORD).await?;
+    let counters = &ts.server.connections.counters;
+    let held = counters
+        .auth_delayed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    ensure!(held >= 1, "no attempt was held back");
+    Ok(())
 }
 
 #[tokio::test]

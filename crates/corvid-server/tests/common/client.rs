@@ -85,6 +85,17 @@ pub struct Client {
     pub jid: Option<String>,
 }
 
+async fn tcp_from(local: std::net::IpAddr, addr: SocketAddr) -> Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(local, 0))?;
+    let tcp = socket
+        .connect(addr)
+        .await
+        .with_context(|| format!("connect from {local} to {addr}"))?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
 fn client_parser() -> StreamParser {
     // The server may send us a lot at once (floods, big stanzas): be generous.
     StreamParser::new(Limits {
@@ -115,6 +126,24 @@ impl Client {
             .with_context(|| format!("connect to {addr}"))?;
         tcp.set_nodelay(true)?;
         Ok(Client::new(Conn::Plain(tcp)))
+    }
+
+    /// A plain TCP connection from the loopback address `local` (127.x.y.z: each is its
+    /// own client address to the server's limits).
+    pub async fn connect_from(local: std::net::IpAddr, addr: SocketAddr) -> Result<Client> {
+        let tcp = tcp_from(local, addr).await?;
+        Ok(Client::new(Conn::Plain(tcp)))
+    }
+
+    /// A direct-TLS connection from the loopback address `local`, handshake done.
+    pub async fn connect_tls_from(
+        local: std::net::IpAddr,
+        addr: SocketAddr,
+        options: &TlsOptions,
+    ) -> Result<Client> {
+        let tcp = tcp_from(local, addr).await?;
+        let tls = tls_handshake(tcp, options).await?;
+        Ok(Client::new(Conn::Tls(Box::new(tls))))
     }
 
     /// A plain TCP connection with a small receive buffer, so that a client that stops
