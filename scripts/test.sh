@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test Corvid has, on a fresh machine: Rust unit, property and integration tests
 # (cargo-nextest when installed, else cargo test), doc tests, then the real-client interop
-# suite (which makes its own Python venv). One build of the workspace serves all of it.
+# suite (which makes its own Python venv). One build of the workspace serves all of it;
+# rustfmt and clippy (a check, not a second build) run first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== build (workspace, all targets)"
 cargo build --workspace --all-targets --locked
