@@ -113,7 +113,10 @@ impl Session {
             }
             _ => {
                 return Err(self
-                    .fail(StreamError::new(Cond::UnsupportedStanzaType))
+                    .fail(StreamError::with_text(
+                        Cond::UnsupportedStanzaType,
+                        "Expected <auth/>, <response/> or <abort/>",
+                    ))
                     .await);
             }
         };

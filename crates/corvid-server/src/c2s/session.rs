@@ -200,7 +200,9 @@ impl Session {
             // point for its whole life, and an idle session waits only in the select above.
             let step = match wake {
                 Wake::Shutdown => {
-                    Err(Box::pin(self.fail(StreamError::new(Cond::SystemShutdown))).await)
+                    let err =
+                        StreamError::with_text(Cond::SystemShutdown, "The server is shutting down");
+                    Err(Box::pin(self.fail(err)).await)
                 }
                 Wake::Closed(err) => {
                     Box::pin(self.flush_queue()).await;
@@ -339,7 +341,12 @@ impl Session {
 
     async fn on_stream_open(&mut self, header: &StreamHeader) -> Result<(), End> {
         if header.name != "stream" || header.ns != ns::STREAM {
-            return Err(self.fail(StreamError::new(Cond::InvalidNamespace)).await);
+            return Err(self
+                .fail(StreamError::with_text(
+                    Cond::InvalidNamespace,
+                    "The stream must be <stream:stream xmlns:stream='http://etherx.jabber.org/streams'>",
+                ))
+                .await);
         }
         // RFC 6120 §4.8.2: the content namespace of a client stream is jabber:client.
         if header.default_ns != ns::CLIENT {
@@ -356,7 +363,12 @@ impl Session {
             .and_then(|m| m.parse::<u32>().ok());
         if major != Some(1) {
             // RFC 6120 §4.7.5: we speak 1.0 only (no pre-RFC 0.9 streams).
-            return Err(self.fail(StreamError::new(Cond::UnsupportedVersion)).await);
+            return Err(self
+                .fail(StreamError::with_text(
+                    Cond::UnsupportedVersion,
+                    "Only XMPP 1.0 streams (version='1.0') are served",
+                ))
+                .await);
         }
         if let Some(to) = header.attr("to") {
             let domain = Jid::new(to)
@@ -375,7 +387,12 @@ impl Session {
                 Some(d) if self.server.config.serves(d.as_str()) => {
                     self.domain = d.as_str().to_string()
                 }
-                _ => return Err(self.fail(StreamError::new(Cond::HostUnknown)).await),
+                _ => {
+                    let text = format!("This server does not serve {to}");
+                    return Err(self
+                        .fail(StreamError::with_text(Cond::HostUnknown, text))
+                        .await);
+                }
             }
         }
         self.send_header().await?;
@@ -566,11 +583,17 @@ impl Session {
 
     async fn on_established(&mut self, mut el: Element, jid: FullJid) -> Result<(), End> {
         let Some(kind) = StanzaKind::of(&el, ns::CLIENT) else {
-            let cond = match el.name() {
-                "message" | "presence" | "iq" => Cond::InvalidNamespace,
-                _ => Cond::UnsupportedStanzaType,
+            let err = match el.name() {
+                "message" | "presence" | "iq" => StreamError::with_text(
+                    Cond::InvalidNamespace,
+                    "Stanzas on a client stream are in the jabber:client namespace",
+                ),
+                other => StreamError::with_text(
+                    Cond::UnsupportedStanzaType,
+                    format!("<{other}/> is not a stanza this stream understands"),
+                ),
             };
-            return Err(self.fail(StreamError::new(cond)).await);
+            return Err(self.fail(err).await);
         };
         // RFC 6120 §8.1.2.1: the server adds the session's full JID as `from`, overriding
         // whatever the client put there. Some clients stamp another address of theirs (poezio
