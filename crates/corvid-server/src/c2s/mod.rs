@@ -19,6 +19,10 @@ use crate::server::Server;
 pub(crate) use register::MAX_REGISTRATION_WAIT;
 pub(crate) use transport::Transport;
 
+/// The TLS 1.3 record reader, for its fuzz target (fuzz/fuzz_targets/records.rs).
+#[doc(hidden)]
+pub use records::fuzz_record_stream;
+
 /// Accepts connections until shutdown, one task each.
 pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls: bool) {
     let mut shutdown = server.shutdown_signal();

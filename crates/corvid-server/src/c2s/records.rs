@@ -1,33 +1,43 @@
 //! TLS 1.3 application data after the handshake, without rustls's connection state.
 //!
-//! rustls keeps about 8 KiB per connection for as long as it lives: a 4 KiB receive buffer
-//! that is never freed, its handshake and state machine allocations, and buffers of queued
-//! records. An idle XMPP session needs none of it, only the two traffic keys. So once a
-//! TLS 1.3 handshake is done (rustls does all of it, and computes the channel bindings),
-//! the keys are taken out of rustls (`dangerous_extract_secrets`, the kTLS interface) and
-//! records are protected here, RFC 8446 §5.2–5.3, with ring's AEAD: about 1 KiB per
-//! session, and no buffer at all while idle.
+//! rustls keeps about 8 KiB per buffered connection for as long as it lives: a receive
+//! buffer that is never freed, its state machine, and buffers of queued records. An idle
+//! XMPP session needs none of it. So the handshake runs on rustls's unbuffered connection
+//! ([`handshake`]), which is then turned into a [`KernelConnection`] (rustls's kTLS
+//! interface, `rustls::kernel`): rustls keeps the key schedule, and hands out the keys at
+//! the handover and at each KeyUpdate. The records themselves are protected here, RFC 8446
+//! §5.2–5.4, with ring's AEAD: no buffer at all while idle.
 //!
-//! For the handover to be exact, rustls must not have read past the handshake: during it
-//! the socket is read one record at a time ([`HandshakeIo`]). TLS 1.2 sessions, and any
-//! session where the handover's conditions do not hold, stay with rustls.
+//! What rustls would do with records and this layer therefore does (RFC 8446 §4.6.3, §5,
+//! §6): answer a KeyUpdate lazily, once, before our next record; refresh our own key before
+//! the suite's confidentiality limit (§5.5); refuse more than 32 records in a row that
+//! carry nothing (empty, padding only, KeyUpdate); end a connection with the right fatal
+//! alert and no close_notify after it.
 //!
-//! After the handshake only application data, alerts and KeyUpdate (RFC 8446 §4.6.3) may
-//! arrive. rustls hands out the current keys but not the traffic secrets the next keys
-//! derive from, so each connection's config logs them to a [`TrafficSecrets`] of its own.
+//! TLS 1.2 sessions stay on rustls's unbuffered connection for their life ([`Tls12`]).
+
+mod direction;
+mod exporter;
+mod handshake;
+mod reader;
+mod tls12;
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use std::sync::Mutex;
-
-use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
-use ring::hkdf;
-use rustls::{ConnectionTrafficSecrets, ProtocolVersion, ServerConnection};
+use rustls::SupportedCipherSuite;
+use rustls::kernel::KernelConnection;
+use rustls::server::ServerConnectionData;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+use zeroize::Zeroize;
+
+use direction::Direction;
+pub use exporter::ExporterSecret;
+pub use handshake::{Handshaken, handshake};
+pub(crate) use reader::{Reader, RecordError};
+pub use tls12::Tls12;
 
 /// RFC 8446 §5.1 record header: type, legacy version, length.
 const HEADER_LEN: usize = 5;
@@ -41,518 +51,248 @@ const MAX_RECORD: usize = HEADER_LEN + MAX_CIPHERTEXT;
 const CONTENT_ALERT: u8 = 21;
 const CONTENT_HANDSHAKE: u8 = 22;
 const CONTENT_APPLICATION_DATA: u8 = 23;
-/// RFC 8446 §4: handshake type key_update, and its one-byte body.
-const KEY_UPDATE: u8 = 24;
-const UPDATE_NOT_REQUESTED: u8 = 0;
-const UPDATE_REQUESTED: u8 = 1;
+/// RFC 8446 §4.6.3: KeyUpdate(update_not_requested), as a handshake message.
+const KEY_UPDATE_NOT_REQUESTED: [u8; 5] = [24, 0, 0, 1, 0];
 /// RFC 8446 §6: alert level warning, description close_notify.
 const CLOSE_NOTIFY: [u8; 2] = [1, 0];
+/// RFC 8446 §6: alert level fatal.
+const FATAL: u8 = 2;
+
+/// RFC 8446 §5.5: records sealed under one key before we move to the next. Tests lower it
+/// to see the refresh happen.
+#[cfg(not(test))]
+const fn key_limit(confidentiality_limit: u64) -> u64 {
+    confidentiality_limit
+}
+#[cfg(test)]
+const fn key_limit(confidentiality_limit: u64) -> u64 {
+    if confidentiality_limit < 64 {
+        confidentiality_limit
+    } else {
+        64
+    }
+}
 
 thread_local! {
     /// Ciphertext being read: one record left over from the last read plus one read.
     static CIPHERTEXT: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; 2 * MAX_RECORD].into_boxed_slice());
 }
 
-/// The TCP stream under a TLS handshake, read so that rustls never holds a partial record:
-/// each read stops at the end of the current record's header or body.
-pub struct HandshakeIo {
-    tcp: TcpStream,
-    /// Bytes of the current record's header seen so far.
-    header: [u8; HEADER_LEN],
-    header_len: usize,
-    /// Bytes of the current record's body still to come.
-    body_left: usize,
-    /// Once the connection stays with rustls, reads are no longer cut at records.
-    passthrough: bool,
-}
-
-impl HandshakeIo {
-    pub fn new(tcp: TcpStream) -> Self {
-        HandshakeIo {
-            tcp,
-            header: [0; HEADER_LEN],
-            header_len: 0,
-            body_left: 0,
-            passthrough: false,
-        }
-    }
-
-    fn at_record_boundary(&self) -> bool {
-        self.header_len == 0 && self.body_left == 0
-    }
-
-    /// How much the next read may take without passing the end of a header or body.
-    fn read_limit(&self) -> usize {
-        if self.header_len < HEADER_LEN {
-            HEADER_LEN - self.header_len
-        } else {
-            self.body_left
-        }
-    }
-
-    fn account(&mut self, mut read: &[u8]) {
-        while !read.is_empty() {
-            if self.header_len < HEADER_LEN {
-                let take = read.len().min(HEADER_LEN - self.header_len);
-                self.header[self.header_len..self.header_len + take].copy_from_slice(&read[..take]);
-                self.header_len += take;
-                read = &read[take..];
-                if self.header_len == HEADER_LEN {
-                    self.body_left =
-                        usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
-                    if self.body_left == 0 {
-                        self.header_len = 0;
-                    }
-                }
-            } else {
-                let take = read.len().min(self.body_left);
-                self.body_left -= take;
-                read = &read[take..];
-                if self.body_left == 0 {
-                    self.header_len = 0;
-                }
-            }
-        }
-    }
-}
-
-impl AsyncRead for HandshakeIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.passthrough {
-            return Pin::new(&mut this.tcp).poll_read(cx, buf);
-        }
-        let limit = this.read_limit().min(buf.remaining());
-        let mut limited = ReadBuf::new(buf.initialize_unfilled_to(limit));
-        ready!(Pin::new(&mut this.tcp).poll_read(cx, &mut limited))?;
-        let n = limited.filled().len();
-        this.account(limited.filled());
-        buf.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for HandshakeIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
-    }
-}
-
-/// One connection's TLS 1.3 application traffic secrets, as rustls logs them during the
-/// handshake (its `KeyLog` interface, given to this connection's config only).
-#[derive(Debug, Default)]
-pub struct TrafficSecrets {
-    client: Mutex<Option<Vec<u8>>>,
-    server: Mutex<Option<Vec<u8>>>,
-}
-
-impl rustls::KeyLog for TrafficSecrets {
-    fn will_log(&self, label: &str) -> bool {
-        matches!(label, "CLIENT_TRAFFIC_SECRET_0" | "SERVER_TRAFFIC_SECRET_0")
-    }
-
-    fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {
-        let slot = match label {
-            "CLIENT_TRAFFIC_SECRET_0" => &self.client,
-            "SERVER_TRAFFIC_SECRET_0" => &self.server,
-            _ => return,
-        };
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(secret.to_vec());
-    }
-}
-
-impl TrafficSecrets {
-    fn take(&self) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-        let take =
-            |slot: &Mutex<Option<Vec<u8>>>| slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-        (take(&self.client), take(&self.server))
-    }
-}
-
-/// One direction's key, IV and sequence number (RFC 8446 §5.3), and the traffic secret the
-/// next key derives from.
-struct Direction {
-    key: LessSafeKey,
-    iv: [u8; aead::NONCE_LEN],
-    seq: u64,
-    aead: &'static aead::Algorithm,
-    hkdf: hkdf::Algorithm,
-    secret: Vec<u8>,
-}
-
-/// An output length for ring's HKDF.
-struct Len(usize);
-
-impl hkdf::KeyType for Len {
-    fn len(&self) -> usize {
-        self.0
-    }
-}
-
-/// RFC 8446 §7.1 HKDF-Expand-Label with an empty context.
-fn expand_label(
-    hkdf: hkdf::Algorithm,
-    secret: &[u8],
-    label: &[u8],
-    len: usize,
-) -> io::Result<Vec<u8>> {
-    let prk = hkdf::Prk::new_less_safe(hkdf, secret);
-    let length = (len as u16).to_be_bytes();
-    let label_len = [(6 + label.len()) as u8];
-    let info: [&[u8]; 5] = [&length, &label_len, b"tls13 ", label, &[0]];
-    let mut out = vec![0; len];
-    prk.expand(&info, Len(len))
-        .and_then(|okm| okm.fill(&mut out))
-        .map_err(|_| invalid("TLS key derivation failed"))?;
-    Ok(out)
-}
-
-impl Direction {
-    fn new(
-        seq: u64,
-        keys: ConnectionTrafficSecrets,
-        hkdf: hkdf::Algorithm,
-        secret: Vec<u8>,
-    ) -> Option<Direction> {
-        let (aead, key, iv) = match keys {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
-            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-                (&aead::CHACHA20_POLY1305, key, iv)
-            }
-            _ => return None,
-        };
-        let key = LessSafeKey::new(UnboundKey::new(aead, key.as_ref()).ok()?);
-        Some(Direction {
-            key,
-            iv: iv.as_ref().try_into().ok()?,
-            seq,
-            aead,
-            hkdf,
-            secret,
-        })
-    }
-
-    /// RFC 8446 §7.2: the next generation of traffic secret, key and IV.
-    fn update(&mut self) -> io::Result<()> {
-        let secret = expand_label(self.hkdf, &self.secret, b"traffic upd", self.secret.len())?;
-        let key = expand_label(self.hkdf, &secret, b"key", self.aead.key_len())?;
-        let iv = expand_label(self.hkdf, &secret, b"iv", aead::NONCE_LEN)?;
-        let key =
-            UnboundKey::new(self.aead, &key).map_err(|_| invalid("TLS key derivation failed"))?;
-        self.key = LessSafeKey::new(key);
-        self.iv = iv
-            .try_into()
-            .map_err(|_| invalid("TLS key derivation failed"))?;
-        self.seq = 0;
-        self.secret = secret;
-        Ok(())
-    }
-
-    /// The per-record nonce: the IV XORed with the padded sequence number; then the next.
-    fn next_nonce(&mut self) -> io::Result<Nonce> {
-        let mut nonce = self.iv;
-        for (n, s) in nonce[aead::NONCE_LEN - 8..]
-            .iter_mut()
-            .zip(self.seq.to_be_bytes())
-        {
-            *n ^= s;
-        }
-        // RFC 8446 §5.3: a sequence number must never wrap.
-        self.seq = self
-            .seq
-            .checked_add(1)
-            .ok_or_else(|| invalid("TLS sequence number exhausted"))?;
-        Ok(Nonce::assume_unique_for_key(nonce))
-    }
-}
-
-fn invalid(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
-}
-
-/// A TLS 1.3 connection after its handshake: the socket and the two traffic keys.
+/// A TLS 1.3 connection after its handshake: the socket, rustls's key schedule and the two
+/// directions' keys.
 pub struct Records {
     tcp: TcpStream,
-    rx: Direction,
+    kernel: KernelConnection<ServerConnectionData>,
+    reader: Reader,
     tx: Direction,
-    /// Decrypted application data not read yet: what rustls decrypted before the
-    /// handover, or the rest of a large read.
+    /// When `tx.seq` reaches this, our next record goes under a new key (RFC 8446 §5.5).
+    tx_limit: u64,
+    /// The client asked for a KeyUpdate (RFC 8446 §4.6.3): ours goes out, once, before our
+    /// next application data, however many requests arrived meanwhile.
+    tx_update_pending: bool,
+    /// Decrypted application data not read yet (the rest of a large read).
     plain: Vec<u8>,
     /// An incomplete record left from the last read (empty, unallocated, while idle).
     partial: Vec<u8>,
     /// Sealed records not yet written (empty, unallocated, while idle).
     out: Vec<u8>,
-    /// The client sent close_notify.
-    closed: bool,
-    /// We sent close_notify.
+    /// We sent close_notify or a fatal alert: nothing more is sealed (RFC 8446 §6).
     close_sent: bool,
 }
 
-/// What a finished handshake becomes.
-pub enum Secured {
-    /// TLS 1.3, taken over from rustls.
-    Records(Box<Records>),
-    /// Left with rustls: TLS 1.2, or the handover would not have been exact.
-    Rustls(Box<TlsStream<HandshakeIo>>),
-    /// The keys could not be extracted (a bug): the connection must end.
-    Failed,
-}
-
-/// Takes a finished TLS 1.3 handshake over from rustls, or leaves it there when the
-/// handover cannot be exact (TLS 1.2, data already buffered in rustls).
-pub fn take_over(tls: TlsStream<HandshakeIo>, secrets: &TrafficSecrets) -> Secured {
-    let mut tls = Box::new(tls);
-    let (io, conn) = tls.get_mut();
-    let hkdf = conn
-        .negotiated_cipher_suite()
-        .and_then(|s| match s.suite() {
-            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
-            | rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => Some(hkdf::HKDF_SHA256),
-            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => Some(hkdf::HKDF_SHA384),
-            _ => None,
-        });
-    let (client_secret, server_secret) = secrets.take();
-    let exact = conn.protocol_version() == Some(ProtocolVersion::TLSv1_3)
-        && hkdf.is_some()
-        && client_secret.is_some()
-        && server_secret.is_some()
-        && !conn.is_handshaking()
-        && !conn.wants_write()
-        && io.at_record_boundary();
-    if !exact {
-        io.passthrough = true;
-        return Secured::Rustls(tls);
-    }
-    let (io, mut conn) = tls.into_inner();
-    // The handshake reads on until the socket is drained, so the client's first records
-    // (its stream header, often sent with its Finished) may already be decrypted.
-    let early = match drain_plaintext(&mut conn) {
-        Ok(early) => early,
-        Err(_) => return Secured::Failed,
-    };
-    // Secret extraction only fails if the config did not enable it or the suite is not an
-    // AEAD one; both were ruled out, so a failure here is a bug, and the connection ends.
-    let secrets = conn.dangerous_extract_secrets().ok();
-    let directions = match (secrets, hkdf, client_secret, server_secret) {
-        (Some(s), Some(hkdf), Some(client), Some(server)) => {
-            Direction::new(s.rx.0, s.rx.1, hkdf, client)
-                .zip(Direction::new(s.tx.0, s.tx.1, hkdf, server))
-        }
-        _ => None,
-    };
-    let Some((rx, tx)) = directions else {
-        tracing::error!("TLS secret extraction failed after the handshake");
-        return Secured::Failed;
-    };
-    Secured::Records(Box::new(Records {
-        tcp: io.tcp,
-        rx,
-        tx,
-        plain: early,
-        partial: Vec::new(),
-        out: Vec::new(),
-        closed: false,
-        close_sent: false,
-    }))
-}
-
-/// The application data rustls has already decrypted.
-fn drain_plaintext(conn: &mut ServerConnection) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut early = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match conn.reader().read(&mut chunk) {
-            Ok(0) => return Ok(early),
-            Ok(n) => early.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(early),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 impl Records {
-    /// Reads and decrypts what the socket has into `into` (replacing its contents), at
-    /// most `max` bytes of it at a time so the caller's rate limit sees input in small
-    /// steps, as from a plain socket. `Ok(0)` is the end of the stream.
+    /// Takes a finished TLS 1.3 handshake over from rustls.
+    pub fn take_over(hs: Handshaken) -> io::Result<Records> {
+        let (secrets, kernel) = hs
+            .conn
+            .dangerous_into_kernel_connection()
+            .map_err(io::Error::other)?;
+        let SupportedCipherSuite::Tls13(suite) = kernel.negotiated_cipher_suite() else {
+            return Err(io::Error::other("TLS 1.3 handover of a TLS 1.2 connection"));
+        };
+        let tx_limit = key_limit(suite.common.confidentiality_limit).saturating_sub(1);
+        let (Some(rx), Some(tx)) = (
+            Direction::from_secrets(secrets.rx.0, secrets.rx.1),
+            Direction::from_secrets(secrets.tx.0, secrets.tx.1),
+        ) else {
+            return Err(io::Error::other("TLS suite without a ring AEAD"));
+        };
+        // What the client sent after its Finished is records of ours; never more than
+        // one read's worth, so less than a record.
+        let mut partial = hs.rest;
+        if partial.is_empty() {
+            partial = Vec::new();
+        }
+        Ok(Records {
+            tcp: hs.tcp,
+            kernel,
+            reader: Reader::new(rx),
+            tx,
+            tx_limit,
+            tx_update_pending: false,
+            plain: Vec::new(),
+            partial,
+            out: Vec::new(),
+            close_sent: false,
+        })
+    }
+
+    /// Reads and decrypts what the socket has into `into` (replacing its contents), at most
+    /// `max` bytes of it at a time so the caller's rate limit sees input in small steps.
+    /// `Ok(Some(n))`: `n` bytes came off the socket (what a rate limit should count; `into`
+    /// may be empty, when the records carried nothing). `Ok(None)` is the end of the stream.
     pub fn poll_read_into(
         &mut self,
         cx: &mut Context<'_>,
         into: &mut Vec<u8>,
         max: usize,
-    ) -> Poll<io::Result<usize>> {
+    ) -> Poll<io::Result<Option<usize>>> {
         let max = max.max(1);
+        into.clear();
         if self.plain.is_empty() {
-            ready!(self.poll_read_records(cx, into))?;
+            let wire = ready!(self.poll_read_records(cx, into))?;
             if into.len() > max {
                 self.plain = into.split_off(max);
             }
-            return Poll::Ready(Ok(into.len()));
+            return Poll::Ready(Ok(wire));
         }
-        into.clear();
         let take = self.plain.len().min(max);
         into.extend_from_slice(&self.plain[..take]);
         self.plain.drain(..take);
         if self.plain.is_empty() {
+            self.plain.zeroize();
             self.plain = Vec::new();
         }
-        Poll::Ready(Ok(take))
+        Poll::Ready(Ok(Some(0)))
     }
 
     fn poll_read_records(
         &mut self,
         cx: &mut Context<'_>,
         into: &mut Vec<u8>,
-    ) -> Poll<io::Result<usize>> {
-        into.clear();
-        CIPHERTEXT.with_borrow_mut(|buf| {
-            loop {
-                if self.closed {
-                    return Poll::Ready(Ok(0));
-                }
-                let kept = self.partial.len();
-                buf[..kept].copy_from_slice(&self.partial);
+    ) -> Poll<io::Result<Option<usize>>> {
+        if self.reader.closed {
+            return Poll::Ready(Ok(None));
+        }
+        let opened = CIPHERTEXT.with_borrow_mut(|buf| {
+            let kept = self.partial.len();
+            buf[..kept].copy_from_slice(&self.partial);
+            // Records the client sent with its Finished are opened before reading more.
+            let n = if matches!(reader::record_len(&self.partial), Ok(None)) {
                 let mut read = ReadBuf::new(&mut buf[kept..kept + MAX_RECORD]);
-                match Pin::new(&mut self.tcp).poll_read(cx, &mut read) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(())) => {}
-                }
-                let n = read.filled().len();
-                if n == 0 {
-                    // RFC 8446 §6.1: a stream cut without close_notify may be truncated; for
-                    // XMPP, whose own closing tag says whether the stream ended cleanly, an EOF
-                    // between records is just the end.
-                    return Poll::Ready(if kept == 0 {
-                        Ok(0)
-                    } else {
-                        Err(invalid("TLS record cut off"))
-                    });
-                }
-                let used = self.open_records(&mut buf[..kept + n], into)?;
+                ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut read))?;
+                read.filled().len()
+            } else {
+                0
+            };
+            if n == 0 && kept == 0 {
+                // RFC 8446 §6.1: a stream cut without close_notify may be truncated; for
+                // XMPP, whose own closing tag says whether the stream ended cleanly, an EOF
+                // between records is just the end.
+                return Poll::Ready(Ok(None));
+            }
+            if n == 0 && matches!(reader::record_len(&self.partial), Ok(None)) {
+                return Poll::Ready(Err(invalid("TLS record cut off")));
+            }
+            let data = &mut buf[..kept + n];
+            let kernel = &mut self.kernel;
+            let opened = self.reader.open_records(data, into, &mut || {
+                let (seq, secrets) = kernel
+                    .update_rx_secret()
+                    .map_err(|_| RecordError::internal("KeyUpdate refused by rustls"))?;
+                Direction::from_secrets(seq, secrets)
+                    .ok_or_else(|| RecordError::internal("TLS key derivation failed"))
+            });
+            if let Ok(opened) = &opened {
                 self.partial.clear();
-                self.partial.extend_from_slice(&buf[used..kept + n]);
+                self.partial.extend_from_slice(&data[opened.used..]);
                 if self.partial.is_empty() {
                     self.partial = Vec::new();
                 }
-                if !into.is_empty() {
-                    return Poll::Ready(Ok(into.len()));
-                }
             }
-        })
-    }
-
-    /// Decrypts every complete record at the start of `data`; returns how many bytes they took.
-    fn open_records(&mut self, data: &mut [u8], into: &mut Vec<u8>) -> io::Result<usize> {
-        let mut pos = 0;
-        while data.len() - pos >= HEADER_LEN {
-            let header: [u8; HEADER_LEN] = data[pos..pos + HEADER_LEN]
-                .try_into()
-                .expect("five bytes were checked");
-            // RFC 8446 §5.2: protected records all say application_data outside.
-            if header[0] != CONTENT_APPLICATION_DATA {
-                return Err(invalid("unexpected TLS record type after the handshake"));
+            // The plaintext is in `into` now; none stays in the shared buffer.
+            data.zeroize();
+            Poll::Ready(Ok(Some(opened.map(|o| (n, o.update_requested)))))
+        });
+        match ready!(opened)? {
+            None => Poll::Ready(Ok(None)),
+            Some(Ok((n, update_requested))) => {
+                self.tx_update_pending |= update_requested;
+                Poll::Ready(Ok(Some(n)))
             }
-            let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
-            if !(TAG_LEN + 1..=MAX_CIPHERTEXT).contains(&len) {
-                return Err(invalid("TLS record of an impossible size"));
-            }
-            if data.len() - pos < HEADER_LEN + len {
-                break;
-            }
-            let body = &mut data[pos + HEADER_LEN..pos + HEADER_LEN + len];
-            let nonce = self.rx.next_nonce()?;
-            let plain = self
-                .rx
-                .key
-                .open_in_place(nonce, Aad::from(header), body)
-                .map_err(|_| invalid("TLS record failed authentication"))?;
-            // RFC 8446 §5.4: the content type is the last non-zero byte; zeros are padding.
-            let Some(end) = plain.iter().rposition(|&b| b != 0) else {
-                return Err(invalid("TLS record without content type"));
-            };
-            if end > MAX_PLAINTEXT {
-                return Err(invalid("TLS record overflow"));
-            }
-            match plain[end] {
-                CONTENT_APPLICATION_DATA => into.extend_from_slice(&plain[..end]),
-                CONTENT_ALERT if plain[..end] == CLOSE_NOTIFY => {
-                    self.closed = true;
-                    return Ok(pos + HEADER_LEN + len);
-                }
-                CONTENT_ALERT => return Err(invalid("TLS alert from the client")),
-                CONTENT_HANDSHAKE => self.key_update(&plain[..end])?,
-                _ => return Err(invalid("unexpected TLS content type")),
-            }
-            pos += HEADER_LEN + len;
+            Some(Err(e)) => Poll::Ready(Err(self.fail(cx, e))),
         }
-        Ok(pos)
     }
 
-    /// RFC 8446 §4.6.3: the client's next records use new keys; if it asks, ours do too,
-    /// announced by our own KeyUpdate before our next record. Only a record holding exactly
-    /// one KeyUpdate is accepted (no other handshake message is expected after the handshake).
-    fn key_update(&mut self, message: &[u8]) -> io::Result<()> {
-        let request = match message {
-            [
-                KEY_UPDATE,
-                0,
-                0,
-                1,
-                request @ (UPDATE_NOT_REQUESTED | UPDATE_REQUESTED),
-            ] => *request,
-            _ => {
-                return Err(invalid(
-                    "unexpected TLS handshake message after the handshake",
-                ));
-            }
-        };
-        self.rx.update()?;
-        if request == UPDATE_REQUESTED {
-            self.seal(
-                CONTENT_HANDSHAKE,
-                &[KEY_UPDATE, 0, 0, 1, UPDATE_NOT_REQUESTED],
-            )?;
-            self.tx.update()?;
+    /// Ends the connection after a record error: RFC 8446 §6.2, the fatal alert goes out
+    /// (once, as far as the socket takes it now; shutdown finishes the job) and nothing
+    /// after it, not even close_notify. An alert from the client gets no answer.
+    fn fail(&mut self, cx: &mut Context<'_>, e: RecordError) -> io::Error {
+        if let Some(alert) = e.alert_to_send()
+            && !self.close_sent
+        {
+            let _ = self.seal_record(CONTENT_ALERT, &[FATAL, u8::from(alert)]);
+            let _ = self.poll_drain(cx);
+        }
+        self.close_sent = true;
+        self.plain.zeroize();
+        invalid(&e.to_string())
+    }
+
+    /// Seals `data` as application data records onto the output queue.
+    fn seal_data(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.close_sent {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "TLS connection closed",
+            ));
+        }
+        for chunk in data.chunks(MAX_PLAINTEXT) {
+            self.refresh_tx_key_if_due()?;
+            self.seal_record(CONTENT_APPLICATION_DATA, chunk)?;
         }
         Ok(())
     }
 
-    /// Seals `data` as records of `content_type` onto the output queue.
-    fn seal(&mut self, content_type: u8, data: &[u8]) -> io::Result<()> {
-        for chunk in data.chunks(MAX_PLAINTEXT) {
-            let len = chunk.len() + 1 + TAG_LEN;
-            let header = [CONTENT_APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
-            self.out.reserve(HEADER_LEN + len);
-            self.out.extend_from_slice(&header);
-            let start = self.out.len();
-            self.out.extend_from_slice(chunk);
-            self.out.push(content_type);
-            let nonce = self.tx.next_nonce()?;
-            let tag = self
-                .tx
-                .key
-                .seal_in_place_separate_tag(nonce, Aad::from(header), &mut self.out[start..])
-                .map_err(|_| invalid("TLS record could not be sealed"))?;
-            self.out.extend_from_slice(tag.as_ref());
+    /// RFC 8446 §4.6.3: our KeyUpdate, sealed under the old key, and the new key for every
+    /// record after it; when the client asked for it, or when the key has protected as many
+    /// records as the suite allows (§5.5).
+    fn refresh_tx_key_if_due(&mut self) -> io::Result<()> {
+        if !self.tx_update_pending && self.tx.seq < self.tx_limit {
+            return Ok(());
         }
+        self.seal_record(CONTENT_HANDSHAKE, &KEY_UPDATE_NOT_REQUESTED)?;
+        let (seq, secrets) = self.kernel.update_tx_secret().map_err(io::Error::other)?;
+        self.tx = Direction::from_secrets(seq, secrets)
+            .ok_or_else(|| io::Error::other("TLS key derivation failed"))?;
+        self.tx_update_pending = false;
+        Ok(())
+    }
+
+    /// Seals one record (RFC 8446 §5.2: TLSInnerPlaintext is the content then its type, no
+    /// padding; the outer type is application_data) onto the output queue.
+    fn seal_record(&mut self, content_type: u8, chunk: &[u8]) -> io::Result<()> {
+        let len = chunk.len() + 1 + TAG_LEN;
+        let header = [CONTENT_APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
+        let nonce = self
+            .tx
+            .next_nonce()
+            .ok_or_else(|| invalid("TLS sequence number exhausted"))?;
+        self.out.reserve(HEADER_LEN + len);
+        self.out.extend_from_slice(&header);
+        let start = self.out.len();
+        self.out.extend_from_slice(chunk);
+        self.out.push(content_type);
+        let tag = self
+            .tx
+            .key
+            .seal_in_place_separate_tag(
+                nonce,
+                ring::aead::Aad::from(header),
+                &mut self.out[start..],
+            )
+            .map_err(|_| invalid("TLS record could not be sealed"))?;
+        self.out.extend_from_slice(tag.as_ref());
         Ok(())
     }
 
@@ -571,6 +311,16 @@ impl Records {
     }
 }
 
+impl Drop for Records {
+    fn drop(&mut self) {
+        self.plain.zeroize();
+    }
+}
+
+pub(crate) fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
 impl AsyncWrite for Records {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -579,7 +329,7 @@ impl AsyncWrite for Records {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
-        this.seal(CONTENT_APPLICATION_DATA, buf)?;
+        this.seal_data(buf)?;
         // The data is sealed and queued, so it is accepted whether or not the socket takes
         // it now; `poll_flush` finishes the job.
         if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
@@ -597,8 +347,9 @@ impl AsyncWrite for Records {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.close_sent {
-            // RFC 8446 §6.1: close_notify before closing the write side.
-            this.seal(CONTENT_ALERT, &CLOSE_NOTIFY)?;
+            // RFC 8446 §6.1: close_notify before closing the write side, unless a fatal
+            // alert went out already.
+            this.seal_record(CONTENT_ALERT, &CLOSE_NOTIFY)?;
             this.close_sent = true;
         }
         ready!(this.poll_drain(cx))?;
@@ -606,5 +357,14 @@ impl AsyncWrite for Records {
     }
 }
 
+/// For the record reader's fuzz target: `data` is a stream of TLS 1.3 records, opened with
+/// fixed AES-128-GCM keys by the same reader as a real connection's. It must never panic.
+#[doc(hidden)]
+pub fn fuzz_record_stream(data: &[u8]) {
+    reader::fuzz(data);
+}
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hostile;

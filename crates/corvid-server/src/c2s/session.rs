@@ -100,7 +100,8 @@ enum Wake {
     Shutdown,
     Closed(StreamError),
     Outbound(Outbound),
-    Read(std::io::Result<usize>),
+    /// Bytes taken off the socket (`None`: end of stream); the data is in the input buffer.
+    Read(std::io::Result<Option<usize>>),
     Timer,
     /// Closed to make room for a newer connection (before authentication only).
     Shed,
@@ -209,9 +210,9 @@ impl Session {
                     Err(Box::pin(self.fail(err)).await)
                 }
                 Wake::Outbound(first) => Box::pin(self.write_queued(first)).await,
-                Wake::Read(Ok(0)) => Err(End::Disconnected),
-                Wake::Read(Ok(_)) => {
-                    let step = Box::pin(self.on_bytes(&input)).await;
+                Wake::Read(Ok(None)) => Err(End::Disconnected),
+                Wake::Read(Ok(Some(wire))) => {
+                    let step = Box::pin(self.on_bytes(&input, wire)).await;
                     input = Vec::new();
                     step
                 }
@@ -309,13 +310,15 @@ impl Session {
         self.last_read + Duration::from_secs(self.server.config.limits.unauthenticated_idle_secs)
     }
 
-    async fn on_bytes(&mut self, data: &[u8]) -> Result<(), End> {
+    /// `data` is what the client sent, `wire` what it cost on the socket (under TLS the
+    /// records, including those that carried nothing): the rate limit counts the latter.
+    async fn on_bytes(&mut self, data: &[u8], wire: usize) -> Result<(), End> {
         let now = Instant::now();
         self.last_read = now;
         self.guard.touch();
         self.released = false;
         self.ping_sent = None;
-        let wait = self.bucket.take(data.len(), now);
+        let wait = self.bucket.take(wire, now);
         if !wait.is_zero() {
             self.throttle_until = Some(now + wait);
         }

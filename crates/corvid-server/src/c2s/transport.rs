@@ -1,28 +1,26 @@
-//! The byte stream under an XMPP stream: plain TCP until STARTTLS, then TLS. A TLS 1.3
-//! session is rustls's only for its handshake; its records are then protected by
-//! [`Records`], which keeps no buffer while the session is idle.
+//! The byte stream under an XMPP stream: plain TCP until STARTTLS, then TLS. The handshake
+//! runs on rustls's unbuffered connection ([`records::handshake`]); a TLS 1.3 session is
+//! then handed to [`Records`], which keeps rustls's key schedule and no buffer while the
+//! session is idle, and a TLS 1.2 session stays on rustls ([`Tls12`]).
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use std::sync::Arc;
+use rustls::{ProtocolVersion, ServerConfig, SupportedCipherSuite};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 
-use rustls::ServerConfig;
-use tokio_rustls::TlsAcceptor;
-
-use super::records::{self, HandshakeIo, Records, Secured, TrafficSecrets};
+use super::records::{self, ExporterSecret, Records, Tls12};
 
 pub enum Transport {
     Plain(TcpStream),
-    /// TLS kept by rustls (TLS 1.2).
-    Tls(Box<TlsStream<HandshakeIo>>),
+    /// TLS 1.2, kept by rustls.
+    Tls12(Box<Tls12>),
     /// TLS 1.3 after the handshake.
     Records(Box<Records>),
-    /// Briefly, while the TCP stream is handed to the TLS acceptor.
+    /// Briefly, while the TCP stream is handed to the TLS handshake.
     Upgrading,
 }
 
@@ -41,54 +39,51 @@ pub struct Secure {
     pub tls_exporter: Option<Vec<u8>>,
 }
 
-/// Runs the TLS handshake on `tcp` and hands TLS 1.3 sessions over to [`Records`].
+/// Runs the TLS handshake on `tcp`; TLS 1.3 sessions go to [`Records`].
 pub async fn accept_tls(config: &Arc<ServerConfig>, tcp: TcpStream) -> io::Result<Secure> {
-    // This connection's own copy of the config, whose key log keeps the traffic secrets
-    // that a later KeyUpdate needs (rustls hands out only the current keys).
-    let secrets = Arc::new(TrafficSecrets::default());
+    // This connection's own copy of the config, whose key log keeps the exporter secret
+    // the tls-exporter binding derives from (see records::exporter). rustls drops the copy
+    // with the handshake state.
+    let exporter = Arc::new(ExporterSecret::default());
     let mut config = ServerConfig::clone(config);
-    config.key_log = secrets.clone();
-    let tls = TlsAcceptor::from(Arc::new(config))
-        .accept(HandshakeIo::new(tcp))
-        .await?;
-    let conn = tls.get_ref().1;
-    // RFC 9266: tls-exporter is defined for TLS 1.3 (and 1.2 only with extended master
-    // secret, which we cannot confirm from here), so offer it on 1.3 only.
-    let tls_exporter = (conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3))
-        .then(|| {
-            conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
-                .ok()
-        })
-        .flatten()
-        .map(|k| k.to_vec());
-    let transport = match records::take_over(tls, &secrets) {
-        Secured::Records(records) => Transport::Records(records),
-        Secured::Rustls(tls) => Transport::Tls(tls),
-        Secured::Failed => return Err(io::Error::other("TLS keys could not be taken over")),
+    config.key_log = exporter.clone();
+    let hs = records::handshake(Arc::new(config), tcp).await?;
+    if hs.conn.protocol_version() != Some(ProtocolVersion::TLSv1_3) {
+        // RFC 9266 §3: tls-exporter is defined for TLS 1.3 (and 1.2 only with extended
+        // master secret, which rustls does not report), so it is offered on 1.3 only.
+        return Ok(Secure {
+            transport: Transport::Tls12(Box::new(Tls12::new(hs))),
+            tls_exporter: None,
+        });
+    }
+    let tls_exporter = match hs.conn.negotiated_cipher_suite() {
+        Some(SupportedCipherSuite::Tls13(suite)) => exporter.take_binding(suite),
+        _ => None,
     };
     Ok(Secure {
-        transport,
+        transport: Transport::Records(Box::new(Records::take_over(hs)?)),
         tls_exporter,
     })
 }
 
 impl Transport {
     pub fn is_tls(&self) -> bool {
-        matches!(self, Transport::Tls(_) | Transport::Records(_))
+        matches!(self, Transport::Tls12(_) | Transport::Records(_))
     }
 
-    /// Reads what the transport has into `into` (replacing its contents); `Ok(0)` is the
-    /// end of the stream. Plain and rustls streams read through the thread's shared
-    /// buffer, which is never held across a suspension point.
+    /// Reads what the transport has into `into` (replacing its contents). `Ok(Some(n))`:
+    /// `n` bytes came off the socket, which is what a rate limit counts (under TLS, `into`
+    /// holds the plaintext, possibly none); `Ok(None)` is the end of the stream. Plain
+    /// streams read through the thread's shared buffer, never held across a suspension.
     pub fn poll_read_into(
         &mut self,
         cx: &mut Context<'_>,
         into: &mut Vec<u8>,
-    ) -> Poll<io::Result<usize>> {
-        let stream: Pin<&mut (dyn AsyncRead + Unpin)> = match self {
+    ) -> Poll<io::Result<Option<usize>>> {
+        let stream = match self {
             Transport::Records(records) => return records.poll_read_into(cx, into, READ_BUFFER),
+            Transport::Tls12(tls) => return tls.poll_read_into(cx, into, READ_BUFFER),
             Transport::Plain(s) => Pin::new(s),
-            Transport::Tls(s) => Pin::new(s.as_mut()),
             Transport::Upgrading => return Poll::Ready(Err(gone())),
         };
         READ_BUF.with_borrow_mut(|buf| {
@@ -97,7 +92,8 @@ impl Transport {
                 Poll::Ready(Ok(())) => {
                     into.clear();
                     into.extend_from_slice(read.filled());
-                    Poll::Ready(Ok(read.filled().len()))
+                    let n = read.filled().len();
+                    Poll::Ready(Ok((n > 0).then_some(n)))
                 }
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,
@@ -108,7 +104,7 @@ impl Transport {
     fn writer(&mut self) -> Option<Pin<&mut (dyn AsyncWrite + Unpin)>> {
         match self {
             Transport::Plain(s) => Some(Pin::new(s)),
-            Transport::Tls(s) => Some(Pin::new(s.as_mut())),
+            Transport::Tls12(s) => Some(Pin::new(s.as_mut())),
             Transport::Records(s) => Some(Pin::new(s.as_mut())),
             Transport::Upgrading => None,
         }

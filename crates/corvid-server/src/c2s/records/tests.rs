@@ -1,4 +1,5 @@
-//! A real rustls client on loopback against the handover, both TLS versions.
+//! A real rustls client on loopback against the handshake and the handover, both TLS
+//! versions and every TLS 1.3 suite.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,18 +7,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsConnector;
 
 use super::*;
 
-struct Pair {
-    server: Secured,
-    client: tokio_rustls::client::TlsStream<Tamper>,
-    tamper: Arc<AtomicBool>,
+pub(super) struct Pair<Io> {
+    pub server: Server,
+    pub client: tokio_rustls::client::TlsStream<Io>,
+}
+
+/// The server's side after the handshake.
+pub(super) enum Server {
+    Records(Box<Records>),
+    Tls12(Box<Tls12>),
 }
 
 /// The client's socket, which can corrupt the last byte of its next write.
-struct Tamper {
+pub(super) struct Tamper {
     tcp: TcpStream,
     flip: Arc<AtomicBool>,
 }
@@ -58,29 +64,12 @@ impl AsyncWrite for Tamper {
     }
 }
 
-async fn connect(versions: &[&'static rustls::SupportedProtocolVersion]) -> Pair {
-    connect_sending(versions, b"").await
-}
-
-/// The client offers only `suite`.
-async fn connect_with_suite(suite: rustls::SupportedCipherSuite) -> Pair {
-    connect_with(&[&rustls::version::TLS13], b"", Some(suite)).await
-}
-
-/// Connects; the client writes `early` as soon as its side of the handshake is done,
-/// possibly before the server's side is.
-async fn connect_sending(
+/// Server and client configs with a fresh self-signed certificate; the client offers
+/// `versions`, and only `suite` when given.
+pub(super) fn configs(
     versions: &[&'static rustls::SupportedProtocolVersion],
-    early: &[u8],
-) -> Pair {
-    connect_with(versions, early, None).await
-}
-
-async fn connect_with(
-    versions: &[&'static rustls::SupportedProtocolVersion],
-    early: &[u8],
     suite: Option<rustls::SupportedCipherSuite>,
-) -> Pair {
+) -> (Arc<rustls::ServerConfig>, rustls::ClientConfig) {
     let cert =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
     let cert_der = CertificateDer::from(cert.cert.der().to_vec());
@@ -94,8 +83,6 @@ async fn connect_with(
         .expect("server config");
     server_config.enable_secret_extraction = true;
     server_config.send_tls13_tickets = 0;
-    let secrets = Arc::new(TrafficSecrets::default());
-    server_config.key_log = secrets.clone();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert_der).expect("root");
     let mut client_provider = (*provider).clone();
@@ -107,75 +94,112 @@ async fn connect_with(
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
+    (Arc::new(server_config), client_config)
+}
 
+/// Accepts one connection on `listener` and runs the server's handshake and handover.
+pub(super) fn serve_one(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> tokio::task::JoinHandle<Server> {
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let hs = handshake(config, tcp).await.expect("handshake");
+        if hs.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+            Server::Records(Box::new(Records::take_over(hs).expect("handover")))
+        } else {
+            Server::Tls12(Box::new(Tls12::new(hs)))
+        }
+    })
+}
+
+/// Connects a rustls client over `wrap(tcp)`.
+pub(super) async fn connect_over<Io: AsyncRead + AsyncWrite + Unpin>(
+    client_config: rustls::ClientConfig,
+    server_config: Arc<rustls::ServerConfig>,
+    wrap: impl FnOnce(TcpStream) -> Io,
+) -> (
+    tokio::task::JoinHandle<Server>,
+    tokio_rustls::client::TlsStream<Io>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let acceptor = TlsAcceptor::from(Arc::new(server_config));
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.expect("accept");
-        take_over(
-            acceptor
-                .accept(HandshakeIo::new(tcp))
-                .await
-                .expect("handshake"),
-            &secrets,
-        )
-    });
-    let flip = Arc::new(AtomicBool::new(false));
+    let server = serve_one(listener, server_config);
     let tcp = TcpStream::connect(addr).await.expect("connect");
-    let mut client = TlsConnector::from(Arc::new(client_config))
-        .connect(
-            ServerName::try_from("localhost").expect("name"),
-            Tamper {
-                tcp,
-                flip: flip.clone(),
-            },
-        )
+    let client = TlsConnector::from(Arc::new(client_config))
+        .connect(ServerName::try_from("localhost").expect("name"), wrap(tcp))
         .await
         .expect("client handshake");
+    (server, client)
+}
+
+async fn connect_with(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    early: &[u8],
+    suite: Option<rustls::SupportedCipherSuite>,
+) -> (Pair<Tamper>, Arc<AtomicBool>) {
+    let (server_config, client_config) = configs(versions, suite);
+    let flip = Arc::new(AtomicBool::new(false));
+    let flip2 = flip.clone();
+    let (server, mut client) = connect_over(client_config, server_config, move |tcp| Tamper {
+        tcp,
+        flip: flip2,
+    })
+    .await;
     if !early.is_empty() {
         client.write_all(early).await.expect("early write");
         client.flush().await.expect("early flush");
     }
-    Pair {
-        server: server.await.expect("server task"),
-        client,
-        tamper: flip,
-    }
+    let server = server.await.expect("server task");
+    (Pair { server, client }, flip)
 }
 
-fn records(secured: Secured) -> Records {
-    match secured {
-        Secured::Records(r) => *r,
-        Secured::Rustls(_) => panic!("TLS 1.3 was left with rustls"),
-        Secured::Failed => panic!("handover failed"),
+async fn connect(versions: &[&'static rustls::SupportedProtocolVersion]) -> Pair<Tamper> {
+    connect_with(versions, b"", None).await.0
+}
+
+async fn connect_with_suite(suite: rustls::SupportedCipherSuite) -> Pair<Tamper> {
+    connect_with(&[&rustls::version::TLS13], b"", Some(suite))
+        .await
+        .0
+}
+
+pub(super) fn records(server: Server) -> Records {
+    match server {
+        Server::Records(r) => *r,
+        Server::Tls12(_) => panic!("TLS 1.3 was left with rustls"),
     }
 }
 
 /// Reads until `want` bytes arrived or the stream ends.
-async fn read_n(server: &mut Records, want: usize) -> io::Result<Vec<u8>> {
+pub(super) async fn read_n(server: &mut Records, want: usize) -> io::Result<Vec<u8>> {
     let mut got = Vec::new();
     let mut chunk = Vec::new();
     while got.len() < want {
-        let n = std::future::poll_fn(|cx| server.poll_read_into(cx, &mut chunk, 4096)).await?;
-        if n == 0 {
-            break;
+        match std::future::poll_fn(|cx| server.poll_read_into(cx, &mut chunk, 4096)).await? {
+            None => break,
+            Some(_) => {
+                assert!(chunk.len() <= 4096, "at most the requested amount per read");
+                got.extend_from_slice(&chunk);
+            }
         }
-        assert!(n <= 4096, "at most the requested amount per read");
-        got.extend_from_slice(&chunk);
     }
     Ok(got)
 }
 
-fn pattern(len: usize) -> Vec<u8> {
+pub(super) fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
 
+pub(super) const TLS13_SUITES: [rustls::SupportedCipherSuite; 3] = [
+    rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+    rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+    rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+];
+
 #[tokio::test]
 async fn data_flows_both_ways_after_the_handover() {
-    let Pair {
-        server, mut client, ..
-    } = connect(&[&rustls::version::TLS13]).await;
+    let Pair { server, mut client } = connect(&[&rustls::version::TLS13]).await;
     let mut server = records(server);
     // Small writes, a write of several full records, and one byte at a time.
     client.write_all(b"<stream:stream>").await.unwrap();
@@ -217,14 +241,13 @@ async fn data_flows_both_ways_after_the_handover() {
     assert_eq!(read_n(&mut server, 1).await.unwrap(), b"");
 }
 
-/// Written right after the client's Finished: depending on timing rustls has already
-/// decrypted some of it at the handover, and none of it may be lost either way.
+/// Written right after the client's Finished, often in the same segment: none of it may
+/// be lost, whether it arrived with the Finished or later.
 #[tokio::test]
 async fn data_right_after_the_handshake_is_not_lost() {
     let early = pattern(10_000);
-    let Pair {
-        server, mut client, ..
-    } = connect_sending(&[&rustls::version::TLS13], &early).await;
+    let (Pair { server, mut client }, _) =
+        connect_with(&[&rustls::version::TLS13], &early, None).await;
     let mut server = records(server);
     assert_eq!(read_n(&mut server, early.len()).await.unwrap(), early);
     let data = pattern(40_000);
@@ -233,13 +256,12 @@ async fn data_right_after_the_handshake_is_not_lost() {
     assert_eq!(read_n(&mut server, data.len()).await.unwrap(), data);
 }
 
+/// RFC 8446 §5.2: a record that fails authentication ends the connection, and the client
+/// learns why: a fatal bad_record_mac alert, not a close_notify (§6.2).
 #[tokio::test]
-async fn a_tampered_record_ends_the_connection() {
-    let Pair {
-        server,
-        mut client,
-        tamper,
-    } = connect(&[&rustls::version::TLS13]).await;
+async fn a_tampered_record_ends_the_connection_with_bad_record_mac() {
+    let (Pair { server, mut client }, tamper) =
+        connect_with(&[&rustls::version::TLS13], b"", None).await;
     let mut server = records(server);
     tamper.store(true, Ordering::SeqCst);
     client.write_all(b"<message/>").await.unwrap();
@@ -248,23 +270,24 @@ async fn a_tampered_record_ends_the_connection() {
         .await
         .expect_err("a forged record must not be accepted");
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    server.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let err = client
+        .read_to_end(&mut rest)
+        .await
+        .expect_err("the client sees an alert, not a clean close");
+    assert!(err.to_string().contains("BadRecordMac"), "{err}");
+    // Nothing is sealed after a fatal alert.
+    assert!(server.write_all(b"<late/>").await.is_err());
 }
 
 /// RFC 8446 §4.6.3: rustls's `refresh_traffic_keys` sends KeyUpdate with update_requested;
 /// the server must read the client's next records with the new keys, and answer with its
-/// own KeyUpdate before its next record, sealed with new keys too. Twice, for a second
-/// generation.
+/// own KeyUpdate before its next record. Twice, for a second generation, in every suite.
 #[tokio::test]
 async fn key_updates_from_the_client_are_followed_both_ways() {
-    use rustls::crypto::ring::cipher_suite as suites;
-    for suite in [
-        suites::TLS13_AES_128_GCM_SHA256,
-        suites::TLS13_AES_256_GCM_SHA384,
-        suites::TLS13_CHACHA20_POLY1305_SHA256,
-    ] {
-        let Pair {
-            server, mut client, ..
-        } = connect_with_suite(suite).await;
+    for suite in TLS13_SUITES {
+        let Pair { server, mut client } = connect_with_suite(suite).await;
         let mut server = records(server);
         for round in 0..2 {
             client.get_mut().1.refresh_traffic_keys().unwrap();
@@ -285,36 +308,87 @@ async fn key_updates_from_the_client_are_followed_both_ways() {
     }
 }
 
-/// Anything but a well-formed KeyUpdate, as a handshake message after the handshake, ends
-/// the connection.
+/// RFC 8446 §4.6.3: several requests while we are silent get one KeyUpdate, sent before
+/// our next record, not one each; nothing is queued meanwhile.
 #[tokio::test]
-async fn only_a_well_formed_key_update_is_accepted() {
-    let Pair { server, .. } = connect(&[&rustls::version::TLS13]).await;
+async fn key_update_requests_are_answered_once_and_lazily() {
+    let Pair { server, mut client } = connect(&[&rustls::version::TLS13]).await;
     let mut server = records(server);
-    for message in [
-        &[24u8, 0, 0, 1, 2][..],
-        &[24, 0, 0, 2, 0, 0],
-        &[4, 0, 0, 0],
-        &[24, 0, 0, 1],
-        &[],
-    ] {
-        assert!(server.key_update(message).is_err(), "{message:?}");
+    for _ in 0..20 {
+        client.get_mut().1.refresh_traffic_keys().unwrap();
     }
-    assert!(server.key_update(&[24, 0, 0, 1, 0]).is_ok());
+    client.write_all(b"x").await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(read_n(&mut server, 1).await.unwrap(), b"x");
+    assert_eq!(
+        server.out.capacity(),
+        0,
+        "no reply queued while we are silent"
+    );
+    server.write_all(b"<reply/>").await.unwrap();
+    server.flush().await.unwrap();
+    // One KeyUpdate under the old key, then the reply as the first record of the new one.
+    assert_eq!(server.tx.seq, 1);
+    let mut got = [0u8; 8];
+    client.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"<reply/>");
+}
+
+/// rustls allows 32 KeyUpdates between two records of data, and so do we: more is a flood
+/// (records review, finding 1), refused with unexpected_message.
+#[tokio::test]
+async fn a_key_update_flood_is_refused_and_queues_nothing() {
+    let Pair { server, mut client } = connect(&[&rustls::version::TLS13]).await;
+    let mut server = records(server);
+    for _ in 0..40 {
+        client.get_mut().1.refresh_traffic_keys().unwrap();
+    }
+    client.write_all(b"x").await.unwrap();
+    client.flush().await.unwrap();
+    let err = read_n(&mut server, 1)
+        .await
+        .expect_err("a flood is refused");
+    assert!(err.to_string().contains("without content"), "{err}");
+    // Only the alert was queued, and it has gone out.
+    assert_eq!(server.out.len(), 0);
+    server.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let err = client.read_to_end(&mut rest).await.expect_err("an alert");
+    assert!(err.to_string().contains("UnexpectedMessage"), "{err}");
+}
+
+/// RFC 8446 §5.5: with the key-usage limit lowered to 64 records in tests, a server writing
+/// 100 records refreshes its key on its own, and the client reads them all.
+#[tokio::test]
+async fn the_server_refreshes_its_key_before_the_usage_limit() {
+    for suite in [TLS13_SUITES[0], TLS13_SUITES[1]] {
+        let Pair { server, mut client } = connect_with_suite(suite).await;
+        let mut server = records(server);
+        assert_eq!(server.tx_limit, 63);
+        for i in 0..100u8 {
+            server.write_all(&[b'a' + i % 26]).await.unwrap();
+        }
+        server.flush().await.unwrap();
+        let mut got = [0u8; 100];
+        client.read_exact(&mut got).await.unwrap();
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, b)| *b == b'a' + (i % 26) as u8)
+        );
+        assert!(
+            server.tx.seq < 63,
+            "a new key after 63 records: {}",
+            server.tx.seq
+        );
+    }
 }
 
 /// Each TLS 1.3 AEAD suite rustls offers is taken over and works both ways.
 #[tokio::test]
 async fn every_tls13_suite_is_taken_over() {
-    use rustls::crypto::ring::cipher_suite as suites;
-    for suite in [
-        suites::TLS13_AES_128_GCM_SHA256,
-        suites::TLS13_AES_256_GCM_SHA384,
-        suites::TLS13_CHACHA20_POLY1305_SHA256,
-    ] {
-        let Pair {
-            server, mut client, ..
-        } = connect_with_suite(suite).await;
+    for suite in TLS13_SUITES {
+        let Pair { server, mut client } = connect_with_suite(suite).await;
         assert_eq!(client.get_ref().1.negotiated_cipher_suite(), Some(suite));
         let mut server = records(server);
         let data = pattern(20_000);
@@ -333,17 +407,37 @@ async fn every_tls13_suite_is_taken_over() {
     }
 }
 
+/// TLS 1.2 stays on rustls's unbuffered connection: data both ways, then close_notify.
 #[tokio::test]
 async fn tls12_stays_with_rustls() {
-    let Pair {
-        server, mut client, ..
-    } = connect(&[&rustls::version::TLS12]).await;
-    let Secured::Rustls(mut tls) = server else {
+    let Pair { server, mut client } = connect(&[&rustls::version::TLS12]).await;
+    let Server::Tls12(mut tls) = server else {
         panic!("TLS 1.2 must stay with rustls")
     };
-    client.write_all(b"hello").await.unwrap();
+    let data = pattern(30_000);
+    client.write_all(&data).await.unwrap();
     client.flush().await.unwrap();
-    let mut got = [0u8; 5];
-    tls.read_exact(&mut got).await.unwrap();
-    assert_eq!(&got, b"hello");
+    let mut got = Vec::new();
+    let mut chunk = Vec::new();
+    while got.len() < data.len() {
+        let n = std::future::poll_fn(|cx| tls.poll_read_into(cx, &mut chunk, 4096))
+            .await
+            .unwrap();
+        assert!(n.is_some(), "stream ended early");
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got, data);
+    tls.write_all(&data).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut got = vec![0u8; data.len()];
+    client.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, data);
+    tls.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
+    client.shutdown().await.unwrap();
+    let end = std::future::poll_fn(|cx| tls.poll_read_into(cx, &mut chunk, 4096))
+        .await
+        .unwrap();
+    assert_eq!(end, None);
 }
