@@ -25,6 +25,20 @@ if ! cmp -s "$REQUIREMENTS" "$STAMP"; then
     cp "$REQUIREMENTS" "$STAMP"
 fi
 
+# A second venv for an older client library (slixmpp 1.8.3, as Debian 12 ships it), which
+# cannot share a venv with the current slixmpp.
+LEGACY_VENV=.venv-legacy
+LEGACY_REQUIREMENTS=tests/interop/requirements-legacy.txt
+if [ ! -x "$LEGACY_VENV/bin/python" ]; then
+    rm -rf "$LEGACY_VENV"
+    python3 -m venv "$LEGACY_VENV"
+fi
+if ! cmp -s "$LEGACY_REQUIREMENTS" "$LEGACY_VENV/.requirements"; then
+    "$LEGACY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$LEGACY_REQUIREMENTS"
+    cp "$LEGACY_REQUIREMENTS" "$LEGACY_VENV/.requirements"
+fi
+export CORVID_LEGACY_PYTHON="$PWD/$LEGACY_VENV/bin/python"
+
 CORVID_BIN="${CORVID_BIN:-target/debug/corvid}"
 if [ ! -x "$CORVID_BIN" ]; then
     echo "== interop: $CORVID_BIN is missing; cargo build -p corvid"

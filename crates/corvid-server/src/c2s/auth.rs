@@ -21,6 +21,8 @@ pub(crate) struct AuthState {
     /// Whether the last failure was of the credentials themselves (not of a mechanism the
     /// client could not use); only those count toward held-back logins.
     bad_credentials: bool,
+    /// Why the last exchange failed, in words for the log, where the condition says little.
+    reason: Option<&'static str>,
     /// The account named in the exchange, once known.
     account: Option<BareJid>,
     pub(super) bindings: ChannelBindings,
@@ -153,6 +155,7 @@ impl Session {
         let (failures, mechanism) = (state.failures, state.mechanism);
         let account = state.account.take();
         let bad_credentials = std::mem::take(&mut state.bad_credentials);
+        let reason = state.reason.take();
         if bad_credentials {
             self.server
                 .auth_throttle
@@ -162,7 +165,7 @@ impl Session {
         tracing::info!(
             mechanism = mechanism.map(|m| m.name()),
             condition = err.condition(),
-            reason = %err,
+            reason = reason.unwrap_or(""),
             account = account.as_ref().map(|a| a.as_str()),
             failures,
             "authentication failed"
@@ -246,8 +249,11 @@ impl Session {
             Some(Exchange::AwaitingClientFinal(mut server, user)) => {
                 self.hold_back(&user).await;
                 let server_final = server.client_final(&data).inspect_err(|_| {
-                    // The proof (or the channel binding data it covers) did not match.
-                    self.auth_mut().bad_credentials = true;
+                    let state = self.auth_mut();
+                    state.bad_credentials = true;
+                    state.reason = Some(
+                        "the proof did not match: wrong password, unknown account, or other channel binding data",
+                    );
                 })?;
                 Ok(Step::Success {
                     user,
@@ -262,7 +268,14 @@ impl Session {
         mut server: ScramServer,
         data: &[u8],
     ) -> Result<Step, SaslError> {
-        let first = server.client_first(data)?;
+        let first = server.client_first(data).inspect_err(|e| {
+            if *e == SaslError::NotAuthorized {
+                // RFC 5802 §6: a channel binding type we do not offer here (tls-unique is
+                // undefined on TLS 1.3), or the `y` flag although we offered -PLUS.
+                self.auth_mut().reason =
+                    Some("channel binding type not offered, or `y` flag while -PLUS was offered");
+            }
+        })?;
         let user = self.user_jid(&first.username, first.authzid.as_deref());
         let creds = match &user {
             Ok(user) => self.credentials(user).await?,
@@ -304,7 +317,9 @@ impl Session {
                 additional: None,
             })
         } else {
-            self.auth_mut().bad_credentials = true;
+            let state = self.auth_mut();
+            state.bad_credentials = true;
+            state.reason = Some("wrong password or unknown account");
             Err(SaslError::NotAuthorized)
         }
     }
