@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# The TLS interop tests (crates/corvid-server/tests/tls_peers.rs) run openssl and gnutls-cli.
+command -v gnutls-cli >/dev/null && command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq gnutls-bin openssl; }
+
 echo "== build (workspace, all targets)"
 cargo build --workspace --all-targets --locked
 
