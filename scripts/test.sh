@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# The TLS interop tests (crates/corvid-server/tests/tls_peers.rs) run openssl and gnutls-cli.
+command -v gnutls-cli >/dev/null && command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq gnutls-bin openssl; }
+
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

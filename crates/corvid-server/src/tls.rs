@@ -1,5 +1,7 @@
 //! TLS setup: load the configured certificate, or generate a self-signed one on first start
-//! and reuse it afterwards; and the channel-binding data SCRAM-PLUS needs.
+//! and reuse it afterwards; and the channel-binding data SCRAM-PLUS needs
+//! (`tls-server-end-point`, RFC 5929 §4; `tls-exporter` is per connection, in
+//! `c2s::records`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,7 +9,7 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use crate::config::Config;
 
@@ -33,26 +35,26 @@ pub struct Tls {
     pub starttls: Arc<ServerConfig>,
     /// For direct TLS (XEP-0368), which requires ALPN `xmpp-client` when the client sends ALPN.
     pub direct: Arc<ServerConfig>,
-    /// RFC 5929 tls-server-end-point data: SHA-256 of our certificate. Only known when the
-    /// certificate is ours (we signed it with ECDSA-SHA256); `None` for an operator's
-    /// certificate whose signature hash we do not inspect.
+    /// RFC 5929 tls-server-end-point data: the hash of our certificate, with the hash its
+    /// signature algorithm uses (§4.1). `None` where §4.1 leaves it undefined (Ed25519,
+    /// RSA-PSS, an algorithm we do not know): the binding is then not offered.
     pub server_end_point: Option<Vec<u8>>,
 }
 
 impl Tls {
     pub fn load_or_generate(config: &Config) -> Result<Tls, TlsError> {
-        let (certs, key, generated) = match (&config.tls.cert, &config.tls.key) {
-            (Some(cert), Some(key)) => (read_certs(cert)?, read_key(key)?, false),
+        let (certs, key) = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => (read_certs(cert)?, read_key(key)?),
             _ => {
                 let (cert, key) = generated_paths(&config.data_dir);
                 if !cert.exists() || !key.exists() {
                     generate_self_signed(&config.domains, &cert, &key)?;
                     tracing::info!(cert = %cert.display(), "generated a self-signed certificate");
                 }
-                (read_certs(&cert)?, read_key(&key)?, true)
+                (read_certs(&cert)?, read_key(&key)?)
             }
         };
-        let server_end_point = generated.then(|| Sha256::digest(&certs[0]).to_vec());
+        let server_end_point = server_end_point(&certs[0]);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let build = |alpn: Vec<Vec<u8>>| -> Result<Arc<ServerConfig>, TlsError> {
             let mut sc = ServerConfig::builder_with_provider(provider.clone())
@@ -62,8 +64,8 @@ impl Tls {
             sc.alpn_protocols = alpn;
             // Session tickets are not worth their memory for long-lived XMPP streams.
             sc.send_tls13_tickets = 0;
-            // TLS 1.3 records are protected by c2s::records after the handshake: the
-            // traffic keys are taken out of rustls, which then drops its per-connection state.
+            // TLS 1.3 records are protected by c2s::records after the handshake: rustls's
+            // connection becomes a kernel connection (keys out, key schedule kept).
             sc.enable_secret_extraction = true;
             Ok(Arc::new(sc))
         };
@@ -73,6 +75,69 @@ impl Tls {
             server_end_point,
         })
     }
+}
+
+/// RFC 5929 §4.1: the certificate hashed with its signature algorithm's hash; MD5 and SHA-1
+/// become SHA-256; no single hash (Ed25519), or a hash inside parameters we do not parse
+/// (RSA-PSS), leaves the binding undefined.
+fn server_end_point(cert: &[u8]) -> Option<Vec<u8>> {
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+    let oid = signature_algorithm(cert)?;
+    let hash = match oid {
+        // md5WithRSAEncryption, sha1WithRSAEncryption, ecdsa-with-SHA1
+        [rsa @ .., 0x04 | 0x05] if rsa == RSA => Sha256::digest,
+        [ecdsa @ .., 0x01] if ecdsa == ECDSA => Sha256::digest,
+        [rsa @ .., 0x0b] if rsa == RSA => Sha256::digest,
+        [ecdsa @ .., 0x03, 0x02] if ecdsa == ECDSA => Sha256::digest,
+        [rsa @ .., 0x0c] if rsa == RSA => return Some(Sha384::digest(cert).to_vec()),
+        [ecdsa @ .., 0x03, 0x03] if ecdsa == ECDSA => return Some(Sha384::digest(cert).to_vec()),
+        [rsa @ .., 0x0d] if rsa == RSA => return Some(Sha512::digest(cert).to_vec()),
+        [ecdsa @ .., 0x03, 0x04] if ecdsa == ECDSA => return Some(Sha512::digest(cert).to_vec()),
+        _ => return None,
+    };
+    Some(hash(cert).to_vec())
+}
+
+/// The OID of a DER certificate's signatureAlgorithm (RFC 5280 §4.1.1.2):
+/// `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm SEQUENCE { OID, .. }, .. }`.
+fn signature_algorithm(cert: &[u8]) -> Option<&[u8]> {
+    let (0x30, certificate, _) = der_element(cert)? else {
+        return None;
+    };
+    let (0x30, _tbs, rest) = der_element(certificate)? else {
+        return None;
+    };
+    let (0x30, algorithm, _) = der_element(rest)? else {
+        return None;
+    };
+    match der_element(algorithm)? {
+        (0x06, oid, _) => Some(oid),
+        _ => None,
+    }
+}
+
+/// One DER element: its tag, its content and what follows it (X.690 §8.1, definite
+/// lengths only, as DER requires).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
 }
 
 fn generated_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
@@ -151,6 +216,60 @@ mod tests {
         let second = Tls::load_or_generate(&config).unwrap();
         assert_eq!(pem, std::fs::read(dir.path().join("cert.pem")).unwrap());
         assert_eq!(first.server_end_point, second.server_end_point);
-        assert_eq!(first.server_end_point.map(|h| h.len()), Some(32));
+        let der = CertificateDer::from_pem_file(dir.path().join("cert.pem")).unwrap();
+        assert_eq!(
+            first.server_end_point,
+            Some(Sha256::digest(&der).to_vec()),
+            "our certificate is ECDSA with SHA-256"
+        );
+    }
+
+    /// RFC 5929 §4.1 for an operator's certificate: the hash follows the signature
+    /// algorithm (review finding 10), whether the file is configured or sits in the data
+    /// directory in place of a generated one.
+    #[test]
+    fn server_end_point_hash_follows_the_signature_algorithm() {
+        type Expected = fn(&[u8]) -> Option<Vec<u8>>;
+        let cases: [(&rcgen::SignatureAlgorithm, Expected); 3] = [
+            (&rcgen::PKCS_ECDSA_P256_SHA256, |d| {
+                Some(Sha256::digest(d).to_vec())
+            }),
+            (&rcgen::PKCS_ECDSA_P384_SHA384, |d| {
+                Some(Sha384::digest(d).to_vec())
+            }),
+            // RFC 5929 §4.1: no single hash function, so no binding.
+            (&rcgen::PKCS_ED25519, |_| None),
+        ];
+        for (alg, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+            std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+            let config = Config {
+                data_dir: dir.path().to_owned(),
+                ..Config::default()
+            };
+            let tls = Tls::load_or_generate(&config).unwrap();
+            let expected = expected(cert.der());
+            assert_eq!(tls.server_end_point, expected, "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn truncated_certificates_have_no_signature_algorithm() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = cert.der().to_vec();
+        assert!(signature_algorithm(&der).is_some());
+        for cut in [0, 1, 2, 10, der.len() / 2, der.len() - 1] {
+            assert_eq!(server_end_point(&der[..cut]), None, "cut at {cut}");
+        }
     }
 }
