@@ -50,6 +50,9 @@ impl Tls {
                 if !cert.exists() || !key.exists() {
                     generate_self_signed(&config.domains, &cert, &key)?;
                     tracing::info!(cert = %cert.display(), "generated a self-signed certificate");
+                } else if generated_expires_soon(&cert) {
+                    generate_self_signed(&config.domains, &cert, &key)?;
+                    tracing::info!(cert = %cert.display(), "renewed the self-signed certificate");
                 }
                 (read_certs(&cert)?, read_key(&key)?)
             }
@@ -144,22 +147,66 @@ fn generated_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
     (data_dir.join("cert.pem"), data_dir.join("key.pem"))
 }
 
+/// How long a generated certificate is valid: an ordinary year, renewed at start-up when
+/// less than [`RENEW_BEFORE`] is left (clients that pinned it are asked again, once a year).
+const GENERATED_VALIDITY: time::Duration = time::Duration::days(365);
+const RENEW_BEFORE: time::Duration = time::Duration::days(30);
+
+/// Beside a generated certificate: when it expires (Unix seconds). A certificate without it
+/// was put there by the operator (or an older Corvid) and is left alone.
+fn expiry_path(cert: &Path) -> PathBuf {
+    cert.with_extension("expires")
+}
+
+fn generated_expires_soon(cert: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(expiry_path(cert)) else {
+        return false;
+    };
+    let Ok(expires) = text.trim().parse::<i64>() else {
+        return false;
+    };
+    let left = expires - time::OffsetDateTime::now_utc().unix_timestamp();
+    left < RENEW_BEFORE.whole_seconds()
+}
+
 fn generate_self_signed(domains: &[String], cert: &Path, key: &Path) -> Result<(), TlsError> {
     let mut names: Vec<String> = domains.to_vec();
     // Services on subdomains (MUC, PubSub) are covered by a wildcard.
     names.extend(domains.iter().map(|d| format!("*.{d}")));
-    let generated = rcgen::generate_simple_self_signed(names)?;
+    let mut params = rcgen::CertificateParams::new(names)?;
+    // What a client shows its user when asked to trust it: the domain, and who made it.
+    let mut dn = rcgen::DistinguishedName::new();
+    if let Some(domain) = domains.first() {
+        dn.push(rcgen::DnType::CommonName, domain.as_str());
+    }
+    dn.push(
+        rcgen::DnType::OrganizationName,
+        "Corvid XMPP server (self-signed)",
+    );
+    params.distinguished_name = dn;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + GENERATED_VALIDITY;
+    let signing_key = rcgen::KeyPair::generate()?;
+    let generated = params.self_signed(&signing_key)?;
     if let Some(dir) = cert.parent() {
         std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
             path: dir.to_owned(),
             source,
         })?;
     }
-    write_private(key, generated.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(cert, generated.cert.pem()).map_err(|source| TlsError::Write {
-        path: cert.to_owned(),
-        source,
-    })
+    write_private(key, signing_key.serialize_pem().as_bytes())?;
+    let write = |path: &Path, data: &[u8]| {
+        std::fs::write(path, data).map_err(|source| TlsError::Write {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    write(cert, generated.pem().as_bytes())?;
+    write(
+        &expiry_path(cert),
+        params.not_after.unix_timestamp().to_string().as_bytes(),
+    )
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
@@ -222,6 +269,37 @@ mod tests {
             Some(Sha256::digest(&der).to_vec()),
             "our certificate is ECDSA with SHA-256"
         );
+    }
+
+    #[test]
+    fn generated_certificate_names_the_domain_lasts_a_year_and_is_renewed_near_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        Tls::load_or_generate(&config).unwrap();
+        let der = CertificateDer::from_pem_file(dir.path().join("cert.pem")).unwrap();
+        let contains = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
+        assert!(contains(b"localhost") && contains(b"Corvid XMPP server"));
+        let expires_path = dir.path().join("cert.expires");
+        let expires: i64 = std::fs::read_to_string(&expires_path)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let left = expires - time::OffsetDateTime::now_utc().unix_timestamp();
+        assert!((364 * 86400..=366 * 86400).contains(&left), "{left} s left");
+        // Ten days left: the next start makes a new one.
+        let soon = time::OffsetDateTime::now_utc().unix_timestamp() + 10 * 86400;
+        std::fs::write(&expires_path, soon.to_string()).unwrap();
+        let pem = std::fs::read(dir.path().join("cert.pem")).unwrap();
+        Tls::load_or_generate(&config).unwrap();
+        assert_ne!(pem, std::fs::read(dir.path().join("cert.pem")).unwrap());
+        // A certificate without the expiry file is the operator's: never replaced.
+        std::fs::remove_file(&expires_path).unwrap();
+        let pem = std::fs::read(dir.path().join("cert.pem")).unwrap();
+        Tls::load_or_generate(&config).unwrap();
+        assert_eq!(pem, std::fs::read(dir.path().join("cert.pem")).unwrap());
     }
 
     /// RFC 5929 §4.1 for an operator's certificate: the hash follows the signature
