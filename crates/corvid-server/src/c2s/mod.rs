@@ -67,13 +67,24 @@ async fn refuse(server: Arc<Server>, mut tcp: tokio::net::TcpStream, refusal: Re
             "Too many new connections from your address",
         ),
     };
-    let text = format!(
-        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='{}' version='1.0'><stream:error><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>{why}</text></stream:error></stream:stream>",
-        server.config.default_domain()
+    write_stream_error(&mut tcp, server.config.default_domain(), condition, why).await;
+}
+
+/// Writes a whole stream (header, error, closing tag) to a plaintext connection that has no
+/// session: RFC 6120 §4.9.1.2 lets the server open the stream just to say why it ends.
+/// `condition` and `text` are ours, never the client's.
+pub(super) async fn write_stream_error(
+    tcp: &mut tokio::net::TcpStream,
+    domain: &str,
+    condition: &str,
+    text: &str,
+) {
+    let stream = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='{domain}' version='1.0'><stream:error><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>{text}</text></stream:error></stream:stream>"
     );
     let _ = tokio::time::timeout(
         std::time::Duration::from_secs(2),
-        tcp.write_all(text.as_bytes()),
+        tcp.write_all(stream.as_bytes()),
     )
     .await;
 }

@@ -117,45 +117,71 @@ pub async fn run(
 ) {
     let span = tracing::info_span!("c2s", ip = %peer.ip(), jid = tracing::field::Empty);
     async move {
-        // The handshake counts against the time allowed to authenticate.
+        // Until its first byte a connection holds only this small future: the session's
+        // state (boxed below) is allocated when it speaks, so idle sockets cost little.
+        let limits = &server.config.limits;
         let auth_deadline =
-            Instant::now() + Duration::from_secs(server.config.limits.unauthenticated_timeout_secs);
-        let transport = if direct_tls {
-            // An idle socket costs no handshake: wait for the ClientHello first.
-            let idle = Duration::from_secs(server.config.limits.unauthenticated_idle_secs);
-            let hello = tokio::time::timeout(idle, tcp.readable());
-            let spoke = tokio::select! {
-                _ = guard.shed() => false,
-                ready = hello => matches!(ready, Ok(Ok(()))),
-            };
-            if !spoke {
-                return tracing::debug!("closed before its TLS handshake (silent or shed)");
-            }
-            let Ok(turn) = server.connections.handshake_turn(guard.key()) else {
-                return;
-            };
-            let handshake = accept_tls(&server.tls.direct, tcp);
-            match paced_tls(&guard, turn, auth_deadline, handshake).await {
-                Some(secure) => secure,
-                None => return,
-            }
-        } else {
-            Secure {
-                transport: Transport::Plain(tcp),
-                tls_exporter: None,
-            }
+            Instant::now() + Duration::from_secs(limits.unauthenticated_timeout_secs);
+        let silence = Duration::from_secs(limits.unauthenticated_idle_secs)
+            .min(Duration::from_secs(limits.unauthenticated_timeout_secs));
+        let mut tcp = tcp;
+        let mut first = [0u8; 1];
+        let mut shutdown = server.shutdown_signal();
+        let spoke = tokio::select! {
+            _ = shutdown.changed() => Err(("system-shutdown", "The server is shutting down")),
+            _ = guard.shed() => Err(("connection-timeout", "Closed to make room: too many unauthenticated connections from your address")),
+            // `peek`, not `readable`: tokio reports a fresh socket readable before any data.
+            peeked = tokio::time::timeout(silence, tcp.peek(&mut first)) => match peeked {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(_)) => return,
+                Err(_) => Err(("connection-timeout", "Nothing received before authentication")),
+            },
         };
-        let tls = transport.transport.is_tls();
-        let mut session = Session::new(server, transport.transport, guard);
-        session.auth_deadline = auth_deadline;
-        if tls {
-            session.auth_mut().bindings = session.channel_bindings(transport.tls_exporter);
+        if let Err((condition, why)) = spoke {
+            tracing::debug!(why, "closed before it sent anything");
+            if !direct_tls {
+                let domain = server.config.default_domain();
+                super::write_stream_error(&mut tcp, domain, condition, why).await;
+            }
+            return;
         }
-        let end = session.run_loop().await;
-        Box::pin(session.finish(end)).await;
+        Box::pin(serve(server, tcp, direct_tls, guard, auth_deadline)).await;
     }
     .instrument(span)
     .await
+}
+
+/// A connection that spoke: the TLS handshake on the direct-TLS port, then the stream.
+async fn serve(
+    server: Arc<Server>,
+    tcp: TcpStream,
+    direct_tls: bool,
+    guard: ConnectionGuard,
+    auth_deadline: Instant,
+) {
+    let transport = if direct_tls {
+        let Ok(turn) = server.connections.handshake_turn(guard.key()) else {
+            return;
+        };
+        let handshake = accept_tls(&server.tls.direct, tcp);
+        match paced_tls(&guard, turn, auth_deadline, handshake).await {
+            Some(secure) => secure,
+            None => return,
+        }
+    } else {
+        Secure {
+            transport: Transport::Plain(tcp),
+            tls_exporter: None,
+        }
+    };
+    let tls = transport.transport.is_tls();
+    let mut session = Session::new(server, transport.transport, guard);
+    session.auth_deadline = auth_deadline;
+    if tls {
+        session.auth_mut().bindings = session.channel_bindings(transport.tls_exporter);
+    }
+    let end = session.run_loop().await;
+    Box::pin(session.finish(end)).await;
 }
 
 impl Session {
