@@ -364,8 +364,10 @@ impl Config {
         self.domains.iter().any(|d| d == domain)
     }
 
+    /// The first served domain. `validate` insists there is one; a library user who skips
+    /// it gets `localhost` rather than a panic.
     pub fn default_domain(&self) -> &str {
-        &self.domains[0]
+        self.domains.first().map_or("localhost", String::as_str)
     }
 }
 
