@@ -109,6 +109,29 @@ async fn zero_length_and_padding_only_records_are_accepted_in_moderation() {
     assert_eq!(read_n(&mut server, 1).await.unwrap(), b"x");
 }
 
+/// Records that carry nothing still cost the client its rate limit: each read reports the
+/// bytes it took off the socket, which the session charges to its token bucket.
+#[tokio::test]
+async fn records_without_content_are_reported_as_bytes_read() {
+    let (mut server, mut client) = raw_client().await;
+    let mut wire = Vec::new();
+    for _ in 0..10 {
+        wire.extend(client.record(&[CONTENT_APPLICATION_DATA]));
+    }
+    client.tcp.write_all(&wire).await.unwrap();
+    let mut into = Vec::new();
+    let mut counted = 0;
+    while counted < wire.len() {
+        let n = std::future::poll_fn(|cx| server.poll_read_into(cx, &mut into, 4096))
+            .await
+            .unwrap()
+            .expect("not the end");
+        assert!(into.is_empty(), "no content");
+        counted += n;
+    }
+    assert_eq!(counted, wire.len());
+}
+
 #[tokio::test]
 async fn a_flood_of_records_without_content_is_refused() {
     let (server, mut client) = raw_client().await;
