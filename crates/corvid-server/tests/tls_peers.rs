@@ -250,6 +250,20 @@ async fn gnutls_starttls_every_suite_with_key_updates_and_close_notify() -> Resu
     Ok(())
 }
 
+/// XEP-0368: on the direct-TLS port a client offering ALPN must offer `xmpp-client`; rustls
+/// refuses another with the no_application_protocol alert (RFC 7301 §3.2), sent by our
+/// handshake loop before it gives up.
+#[tokio::test]
+async fn openssl_direct_tls_with_another_alpn_gets_an_alert() -> Result<()> {
+    let ts = start_server().await?;
+    let addr = ts.tls_addr.to_string();
+    let args = ["s_client", "-connect", &addr, "-alpn", "h2"].map(String::from);
+    let mut tool = Tool::spawn("openssl", &args)?;
+    tool.wait_for("no application protocol", 1).await?;
+    ts.shutdown().await;
+    Ok(())
+}
+
 /// TLS 1.2 still works (with OpenSSL), and a renegotiation attempt ("R") is refused:
 /// rustls answers the new ClientHello with a no_renegotiation alert.
 #[tokio::test]

@@ -205,7 +205,10 @@ impl Records {
             });
             if let Ok(opened) = &opened {
                 self.partial.clear();
-                self.partial.extend_from_slice(&data[opened.used..]);
+                // RFC 8446 §6.1: whatever follows close_notify is ignored, not kept.
+                if !self.reader.closed {
+                    self.partial.extend_from_slice(&data[opened.used..]);
+                }
                 if self.partial.is_empty() {
                     self.partial = Vec::new();
                 }

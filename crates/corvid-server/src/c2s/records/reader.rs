@@ -66,19 +66,25 @@ pub(crate) struct Opened {
 enum Content<'a> {
     /// Application data, possibly empty (RFC 8446 §5.4 allows that).
     Data(&'a [u8]),
-    KeyUpdate {
-        requested: bool,
-    },
+    /// A handshake message or a fragment of one.
+    Handshake(&'a [u8]),
     CloseNotify,
     /// Something that changes nothing (user_canceled).
     Nothing,
 }
+
+/// RFC 8446 §4.6.3: a KeyUpdate is 5 bytes: type, 3-byte length (1), request.
+const KEY_UPDATE_LEN: usize = 5;
 
 /// The client's direction of one connection, and what its records may still do.
 pub(crate) struct Reader {
     rx: Direction,
     /// Records in a row that carried nothing.
     contentless: u8,
+    /// The start of a KeyUpdate split across records (RFC 8446 §5.1 lets a handshake
+    /// message span records): its bytes so far.
+    fragment: [u8; KEY_UPDATE_LEN],
+    fragment_len: usize,
     /// The client sent close_notify: nothing after it is read.
     pub(crate) closed: bool,
 }
@@ -113,6 +119,8 @@ impl Reader {
         Reader {
             rx,
             contentless: 0,
+            fragment: [0; KEY_UPDATE_LEN],
+            fragment_len: 0,
             closed: false,
         }
     }
@@ -133,16 +141,27 @@ impl Reader {
         {
             let record = &mut data[used..used + len];
             used += len;
-            match open(&mut self.rx, record)? {
+            let content = open(&mut self.rx, record)?;
+            // RFC 8446 §5.1: a handshake message split across records may not be
+            // interleaved with records of another type.
+            if self.fragment_len > 0 && !matches!(content, Content::Handshake(_)) {
+                return Err(RecordError::refused(
+                    AlertDescription::UnexpectedMessage,
+                    "TLS record inside a split handshake message",
+                ));
+            }
+            match content {
                 Content::Data(data) if !data.is_empty() => {
                     self.contentless = 0;
                     into.extend_from_slice(data);
                 }
                 Content::Data(_) | Content::Nothing => self.count_contentless()?,
-                Content::KeyUpdate { requested } => {
+                Content::Handshake(fragment) => {
                     self.count_contentless()?;
-                    self.rx = next_key()?;
-                    update_requested |= requested;
+                    if let Some(requested) = self.key_update_fragment(fragment)? {
+                        self.rx = next_key()?;
+                        update_requested |= requested;
+                    }
                 }
                 Content::CloseNotify => self.closed = true,
             }
@@ -151,6 +170,32 @@ impl Reader {
             used,
             update_requested,
         })
+    }
+
+    /// Adds a handshake record's content to the KeyUpdate being received; once it is
+    /// whole, says whether it requests ours.
+    fn key_update_fragment(&mut self, fragment: &[u8]) -> Result<Option<bool>, RecordError> {
+        let have = self.fragment_len;
+        if have + fragment.len() < KEY_UPDATE_LEN {
+            self.fragment[have..have + fragment.len()].copy_from_slice(fragment);
+            self.fragment_len += fragment.len();
+            // Only the start of a KeyUpdate may wait for the rest.
+            if self.fragment[..self.fragment_len] != [KEY_UPDATE, 0, 0, 1][..self.fragment_len] {
+                return key_update(&self.fragment[..self.fragment_len]).map(|_| None);
+            }
+            return Ok(None);
+        }
+        let mut message = [0u8; KEY_UPDATE_LEN + 1];
+        let whole: &[u8] = if have == 0 {
+            fragment
+        } else {
+            let take = fragment.len().min(KEY_UPDATE_LEN + 1 - have);
+            message[..have].copy_from_slice(&self.fragment[..have]);
+            message[have..have + take].copy_from_slice(&fragment[..take]);
+            &message[..have + take]
+        };
+        self.fragment_len = 0;
+        key_update(whole).map(Some)
     }
 
     fn count_contentless(&mut self) -> Result<(), RecordError> {
@@ -203,7 +248,12 @@ fn open<'a>(rx: &mut Direction, record: &'a mut [u8]) -> Result<Content<'a>, Rec
     match content_type {
         CONTENT_APPLICATION_DATA => Ok(Content::Data(content)),
         CONTENT_ALERT => alert(content),
-        CONTENT_HANDSHAKE => key_update(content),
+        // RFC 8446 §5.4: no zero-length handshake fragments.
+        CONTENT_HANDSHAKE if content.is_empty() => Err(RecordError::refused(
+            AlertDescription::UnexpectedMessage,
+            "empty TLS handshake record",
+        )),
+        CONTENT_HANDSHAKE => Ok(Content::Handshake(content)),
         _ => Err(RecordError::refused(
             AlertDescription::UnexpectedMessage,
             "unexpected TLS content type after the handshake",
@@ -231,11 +281,11 @@ fn alert(content: &[u8]) -> Result<Content<'_>, RecordError> {
 /// The request byte must be 0 or 1 (else illegal_parameter); a wrong length is a
 /// decode_error; any other message (a ClientHello trying to renegotiate, a
 /// NewSessionTicket, an empty fragment) is unexpected.
-fn key_update(content: &[u8]) -> Result<Content<'_>, RecordError> {
+fn key_update(content: &[u8]) -> Result<bool, RecordError> {
     match content {
         [KEY_UPDATE, 0, 0, 1, request] => match request {
-            0 => Ok(Content::KeyUpdate { requested: false }),
-            1 => Ok(Content::KeyUpdate { requested: true }),
+            0 => Ok(false),
+            1 => Ok(true),
             _ => Err(RecordError::refused(
                 AlertDescription::IllegalParameter,
                 "KeyUpdate with an unknown request",

@@ -19,8 +19,50 @@ struct RawClient {
 }
 
 async fn raw_client() -> (Records, RawClient) {
-    let (server_config, mut client_config) = configs(&[&rustls::version::TLS13], None);
+    raw_client_logging(Arc::new(rustls::NoKeyLog)).await
+}
+
+/// The client's traffic secret, as its key log sees it.
+#[derive(Debug, Default)]
+struct ClientSecret(Mutex<Vec<u8>>);
+
+impl rustls::KeyLog for ClientSecret {
+    fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {
+        if label == "CLIENT_TRAFFIC_SECRET_0" {
+            *self.0.lock().unwrap() = secret.to_vec();
+        }
+    }
+}
+
+/// RFC 8446 §7.1 HKDF-Expand-Label with SHA-256 and an empty context: the test's own
+/// derivation, independent of rustls's, to follow a KeyUpdate the raw client sends.
+fn expand_label(secret: &[u8], label: &[u8], len: usize) -> Vec<u8> {
+    struct Len(usize);
+    impl ring::hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            self.0
+        }
+    }
+    let prk = ring::hkdf::Prk::new_less_safe(ring::hkdf::HKDF_SHA256, secret);
+    let info: [&[u8]; 5] = [
+        &(len as u16).to_be_bytes(),
+        &[(6 + label.len()) as u8],
+        b"tls13 ",
+        label,
+        &[0],
+    ];
+    let mut out = vec![0; len];
+    prk.expand(&info, Len(len)).unwrap().fill(&mut out).unwrap();
+    out
+}
+
+async fn raw_client_logging(key_log: Arc<dyn rustls::KeyLog>) -> (Records, RawClient) {
+    let (server_config, mut client_config) = configs(
+        &[&rustls::version::TLS13],
+        Some(rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256),
+    );
     client_config.enable_secret_extraction = true;
+    client_config.key_log = key_log;
     let (server, client) = connect_over(client_config, server_config, |tcp| tcp).await;
     let (tcp, conn) = client.into_inner();
     let secrets = conn.dangerous_extract_secrets().expect("secrets");
@@ -107,6 +149,29 @@ async fn zero_length_and_padding_only_records_are_accepted_in_moderation() {
     inners.push(&x);
     client.send(&inners).await;
     assert_eq!(read_n(&mut server, 1).await.unwrap(), b"x");
+}
+
+/// Records that carry nothing still cost the client its rate limit: each read reports the
+/// bytes it took off the socket, which the session charges to its token bucket.
+#[tokio::test]
+async fn records_without_content_are_reported_as_bytes_read() {
+    let (mut server, mut client) = raw_client().await;
+    let mut wire = Vec::new();
+    for _ in 0..10 {
+        wire.extend(client.record(&[CONTENT_APPLICATION_DATA]));
+    }
+    client.tcp.write_all(&wire).await.unwrap();
+    let mut into = Vec::new();
+    let mut counted = 0;
+    while counted < wire.len() {
+        let n = std::future::poll_fn(|cx| server.poll_read_into(cx, &mut into, 4096))
+            .await
+            .unwrap()
+            .expect("not the end");
+        assert!(into.is_empty(), "no content");
+        counted += n;
+    }
+    assert_eq!(counted, wire.len());
 }
 
 #[tokio::test]
@@ -225,6 +290,36 @@ async fn two_key_updates_in_one_record_are_unexpected() {
     let (server, mut client) = raw_client().await;
     let two = [24, 0, 0, 1, 0, 24, 0, 0, 1, 0, CONTENT_HANDSHAKE];
     client.send(&[&two]).await;
+    refused_with(server, client, AlertDescription::UnexpectedMessage).await;
+}
+
+/// RFC 8446 §5.1: a handshake message may span records; a KeyUpdate split in two is
+/// followed, and answered before our next record.
+#[tokio::test]
+async fn a_key_update_split_across_records_is_followed() {
+    let secret = Arc::new(ClientSecret::default());
+    let (mut server, mut client) = raw_client_logging(secret.clone()).await;
+    client
+        .send(&[&[24, 0, CONTENT_HANDSHAKE], &[0, 1, 1, CONTENT_HANDSHAKE]])
+        .await;
+    let next = expand_label(&secret.0.lock().unwrap(), b"traffic upd", 32);
+    let key = expand_label(&next, b"key", 16);
+    let iv = expand_label(&next, b"iv", 12).try_into().unwrap();
+    client.tx = Direction::new(&ring::aead::AES_128_GCM, &key, iv, 0).unwrap();
+    client.send(&[&app_data(b"<after/>")]).await;
+    assert_eq!(read_n(&mut server, 8).await.unwrap(), b"<after/>");
+    // Asked to: our KeyUpdate goes before the reply, the reply under our new key.
+    server.write_all(b"<reply/>").await.unwrap();
+    assert_eq!(server.tx.seq, 1);
+}
+
+/// §5.1: nothing else may come between the fragments of a handshake message.
+#[tokio::test]
+async fn data_inside_a_split_key_update_is_unexpected() {
+    let (server, mut client) = raw_client().await;
+    client
+        .send(&[&[24, 0, CONTENT_HANDSHAKE], &app_data(b"x")])
+        .await;
     refused_with(server, client, AlertDescription::UnexpectedMessage).await;
 }
 

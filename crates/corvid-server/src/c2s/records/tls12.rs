@@ -160,27 +160,52 @@ impl Tls12 {
         }
     }
 
-    /// Runs `f` with rustls's write side, once it is available.
+    /// Runs `f` with rustls's write side, once it is available. rustls sees the same
+    /// buffer as when reading (it may hold part of a record, or of a handshake message
+    /// rustls is joining); everything complete in it was processed by the last read.
     fn with_writer(
         &mut self,
         f: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> io::Result<()>,
     ) -> io::Result<()> {
         let mut f = Some(f);
         for _ in 0..8 {
-            let status = self.conn.process_tls_records(&mut []);
-            match status.state {
-                Ok(ConnectionState::WriteTraffic(mut w)) => {
-                    let Some(f) = f.take() else {
-                        break;
-                    };
-                    return f(&mut w, &mut self.out);
+            let status = self.conn.process_tls_records(&mut self.incoming);
+            let mut discard = status.discard;
+            let result = match status.state {
+                Ok(ConnectionState::WriteTraffic(mut w)) => match f.take() {
+                    Some(f) => Some(f(&mut w, &mut self.out)),
+                    None => Some(Err(io::ErrorKind::BrokenPipe.into())),
+                },
+                Ok(ConnectionState::ReadTraffic(mut records)) => {
+                    while let Some(record) = records.next_record() {
+                        let record =
+                            record.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                        discard += record.discard;
+                        self.plain.extend_from_slice(record.payload);
+                    }
+                    None
                 }
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    encode(&mut self.out, |o| data.encode(o))?
+                    encode(&mut self.out, |o| data.encode(o))?;
+                    None
                 }
-                Ok(ConnectionState::TransmitTlsData(data)) => data.done(),
-                Ok(_) => break,
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+                Ok(ConnectionState::TransmitTlsData(data)) => {
+                    data.done();
+                    None
+                }
+                Ok(ConnectionState::PeerClosed) => {
+                    self.peer_closed = true;
+                    None
+                }
+                Ok(_) => Some(Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "TLS connection cannot send",
+                ))),
+                Err(e) => Some(Err(io::Error::new(io::ErrorKind::InvalidData, e))),
+            };
+            self.incoming.drain(..discard);
+            if let Some(result) = result {
+                return result;
             }
         }
         Err(io::Error::new(
