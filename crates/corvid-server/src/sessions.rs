@@ -27,6 +27,9 @@ pub struct SessionControl {
     reason: Mutex<Option<StreamError>>,
     queue: Mutex<Queue>,
     ready: Notify,
+    /// Woken whenever the session task takes a stanza or the session is closed: what
+    /// [`SessionControl::offer_wait`] and [`SessionControl::wait_taken`] wait for.
+    taken: Notify,
 }
 
 #[derive(Default)]
@@ -34,6 +37,17 @@ struct Queue {
     stanzas: VecDeque<Outbound>,
     /// Bytes in `stanzas`.
     bytes: usize,
+    /// Stanzas ever queued, and ever taken by the session task to be written: the n-th
+    /// queued stanza was taken once `taken >= n`.
+    queued: u64,
+    taken: u64,
+}
+
+impl Queue {
+    fn has_room_for(&self, stanza: &Outbound, limits: QueueLimits) -> bool {
+        self.stanzas.len() < limits.stanzas
+            && (self.stanzas.is_empty() || self.bytes + stanza.len() <= limits.bytes)
+    }
 }
 
 /// How much may wait for one session: so many stanzas, so many bytes.
@@ -51,6 +65,15 @@ impl SessionControl {
         }
         drop(reason);
         self.notify.notify_one();
+        self.taken.notify_waiters();
+    }
+
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// Waits until `close` was called, then returns its error.
@@ -70,17 +93,58 @@ impl SessionControl {
 
     /// Queues a stanza unless that would pass `limits` (one stanza always fits an empty queue).
     fn offer(&self, stanza: Outbound, limits: QueueLimits) -> bool {
+        self.try_offer(stanza, limits).is_some()
+    }
+
+    /// Queues a stanza if it fits; returns its sequence number (see [`Self::wait_taken`]).
+    fn try_offer(&self, stanza: Outbound, limits: QueueLimits) -> Option<u64> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let full = queue.stanzas.len() >= limits.stanzas
-            || (!queue.stanzas.is_empty() && queue.bytes + stanza.len() > limits.bytes);
-        if full {
-            return false;
+        if !queue.has_room_for(&stanza, limits) {
+            return None;
         }
         queue.bytes += stanza.len();
         queue.stanzas.push_back(stanza);
+        queue.queued += 1;
+        let seq = queue.queued;
         drop(queue);
         self.ready.notify_one();
-        true
+        Some(seq)
+    }
+
+    /// Queues a stanza, waiting for room instead of applying the slow-consumer policy: for
+    /// a backlog the session has to take at its own pace (offline messages). Returns the
+    /// stanza's sequence number, or `None` once the session is closed.
+    ///
+    /// Never call it from the session's own task: that task is what makes room.
+    pub async fn offer_wait(&self, stanza: Outbound, limits: QueueLimits) -> Option<u64> {
+        loop {
+            let taken = self.taken.notified();
+            tokio::pin!(taken);
+            // Registered before the checks, so a `pop` in between cannot be missed.
+            taken.as_mut().enable();
+            if self.is_closed() {
+                return None;
+            }
+            if let Some(seq) = self.try_offer(stanza.clone(), limits) {
+                return Some(seq);
+            }
+            taken.await;
+        }
+    }
+
+    /// Waits until the session task took the stanza numbered `seq` to write it, or the
+    /// session closed; returns how many stanzas it has taken so far.
+    pub async fn wait_taken(&self, seq: u64) -> u64 {
+        loop {
+            let taken = self.taken.notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            let so_far = self.queue.lock().unwrap_or_else(|e| e.into_inner()).taken;
+            if so_far >= seq || self.is_closed() {
+                return so_far;
+            }
+            taken.await;
+        }
     }
 
     /// The next queued stanza, if any.
@@ -89,10 +153,15 @@ impl SessionControl {
         let next = queue.stanzas.pop_front();
         if let Some(stanza) = &next {
             queue.bytes -= stanza.len();
+            queue.taken += 1;
         }
         if queue.stanzas.is_empty() && queue.stanzas.capacity() > 16 {
             // A burst is over: give its memory back.
             queue.stanzas = VecDeque::new();
+        }
+        drop(queue);
+        if next.is_some() {
+            self.taken.notify_waiters();
         }
         next
     }
@@ -215,13 +284,36 @@ impl SessionManager {
         BoundSession { id, control }
     }
 
-    /// Removes a session, unless it was already replaced by a newer one.
+    /// Removes a session, unless it was already replaced by a newer one. Its control is
+    /// closed, so whoever waits on its queue (a backlog being delivered) stops waiting.
     pub fn unbind(&self, jid: &FullJid, id: u64) {
         let bare = jid.bare();
+        let mut removed = None;
         self.users.remove_if_mut(&bare, |_, resources| {
-            resources.retain(|r| r.id != id);
+            if let Some(pos) = resources.iter().position(|r| r.id == id) {
+                removed = Some(resources.remove(pos));
+            }
             resources.is_empty()
         });
+        if let Some(r) = removed {
+            r.control.close(StreamError::with_text(
+                StreamErrorCondition::Reset,
+                "Session ended",
+            ));
+        }
+    }
+
+    /// The queue of one bound resource, for a sender that waits for room in it
+    /// ([`SessionControl::offer_wait`]).
+    pub fn control(&self, jid: &FullJid) -> Option<Arc<SessionControl>> {
+        let resources = self.users.get(&jid.bare())?;
+        let r = resources.iter().find(|r| &r.jid == jid)?;
+        Some(r.control.clone())
+    }
+
+    /// How much may wait in one session's queue.
+    pub fn queue_limits(&self) -> QueueLimits {
+        self.queue_limits
     }
 
     /// Records a session's own presence (availability and priority).
@@ -482,6 +574,38 @@ mod tests {
             s.control.pop(),
             None,
             "a third 4-byte stanza passes 10 bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn offer_wait_waits_for_room_and_gives_up_when_the_session_closes() {
+        let limits = QueueLimits {
+            stanzas: 1,
+            bytes: 1 << 20,
+        };
+        let control = Arc::new(SessionControl::default());
+        assert_eq!(
+            control.offer_wait(Bytes::from_static(b"1"), limits).await,
+            Some(1)
+        );
+        let waiting = tokio::spawn({
+            let control = control.clone();
+            async move { control.offer_wait(Bytes::from_static(b"2"), limits).await }
+        });
+        // The queue is full until the session takes the first stanza.
+        assert_eq!(control.pop().as_deref(), Some(&b"1"[..]));
+        assert_eq!(waiting.await.ok().flatten(), Some(2));
+        assert_eq!(control.wait_taken(1).await, 1);
+        let blocked = tokio::spawn({
+            let control = control.clone();
+            async move { control.offer_wait(Bytes::from_static(b"3"), limits).await }
+        });
+        control.close(StreamError::new(StreamErrorCondition::Reset));
+        assert_eq!(blocked.await.ok().flatten(), None);
+        assert_eq!(
+            control.wait_taken(2).await,
+            1,
+            "closed: stanza 2 was never taken"
         );
     }
 }

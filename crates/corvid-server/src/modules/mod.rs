@@ -39,7 +39,7 @@ fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(presence::Presence),
         Arc::new(stanza_id::StanzaId),
         Arc::new(carbons::Carbons),
-        Arc::new(offline::Offline),
+        Arc::new(offline::Offline::default()),
         Arc::new(private::Private),
         Arc::new(ping::Ping),
         Arc::new(version::Version),
