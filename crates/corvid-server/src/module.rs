@@ -14,6 +14,7 @@ use corvid_xml::Element;
 
 use crate::config::Config;
 use crate::server::Server;
+use crate::sessions::{ResourceState, SessionId};
 
 /// Reply to an IQ request: a result with an optional payload, or a stanza error.
 pub type IqResult = Result<Option<Element>, StanzaError>;
@@ -48,13 +49,27 @@ pub enum Direction {
     ToServer,
 }
 
-/// Session lifecycle events.
+/// Session lifecycle events. Each names the session by id as well as by full JID: a new
+/// login may replace a session on the same full JID, and an event about the old one must
+/// not act on the new one.
 #[derive(Clone, Debug)]
 pub enum SessionEvent {
-    Bound(FullJid),
+    Bound {
+        jid: FullJid,
+        id: SessionId,
+    },
     /// The resource sent its initial presence (RFC 6121 §4.2): time for offline messages.
-    Available(FullJid),
-    Closed(FullJid),
+    Available {
+        jid: FullJid,
+        id: SessionId,
+    },
+    /// The session ended or was replaced, and is no longer bound; `last` is its final
+    /// state (its presence, directed presences, flags). Sent once per session.
+    Closed {
+        jid: FullJid,
+        id: SessionId,
+        last: ResourceState,
+    },
 }
 
 /// What a module can reach: the whole server (router, sessions, store, config).

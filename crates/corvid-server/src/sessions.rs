@@ -181,9 +181,13 @@ impl SessionControl {
 /// What the session task receives.
 pub type Outbound = Bytes;
 
+/// One session's identity: unique for the life of the process. Two sessions may briefly
+/// share a full JID (a new login replacing an old one); they never share an id.
+pub type SessionId = u64;
+
 #[derive(Clone)]
 struct Resource {
-    id: u64,
+    id: SessionId,
     jid: FullJid,
     control: Arc<SessionControl>,
     state: ResourceState,
@@ -228,8 +232,11 @@ impl StoredPresence {
 
 /// The receiving half a session task keeps after binding.
 pub struct BoundSession {
-    pub id: u64,
+    pub id: SessionId,
     pub control: Arc<SessionControl>,
+    /// The session this one replaced (same full JID), already unbound and told to close:
+    /// its cleanup is the new session's to run, before anything else happens on the JID.
+    pub replaced: Option<(SessionId, ResourceState)>,
 }
 
 /// Whether a stanza reached a session.
@@ -272,21 +279,28 @@ impl SessionManager {
             .users
             .entry(jid.bare())
             .or_insert_with(|| Vec::with_capacity(1));
+        let mut replaced = None;
         if let Some(pos) = entry.iter().position(|r| r.jid == jid) {
             let old = std::mem::replace(&mut entry[pos], resource);
             old.control.close(StreamError::with_text(
                 StreamErrorCondition::Conflict,
                 "Replaced by a new connection for the same resource",
             ));
+            replaced = Some((old.id, old.state));
         } else {
             entry.push(resource);
         }
-        BoundSession { id, control }
+        BoundSession {
+            id,
+            control,
+            replaced,
+        }
     }
 
-    /// Removes a session, unless it was already replaced by a newer one. Its control is
-    /// closed, so whoever waits on its queue (a backlog being delivered) stops waiting.
-    pub fn unbind(&self, jid: &FullJid, id: u64) {
+    /// Removes a session and returns its last state, or `None` if it was no longer bound
+    /// (replaced by a newer one, whose bind took over its cleanup). Its control is closed,
+    /// so whoever waits on its queue (a backlog being delivered) stops waiting.
+    pub fn unbind(&self, jid: &FullJid, id: SessionId) -> Option<ResourceState> {
         let bare = jid.bare();
         let mut removed = None;
         self.users.remove_if_mut(&bare, |_, resources| {
@@ -295,19 +309,19 @@ impl SessionManager {
             }
             resources.is_empty()
         });
-        if let Some(r) = removed {
-            r.control.close(StreamError::with_text(
-                StreamErrorCondition::Reset,
-                "Session ended",
-            ));
-        }
+        let r = removed?;
+        r.control.close(StreamError::with_text(
+            StreamErrorCondition::Reset,
+            "Session ended",
+        ));
+        Some(r.state)
     }
 
-    /// The queue of one bound resource, for a sender that waits for room in it
-    /// ([`SessionControl::offer_wait`]).
-    pub fn control(&self, jid: &FullJid) -> Option<Arc<SessionControl>> {
+    /// The queue of one bound session, for a sender that waits for room in it
+    /// ([`SessionControl::offer_wait`]); `None` once that session is gone or replaced.
+    pub fn control(&self, jid: &FullJid, id: SessionId) -> Option<Arc<SessionControl>> {
         let resources = self.users.get(&jid.bare())?;
-        let r = resources.iter().find(|r| &r.jid == jid)?;
+        let r = resources.iter().find(|r| r.id == id)?;
         Some(r.control.clone())
     }
 
@@ -326,9 +340,18 @@ impl SessionManager {
 
     /// Changes the state of one bound resource; `None` if it is not bound.
     pub fn update<T>(&self, jid: &FullJid, f: impl FnOnce(&mut ResourceState) -> T) -> Option<T> {
+        self.update_session(jid, f).map(|(_, t)| t)
+    }
+
+    /// Like [`Self::update`], and says which session the resource currently is.
+    pub fn update_session<T>(
+        &self,
+        jid: &FullJid,
+        f: impl FnOnce(&mut ResourceState) -> T,
+    ) -> Option<(SessionId, T)> {
         let mut resources = self.users.get_mut(&jid.bare())?;
         let r = resources.iter_mut().find(|r| &r.jid == jid)?;
-        Some(f(&mut r.state))
+        Some((r.id, f(&mut r.state)))
     }
 
     /// The state of every bound resource of a user (a copy).
@@ -490,10 +513,12 @@ mod tests {
             old.control.closed().await.condition,
             StreamErrorCondition::Conflict
         );
-        // The old session's late unbind must not remove the new one.
-        sm.unbind(&full("a@x/r"), old.id);
+        assert_eq!(new.replaced.map(|(id, _)| id), Some(old.id));
+        // The old session's late unbind must not remove the new one, nor say it did (its
+        // cleanup would then run against the new session).
+        assert!(sm.unbind(&full("a@x/r"), old.id).is_none());
         assert_eq!(sm.resources(&"a@x".parse().unwrap()).len(), 1);
-        sm.unbind(&full("a@x/r"), new.id);
+        assert!(sm.unbind(&full("a@x/r"), new.id).is_some());
         assert_eq!(sm.count(), 0);
     }
 

@@ -17,14 +17,18 @@ use corvid_store::{Offline as _, StoreError, Users as _};
 use corvid_xml::Element;
 
 use crate::module::{Ctx, Flow, Module, SessionEvent};
+use crate::sessions::SessionId;
 
 #[derive(Default)]
 pub struct Offline {
     /// Accounts whose backlog a task is delivering: a second initial presence (another
     /// resource, or a priority back to non-negative) must not deliver it twice; the task
     /// serves that resource next, in case the first one went away meanwhile.
-    delivering: Arc<Mutex<HashMap<BareJid, Option<FullJid>>>>,
+    delivering: Arc<Mutex<Deliveries>>,
 }
+
+/// Account → the session to serve once the running delivery is done, if any.
+type Deliveries = HashMap<BareJid, Option<(FullJid, SessionId)>>;
 
 /// How many accepted messages are deleted in one store call.
 const DELETE_BATCH: usize = 64;
@@ -86,28 +90,28 @@ impl Module for Offline {
     }
 
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
-        let SessionEvent::Available(jid) = event else {
+        let SessionEvent::Available { jid, id } = event else {
             return;
         };
         let user = jid.bare();
         {
             let mut delivering = lock(&self.delivering);
             if let Some(next) = delivering.get_mut(&user) {
-                *next = Some(jid.clone());
+                *next = Some((jid.clone(), *id));
                 return;
             }
             delivering.insert(user.clone(), None);
         }
         let (ctx, delivering) = (ctx.clone(), self.delivering.clone());
-        let mut jid = jid.clone();
+        let (mut jid, mut id) = (jid.clone(), *id);
         tokio::spawn(async move {
             loop {
-                if let Err(e) = deliver_stored(&ctx, &jid).await {
+                if let Err(e) = deliver_stored(&ctx, &jid, id).await {
                     tracing::warn!(error = %e, "offline delivery failed");
                 }
                 let mut delivering = lock(&delivering);
                 match delivering.get_mut(&user).and_then(Option::take) {
-                    Some(next) => jid = next,
+                    Some(next) => (jid, id) = next,
                     None => {
                         delivering.remove(&user);
                         return;
@@ -148,11 +152,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// once the session task has taken it to write it. Without stream management (XEP-0198)
 /// that is as far as the server can know: a message written into a connection that then
 /// drops is lost, one not yet taken stays stored for the next session.
-async fn deliver_stored(ctx: &Ctx, to: &FullJid) -> Result<(), StoreError> {
+async fn deliver_stored(ctx: &Ctx, to: &FullJid, session: SessionId) -> Result<(), StoreError> {
     let user = to.bare();
     let (username, domain) = Ctx::key(&user);
     let sessions = &ctx.server.sessions;
-    let Some(control) = sessions.control(to) else {
+    let Some(control) = sessions.control(to, session) else {
         return Ok(());
     };
     let messages = ctx.server.store.offline_messages(username, domain).await?;

@@ -34,13 +34,16 @@ impl Module for Presence {
 
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
         match event {
-            SessionEvent::Bound(jid) => forget_roster_if_alone(ctx, jid),
-            SessionEvent::Closed(jid) => {
-                // RFC 6121 §4.5.2: a lost connection is an unavailable presence.
-                own_unavailable(ctx, jid, None).await;
+            SessionEvent::Bound { jid, .. } => forget_roster_if_alone(ctx, jid),
+            SessionEvent::Closed { jid, last, .. } => {
+                // RFC 6121 §4.5.2: a lost connection is an unavailable presence. The session
+                // is unbound already (another may hold its full JID): its last state says
+                // what to undo.
+                let directed = last.directed.clone();
+                announce_unavailable(ctx, jid, last.available, directed, None).await;
                 forget_roster_if_alone(ctx, jid);
             }
-            SessionEvent::Available(_) => {}
+            SessionEvent::Available { .. } => {}
         }
     }
 }
@@ -53,7 +56,7 @@ async fn from_client(ctx: &Ctx, pres: &mut Element, from: &FullJid) -> Flow {
             Flow::Handled
         }
         (None, Some("unavailable")) => {
-            own_unavailable(ctx, from, Some(pres)).await;
+            own_unavailable(ctx, from, pres).await;
             Flow::Handled
         }
         // Anything else without `to` (a stray probe, error …) has no recipient.
@@ -132,14 +135,14 @@ async fn contacts(
 async fn own_available(ctx: &Ctx, pres: &Element, from: &FullJid) {
     let priority = presence_priority(pres);
     let stored = crate::sessions::StoredPresence::new(pres);
-    let before = ctx.server.sessions.update(from, |s| {
+    let before = ctx.server.sessions.update_session(from, |s| {
         let before = (s.available, s.priority);
         s.available = true;
         s.priority = priority;
         s.presence = Some(stored);
         before
     });
-    let Some((was_available, old_priority)) = before else {
+    let Some((id, (was_available, old_priority))) = before else {
         return;
     };
     let user = from.bare();
@@ -151,12 +154,15 @@ async fn own_available(ctx: &Ctx, pres: &Element, from: &FullJid) {
     // XEP-0160 §3: stored messages go to the first resource that can take bare-JID
     // messages, i.e. with a non-negative priority (RFC 6121 §8.5.2.1.1).
     if priority >= 0 && (!was_available || old_priority < 0) {
-        let event = SessionEvent::Available(from.clone());
+        let event = SessionEvent::Available {
+            jid: from.clone(),
+            id,
+        };
         ctx.server.modules.on_session(ctx, &event).await;
     }
 }
 
-async fn own_unavailable(ctx: &Ctx, from: &FullJid, pres: Option<&Element>) {
+async fn own_unavailable(ctx: &Ctx, from: &FullJid, pres: &Element) {
     let Some((was_available, directed)) = ctx.server.sessions.update(from, |s| {
         let was = s.available;
         s.available = false;
@@ -165,6 +171,18 @@ async fn own_unavailable(ctx: &Ctx, from: &FullJid, pres: Option<&Element>) {
     }) else {
         return;
     };
+    announce_unavailable(ctx, from, was_available, directed, Some(pres)).await;
+}
+
+/// Tells the contacts, the user's other resources (if the resource was available) and
+/// those it sent directed presence to that it is unavailable (RFC 6121 §4.5.2, §4.6.3).
+async fn announce_unavailable(
+    ctx: &Ctx,
+    from: &FullJid,
+    was_available: bool,
+    directed: impl IntoIterator<Item = Jid>,
+    pres: Option<&Element>,
+) {
     let unavailable = pres.cloned().unwrap_or_else(|| {
         Element::new("presence", ns::CLIENT)
             .with_attr("type", "unavailable")
