@@ -207,8 +207,9 @@ pub struct ResourceState {
     pub carbons: bool,
     /// Requested the blocklist, so it gets blocklist pushes (XEP-0191 §3.2).
     pub blocklist: bool,
-    /// Where it sent directed presence, to send them unavailable at logout (RFC 6121 §4.6.3).
-    pub directed: Vec<corvid_proto::Jid>,
+    /// Where it sent directed presence, to send them unavailable at logout (RFC 6121 §4.6.3);
+    /// at most `limits.max_directed_presences`.
+    pub directed: std::collections::HashSet<corvid_proto::Jid>,
 }
 
 /// A resource's last available presence, kept serialized: a few dozen bytes for an idle

@@ -473,3 +473,37 @@ fn max_send_buffer() -> usize {
         .unwrap_or(4 << 20)
         .max(4 << 20)
 }
+
+#[tokio::test]
+async fn roster_beyond_its_size_limit_refuses_new_contacts_with_resource_constraint() -> Result<()>
+{
+    let ts = server_with(|c| c.limits.max_roster_items = 2).await?;
+    ts.create_user("dave", PASSWORD).await?;
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    let item = |jid: &str| {
+        Element::new("query", ns::ROSTER)
+            .with_child(Element::new("item", ns::ROSTER).with_attr("jid", jid))
+    };
+    alice.iq_result("set", None, item("bob@localhost")).await?;
+    alice
+        .iq_result("set", None, item("carol@localhost"))
+        .await?;
+    let (_, condition) = alice.iq_error("set", None, item("dave@localhost")).await?;
+    ensure!(condition == "resource-constraint", "{condition}");
+    // Updating a contact already there still works.
+    alice.iq_result("set", None, item("bob@localhost")).await?;
+    // A stranger's subscription request would add a row too: refused the same way.
+    let mut dave = ts.login("dave", PASSWORD, Some("d")).await?;
+    // The error comes back to dave's bare JID (the request left from it, RFC 6121 §3.1.2),
+    // so to his available resources.
+    dave.send_presence(0).await?;
+    let subscribe = Element::new("presence", ns::CLIENT)
+        .with_attr("to", "alice@localhost")
+        .with_attr("type", "subscribe")
+        .with_attr("id", "sub");
+    dave.send(&subscribe).await?;
+    let (refused, _) = dave.recv_until(|el| el.attr("id") == Some("sub")).await?;
+    let (_, condition) = stanza_error(&refused).unwrap_or_default();
+    ensure!(condition == "resource-constraint", "{refused}");
+    Ok(())
+}

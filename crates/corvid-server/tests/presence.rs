@@ -190,3 +190,53 @@ async fn blocking_withholds_broadcasts_either_way() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn directed_presence_beyond_the_cap_is_refused_with_policy_violation() -> Result<()> {
+    // RFC 6121 §4.6.3: the server remembers where directed presence went, to send those
+    // entities unavailable at logout; that list is capped (limits.max_directed_presences).
+    let ts = start_server_with(|c| c.limits.max_directed_presences = 2).await?;
+    for name in ["alice", "bob", "carol", "dave"] {
+        ts.create_user(name, PASSWORD).await?;
+    }
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    alice.send_presence(0).await?;
+    let mut dave = ts.login("dave", PASSWORD, Some("d")).await?;
+    dave.send_presence(0).await?;
+    let directed = |to: &str| {
+        Element::new("presence", ns::CLIENT)
+            .with_attr("to", to)
+            .with_attr("id", format!("to-{to}"))
+    };
+    for to in ["bob@localhost", "carol@localhost", "bob@localhost"] {
+        alice.send(&directed(to)).await?;
+    }
+    alice.send(&directed("dave@localhost")).await?;
+    let (refused, _) = alice
+        .recv_until(|el| el.attr("id") == Some("to-dave@localhost"))
+        .await?;
+    let (_, condition) = stanza_error(&refused).unwrap_or_default();
+    ensure!(condition == "policy-violation", "{refused}");
+    // The refused one did not reach dave: the next thing he gets is a marker.
+    alice
+        .send(&message("dave@localhost/d", "chat", "marker"))
+        .await?;
+    let (_, before) = dave
+        .recv_until(|el| message_body(el).as_deref() == Some("marker"))
+        .await?;
+    ensure!(
+        !before
+            .iter()
+            .any(|el| el.attr("from") == Some("alice@localhost/a")),
+        "dave got {before:?}"
+    );
+    // Making one of the two unavailable frees a place.
+    alice
+        .send(&directed("carol@localhost").with_attr("type", "unavailable"))
+        .await?;
+    alice.send(&directed("dave@localhost")).await?;
+    alice.sync().await?;
+    let (got, _) = dave.recv_until(|el| el.is("presence", ns::CLIENT)).await?;
+    ensure!(got.attr("from") == Some("alice@localhost/a"), "{got}");
+    Ok(())
+}

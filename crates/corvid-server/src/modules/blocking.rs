@@ -12,11 +12,13 @@ use corvid_store::Blocklists as _;
 use corvid_xml::Element;
 use dashmap::DashMap;
 
-use crate::module::{Ctx, Direction, Flow, IqResult, Module};
+use crate::module::{Ctx, Direction, Flow, IqResult, Module, SessionEvent};
 
 #[derive(Default)]
 pub struct Blocking {
-    /// Blocklists loaded so far (every hooked stanza consults one).
+    /// Blocklists of accounts with a bound session (every hooked stanza consults one),
+    /// dropped at the account's last logout. Others are read from the store each time: a
+    /// client naming made-up accounts must not grow this map.
     lists: DashMap<BareJid, Arc<HashSet<String>>>,
 }
 
@@ -73,6 +75,15 @@ impl Module for Blocking {
         self.filter(ctx, iq, dir, true).await
     }
 
+    async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
+        if let SessionEvent::Closed { jid, .. } = event {
+            let user = jid.bare();
+            if ctx.server.sessions.resources(&user).is_empty() {
+                self.lists.remove(&user);
+            }
+        }
+    }
+
     /// As `filter` does for a presence to a client: withheld when either side blocked the other.
     async fn on_broadcast(&self, ctx: &Ctx, from: &FullJid, to: &BareJid) -> Flow {
         let (from, to) = (Jid::from(from.clone()), Jid::from(to.clone()));
@@ -127,7 +138,9 @@ impl Blocking {
                 .into_iter()
                 .collect(),
         );
-        self.lists.insert(user.clone(), list.clone());
+        if !ctx.server.sessions.resources(user).is_empty() {
+            self.lists.insert(user.clone(), list.clone());
+        }
         Ok(list)
     }
 

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use corvid_proto::Bare;
-use corvid_proto::{BareJid, FullJid, Jid, ns};
+use corvid_proto::{BareJid, FullJid, Jid, StanzaError, ns};
 use corvid_store::{Rosters, StoreError};
 use corvid_xml::Element;
 
@@ -62,8 +62,13 @@ async fn from_client(ctx: &Ctx, pres: &mut Element, from: &FullJid) -> Flow {
         // Anything else without `to` (a stray probe, error …) has no recipient.
         (None, Some(_)) => Flow::Handled,
         (Some(to), None | Some("unavailable")) => {
-            record_directed(ctx, from, &to, kind.is_none()).await;
-            Flow::Continue
+            if record_directed(ctx, from, &to, kind.is_none()).await {
+                return Flow::Continue;
+            }
+            // Over the cap: refused, since it could not be undone at logout (§4.6.3).
+            let refused = StanzaError::policy_violation().with_text("Too many directed presences");
+            ctx.deliver_to(from, &corvid_proto::stanza::error_reply(pres, &refused));
+            Flow::Handled
         }
         _ => Flow::Continue,
     }
@@ -304,18 +309,29 @@ async fn answer_probe(ctx: &Ctx, probe: &Element) {
 }
 
 /// RFC 6121 §4.6: remember where directed presence went (unless the contact gets our
-/// broadcasts anyway) so it can be made unavailable at logout.
-async fn record_directed(ctx: &Ctx, from: &FullJid, to: &str, available: bool) {
-    let Ok(to) = Jid::new(to) else { return };
+/// broadcasts anyway) so it can be made unavailable at logout. False when an available
+/// presence would pass `limits.max_directed_presences`.
+async fn record_directed(ctx: &Ctx, from: &FullJid, to: &str, available: bool) -> bool {
+    // A malformed `to` is the router's to bounce.
+    let Ok(to) = Jid::new(to) else { return true };
     if contact_subscribed(ctx, &from.bare(), &to.bare()).await {
-        return;
+        return true;
     }
-    ctx.server.sessions.update(from, |s| {
-        s.directed.retain(|d| d != &to);
-        if available {
-            s.directed.push(to.clone());
-        }
-    });
+    let max = ctx.server.config.limits.max_directed_presences;
+    ctx.server
+        .sessions
+        .update(from, |s| {
+            if !available {
+                s.directed.remove(&to);
+                return true;
+            }
+            if s.directed.len() >= max && !s.directed.contains(&to) {
+                return false;
+            }
+            s.directed.insert(to);
+            true
+        })
+        .unwrap_or(true)
 }
 
 /// Sends the contact the user's current presence, or unavailable, from each available

@@ -48,6 +48,17 @@ impl Module for Roster {
     }
 }
 
+/// Whether the account has `limits.max_roster_items` rows already (shown items and the
+/// hidden ones that keep a pending request): no new contact may be added then.
+pub(crate) async fn roster_is_full(
+    ctx: &Ctx,
+    user: &BareJid,
+) -> Result<bool, corvid_store::StoreError> {
+    let (username, domain) = Ctx::key(user);
+    let (_, items) = ctx.server.store.roster(username, domain).await?;
+    Ok(items.len() >= ctx.server.config.limits.max_roster_items)
+}
+
 fn storage_error(e: corvid_store::StoreError) -> StanzaError {
     tracing::warn!(error = %e, "roster storage failed");
     StanzaError::internal_server_error()
@@ -115,14 +126,17 @@ async fn set_roster(
     let (username, domain) = Ctx::key(user);
     let store = &ctx.server.store;
     let _guard = super::subscriptions::lock_roster(user).await;
-    let mut stored = store
+    let existing = store
         .roster_item(username, domain, contact.as_str())
         .await
-        .map_err(storage_error)?
-        .unwrap_or_else(|| RosterItem {
-            jid: contact.to_string(),
-            ..RosterItem::default()
-        });
+        .map_err(storage_error)?;
+    if existing.is_none() && roster_is_full(ctx, user).await.map_err(storage_error)? {
+        return Err(StanzaError::resource_constraint().with_text("The roster is full"));
+    }
+    let mut stored = existing.unwrap_or_else(|| RosterItem {
+        jid: contact.to_string(),
+        ..RosterItem::default()
+    });
     // RFC 6121 §2.1.2.5: the client cannot set the subscription state; only name and groups.
     stored.name = item
         .attr("name")
