@@ -266,7 +266,8 @@ impl SessionManager {
 
     /// Binds a resource. If the same full JID is already bound, the new session wins and
     /// the old one is closed with `conflict` (RFC 6120 §7.7.2.2, the "override" policy).
-    pub fn bind(&self, jid: FullJid) -> BoundSession {
+    /// `None` when the account already has `max_resources` other resources bound.
+    pub fn bind(&self, jid: FullJid, max_resources: usize) -> Option<BoundSession> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let control = Arc::new(SessionControl::default());
         let resource = Resource {
@@ -281,7 +282,17 @@ impl SessionManager {
             .entry(jid.bare())
             .or_insert_with(|| Vec::with_capacity(1));
         let mut replaced = None;
-        if let Some(pos) = entry.iter().position(|r| r.jid == jid) {
+        let existing = entry.iter().position(|r| r.jid == jid);
+        if existing.is_none() && entry.len() >= max_resources {
+            let empty = entry.is_empty();
+            drop(entry);
+            if empty {
+                // Only with a limit of 0: do not leave an empty entry behind.
+                self.users.remove_if(&jid.bare(), |_, rs| rs.is_empty());
+            }
+            return None;
+        }
+        if let Some(pos) = existing {
             let old = std::mem::replace(&mut entry[pos], resource);
             old.control.close(StreamError::with_text(
                 StreamErrorCondition::Conflict,
@@ -291,11 +302,11 @@ impl SessionManager {
         } else {
             entry.push(resource);
         }
-        BoundSession {
+        Some(BoundSession {
             id,
             control,
             replaced,
-        }
+        })
     }
 
     /// Removes a session and returns its last state, or `None` if it was no longer bound
@@ -508,8 +519,8 @@ mod tests {
             },
             SlowConsumerPolicy::Close,
         );
-        let old = sm.bind(full("a@x/r"));
-        let new = sm.bind(full("a@x/r"));
+        let old = sm.bind(full("a@x/r"), 100).unwrap();
+        let new = sm.bind(full("a@x/r"), 100).unwrap();
         assert_eq!(
             old.control.closed().await.condition,
             StreamErrorCondition::Conflict
@@ -523,6 +534,29 @@ mod tests {
         assert_eq!(sm.count(), 0);
     }
 
+    #[test]
+    fn binding_beyond_the_resource_limit_is_refused_but_replacing_is_not() {
+        let sm = SessionManager::new(
+            QueueLimits {
+                stanzas: 8,
+                bytes: 1 << 20,
+            },
+            SlowConsumerPolicy::Close,
+        );
+        assert!(sm.bind(full("a@x/1"), 2).is_some());
+        assert!(sm.bind(full("a@x/2"), 2).is_some());
+        assert!(sm.bind(full("a@x/3"), 2).is_none());
+        assert!(
+            sm.bind(full("a@x/2"), 2).is_some(),
+            "a replacement adds nothing"
+        );
+        assert!(
+            sm.bind(full("b@x/1"), 2).is_some(),
+            "the limit is per account"
+        );
+        assert_eq!(sm.count(), 3);
+    }
+
     #[tokio::test]
     async fn bare_delivery_prefers_highest_non_negative_priority() {
         let sm = SessionManager::new(
@@ -532,9 +566,9 @@ mod tests {
             },
             SlowConsumerPolicy::Close,
         );
-        let low = sm.bind(full("a@x/low"));
-        let high = sm.bind(full("a@x/high"));
-        let neg = sm.bind(full("a@x/neg"));
+        let low = sm.bind(full("a@x/low"), 100).unwrap();
+        let high = sm.bind(full("a@x/high"), 100).unwrap();
+        let neg = sm.bind(full("a@x/neg"), 100).unwrap();
         sm.set_presence(&full("a@x/low"), true, 1);
         sm.set_presence(&full("a@x/high"), true, 5);
         sm.set_presence(&full("a@x/neg"), true, -1);
@@ -564,7 +598,7 @@ mod tests {
             },
             SlowConsumerPolicy::Close,
         );
-        let s = sm.bind(full("a@x/r"));
+        let s = sm.bind(full("a@x/r"), 100).unwrap();
         for _ in 0..3 {
             sm.deliver_to_full(&full("a@x/r"), &Bytes::from_static(b"m"));
         }
@@ -583,7 +617,7 @@ mod tests {
             },
             SlowConsumerPolicy::Drop,
         );
-        let s = sm.bind(full("a@x/r"));
+        let s = sm.bind(full("a@x/r"), 100).unwrap();
         let big = Bytes::from(vec![b'x'; 25]);
         // One stanza larger than the limit still goes through an empty queue …
         sm.deliver_to_full(&full("a@x/r"), &big);

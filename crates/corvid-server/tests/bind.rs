@@ -239,6 +239,31 @@ async fn replacing_a_stuck_session_leaves_the_new_one_available_for_its_contacts
     Ok(())
 }
 
+#[tokio::test]
+async fn binding_more_resources_than_the_limit_is_a_resource_constraint() -> Result<()> {
+    // RFC 6120 §7.6.2.2: the server may cap the resources per account.
+    let ts = start_server_with(|c| c.limits.max_resources_per_account = 2).await?;
+    ts.create_user("alice", PASSWORD).await?;
+    let mut first = ts.login("alice", PASSWORD, Some("one")).await?;
+    let _second = ts.login("alice", PASSWORD, Some("two")).await?;
+    let mut third = authenticated(&ts).await?;
+    let bind = Element::new("bind", ns::BIND)
+        .with_child(Element::new("resource", ns::BIND).with_text("three"));
+    let (kind, condition) = third.iq_error("set", None, bind).await?;
+    ensure!(
+        (kind.as_str(), condition.as_str()) == ("wait", "resource-constraint"),
+        "{kind} {condition}"
+    );
+    // Replacing a bound resource adds none, so it is allowed; and a freed slot can be used.
+    let mut replacing = ts.login("alice", PASSWORD, Some("two")).await?;
+    replacing.sync().await?;
+    first.send_raw("</stream:stream>").await?;
+    first.expect_closed().await?;
+    let jid = third.bind(Some("three")).await?;
+    ensure!(jid == "alice@localhost/three", "{jid}");
+    third.sync().await
+}
+
 /// The most a TCP socket's send buffer may grow to (Linux `tcp_wmem` max; 4 MiB elsewhere).
 fn max_send_buffer() -> usize {
     std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")

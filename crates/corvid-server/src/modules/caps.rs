@@ -172,7 +172,7 @@ impl CapsCache {
     }
 
     async fn learn(&self, server: &Arc<Server>, from: &FullJid, node: &str, ver: &str) {
-        let (id, rx) = server.iq_tracker.register();
+        let (id, rx) = server.iq_tracker.register(from.clone().into());
         let query = Element::new("iq", ns::CLIENT)
             .with_attr("type", "get")
             .with_attr("id", id.as_str())

@@ -285,7 +285,15 @@ async fn answer_probe(ctx: &Ctx, probe: &Element) {
         return;
     };
     let user = to.bare();
+    // §4.3.2 step 1: no such account, or the prober is not subscribed: `unsubscribed` from
+    // the bare JID, which resynchronises a stale `to` subscription on the prober's side.
+    // Sent past the user's own hooks, so it touches no pre-approval (§3.4).
     if !contact_subscribed(ctx, &user, &prober.bare()).await {
+        let unsubscribed = Element::new("presence", ns::CLIENT)
+            .with_attr("type", "unsubscribed")
+            .with_attr("from", user.as_str())
+            .with_attr("to", prober.bare().as_str());
+        ctx.route(unsubscribed).await;
         return;
     }
     let mut answered = false;
