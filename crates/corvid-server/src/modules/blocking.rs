@@ -1,6 +1,6 @@
 //! XEP-0191 Blocking Command: block, unblock, list. Blocked entities get nothing from the
-//! account and reach nothing of it: their stanzas are dropped (IQ requests answered
-//! `service-unavailable`), and they see the account as offline.
+//! account and reach nothing of it: their messages and IQ requests are answered
+//! `service-unavailable` (§3.5), their presence dropped, and they see the account offline.
 
 use corvid_proto::Bare;
 use std::collections::HashSet;
@@ -262,8 +262,10 @@ impl Blocking {
                 if !blocked_by_recipient && !blocked_by_sender {
                     return Flow::Continue;
                 }
+                // XEP-0191 §3.5: messages and IQs from a blocked entity are answered with
+                // service-unavailable, presence is dropped.
                 if blocked_by_recipient
-                    && stanza.name() == "iq"
+                    && matches!(stanza.name(), "iq" | "message")
                     && corvid_proto::stanza::may_bounce(stanza)
                 {
                     // Answered as if no one were there; delivered directly, since routing it
