@@ -14,7 +14,7 @@ use corvid_xml::Element;
 
 use crate::config::Config;
 use crate::server::Server;
-use crate::sessions::{ResourceState, SessionId};
+use crate::sessions::{OutboundFilter, Queued, ResourceState, SessionId};
 
 /// Reply to an IQ request: a result with an optional payload, or a stanza error.
 pub type IqResult = Result<Option<Element>, StanzaError>;
@@ -91,10 +91,7 @@ impl Ctx {
 
     /// Sends a stanza straight to one bound resource, bypassing the hooks.
     pub fn deliver_to(&self, to: &FullJid, stanza: &Element) {
-        let _ = self
-            .server
-            .sessions
-            .deliver_to_full(to, &stanza.to_bytes(corvid_proto::ns::CLIENT));
+        let _ = self.server.sessions.deliver_to_full(to, Queued::of(stanza));
     }
 
     /// The (username, domain) store key of an account.
@@ -177,6 +174,11 @@ pub trait Module: Send + Sync + 'static {
 
     /// A stanza (any kind, `from` trustworthy) addressed to one of `service_domains`.
     async fn handle_service_stanza(&self, _ctx: &Ctx, _stanza: Element) {}
+
+    /// A filter to see (and perhaps withhold) every stanza queued for any session.
+    fn outbound_filter(&self) -> Option<Arc<dyn OutboundFilter>> {
+        None
+    }
 }
 
 /// The enabled modules, indexed by IQ namespace.
@@ -324,6 +326,14 @@ impl ModuleRegistry {
         for module in &self.modules {
             module.on_session(ctx, event).await;
         }
+    }
+
+    /// The enabled modules' outbound filters, in module order.
+    pub fn outbound_filters(&self) -> Vec<Arc<dyn OutboundFilter>> {
+        self.modules
+            .iter()
+            .filter_map(|m| m.outbound_filter())
+            .collect()
     }
 
     pub fn stream_features(&self, server: &Server) -> Vec<Element> {

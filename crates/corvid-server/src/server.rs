@@ -87,7 +87,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 bytes: config.limits.outgoing_queue_bytes,
             },
             config.limits.slow_consumer,
-        ),
+        )
+        .with_outbound_filters(modules.outbound_filters()),
         connections: ConnectionLimits::new(&config.limits),
         iq_tracker: Default::default(),
         config,

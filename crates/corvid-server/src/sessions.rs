@@ -4,6 +4,11 @@
 //! stanzas (so a stanza fanned out to many sessions is serialized once) plus a control
 //! slot for closing it. Delivery never waits: a full queue is a slow consumer, handled by
 //! the configured policy, so one stuck client cannot stall the router.
+//!
+//! Every stanza queued here carries its class ([`Queued`]) and passes the modules'
+//! [`OutboundFilter`]s first: the one choke point for whatever must see (or hold back) what
+//! reaches a client. Only what the session task writes itself (stream features, its own
+//! replies, the idle ping) does not pass it.
 
 use corvid_proto::Bare;
 use std::sync::Arc;
@@ -16,8 +21,10 @@ use dashmap::DashMap;
 use crate::config::SlowConsumerPolicy;
 
 mod queue;
+mod queued;
 
 pub use queue::{Outbound, QueueLimits, SessionControl};
+pub use queued::{Queued, StanzaClass};
 
 /// One session's identity: unique for the life of the process. Two sessions may briefly
 /// share a full JID (a new login replacing an old one); they never share an id.
@@ -85,11 +92,39 @@ pub enum Delivery {
     NoSuchResource,
 }
 
+/// Sees every stanza about to be queued for a session, synchronously and in the sender's
+/// task (so: cheap, no I/O), and may withhold it. What CSI (XEP-0352), stream management
+/// (XEP-0198) accounting or push (XEP-0357) triggers hook into, instead of each of the
+/// paths that deliver (routing, presence fan-out, MUC, roster pushes, offline backlogs).
+pub trait OutboundFilter: Send + Sync + 'static {
+    /// False withholds `stanza` from session `id` (bound on `jid`); a filter that holds it
+    /// back to send later keeps its own copy.
+    fn admit(&self, jid: &FullJid, id: SessionId, stanza: &Queued) -> bool;
+}
+
+/// One session a stanza is about to be queued for.
+struct Target {
+    jid: FullJid,
+    id: SessionId,
+    control: Arc<SessionControl>,
+}
+
+impl Target {
+    fn of(r: &Resource) -> Target {
+        Target {
+            jid: r.jid.clone(),
+            id: r.id,
+            control: r.control.clone(),
+        }
+    }
+}
+
 pub struct SessionManager {
     users: DashMap<BareJid, Vec<Resource>>,
     next_id: AtomicU64,
     queue_limits: QueueLimits,
     policy: SlowConsumerPolicy,
+    filters: Vec<Arc<dyn OutboundFilter>>,
 }
 
 impl SessionManager {
@@ -99,7 +134,14 @@ impl SessionManager {
             next_id: AtomicU64::new(1),
             queue_limits,
             policy,
+            filters: Vec::new(),
         }
+    }
+
+    /// The outbound filters, in the order they run (the enabled modules', at startup).
+    pub fn with_outbound_filters(mut self, filters: Vec<Arc<dyn OutboundFilter>>) -> Self {
+        self.filters = filters;
+        self
     }
 
     /// Binds a resource. If the same full JID is already bound, the new session wins and
@@ -240,17 +282,16 @@ impl SessionManager {
             .is_some_and(|rs| rs.iter().any(|r| r.state.available))
     }
 
-    /// Delivers to one bound resource.
-    pub fn deliver_to_full(&self, jid: &FullJid, stanza: &Bytes) -> Delivery {
-        let target = self.users.get(&jid.bare()).and_then(|resources| {
-            resources
-                .iter()
-                .find(|r| &r.jid == jid)
-                .map(|r| r.control.clone())
-        });
+    /// Delivers to one bound resource. A stanza given as bytes alone is classified by its
+    /// element name ([`Queued`]); senders that know better pass a [`Queued`].
+    pub fn deliver_to_full(&self, jid: &FullJid, stanza: impl Into<Queued>) -> Delivery {
+        let target = self
+            .users
+            .get(&jid.bare())
+            .and_then(|resources| resources.iter().find(|r| &r.jid == jid).map(Target::of));
         match target {
-            Some(control) => {
-                self.push(&control, stanza.clone());
+            Some(target) => {
+                self.push(&target, stanza.into());
                 Delivery::Delivered
             }
             None => Delivery::NoSuchResource,
@@ -260,8 +301,12 @@ impl SessionManager {
     /// RFC 6121 §8.5.2.1.1: a message to the bare JID goes to the available resources with
     /// the highest non-negative priority (all of them when several share it). Returns how
     /// many sessions received it.
-    pub fn deliver_message_to_bare(&self, bare: &BareJid, stanza: &Bytes) -> Vec<FullJid> {
-        let targets: Vec<_> = match self.users.get(bare) {
+    pub fn deliver_message_to_bare(
+        &self,
+        bare: &BareJid,
+        stanza: impl Into<Queued>,
+    ) -> Vec<FullJid> {
+        let targets: Vec<Target> = match self.users.get(bare) {
             None => return Vec::new(),
             Some(resources) => {
                 let eligible = |r: &&Resource| r.state.available && r.state.priority >= 0;
@@ -276,30 +321,39 @@ impl SessionManager {
                 resources
                     .iter()
                     .filter(|r| r.state.available && r.state.priority == best)
-                    .map(|r| (r.jid.clone(), r.control.clone()))
+                    .map(Target::of)
                     .collect()
             }
         };
-        for (_, control) in &targets {
-            self.push(control, stanza.clone());
+        let stanza = stanza.into();
+        for target in &targets {
+            self.push(target, stanza.clone());
         }
-        targets.into_iter().map(|(jid, _)| jid).collect()
+        targets.into_iter().map(|t| t.jid).collect()
     }
 
     /// Delivers to every available resource of a user (presence to a bare JID, RFC 6121 §8.5.2.1.2).
-    pub fn deliver_to_available(&self, bare: &BareJid, stanza: &Bytes) -> usize {
-        let targets: Vec<_> = match self.users.get(bare) {
+    pub fn deliver_to_available(&self, bare: &BareJid, stanza: impl Into<Queued>) -> usize {
+        let targets: Vec<Target> = match self.users.get(bare) {
             None => return 0,
             Some(resources) => resources
                 .iter()
                 .filter(|r| r.state.available)
-                .map(|r| r.control.clone())
+                .map(Target::of)
                 .collect(),
         };
-        for control in &targets {
-            self.push(control, stanza.clone());
+        let stanza = stanza.into();
+        for target in &targets {
+            self.push(target, stanza.clone());
         }
         targets.len()
+    }
+
+    /// Whether the outbound filters let `stanza` reach session `id` on `jid`. Every queued
+    /// stanza passes them: those delivered here, and backlogs queued with
+    /// [`SessionControl::offer_wait`] (whose sender asks this first).
+    pub fn admits(&self, jid: &FullJid, id: SessionId, stanza: &Queued) -> bool {
+        self.filters.iter().all(|f| f.admit(jid, id, stanza))
     }
 
     /// The bound resources of a user.
@@ -324,7 +378,12 @@ impl SessionManager {
         self.users.iter().map(|e| e.value().len()).sum()
     }
 
-    fn push(&self, control: &SessionControl, stanza: Bytes) {
+    /// The one place stanzas enter a session's queue from the session manager.
+    fn push(&self, target: &Target, stanza: Queued) {
+        if !self.admits(&target.jid, target.id, &stanza) {
+            return;
+        }
+        let control = &target.control;
         if control.offer(stanza, self.queue_limits) {
             return;
         }
@@ -425,6 +484,67 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(sm.deliver_to_available(&bare, &Bytes::from_static(b"p")), 3);
+    }
+
+    /// Withholds presence from sessions on resource `quiet`, and records what it saw.
+    #[derive(Default)]
+    struct QuietPresence(std::sync::Mutex<Vec<(String, SessionId, StanzaClass)>>);
+
+    impl OutboundFilter for QuietPresence {
+        fn admit(&self, jid: &FullJid, id: SessionId, stanza: &Queued) -> bool {
+            let mut seen = self.0.lock().unwrap();
+            seen.push((jid.to_string(), id, stanza.class));
+            !(jid.resource().as_str() == "quiet" && stanza.class == StanzaClass::Presence)
+        }
+    }
+
+    #[test]
+    fn every_delivery_passes_the_outbound_filters_with_its_class() {
+        let filter = Arc::new(QuietPresence::default());
+        let sm = SessionManager::new(
+            QueueLimits {
+                stanzas: 8,
+                bytes: 1 << 20,
+            },
+            SlowConsumerPolicy::Close,
+        )
+        .with_outbound_filters(vec![filter.clone()]);
+        let quiet = sm.bind(full("a@x/quiet"), 100).unwrap();
+        let loud = sm.bind(full("a@x/loud"), 100).unwrap();
+        sm.set_presence(&full("a@x/quiet"), true, 0);
+        sm.set_presence(&full("a@x/loud"), true, 0);
+        let bare: BareJid = "a@x".parse().unwrap();
+        let presence = Bytes::from_static(b"<presence from='b@x/r'/>");
+        assert_eq!(sm.deliver_to_available(&bare, &presence), 2);
+        let chat = corvid_xml::Element::new("message", corvid_proto::ns::CLIENT)
+            .with_child(corvid_xml::Element::new("body", corvid_proto::ns::CLIENT).with_text("hi"));
+        sm.deliver_message_to_bare(&bare, Queued::of(&chat));
+        // The quiet session got the message only; the loud one both.
+        assert!(
+            quiet
+                .control
+                .pop()
+                .is_some_and(|b| b.starts_with(b"<message"))
+        );
+        assert!(quiet.control.pop().is_none());
+        assert!(
+            loud.control
+                .pop()
+                .is_some_and(|b| b.starts_with(b"<presence"))
+        );
+        assert!(
+            loud.control
+                .pop()
+                .is_some_and(|b| b.starts_with(b"<message"))
+        );
+        let seen = filter.0.lock().unwrap();
+        assert_eq!(seen.len(), 4);
+        assert!(seen.contains(&(
+            "a@x/quiet".to_string(),
+            quiet.id,
+            StanzaClass::Message { body: true }
+        )));
+        assert!(seen.contains(&("a@x/loud".to_string(), loud.id, StanzaClass::Presence)));
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ use sha1::{Digest, Sha1};
 
 use crate::module::{Ctx, Direction, Flow, Module};
 use crate::server::Server;
+use crate::sessions::Queued;
 
 /// The node our own caps are published under.
 pub const NODE: &str = "https://corvid.chat/caps";
@@ -181,9 +182,7 @@ impl CapsCache {
             .with_child(
                 Element::new("query", ns::DISCO_INFO).with_attr("node", format!("{node}#{ver}")),
             );
-        let _ = server
-            .sessions
-            .deliver_to_full(from, &query.to_bytes(ns::CLIENT));
+        let _ = server.sessions.deliver_to_full(from, Queued::of(&query));
         let answer = server
             .iq_tracker
             .wait(&id, rx, Duration::from_secs(30))

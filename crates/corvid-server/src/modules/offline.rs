@@ -17,7 +17,7 @@ use corvid_store::{Offline as _, StoreError, Users as _};
 use corvid_xml::Element;
 
 use crate::module::{Ctx, Flow, Module, SessionEvent};
-use crate::sessions::SessionId;
+use crate::sessions::{Queued, SessionId};
 
 #[derive(Default)]
 pub struct Offline {
@@ -163,21 +163,25 @@ async fn deliver_stored(ctx: &Ctx, to: &FullJid, session: SessionId) -> Result<(
     let limits = sessions.queue_limits();
     // (store id, queue sequence number) of messages queued but not yet deleted.
     let mut queued: Vec<(i64, u64)> = Vec::new();
-    let mut unreadable = Vec::new();
+    // Deleted without being queued: unreadable, or taken by an outbound filter.
+    let mut settled = Vec::new();
     for message in messages {
         let mut stanza = match corvid_xml::parse_element(&message.stanza, ns::CLIENT) {
             Ok(stanza) => stanza,
             Err(e) => {
                 tracing::warn!(error = %e, id = message.id, "dropping an unreadable offline message");
-                unreadable.push(message.id);
+                settled.push(message.id);
                 continue;
             }
         };
         stanza.set_attr("to", to.as_str());
-        let Some(seq) = control
-            .offer_wait(stanza.to_bytes(ns::CLIENT), limits)
-            .await
-        else {
+        let stanza = Queued::of(&stanza);
+        if !sessions.admits(to, session, &stanza) {
+            // An outbound filter took it (and keeps it, if it means to send it later).
+            settled.push(message.id);
+            continue;
+        }
+        let Some(seq) = control.offer_wait(stanza, limits).await else {
             break;
         };
         queued.push((message.id, seq));
@@ -185,10 +189,10 @@ async fn deliver_stored(ctx: &Ctx, to: &FullJid, session: SessionId) -> Result<(
             delete_taken(ctx, &user, &control, &mut queued).await?;
         }
     }
-    if !unreadable.is_empty() {
+    if !settled.is_empty() {
         ctx.server
             .store
-            .delete_offline(username, domain, &unreadable)
+            .delete_offline(username, domain, &settled)
             .await?;
     }
     delete_taken(ctx, &user, &control, &mut queued).await

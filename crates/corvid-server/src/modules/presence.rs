@@ -11,6 +11,7 @@ use corvid_xml::Element;
 use super::subscription::PresenceAction;
 use crate::module::{Ctx, Direction, Flow, Module, SessionEvent};
 use crate::router::presence_priority;
+use crate::sessions::{Queued, StanzaClass};
 
 pub struct Presence;
 
@@ -224,11 +225,13 @@ async fn broadcast(ctx: &Ctx, user: &BareJid, from: &FullJid, pres: &Element) {
             stanza.set_attr("to", contact.as_str());
             ctx.route(stanza.clone()).await;
         } else if ctx.server.modules.on_broadcast(ctx, from, &contact).await == Flow::Continue {
-            sessions.deliver_to_available(&contact, &fan_out.to(contact.as_str()));
+            let bytes = fan_out.to(contact.as_str());
+            sessions.deliver_to_available(&contact, Queued::new(bytes, StanzaClass::Presence));
         }
     }
     for resource in sessions.resources_where(user, |s| s.available) {
-        sessions.deliver_to_full(&resource, &fan_out.to(resource.as_str()));
+        let bytes = fan_out.to(resource.as_str());
+        sessions.deliver_to_full(&resource, Queued::new(bytes, StanzaClass::Presence));
     }
 }
 

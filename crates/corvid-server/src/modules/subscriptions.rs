@@ -242,7 +242,7 @@ async fn user_receives(
     if inb.deliver {
         ctx.server
             .sessions
-            .deliver_to_available(user, &stanza.to_bytes(ns::CLIENT));
+            .deliver_to_available(user, crate::sessions::Queued::of(&stanza));
     }
     Ok(())
 }

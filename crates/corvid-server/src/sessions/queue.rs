@@ -12,6 +12,8 @@ use bytes::Bytes;
 use corvid_proto::StreamError;
 use tokio::sync::Notify;
 
+use super::queued::Queued;
+
 /// A session's inbox and its close request, shared by the router (which fills it) and the
 /// session task (which drains it). A plain queue rather than a channel: it allocates
 /// nothing while empty, so an idle session costs a few hundred bytes here.
@@ -28,7 +30,7 @@ pub struct SessionControl {
 
 #[derive(Default)]
 struct Queue {
-    stanzas: VecDeque<Outbound>,
+    stanzas: VecDeque<Queued>,
     /// Bytes in `stanzas`.
     bytes: usize,
     /// Stanzas ever queued, and ever taken by the session task to be written: the n-th
@@ -38,9 +40,9 @@ struct Queue {
 }
 
 impl Queue {
-    fn has_room_for(&self, stanza: &Outbound, limits: QueueLimits) -> bool {
+    fn has_room_for(&self, stanza: &Queued, limits: QueueLimits) -> bool {
         self.stanzas.len() < limits.stanzas
-            && (self.stanzas.is_empty() || self.bytes + stanza.len() <= limits.bytes)
+            && (self.stanzas.is_empty() || self.bytes + stanza.bytes.len() <= limits.bytes)
     }
 }
 
@@ -86,17 +88,17 @@ impl SessionControl {
     }
 
     /// Queues a stanza unless that would pass `limits` (one stanza always fits an empty queue).
-    pub(super) fn offer(&self, stanza: Outbound, limits: QueueLimits) -> bool {
+    pub(super) fn offer(&self, stanza: Queued, limits: QueueLimits) -> bool {
         self.try_offer(stanza, limits).is_some()
     }
 
     /// Queues a stanza if it fits; returns its sequence number (see [`Self::wait_taken`]).
-    fn try_offer(&self, stanza: Outbound, limits: QueueLimits) -> Option<u64> {
+    fn try_offer(&self, stanza: Queued, limits: QueueLimits) -> Option<u64> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if !queue.has_room_for(&stanza, limits) {
             return None;
         }
-        queue.bytes += stanza.len();
+        queue.bytes += stanza.bytes.len();
         queue.stanzas.push_back(stanza);
         queue.queued += 1;
         let seq = queue.queued;
@@ -110,7 +112,7 @@ impl SessionControl {
     /// stanza's sequence number, or `None` once the session is closed.
     ///
     /// Never call it from the session's own task: that task is what makes room.
-    pub async fn offer_wait(&self, stanza: Outbound, limits: QueueLimits) -> Option<u64> {
+    pub async fn offer_wait(&self, stanza: Queued, limits: QueueLimits) -> Option<u64> {
         loop {
             let taken = self.taken.notified();
             tokio::pin!(taken);
@@ -143,10 +145,15 @@ impl SessionControl {
 
     /// The next queued stanza, if any.
     pub fn pop(&self) -> Option<Outbound> {
+        self.pop_queued().map(|q| q.bytes)
+    }
+
+    /// The next queued stanza with its class (for what counts or sorts what is written).
+    pub fn pop_queued(&self) -> Option<Queued> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let next = queue.stanzas.pop_front();
         if let Some(stanza) = &next {
-            queue.bytes -= stanza.len();
+            queue.bytes -= stanza.bytes.len();
             queue.taken += 1;
         }
         if queue.stanzas.is_empty() && queue.stanzas.capacity() > 16 {
@@ -172,7 +179,7 @@ impl SessionControl {
     }
 }
 
-/// What the session task receives.
+/// What the session task receives: the bytes to write (the class stays with the queue).
 pub type Outbound = Bytes;
 
 #[cfg(test)]
@@ -191,12 +198,18 @@ mod tests {
         };
         let control = Arc::new(SessionControl::default());
         assert_eq!(
-            control.offer_wait(Bytes::from_static(b"1"), limits).await,
+            control
+                .offer_wait(Queued::from(&Bytes::from_static(b"1")), limits)
+                .await,
             Some(1)
         );
         let waiting = tokio::spawn({
             let control = control.clone();
-            async move { control.offer_wait(Bytes::from_static(b"2"), limits).await }
+            async move {
+                control
+                    .offer_wait(Queued::from(&Bytes::from_static(b"2")), limits)
+                    .await
+            }
         });
         // The queue is full until the session takes the first stanza.
         assert_eq!(control.pop().as_deref(), Some(&b"1"[..]));
@@ -204,7 +217,11 @@ mod tests {
         assert_eq!(control.wait_taken(1).await, 1);
         let blocked = tokio::spawn({
             let control = control.clone();
-            async move { control.offer_wait(Bytes::from_static(b"3"), limits).await }
+            async move {
+                control
+                    .offer_wait(Queued::from(&Bytes::from_static(b"3")), limits)
+                    .await
+            }
         });
         control.close(StreamError::new(StreamErrorCondition::Reset));
         assert_eq!(blocked.await.ok().flatten(), None);
