@@ -197,3 +197,15 @@ async def test_unblocking_restores_presence_and_messages(server, im):
                              "alice's presence after the unblock")
     mid = carol.message(alice.full, "hello again")
     await alice.inbox.expect(is_message(mid=mid), "carol's message after the unblock")
+
+
+async def test_a_message_from_a_blocked_contact_is_answered_service_unavailable(server, im):
+    alice = await im.user(server, "alice")
+    carol = await im.user(server, "carol")
+    await alice.plugin["xep_0191"].block(carol.bare, timeout=TIMEOUT)
+
+    blocked = carol.message(alice.full, "can you hear me?")
+    # XEP-0191 §3.5: the sender learns nothing more than that no one is there.
+    bounce = await carol.inbox.expect(is_message(mid=blocked, mtype="error"), "the error reply")
+    assert error_of(bounce)[:2] == ("cancel", "service-unavailable"), str(bounce)
+    assert alice.inbox.matching(is_message(mid=blocked)) == []

@@ -149,3 +149,27 @@ async def test_message_to_a_nonexistent_user_is_not_stored_but_bounced(server, i
     bounce = await alice.inbox.expect(is_message(mid=mid, mtype="error"), "the bounce")
     # RFC 6121 §8.5.1
     assert error_of(bounce)[:2] == ("cancel", "service-unavailable"), str(bounce)
+
+
+async def test_a_backlog_larger_than_the_session_queue_arrives_whole(make_server, im):
+    # 20 stored messages, 8 stanzas of outgoing queue: all 20 arrive in order, the session
+    # is not closed as a slow consumer, and none is stored afterwards.
+    own = make_server("small-queue", limits={"outgoing_queue": 8})
+    alice = await im.user(own, "alice")
+    bob_jid, bob_password = own.new_account("bob")
+    ids = [alice.message(bob_jid, f"backlog {i}") for i in range(20)]
+    await alice.sync()
+    assert alice.inbox.matching(is_message(mtype="error")) == []
+
+    bob = await im.login(own, f"{bob_jid}/phone", bob_password)
+    await bob.online()
+    for mid in ids:
+        await bob.inbox.expect(is_message(mid=mid), f"offline message {mid}")
+    assert [m.xml.get("id") for m in bob.inbox.history if m.xml.get("id") in ids] == ids
+    await bob.sync()
+
+    again = await im.login(own, f"{bob_jid}/laptop", bob_password)
+    await again.online()
+    marker = alice.message(again.full, "marker")
+    await again.inbox.expect(is_message(mid=marker), "the marker")
+    assert [m for m in again.inbox.history if m.xml.get("id") in ids] == []

@@ -117,6 +117,9 @@ pub async fn remove(
         .filter(|c| config.serves(c.domain().as_str()) && c.node().is_some())
     {
         let (c_name, c_domain) = (username(&contact), contact.domain().as_str());
+        // Serialized with the contact's subscription processing in this process (another
+        // process, such as `corvid user remove` beside a running server, is not covered).
+        let _guard = crate::modules::subscriptions::lock_roster(&contact).await;
         let Some(mut item) = store.roster_item(c_name, c_domain, user.as_str()).await? else {
             continue;
         };

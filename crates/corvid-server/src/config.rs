@@ -167,6 +167,21 @@ pub struct LimitsConfig {
     /// SASL failures before the stream is closed (RFC 6120 §6.4.5); never fewer than the
     /// number of mechanisms offered, so a client may step down through all of them.
     pub max_auth_failures: u32,
+    /// XEP-0115 verification strings remembered (least recently used forgotten first).
+    pub caps_cache_entries: usize,
+    /// Bytes of features those entries may hold in all.
+    pub caps_cache_bytes: usize,
+    /// Features kept per verification string: a disco#info with more is not cached.
+    pub caps_max_features: usize,
+    /// Distinct entities one resource may send directed presence to (RFC 6121 §4.6); an
+    /// available presence to one more is refused with `policy-violation`.
+    pub max_directed_presences: usize,
+    /// Roster items per account (RFC 6121 §2.1.4): an add beyond it, by the user or by an
+    /// incoming subscription request, is refused with `resource-constraint`.
+    pub max_roster_items: usize,
+    /// Bound resources per account (RFC 6120 §7.6.2.2): one more bind is refused with
+    /// `resource-constraint`.
+    pub max_resources_per_account: usize,
 }
 
 impl Default for LimitsConfig {
@@ -193,6 +208,12 @@ impl Default for LimitsConfig {
             idle_ping_secs: 300,
             ping_timeout_secs: 60,
             max_auth_failures: 3,
+            caps_cache_entries: 10_000,
+            caps_cache_bytes: 16 * 1024 * 1024,
+            caps_max_features: 256,
+            max_directed_presences: 1000,
+            max_roster_items: 2000,
+            max_resources_per_account: 100,
         }
     }
 }

@@ -1,31 +1,47 @@
 //! IQ requests the server itself sends (to clients), and the wait for their answers.
+//!
+//! An answer is matched on its id, which is random, and on its sender: RFC 6120 §8.2.3
+//! has the responder answer from the address the request went to, and a session's `from`
+//! is stamped by the server, so another client cannot answer in its place.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use corvid_proto::Jid;
 use corvid_xml::Element;
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 #[derive(Default)]
 pub struct IqTracker {
-    pending: DashMap<String, oneshot::Sender<Element>>,
-    next: AtomicU64,
+    pending: DashMap<String, Pending>,
+}
+
+struct Pending {
+    responder: Jid,
+    answer: oneshot::Sender<Element>,
 }
 
 impl IqTracker {
-    /// A fresh id, and the receiver its answer will arrive on.
-    pub fn register(&self) -> (String, oneshot::Receiver<Element>) {
-        let id = format!("corvid-iq-{}", self.next.fetch_add(1, Ordering::Relaxed));
+    /// A fresh id for a request to `responder`, and the receiver its answer will arrive on.
+    pub fn register(&self, responder: Jid) -> (String, oneshot::Receiver<Element>) {
+        let id = format!("corvid-iq-{}", crate::random_id());
         let (tx, rx) = oneshot::channel();
-        self.pending.insert(id.clone(), tx);
+        let pending = Pending {
+            responder,
+            answer: tx,
+        };
+        self.pending.insert(id.clone(), pending);
         (id, rx)
     }
 
-    /// Hands a result or error to whoever waits for it.
+    /// Hands a result or error to whoever waits for it, if it comes from the entity asked.
     pub fn resolve(&self, answer: &Element) {
-        if let Some((_, tx)) = answer.attr("id").and_then(|id| self.pending.remove(id)) {
-            let _ = tx.send(answer.clone());
+        let (Some(id), Some(Ok(from))) = (answer.attr("id"), answer.attr("from").map(Jid::new))
+        else {
+            return;
+        };
+        if let Some((_, pending)) = self.pending.remove_if(id, |_, p| p.responder == from) {
+            let _ = pending.answer.send(answer.clone());
         }
     }
 
@@ -42,5 +58,33 @@ impl IqTracker {
             .and_then(Result::ok);
         self.pending.remove(id);
         answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(id: &str, from: &str) -> Element {
+        Element::new("iq", corvid_proto::ns::CLIENT)
+            .with_attr("type", "result")
+            .with_attr("id", id)
+            .with_attr("from", from)
+    }
+
+    #[tokio::test]
+    async fn only_the_entity_asked_can_answer() {
+        let tracker = IqTracker::default();
+        let (id, rx) = tracker.register(Jid::new("alice@x/r").unwrap());
+        let (other, _) = tracker.register(Jid::new("alice@x/r").unwrap());
+        assert_ne!(id, other, "ids are unique");
+        tracker.resolve(&result(&id, "mallory@x/r"));
+        tracker.resolve(&result(&id, "alice@x/other"));
+        tracker.resolve(&result(&id, "alice@x/r"));
+        let answer = tracker.wait(&id, rx, Duration::from_secs(1)).await;
+        assert_eq!(
+            answer.and_then(|a| a.attr("from").map(str::to_string)),
+            Some("alice@x/r".to_string())
+        );
     }
 }

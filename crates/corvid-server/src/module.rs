@@ -14,6 +14,7 @@ use corvid_xml::Element;
 
 use crate::config::Config;
 use crate::server::Server;
+use crate::sessions::{OutboundFilter, Queued, ResourceState, SessionId};
 
 /// Reply to an IQ request: a result with an optional payload, or a stanza error.
 pub type IqResult = Result<Option<Element>, StanzaError>;
@@ -48,13 +49,27 @@ pub enum Direction {
     ToServer,
 }
 
-/// Session lifecycle events.
+/// Session lifecycle events. Each names the session by id as well as by full JID: a new
+/// login may replace a session on the same full JID, and an event about the old one must
+/// not act on the new one.
 #[derive(Clone, Debug)]
 pub enum SessionEvent {
-    Bound(FullJid),
+    Bound {
+        jid: FullJid,
+        id: SessionId,
+    },
     /// The resource sent its initial presence (RFC 6121 §4.2): time for offline messages.
-    Available(FullJid),
-    Closed(FullJid),
+    Available {
+        jid: FullJid,
+        id: SessionId,
+    },
+    /// The session ended or was replaced, and is no longer bound; `last` is its final
+    /// state (its presence, directed presences, flags). Sent once per session.
+    Closed {
+        jid: FullJid,
+        id: SessionId,
+        last: ResourceState,
+    },
 }
 
 /// What a module can reach: the whole server (router, sessions, store, config).
@@ -76,10 +91,7 @@ impl Ctx {
 
     /// Sends a stanza straight to one bound resource, bypassing the hooks.
     pub fn deliver_to(&self, to: &FullJid, stanza: &Element) {
-        let _ = self
-            .server
-            .sessions
-            .deliver_to_full(to, &stanza.to_bytes(corvid_proto::ns::CLIENT));
+        let _ = self.server.sessions.deliver_to_full(to, Queued::of(stanza));
     }
 
     /// The (username, domain) store key of an account.
@@ -162,6 +174,11 @@ pub trait Module: Send + Sync + 'static {
 
     /// A stanza (any kind, `from` trustworthy) addressed to one of `service_domains`.
     async fn handle_service_stanza(&self, _ctx: &Ctx, _stanza: Element) {}
+
+    /// A filter to see (and perhaps withhold) every stanza queued for any session.
+    fn outbound_filter(&self) -> Option<Arc<dyn OutboundFilter>> {
+        None
+    }
 }
 
 /// The enabled modules, indexed by IQ namespace.
@@ -171,23 +188,53 @@ pub struct ModuleRegistry {
     by_service_domain: HashMap<String, Arc<dyn Module>>,
 }
 
+/// Two enabled modules claim the same thing: the server refuses to start rather than let
+/// one silently shadow the other.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("modules {first} and {second} both answer IQ namespace {namespace}")]
+    NamespaceTaken {
+        namespace: &'static str,
+        first: &'static str,
+        second: &'static str,
+    },
+    #[error("modules {first} and {second} both serve domain {domain}")]
+    DomainTaken {
+        domain: String,
+        first: &'static str,
+        second: &'static str,
+    },
+}
+
 impl ModuleRegistry {
-    pub fn new(modules: Vec<Arc<dyn Module>>, config: &Config) -> Self {
-        let mut by_namespace = HashMap::new();
-        let mut by_service_domain = HashMap::new();
+    pub fn new(modules: Vec<Arc<dyn Module>>, config: &Config) -> Result<Self, RegistryError> {
+        let mut by_namespace: HashMap<&'static str, Arc<dyn Module>> = HashMap::new();
+        let mut by_service_domain: HashMap<String, Arc<dyn Module>> = HashMap::new();
         for module in &modules {
             for ns in module.iq_namespaces() {
-                by_namespace.insert(*ns, module.clone());
+                if let Some(first) = by_namespace.insert(ns, module.clone()) {
+                    return Err(RegistryError::NamespaceTaken {
+                        namespace: ns,
+                        first: first.name(),
+                        second: module.name(),
+                    });
+                }
             }
             for domain in module.service_domains(config) {
-                by_service_domain.insert(domain, module.clone());
+                if let Some(first) = by_service_domain.insert(domain.clone(), module.clone()) {
+                    return Err(RegistryError::DomainTaken {
+                        domain,
+                        first: first.name(),
+                        second: module.name(),
+                    });
+                }
             }
         }
-        ModuleRegistry {
+        Ok(ModuleRegistry {
             modules,
             by_namespace,
             by_service_domain,
-        }
+        })
     }
 
     /// The module owning a service domain, if any.
@@ -281,10 +328,88 @@ impl ModuleRegistry {
         }
     }
 
+    /// The enabled modules' outbound filters, in module order.
+    pub fn outbound_filters(&self) -> Vec<Arc<dyn OutboundFilter>> {
+        self.modules
+            .iter()
+            .filter_map(|m| m.outbound_filter())
+            .collect()
+    }
+
     pub fn stream_features(&self, server: &Server) -> Vec<Element> {
         self.modules
             .iter()
             .flat_map(|m| m.stream_features(server))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Claims(&'static str, &'static [&'static str], &'static str);
+
+    #[async_trait]
+    impl Module for Claims {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn iq_namespaces(&self) -> &[&'static str] {
+            self.1
+        }
+        fn service_domains(&self, _config: &Config) -> Vec<String> {
+            [self.2]
+                .into_iter()
+                .filter(|d| !d.is_empty())
+                .map(String::from)
+                .collect()
+        }
+    }
+
+    fn registry(modules: Vec<Claims>) -> Result<ModuleRegistry, RegistryError> {
+        let modules = modules
+            .into_iter()
+            .map(|m| Arc::new(m) as Arc<dyn Module>)
+            .collect();
+        ModuleRegistry::new(modules, &Config::default())
+    }
+
+    #[test]
+    fn two_modules_answering_one_namespace_is_a_startup_error() {
+        let err = registry(vec![
+            Claims("pep", &["urn:x:pubsub"], ""),
+            Claims("pubsub", &["urn:x:pubsub"], ""),
+        ]);
+        assert!(matches!(
+            err,
+            Err(RegistryError::NamespaceTaken {
+                first: "pep",
+                second: "pubsub",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn two_modules_serving_one_domain_is_a_startup_error() {
+        let err = registry(vec![
+            Claims("muc", &[], "rooms.x"),
+            Claims("pubsub", &[], "rooms.x"),
+        ]);
+        assert!(matches!(err, Err(RegistryError::DomainTaken { .. })));
+        assert!(
+            registry(vec![
+                Claims("muc", &["a"], "rooms.x"),
+                Claims("pubsub", &["b"], "ps.x")
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_built_in_modules_claim_nothing_twice() {
+        let config = Config::default();
+        assert!(ModuleRegistry::new(crate::modules::enabled(&config), &config).is_ok());
     }
 }

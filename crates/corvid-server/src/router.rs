@@ -12,7 +12,7 @@ use corvid_xml::Element;
 
 use crate::module::{Ctx, Direction, Flow};
 use crate::server::Server;
-use crate::sessions::Delivery;
+use crate::sessions::{Delivery, Queued, StanzaClass};
 
 /// Routes a stanza a local client sent (its `from` already stamped), after the client-side
 /// hooks (carbons, blocking, presence broadcast, subscriptions …) had their say.
@@ -162,7 +162,8 @@ async fn to_full_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind
         return;
     }
     let bytes = stanza.to_bytes(ns::CLIENT);
-    if server.sessions.deliver_to_full(&to, &bytes) == Delivery::Delivered {
+    let queued = Queued::new(bytes.clone(), StanzaClass::of(&stanza));
+    if server.sessions.deliver_to_full(&to, queued) == Delivery::Delivered {
         if kind == StanzaKind::Message {
             server
                 .modules
@@ -201,7 +202,7 @@ async fn to_bare_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind
             {
                 server
                     .sessions
-                    .deliver_to_available(&to, &stanza.to_bytes(ns::CLIENT));
+                    .deliver_to_available(&to, Queued::of(&stanza));
             }
         }
         StanzaKind::Message => {
@@ -230,7 +231,8 @@ async fn to_bare_jid(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind
 /// RFC 6121 §8.5.2.1.1 and §8.5.2.2.1.
 async fn message_to_bare(server: &Arc<Server>, stanza: Element, to: BareJid, bytes: bytes::Bytes) {
     let ctx = ctx(server);
-    let delivered = server.sessions.deliver_message_to_bare(&to, &bytes);
+    let queued = Queued::new(bytes, StanzaClass::of(&stanza));
+    let delivered = server.sessions.deliver_message_to_bare(&to, queued);
     if !delivered.is_empty() {
         server
             .modules

@@ -32,6 +32,8 @@ pub enum StartError {
     Store(#[from] corvid_store::StoreError),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("modules: {0}")]
+    Modules(#[from] crate::module::RegistryError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -83,7 +85,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     })?;
     let store = SqlStore::open(&config.storage_url()).await?;
     let tls = Tls::load_or_generate(&config)?;
-    let modules = ModuleRegistry::new(crate::modules::enabled(&config), &config);
+    let modules = ModuleRegistry::new(crate::modules::enabled(&config), &config)?;
     let (stop, shutdown) = watch::channel(false);
     let server = Arc::new(Server {
         sessions: SessionManager::new(
@@ -92,7 +94,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 bytes: config.limits.outgoing_queue_bytes,
             },
             config.limits.slow_consumer,
-        ),
+        )
+        .with_outbound_filters(modules.outbound_filters()),
         connections: Admission::new(&config.limits),
         auth_throttle: AuthThrottle::new(&config.limits),
         registrations: RateLimiter::new(

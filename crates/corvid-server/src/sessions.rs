@@ -1,120 +1,38 @@
 //! The session manager: bare JID → bound resources, and the RFC 6121 §8 delivery rules.
 //!
-//! A session is reached through its [`SessionHandle`]: a bounded queue of pre-serialized
+//! A session is reached through its [`SessionControl`]: a bounded queue of pre-serialized
 //! stanzas (so a stanza fanned out to many sessions is serialized once) plus a control
 //! slot for closing it. Delivery never waits: a full queue is a slow consumer, handled by
 //! the configured policy, so one stuck client cannot stall the router.
+//!
+//! Every stanza queued here carries its class ([`Queued`]) and passes the modules'
+//! [`OutboundFilter`]s first: the one choke point for whatever must see (or hold back) what
+//! reaches a client. Only what the session task writes itself (stream features, its own
+//! replies, the idle ping) does not pass it.
 
 use corvid_proto::Bare;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use corvid_proto::{BareJid, FullJid, StreamError, StreamErrorCondition};
 use dashmap::DashMap;
-use std::collections::VecDeque;
-
-use tokio::sync::Notify;
 
 use crate::config::SlowConsumerPolicy;
 
-/// A session's inbox and its close request, shared by the router (which fills it) and the
-/// session task (which drains it). A plain queue rather than a channel: it allocates
-/// nothing while empty, so an idle session costs a few hundred bytes here.
-#[derive(Default)]
-pub struct SessionControl {
-    notify: Notify,
-    reason: Mutex<Option<StreamError>>,
-    queue: Mutex<Queue>,
-    ready: Notify,
-}
+mod queue;
+mod queued;
 
-#[derive(Default)]
-struct Queue {
-    stanzas: VecDeque<Outbound>,
-    /// Bytes in `stanzas`.
-    bytes: usize,
-}
+pub use queue::{Outbound, QueueLimits, SessionControl};
+pub use queued::{Queued, StanzaClass};
 
-/// How much may wait for one session: so many stanzas, so many bytes.
-#[derive(Clone, Copy, Debug)]
-pub struct QueueLimits {
-    pub stanzas: usize,
-    pub bytes: usize,
-}
-
-impl SessionControl {
-    pub fn close(&self, error: StreamError) {
-        let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
-        if reason.is_none() {
-            *reason = Some(error);
-        }
-        drop(reason);
-        self.notify.notify_one();
-    }
-
-    /// Waits until `close` was called, then returns its error.
-    pub async fn closed(&self) -> StreamError {
-        loop {
-            if let Some(err) = self
-                .reason
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-            {
-                return err;
-            }
-            self.notify.notified().await;
-        }
-    }
-
-    /// Queues a stanza unless that would pass `limits` (one stanza always fits an empty queue).
-    fn offer(&self, stanza: Outbound, limits: QueueLimits) -> bool {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let full = queue.stanzas.len() >= limits.stanzas
-            || (!queue.stanzas.is_empty() && queue.bytes + stanza.len() > limits.bytes);
-        if full {
-            return false;
-        }
-        queue.bytes += stanza.len();
-        queue.stanzas.push_back(stanza);
-        drop(queue);
-        self.ready.notify_one();
-        true
-    }
-
-    /// The next queued stanza, if any.
-    pub fn pop(&self) -> Option<Outbound> {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let next = queue.stanzas.pop_front();
-        if let Some(stanza) = &next {
-            queue.bytes -= stanza.len();
-        }
-        if queue.stanzas.is_empty() && queue.stanzas.capacity() > 16 {
-            // A burst is over: give its memory back.
-            queue.stanzas = VecDeque::new();
-        }
-        next
-    }
-
-    /// Waits for the next queued stanza.
-    pub async fn next(&self) -> Outbound {
-        loop {
-            if let Some(stanza) = self.pop() {
-                return stanza;
-            }
-            // A stanza offered since `pop` left a permit, so this cannot miss it.
-            self.ready.notified().await;
-        }
-    }
-}
-
-/// What the session task receives.
-pub type Outbound = Bytes;
+/// One session's identity: unique for the life of the process. Two sessions may briefly
+/// share a full JID (a new login replacing an old one); they never share an id.
+pub type SessionId = u64;
 
 #[derive(Clone)]
 struct Resource {
-    id: u64,
+    id: SessionId,
     jid: FullJid,
     control: Arc<SessionControl>,
     state: ResourceState,
@@ -134,8 +52,9 @@ pub struct ResourceState {
     pub carbons: bool,
     /// Requested the blocklist, so it gets blocklist pushes (XEP-0191 §3.2).
     pub blocklist: bool,
-    /// Where it sent directed presence, to send them unavailable at logout (RFC 6121 §4.6.3).
-    pub directed: Vec<corvid_proto::Jid>,
+    /// Where it sent directed presence, to send them unavailable at logout (RFC 6121 §4.6.3);
+    /// at most `limits.max_directed_presences`.
+    pub directed: std::collections::HashSet<corvid_proto::Jid>,
 }
 
 /// A resource's last available presence, kept serialized: a few dozen bytes for an idle
@@ -159,8 +78,11 @@ impl StoredPresence {
 
 /// The receiving half a session task keeps after binding.
 pub struct BoundSession {
-    pub id: u64,
+    pub id: SessionId,
     pub control: Arc<SessionControl>,
+    /// The session this one replaced (same full JID), already unbound and told to close:
+    /// its cleanup is the new session's to run, before anything else happens on the JID.
+    pub replaced: Option<(SessionId, ResourceState)>,
 }
 
 /// Whether a stanza reached a session.
@@ -170,11 +92,39 @@ pub enum Delivery {
     NoSuchResource,
 }
 
+/// Sees every stanza about to be queued for a session, synchronously and in the sender's
+/// task (so: cheap, no I/O), and may withhold it. What CSI (XEP-0352), stream management
+/// (XEP-0198) accounting or push (XEP-0357) triggers hook into, instead of each of the
+/// paths that deliver (routing, presence fan-out, MUC, roster pushes, offline backlogs).
+pub trait OutboundFilter: Send + Sync + 'static {
+    /// False withholds `stanza` from session `id` (bound on `jid`); a filter that holds it
+    /// back to send later keeps its own copy.
+    fn admit(&self, jid: &FullJid, id: SessionId, stanza: &Queued) -> bool;
+}
+
+/// One session a stanza is about to be queued for.
+struct Target {
+    jid: FullJid,
+    id: SessionId,
+    control: Arc<SessionControl>,
+}
+
+impl Target {
+    fn of(r: &Resource) -> Target {
+        Target {
+            jid: r.jid.clone(),
+            id: r.id,
+            control: r.control.clone(),
+        }
+    }
+}
+
 pub struct SessionManager {
     users: DashMap<BareJid, Vec<Resource>>,
     next_id: AtomicU64,
     queue_limits: QueueLimits,
     policy: SlowConsumerPolicy,
+    filters: Vec<Arc<dyn OutboundFilter>>,
 }
 
 impl SessionManager {
@@ -184,12 +134,20 @@ impl SessionManager {
             next_id: AtomicU64::new(1),
             queue_limits,
             policy,
+            filters: Vec::new(),
         }
+    }
+
+    /// The outbound filters, in the order they run (the enabled modules', at startup).
+    pub fn with_outbound_filters(mut self, filters: Vec<Arc<dyn OutboundFilter>>) -> Self {
+        self.filters = filters;
+        self
     }
 
     /// Binds a resource. If the same full JID is already bound, the new session wins and
     /// the old one is closed with `conflict` (RFC 6120 §7.7.2.2, the "override" policy).
-    pub fn bind(&self, jid: FullJid) -> BoundSession {
+    /// `None` when the account already has `max_resources` other resources bound.
+    pub fn bind(&self, jid: FullJid, max_resources: usize) -> Option<BoundSession> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let control = Arc::new(SessionControl::default());
         let resource = Resource {
@@ -203,25 +161,65 @@ impl SessionManager {
             .users
             .entry(jid.bare())
             .or_insert_with(|| Vec::with_capacity(1));
-        if let Some(pos) = entry.iter().position(|r| r.jid == jid) {
+        let mut replaced = None;
+        let existing = entry.iter().position(|r| r.jid == jid);
+        if existing.is_none() && entry.len() >= max_resources {
+            let empty = entry.is_empty();
+            drop(entry);
+            if empty {
+                // Only with a limit of 0: do not leave an empty entry behind.
+                self.users.remove_if(&jid.bare(), |_, rs| rs.is_empty());
+            }
+            return None;
+        }
+        if let Some(pos) = existing {
             let old = std::mem::replace(&mut entry[pos], resource);
             old.control.close(StreamError::with_text(
                 StreamErrorCondition::Conflict,
                 "Replaced by a new connection for the same resource",
             ));
+            replaced = Some((old.id, old.state));
         } else {
             entry.push(resource);
         }
-        BoundSession { id, control }
+        Some(BoundSession {
+            id,
+            control,
+            replaced,
+        })
     }
 
-    /// Removes a session, unless it was already replaced by a newer one.
-    pub fn unbind(&self, jid: &FullJid, id: u64) {
+    /// Removes a session and returns its last state, or `None` if it was no longer bound
+    /// (replaced by a newer one, whose bind took over its cleanup). Its control is closed,
+    /// so whoever waits on its queue (a backlog being delivered) stops waiting.
+    pub fn unbind(&self, jid: &FullJid, id: SessionId) -> Option<ResourceState> {
         let bare = jid.bare();
+        let mut removed = None;
         self.users.remove_if_mut(&bare, |_, resources| {
-            resources.retain(|r| r.id != id);
+            if let Some(pos) = resources.iter().position(|r| r.id == id) {
+                removed = Some(resources.remove(pos));
+            }
             resources.is_empty()
         });
+        let r = removed?;
+        r.control.close(StreamError::with_text(
+            StreamErrorCondition::Reset,
+            "Session ended",
+        ));
+        Some(r.state)
+    }
+
+    /// The queue of one bound session, for a sender that waits for room in it
+    /// ([`SessionControl::offer_wait`]); `None` once that session is gone or replaced.
+    pub fn control(&self, jid: &FullJid, id: SessionId) -> Option<Arc<SessionControl>> {
+        let resources = self.users.get(&jid.bare())?;
+        let r = resources.iter().find(|r| r.id == id)?;
+        Some(r.control.clone())
+    }
+
+    /// How much may wait in one session's queue.
+    pub fn queue_limits(&self) -> QueueLimits {
+        self.queue_limits
     }
 
     /// Records a session's own presence (availability and priority).
@@ -234,9 +232,18 @@ impl SessionManager {
 
     /// Changes the state of one bound resource; `None` if it is not bound.
     pub fn update<T>(&self, jid: &FullJid, f: impl FnOnce(&mut ResourceState) -> T) -> Option<T> {
+        self.update_session(jid, f).map(|(_, t)| t)
+    }
+
+    /// Like [`Self::update`], and says which session the resource currently is.
+    pub fn update_session<T>(
+        &self,
+        jid: &FullJid,
+        f: impl FnOnce(&mut ResourceState) -> T,
+    ) -> Option<(SessionId, T)> {
         let mut resources = self.users.get_mut(&jid.bare())?;
         let r = resources.iter_mut().find(|r| &r.jid == jid)?;
-        Some(f(&mut r.state))
+        Some((r.id, f(&mut r.state)))
     }
 
     /// The state of every bound resource of a user (a copy).
@@ -275,17 +282,16 @@ impl SessionManager {
             .is_some_and(|rs| rs.iter().any(|r| r.state.available))
     }
 
-    /// Delivers to one bound resource.
-    pub fn deliver_to_full(&self, jid: &FullJid, stanza: &Bytes) -> Delivery {
-        let target = self.users.get(&jid.bare()).and_then(|resources| {
-            resources
-                .iter()
-                .find(|r| &r.jid == jid)
-                .map(|r| r.control.clone())
-        });
+    /// Delivers to one bound resource. A stanza given as bytes alone is classified by its
+    /// element name ([`Queued`]); senders that know better pass a [`Queued`].
+    pub fn deliver_to_full(&self, jid: &FullJid, stanza: impl Into<Queued>) -> Delivery {
+        let target = self
+            .users
+            .get(&jid.bare())
+            .and_then(|resources| resources.iter().find(|r| &r.jid == jid).map(Target::of));
         match target {
-            Some(control) => {
-                self.push(&control, stanza.clone());
+            Some(target) => {
+                self.push(&target, stanza.into());
                 Delivery::Delivered
             }
             None => Delivery::NoSuchResource,
@@ -295,8 +301,12 @@ impl SessionManager {
     /// RFC 6121 §8.5.2.1.1: a message to the bare JID goes to the available resources with
     /// the highest non-negative priority (all of them when several share it). Returns how
     /// many sessions received it.
-    pub fn deliver_message_to_bare(&self, bare: &BareJid, stanza: &Bytes) -> Vec<FullJid> {
-        let targets: Vec<_> = match self.users.get(bare) {
+    pub fn deliver_message_to_bare(
+        &self,
+        bare: &BareJid,
+        stanza: impl Into<Queued>,
+    ) -> Vec<FullJid> {
+        let targets: Vec<Target> = match self.users.get(bare) {
             None => return Vec::new(),
             Some(resources) => {
                 let eligible = |r: &&Resource| r.state.available && r.state.priority >= 0;
@@ -311,30 +321,39 @@ impl SessionManager {
                 resources
                     .iter()
                     .filter(|r| r.state.available && r.state.priority == best)
-                    .map(|r| (r.jid.clone(), r.control.clone()))
+                    .map(Target::of)
                     .collect()
             }
         };
-        for (_, control) in &targets {
-            self.push(control, stanza.clone());
+        let stanza = stanza.into();
+        for target in &targets {
+            self.push(target, stanza.clone());
         }
-        targets.into_iter().map(|(jid, _)| jid).collect()
+        targets.into_iter().map(|t| t.jid).collect()
     }
 
     /// Delivers to every available resource of a user (presence to a bare JID, RFC 6121 §8.5.2.1.2).
-    pub fn deliver_to_available(&self, bare: &BareJid, stanza: &Bytes) -> usize {
-        let targets: Vec<_> = match self.users.get(bare) {
+    pub fn deliver_to_available(&self, bare: &BareJid, stanza: impl Into<Queued>) -> usize {
+        let targets: Vec<Target> = match self.users.get(bare) {
             None => return 0,
             Some(resources) => resources
                 .iter()
                 .filter(|r| r.state.available)
-                .map(|r| r.control.clone())
+                .map(Target::of)
                 .collect(),
         };
-        for control in &targets {
-            self.push(control, stanza.clone());
+        let stanza = stanza.into();
+        for target in &targets {
+            self.push(target, stanza.clone());
         }
         targets.len()
+    }
+
+    /// Whether the outbound filters let `stanza` reach session `id` on `jid`. Every queued
+    /// stanza passes them: those delivered here, and backlogs queued with
+    /// [`SessionControl::offer_wait`] (whose sender asks this first).
+    pub fn admits(&self, jid: &FullJid, id: SessionId, stanza: &Queued) -> bool {
+        self.filters.iter().all(|f| f.admit(jid, id, stanza))
     }
 
     /// The bound resources of a user.
@@ -359,7 +378,12 @@ impl SessionManager {
         self.users.iter().map(|e| e.value().len()).sum()
     }
 
-    fn push(&self, control: &SessionControl, stanza: Bytes) {
+    /// The one place stanzas enter a session's queue from the session manager.
+    fn push(&self, target: &Target, stanza: Queued) {
+        if !self.admits(&target.jid, target.id, &stanza) {
+            return;
+        }
+        let control = &target.control;
         if control.offer(stanza, self.queue_limits) {
             return;
         }
@@ -392,17 +416,42 @@ mod tests {
             },
             SlowConsumerPolicy::Close,
         );
-        let old = sm.bind(full("a@x/r"));
-        let new = sm.bind(full("a@x/r"));
+        let old = sm.bind(full("a@x/r"), 100).unwrap();
+        let new = sm.bind(full("a@x/r"), 100).unwrap();
         assert_eq!(
             old.control.closed().await.condition,
             StreamErrorCondition::Conflict
         );
-        // The old session's late unbind must not remove the new one.
-        sm.unbind(&full("a@x/r"), old.id);
+        assert_eq!(new.replaced.map(|(id, _)| id), Some(old.id));
+        // The old session's late unbind must not remove the new one, nor say it did (its
+        // cleanup would then run against the new session).
+        assert!(sm.unbind(&full("a@x/r"), old.id).is_none());
         assert_eq!(sm.resources(&"a@x".parse().unwrap()).len(), 1);
-        sm.unbind(&full("a@x/r"), new.id);
+        assert!(sm.unbind(&full("a@x/r"), new.id).is_some());
         assert_eq!(sm.count(), 0);
+    }
+
+    #[test]
+    fn binding_beyond_the_resource_limit_is_refused_but_replacing_is_not() {
+        let sm = SessionManager::new(
+            QueueLimits {
+                stanzas: 8,
+                bytes: 1 << 20,
+            },
+            SlowConsumerPolicy::Close,
+        );
+        assert!(sm.bind(full("a@x/1"), 2).is_some());
+        assert!(sm.bind(full("a@x/2"), 2).is_some());
+        assert!(sm.bind(full("a@x/3"), 2).is_none());
+        assert!(
+            sm.bind(full("a@x/2"), 2).is_some(),
+            "a replacement adds nothing"
+        );
+        assert!(
+            sm.bind(full("b@x/1"), 2).is_some(),
+            "the limit is per account"
+        );
+        assert_eq!(sm.count(), 3);
     }
 
     #[tokio::test]
@@ -414,9 +463,9 @@ mod tests {
             },
             SlowConsumerPolicy::Close,
         );
-        let low = sm.bind(full("a@x/low"));
-        let high = sm.bind(full("a@x/high"));
-        let neg = sm.bind(full("a@x/neg"));
+        let low = sm.bind(full("a@x/low"), 100).unwrap();
+        let high = sm.bind(full("a@x/high"), 100).unwrap();
+        let neg = sm.bind(full("a@x/neg"), 100).unwrap();
         sm.set_presence(&full("a@x/low"), true, 1);
         sm.set_presence(&full("a@x/high"), true, 5);
         sm.set_presence(&full("a@x/neg"), true, -1);
@@ -437,6 +486,67 @@ mod tests {
         assert_eq!(sm.deliver_to_available(&bare, &Bytes::from_static(b"p")), 3);
     }
 
+    /// Withholds presence from sessions on resource `quiet`, and records what it saw.
+    #[derive(Default)]
+    struct QuietPresence(std::sync::Mutex<Vec<(String, SessionId, StanzaClass)>>);
+
+    impl OutboundFilter for QuietPresence {
+        fn admit(&self, jid: &FullJid, id: SessionId, stanza: &Queued) -> bool {
+            let mut seen = self.0.lock().unwrap();
+            seen.push((jid.to_string(), id, stanza.class));
+            !(jid.resource().as_str() == "quiet" && stanza.class == StanzaClass::Presence)
+        }
+    }
+
+    #[test]
+    fn every_delivery_passes_the_outbound_filters_with_its_class() {
+        let filter = Arc::new(QuietPresence::default());
+        let sm = SessionManager::new(
+            QueueLimits {
+                stanzas: 8,
+                bytes: 1 << 20,
+            },
+            SlowConsumerPolicy::Close,
+        )
+        .with_outbound_filters(vec![filter.clone()]);
+        let quiet = sm.bind(full("a@x/quiet"), 100).unwrap();
+        let loud = sm.bind(full("a@x/loud"), 100).unwrap();
+        sm.set_presence(&full("a@x/quiet"), true, 0);
+        sm.set_presence(&full("a@x/loud"), true, 0);
+        let bare: BareJid = "a@x".parse().unwrap();
+        let presence = Bytes::from_static(b"<presence from='b@x/r'/>");
+        assert_eq!(sm.deliver_to_available(&bare, &presence), 2);
+        let chat = corvid_xml::Element::new("message", corvid_proto::ns::CLIENT)
+            .with_child(corvid_xml::Element::new("body", corvid_proto::ns::CLIENT).with_text("hi"));
+        sm.deliver_message_to_bare(&bare, Queued::of(&chat));
+        // The quiet session got the message only; the loud one both.
+        assert!(
+            quiet
+                .control
+                .pop()
+                .is_some_and(|b| b.starts_with(b"<message"))
+        );
+        assert!(quiet.control.pop().is_none());
+        assert!(
+            loud.control
+                .pop()
+                .is_some_and(|b| b.starts_with(b"<presence"))
+        );
+        assert!(
+            loud.control
+                .pop()
+                .is_some_and(|b| b.starts_with(b"<message"))
+        );
+        let seen = filter.0.lock().unwrap();
+        assert_eq!(seen.len(), 4);
+        assert!(seen.contains(&(
+            "a@x/quiet".to_string(),
+            quiet.id,
+            StanzaClass::Message { body: true }
+        )));
+        assert!(seen.contains(&("a@x/loud".to_string(), loud.id, StanzaClass::Presence)));
+    }
+
     #[tokio::test]
     async fn full_queue_closes_slow_consumer() {
         let sm = SessionManager::new(
@@ -446,7 +556,7 @@ mod tests {
             },
             SlowConsumerPolicy::Close,
         );
-        let s = sm.bind(full("a@x/r"));
+        let s = sm.bind(full("a@x/r"), 100).unwrap();
         for _ in 0..3 {
             sm.deliver_to_full(&full("a@x/r"), &Bytes::from_static(b"m"));
         }
@@ -465,7 +575,7 @@ mod tests {
             },
             SlowConsumerPolicy::Drop,
         );
-        let s = sm.bind(full("a@x/r"));
+        let s = sm.bind(full("a@x/r"), 100).unwrap();
         let big = Bytes::from(vec![b'x'; 25]);
         // One stanza larger than the limit still goes through an empty queue …
         sm.deliver_to_full(&full("a@x/r"), &big);

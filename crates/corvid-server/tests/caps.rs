@@ -178,3 +178,37 @@ async fn an_answer_that_does_not_match_its_hash_is_not_cached() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_session_has_one_caps_query_outstanding_at_a_time() -> Result<()> {
+    // Each unknown hash costs the server a query and a wait: a client presenting hash after
+    // hash without answering gets asked about the first only.
+    let ts = start_server().await?;
+    ts.create_user("alice", PASSWORD).await?;
+    let mut alice = ts.login("alice", PASSWORD, Some("r")).await?;
+    ensure!(
+        server_asks_about(&mut alice, "BBBBBBBBBBBBBBBBBBBBBBBBBBB=").await?,
+        "an unknown hash was not asked about"
+    );
+    ensure!(
+        !server_asks_about(&mut alice, "CCCCCCCCCCCCCCCCCCCCCCCCCCC=").await?,
+        "a second query went out while the first was unanswered"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_disco_info_with_more_features_than_the_cap_is_not_cached() -> Result<()> {
+    let ts = start_server_with(|c| c.limits.caps_max_features = 3).await?;
+    ts.create_user("alice", PASSWORD).await?;
+    ts.create_user("bob", PASSWORD).await?;
+    // The Exodus example has four features.
+    let mut alice = ts.login("alice", PASSWORD, Some("r")).await?;
+    present_and_answer(&mut alice, EXODUS_VER, exodus_info()).await?;
+    let mut bob = ts.login("bob", PASSWORD, Some("r")).await?;
+    ensure!(
+        server_asks_about(&mut bob, EXODUS_VER).await?,
+        "an entry over the feature cap was cached"
+    );
+    Ok(())
+}

@@ -10,6 +10,7 @@ use anyhow::{Result, bail, ensure};
 use common::*;
 use corvid_proto::ns;
 use corvid_server::config::SlowConsumerPolicy;
+use corvid_store::Offline as _;
 use corvid_xml::Element;
 use tokio::time::Instant;
 
@@ -330,4 +331,153 @@ async fn server_shutdown_sends_system_shutdown_to_every_stream() -> Result<()> {
             Ok(other) => bail!("a connection after shutdown got {other:?}"),
         },
     }
+}
+
+/// Sends `count` chats to alice's bare JID while she is offline (XEP-0160 stores them).
+async fn store_offline_backlog(ts: &TestServer, count: usize, body_len: usize) -> Result<()> {
+    let mut bob = ts.login("bob", PASSWORD, Some("b")).await?;
+    for i in 0..count {
+        let body = format!("m{i} {}", "x".repeat(body_len));
+        bob.send(&message("alice@localhost", "chat", &body)).await?;
+    }
+    bob.sync().await?;
+    let stored = ts.server.store.count_offline("alice", "localhost").await?;
+    ensure!(stored == count, "{stored} of {count} messages stored");
+    Ok(())
+}
+
+/// The number in a backlog message's body (`m7 xxx…` → 7).
+fn backlog_index(el: &Element) -> Option<usize> {
+    let body = message_body(el)?;
+    body.strip_prefix('m')?.split(' ').next()?.parse().ok()
+}
+
+/// Waits until alice has no stored messages left (deletion follows delivery).
+async fn wait_until_no_offline_messages(ts: &TestServer) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let left = ts.server.store.count_offline("alice", "localhost").await?;
+        if left == 0 {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "{left} delivered messages are still stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn offline_backlog_larger_than_the_queue_arrives_whole_then_is_deleted() -> Result<()> {
+    // XEP-0160: 20 stored messages, a queue of 8. The session must get all 20 in order,
+    // not 7 and a policy-violation; and none may stay stored once delivered.
+    const STORED: usize = 20;
+    let ts = server_with(|c| c.limits.outgoing_queue = 8).await?;
+    store_offline_backlog(&ts, STORED, 10).await?;
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    alice.send(&Element::new("presence", ns::CLIENT)).await?;
+    let (last, before) = alice
+        .recv_until(|el| backlog_index(el) == Some(STORED - 1))
+        .await?;
+    let got: Vec<usize> = before
+        .iter()
+        .chain([&last])
+        .filter_map(backlog_index)
+        .collect();
+    ensure!(
+        got == (0..STORED).collect::<Vec<_>>(),
+        "received {got:?} instead of every stored message in order"
+    );
+    alice.sync().await?;
+    wait_until_no_offline_messages(&ts).await
+}
+
+#[tokio::test]
+async fn offline_messages_not_yet_written_when_the_connection_drops_stay_stored() -> Result<()> {
+    // The backlog is twice what the kernel may buffer for a connection that stops reading,
+    // so the server stops taking messages from the queue; when the client then drops, what
+    // the session never took to write is still stored and goes to the next session. (What
+    // was written into the dead connection is lost: only stream management could tell.)
+    const BODY: usize = 64 * 1024;
+    let stored = 2 * max_send_buffer() / BODY + 8;
+    let ts = server_with(|c| {
+        c.limits.outgoing_queue = 8;
+        c.limits.session_bytes_per_sec = 64 * 1024 * 1024;
+        c.limits.session_burst_bytes = 64 * 1024 * 1024;
+    })
+    .await?;
+    store_offline_backlog(&ts, stored, BODY).await?;
+    let mut first = Client::connect_with_recv_buffer(ts.c2s_addr, 4096).await?;
+    first.open_stream().await?;
+    first.starttls().await?;
+    first.login("alice", PASSWORD, Some("a")).await?;
+    first.send(&Element::new("presence", ns::CLIENT)).await?;
+    let (m0, _) = first.recv_until(|el| backlog_index(el).is_some()).await?;
+    ensure!(backlog_index(&m0) == Some(0), "first came {m0}");
+    drop(first);
+
+    // The next session gets the rest: a tail of the backlog, in order, ending with the
+    // last message, without the one the first session read.
+    let mut second = ts.login("alice", PASSWORD, Some("b")).await?;
+    second.send(&Element::new("presence", ns::CLIENT)).await?;
+    let (last, before) = second
+        .recv_until(|el| backlog_index(el) == Some(stored - 1))
+        .await?;
+    let got: Vec<usize> = before
+        .iter()
+        .chain([&last])
+        .filter_map(backlog_index)
+        .collect();
+    let first_left = got.first().copied().unwrap_or_default();
+    ensure!(first_left >= 1, "message 0 was delivered twice: {got:?}");
+    ensure!(
+        got == (first_left..stored).collect::<Vec<_>>(),
+        "the second session got {got:?}, not the stored tail"
+    );
+    second.sync().await?;
+    wait_until_no_offline_messages(&ts).await
+}
+
+/// The most a TCP socket's send buffer may grow to (Linux `tcp_wmem` max; 4 MiB elsewhere).
+fn max_send_buffer() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
+        .max(4 << 20)
+}
+
+#[tokio::test]
+async fn roster_beyond_its_size_limit_refuses_new_contacts_with_resource_constraint() -> Result<()>
+{
+    let ts = server_with(|c| c.limits.max_roster_items = 2).await?;
+    ts.create_user("dave", PASSWORD).await?;
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    let item = |jid: &str| {
+        Element::new("query", ns::ROSTER)
+            .with_child(Element::new("item", ns::ROSTER).with_attr("jid", jid))
+    };
+    alice.iq_result("set", None, item("bob@localhost")).await?;
+    alice
+        .iq_result("set", None, item("carol@localhost"))
+        .await?;
+    let (_, condition) = alice.iq_error("set", None, item("dave@localhost")).await?;
+    ensure!(condition == "resource-constraint", "{condition}");
+    // Updating a contact already there still works.
+    alice.iq_result("set", None, item("bob@localhost")).await?;
+    // A stranger's subscription request would add a row too: refused the same way.
+    let mut dave = ts.login("dave", PASSWORD, Some("d")).await?;
+    // The error comes back to dave's bare JID (the request left from it, RFC 6121 §3.1.2),
+    // so to his available resources.
+    dave.send_presence(0).await?;
+    let subscribe = Element::new("presence", ns::CLIENT)
+        .with_attr("to", "alice@localhost")
+        .with_attr("type", "subscribe")
+        .with_attr("id", "sub");
+    dave.send(&subscribe).await?;
+    let (refused, _) = dave.recv_until(|el| el.attr("id") == Some("sub")).await?;
+    let (_, condition) = stanza_error(&refused).unwrap_or_default();
+    ensure!(condition == "resource-constraint", "{refused}");
+    Ok(())
 }

@@ -190,3 +190,140 @@ async fn blocking_withholds_broadcasts_either_way() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn directed_presence_beyond_the_cap_is_refused_with_policy_violation() -> Result<()> {
+    // RFC 6121 §4.6.3: the server remembers where directed presence went, to send those
+    // entities unavailable at logout; that list is capped (limits.max_directed_presences).
+    let ts = start_server_with(|c| c.limits.max_directed_presences = 2).await?;
+    for name in ["alice", "bob", "carol", "dave"] {
+        ts.create_user(name, PASSWORD).await?;
+    }
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    alice.send_presence(0).await?;
+    let mut dave = ts.login("dave", PASSWORD, Some("d")).await?;
+    dave.send_presence(0).await?;
+    let directed = |to: &str| {
+        Element::new("presence", ns::CLIENT)
+            .with_attr("to", to)
+            .with_attr("id", format!("to-{to}"))
+    };
+    for to in ["bob@localhost", "carol@localhost", "bob@localhost"] {
+        alice.send(&directed(to)).await?;
+    }
+    alice.send(&directed("dave@localhost")).await?;
+    let (refused, _) = alice
+        .recv_until(|el| el.attr("id") == Some("to-dave@localhost"))
+        .await?;
+    let (_, condition) = stanza_error(&refused).unwrap_or_default();
+    ensure!(condition == "policy-violation", "{refused}");
+    // The refused one did not reach dave: the next thing he gets is a marker.
+    alice
+        .send(&message("dave@localhost/d", "chat", "marker"))
+        .await?;
+    let (_, before) = dave
+        .recv_until(|el| message_body(el).as_deref() == Some("marker"))
+        .await?;
+    ensure!(
+        !before
+            .iter()
+            .any(|el| el.attr("from") == Some("alice@localhost/a")),
+        "dave got {before:?}"
+    );
+    // Making one of the two unavailable frees a place.
+    alice
+        .send(&directed("carol@localhost").with_attr("type", "unavailable"))
+        .await?;
+    alice.send(&directed("dave@localhost")).await?;
+    alice.sync().await?;
+    let (got, _) = dave.recv_until(|el| el.is("presence", ns::CLIENT)).await?;
+    ensure!(got.attr("from") == Some("alice@localhost/a"), "{got}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_probe_without_a_subscription_is_answered_unsubscribed_which_clears_a_stale_one()
+-> Result<()> {
+    // RFC 6121 §4.3.2 step 1: alice's roster says she is subscribed to bob's presence, but
+    // bob's says nothing of her, and ghost has no account at all. Her initial presence
+    // probes both; each answers `unsubscribed` from the bare JID, which ends the stale
+    // subscription on her side (a roster push) and is shown to her.
+    let ts = server_with_users(&["alice", "bob"]).await?;
+    subscribe(&ts, "alice", "bob", Subscription::To).await?;
+    subscribe(&ts, "alice", "ghost", Subscription::To).await?;
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    alice
+        .iq_result("get", None, Element::new("query", ns::ROSTER))
+        .await?;
+    alice.send(&Element::new("presence", ns::CLIENT)).await?;
+    for contact in ["bob@localhost", "ghost@localhost"] {
+        let (answer, before) = alice
+            .recv_until(|el| {
+                el.is("presence", ns::CLIENT)
+                    && el.attr("type") == Some("unsubscribed")
+                    && el.attr("from") == Some(contact)
+            })
+            .await?;
+        // Processed like any unsubscribed (RFC 6121 §3.3.3): pushed first, then shown.
+        let pushed_none = before.iter().any(|el| {
+            el.get_child("query", ns::ROSTER)
+                .and_then(|q| q.get_child("item", ns::ROSTER))
+                .is_some_and(|i| {
+                    i.attr("jid") == Some(contact) && i.attr("subscription") == Some("none")
+                })
+        });
+        ensure!(pushed_none, "no push of {contact} as none before {answer}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn removing_a_contact_pushes_only_the_removal_and_cancels_both_ways() -> Result<()> {
+    // RFC 6121 §2.5.2: one push, `remove`; the contact gets unsubscribe and unsubscribed.
+    let ts = server_with_users(&["alice", "bob"]).await?;
+    subscribe(&ts, "alice", "bob", Subscription::Both).await?;
+    subscribe(&ts, "bob", "alice", Subscription::Both).await?;
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    alice
+        .iq_result("get", None, Element::new("query", ns::ROSTER))
+        .await?;
+    let mut bob = ts.login("bob", PASSWORD, Some("b")).await?;
+    bob.send_presence(0).await?;
+    bob.iq_result("get", None, Element::new("query", ns::ROSTER))
+        .await?;
+    let remove = Element::new("query", ns::ROSTER).with_child(
+        Element::new("item", ns::ROSTER)
+            .with_attr("jid", "bob@localhost")
+            .with_attr("subscription", "remove"),
+    );
+    alice
+        .send(
+            &Element::new("iq", ns::CLIENT)
+                .with_attr("type", "set")
+                .with_attr("id", "rm")
+                .with_child(remove),
+        )
+        .await?;
+    let (_, before) = alice.recv_until(|el| el.attr("id") == Some("rm")).await?;
+    alice.sync().await?;
+    let pushes: Vec<String> = before
+        .iter()
+        .filter(|el| el.is("iq", ns::CLIENT) && el.attr("type") == Some("set"))
+        .filter_map(|el| {
+            el.get_child("query", ns::ROSTER)?
+                .get_child("item", ns::ROSTER)
+        })
+        .map(|item| item.attr("subscription").unwrap_or_default().to_string())
+        .collect();
+    ensure!(pushes == ["remove"], "alice got the pushes {pushes:?}");
+    // Bob's side: both subscriptions cancelled.
+    let (push, _) = bob
+        .recv_until(|el| {
+            el.get_child("query", ns::ROSTER)
+                .and_then(|q| q.get_child("item", ns::ROSTER))
+                .is_some_and(|i| i.attr("subscription") == Some("none"))
+        })
+        .await?;
+    ensure!(push.attr("type") == Some("set"), "{push}");
+    Ok(())
+}

@@ -527,3 +527,33 @@ async fn groupchat_to_a_bare_jid_bounces_and_headline_to_an_offline_user_is_drop
     bob.expect_message("marker").await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn message_from_a_blocked_entity_is_answered_service_unavailable() -> Result<()> {
+    // XEP-0191 §3.5: messages and IQs from an entity the user blocked get
+    // service-unavailable, as if no one were there; presence is dropped silently.
+    let ts = server_with_users(&["alice", "bob"]).await?;
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    alice.send_presence(0).await?;
+    let block = Element::new("block", ns::BLOCKING)
+        .with_child(Element::new("item", ns::BLOCKING).with_attr("jid", "bob@localhost"));
+    alice.iq_result("set", None, block).await?;
+    let mut bob = ts.login("bob", PASSWORD, Some("b")).await?;
+    let directed = Element::new("presence", ns::CLIENT)
+        .with_attr("to", "alice@localhost/a")
+        .with_attr("id", "p1");
+    bob.send(&directed).await?;
+    let msg = message("alice@localhost/a", "chat", "hello?").with_attr("id", "m1");
+    bob.send(&msg).await?;
+    let (reply, skipped) = bob.recv_until(|el| el.attr("id") == Some("m1")).await?;
+    let (kind, condition) = stanza_error(&reply).unwrap_or_default();
+    ensure!(
+        (kind.as_str(), condition.as_str()) == ("cancel", "service-unavailable"),
+        "{reply}"
+    );
+    ensure!(
+        !skipped.iter().any(|el| el.attr("id") == Some("p1")),
+        "the presence was answered: {skipped:?}"
+    );
+    Ok(())
+}

@@ -20,7 +20,12 @@ impl Session {
             },
             None => generated_resource(&user),
         };
-        let bound = self.server.sessions.bind(jid.clone());
+        let max = self.server.config.limits.max_resources_per_account;
+        let Some(bound) = self.server.sessions.bind(jid.clone(), max) else {
+            // RFC 6120 §7.6.2.2: the account has as many resources as it may.
+            let full = StanzaError::resource_constraint().with_text("Too many resources bound");
+            return self.reply_error(iq, full).await;
+        };
         let mut result = Element::new("iq", ns::CLIENT)
             .with_attr("type", "result")
             .with_child(

@@ -591,12 +591,18 @@ impl Session {
         let ctx = crate::module::Ctx {
             server: self.server.clone(),
         };
-        Box::pin(
-            self.server
-                .modules
-                .on_session(&ctx, &SessionEvent::Bound(jid)),
-        )
-        .await;
+        // The session this one replaced is cleaned up now, by us, not by its own task
+        // whenever its (often dead) socket lets it finish: that would hit this session.
+        if let Some((old, last)) = bound.replaced {
+            let closed = SessionEvent::Closed {
+                jid: jid.clone(),
+                id: old,
+                last,
+            };
+            Box::pin(self.server.modules.on_session(&ctx, &closed)).await;
+        }
+        let event = SessionEvent::Bound { jid, id: bound.id };
+        Box::pin(self.server.modules.on_session(&ctx, &event)).await;
     }
 
     /// Legacy session establishment (RFC 3921 §3): nothing to do but say yes.
@@ -784,17 +790,19 @@ impl Session {
         // queue no one will read: from now on messages go to other resources or offline.
         match &self.phase {
             Phase::Bound { jid, id } => {
-                // Modules see the session's last state (its presence) before it is gone.
-                let ctx = crate::module::Ctx {
-                    server: self.server.clone(),
-                };
-                Box::pin(
-                    self.server
-                        .modules
-                        .on_session(&ctx, &SessionEvent::Closed(jid.clone())),
-                )
-                .await;
-                self.server.sessions.unbind(jid, *id);
+                // Only a session still bound is cleaned up here: a replaced one was by the
+                // session that replaced it. Modules get its last state with the event.
+                if let Some(last) = self.server.sessions.unbind(jid, *id) {
+                    let ctx = crate::module::Ctx {
+                        server: self.server.clone(),
+                    };
+                    let closed = SessionEvent::Closed {
+                        jid: jid.clone(),
+                        id: *id,
+                        last,
+                    };
+                    Box::pin(self.server.modules.on_session(&ctx, &closed)).await;
+                }
                 tracing::info!(reason = %end, "session ended");
             }
             _ => {

@@ -1,6 +1,6 @@
 //! XEP-0191 Blocking Command: block, unblock, list. Blocked entities get nothing from the
-//! account and reach nothing of it: their stanzas are dropped (IQ requests answered
-//! `service-unavailable`), and they see the account as offline.
+//! account and reach nothing of it: their messages and IQ requests are answered
+//! `service-unavailable` (§3.5), their presence dropped, and they see the account offline.
 
 use corvid_proto::Bare;
 use std::collections::HashSet;
@@ -12,11 +12,13 @@ use corvid_store::Blocklists as _;
 use corvid_xml::Element;
 use dashmap::DashMap;
 
-use crate::module::{Ctx, Direction, Flow, IqResult, Module};
+use crate::module::{Ctx, Direction, Flow, IqResult, Module, SessionEvent};
 
 #[derive(Default)]
 pub struct Blocking {
-    /// Blocklists loaded so far (every hooked stanza consults one).
+    /// Blocklists of accounts with a bound session (every hooked stanza consults one),
+    /// dropped at the account's last logout. Others are read from the store each time: a
+    /// client naming made-up accounts must not grow this map.
     lists: DashMap<BareJid, Arc<HashSet<String>>>,
 }
 
@@ -73,6 +75,15 @@ impl Module for Blocking {
         self.filter(ctx, iq, dir, true).await
     }
 
+    async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
+        if let SessionEvent::Closed { jid, .. } = event {
+            let user = jid.bare();
+            if ctx.server.sessions.resources(&user).is_empty() {
+                self.lists.remove(&user);
+            }
+        }
+    }
+
     /// As `filter` does for a presence to a client: withheld when either side blocked the other.
     async fn on_broadcast(&self, ctx: &Ctx, from: &FullJid, to: &BareJid) -> Flow {
         let (from, to) = (Jid::from(from.clone()), Jid::from(to.clone()));
@@ -127,7 +138,9 @@ impl Blocking {
                 .into_iter()
                 .collect(),
         );
-        self.lists.insert(user.clone(), list.clone());
+        if !ctx.server.sessions.resources(user).is_empty() {
+            self.lists.insert(user.clone(), list.clone());
+        }
         Ok(list)
     }
 
@@ -249,8 +262,10 @@ impl Blocking {
                 if !blocked_by_recipient && !blocked_by_sender {
                     return Flow::Continue;
                 }
+                // XEP-0191 §3.5: messages and IQs from a blocked entity are answered with
+                // service-unavailable, presence is dropped.
                 if blocked_by_recipient
-                    && stanza.name() == "iq"
+                    && matches!(stanza.name(), "iq" | "message")
                     && corvid_proto::stanza::may_bounce(stanza)
                 {
                     // Answered as if no one were there; delivered directly, since routing it

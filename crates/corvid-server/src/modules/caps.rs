@@ -1,8 +1,13 @@
 //! XEP-0115 Entity Capabilities: the server announces its own caps in stream features,
 //! and learns (and caches, by verification string) what its clients' caps hashes mean, by
 //! asking the first client that presents an unknown one and checking the hash.
+//!
+//! Clients choose both the hash and the disco#info that proves it, so the cache is bounded
+//! (`limits.caps_cache_entries`/`caps_cache_bytes`, least recently used out first, at most
+//! `caps_max_features` per entry) and a session has at most one query outstanding.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +19,7 @@ use sha1::{Digest, Sha1};
 
 use crate::module::{Ctx, Direction, Flow, Module};
 use crate::server::Server;
+use crate::sessions::Queued;
 
 /// The node our own caps are published under.
 pub const NODE: &str = "https://corvid.chat/caps";
@@ -28,9 +34,69 @@ pub struct Caps {
 #[derive(Default)]
 pub struct CapsCache {
     /// Verification string → the disco#info it stands for (features only).
-    known: DashMap<String, Arc<Vec<String>>>,
+    known: Mutex<Lru>,
     /// Verification strings being looked up, so one client's burst asks once.
     asking: DashMap<String, ()>,
+    /// Sessions with a query outstanding: one each.
+    asked: DashMap<FullJid, ()>,
+}
+
+/// A least-recently-used map from verification string to features, bounded in entries and
+/// bytes.
+#[derive(Default)]
+struct Lru {
+    entries: HashMap<String, LruEntry>,
+    /// Last use → verification string; the first is the next to go.
+    by_use: BTreeMap<u64, String>,
+    clock: u64,
+    bytes: usize,
+}
+
+struct LruEntry {
+    features: Arc<Vec<String>>,
+    last_use: u64,
+    bytes: usize,
+}
+
+impl Lru {
+    fn get(&mut self, ver: &str) -> Option<Arc<Vec<String>>> {
+        self.clock += 1;
+        let entry = self.entries.get_mut(ver)?;
+        self.by_use.remove(&entry.last_use);
+        entry.last_use = self.clock;
+        self.by_use.insert(self.clock, ver.to_string());
+        Some(entry.features.clone())
+    }
+
+    fn insert(&mut self, ver: String, features: Vec<String>, max_entries: usize, max_bytes: usize) {
+        let bytes = ver.len() + features.iter().map(String::len).sum::<usize>();
+        if bytes > max_bytes || max_entries == 0 {
+            return;
+        }
+        self.remove(&ver);
+        while self.entries.len() >= max_entries || self.bytes + bytes > max_bytes {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
+            self.remove(&oldest);
+        }
+        self.clock += 1;
+        self.by_use.insert(self.clock, ver.clone());
+        self.bytes += bytes;
+        let entry = LruEntry {
+            features: Arc::new(features),
+            last_use: self.clock,
+            bytes,
+        };
+        self.entries.insert(ver, entry);
+    }
+
+    fn remove(&mut self, ver: &str) {
+        if let Some(entry) = self.entries.remove(ver) {
+            self.by_use.remove(&entry.last_use);
+            self.bytes -= entry.bytes;
+        }
+    }
 }
 
 #[async_trait]
@@ -72,12 +138,20 @@ impl Module for Caps {
             return Flow::Continue;
         };
         let cache = self.cache.clone();
-        if cache.known.contains_key(ver) || cache.asking.insert(ver.to_string(), ()).is_some() {
+        if cache.features_of(ver).is_some() || cache.asked.contains_key(&from) {
             return Flow::Continue;
         }
+        if cache.asking.insert(ver.to_string(), ()).is_some() {
+            return Flow::Continue;
+        }
+        cache.asked.insert(from.clone(), ());
         let (node, ver) = (node.to_string(), ver.to_string());
         let server = ctx.server.clone();
-        tokio::spawn(async move { cache.learn(&server, &from, &node, &ver).await });
+        tokio::spawn(async move {
+            cache.learn(&server, &from, &node, &ver).await;
+            cache.asking.remove(&ver);
+            cache.asked.remove(&from);
+        });
         Flow::Continue
     }
 }
@@ -91,11 +165,15 @@ impl Caps {
 impl CapsCache {
     /// The features a verification string stands for, once learned.
     pub fn features_of(&self, ver: &str) -> Option<Arc<Vec<String>>> {
-        self.known.get(ver).map(|f| f.clone())
+        self.lru().get(ver)
+    }
+
+    fn lru(&self) -> std::sync::MutexGuard<'_, Lru> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn learn(&self, server: &Arc<Server>, from: &FullJid, node: &str, ver: &str) {
-        let (id, rx) = server.iq_tracker.register();
+        let (id, rx) = server.iq_tracker.register(from.clone().into());
         let query = Element::new("iq", ns::CLIENT)
             .with_attr("type", "get")
             .with_attr("id", id.as_str())
@@ -104,9 +182,7 @@ impl CapsCache {
             .with_child(
                 Element::new("query", ns::DISCO_INFO).with_attr("node", format!("{node}#{ver}")),
             );
-        let _ = server
-            .sessions
-            .deliver_to_full(from, &query.to_bytes(ns::CLIENT));
+        let _ = server.sessions.deliver_to_full(from, Queued::of(&query));
         let answer = server
             .iq_tracker
             .wait(&id, rx, Duration::from_secs(30))
@@ -118,16 +194,23 @@ impl CapsCache {
         if let Some(info) = info {
             // XEP-0115 §5.4: only a hash that checks out is cached (no poisoning).
             if verification_string(info).map(|s| hash(&s)) == Some(ver.to_string()) {
-                let features = info
+                let limits = &server.config.limits;
+                let features: Vec<String> = info
                     .children()
                     .filter(|c| c.is("feature", ns::DISCO_INFO))
                     .filter_map(|f| f.attr("var"))
                     .map(str::to_string)
                     .collect();
-                self.known.insert(ver.to_string(), Arc::new(features));
+                if features.len() <= limits.caps_max_features {
+                    self.lru().insert(
+                        ver.to_string(),
+                        features,
+                        limits.caps_cache_entries,
+                        limits.caps_cache_bytes,
+                    );
+                }
             }
         }
-        self.asking.remove(ver);
     }
 }
 
@@ -180,6 +263,37 @@ pub fn server_ver(server: &Server) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn features(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("f{i}")).collect()
+    }
+
+    #[test]
+    fn lru_forgets_the_least_recently_used_beyond_its_entry_cap() {
+        let mut lru = Lru::default();
+        lru.insert("a".into(), features(1), 2, 1000);
+        lru.insert("b".into(), features(1), 2, 1000);
+        assert!(lru.get("a").is_some());
+        lru.insert("c".into(), features(1), 2, 1000);
+        assert!(lru.get("b").is_none(), "b was the least recently used");
+        assert!(lru.get("a").is_some() && lru.get("c").is_some());
+        assert_eq!(lru.entries.len(), 2);
+    }
+
+    #[test]
+    fn lru_stays_within_its_byte_cap() {
+        let mut lru = Lru::default();
+        // "v0" + 10 × "fN" = 22 bytes each.
+        for i in 0..10 {
+            lru.insert(format!("v{i}"), features(10), 100, 50);
+            assert!(lru.bytes <= 50, "{} bytes", lru.bytes);
+        }
+        assert_eq!(lru.entries.len(), 2);
+        assert!(lru.get("v9").is_some());
+        // An entry larger than the whole cap is not cached at all.
+        lru.insert("big".into(), features(100), 100, 50);
+        assert!(lru.get("big").is_none());
+    }
 
     #[test]
     fn xep_0115_simple_example_hash() {

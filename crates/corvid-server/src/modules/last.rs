@@ -99,18 +99,11 @@ impl Module for Last {
     }
 
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
-        let SessionEvent::Closed(jid) = event else {
-            return;
-        };
         // A connection lost while available is a logout too (one that said unavailable
         // was recorded then, with its status).
-        let still_available = ctx
-            .server
-            .sessions
-            .states(&jid.bare())
-            .into_iter()
-            .any(|(r, s)| &r == jid && s.available);
-        if still_available {
+        if let SessionEvent::Closed { jid, last, .. } = event
+            && last.available
+        {
             record_logout(ctx, jid, "").await;
         }
     }

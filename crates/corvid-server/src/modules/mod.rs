@@ -25,8 +25,8 @@ use crate::config::Config;
 use crate::module::Module;
 
 /// In hook order: blocking filters first; vCard and caps see presence before it is broadcast;
-/// last activity reads a closing session's presence before presence clears it; MUC comes
-/// after presence, whose unavailable at logout is what usually takes a session out of its rooms.
+/// last activity sees an explicit unavailable before presence handles it; MUC comes after
+/// presence, whose unavailable at logout is what usually takes a session out of its rooms.
 fn all() -> Vec<Arc<dyn Module>> {
     vec![
         Arc::new(blocking::Blocking::default()),
@@ -39,7 +39,7 @@ fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(presence::Presence),
         Arc::new(stanza_id::StanzaId),
         Arc::new(carbons::Carbons),
-        Arc::new(offline::Offline),
+        Arc::new(offline::Offline::default()),
         Arc::new(private::Private),
         Arc::new(ping::Ping),
         Arc::new(version::Version),

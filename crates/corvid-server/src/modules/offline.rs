@@ -1,7 +1,14 @@
 //! XEP-0160 offline messages: a message no resource can take is stored durably, then
 //! delivered with a XEP-0203 delay stamp on the account's next initial presence.
+//!
+//! The backlog may be larger than a session's queue, and the presence that triggers it is
+//! processed by the recipient's own task, which drains that queue. So a task of its own
+//! feeds the backlog in, waiting for room, and deletes a message only once the session
+//! task took it to write it: a session that ends mid-way leaves the rest stored.
 
 use corvid_proto::Bare;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -10,8 +17,21 @@ use corvid_store::{Offline as _, StoreError, Users as _};
 use corvid_xml::Element;
 
 use crate::module::{Ctx, Flow, Module, SessionEvent};
+use crate::sessions::{Queued, SessionId};
 
-pub struct Offline;
+#[derive(Default)]
+pub struct Offline {
+    /// Accounts whose backlog a task is delivering: a second initial presence (another
+    /// resource, or a priority back to non-negative) must not deliver it twice; the task
+    /// serves that resource next, in case the first one went away meanwhile.
+    delivering: Arc<Mutex<Deliveries>>,
+}
+
+/// Account → the session to serve once the running delivery is done, if any.
+type Deliveries = HashMap<BareJid, Option<(FullJid, SessionId)>>;
+
+/// How many accepted messages are deleted in one store call.
+const DELETE_BATCH: usize = 64;
 
 #[async_trait]
 impl Module for Offline {
@@ -70,11 +90,35 @@ impl Module for Offline {
     }
 
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
-        if let SessionEvent::Available(jid) = event
-            && let Err(e) = deliver_stored(ctx, jid).await
+        let SessionEvent::Available { jid, id } = event else {
+            return;
+        };
+        let user = jid.bare();
         {
-            tracing::warn!(error = %e, "offline delivery failed");
+            let mut delivering = lock(&self.delivering);
+            if let Some(next) = delivering.get_mut(&user) {
+                *next = Some((jid.clone(), *id));
+                return;
+            }
+            delivering.insert(user.clone(), None);
         }
+        let (ctx, delivering) = (ctx.clone(), self.delivering.clone());
+        let (mut jid, mut id) = (jid.clone(), *id);
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = deliver_stored(&ctx, &jid, id).await {
+                    tracing::warn!(error = %e, "offline delivery failed");
+                }
+                let mut delivering = lock(&delivering);
+                match delivering.get_mut(&user).and_then(Option::take) {
+                    Some(next) => (jid, id) = next,
+                    None => {
+                        delivering.remove(&user);
+                        return;
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -100,27 +144,82 @@ fn worth_storing(msg: &Element) -> bool {
         .any(|c| c.ns() != ns::CHATSTATES && !c.is("thread", ns::CLIENT))
 }
 
-/// Delivers then deletes: a crash in between means a duplicate, never a loss.
-async fn deliver_stored(ctx: &Ctx, to: &FullJid) -> Result<(), StoreError> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Feeds the stored messages into the session's queue as it makes room, and deletes each
+/// once the session task has taken it to write it. Without stream management (XEP-0198)
+/// that is as far as the server can know: a message written into a connection that then
+/// drops is lost, one not yet taken stays stored for the next session.
+async fn deliver_stored(ctx: &Ctx, to: &FullJid, session: SessionId) -> Result<(), StoreError> {
     let user = to.bare();
     let (username, domain) = Ctx::key(&user);
+    let sessions = &ctx.server.sessions;
+    let Some(control) = sessions.control(to, session) else {
+        return Ok(());
+    };
     let messages = ctx.server.store.offline_messages(username, domain).await?;
-    if messages.is_empty() {
+    let limits = sessions.queue_limits();
+    // (store id, queue sequence number) of messages queued but not yet deleted.
+    let mut queued: Vec<(i64, u64)> = Vec::new();
+    // Deleted without being queued: unreadable, or taken by an outbound filter.
+    let mut settled = Vec::new();
+    for message in messages {
+        let mut stanza = match corvid_xml::parse_element(&message.stanza, ns::CLIENT) {
+            Ok(stanza) => stanza,
+            Err(e) => {
+                tracing::warn!(error = %e, id = message.id, "dropping an unreadable offline message");
+                settled.push(message.id);
+                continue;
+            }
+        };
+        stanza.set_attr("to", to.as_str());
+        let stanza = Queued::of(&stanza);
+        if !sessions.admits(to, session, &stanza) {
+            // An outbound filter took it (and keeps it, if it means to send it later).
+            settled.push(message.id);
+            continue;
+        }
+        let Some(seq) = control.offer_wait(stanza, limits).await else {
+            break;
+        };
+        queued.push((message.id, seq));
+        if queued.len() >= DELETE_BATCH {
+            delete_taken(ctx, &user, &control, &mut queued).await?;
+        }
+    }
+    if !settled.is_empty() {
+        ctx.server
+            .store
+            .delete_offline(username, domain, &settled)
+            .await?;
+    }
+    delete_taken(ctx, &user, &control, &mut queued).await
+}
+
+/// Waits until the session task took the queued messages (or the session ended), then
+/// deletes those it took; the others stay stored.
+async fn delete_taken(
+    ctx: &Ctx,
+    user: &BareJid,
+    control: &crate::sessions::SessionControl,
+    queued: &mut Vec<(i64, u64)>,
+) -> Result<(), StoreError> {
+    let Some(&(_, last)) = queued.last() else {
+        return Ok(());
+    };
+    let taken = control.wait_taken(last).await;
+    let ids: Vec<i64> = queued
+        .iter()
+        .filter(|(_, seq)| *seq <= taken)
+        .map(|(id, _)| *id)
+        .collect();
+    queued.clear();
+    if ids.is_empty() {
         return Ok(());
     }
-    let mut ids = Vec::with_capacity(messages.len());
-    for message in messages {
-        match corvid_xml::parse_element(&message.stanza, ns::CLIENT) {
-            Ok(mut stanza) => {
-                stanza.set_attr("to", to.as_str());
-                ctx.deliver_to(to, &stanza);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, id = message.id, "dropping an unreadable offline message")
-            }
-        }
-        ids.push(message.id);
-    }
+    let (username, domain) = Ctx::key(user);
     ctx.server
         .store
         .delete_offline(username, domain, &ids)

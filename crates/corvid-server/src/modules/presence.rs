@@ -4,13 +4,14 @@
 
 use async_trait::async_trait;
 use corvid_proto::Bare;
-use corvid_proto::{BareJid, FullJid, Jid, ns};
+use corvid_proto::{BareJid, FullJid, Jid, StanzaError, ns};
 use corvid_store::{Rosters, StoreError};
 use corvid_xml::Element;
 
 use super::subscription::PresenceAction;
 use crate::module::{Ctx, Direction, Flow, Module, SessionEvent};
 use crate::router::presence_priority;
+use crate::sessions::{Queued, StanzaClass};
 
 pub struct Presence;
 
@@ -34,13 +35,16 @@ impl Module for Presence {
 
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
         match event {
-            SessionEvent::Bound(jid) => forget_roster_if_alone(ctx, jid),
-            SessionEvent::Closed(jid) => {
-                // RFC 6121 §4.5.2: a lost connection is an unavailable presence.
-                own_unavailable(ctx, jid, None).await;
+            SessionEvent::Bound { jid, .. } => forget_roster_if_alone(ctx, jid),
+            SessionEvent::Closed { jid, last, .. } => {
+                // RFC 6121 §4.5.2: a lost connection is an unavailable presence. The session
+                // is unbound already (another may hold its full JID): its last state says
+                // what to undo.
+                let directed = last.directed.clone();
+                announce_unavailable(ctx, jid, last.available, directed, None).await;
                 forget_roster_if_alone(ctx, jid);
             }
-            SessionEvent::Available(_) => {}
+            SessionEvent::Available { .. } => {}
         }
     }
 }
@@ -53,14 +57,19 @@ async fn from_client(ctx: &Ctx, pres: &mut Element, from: &FullJid) -> Flow {
             Flow::Handled
         }
         (None, Some("unavailable")) => {
-            own_unavailable(ctx, from, Some(pres)).await;
+            own_unavailable(ctx, from, pres).await;
             Flow::Handled
         }
         // Anything else without `to` (a stray probe, error …) has no recipient.
         (None, Some(_)) => Flow::Handled,
         (Some(to), None | Some("unavailable")) => {
-            record_directed(ctx, from, &to, kind.is_none()).await;
-            Flow::Continue
+            if record_directed(ctx, from, &to, kind.is_none()).await {
+                return Flow::Continue;
+            }
+            // Over the cap: refused, since it could not be undone at logout (§4.6.3).
+            let refused = StanzaError::policy_violation().with_text("Too many directed presences");
+            ctx.deliver_to(from, &corvid_proto::stanza::error_reply(pres, &refused));
+            Flow::Handled
         }
         _ => Flow::Continue,
     }
@@ -132,14 +141,14 @@ async fn contacts(
 async fn own_available(ctx: &Ctx, pres: &Element, from: &FullJid) {
     let priority = presence_priority(pres);
     let stored = crate::sessions::StoredPresence::new(pres);
-    let before = ctx.server.sessions.update(from, |s| {
+    let before = ctx.server.sessions.update_session(from, |s| {
         let before = (s.available, s.priority);
         s.available = true;
         s.priority = priority;
         s.presence = Some(stored);
         before
     });
-    let Some((was_available, old_priority)) = before else {
+    let Some((id, (was_available, old_priority))) = before else {
         return;
     };
     let user = from.bare();
@@ -151,12 +160,15 @@ async fn own_available(ctx: &Ctx, pres: &Element, from: &FullJid) {
     // XEP-0160 §3: stored messages go to the first resource that can take bare-JID
     // messages, i.e. with a non-negative priority (RFC 6121 §8.5.2.1.1).
     if priority >= 0 && (!was_available || old_priority < 0) {
-        let event = SessionEvent::Available(from.clone());
+        let event = SessionEvent::Available {
+            jid: from.clone(),
+            id,
+        };
         ctx.server.modules.on_session(ctx, &event).await;
     }
 }
 
-async fn own_unavailable(ctx: &Ctx, from: &FullJid, pres: Option<&Element>) {
+async fn own_unavailable(ctx: &Ctx, from: &FullJid, pres: &Element) {
     let Some((was_available, directed)) = ctx.server.sessions.update(from, |s| {
         let was = s.available;
         s.available = false;
@@ -165,6 +177,18 @@ async fn own_unavailable(ctx: &Ctx, from: &FullJid, pres: Option<&Element>) {
     }) else {
         return;
     };
+    announce_unavailable(ctx, from, was_available, directed, Some(pres)).await;
+}
+
+/// Tells the contacts, the user's other resources (if the resource was available) and
+/// those it sent directed presence to that it is unavailable (RFC 6121 §4.5.2, §4.6.3).
+async fn announce_unavailable(
+    ctx: &Ctx,
+    from: &FullJid,
+    was_available: bool,
+    directed: impl IntoIterator<Item = Jid>,
+    pres: Option<&Element>,
+) {
     let unavailable = pres.cloned().unwrap_or_else(|| {
         Element::new("presence", ns::CLIENT)
             .with_attr("type", "unavailable")
@@ -201,11 +225,13 @@ async fn broadcast(ctx: &Ctx, user: &BareJid, from: &FullJid, pres: &Element) {
             stanza.set_attr("to", contact.as_str());
             ctx.route(stanza.clone()).await;
         } else if ctx.server.modules.on_broadcast(ctx, from, &contact).await == Flow::Continue {
-            sessions.deliver_to_available(&contact, &fan_out.to(contact.as_str()));
+            let bytes = fan_out.to(contact.as_str());
+            sessions.deliver_to_available(&contact, Queued::new(bytes, StanzaClass::Presence));
         }
     }
     for resource in sessions.resources_where(user, |s| s.available) {
-        sessions.deliver_to_full(&resource, &fan_out.to(resource.as_str()));
+        let bytes = fan_out.to(resource.as_str());
+        sessions.deliver_to_full(&resource, Queued::new(bytes, StanzaClass::Presence));
     }
 }
 
@@ -262,7 +288,15 @@ async fn answer_probe(ctx: &Ctx, probe: &Element) {
         return;
     };
     let user = to.bare();
+    // §4.3.2 step 1: no such account, or the prober is not subscribed: `unsubscribed` from
+    // the bare JID, which resynchronises a stale `to` subscription on the prober's side.
+    // Sent past the user's own hooks, so it touches no pre-approval (§3.4).
     if !contact_subscribed(ctx, &user, &prober.bare()).await {
+        let unsubscribed = Element::new("presence", ns::CLIENT)
+            .with_attr("type", "unsubscribed")
+            .with_attr("from", user.as_str())
+            .with_attr("to", prober.bare().as_str());
+        ctx.route(unsubscribed).await;
         return;
     }
     let mut answered = false;
@@ -286,18 +320,29 @@ async fn answer_probe(ctx: &Ctx, probe: &Element) {
 }
 
 /// RFC 6121 §4.6: remember where directed presence went (unless the contact gets our
-/// broadcasts anyway) so it can be made unavailable at logout.
-async fn record_directed(ctx: &Ctx, from: &FullJid, to: &str, available: bool) {
-    let Ok(to) = Jid::new(to) else { return };
+/// broadcasts anyway) so it can be made unavailable at logout. False when an available
+/// presence would pass `limits.max_directed_presences`.
+async fn record_directed(ctx: &Ctx, from: &FullJid, to: &str, available: bool) -> bool {
+    // A malformed `to` is the router's to bounce.
+    let Ok(to) = Jid::new(to) else { return true };
     if contact_subscribed(ctx, &from.bare(), &to.bare()).await {
-        return;
+        return true;
     }
-    ctx.server.sessions.update(from, |s| {
-        s.directed.retain(|d| d != &to);
-        if available {
-            s.directed.push(to.clone());
-        }
-    });
+    let max = ctx.server.config.limits.max_directed_presences;
+    ctx.server
+        .sessions
+        .update(from, |s| {
+            if !available {
+                s.directed.remove(&to);
+                return true;
+            }
+            if s.directed.len() >= max && !s.directed.contains(&to) {
+                return false;
+            }
+            s.directed.insert(to);
+            true
+        })
+        .unwrap_or(true)
 }
 
 /// Sends the contact the user's current presence, or unavailable, from each available

@@ -7,6 +7,7 @@ use corvid_proto::{BareJid, FullJid, Iq, IqType, Jid, StanzaError, ns};
 use corvid_store::{RosterItem, Rosters, Subscription};
 use corvid_xml::Element;
 
+use super::subscription::PresenceAction;
 use crate::module::{Ctx, IqResult, Module};
 use crate::server::Server;
 
@@ -41,11 +42,20 @@ impl Module for Roster {
         };
         match iq.kind {
             IqType::Get => get_roster(ctx, &from, &user, iq.payload.attr("ver")).await,
-            _ => set_roster(ctx, &from, &user, &iq.payload)
-                .await
-                .map(|_| None),
+            _ => set_roster(ctx, &user, &iq.payload).await.map(|_| None),
         }
     }
+}
+
+/// Whether the account has `limits.max_roster_items` rows already (shown items and the
+/// hidden ones that keep a pending request): no new contact may be added then.
+pub(crate) async fn roster_is_full(
+    ctx: &Ctx,
+    user: &BareJid,
+) -> Result<bool, corvid_store::StoreError> {
+    let (username, domain) = Ctx::key(user);
+    let (_, items) = ctx.server.store.roster(username, domain).await?;
+    Ok(items.len() >= ctx.server.config.limits.max_roster_items)
 }
 
 fn storage_error(e: corvid_store::StoreError) -> StanzaError {
@@ -79,12 +89,7 @@ async fn get_roster(
     Ok(Some(query))
 }
 
-async fn set_roster(
-    ctx: &Ctx,
-    from: &FullJid,
-    user: &BareJid,
-    query: &Element,
-) -> Result<(), StanzaError> {
+async fn set_roster(ctx: &Ctx, user: &BareJid, query: &Element) -> Result<(), StanzaError> {
     let mut items = query.children().filter(|c| c.is("item", ns::ROSTER));
     let (Some(item), None) = (items.next(), items.next()) else {
         // RFC 6121 §2.3.3: exactly one item.
@@ -96,7 +101,7 @@ async fn set_roster(
         .ok_or_else(StanzaError::jid_malformed)?
         .bare();
     if item.attr("subscription") == Some("remove") {
-        return remove_contact(ctx, from, user, &contact).await;
+        return remove_contact(ctx, user, &contact).await;
     }
     let groups: Vec<String> = item
         .children()
@@ -115,14 +120,17 @@ async fn set_roster(
     let (username, domain) = Ctx::key(user);
     let store = &ctx.server.store;
     let _guard = super::subscriptions::lock_roster(user).await;
-    let mut stored = store
+    let existing = store
         .roster_item(username, domain, contact.as_str())
         .await
-        .map_err(storage_error)?
-        .unwrap_or_else(|| RosterItem {
-            jid: contact.to_string(),
-            ..RosterItem::default()
-        });
+        .map_err(storage_error)?;
+    if existing.is_none() && roster_is_full(ctx, user).await.map_err(storage_error)? {
+        return Err(StanzaError::resource_constraint().with_text("The roster is full"));
+    }
+    let mut stored = existing.unwrap_or_else(|| RosterItem {
+        jid: contact.to_string(),
+        ..RosterItem::default()
+    });
     // RFC 6121 §2.1.2.5: the client cannot set the subscription state; only name and groups.
     stored.name = item
         .attr("name")
@@ -138,15 +146,14 @@ async fn set_roster(
     Ok(())
 }
 
-/// RFC 6121 §2.5.2: removing an item cancels the subscriptions both ways first.
-async fn remove_contact(
-    ctx: &Ctx,
-    from: &FullJid,
-    user: &BareJid,
-    contact: &BareJid,
-) -> Result<(), StanzaError> {
+/// RFC 6121 §2.5.2: removing an item cancels the subscriptions both ways. The item is read
+/// and deleted under the roster lock, so a subscription stanza processed meanwhile either
+/// comes first (and is cancelled below) or finds no item and starts afresh; the client gets
+/// one push, the removal, not the intermediate states the cancellations would pass through.
+async fn remove_contact(ctx: &Ctx, user: &BareJid, contact: &BareJid) -> Result<(), StanzaError> {
     let (username, domain) = Ctx::key(user);
     let store = &ctx.server.store;
+    let guard = super::subscriptions::lock_roster(user).await;
     let Some(item) = store
         .roster_item(username, domain, contact.as_str())
         .await
@@ -154,23 +161,40 @@ async fn remove_contact(
     else {
         return Err(StanzaError::item_not_found());
     };
-    if item.subscription.has_from() || item.pending_in {
-        send_subscription(ctx, from, contact, "unsubscribed").await;
-    }
-    if item.subscription.has_to() || item.pending_out {
-        send_subscription(ctx, from, contact, "unsubscribe").await;
-    }
-    if let Some(version) = store
+    let version = store
         .remove_roster_item(username, domain, contact.as_str())
         .await
-        .map_err(storage_error)?
-    {
+        .map_err(storage_error)?;
+    drop(guard);
+    if item.subscription.has_from() {
+        // §3.2.2: a contact losing its subscription learns that the user is unavailable.
+        super::presence::send_presence_action(ctx, user, contact, PresenceAction::Unavailable)
+            .await;
+    }
+    // Sent on the user's behalf from the bare JID (§3.1.2), past the user's own hooks: the
+    // user's side of the state is gone already.
+    if item.subscription.has_from() || item.pending_in {
+        ctx.route(subscription_from(user, contact, "unsubscribed"))
+            .await;
+    }
+    if item.subscription.has_to() || item.pending_out {
+        ctx.route(subscription_from(user, contact, "unsubscribe"))
+            .await;
+    }
+    if let Some(version) = version {
         let removed = Element::new("item", ns::ROSTER)
             .with_attr("jid", contact.as_str())
             .with_attr("subscription", "remove");
         push(ctx, user, &removed, version);
     }
     Ok(())
+}
+
+fn subscription_from(user: &BareJid, contact: &BareJid, kind: &str) -> Element {
+    Element::new("presence", ns::CLIENT)
+        .with_attr("type", kind)
+        .with_attr("from", user.as_str())
+        .with_attr("to", contact.as_str())
 }
 
 pub(crate) async fn send_subscription(ctx: &Ctx, from: &FullJid, contact: &BareJid, kind: &str) {

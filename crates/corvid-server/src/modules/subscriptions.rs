@@ -4,12 +4,12 @@
 
 use async_trait::async_trait;
 use corvid_proto::Bare;
-use corvid_proto::{BareJid, Jid, ns};
+use corvid_proto::{BareJid, Jid, StanzaError, ns};
 use corvid_store::{RosterItem, Rosters, Users};
 use corvid_xml::Element;
 
 use super::presence::send_presence_action;
-use super::roster::{item_element, push};
+use super::roster::{item_element, push, roster_is_full};
 use super::subscription::{SubKind, SubState, inbound, outbound};
 use crate::module::{Ctx, Direction, Flow, Module};
 
@@ -92,6 +92,35 @@ async fn save(
     Ok(())
 }
 
+/// XEP-0172 user nickname, which a subscription request may carry (§4.1).
+const NICK: &str = "http://jabber.org/protocol/nick";
+
+/// Bytes kept of a stored request's status and of its nickname.
+const STORED_TEXT_BYTES: usize = 1024;
+
+/// A subscription request reduced to what is shown of it: `<status/>` (RFC 6121 §3.1.1)
+/// and `<nick/>` (XEP-0172), each cut to `STORED_TEXT_BYTES`.
+fn stored_request(request: &Element, contact: &BareJid, user: &BareJid) -> Element {
+    let mut kept = subscription_stanza(SubKind::Subscribe, contact, user);
+    for (name, namespace) in [("status", ns::CLIENT), ("nick", NICK)] {
+        if let Some(child) = request.get_child(name, namespace) {
+            let text = child.text();
+            let cut = truncate(&text, STORED_TEXT_BYTES);
+            kept.append_child(Element::new(name, namespace).with_text(cut));
+        }
+    }
+    kept
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn subscription_stanza(kind: SubKind, from: &BareJid, to: &BareJid) -> Element {
     Element::new("presence", ns::CLIENT)
         .with_attr("type", kind.as_str())
@@ -118,6 +147,12 @@ async fn user_sends(
     let out = outbound(state, kind);
     let mut item = stored.clone().unwrap_or_else(|| new_item(contact));
     out.new.apply_to(&mut item);
+    if stored.is_none() && item != new_item(contact) && roster_is_full(ctx, user).await? {
+        drop(guard);
+        let full = StanzaError::resource_constraint().with_text("The roster is full");
+        crate::router::bounce(&ctx.server, pres, full).await;
+        return Ok(());
+    }
     if Some(&item) != stored.as_ref() {
         save(ctx, user, &item, out.push).await?;
     }
@@ -177,13 +212,22 @@ async fn user_receives(
     let inb = inbound(state, kind);
     let mut item = stored.clone().unwrap_or_else(|| new_item(contact));
     inb.new.apply_to(&mut item);
+    if stored.is_none() && item != new_item(contact) && roster_is_full(ctx, user).await? {
+        // A stranger's request would add a row the account has no room for.
+        drop(guard);
+        let full = StanzaError::resource_constraint().with_text("The contact's roster is full");
+        crate::router::bounce(&ctx.server, pres, full).await;
+        return Ok(());
+    }
     let mut stanza = pres.clone();
     stanza.set_attr("from", contact.as_str());
     stanza.set_attr("to", user.as_str());
     if kind == SubKind::Subscribe && inb.new.pending_in {
-        // Kept until answered, to be shown again at each login (§3.1.3 step 4).
+        // Kept until answered, to be shown again at each login (§3.1.3 step 4): only what
+        // a client shows of a request, so a stranger cannot park a large stanza here.
+        let kept = stored_request(&stanza, contact, user);
         item.pending_in_stanza =
-            Some(String::from_utf8_lossy(&stanza.to_bytes(ns::CLIENT)).into_owned());
+            Some(String::from_utf8_lossy(&kept.to_bytes(ns::CLIENT)).into_owned());
     }
     if Some(&item) != stored.as_ref() {
         save(ctx, user, &item, inb.push).await?;
@@ -198,7 +242,35 @@ async fn user_receives(
     if inb.deliver {
         ctx.server
             .sessions
-            .deliver_to_available(user, &stanza.to_bytes(ns::CLIENT));
+            .deliver_to_available(user, crate::sessions::Queued::of(&stanza));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_request_keeps_only_a_short_status_and_nick() {
+        let contact: BareJid = "eve@example.net".parse().unwrap();
+        let user: BareJid = "alice@localhost".parse().unwrap();
+        let request = subscription_stanza(SubKind::Subscribe, &contact, &user)
+            .with_child(Element::new("status", ns::CLIENT).with_text("é".repeat(1000)))
+            .with_child(Element::new("nick", NICK).with_text("Eve"))
+            .with_child(Element::new("x", "urn:example:junk").with_text("x".repeat(100_000)));
+        let kept = stored_request(&request, &contact, &user);
+        assert_eq!(kept.children().count(), 2);
+        let status = kept.get_child("status", ns::CLIENT).map(|s| s.text());
+        assert_eq!(
+            status.map(|s| s.len()),
+            Some(1024),
+            "512 two-byte characters"
+        );
+        assert_eq!(
+            kept.get_child("nick", NICK).map(|n| n.text()).as_deref(),
+            Some("Eve")
+        );
+        assert_eq!(kept.attr("type"), Some("subscribe"));
+    }
 }

@@ -86,7 +86,7 @@ impl Module for Muc {
     }
 
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
-        if let SessionEvent::Closed(jid) = event {
+        if let SessionEvent::Closed { jid, .. } = event {
             self.leave_all(ctx, jid);
         }
     }
