@@ -3,10 +3,12 @@
 
 mod auth;
 mod bind;
+mod connection;
 mod records;
 mod register;
 mod session;
 mod transport;
+mod writer;
 
 use std::sync::Arc;
 
@@ -43,7 +45,13 @@ pub async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls:
         let _ = tcp.set_nodelay(true);
         match server.connections.admit(peer.ip()) {
             Ok(guard) => {
-                tokio::spawn(session::run(server.clone(), tcp, peer, direct_tls, guard));
+                tokio::spawn(connection::run(
+                    server.clone(),
+                    tcp,
+                    peer,
+                    direct_tls,
+                    guard,
+                ));
             }
             Err(refusal) => {
                 // Admission logged and counted it (once per address per minute).

@@ -5,25 +5,25 @@
 //! stanzas queued for it by the router, a close request (conflict, slow consumer, account
 //! removal) and its timers. Stanzas are handled inline, in order, so a client that floods
 //! only slows itself down.
+//!
+//! What comes before the session (the wait for a first byte, direct TLS) is in
+//! `connection.rs`; the output side (writes, batches, stream errors) in `writer.rs`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use corvid_proto::sasl::ChannelBindings;
 use corvid_proto::{
     BareJid, FullJid, Jid, StanzaError, StanzaKind, StreamError, StreamErrorCondition as Cond, ns,
 };
 use corvid_xml::{Element, Limits, StreamEvent, StreamHeader, StreamParser, XmlError};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tracing::Instrument;
 
 use super::Transport;
 use super::auth::AuthState;
-use super::transport::{Secure, accept_tls};
+use super::connection::paced_tls;
+use super::transport::accept_tls;
 use crate::admission::ConnectionGuard;
 use crate::limits::TokenBucket;
 use crate::module::SessionEvent;
@@ -32,13 +32,6 @@ use crate::sessions::{Outbound, SessionControl};
 
 /// After this long without input, a session gives its scratch memory back.
 const IDLE_RELEASE: Duration = Duration::from_secs(2);
-
-/// Queued stanzas written in one go, at most.
-const WRITE_BATCH: usize = 64 * 1024;
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a session that was told to close may still spend on one write.
-const CLOSING_WRITE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a stream ended (for the log line and the closing handshake).
 pub(super) enum End {
@@ -84,14 +77,14 @@ pub(super) struct Session {
     pub(super) header_sent: bool,
     /// Until the client authenticates.
     pub(super) auth: Option<Box<AuthState>>,
-    control: Option<Arc<SessionControl>>,
+    pub(super) control: Option<Arc<SessionControl>>,
     bucket: TokenBucket,
     throttle_until: Option<Instant>,
     last_read: Instant,
     ping_sent: Option<Instant>,
-    auth_deadline: Instant,
+    pub(super) auth_deadline: Instant,
     shutdown: watch::Receiver<bool>,
-    out: Vec<u8>,
+    pub(super) out: Vec<u8>,
     /// Scratch memory was given back since the last input.
     released: bool,
 }
@@ -107,85 +100,12 @@ enum Wake {
     Shed,
 }
 
-/// Runs one connection to its end.
-pub async fn run(
-    server: Arc<Server>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    direct_tls: bool,
-    guard: ConnectionGuard,
-) {
-    let span = tracing::info_span!("c2s", ip = %peer.ip(), jid = tracing::field::Empty);
-    async move {
-        // Until its first byte a connection holds only this small future: the session's
-        // state (boxed below) is allocated when it speaks, so idle sockets cost little.
-        let limits = &server.config.limits;
-        let auth_deadline =
-            Instant::now() + Duration::from_secs(limits.unauthenticated_timeout_secs);
-        let silence = Duration::from_secs(limits.unauthenticated_idle_secs)
-            .min(Duration::from_secs(limits.unauthenticated_timeout_secs));
-        let mut tcp = tcp;
-        let mut first = [0u8; 1];
-        let mut shutdown = server.shutdown_signal();
-        let spoke = tokio::select! {
-            _ = shutdown.changed() => Err(("system-shutdown", "The server is shutting down")),
-            _ = guard.shed() => Err(("connection-timeout", "Closed to make room: too many unauthenticated connections from your address")),
-            // `peek`, not `readable`: tokio reports a fresh socket readable before any data.
-            peeked = tokio::time::timeout(silence, tcp.peek(&mut first)) => match peeked {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(_)) => return,
-                Err(_) => Err(("connection-timeout", "Nothing received before authentication")),
-            },
-        };
-        if let Err((condition, why)) = spoke {
-            tracing::debug!(why, "closed before it sent anything");
-            if !direct_tls {
-                let domain = server.config.default_domain();
-                super::write_stream_error(&mut tcp, domain, condition, why).await;
-            }
-            return;
-        }
-        Box::pin(serve(server, tcp, direct_tls, guard, auth_deadline)).await;
-    }
-    .instrument(span)
-    .await
-}
-
-/// A connection that spoke: the TLS handshake on the direct-TLS port, then the stream.
-async fn serve(
-    server: Arc<Server>,
-    tcp: TcpStream,
-    direct_tls: bool,
-    guard: ConnectionGuard,
-    auth_deadline: Instant,
-) {
-    let transport = if direct_tls {
-        let Ok(turn) = server.connections.handshake_turn(guard.key()) else {
-            return;
-        };
-        let handshake = accept_tls(&server.tls.direct, tcp);
-        match paced_tls(&guard, turn, auth_deadline, handshake).await {
-            Some(secure) => secure,
-            None => return,
-        }
-    } else {
-        Secure {
-            transport: Transport::Plain(tcp),
-            tls_exporter: None,
-        }
-    };
-    let tls = transport.transport.is_tls();
-    let mut session = Session::new(server, transport.transport, guard);
-    session.auth_deadline = auth_deadline;
-    if tls {
-        session.auth_mut().bindings = session.channel_bindings(transport.tls_exporter);
-    }
-    let end = session.run_loop().await;
-    Box::pin(session.finish(end)).await;
-}
-
 impl Session {
-    fn new(server: Arc<Server>, transport: Transport, guard: ConnectionGuard) -> Session {
+    pub(super) fn new(
+        server: Arc<Server>,
+        transport: Transport,
+        guard: ConnectionGuard,
+    ) -> Session {
         let limits = &server.config.limits;
         let now = Instant::now();
         Session {
@@ -209,7 +129,7 @@ impl Session {
         }
     }
 
-    async fn run_loop(&mut self) -> End {
+    pub(super) async fn run_loop(&mut self) -> End {
         let mut input = Vec::new();
         loop {
             let timer = self.next_deadline();
@@ -553,7 +473,7 @@ impl Session {
         self.header_sent = false;
     }
 
-    fn channel_bindings(&self, tls_exporter: Option<Vec<u8>>) -> ChannelBindings {
+    pub(super) fn channel_bindings(&self, tls_exporter: Option<Vec<u8>>) -> ChannelBindings {
         ChannelBindings {
             tls_exporter,
             tls_server_end_point: self.server.tls.server_end_point.clone(),
@@ -678,112 +598,7 @@ impl Session {
         self.send(&reply).await
     }
 
-    /// Writes one stanza (in the `jabber:client` default namespace).
-    pub(super) async fn send(&mut self, el: &Element) -> Result<(), End> {
-        let mut out = std::mem::take(&mut self.out);
-        el.write_to(&mut out, ns::CLIENT);
-        let res = self.write_raw(&out).await;
-        out.clear();
-        self.out = out;
-        res
-    }
-
-    /// Writes `<stream:NAME>children</stream:NAME>` with the conventional prefix.
-    pub(super) async fn write_stream_element(
-        &mut self,
-        name: &str,
-        children: &[Element],
-    ) -> Result<(), End> {
-        let mut out = format!("<stream:{name}>").into_bytes();
-        for child in children {
-            child.write_to(&mut out, ns::CLIENT);
-        }
-        out.extend_from_slice(format!("</stream:{name}>").as_bytes());
-        self.write_raw(&out).await
-    }
-
-    pub(super) async fn write_raw(&mut self, data: &[u8]) -> Result<(), End> {
-        let transport = &mut self.transport;
-        let write = async {
-            transport.write_all(data).await?;
-            transport.flush().await
-        };
-        // A session told to close (a slow consumer above all, whose socket is full) gets
-        // only a short grace to finish writing, not WRITE_TIMEOUT: meanwhile it stays
-        // bound and stanzas for it are lost instead of bounced.
-        let control = self.control.clone();
-        let closing = async {
-            closed(&control).await;
-            tokio::time::sleep(CLOSING_WRITE_GRACE).await;
-        };
-        tokio::select! {
-            written = tokio::time::timeout(WRITE_TIMEOUT, write) => match written {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(End::Io(e)),
-                Err(_) => Err(End::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))),
-            },
-            _ = closing => Err(End::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "write blocked while closing"))),
-        }
-    }
-
-    /// Writes a queued stanza and whatever else is already queued, in one batch.
-    async fn write_queued(&mut self, first: Bytes) -> Result<(), End> {
-        let mut out = std::mem::take(&mut self.out);
-        out.extend_from_slice(&first);
-        if let Some(control) = &self.control {
-            while out.len() < WRITE_BATCH {
-                match control.pop() {
-                    Some(more) => out.extend_from_slice(&more),
-                    None => break,
-                }
-            }
-        }
-        let res = self.write_raw(&out).await;
-        out.clear();
-        if out.capacity() > WRITE_BATCH {
-            out = Vec::new();
-        }
-        self.out = out;
-        res
-    }
-
-    /// Writes what is already queued (before closing, so an IQ result precedes the close).
-    async fn flush_queue(&mut self) {
-        let first = self.control.as_ref().and_then(|c| c.pop());
-        if let Some(first) = first {
-            let _ = self.write_queued(first).await;
-        }
-    }
-
-    /// Sends a stream error and the closing tag (RFC 6120 §4.9.1.1), opening the stream
-    /// first if the client's header has not been answered yet (§4.9.1.2).
-    pub(super) async fn fail(&mut self, err: StreamError) -> End {
-        tracing::debug!(error = %err, "stream error");
-        let mut out = Vec::new();
-        if !self.header_sent {
-            out.extend_from_slice(
-                format!(
-                    "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}' version='1.0'>",
-                    ns::CLIENT,
-                    ns::STREAM,
-                    crate::random_id(),
-                    self.domain
-                )
-                .as_bytes(),
-            );
-            self.header_sent = true;
-        }
-        let error = err.to_element();
-        out.extend_from_slice(b"<stream:error>");
-        for child in error.children() {
-            child.write_to(&mut out, ns::STREAM);
-        }
-        out.extend_from_slice(b"</stream:error></stream:stream>");
-        let _ = self.write_raw(&out).await;
-        End::StreamError(err.condition)
-    }
-
-    async fn finish(mut self, end: End) {
+    pub(super) async fn finish(mut self, end: End) {
         // A connection on its way out no longer holds a place in the pre-auth budgets.
         self.guard.leave_preauth();
         // Unbind before the (slow) transport shutdown, so nothing more is routed into a
@@ -825,44 +640,6 @@ enum AfterElement {
     DiscardInput,
 }
 
-/// Runs a TLS handshake after `turn` (the wait for this address's turn, see
-/// `admission.rs`), within the time allowed to authenticate, unless the connection is shed
-/// meanwhile. `None` if it did not complete (the reason is logged).
-async fn paced_tls(
-    guard: &ConnectionGuard,
-    turn: Duration,
-    auth_deadline: Instant,
-    handshake: impl std::future::Future<Output = std::io::Result<Secure>>,
-) -> Option<Secure> {
-    let run = async {
-        tokio::time::sleep(turn).await;
-        tokio::time::timeout(handshake_timeout(auth_deadline), Box::pin(handshake)).await
-    };
-    tokio::select! {
-        _ = guard.shed() => {
-            tracing::debug!("shed during its TLS handshake");
-            None
-        }
-        done = run => match done {
-            Ok(Ok(secure)) => Some(secure),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "TLS handshake failed");
-                None
-            }
-            Err(_) => {
-                tracing::debug!("TLS handshake timed out");
-                None
-            }
-        },
-    }
-}
-
-/// A TLS handshake may take TLS_HANDSHAKE_TIMEOUT, but not beyond the deadline to
-/// authenticate: a client that stalls mid-handshake is as unauthenticated as any other.
-fn handshake_timeout(auth_deadline: Instant) -> Duration {
-    TLS_HANDSHAKE_TIMEOUT.min(auth_deadline.saturating_duration_since(Instant::now()))
-}
-
 fn xml_limits(server: &Server) -> Limits {
     Limits {
         max_stanza_bytes: server.config.limits.max_stanza_bytes,
@@ -875,7 +652,7 @@ fn xml_error(e: &XmlError) -> StreamError {
     StreamError::with_text(cond, e.to_string())
 }
 
-async fn closed(control: &Option<Arc<SessionControl>>) -> StreamError {
+pub(super) async fn closed(control: &Option<Arc<SessionControl>>) -> StreamError {
     match control {
         Some(control) => control.closed().await,
         None => std::future::pending().await,

@@ -1,0 +1,125 @@
+//! The output side of a client stream: stanzas and stream elements written in order,
+//! batches drained from the session's queue, and the stream error that ends a stream.
+//! Writes are bounded in time, and a session told to close gets only a short grace.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use corvid_proto::{StreamError, ns};
+use corvid_xml::Element;
+use tokio::io::AsyncWriteExt;
+
+use super::session::{End, Session, closed};
+
+/// Queued stanzas written in one go, at most.
+const WRITE_BATCH: usize = 64 * 1024;
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a session that was told to close may still spend on one write.
+const CLOSING_WRITE_GRACE: Duration = Duration::from_secs(1);
+
+impl Session {
+    /// Writes one stanza (in the `jabber:client` default namespace).
+    pub(super) async fn send(&mut self, el: &Element) -> Result<(), End> {
+        let mut out = std::mem::take(&mut self.out);
+        el.write_to(&mut out, ns::CLIENT);
+        let res = self.write_raw(&out).await;
+        out.clear();
+        self.out = out;
+        res
+    }
+
+    /// Writes `<stream:NAME>children</stream:NAME>` with the conventional prefix.
+    pub(super) async fn write_stream_element(
+        &mut self,
+        name: &str,
+        children: &[Element],
+    ) -> Result<(), End> {
+        let mut out = format!("<stream:{name}>").into_bytes();
+        for child in children {
+            child.write_to(&mut out, ns::CLIENT);
+        }
+        out.extend_from_slice(format!("</stream:{name}>").as_bytes());
+        self.write_raw(&out).await
+    }
+
+    pub(super) async fn write_raw(&mut self, data: &[u8]) -> Result<(), End> {
+        let transport = &mut self.transport;
+        let write = async {
+            transport.write_all(data).await?;
+            transport.flush().await
+        };
+        // A session told to close (a slow consumer above all, whose socket is full) gets
+        // only a short grace to finish writing, not WRITE_TIMEOUT: meanwhile it stays
+        // bound and stanzas for it are lost instead of bounced.
+        let control = self.control.clone();
+        let closing = async {
+            closed(&control).await;
+            tokio::time::sleep(CLOSING_WRITE_GRACE).await;
+        };
+        tokio::select! {
+            written = tokio::time::timeout(WRITE_TIMEOUT, write) => match written {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(End::Io(e)),
+                Err(_) => Err(End::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))),
+            },
+            _ = closing => Err(End::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "write blocked while closing"))),
+        }
+    }
+
+    /// Writes a queued stanza and whatever else is already queued, in one batch.
+    pub(super) async fn write_queued(&mut self, first: Bytes) -> Result<(), End> {
+        let mut out = std::mem::take(&mut self.out);
+        out.extend_from_slice(&first);
+        if let Some(control) = &self.control {
+            while out.len() < WRITE_BATCH {
+                match control.pop() {
+                    Some(more) => out.extend_from_slice(&more),
+                    None => break,
+                }
+            }
+        }
+        let res = self.write_raw(&out).await;
+        out.clear();
+        if out.capacity() > WRITE_BATCH {
+            out = Vec::new();
+        }
+        self.out = out;
+        res
+    }
+
+    /// Writes what is already queued (before closing, so an IQ result precedes the close).
+    pub(super) async fn flush_queue(&mut self) {
+        let first = self.control.as_ref().and_then(|c| c.pop());
+        if let Some(first) = first {
+            let _ = self.write_queued(first).await;
+        }
+    }
+
+    /// Sends a stream error and the closing tag (RFC 6120 §4.9.1.1), opening the stream
+    /// first if the client's header has not been answered yet (§4.9.1.2).
+    pub(super) async fn fail(&mut self, err: StreamError) -> End {
+        tracing::debug!(error = %err, "stream error");
+        let mut out = Vec::new();
+        if !self.header_sent {
+            out.extend_from_slice(
+                format!(
+                    "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}' version='1.0'>",
+                    ns::CLIENT,
+                    ns::STREAM,
+                    crate::random_id(),
+                    self.domain
+                )
+                .as_bytes(),
+            );
+            self.header_sent = true;
+        }
+        let error = err.to_element();
+        out.extend_from_slice(b"<stream:error>");
+        for child in error.children() {
+            child.write_to(&mut out, ns::STREAM);
+        }
+        out.extend_from_slice(b"</stream:error></stream:stream>");
+        let _ = self.write_raw(&out).await;
+        End::StreamError(err.condition)
+    }
+}
