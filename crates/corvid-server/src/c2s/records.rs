@@ -277,6 +277,7 @@ impl Records {
     fn seal_record(&mut self, content_type: u8, chunk: &[u8]) -> io::Result<()> {
         let len = chunk.len() + 1 + TAG_LEN;
         let header = [CONTENT_APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
+        let key = self.tx.key().ok_or_else(|| invalid("TLS key unusable"))?;
         let nonce = self
             .tx
             .next_nonce()
@@ -286,9 +287,7 @@ impl Records {
         let start = self.out.len();
         self.out.extend_from_slice(chunk);
         self.out.push(content_type);
-        let tag = self
-            .tx
-            .key
+        let tag = key
             .seal_in_place_separate_tag(
                 nonce,
                 ring::aead::Aad::from(header),

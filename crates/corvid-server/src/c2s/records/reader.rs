@@ -225,7 +225,10 @@ fn open<'a>(rx: &mut Direction, record: &'a mut [u8]) -> Result<Content<'a>, Rec
     let aad = ring::aead::Aad::from(&*header);
     // RFC 8446 §5.2: a record that fails authentication ends the connection with
     // bad_record_mac.
-    let inner = rx.key.open_in_place(nonce, aad, body).map_err(|_| {
+    let key = rx
+        .key()
+        .ok_or_else(|| RecordError::internal("TLS key unusable"))?;
+    let inner = key.open_in_place(nonce, aad, body).map_err(|_| {
         RecordError::refused(
             AlertDescription::BadRecordMac,
             "TLS record failed authentication",
@@ -331,12 +334,11 @@ pub(crate) fn fuzz(data: &[u8]) {
         let mut body = inner.to_vec();
         let len = body.len() + TAG_LEN;
         let header = [CONTENT_APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
-        let Some(nonce) = tx.next_nonce() else {
+        let (Some(key), Some(nonce)) = (tx.key(), tx.next_nonce()) else {
             return;
         };
         let Ok(tag) =
-            tx.key
-                .seal_in_place_separate_tag(nonce, ring::aead::Aad::from(header), &mut body)
+            key.seal_in_place_separate_tag(nonce, ring::aead::Aad::from(header), &mut body)
         else {
             return;
         };
@@ -424,7 +426,8 @@ mod tests {
         let header = [CONTENT_APPLICATION_DATA, 3, 3, 0, 19];
         let nonce = tx.next_nonce().unwrap();
         let tag = tx
-            .key
+            .key()
+            .unwrap()
             .seal_in_place_separate_tag(nonce, ring::aead::Aad::from(header), &mut body)
             .unwrap();
         let mut record = [&header[..], &body, tag.as_ref()].concat();

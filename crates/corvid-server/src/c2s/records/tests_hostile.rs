@@ -83,7 +83,8 @@ impl RawClient {
         let nonce = self.tx.next_nonce().expect("nonce");
         let tag = self
             .tx
-            .key
+            .key()
+            .unwrap()
             .seal_in_place_separate_tag(nonce, ring::aead::Aad::from(header), &mut body)
             .expect("seal");
         [&header[..], &body, tag.as_ref()].concat()
@@ -110,7 +111,8 @@ impl RawClient {
             let nonce = self.rx.next_nonce().expect("nonce");
             let inner = self
                 .rx
-                .key
+                .key()
+                .unwrap()
                 .open_in_place(nonce, ring::aead::Aad::from(&*header), body)
                 .expect("the server's record opens");
             let end = inner.iter().rposition(|&b| b != 0).expect("type");
