@@ -116,7 +116,10 @@ async fn to_server(server: &Arc<Server>, mut stanza: Element, kind: StanzaKind, 
     let ctx = ctx(server);
     match kind {
         StanzaKind::Iq if to.resource().is_none() => dispatch_iq(server, stanza).await,
-        StanzaKind::Iq => bounce(server, &stanza, StanzaError::service_unavailable()).await,
+        StanzaKind::Iq => {
+            let err = StanzaError::service_unavailable().with_text("The server has no resources");
+            bounce(server, &stanza, err).await
+        }
         StanzaKind::Message => {
             if server
                 .modules
@@ -272,7 +275,12 @@ async fn dispatch_iq(server: &Arc<Server>, stanza: Element) {
         return bounce(server, &stanza, StanzaError::bad_request()).await;
     };
     let reply = match server.modules.for_namespace(iq.payload.ns()) {
-        None => iq.error(&StanzaError::service_unavailable()),
+        // Say what is missing: clients show this text (Gajim's avatar upload, for one).
+        None => {
+            let ns: String = iq.payload.ns().chars().take(200).collect();
+            let text = format!("This server does not support {ns}");
+            iq.error(&StanzaError::service_unavailable().with_text(text))
+        }
         Some(module) => match module.handle_iq(&ctx(server), iq.clone()).await {
             Ok(payload) => iq.result(payload),
             Err(err) => iq.error(&err),

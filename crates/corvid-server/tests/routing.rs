@@ -293,10 +293,18 @@ async fn unknown_iq_namespace_is_service_unavailable() -> Result<()> {
     let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
     for to in [Some("localhost"), None, Some("bob@localhost")] {
         let payload = Element::new("query", "urn:example:unknown");
-        let (kind, condition) = alice.iq_error("get", to, payload).await?;
+        let reply = alice.iq("get", to, payload).await?;
+        let (kind, condition) = stanza_error(&reply).unwrap_or_default();
         ensure!(
             (kind.as_str(), condition.as_str()) == ("cancel", "service-unavailable"),
             "to {to:?}: {kind}/{condition}"
+        );
+        // Clients show the text: it says what is missing.
+        ensure!(
+            reply
+                .to_string()
+                .contains("does not support urn:example:unknown"),
+            "{reply}"
         );
     }
     Ok(())
