@@ -17,6 +17,8 @@
 
 mod admin;
 mod disco;
+#[cfg(test)]
+pub(crate) mod form_registry;
 mod history;
 mod iq;
 mod message;

@@ -33,7 +33,7 @@ pub fn handle(room: &mut Room, iq: &Iq, caps: Caps, out: &mut Out) -> Result<Out
     if iq.kind == IqType::Get {
         // §10.2: the form with the current values.
         return Ok(Outcome::Done(Some(
-            Element::new("query", ns::MUC_OWNER).with_child(room.config.form()),
+            Element::new("query", ns::MUC_OWNER).with_child(room.config.form(caps)),
         )));
     }
     if let Some(destroy) = iq.payload.get_child("destroy", ns::MUC_OWNER) {

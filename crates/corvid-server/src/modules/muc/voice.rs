@@ -78,7 +78,7 @@ fn answer(
 }
 
 /// The form each moderator gets (§8.6).
-fn approval_form(jid: &FullJid, nick: &str) -> Element {
+pub(super) fn approval_form(jid: &FullJid, nick: &str) -> Element {
     let field = |var: &str, kind: &str, label: &str, value: &str| {
         let mut field = Element::new("field", ns::DATA_FORMS)
             .with_attr("var", var)
