@@ -110,11 +110,12 @@ pub fn private(
     let mut forwarded = msg.clone();
     super::occupant_id::strip(&mut forwarded);
     forwarded.set_attr("from", room.occupant_jid(&sender.nick));
-    forwarded.set_attr("to", target.jid.as_str());
+    forwarded.remove_attr("to");
     if !forwarded.has_child("x", ns::MUC_USER) {
         forwarded.append_child(Element::new("x", ns::MUC_USER));
     }
-    out(&target.jid, forwarded.to_bytes(ns::CLIENT));
+    // Every device of the occupant gets it (multi-session nicks).
+    target.send(&forwarded, out);
     Ok(())
 }
 

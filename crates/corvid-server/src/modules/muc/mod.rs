@@ -12,8 +12,8 @@
 //!
 //! Rooms live in a sharded map, each behind its own mutex that is held only for the
 //! synchronous handling of one stanza (never across an `.await`). A nick belongs to one
-//! real full JID: another resource of the same user asking for a nick in use gets
-//! `conflict` like anyone else (no multi-session nicks).
+//! user; the resources of that user may share it (multi-session nicks, §7.2.9), anyone
+//! else asking for it gets `conflict`.
 
 mod admin;
 mod disco;
@@ -344,6 +344,7 @@ impl Muc {
                         occupant::rejoin(
                             &mut room,
                             &nick,
+                            from,
                             payload,
                             &history,
                             SystemTime::now(),
@@ -406,7 +407,7 @@ impl Muc {
             return;
         };
         let status = stanza.filter(|s| s.attr("type") == Some("unavailable"));
-        occupant::leave(&mut room, &nick, status, &mut deliver(&ctx.server));
+        occupant::leave(&mut room, &nick, from, status, &mut deliver(&ctx.server));
         self.forget_if_abandoned(room, &room_ref);
         self.joined.remove_if_mut(from, |_, rooms| {
             rooms.retain(|r| r != room_jid);

@@ -43,10 +43,9 @@ pub fn handle(
     for moderator in room.occupants().filter(|o| o.role == Role::Moderator) {
         let message = Element::new("message", ns::CLIENT)
             .with_attr("from", room.jid.as_str())
-            .with_attr("to", moderator.jid.as_str())
             .with_attr("id", crate::random_id())
             .with_child(request.clone());
-        out(&moderator.jid, message.to_bytes(ns::CLIENT));
+        moderator.send(&message, out);
     }
     Ok(())
 }
