@@ -105,7 +105,9 @@ pub fn private(
     };
     // §7.5: a groupchat message to an occupant is an error.
     if msg.attr("type") == Some("groupchat") {
-        return Err(StanzaError::bad_request());
+        return Err(
+            StanzaError::bad_request().with_text("groupchat goes to the room, not to an occupant")
+        );
     }
     let mut forwarded = msg.clone();
     super::occupant_id::strip(&mut forwarded);
@@ -145,7 +147,9 @@ pub fn invitations(
         .take(10)
     {
         let Some(Ok(invitee)) = invite.attr("to").map(BareJid::new) else {
-            return Err(StanzaError::jid_malformed());
+            return Err(
+                StanzaError::jid_malformed().with_text("the invitee's address is not a valid JID")
+            );
         };
         if room.config.members_only
             && room.affiliation(&invitee) < Affiliation::Member
@@ -170,7 +174,7 @@ pub fn invitations(
         );
     }
     if invitations.is_empty() {
-        return Err(StanzaError::bad_request());
+        return Err(StanzaError::bad_request().with_text("no invitation in the message"));
     }
     Ok(invitations)
 }

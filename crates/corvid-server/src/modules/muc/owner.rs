@@ -28,7 +28,9 @@ pub fn handle(room: &mut Room, iq: &Iq, caps: Caps, out: &mut Out) -> Result<Out
         .map_err(|_| StanzaError::bad_request())?;
     // §10: owners only.
     if room.affiliation(&from.bare()) != Affiliation::Owner {
-        return Err(StanzaError::forbidden());
+        return Err(
+            StanzaError::forbidden().with_text("only owners may configure or destroy the room")
+        );
     }
     if iq.kind == IqType::Get {
         // §10.2: the form with the current values.
@@ -41,7 +43,7 @@ pub fn handle(room: &mut Room, iq: &Iq, caps: Caps, out: &mut Out) -> Result<Out
         return Ok(Outcome::Destroyed);
     }
     let Some(form) = iq.payload.get_child("x", ns::DATA_FORMS) else {
-        return Err(StanzaError::bad_request());
+        return Err(StanzaError::bad_request().with_text("a data form is required"));
     };
     if roomconfig::is_cancel(form) {
         // §10.1.3: cancelling the initial configuration destroys the new room.
@@ -52,7 +54,7 @@ pub fn handle(room: &mut Room, iq: &Iq, caps: Caps, out: &mut Out) -> Result<Out
         return Ok(Outcome::Done(None));
     }
     if form.attr("type") != Some("submit") {
-        return Err(StanzaError::bad_request());
+        return Err(StanzaError::bad_request().with_text("submit the configuration form"));
     }
     let next = room.config.apply(form, caps)?;
     let was_locked = std::mem::replace(&mut room.locked, false);

@@ -27,13 +27,15 @@ pub fn handle(
         return Err(StanzaError::not_acceptable().with_text("you are not in this room"));
     };
     if form.attr("type") != Some("submit") {
-        return Err(StanzaError::bad_request());
+        return Err(StanzaError::bad_request().with_text("submit the voice request form"));
     }
     if sender.role == Role::Moderator && field(form, "muc#roomnick").is_some() {
         return answer(room, from, form, out);
     }
     if field(form, "muc#role").as_deref() != Some("participant") {
-        return Err(StanzaError::bad_request());
+        return Err(
+            StanzaError::bad_request().with_text("only the participant role can be requested")
+        );
     }
     if sender.role != Role::Visitor {
         // Already has voice: nothing to ask.
@@ -62,7 +64,7 @@ fn answer(
         Some("1" | "true")
     );
     let Some(nick) = field(form, "muc#roomnick") else {
-        return Err(StanzaError::bad_request());
+        return Err(StanzaError::bad_request().with_text("the approval names no occupant"));
     };
     if !allow {
         return Ok(());
