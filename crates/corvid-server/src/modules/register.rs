@@ -325,9 +325,6 @@ mod tests {
             .iter()
             .map(|q| RegisterRequest::parse(q).err().map(|e| e.condition))
             .collect();
-        assert_eq!(
-            conditions,
-            [Some("not-acceptable".into()), Some("bad-request".into())]
-        );
+        assert_eq!(conditions, [Some("not-acceptable"), Some("bad-request")]);
     }
 }
