@@ -422,6 +422,32 @@ mod tests {
     }
 
     #[test]
+    fn the_history_size_is_read_under_its_registered_and_its_old_name() {
+        let config = RoomConfig::new(CAPS);
+        for var in [MAX_HISTORY_FETCH, LEGACY_HISTORY_LENGTH] {
+            let next = config.apply(&submit(&[(var, "4")]), CAPS).unwrap();
+            assert_eq!(next.history_length, 4, "{var}");
+        }
+    }
+
+    #[test]
+    fn max_users_offers_the_current_value_and_the_cap() {
+        let mut config = RoomConfig::new(CAPS);
+        config.max_users = 42;
+        let form = config.form(CAPS);
+        let field = form
+            .children()
+            .find(|f| f.attr("var") == Some("muc#roomconfig_maxusers"))
+            .unwrap();
+        let options: Vec<String> = field
+            .children()
+            .filter(|c| c.name() == "option")
+            .filter_map(|o| o.get_child("value", ns::DATA_FORMS).map(Element::text))
+            .collect();
+        assert_eq!(options, ["10", "20", "30", "42", "50", "100"]);
+    }
+
+    #[test]
     fn invalid_values_are_not_acceptable() {
         let config = RoomConfig::new(CAPS);
         for fields in [
