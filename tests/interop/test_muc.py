@@ -505,6 +505,17 @@ async def test_mediated_invitation_reaches_the_invitee(server, im):
 # -- configuration (§10.2, §10.9) --------------------------------------------------------
 
 
+async def test_every_occupant_learns_of_a_configuration_change_with_104(server, im):
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    room = await create_room(alice, "alice")
+    await join(bob, room, "bob")
+    await configure(alice, room, roomname="Renamed")
+    for client in (alice, bob):
+        await client.inbox.expect(lambda s: is_message(frm=room, mtype="groupchat")(s) and 104 in codes(s),
+                                  "the config change notice (status 104)")
+
+
 async def test_members_only_room_refuses_non_members_until_made_members(server, im):
     alice = await muc_user(server, im, "alice")
     bob = await muc_user(server, im, "bob")
