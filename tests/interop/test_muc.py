@@ -214,14 +214,90 @@ async def test_nick_in_use_is_refused_with_conflict(server, im):
     assert await presence_error(bob, room, "alice") == "conflict"
 
 
-async def test_another_resource_of_the_same_user_gets_conflict_for_the_same_nick(server, im):
+async def test_another_user_gets_conflict_for_a_nick_in_use(server, im):
     alice = await muc_user(server, im, "alice")
+    mallory = await muc_user(server, im, "mallory")
     room = await create_room(alice, "alice")
-    # No multi-session nicks: a nick belongs to one resource (see modules/muc/mod.rs).
-    second = await muc_user_again(server, im, alice)
-    assert await presence_error(second, room, "alice") == "conflict"
-    self_presence, *_ = await join(second, room, "alice-2")
+    # §7.2.9: a nick conflict is between different users.
+    assert await presence_error(mallory, room, "alice") == "conflict"
+
+
+async def test_devices_of_one_user_share_a_nick_and_others_see_one_occupant(server, im):
+    """Multi-session nicks: a phone and a laptop of one account in a room under one nick."""
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    room = await create_room(alice, "alice")
+    await join(bob, room, "bob")
+    laptop = await muc_user_again(server, im, alice)
+    self_presence, *_ = await join(laptop, room, "alice")
+    assert 110 in codes(self_presence)
     assert item_of(self_presence)["affiliation"] == "owner"
+
+    # Each device gets the room's messages, and bob's private message to the nick.
+    mid = bob.message(room, "hello both", mtype="groupchat")
+    pm = bob.message(f"{room}/alice", "just you", mtype="chat")
+    for device in (alice, laptop):
+        await device.inbox.expect(is_message(frm=f"{room}/bob", mid=mid, mtype="groupchat"), "the groupchat")
+        await device.inbox.expect(is_message(frm=f"{room}/bob", mid=pm), "the private message")
+
+    # The second device's leaving is its own business: bob sees nothing, alice stays.
+    laptop.presence("unavailable", to=f"{room}/alice")
+    gone = await laptop.inbox.expect(is_presence("unavailable", frm=f"{room}/alice"), "the laptop's exit")
+    assert 110 in codes(gone)
+    mid = alice.message(room, "still here", mtype="groupchat")
+    await bob.inbox.expect(is_message(frm=f"{room}/alice", mid=mid), "alice's message after the laptop left")
+    assert bob.inbox.matching(is_presence("unavailable", frm=f"{room}/alice")) == []
+
+    # The last device leaving takes the occupant out.
+    alice.presence("unavailable", to=f"{room}/alice")
+    await bob.inbox.expect(is_presence("unavailable", frm=f"{room}/alice"), "alice leaving")
+
+
+async def test_a_nick_change_from_one_device_moves_every_device(server, im):
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    room = await create_room(alice, "alice")
+    await join(bob, room, "bob")
+    laptop = await muc_user_again(server, im, alice)
+    await join(laptop, room, "alice")
+    alice.presence(to=f"{room}/alicia")
+    for device in (alice, laptop):
+        changed = await device.inbox.expect(
+            lambda s: is_presence("unavailable", frm=f"{room}/alice")(s) and 303 in codes(s), "the 303")
+        assert item_of(changed).get("nick") == "alicia"
+        await device.inbox.expect(is_presence(frm=f"{room}/alicia"), "the new self-presence")
+    mid = bob.message(room, "hi alicia", mtype="groupchat")
+    for device in (alice, laptop):
+        await device.inbox.expect(is_message(mid=mid), "the room's message under the new nick")
+
+
+async def test_affiliations_given_a_full_jid_apply_to_its_bare_jid(server, im):
+    """§9.1: poezio's /ban and /affiliation send the occupant's full JID."""
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    room = await create_room(alice, "alice")
+    await join(bob, room, "bob")
+    muc = alice.plugin["xep_0045"]
+    await muc.set_affiliation(room, "member", jid=bob.full)
+    assert await muc.get_affiliation_list(room, "member") == [bob.boundjid.bare]
+    await muc.set_affiliation(room, "outcast", jid=bob.full)
+    got = await bob.inbox.expect(is_presence("unavailable", frm=f"{room}/bob"), "the ban")
+    assert 301 in codes(got)
+    assert await muc.get_affiliation_list(room, "outcast") == [bob.boundjid.bare]
+
+
+async def test_refusals_carry_a_text_the_client_can_show(server, im):
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    room = await create_room(alice, "alice")
+    await join(bob, room, "bob")
+    query = ET.Element(f"{{{NS_MUC_OWNER}}}query")
+    with pytest.raises(IqError) as refused:
+        await bob.query("get", query, to=room)
+    error = refused.value.iq.xml.find("{jabber:client}error")
+    assert error is not None and error.findtext(
+        "{urn:ietf:params:xml:ns:xmpp-stanzas}text"), str(refused.value.iq)
+    assert refused.value.condition == "forbidden"
 
 
 async def test_join_without_nick_is_jid_malformed(server, im):
@@ -427,6 +503,17 @@ async def test_mediated_invitation_reaches_the_invitee(server, im):
 
 
 # -- configuration (§10.2, §10.9) --------------------------------------------------------
+
+
+async def test_every_occupant_learns_of_a_configuration_change_with_104(server, im):
+    alice = await muc_user(server, im, "alice")
+    bob = await muc_user(server, im, "bob")
+    room = await create_room(alice, "alice")
+    await join(bob, room, "bob")
+    await configure(alice, room, roomname="Renamed")
+    for client in (alice, bob):
+        await client.inbox.expect(lambda s: is_message(frm=room, mtype="groupchat")(s) and 104 in codes(s),
+                                  "the config change notice (status 104)")
 
 
 async def test_members_only_room_refuses_non_members_until_made_members(server, im):

@@ -5,6 +5,7 @@ and a server whose config closes registration."""
 from __future__ import annotations
 
 import uuid
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 import pytest
@@ -25,7 +26,19 @@ class Registration:
     error: str | None = None
 
 
-def registering_client(clients, username: str, password: str, *, force: bool = False):
+def form_submission(username: str, password: str) -> ET.Element:
+    """A `jabber:iq:register` query carrying the filled-in data form (XEP-0077 §6), as
+    Dino sends it, without the legacy fields."""
+    query = ET.Element("{jabber:iq:register}query")
+    x = ET.SubElement(query, "{jabber:x:data}x", {"type": "submit"})
+    for var, value in (("FORM_TYPE", "jabber:iq:register"), ("username", username), ("password", password)):
+        field_el = ET.SubElement(x, "{jabber:x:data}field", {"var": var})
+        ET.SubElement(field_el, "{jabber:x:data}value").text = value
+    return query
+
+
+def registering_client(clients, username: str, password: str, *, force: bool = False,
+                       with_form: bool = False):
     """A client that registers `username` in-band when the stream offers registration,
     then logs in with the same credentials (slixmpp's usual xep_0077 flow). With force, it
     asks for the form and submits it even though the server did not offer the feature."""
@@ -46,8 +59,13 @@ def registering_client(clients, username: str, password: str, *, force: bool = F
         outcome.form = form
         iq = client.Iq()
         iq["type"] = "set"
-        iq["register"]["username"] = username
-        iq["register"]["password"] = password
+        if with_form:
+            # Through slixmpp's own query element, so the IQ is sent like any other.
+            for child in form_submission(username, password):
+                iq["register"].xml.append(child)
+        else:
+            iq["register"]["username"] = username
+            iq["register"]["password"] = password
         try:
             outcome.result = await iq.send(timeout=TIMEOUT)
         except IqError as e:
@@ -88,6 +106,23 @@ async def test_register_new_account_in_band_then_log_in(server, clients):
     assert client.boundjid.bare == f"{username}@{DOMAIN}"
     await client.close()
     # … and so does a fresh one.
+    fresh = await clients.login(server, f"{username}@{DOMAIN}", password)
+    assert fresh.boundjid.bare == f"{username}@{DOMAIN}"
+
+
+async def test_register_by_submitting_the_data_form_then_log_in(server, clients):
+    """real-clients.md defect 3: Dino renders and submits only the XEP-0004 form."""
+    username, password = unique_name("form"), f"pw-{uuid.uuid4().hex}"
+    client, outcome = registering_client(clients, username, password, with_form=True)
+    await client.start(server)
+    x = outcome.form.xml.find("{jabber:iq:register}query/{jabber:x:data}x")
+    assert x is not None, str(outcome.form)
+    fields = {f.get("var"): f.get("type") for f in x.findall("{jabber:x:data}field")}
+    # XEP-0077 §14.5 registry types.
+    assert fields == {"FORM_TYPE": "hidden", "username": "text-single", "password": "text-private"}, fields
+    assert outcome.error is None
+    assert client.boundjid.bare == f"{username}@{DOMAIN}"
+    await client.close()
     fresh = await clients.login(server, f"{username}@{DOMAIN}", password)
     assert fresh.boundjid.bare == f"{username}@{DOMAIN}"
 

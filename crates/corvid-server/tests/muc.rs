@@ -283,3 +283,77 @@ async fn a_groupchat_message_reaches_each_occupant_once() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn two_resources_of_one_user_share_a_nick_and_leave_one_by_one() -> Result<()> {
+    let ts = server_with(&["alice", "bob", "eve"], |_| {}).await?;
+    let mut phone = ts.login("alice", PASSWORD, Some("phone")).await?;
+    let mut laptop = ts.login("alice", PASSWORD, Some("laptop")).await?;
+    let mut bob = ts.login("bob", PASSWORD, Some("b")).await?;
+    let mut eve = ts.login("eve", PASSWORD, Some("e")).await?;
+    let room = format!("shared@{SERVICE}");
+    instant_room(&mut phone, &room, "alice").await?;
+    enter(&mut bob, &format!("{room}/bob")).await?;
+    // §7.2.9: the same user's second resource shares the nick …
+    let got = enter(&mut laptop, &format!("{room}/alice")).await?;
+    ensure!(
+        got.iter().any(
+            |el| el.attr("from") == Some(format!("{room}/alice").as_str())
+                && status_codes(el).contains(&"110".to_string())
+        ),
+        "no self-presence in {got:?}"
+    );
+    // … another user gets conflict.
+    eve.send(&join_presence(&format!("{room}/alice"))).await?;
+    ensure!(error_condition(&mut eve, "presence").await? == "conflict");
+
+    // A private message to the nick reaches both devices.
+    let pm = Element::new("message", ns::CLIENT)
+        .with_attr("to", format!("{room}/alice"))
+        .with_attr("type", "chat")
+        .with_attr("id", "pm1")
+        .with_child(Element::new("body", ns::CLIENT).with_text("psst"));
+    bob.send(&pm).await?;
+    for device in [&mut phone, &mut laptop] {
+        device
+            .recv_until(|el| el.attr("id") == Some("pm1"))
+            .await
+            .context("the private message on each device")?;
+    }
+
+    // The laptop leaves: it gets its unavailable self-presence; bob sees nothing of it,
+    // and his next groupchat reaches the phone.
+    let leave = Element::new("presence", ns::CLIENT)
+        .with_attr("to", format!("{room}/alice"))
+        .with_attr("type", "unavailable");
+    laptop.send(&leave).await?;
+    let (gone, _) = laptop
+        .recv_until(|el| el.attr("type") == Some("unavailable"))
+        .await?;
+    ensure!(status_codes(&gone).contains(&"110".to_string()), "{gone}");
+    let message = Element::new("message", ns::CLIENT)
+        .with_attr("to", room.as_str())
+        .with_attr("type", "groupchat")
+        .with_attr("id", "g2")
+        .with_child(Element::new("body", ns::CLIENT).with_text("still there?"));
+    bob.send(&message).await?;
+    let (_, before) = bob.recv_until(|el| el.attr("id") == Some("g2")).await?;
+    ensure!(
+        !before
+            .iter()
+            .any(|el| el.attr("type") == Some("unavailable")),
+        "bob saw a device leave: {before:?}"
+    );
+    phone.recv_until(|el| el.attr("id") == Some("g2")).await?;
+
+    // The last device leaving takes the occupant out, for bob too.
+    phone.send(&leave).await?;
+    let (out, _) = bob
+        .recv_until(|el| el.attr("type") == Some("unavailable"))
+        .await?;
+    ensure!(
+        out.attr("from") == Some(format!("{room}/alice").as_str()),
+        "{out}"
+    );
+    Ok(())
+}

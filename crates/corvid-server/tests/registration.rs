@@ -180,3 +180,86 @@ async fn cancelling_the_account_closes_all_its_sessions() -> Result<()> {
     ts.login("bob", PASSWORD, Some("again")).await?;
     Ok(())
 }
+
+/// The `jabber:iq:register` data form (XEP-0077 §6) of a query, as (var, type) pairs.
+fn data_form_fields(query: &Element) -> Vec<(String, String)> {
+    query
+        .get_child("x", ns::DATA_FORMS)
+        .map(|x| {
+            x.children()
+                .filter(|f| f.is("field", ns::DATA_FORMS))
+                .map(|f| {
+                    (
+                        f.attr("var").unwrap_or_default().to_string(),
+                        f.attr("type").unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn submitted_form(fields: &[(&str, &str)]) -> Element {
+    let mut x = Element::new("x", ns::DATA_FORMS).with_attr("type", "submit");
+    for (var, value) in [("FORM_TYPE", ns::REGISTER)].iter().chain(fields) {
+        x.append_child(
+            Element::new("field", ns::DATA_FORMS)
+                .with_attr("var", *var)
+                .with_child(Element::new("value", ns::DATA_FORMS).with_text(*value)),
+        );
+    }
+    Element::new("query", ns::REGISTER).with_child(x)
+}
+
+#[tokio::test]
+async fn registration_by_data_form_creates_an_account_and_changes_its_password() -> Result<()> {
+    let ts = start_server_with(|c| c.registration.open = Some(true)).await?;
+    let mut client = Client::starttls_session(ts.c2s_addr).await?;
+    let form = client
+        .iq_result("get", None, Element::new("query", ns::REGISTER))
+        .await?;
+    let query = form.get_child("query", ns::REGISTER).context("no form")?;
+    // Both the legacy fields and the data form (what Dino renders).
+    ensure!(query.has_child("username", ns::REGISTER), "{form}");
+    let fields = data_form_fields(query);
+    ensure!(
+        fields
+            == [
+                ("FORM_TYPE".to_string(), "hidden".to_string()),
+                ("username".to_string(), "text-single".to_string()),
+                ("password".to_string(), "text-private".to_string()),
+            ],
+        "{fields:?}"
+    );
+    client
+        .iq_result(
+            "set",
+            None,
+            submitted_form(&[("username", "dino"), ("password", "first")]),
+        )
+        .await?;
+    let (_, condition) = client
+        .iq_error("set", None, submitted_form(&[("username", "dino2")]))
+        .await?;
+    ensure!(condition == "not-acceptable", "{condition}");
+    client.login("dino", "first", Some("d")).await?;
+
+    // In session: the form again, and a password change submitted through it.
+    let registered = client
+        .iq_result("get", None, Element::new("query", ns::REGISTER))
+        .await?;
+    let query = registered
+        .get_child("query", ns::REGISTER)
+        .context("no query")?;
+    ensure!(query.has_child("registered", ns::REGISTER), "{registered}");
+    ensure!(data_form_fields(query).len() == 3, "{registered}");
+    client
+        .iq_result(
+            "set",
+            None,
+            submitted_form(&[("username", "dino"), ("password", "second")]),
+        )
+        .await?;
+    ts.login("dino", "second", Some("again")).await?;
+    Ok(())
+}

@@ -19,12 +19,20 @@ pub enum RegisterRequest {
 }
 
 impl RegisterRequest {
+    /// A `set`'s query: `<remove/>`, a submitted `jabber:iq:register` data form (XEP-0077
+    /// §6, what Dino sends), or the legacy `<username/>` and `<password/>` fields (§3.1).
     pub fn parse(query: &Element) -> Result<RegisterRequest, StanzaError> {
         if query.has_child("remove", ns::REGISTER) {
             return Ok(RegisterRequest::Remove);
         }
-        let field = |name| query.get_child(name, ns::REGISTER).map(|e| e.text());
-        match (field("username"), field("password")) {
+        let (username, password) = match submitted_form(query)? {
+            Some(form) => (form_value(form, "username"), form_value(form, "password")),
+            None => {
+                let field = |name| query.get_child(name, ns::REGISTER).map(|e| e.text());
+                (field("username"), field("password"))
+            }
+        };
+        match (username, password) {
             (Some(username), Some(password)) if !username.is_empty() && !password.is_empty() => {
                 Ok(RegisterRequest::Credentials { username, password })
             }
@@ -34,14 +42,65 @@ impl RegisterRequest {
     }
 }
 
-/// The registration form (XEP-0077 §3.1, the plain fields every client understands).
+/// The query's data form, if it has one: it must be a `submit` of `FORM_TYPE`
+/// `jabber:iq:register` (XEP-0077 §6, XEP-0068 §3).
+fn submitted_form(query: &Element) -> Result<Option<&Element>, StanzaError> {
+    let Some(form) = query.get_child("x", ns::DATA_FORMS) else {
+        return Ok(None);
+    };
+    if form.attr("type") != Some("submit") {
+        return Err(StanzaError::bad_request().with_text("submit the registration form"));
+    }
+    match form_value(form, "FORM_TYPE").as_deref() {
+        Some(ns::REGISTER) | None => Ok(Some(form)),
+        Some(_) => Err(StanzaError::bad_request().with_text("not a jabber:iq:register form")),
+    }
+}
+
+/// The first value of a data form's field.
+fn form_value(form: &Element, var: &str) -> Option<String> {
+    form.children()
+        .find(|f| f.is("field", ns::DATA_FORMS) && f.attr("var") == Some(var))?
+        .get_child("value", ns::DATA_FORMS)
+        .map(Element::text)
+}
+
+/// The registration form (XEP-0077 §3.1): the legacy fields every older client
+/// understands, and the same as a data form (§6) for the clients that render only data
+/// forms (Dino). Field types are those of the §14.5 registry.
 pub fn registration_form() -> Element {
+    let instructions = "Choose a username and password.";
     Element::new("query", ns::REGISTER)
-        .with_child(
-            Element::new("instructions", ns::REGISTER).with_text("Choose a username and password."),
-        )
+        .with_child(Element::new("instructions", ns::REGISTER).with_text(instructions))
         .with_child(Element::new("username", ns::REGISTER))
         .with_child(Element::new("password", ns::REGISTER))
+        .with_child(data_form(instructions, None))
+}
+
+/// The `jabber:iq:register` data form; `username` pre-filled for a registered account.
+fn data_form(instructions: &str, username: Option<&str>) -> Element {
+    let field = |var: &str, kind: &str, label: &str, value: Option<&str>| {
+        let mut f = Element::new("field", ns::DATA_FORMS)
+            .with_attr("var", var)
+            .with_attr("type", kind);
+        if !label.is_empty() {
+            f.set_attr("label", label);
+        }
+        if kind != "hidden" {
+            f.append_child(Element::new("required", ns::DATA_FORMS));
+        }
+        if let Some(value) = value {
+            f.append_child(Element::new("value", ns::DATA_FORMS).with_text(value));
+        }
+        f
+    };
+    Element::new("x", ns::DATA_FORMS)
+        .with_attr("type", "form")
+        .with_child(Element::new("title", ns::DATA_FORMS).with_text("Account"))
+        .with_child(Element::new("instructions", ns::DATA_FORMS).with_text(instructions))
+        .with_child(field("FORM_TYPE", "hidden", "", Some(ns::REGISTER)))
+        .with_child(field("username", "text-single", "Username", username))
+        .with_child(field("password", "text-private", "Password", None))
 }
 
 /// Creates `username@domain`, mapping failures to the XEP-0077 errors.
@@ -109,11 +168,15 @@ impl Module for Register {
     }
 }
 
+/// XEP-0077 §3.2: `<registered/>`, and the fields (legacy and data form) a password
+/// change submits.
 fn registered_form(user: &BareJid) -> Element {
+    let username = accounts::username(user);
     Element::new("query", ns::REGISTER)
         .with_child(Element::new("registered", ns::REGISTER))
-        .with_child(Element::new("username", ns::REGISTER).with_text(accounts::username(user)))
+        .with_child(Element::new("username", ns::REGISTER).with_text(username))
         .with_child(Element::new("password", ns::REGISTER))
+        .with_child(data_form("Choose a new password.", Some(username)))
 }
 
 /// XEP-0077 §3.3.
@@ -197,4 +260,71 @@ async fn remove_account(
         );
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::muc::form_registry::departures;
+
+    fn form_of(query: &Element) -> &Element {
+        query
+            .get_child("x", ns::DATA_FORMS)
+            .expect("the query has a data form")
+    }
+
+    fn submitted(fields: &[(&str, &str)]) -> Element {
+        let mut x = Element::new("x", ns::DATA_FORMS).with_attr("type", "submit");
+        for (var, value) in fields {
+            x.append_child(
+                Element::new("field", ns::DATA_FORMS)
+                    .with_attr("var", *var)
+                    .with_child(Element::new("value", ns::DATA_FORMS).with_text(*value)),
+            );
+        }
+        Element::new("query", ns::REGISTER).with_child(x)
+    }
+
+    #[test]
+    fn the_registration_forms_match_the_xep_0077_registry() {
+        let user = BareJid::new("alice@x").unwrap();
+        for query in [registration_form(), registered_form(&user)] {
+            assert_eq!(departures(form_of(&query)), Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn a_submitted_form_and_the_legacy_fields_both_give_credentials() {
+        let form = submitted(&[
+            ("FORM_TYPE", ns::REGISTER),
+            ("username", "dino"),
+            ("password", "pw"),
+        ]);
+        let legacy = Element::new("query", ns::REGISTER)
+            .with_child(Element::new("username", ns::REGISTER).with_text("dino"))
+            .with_child(Element::new("password", ns::REGISTER).with_text("pw"));
+        for query in [form, legacy] {
+            match RegisterRequest::parse(&query) {
+                Ok(RegisterRequest::Credentials { username, password }) => {
+                    assert_eq!((username.as_str(), password.as_str()), ("dino", "pw"));
+                }
+                _ => panic!("no credentials from {query}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_incomplete_or_foreign_form_is_refused() {
+        let missing = submitted(&[("FORM_TYPE", ns::REGISTER), ("username", "dino")]);
+        let foreign = submitted(&[
+            ("FORM_TYPE", "urn:example"),
+            ("username", "dino"),
+            ("password", "pw"),
+        ]);
+        let conditions: Vec<_> = [missing, foreign]
+            .iter()
+            .map(|q| RegisterRequest::parse(q).err().map(|e| e.condition))
+            .collect();
+        assert_eq!(conditions, [Some("not-acceptable"), Some("bad-request")]);
+    }
 }

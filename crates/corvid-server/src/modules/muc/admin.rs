@@ -21,18 +21,20 @@ pub fn may_set_role(
     let (actor_aff, actor_role) = actor;
     let (target_aff, target_role) = target;
     if actor_role != Role::Moderator {
-        return Err(StanzaError::forbidden());
+        return Err(StanzaError::forbidden().with_text("only moderators may change roles"));
     }
     match new {
         // §8.2 kick, §8.4 revoke voice: never an admin or owner, nor anyone of an
         // affiliation above the actor's.
         Role::None | Role::Visitor => {
             if target_aff >= Affiliation::Admin || target_aff > actor_aff {
-                return Err(StanzaError::not_allowed());
+                return Err(StanzaError::not_allowed()
+                    .with_text("you may not change the role of that occupant"));
             }
             // Only admins and owners may take moderation away (§8.7 via §9.7).
             if target_role == Role::Moderator && actor_aff < Affiliation::Admin {
-                return Err(StanzaError::not_allowed());
+                return Err(StanzaError::not_allowed()
+                    .with_text("only admins and owners may revoke moderation"));
             }
         }
         Role::Participant => {
@@ -40,13 +42,16 @@ pub fn may_set_role(
             if target_role == Role::Moderator
                 && (actor_aff < Affiliation::Admin || target_aff >= Affiliation::Admin)
             {
-                return Err(StanzaError::not_allowed());
+                return Err(StanzaError::not_allowed().with_text(
+                    "only admins and owners may revoke moderation, never from an admin or owner",
+                ));
             }
         }
         // §9.6 granting moderation: admins and owners only.
         Role::Moderator => {
             if actor_aff < Affiliation::Admin {
-                return Err(StanzaError::forbidden());
+                return Err(StanzaError::forbidden()
+                    .with_text("only admins and owners may grant moderation"));
             }
         }
     }
@@ -64,12 +69,15 @@ pub fn may_set_affiliation(
         Affiliation::Owner => Ok(()),
         Affiliation::Admin => {
             if target >= Affiliation::Admin || new >= Affiliation::Admin {
-                Err(StanzaError::not_allowed())
+                Err(StanzaError::not_allowed().with_text("admins may not change admins or owners"))
             } else {
                 Ok(())
             }
         }
-        _ => Err(StanzaError::forbidden()),
+        _ => {
+            Err(StanzaError::forbidden()
+                .with_text("only admins and owners may change affiliations"))
+        }
     }
 }
 
@@ -88,13 +96,15 @@ pub fn handle(room: &mut Room, iq: &Iq, out: &mut Out) -> Result<Option<Element>
     match iq.kind {
         IqType::Get => {
             let [item] = items.as_slice() else {
-                return Err(StanzaError::bad_request());
+                return Err(StanzaError::bad_request().with_text("ask for one list at a time"));
             };
             list(room, &from, item).map(Some)
         }
         _ => {
             if items.is_empty() || items.len() > 100 {
-                return Err(StanzaError::bad_request());
+                return Err(
+                    StanzaError::bad_request().with_text("between 1 and 100 items per request")
+                );
             }
             // All or nothing: check every item before changing anything (§9.5, §10.5 lists).
             let mut changes = Vec::new();
@@ -135,7 +145,8 @@ fn list(room: &Room, from: &FullJid, item: &Element) -> Result<Element, StanzaEr
     if let Some(affiliation) = item.attr("affiliation") {
         let affiliation = Affiliation::parse(affiliation).ok_or_else(StanzaError::bad_request)?;
         if affiliation == Affiliation::None || actor_aff < Affiliation::Admin {
-            return Err(StanzaError::forbidden());
+            return Err(StanzaError::forbidden()
+                .with_text("only admins and owners may see affiliation lists"));
         }
         let mut jids: Vec<&BareJid> = room
             .affiliations
@@ -158,7 +169,7 @@ fn list(room: &Room, from: &FullJid, item: &Element) -> Result<Element, StanzaEr
         .and_then(Role::parse)
         .ok_or_else(StanzaError::bad_request)?;
     if actor_role != Role::Moderator || role == Role::None {
-        return Err(StanzaError::forbidden());
+        return Err(StanzaError::forbidden().with_text("only moderators may see role lists"));
     }
     for occupant in room.occupants().filter(|o| o.role == role) {
         query.append_child(
@@ -192,7 +203,8 @@ fn check(room: &Room, from: &FullJid, item: &Element) -> Result<Change, StanzaEr
     let reason = item.get_child("reason", ns::MUC_ADMIN).map(Element::text);
     // §9 / §8: an item changes the affiliation or the role, never both.
     if item.attr("role").is_some() && item.attr("affiliation").is_some() {
-        return Err(StanzaError::bad_request());
+        return Err(StanzaError::bad_request()
+            .with_text("an item changes the affiliation or the role, not both"));
     }
     if let Some(role) = item.attr("role") {
         let role = Role::parse(role).ok_or_else(StanzaError::bad_request)?;
@@ -214,13 +226,19 @@ fn check(room: &Room, from: &FullJid, item: &Element) -> Result<Change, StanzaEr
         .ok_or_else(StanzaError::bad_request)?;
     // §9.1: by JID, or by the nick of an occupant.
     let user = match (item.attr("jid"), item.attr("nick")) {
-        (Some(jid), _) => BareJid::new(jid).map_err(|_| StanzaError::jid_malformed())?,
+        // §9.1: affiliations belong to bare JIDs; a full JID (what poezio sends for
+        // `/ban nick`) stands for its bare JID.
+        (Some(jid), _) => corvid_proto::Jid::new(jid)
+            .map(|jid| jid.bare())
+            .map_err(|_| StanzaError::jid_malformed().with_text("not a valid JID"))?,
         (None, Some(nick)) => room
             .occupant(nick)
-            .ok_or_else(StanzaError::item_not_found)?
+            .ok_or_else(|| StanzaError::item_not_found().with_text("no occupant has that nick"))?
             .jid
             .bare(),
-        (None, None) => return Err(StanzaError::bad_request()),
+        (None, None) => {
+            return Err(StanzaError::bad_request().with_text("an item needs a jid or a nick"));
+        }
     };
     let target = room.affiliation(&user);
     may_set_affiliation(actor_aff, target, affiliation)?;

@@ -46,12 +46,14 @@ impl Forwarded {
             return Err(StanzaError::not_acceptable().with_text("you are not in this room"));
         };
         let Some(target) = room.occupant(nick) else {
-            return Err(StanzaError::item_not_found());
+            return Err(StanzaError::item_not_found().with_text("no such occupant"));
         };
         if self.pending.len() >= MAX_PENDING {
             self.expire();
             if self.pending.len() >= MAX_PENDING {
-                return Err(StanzaError::resource_constraint());
+                return Err(
+                    StanzaError::resource_constraint().with_text("too many queries pending")
+                );
             }
         }
         let id = crate::random_id();

@@ -105,16 +105,19 @@ pub fn private(
     };
     // §7.5: a groupchat message to an occupant is an error.
     if msg.attr("type") == Some("groupchat") {
-        return Err(StanzaError::bad_request());
+        return Err(
+            StanzaError::bad_request().with_text("groupchat goes to the room, not to an occupant")
+        );
     }
     let mut forwarded = msg.clone();
     super::occupant_id::strip(&mut forwarded);
     forwarded.set_attr("from", room.occupant_jid(&sender.nick));
-    forwarded.set_attr("to", target.jid.as_str());
+    forwarded.remove_attr("to");
     if !forwarded.has_child("x", ns::MUC_USER) {
         forwarded.append_child(Element::new("x", ns::MUC_USER));
     }
-    out(&target.jid, forwarded.to_bytes(ns::CLIENT));
+    // Every device of the occupant gets it (multi-session nicks).
+    target.send(&forwarded, out);
     Ok(())
 }
 
@@ -144,7 +147,9 @@ pub fn invitations(
         .take(10)
     {
         let Some(Ok(invitee)) = invite.attr("to").map(BareJid::new) else {
-            return Err(StanzaError::jid_malformed());
+            return Err(
+                StanzaError::jid_malformed().with_text("the invitee's address is not a valid JID")
+            );
         };
         if room.config.members_only
             && room.affiliation(&invitee) < Affiliation::Member
@@ -169,7 +174,7 @@ pub fn invitations(
         );
     }
     if invitations.is_empty() {
-        return Err(StanzaError::bad_request());
+        return Err(StanzaError::bad_request().with_text("no invitation in the message"));
     }
     Ok(invitations)
 }

@@ -12,11 +12,13 @@
 //!
 //! Rooms live in a sharded map, each behind its own mutex that is held only for the
 //! synchronous handling of one stanza (never across an `.await`). A nick belongs to one
-//! real full JID: another resource of the same user asking for a nick in use gets
-//! `conflict` like anyone else (no multi-session nicks).
+//! user; the resources of that user may share it (multi-session nicks, §7.2.9), anyone
+//! else asking for it gets `conflict`.
 
 mod admin;
 mod disco;
+#[cfg(test)]
+pub(crate) mod form_registry;
 mod history;
 mod iq;
 mod message;
@@ -131,7 +133,13 @@ impl Muc {
         match (room_jid.node(), to.resource(), kind) {
             (None, _, StanzaKind::Iq) => self.service_iq(ctx, &stanza, from, to).await,
             (None, _, StanzaKind::Message) => {
-                bounce(ctx, &stanza, StanzaError::service_unavailable()).await
+                bounce(
+                    ctx,
+                    &stanza,
+                    StanzaError::service_unavailable()
+                        .with_text("the service takes no messages itself"),
+                )
+                .await
             }
             (None, _, StanzaKind::Presence) => {}
             (Some(node), _, _) if node.as_str().len() > MAX_ROOM_NAME_BYTES => {
@@ -143,8 +151,8 @@ impl Muc {
                 .await
             }
             // §7.2.1: entering needs a nick.
-            (Some(_), None, StanzaKind::Presence) => {
-                if stanza.attr("type").is_none() {
+            (Some(_), None, StanzaKind::Presence) => match stanza.attr("type") {
+                None => {
                     bounce(
                         ctx,
                         &stanza,
@@ -152,7 +160,11 @@ impl Muc {
                     )
                     .await
                 }
-            }
+                // §7.14 addresses the exit to the occupant JID; clients such as aioxmpp
+                // send it to the room's bare JID, which can only mean leaving too.
+                Some("unavailable") => self.leave(ctx, &room_jid, &from, Some(&stanza)),
+                Some(_) => {}
+            },
             (Some(_), None, StanzaKind::Message) => {
                 self.room_message(ctx, &stanza, from, room_jid).await
             }
@@ -342,6 +354,7 @@ impl Muc {
                         occupant::rejoin(
                             &mut room,
                             &nick,
+                            from,
                             payload,
                             &history,
                             SystemTime::now(),
@@ -404,7 +417,7 @@ impl Muc {
             return;
         };
         let status = stanza.filter(|s| s.attr("type") == Some("unavailable"));
-        occupant::leave(&mut room, &nick, status, &mut deliver(&ctx.server));
+        occupant::leave(&mut room, &nick, from, status, &mut deliver(&ctx.server));
         self.forget_if_abandoned(room, &room_ref);
         self.joined.remove_if_mut(from, |_, rooms| {
             rooms.retain(|r| r != room_jid);
@@ -427,7 +440,12 @@ impl Muc {
     /// voice requests (§7.13).
     async fn room_message(&self, ctx: &Ctx, stanza: &Element, from: FullJid, room_jid: BareJid) {
         let Some(room_ref) = self.room(&room_jid) else {
-            return bounce(ctx, stanza, StanzaError::item_not_found()).await;
+            return bounce(
+                ctx,
+                stanza,
+                StanzaError::item_not_found().with_text("no such room"),
+            )
+            .await;
         };
         let result = match stanza.attr("type") {
             Some("error") => return,
@@ -486,7 +504,12 @@ impl Muc {
             return;
         }
         let Some(room_ref) = self.room(&room_jid) else {
-            return bounce(ctx, stanza, StanzaError::item_not_found()).await;
+            return bounce(
+                ctx,
+                stanza,
+                StanzaError::item_not_found().with_text("no such room"),
+            )
+            .await;
         };
         let result = message::private(
             &lock(&room_ref),
@@ -510,7 +533,7 @@ impl Muc {
                 return self.iqs.answer(&from, stanza, &mut out);
             }
             (None, _) => return,
-            (Some(_), None) => Err(StanzaError::item_not_found()),
+            (Some(_), None) => Err(StanzaError::item_not_found().with_text("no such occupant")),
             (Some(_), Some(room_ref)) => {
                 let room = lock(&room_ref);
                 let is_self = room.occupant_by_jid(&from).is_some_and(|o| o.nick == nick);
@@ -545,7 +568,7 @@ impl Muc {
         let room_jid = to.bare();
         let room_ref = self.room(&room_jid);
         let result = match room_ref {
-            None => Err(StanzaError::item_not_found()),
+            None => Err(StanzaError::item_not_found().with_text("no such room")),
             Some(ref room_ref) => self.room_iq_locked(ctx, &iq, &from, room_ref),
         };
         if let (Some(room_ref), Ok(_), IqType::Set) = (&room_ref, &result, iq.kind) {
@@ -568,7 +591,7 @@ impl Muc {
         let mut room = lock(room_ref);
         let owner = room.affiliation(&from.bare()) == room::Affiliation::Owner;
         if room.destroyed || (room.locked && !owner) {
-            return Err(StanzaError::item_not_found());
+            return Err(StanzaError::item_not_found().with_text("no such room"));
         }
         let mut out = deliver(&ctx.server);
         match (iq.payload.ns(), iq.kind) {
@@ -594,7 +617,8 @@ impl Muc {
                     }
                 }
             }
-            _ => Err(StanzaError::service_unavailable()),
+            _ => Err(StanzaError::service_unavailable()
+                .with_text("the room does not answer that request")),
         }
     }
 
@@ -614,7 +638,8 @@ impl Muc {
                 disco::check_query(&iq.payload).map(|_| Some(self.public_rooms()))
             }
             (ns::PING, IqType::Get) => Ok(None),
-            _ => Err(StanzaError::service_unavailable()),
+            _ => Err(StanzaError::service_unavailable()
+                .with_text("the service does not answer that request")),
         };
         let reply = match result {
             Ok(payload) => iq.result(payload),

@@ -96,16 +96,23 @@ pub fn enter(
     if room.config.members_only && affiliation < Affiliation::Member {
         return Err(StanzaError::registration_required().with_text("the room is members-only"));
     }
-    // §7.2.9: one nick, one real JID (no multi-session nicks).
-    if room.occupant(&join.nick).is_some() {
-        return Err(StanzaError::conflict().with_text("that nick is in use"));
-    }
+    // §7.2.9: a nick conflict is between different users; another resource of the
+    // occupant's own user shares the nick (multi-session nicks).
+    let another_device = match room.occupant(&join.nick) {
+        Some(holder) if holder.jid.bare() == user => true,
+        Some(_) => return Err(StanzaError::conflict().with_text("that nick is in use")),
+        None => false,
+    };
     // §7.2.5
     if let Some(secret) = &room.config.password
         && join.password.as_deref() != Some(secret.as_str())
         && !join.created
     {
         return Err(StanzaError::not_authorized().with_text("a password is required"));
+    }
+    if another_device {
+        enter_another_device(room, join, now, out);
+        return Ok(());
     }
     // §7.2.10: full (wait/service-unavailable), except for its admins and owners.
     let max = room.config.max_users.min(service_max);
@@ -119,17 +126,38 @@ pub fn enter(
 
     let occupant = Occupant {
         nick: join.nick,
-        jid: join.jid,
+        jid: join.jid.clone(),
+        more_devices: Vec::new(),
         role: Role::default_for(affiliation, room.config.moderated),
         occupant_id: join.occupant_id,
         presence: join.presence,
     };
     // §7.2.3: the presence of every occupant, then the others learn of the new one.
-    send_others(room, &occupant, out);
+    send_others(room, &occupant, &join.jid, out);
     room.broadcast_presence(&occupant, &Note::default(), out);
     room.insert_occupant(occupant.clone());
-    send_own_state(room, &occupant, join.created, &join.history, now, out);
+    send_own_state(
+        room,
+        &occupant,
+        &join.jid,
+        join.created,
+        &join.history,
+        now,
+        out,
+    );
     Ok(())
+}
+
+/// A further device of an occupant's user enters under its nick: it gets what entering
+/// gives (the others' presence, its self-presence, history, subject); the other
+/// occupants see nothing, the occupant is already there.
+fn enter_another_device(room: &mut Room, join: Join, now: SystemTime, out: &mut Out) {
+    room.add_device(&join.nick, join.jid.clone());
+    let Some(occupant) = room.occupant(&join.nick).cloned() else {
+        return;
+    };
+    send_others(room, &occupant, &join.jid, out);
+    send_own_state(room, &occupant, &join.jid, false, &join.history, now, out);
 }
 
 /// A join presence from someone already in the room under that nick (a client that lost
@@ -137,6 +165,7 @@ pub fn enter(
 pub fn rejoin(
     room: &mut Room,
     nick: &str,
+    device: &FullJid,
     presence: Element,
     history: &Request,
     now: SystemTime,
@@ -147,18 +176,18 @@ pub fn rejoin(
     };
     occupant.presence = presence;
     let occupant = occupant.clone();
-    send_others(room, &occupant, out);
+    send_others(room, &occupant, device, out);
     room.broadcast_presence(&occupant, &Note::default(), out);
-    send_own_state(room, &occupant, false, history, now, out);
+    send_own_state(room, &occupant, device, false, history, now, out);
 }
 
-/// §7.2.3: every other occupant's presence, to `occupant`.
-fn send_others(room: &Room, occupant: &Occupant, out: &mut Out) {
+/// §7.2.3: every other occupant's presence, to the `device` of `occupant` entering.
+fn send_others(room: &Room, occupant: &Occupant, device: &FullJid, out: &mut Out) {
     let shows = room.shows_jids_to(occupant);
-    for other in room.occupants().filter(|o| o.jid != occupant.jid) {
+    for other in room.occupants().filter(|o| o.nick != occupant.nick) {
         let mut presence = room.presence_of(other, &Note::default(), shows, &[]);
-        presence.set_attr("to", occupant.jid.as_str());
-        out(&occupant.jid, presence.to_bytes(ns::CLIENT));
+        presence.set_attr("to", device.as_str());
+        out(device, presence.to_bytes(ns::CLIENT));
     }
 }
 
@@ -167,6 +196,7 @@ fn send_others(room: &Room, occupant: &Occupant, out: &mut Out) {
 fn send_own_state(
     room: &Room,
     occupant: &Occupant,
+    device: &FullJid,
     created: bool,
     history: &Request,
     now: SystemTime,
@@ -179,15 +209,15 @@ fn send_own_state(
     if created {
         codes.push(201);
     }
-    room.send_self_presence(occupant, &Note::default(), &codes, out);
+    room.send_self_presence_to(occupant, device, &Note::default(), &codes, out);
     for entry in room.history.select(history, now) {
         let mut message = history::delayed(entry, room.jid.as_str());
-        message.set_attr("to", occupant.jid.as_str());
-        out(&occupant.jid, message.to_bytes(ns::CLIENT));
+        message.set_attr("to", device.as_str());
+        out(device, message.to_bytes(ns::CLIENT));
     }
     let mut subject = room.subject_message();
-    subject.set_attr("to", occupant.jid.as_str());
-    out(&occupant.jid, subject.to_bytes(ns::CLIENT));
+    subject.set_attr("to", device.as_str());
+    out(device, subject.to_bytes(ns::CLIENT));
 }
 
 /// §7.3 (in effect §7.7.2): an occupant's new presence (show, status) goes to everyone.
@@ -233,9 +263,22 @@ pub fn change_nick(
     Ok(())
 }
 
-/// §7.14: the occupant leaves; everyone learns it, the leaver with 110. Its status text,
-/// if any, goes along.
-pub fn leave(room: &mut Room, nick: &str, presence: Option<&Element>, out: &mut Out) {
+/// §7.14: `device` leaves. The last device of an occupant takes the occupant out:
+/// everyone learns it, the leaver with 110, its status text, if any, along. One of several
+/// devices leaves alone: it gets its unavailable self-presence, the others see nothing.
+pub fn leave(
+    room: &mut Room,
+    nick: &str,
+    device: &FullJid,
+    presence: Option<&Element>,
+    out: &mut Out,
+) {
+    if let Some(occupant) = room.occupant(nick).cloned()
+        && room.remove_device(nick, device)
+    {
+        room.send_self_presence_to(&occupant, device, &Note::unavailable(&[]), &[], out);
+        return;
+    }
     if let (Some(occupant), Some(presence)) = (room.occupant_mut(nick), presence) {
         occupant.presence = presence_payload(presence);
     }
@@ -388,5 +431,44 @@ mod tests {
         assert_eq!(to_a.len(), 1);
         // Semi-anonymous: a participant does not see b's real JID.
         assert!(!to_a[0].1.contains("jid='b@x/1'"), "{}", to_a[0].1);
+    }
+
+    #[test]
+    fn two_devices_of_one_user_share_a_nick_and_the_occupant_leaves_with_the_last() {
+        let mut r = room();
+        enter_collecting(&mut r, join("a", "a@x/1")).0.unwrap();
+        enter_collecting(&mut r, join("alice", "alice@x/phone"))
+            .0
+            .unwrap();
+        let (result, sent) = enter_collecting(&mut r, join("alice", "alice@x/laptop"));
+        result.unwrap();
+        // The laptop gets a's presence, its self-presence (110) and the subject; a and the
+        // phone see nothing: the occupant was already there.
+        let to: Vec<_> = sent.iter().map(|(to, _)| to.as_str()).collect();
+        assert_eq!(to, ["alice@x/laptop"; 3]);
+        assert!(sent[1].1.contains("code='110'"));
+        assert_eq!(r.occupant_count(), 2);
+
+        let mut left = Vec::new();
+        let mut out = |to: &FullJid, b: Bytes| {
+            left.push((to.to_string(), String::from_utf8_lossy(&b).into_owned()))
+        };
+        let phone: FullJid = "alice@x/phone".parse().unwrap();
+        leave(&mut r, "alice", &phone, None, &mut out);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0].0, "alice@x/phone");
+        assert!(left[0].1.contains("type='unavailable'") && left[0].1.contains("code='110'"));
+        assert!(r.occupant("alice").is_some());
+
+        left.clear();
+        let laptop: FullJid = "alice@x/laptop".parse().unwrap();
+        let mut out = |to: &FullJid, b: Bytes| {
+            left.push((to.to_string(), String::from_utf8_lossy(&b).into_owned()))
+        };
+        leave(&mut r, "alice", &laptop, None, &mut out);
+        let mut to: Vec<_> = left.iter().map(|(to, _)| to.as_str()).collect();
+        to.sort();
+        assert_eq!(to, ["a@x/1", "alice@x/laptop"]);
+        assert!(r.occupant("alice").is_none());
     }
 }

@@ -28,12 +28,14 @@ pub fn handle(room: &mut Room, iq: &Iq, caps: Caps, out: &mut Out) -> Result<Out
         .map_err(|_| StanzaError::bad_request())?;
     // §10: owners only.
     if room.affiliation(&from.bare()) != Affiliation::Owner {
-        return Err(StanzaError::forbidden());
+        return Err(
+            StanzaError::forbidden().with_text("only owners may configure or destroy the room")
+        );
     }
     if iq.kind == IqType::Get {
         // §10.2: the form with the current values.
         return Ok(Outcome::Done(Some(
-            Element::new("query", ns::MUC_OWNER).with_child(room.config.form()),
+            Element::new("query", ns::MUC_OWNER).with_child(room.config.form(caps)),
         )));
     }
     if let Some(destroy) = iq.payload.get_child("destroy", ns::MUC_OWNER) {
@@ -41,7 +43,7 @@ pub fn handle(room: &mut Room, iq: &Iq, caps: Caps, out: &mut Out) -> Result<Out
         return Ok(Outcome::Destroyed);
     }
     let Some(form) = iq.payload.get_child("x", ns::DATA_FORMS) else {
-        return Err(StanzaError::bad_request());
+        return Err(StanzaError::bad_request().with_text("a data form is required"));
     };
     if roomconfig::is_cancel(form) {
         // §10.1.3: cancelling the initial configuration destroys the new room.
@@ -52,16 +54,18 @@ pub fn handle(room: &mut Room, iq: &Iq, caps: Caps, out: &mut Out) -> Result<Out
         return Ok(Outcome::Done(None));
     }
     if form.attr("type") != Some("submit") {
-        return Err(StanzaError::bad_request());
+        return Err(StanzaError::bad_request().with_text("submit the configuration form"));
     }
     let next = room.config.apply(form, caps)?;
-    let was_locked = std::mem::replace(&mut room.locked, false);
+    room.locked = false;
     let changed = next != room.config;
     let anonymity_changed = next.whois_anyone != room.config.whois_anyone;
     let now_members_only = next.members_only && !room.config.members_only;
     room.history.truncate(next.history_length);
     room.config = next;
-    if changed && !was_locked {
+    // §10.2: a changed configuration is announced, the first one too when it changes
+    // the defaults (Prosody does the same; poezio shows it as "configuration changed").
+    if changed {
         notify_config_change(room, anonymity_changed, out);
     }
     if now_members_only {
@@ -210,6 +214,24 @@ mod tests {
             );
         }
         let (_, sent) = sent_by(&mut room, &iq("own@x/1", IqType::Set, change));
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].contains("code='104'"), "{}", sent[0]);
+    }
+
+    #[test]
+    fn a_first_configuration_that_changes_the_defaults_is_announced_too() {
+        let mut room = room_with_owner_inside();
+        let mut change = form("submit");
+        if let Some(x) = change.get_child_mut("x", ns::DATA_FORMS) {
+            x.append_child(
+                Element::new("field", ns::DATA_FORMS)
+                    .with_attr("var", "muc#roomconfig_roomname")
+                    .with_child(Element::new("value", ns::DATA_FORMS).with_text("New")),
+            );
+        }
+        let (result, sent) = sent_by(&mut room, &iq("own@x/1", IqType::Set, change));
+        assert_eq!(result, Ok(Outcome::Configured));
+        assert!(!room.locked);
         assert_eq!(sent.len(), 1);
         assert!(sent[0].contains("code='104'"), "{}", sent[0]);
     }

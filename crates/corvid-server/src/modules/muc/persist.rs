@@ -21,7 +21,14 @@ pub fn snapshot(room: &Room) -> StoredRoom {
         service: room.jid.domain().to_string(),
         name: room.jid.node().map(|n| n.to_string()).unwrap_or_default(),
         creator: room.creator.to_string(),
-        config: room.config.form().to_string(),
+        // The stored form is read back by `apply`, which ignores the list options the caps shape.
+        config: room
+            .config
+            .form(Caps {
+                max_history: room.config.history_length,
+                max_occupants: room.config.max_users,
+            })
+            .to_string(),
         subject: room.subject.text.clone(),
         subject_nick: room.subject.nick.clone().unwrap_or_default(),
         affiliations,

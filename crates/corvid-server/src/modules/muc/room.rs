@@ -93,18 +93,37 @@ impl Role {
     }
 }
 
-/// Someone in the room: one nick held by one real full JID (a second resource of the same
-/// user asking for the same nick gets `conflict`; see mod.rs).
+/// Someone in the room: one nick held by one user. The resources of one bare JID may share
+/// it ("multi-session nicks": §7.2.9 makes a nick conflict a matter between different
+/// users); the others see one occupant, and each device gets what the occupant gets.
 #[derive(Clone, Debug)]
 pub struct Occupant {
     pub nick: String,
+    /// The device that entered first (the one an IQ to the occupant goes to).
     pub jid: FullJid,
+    /// Further resources of the same user sharing the nick, in the order they entered.
+    pub more_devices: Vec<FullJid>,
     pub role: Role,
     /// XEP-0421: the occupant's stable, opaque id in this room.
     pub occupant_id: String,
     /// The occupant's own presence payload (show, status, extensions), without the MUC
     /// join element and without addresses.
     pub presence: Element,
+}
+
+impl Occupant {
+    /// Every device of the occupant, the first one first.
+    pub fn devices(&self) -> impl Iterator<Item = &FullJid> {
+        std::iter::once(&self.jid).chain(&self.more_devices)
+    }
+
+    /// Sends the occupant's copy of `stanza` (its `to` unset) to each of its devices.
+    pub fn send(&self, stanza: &Element, out: &mut Out) {
+        let fan = stanza.fan_out(ns::CLIENT);
+        for device in self.devices() {
+            out(device, fan.to(device.as_str()));
+        }
+    }
 }
 
 /// The current subject (§8.1): who set it, and the text.
@@ -198,15 +217,45 @@ impl Room {
     }
 
     pub fn insert_occupant(&mut self, occupant: Occupant) {
-        self.by_jid
-            .insert(occupant.jid.clone(), occupant.nick.clone());
+        for device in occupant.devices() {
+            self.by_jid.insert(device.clone(), occupant.nick.clone());
+        }
         self.occupants.insert(occupant.nick.clone(), occupant);
     }
 
     pub fn remove_occupant(&mut self, nick: &str) -> Option<Occupant> {
         let occupant = self.occupants.remove(nick)?;
-        self.by_jid.remove(&occupant.jid);
+        for device in occupant.devices() {
+            self.by_jid.remove(device);
+        }
         Some(occupant)
+    }
+
+    /// Another resource of the occupant's user joins it under the same nick.
+    pub fn add_device(&mut self, nick: &str, device: FullJid) {
+        if let Some(occupant) = self.occupants.get_mut(nick) {
+            self.by_jid.insert(device.clone(), nick.to_owned());
+            occupant.more_devices.push(device);
+        }
+    }
+
+    /// One device of a multi-device occupant leaves; the occupant stays with the others.
+    /// The first remaining device takes the place of the first. `false` when `device` is
+    /// the occupant's only one (the occupant itself has to leave).
+    pub fn remove_device(&mut self, nick: &str, device: &FullJid) -> bool {
+        let Some(occupant) = self.occupants.get_mut(nick) else {
+            return false;
+        };
+        if occupant.more_devices.is_empty() {
+            return false;
+        }
+        if &occupant.jid == device {
+            occupant.jid = occupant.more_devices.remove(0);
+        } else {
+            occupant.more_devices.retain(|d| d != device);
+        }
+        self.by_jid.remove(device);
+        true
     }
 
     /// The occupants that are resources of `user`.
@@ -296,7 +345,7 @@ impl Room {
         let mut plain = None;
         let mut with_jid = None;
         for viewer in self.occupants.values() {
-            if viewer.jid == occupant.jid {
+            if viewer.nick == occupant.nick {
                 continue;
             }
             let shows = self.shows_jids_to(viewer);
@@ -305,11 +354,14 @@ impl Room {
                 self.presence_of(occupant, note, shows, &[])
                     .fan_out(ns::CLIENT)
             });
-            out(&viewer.jid, fan.to(viewer.jid.as_str()));
+            for device in viewer.devices() {
+                out(device, fan.to(device.as_str()));
+            }
         }
     }
 
-    /// Sends an occupant its own presence (§7.2.2: with status 110, and `self_codes`).
+    /// Sends an occupant its own presence (§7.2.2: with status 110, and `self_codes`), on
+    /// each of its devices.
     pub fn send_self_presence(
         &self,
         occupant: &Occupant,
@@ -317,18 +369,32 @@ impl Room {
         self_codes: &[u16],
         out: &mut Out,
     ) {
+        for device in occupant.devices() {
+            self.send_self_presence_to(occupant, device, note, self_codes, out);
+        }
+    }
+
+    /// An occupant's own presence to one of its devices (one device entering or leaving).
+    pub fn send_self_presence_to(
+        &self,
+        occupant: &Occupant,
+        device: &FullJid,
+        note: &Note,
+        self_codes: &[u16],
+        out: &mut Out,
+    ) {
         let mut codes = vec![110];
         codes.extend_from_slice(self_codes);
         let mut presence = self.presence_of(occupant, note, true, &codes);
-        presence.set_attr("to", occupant.jid.as_str());
-        out(&occupant.jid, presence.to_bytes(ns::CLIENT));
+        presence.set_attr("to", device.as_str());
+        out(device, presence.to_bytes(ns::CLIENT));
     }
 
-    /// Sends a stanza (its `to` unset) to every occupant.
+    /// Sends a stanza (its `to` unset) to every device of every occupant.
     pub fn send_to_all(&self, stanza: &Element, out: &mut Out) {
         let fan = stanza.fan_out(ns::CLIENT);
-        for occupant in self.occupants.values() {
-            out(&occupant.jid, fan.to(occupant.jid.as_str()));
+        for device in self.occupants.values().flat_map(Occupant::devices) {
+            out(device, fan.to(device.as_str()));
         }
     }
 

@@ -14,6 +14,11 @@ pub const MAX_TEXT_CHARS: usize = 1000;
 /// Longest room password accepted, in characters.
 pub const MAX_SECRET_CHARS: usize = 256;
 
+/// §15.5.3: the registered field for the number of history messages the room sends.
+const MAX_HISTORY_FETCH: &str = "muc#maxhistoryfetch";
+/// The unregistered name older Corvid versions used (and stored) for it.
+const LEGACY_HISTORY_LENGTH: &str = "muc#roomconfig_historylength";
+
 /// The service limits a room's own settings are capped by.
 #[derive(Clone, Copy, Debug)]
 pub struct Caps {
@@ -58,8 +63,11 @@ impl RoomConfig {
         }
     }
 
-    /// The `muc#roomconfig` form with the current values (§10.2, §15.5.3).
-    pub fn form(&self) -> Element {
+    /// The `muc#roomconfig` form with the current values (§10.2). Every field has the
+    /// type §15.5.3 registers for it: clients that bind the form to typed fields
+    /// (aioxmpp) refuse a form whose types differ.
+    pub fn form(&self, caps: Caps) -> Element {
+        let caps_max_occupants = caps.max_occupants;
         let mut x = Element::new("x", ns::DATA_FORMS).with_attr("type", "form");
         x.append_child(Element::new("title", ns::DATA_FORMS).with_text("Room configuration"));
         x.append_child(field("FORM_TYPE", "hidden", None, &[ns::MUC_ROOMCONFIG]));
@@ -71,7 +79,7 @@ impl RoomConfig {
         ));
         x.append_child(field(
             "muc#roomconfig_roomdesc",
-            "text-multi",
+            "text-single",
             Some("Description"),
             &[&self.description],
         ));
@@ -124,12 +132,7 @@ impl RoomConfig {
             Some("Password"),
             &[self.password.as_deref().unwrap_or("")],
         ));
-        x.append_child(field(
-            "muc#roomconfig_maxusers",
-            "text-single",
-            Some("Most occupants"),
-            &[&self.max_users.to_string()],
-        ));
+        x.append_child(self.max_users_field(caps_max_occupants));
         x.append_child(boolean(
             "muc#roomconfig_changesubject",
             "Occupants may change the subject",
@@ -140,13 +143,41 @@ impl RoomConfig {
             "Occupants may invite others",
             self.allow_invites,
         ));
+        // §15.5.3 registers the history size as `muc#maxhistoryfetch`.
         x.append_child(field(
-            "muc#roomconfig_historylength",
+            MAX_HISTORY_FETCH,
             "text-single",
             Some("Messages of history kept"),
             &[&self.history_length.to_string()],
         ));
         x
+    }
+
+    /// `muc#roomconfig_maxusers` is a `list-single` (§15.5.3): the usual sizes up to the
+    /// service's cap, the cap itself and the current value.
+    fn max_users_field(&self, cap: usize) -> Element {
+        let mut sizes: Vec<usize> = [10, 20, 30, 50, 100]
+            .into_iter()
+            .filter(|n| *n < cap)
+            .chain([cap, self.max_users])
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        let mut f = field(
+            "muc#roomconfig_maxusers",
+            "list-single",
+            Some("Most occupants"),
+            &[&self.max_users.to_string()],
+        );
+        for n in sizes {
+            let n = n.to_string();
+            f.append_child(
+                Element::new("option", ns::DATA_FORMS)
+                    .with_attr("label", n.as_str())
+                    .with_child(Element::new("value", ns::DATA_FORMS).with_text(n)),
+            );
+        }
+        f
     }
 
     /// Applies a submitted form (§10.2): fields absent keep their value; values out of
@@ -205,11 +236,12 @@ impl RoomConfig {
             }
             .min(caps.max_occupants);
         }
-        if let Some(len) = one("muc#roomconfig_historylength") {
+        // Stored rooms saved before the registered name kept `muc#roomconfig_historylength`.
+        if let Some(len) = one(MAX_HISTORY_FETCH).or_else(|| one(LEGACY_HISTORY_LENGTH)) {
             let len = len
                 .trim()
                 .parse::<usize>()
-                .map_err(|_| bad("muc#roomconfig_historylength"))?;
+                .map_err(|_| bad(MAX_HISTORY_FETCH))?;
             next.history_length = len.min(caps.max_history);
         }
         Ok(next)
@@ -363,7 +395,7 @@ mod tests {
                     ("muc#roomconfig_whois", "anyone"),
                     ("muc#roomconfig_persistentroom", "true"),
                     ("muc#roomconfig_maxusers", "5000"),
-                    ("muc#roomconfig_historylength", "3"),
+                    ("muc#maxhistoryfetch", "3"),
                     ("muc#roomconfig_passwordprotectedroom", "1"),
                     ("muc#roomconfig_roomsecret", "s3cret"),
                     ("muc#roomconfig_unknown", "whatever"),
@@ -390,6 +422,32 @@ mod tests {
     }
 
     #[test]
+    fn the_history_size_is_read_under_its_registered_and_its_old_name() {
+        let config = RoomConfig::new(CAPS);
+        for var in [MAX_HISTORY_FETCH, LEGACY_HISTORY_LENGTH] {
+            let next = config.apply(&submit(&[(var, "4")]), CAPS).unwrap();
+            assert_eq!(next.history_length, 4, "{var}");
+        }
+    }
+
+    #[test]
+    fn max_users_offers_the_current_value_and_the_cap() {
+        let mut config = RoomConfig::new(CAPS);
+        config.max_users = 42;
+        let form = config.form(CAPS);
+        let field = form
+            .children()
+            .find(|f| f.attr("var") == Some("muc#roomconfig_maxusers"))
+            .unwrap();
+        let options: Vec<String> = field
+            .children()
+            .filter(|c| c.name() == "option")
+            .filter_map(|o| o.get_child("value", ns::DATA_FORMS).map(Element::text))
+            .collect();
+        assert_eq!(options, ["10", "20", "30", "42", "50", "100"]);
+    }
+
+    #[test]
     fn invalid_values_are_not_acceptable() {
         let config = RoomConfig::new(CAPS);
         for fields in [
@@ -411,7 +469,7 @@ mod tests {
 
     #[test]
     fn form_lists_every_field_with_current_values() {
-        let form = RoomConfig::new(CAPS).form();
+        let form = RoomConfig::new(CAPS).form(CAPS);
         let vars: Vec<_> = form.children().filter_map(|f| f.attr("var")).collect();
         for var in [
             "FORM_TYPE",

@@ -27,13 +27,15 @@ pub fn handle(
         return Err(StanzaError::not_acceptable().with_text("you are not in this room"));
     };
     if form.attr("type") != Some("submit") {
-        return Err(StanzaError::bad_request());
+        return Err(StanzaError::bad_request().with_text("submit the voice request form"));
     }
     if sender.role == Role::Moderator && field(form, "muc#roomnick").is_some() {
         return answer(room, from, form, out);
     }
     if field(form, "muc#role").as_deref() != Some("participant") {
-        return Err(StanzaError::bad_request());
+        return Err(
+            StanzaError::bad_request().with_text("only the participant role can be requested")
+        );
     }
     if sender.role != Role::Visitor {
         // Already has voice: nothing to ask.
@@ -43,10 +45,9 @@ pub fn handle(
     for moderator in room.occupants().filter(|o| o.role == Role::Moderator) {
         let message = Element::new("message", ns::CLIENT)
             .with_attr("from", room.jid.as_str())
-            .with_attr("to", moderator.jid.as_str())
             .with_attr("id", crate::random_id())
             .with_child(request.clone());
-        out(&moderator.jid, message.to_bytes(ns::CLIENT));
+        moderator.send(&message, out);
     }
     Ok(())
 }
@@ -63,7 +64,7 @@ fn answer(
         Some("1" | "true")
     );
     let Some(nick) = field(form, "muc#roomnick") else {
-        return Err(StanzaError::bad_request());
+        return Err(StanzaError::bad_request().with_text("the approval names no occupant"));
     };
     if !allow {
         return Ok(());
@@ -78,7 +79,7 @@ fn answer(
 }
 
 /// The form each moderator gets (§8.6).
-fn approval_form(jid: &FullJid, nick: &str) -> Element {
+pub(super) fn approval_form(jid: &FullJid, nick: &str) -> Element {
     let field = |var: &str, kind: &str, label: &str, value: &str| {
         let mut field = Element::new("field", ns::DATA_FORMS)
             .with_attr("var", var)
