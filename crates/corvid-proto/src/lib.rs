@@ -3,6 +3,7 @@
 
 pub mod bare;
 pub mod error;
+pub mod forms;
 pub mod ns;
 pub mod sasl;
 pub mod stanza;

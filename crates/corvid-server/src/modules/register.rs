@@ -3,7 +3,9 @@
 
 use async_trait::async_trait;
 use corvid_proto::Bare;
-use corvid_proto::{BareJid, Iq, IqType, StanzaError, StreamError, StreamErrorCondition, ns};
+use corvid_proto::{
+    BareJid, Iq, IqType, StanzaError, StreamError, StreamErrorCondition, forms, ns,
+};
 use corvid_xml::Element;
 
 use crate::accounts::{self, AccountError};
@@ -26,7 +28,10 @@ impl RegisterRequest {
             return Ok(RegisterRequest::Remove);
         }
         let (username, password) = match submitted_form(query)? {
-            Some(form) => (form_value(form, "username"), form_value(form, "password")),
+            Some(form) => (
+                forms::value(form, "username"),
+                forms::value(form, "password"),
+            ),
             None => {
                 let field = |name| query.get_child(name, ns::REGISTER).map(|e| e.text());
                 (field("username"), field("password"))
@@ -51,18 +56,10 @@ fn submitted_form(query: &Element) -> Result<Option<&Element>, StanzaError> {
     if form.attr("type") != Some("submit") {
         return Err(StanzaError::bad_request().with_text("submit the registration form"));
     }
-    match form_value(form, "FORM_TYPE").as_deref() {
+    match forms::value(form, "FORM_TYPE").as_deref() {
         Some(ns::REGISTER) | None => Ok(Some(form)),
         Some(_) => Err(StanzaError::bad_request().with_text("not a jabber:iq:register form")),
     }
-}
-
-/// The first value of a data form's field.
-fn form_value(form: &Element, var: &str) -> Option<String> {
-    form.children()
-        .find(|f| f.is("field", ns::DATA_FORMS) && f.attr("var") == Some(var))?
-        .get_child("value", ns::DATA_FORMS)
-        .map(Element::text)
 }
 
 /// The registration form (XEP-0077 §3.1): the legacy fields every older client
@@ -79,28 +76,17 @@ pub fn registration_form() -> Element {
 
 /// The `jabber:iq:register` data form; `username` pre-filled for a registered account.
 fn data_form(instructions: &str, username: Option<&str>) -> Element {
-    let field = |var: &str, kind: &str, label: &str, value: Option<&str>| {
-        let mut f = Element::new("field", ns::DATA_FORMS)
-            .with_attr("var", var)
-            .with_attr("type", kind);
-        if !label.is_empty() {
-            f.set_attr("label", label);
-        }
-        if kind != "hidden" {
-            f.append_child(Element::new("required", ns::DATA_FORMS));
-        }
-        if let Some(value) = value {
-            f.append_child(Element::new("value", ns::DATA_FORMS).with_text(value));
-        }
-        f
+    let required = |var: &str, kind: &str, label: &str, value: Option<&str>| {
+        let values: Vec<&str> = value.into_iter().collect();
+        forms::field(var, kind, Some(label), &values)
+            .with_child(Element::new("required", ns::DATA_FORMS))
     };
-    Element::new("x", ns::DATA_FORMS)
-        .with_attr("type", "form")
-        .with_child(Element::new("title", ns::DATA_FORMS).with_text("Account"))
-        .with_child(Element::new("instructions", ns::DATA_FORMS).with_text(instructions))
-        .with_child(field("FORM_TYPE", "hidden", "", Some(ns::REGISTER)))
-        .with_child(field("username", "text-single", "Username", username))
-        .with_child(field("password", "text-private", "Password", None))
+    forms::form("form")
+        .with_child(forms::text("title", "Account"))
+        .with_child(forms::text("instructions", instructions))
+        .with_child(forms::form_type_field(ns::REGISTER))
+        .with_child(required("username", "text-single", "Username", username))
+        .with_child(required("password", "text-private", "Password", None))
 }
 
 /// Creates `username@domain`, mapping failures to the XEP-0077 errors.
@@ -274,15 +260,7 @@ mod tests {
     }
 
     fn submitted(fields: &[(&str, &str)]) -> Element {
-        let mut x = Element::new("x", ns::DATA_FORMS).with_attr("type", "submit");
-        for (var, value) in fields {
-            x.append_child(
-                Element::new("field", ns::DATA_FORMS)
-                    .with_attr("var", *var)
-                    .with_child(Element::new("value", ns::DATA_FORMS).with_text(*value)),
-            );
-        }
-        Element::new("query", ns::REGISTER).with_child(x)
+        Element::new("query", ns::REGISTER).with_child(forms::submit(fields))
     }
 
     #[test]

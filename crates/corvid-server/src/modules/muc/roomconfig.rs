@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use corvid_proto::forms::{self, field};
 use corvid_proto::{StanzaError, ns};
 use corvid_xml::Element;
 
@@ -68,9 +69,9 @@ impl RoomConfig {
     /// (aioxmpp) refuse a form whose types differ.
     pub fn form(&self, caps: Caps) -> Element {
         let caps_max_occupants = caps.max_occupants;
-        let mut x = Element::new("x", ns::DATA_FORMS).with_attr("type", "form");
-        x.append_child(Element::new("title", ns::DATA_FORMS).with_text("Room configuration"));
-        x.append_child(field("FORM_TYPE", "hidden", None, &[ns::MUC_ROOMCONFIG]));
+        let mut x = forms::form("form");
+        x.append_child(forms::text("title", "Room configuration"));
+        x.append_child(forms::form_type_field(ns::MUC_ROOMCONFIG));
         x.append_child(field(
             "muc#roomconfig_roomname",
             "text-single",
@@ -324,19 +325,6 @@ fn submitted_values(form: &Element) -> HashMap<String, Vec<String>> {
         .collect()
 }
 
-fn field(var: &str, kind: &str, label: Option<&str>, values: &[&str]) -> Element {
-    let mut f = Element::new("field", ns::DATA_FORMS)
-        .with_attr("var", var)
-        .with_attr("type", kind);
-    if let Some(label) = label {
-        f.set_attr("label", label);
-    }
-    for value in values {
-        f.append_child(Element::new("value", ns::DATA_FORMS).with_text(*value));
-    }
-    f
-}
-
 fn boolean(var: &str, label: &str, value: bool) -> Element {
     field(
         var,
@@ -348,8 +336,8 @@ fn boolean(var: &str, label: &str, value: bool) -> Element {
 
 /// A `result` form of `FORM_TYPE` with text fields (the room's disco#info extension, §15.5.4).
 pub fn result_form(form_type: &str, fields: &[(&str, &str, String)]) -> Element {
-    let mut x = Element::new("x", ns::DATA_FORMS).with_attr("type", "result");
-    x.append_child(field("FORM_TYPE", "hidden", None, &[form_type]));
+    let mut x = forms::form("result");
+    x.append_child(forms::form_type_field(form_type));
     for (var, label, value) in fields {
         x.append_child(field(var, "text-single", Some(label), &[value]));
     }
@@ -365,17 +353,7 @@ mod tests {
         max_occupants: 100,
     };
 
-    fn submit(fields: &[(&str, &str)]) -> Element {
-        let mut x = Element::new("x", ns::DATA_FORMS).with_attr("type", "submit");
-        for (var, value) in fields {
-            x.append_child(
-                Element::new("field", ns::DATA_FORMS)
-                    .with_attr("var", *var)
-                    .with_child(Element::new("value", ns::DATA_FORMS).with_text(*value)),
-            );
-        }
-        x
-    }
+    use corvid_proto::forms::submit;
 
     #[test]
     fn empty_submit_keeps_the_defaults() {

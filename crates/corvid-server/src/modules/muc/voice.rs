@@ -2,6 +2,7 @@
 //! with a `muc#request` form; the room hands the request to every moderator as a form to
 //! approve, and an approved form sent back gives the visitor the participant role.
 
+use corvid_proto::forms::{self, value as field};
 use corvid_proto::{FullJid, StanzaError, ns};
 use corvid_xml::Element;
 
@@ -81,18 +82,11 @@ fn answer(
 /// The form each moderator gets (§8.6).
 pub(super) fn approval_form(jid: &FullJid, nick: &str) -> Element {
     let field = |var: &str, kind: &str, label: &str, value: &str| {
-        let mut field = Element::new("field", ns::DATA_FORMS)
-            .with_attr("var", var)
-            .with_attr("type", kind);
-        if !label.is_empty() {
-            field.set_attr("label", label);
-        }
-        field.with_child(Element::new("value", ns::DATA_FORMS).with_text(value))
+        forms::field(var, kind, Some(label), &[value])
     };
-    Element::new("x", ns::DATA_FORMS)
-        .with_attr("type", "form")
-        .with_child(Element::new("title", ns::DATA_FORMS).with_text("Voice request"))
-        .with_child(field("FORM_TYPE", "hidden", "", FORM_TYPE))
+    forms::form("form")
+        .with_child(forms::text("title", "Voice request"))
+        .with_child(forms::form_type_field(FORM_TYPE))
         .with_child(field(
             "muc#role",
             "list-single",
@@ -107,14 +101,6 @@ pub(super) fn approval_form(jid: &FullJid, nick: &str) -> Element {
             "Give voice?",
             "false",
         ))
-}
-
-/// The first value of a form field.
-fn field(form: &Element, var: &str) -> Option<String> {
-    form.children()
-        .find(|f| f.is("field", ns::DATA_FORMS) && f.attr("var") == Some(var))?
-        .get_child("value", ns::DATA_FORMS)
-        .map(Element::text)
 }
 
 #[cfg(test)]
