@@ -105,7 +105,10 @@ pub(super) async fn paced_tls(
     handshake: impl std::future::Future<Output = std::io::Result<Secure>>,
 ) -> Option<Secure> {
     let run = async {
-        tokio::time::sleep(turn).await;
+        // A zero sleep would still wait for the timer's next tick.
+        if !turn.is_zero() {
+            tokio::time::sleep(turn).await;
+        }
         tokio::time::timeout(handshake_timeout(auth_deadline), Box::pin(handshake)).await
     };
     tokio::select! {
