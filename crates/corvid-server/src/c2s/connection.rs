@@ -74,7 +74,9 @@ async fn serve(
         let Ok(turn) = server.connections.handshake_turn(guard.key()) else {
             return;
         };
-        let handshake = accept_tls(&server.tls.direct, tcp);
+        // Boxed: a handshake's state is large, and the session after it must not carry
+        // its size for life (this future holds the whole session).
+        let handshake = Box::pin(accept_tls(&server.tls.direct, tcp));
         match paced_tls(&guard, turn, auth_deadline, handshake).await {
             Some(secure) => secure,
             None => return,
@@ -102,14 +104,14 @@ pub(super) async fn paced_tls(
     guard: &ConnectionGuard,
     turn: Duration,
     auth_deadline: Instant,
-    handshake: impl std::future::Future<Output = std::io::Result<Secure>>,
+    handshake: std::pin::Pin<Box<impl std::future::Future<Output = std::io::Result<Secure>>>>,
 ) -> Option<Secure> {
     let run = async {
         // A zero sleep would still wait for the timer's next tick.
         if !turn.is_zero() {
             tokio::time::sleep(turn).await;
         }
-        tokio::time::timeout(handshake_timeout(auth_deadline), Box::pin(handshake)).await
+        tokio::time::timeout(handshake_timeout(auth_deadline), handshake).await
     };
     tokio::select! {
         _ = guard.shed() => {

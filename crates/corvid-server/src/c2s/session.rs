@@ -456,7 +456,7 @@ impl Session {
             return Err(End::TlsFailed);
         };
         let config = self.server.tls.starttls.clone();
-        let handshake = accept_tls(&config, tcp);
+        let handshake = Box::pin(accept_tls(&config, tcp));
         let Some(secure) = paced_tls(&self.guard, turn, self.auth_deadline, handshake).await else {
             return Err(End::TlsFailed);
         };
