@@ -58,4 +58,11 @@ impl StoreError {
             _ => StoreError::Backend(err),
         }
     }
+
+    /// Maps a foreign-key violation to [`StoreError::NotFound`], anything else to
+    /// [`StoreError::Backend`]. Use on writes of rows that belong to a parent row other than
+    /// an account (e.g. a pubsub node's affiliations): a violation means the parent is absent.
+    pub(crate) fn from_parent_write(err: sqlx::Error) -> Self {
+        Self::from_account_write(err)
+    }
 }

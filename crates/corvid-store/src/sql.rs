@@ -16,6 +16,7 @@ mod migrations;
 mod muc;
 mod offline;
 mod private;
+mod pubsub;
 mod roster;
 mod users;
 mod vcard;

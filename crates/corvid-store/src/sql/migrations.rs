@@ -155,6 +155,59 @@ const SQLITE: &[Migration] = &[
         )",
         ],
     },
+    Migration {
+        version: 4,
+        // XEP-0060 publish-subscribe and XEP-0163 PEP. `service` is a service domain or, for
+        // PEP, the owner's bare JID; like MUC rooms, nodes reference no account (`delete_user`
+        // deletes the PEP service by its bare JID). Every child row references its node, so
+        // none outlives it; deletions remove children explicitly (no ON DELETE CASCADE).
+        statements: &[
+            "CREATE TABLE pubsub_nodes (
+            service TEXT NOT NULL,
+            node TEXT NOT NULL,
+            config TEXT NOT NULL,
+            PRIMARY KEY (service, node)
+        )",
+            // XEP-0060 §4.1 affiliations; `none` is the absence of a row.
+            "CREATE TABLE pubsub_affiliations (
+            service TEXT NOT NULL,
+            node TEXT NOT NULL,
+            jid TEXT NOT NULL,
+            affiliation TEXT NOT NULL
+                CHECK (affiliation IN ('owner', 'publisher', 'publish-only', 'member', 'outcast')),
+            PRIMARY KEY (service, node, jid),
+            FOREIGN KEY (service, node) REFERENCES pubsub_nodes (service, node)
+        )",
+            // XEP-0060 §4.2 subscription states; `none` is the absence of a row. One JID may
+            // hold several subscriptions told apart by subid (§6.1.6).
+            "CREATE TABLE pubsub_subscriptions (
+            service TEXT NOT NULL,
+            node TEXT NOT NULL,
+            jid TEXT NOT NULL,
+            subid TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('subscribed', 'pending', 'unconfigured')),
+            options TEXT NOT NULL,
+            PRIMARY KEY (service, node, jid, subid),
+            FOREIGN KEY (service, node) REFERENCES pubsub_nodes (service, node)
+        )",
+            // `seq` orders a node's items by publication, higher = newer; republishing an id
+            // gives it a new, highest `seq`.
+            "CREATE TABLE pubsub_items (
+            service TEXT NOT NULL,
+            node TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            publisher TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            published_at INTEGER NOT NULL,
+            PRIMARY KEY (service, node, item_id),
+            FOREIGN KEY (service, node) REFERENCES pubsub_nodes (service, node)
+        )",
+            // Keyset paging (XEP-0059) and trimming walk this index from either end; a page
+            // deep in a large node costs what the first page of a small one does.
+            "CREATE UNIQUE INDEX pubsub_items_by_seq ON pubsub_items (service, node, seq)",
+        ],
+    },
 ];
 
 pub(super) fn for_backend(backend: Backend) -> &'static [Migration] {
@@ -235,6 +288,10 @@ mod tests {
         let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
         // Turn it back into what a version-1 build left behind, with one account.
         for table in [
+            "pubsub_items",
+            "pubsub_subscriptions",
+            "pubsub_affiliations",
+            "pubsub_nodes",
             "muc_affiliations",
             "muc_rooms",
             "roster_groups",

@@ -112,6 +112,9 @@ impl Users for SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        // XEP-0163 §3: the account's PEP service is its bare JID; it goes with the account.
+        // Usernames and domains are stored normalized, so this is the key PEP wrote under.
+        super::pubsub::delete_service(&mut tx, &format!("{username}@{domain}")).await?;
         let deleted = sqlx::query("DELETE FROM users WHERE domain = $1 AND username = $2")
             .bind(domain)
             .bind(username)
@@ -195,7 +198,9 @@ mod tests {
         let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
         let rows = sqlx::query(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
-                AND name NOT IN ('users', 'schema_migrations', 'muc_rooms', 'muc_affiliations')",
+                AND name NOT IN ('users', 'schema_migrations', 'muc_rooms', 'muc_affiliations')
+                -- keyed by service (for PEP, the bare JID): see pubsub::DELETE_SERVICE
+                AND name NOT LIKE 'pubsub%'",
         )
         .fetch_all(&store.pool)
         .await
