@@ -17,6 +17,7 @@ mod muc;
 mod offline;
 mod private;
 mod pubsub;
+mod pubsub_items;
 mod roster;
 mod users;
 mod vcard;
