@@ -288,8 +288,9 @@ mod tests {
                 .map(|row| row.try_get("detail").unwrap())
                 .collect();
             assert!(
-                plan.iter()
-                    .any(|step| step.contains("USING INDEX pubsub_items_by_seq")),
+                plan.iter().any(|step| step.contains(
+                    "USING INDEX pubsub_items_by_seq (service=? AND node=? AND seq>? AND seq<?)"
+                )),
                 "{sql}: {plan:?}"
             );
             assert!(
