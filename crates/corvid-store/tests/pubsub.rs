@@ -527,3 +527,44 @@ async fn nodes_and_items_survive_reopening_the_file() {
         ["c", "b", "a"]
     );
 }
+
+#[tokio::test]
+async fn concurrent_publishes_to_one_node_all_land_in_distinct_places() {
+    let (_dir, store) = temp_store().await;
+    store.create_pubsub_node(&node("balcony")).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .publish_pubsub_item(SERVICE, "balcony", &item(&format!("i{i}")), None)
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap().unwrap().is_empty());
+    }
+    let page = items(&store, "balcony", ItemQuery::default()).await;
+    let mut got = ids(&page);
+    got.sort();
+    let mut want: Vec<String> = (0..20).map(|i| format!("i{i}")).collect();
+    want.sort();
+    assert_eq!((got, page.count), (want, 20));
+    // Each has its own place: paging one at a time walks all twenty.
+    let mut after = None;
+    for _ in 0..20 {
+        let page = items(
+            &store,
+            "balcony",
+            ItemQuery {
+                max: Some(1),
+                after: after.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(page.items.len(), 1);
+        after = Some(page.items[0].id.clone());
+    }
+}
