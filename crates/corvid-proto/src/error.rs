@@ -164,12 +164,14 @@ impl ErrorType {
     }
 }
 
-/// A stanza error (RFC 6120 §8.3): type, defined condition, optional text.
+/// A stanza error (RFC 6120 §8.3): type, defined condition, optional text, and an optional
+/// application-specific condition (§8.3.4), such as XEP-0060's `<item-required/>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StanzaError {
     pub kind: ErrorType,
     pub condition: &'static str,
     pub text: Option<String>,
+    pub app: Option<Box<Element>>,
 }
 
 macro_rules! stanza_errors {
@@ -178,7 +180,7 @@ macro_rules! stanza_errors {
             $(
                 #[doc = concat!("`", $cond, "` with the type RFC 6120 §8.3.3 suggests.")]
                 pub fn $fn_name() -> Self {
-                    StanzaError { kind: ErrorType::$kind, condition: $cond, text: None }
+                    StanzaError { kind: ErrorType::$kind, condition: $cond, text: None, app: None }
                 }
             )*
         }
@@ -212,6 +214,18 @@ impl StanzaError {
         self
     }
 
+    /// Adds an application-specific condition element (RFC 6120 §8.3.4).
+    pub fn with_app(mut self, app: Element) -> Self {
+        self.app = Some(Box::new(app));
+        self
+    }
+
+    /// The same condition with another error type.
+    pub fn with_kind(mut self, kind: ErrorType) -> Self {
+        self.kind = kind;
+        self
+    }
+
     /// The `<error/>` child element, in the stanza's content namespace.
     pub fn to_element(&self, content_ns: &str) -> Element {
         let mut el = Element::new("error", content_ns)
@@ -219,6 +233,9 @@ impl StanzaError {
             .with_child(Element::new(self.condition, ns::STANZA_ERRORS));
         if let Some(text) = &self.text {
             el.append_child(Element::new("text", ns::STANZA_ERRORS).with_text(text.as_str()));
+        }
+        if let Some(app) = &self.app {
+            el.append_child((**app).clone());
         }
         el
     }

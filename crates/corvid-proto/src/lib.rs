@@ -5,6 +5,7 @@ pub mod bare;
 pub mod error;
 pub mod forms;
 pub mod ns;
+pub mod rsm;
 pub mod sasl;
 pub mod stanza;
 pub mod time;

@@ -47,3 +47,24 @@ pub const MUC_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 pub const MUC_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
 /// XEP-0421 occupant identifiers.
 pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+
+// XEP-0060 publish-subscribe and what builds on it.
+pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+pub const PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+pub const PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+pub const PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+pub const PUBSUB_NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
+pub const PUBSUB_PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
+pub const PUBSUB_SUBSCRIBE_OPTIONS: &str = "http://jabber.org/protocol/pubsub#subscribe_options";
+pub const PUBSUB_META_DATA: &str = "http://jabber.org/protocol/pubsub#meta-data";
+/// XEP-0059 result set management.
+pub const RSM: &str = "http://jabber.org/protocol/rsm";
+/// XEP-0131 stanza headers (the SubID of a notification).
+pub const SHIM: &str = "http://jabber.org/protocol/shim";
+/// XEP-0084 user avatars.
+pub const AVATAR_DATA: &str = "urn:xmpp:avatar:data";
+pub const AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
+/// XEP-0402 PEP native bookmarks, and the XEP-0048 storage they replace.
+pub const BOOKMARKS: &str = "urn:xmpp:bookmarks:1";
+pub const BOOKMARKS_COMPAT: &str = "urn:xmpp:bookmarks:1#compat";
+pub const BOOKMARKS_LEGACY: &str = "storage:bookmarks";

@@ -38,6 +38,7 @@ pub struct Config {
     pub offline: OfflineConfig,
     pub vcard: VCardConfig,
     pub muc: MucConfig,
+    pub pubsub: PubSubConfig,
 }
 
 impl Default for Config {
@@ -55,6 +56,7 @@ impl Default for Config {
             offline: OfflineConfig::default(),
             vcard: VCardConfig::default(),
             muc: MucConfig::default(),
+            pubsub: PubSubConfig::default(),
         }
     }
 }
@@ -298,7 +300,72 @@ impl Default for MucConfig {
     }
 }
 
+/// Who may create nodes on the publish-subscribe service.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeCreation {
+    /// Any account of a served domain.
+    #[default]
+    Local,
+    /// Only the JIDs listed in `[pubsub] admins`.
+    Admins,
+    /// Anyone who can reach the service.
+    Open,
+}
+
+/// XEP-0060 publish-subscribe: the service on its own domain, and PEP (XEP-0163) on
+/// every account.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PubSubConfig {
+    /// The service's own domain; default `pubsub.<first domain>`.
+    pub domain: Option<String>,
+    /// Who may create nodes on the service.
+    pub create: NodeCreation,
+    /// Bare JIDs that administer the service: they may create nodes under `create =
+    /// "admins"` and act as owners of every node.
+    pub admins: Vec<String>,
+    /// What `pubsub#max_items = max` means, and the most items any node keeps.
+    pub max_items_per_node: usize,
+    /// Largest item payload accepted, in bytes of XML.
+    pub max_payload_bytes: usize,
+    /// Most nodes one account may have: in its PEP service, and created on the service.
+    pub max_nodes_per_user: usize,
+    /// Most items one account's PEP nodes may hold together.
+    pub max_pep_items_per_user: usize,
+    /// Most nodes on the service.
+    pub max_nodes: usize,
+    /// Publications per second one account may make (paced beyond `publish_burst`).
+    pub publishes_per_sec_per_user: u32,
+    pub publish_burst_per_user: u32,
+}
+
+impl Default for PubSubConfig {
+    fn default() -> Self {
+        PubSubConfig {
+            domain: None,
+            create: NodeCreation::Local,
+            admins: Vec::new(),
+            max_items_per_node: 10_000,
+            max_payload_bytes: 128 * 1024,
+            max_nodes_per_user: 1_000,
+            max_pep_items_per_user: 10_000,
+            max_nodes: 100_000,
+            publishes_per_sec_per_user: 50,
+            publish_burst_per_user: 500,
+        }
+    }
+}
+
 impl Config {
+    /// The publish-subscribe service's domain.
+    pub fn pubsub_domain(&self) -> String {
+        self.pubsub
+            .domain
+            .clone()
+            .unwrap_or_else(|| format!("pubsub.{}", self.default_domain()))
+    }
+
     /// The multi-user chat service's domain.
     pub fn muc_domain(&self) -> String {
         self.muc
@@ -350,13 +417,28 @@ impl Config {
                 "[tls] needs both `cert` and `key`, or neither".into(),
             ));
         }
-        let muc = self.muc_domain();
-        match jid::BareJid::new(&muc) {
-            Ok(parsed)
-                if parsed.node().is_none() && parsed.as_str() == muc && !self.serves(&muc) => {}
-            _ => {
+        for (key, service) in [("muc", self.muc_domain()), ("pubsub", self.pubsub_domain())] {
+            match jid::BareJid::new(&service) {
+                Ok(parsed)
+                    if parsed.node().is_none()
+                        && parsed.as_str() == service
+                        && !self.serves(&service) => {}
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "{key}.domain {service:?} must be a normalized domain name other than the served domains"
+                    )));
+                }
+            }
+        }
+        if self.muc_domain() == self.pubsub_domain() {
+            return Err(ConfigError::Invalid(
+                "muc.domain and pubsub.domain must differ".into(),
+            ));
+        }
+        for admin in &self.pubsub.admins {
+            if jid::BareJid::new(admin).is_err() {
                 return Err(ConfigError::Invalid(format!(
-                    "muc.domain {muc:?} must be a normalized domain name other than the served domains"
+                    "pubsub.admins: {admin:?} is not a JID"
                 )));
             }
         }

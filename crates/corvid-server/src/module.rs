@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use corvid_proto::{BareJid, FullJid, Iq, StanzaError};
+use corvid_proto::{BareJid, FullJid, Iq, Jid, StanzaError};
+use corvid_store::StoredItem;
 use corvid_xml::Element;
 
 use crate::config::Config;
@@ -179,6 +180,50 @@ pub trait Module: Send + Sync + 'static {
     fn outbound_filter(&self) -> Option<Arc<dyn OutboundFilter>> {
         None
     }
+
+    /// disco#info identities (category, type) this module adds to every local account's
+    /// bare JID (XEP-0030 §3.1; PEP's `pubsub/pep`, XEP-0163 §1).
+    fn account_identities(&self) -> &[(&'static str, &'static str)] {
+        &[]
+    }
+
+    /// disco#info features this module adds to every local account's bare JID.
+    fn account_features(&self) -> &[&'static str] {
+        &[]
+    }
+
+    /// disco#items of a local account that this module contributes, as `requester` may
+    /// see them (PEP nodes, XEP-0163 §6).
+    async fn account_items(
+        &self,
+        _ctx: &Ctx,
+        _account: &BareJid,
+        _requester: &Jid,
+    ) -> Vec<Element> {
+        Vec::new()
+    }
+
+    /// A disco#info or #items query on a node of a local account: `Some` if the node is
+    /// this module's.
+    async fn account_node_disco(&self, _ctx: &Ctx, _iq: &Iq) -> Option<IqResult> {
+        None
+    }
+
+    /// An item was published to (or retracted from) a node of `owner`'s PEP service by a
+    /// client — the hook through which vCard avatars and legacy bookmarks follow PEP.
+    async fn on_pep_published(
+        &self,
+        _ctx: &Ctx,
+        _owner: &BareJid,
+        _node: &str,
+        _item: &StoredItem,
+    ) {
+    }
+
+    async fn on_pep_retracted(&self, _ctx: &Ctx, _owner: &BareJid, _node: &str, _id: &str) {}
+
+    /// A client stored an element in its private XML storage (XEP-0049).
+    async fn on_private_stored(&self, _ctx: &Ctx, _owner: &BareJid, _data: &Element) {}
 }
 
 /// The enabled modules, indexed by IQ namespace.
@@ -325,6 +370,71 @@ impl ModuleRegistry {
     pub async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
         for module in &self.modules {
             module.on_session(ctx, event).await;
+        }
+    }
+
+    /// Identities and features of a local account's bare JID, sorted and deduplicated.
+    pub fn account_info(&self) -> (Vec<(&'static str, &'static str)>, Vec<&'static str>) {
+        let mut identities: Vec<_> = self
+            .modules
+            .iter()
+            .flat_map(|m| m.account_identities().iter().copied())
+            .collect();
+        identities.sort_unstable();
+        identities.dedup();
+        let mut features: Vec<_> = self
+            .modules
+            .iter()
+            .flat_map(|m| m.account_features().iter().copied())
+            .collect();
+        features.sort_unstable();
+        features.dedup();
+        (identities, features)
+    }
+
+    pub async fn account_items(
+        &self,
+        ctx: &Ctx,
+        account: &BareJid,
+        requester: &Jid,
+    ) -> Vec<Element> {
+        let mut items = Vec::new();
+        for module in &self.modules {
+            items.extend(module.account_items(ctx, account, requester).await);
+        }
+        items
+    }
+
+    pub async fn account_node_disco(&self, ctx: &Ctx, iq: &Iq) -> Option<IqResult> {
+        for module in &self.modules {
+            if let Some(answer) = module.account_node_disco(ctx, iq).await {
+                return Some(answer);
+            }
+        }
+        None
+    }
+
+    pub async fn on_pep_published(
+        &self,
+        ctx: &Ctx,
+        owner: &BareJid,
+        node: &str,
+        item: &StoredItem,
+    ) {
+        for module in &self.modules {
+            module.on_pep_published(ctx, owner, node, item).await;
+        }
+    }
+
+    pub async fn on_pep_retracted(&self, ctx: &Ctx, owner: &BareJid, node: &str, id: &str) {
+        for module in &self.modules {
+            module.on_pep_retracted(ctx, owner, node, id).await;
+        }
+    }
+
+    pub async fn on_private_stored(&self, ctx: &Ctx, owner: &BareJid, data: &Element) {
+        for module in &self.modules {
+            module.on_private_stored(ctx, owner, data).await;
         }
     }
 

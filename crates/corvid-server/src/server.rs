@@ -54,6 +54,10 @@ pub struct Server {
     /// In-band registrations per address.
     pub registrations: RateLimiter,
     pub iq_tracker: crate::iq_tracker::IqTracker,
+    /// What clients' entity caps mean, and each resource's (XEP-0115).
+    pub caps: crate::modules::caps::CapsCache,
+    /// The publish-subscribe engine behind the service and PEP (XEP-0060, XEP-0163).
+    pub pubsub: crate::modules::pubsub::Engine,
     pub started: Instant,
     shutdown: watch::Receiver<bool>,
 }
@@ -104,6 +108,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             crate::c2s::MAX_REGISTRATION_WAIT,
         ),
         iq_tracker: Default::default(),
+        caps: Default::default(),
+        pubsub: Default::default(),
         config,
         store,
         modules,

@@ -6,6 +6,7 @@
 //! key (a NAT, a campus, a carrier): what is keyed here paces or delays, and only refuses
 //! where the alternative is unbounded work.
 
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,12 +50,13 @@ impl std::fmt::Display for AddrKey {
 /// A token bucket per address that hands out *reservations*: a caller over the rate is
 /// told how long to wait for its turn instead of being refused, up to `max_wait`; only a
 /// caller who would have to wait longer is refused. Bursts from a shared address are thus
-/// paced, not failed.
-pub struct RateLimiter {
+/// paced, not failed. Keyed by address by default; any key will do (a user's JID for
+/// publish rates).
+pub struct RateLimiter<K: Eq + Hash = AddrKey> {
     rate: f64,
     burst: f64,
     max_wait: Duration,
-    buckets: DashMap<AddrKey, Bucket>,
+    buckets: DashMap<K, Bucket>,
     swept: Mutex<Instant>,
 }
 
@@ -75,7 +77,7 @@ impl Bucket {
     }
 }
 
-impl RateLimiter {
+impl<K: Eq + Hash> RateLimiter<K> {
     /// `per_sec` sustained, `burst` at once, and at most `max_wait` of queueing.
     pub fn new(per_sec: u32, burst: u32, max_wait: Duration) -> Self {
         RateLimiter {
@@ -90,7 +92,7 @@ impl RateLimiter {
     /// Takes one token for `key`: `Ok(wait)` is how long the caller must wait before
     /// going ahead (zero under the rate); `Err(retry_after)` means the wait would pass
     /// `max_wait`, and nothing was taken.
-    pub fn reserve(&self, key: AddrKey, now: Instant) -> Result<Duration, Duration> {
+    pub fn reserve(&self, key: K, now: Instant) -> Result<Duration, Duration> {
         self.sweep(now);
         let (rate, burst) = (self.rate, self.burst);
         let mut bucket = self.buckets.entry(key).or_insert(Bucket {

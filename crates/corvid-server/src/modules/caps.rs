@@ -17,22 +17,28 @@ use corvid_xml::Element;
 use dashmap::DashMap;
 use sha1::{Digest, Sha1};
 
-use crate::module::{Ctx, Direction, Flow, Module};
+use crate::module::{Ctx, Direction, Flow, Module, SessionEvent};
 use crate::server::Server;
 use crate::sessions::Queued;
 
 /// The node our own caps are published under.
 pub const NODE: &str = "https://corvid.chat/caps";
 
+/// The module: announces our caps and feeds the server's [`CapsCache`] (`Server::caps`).
 #[derive(Default)]
 pub struct Caps {
-    cache: Arc<CapsCache>,
     /// Our own hash: the enabled modules do not change while running.
     own_ver: std::sync::OnceLock<String>,
 }
 
+/// What verification strings mean, and which one each available resource presented: PEP
+/// asks it which resources want which notifications (XEP-0163 §4, `+notify`).
 #[derive(Default)]
 pub struct CapsCache {
+    /// The verification string each available resource last presented.
+    resources: DashMap<FullJid, String>,
+    /// Woken whenever a verification string is learned.
+    learned: tokio::sync::Notify,
     /// Verification string → the disco#info it stands for (features only).
     known: Mutex<Lru>,
     /// Verification strings being looked up, so one client's burst asks once.
@@ -121,23 +127,39 @@ impl Module for Caps {
         ]
     }
 
+    async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
+        if let SessionEvent::Closed { jid, .. } = event {
+            ctx.server.caps.resources.remove(jid);
+        }
+    }
+
     async fn on_presence(&self, ctx: &Ctx, pres: &mut Element, dir: Direction) -> Flow {
-        if dir != Direction::FromClient || pres.attr("type").is_some() || pres.attr("to").is_some()
-        {
+        if dir != Direction::FromClient || pres.attr("to").is_some() {
             return Flow::Continue;
         }
-        let Some(c) = pres.get_child("c", ns::CAPS) else {
-            return Flow::Continue;
-        };
-        let (Some(node), Some(ver), Some("sha-1")) =
-            (c.attr("node"), c.attr("ver"), c.attr("hash"))
-        else {
-            return Flow::Continue;
-        };
         let Some(Ok(from)) = pres.attr("from").map(|f| f.parse::<FullJid>()) else {
             return Flow::Continue;
         };
-        let cache = self.cache.clone();
+        let cache = &ctx.server.caps;
+        let caps = pres.get_child("c", ns::CAPS).and_then(|c| {
+            match (c.attr("node"), c.attr("ver"), c.attr("hash")) {
+                (Some(node), Some(ver), Some("sha-1")) => Some((node, ver)),
+                _ => None,
+            }
+        });
+        let (node, ver) = match (pres.attr("type"), caps) {
+            (None, Some(caps)) => caps,
+            (None, None) | (Some("unavailable"), _) => {
+                cache.resources.remove(&from);
+                return Flow::Continue;
+            }
+            (Some(_), _) => return Flow::Continue,
+        };
+        // Bounded like the rest: a verification string is a base64 SHA-1.
+        if ver.len() > 64 {
+            return Flow::Continue;
+        }
+        cache.resources.insert(from.clone(), ver.to_string());
         if cache.features_of(ver).is_some() || cache.asked.contains_key(&from) {
             return Flow::Continue;
         }
@@ -148,21 +170,50 @@ impl Module for Caps {
         let (node, ver) = (node.to_string(), ver.to_string());
         let server = ctx.server.clone();
         tokio::spawn(async move {
+            let cache = &server.caps;
             cache.learn(&server, &from, &node, &ver).await;
             cache.asking.remove(&ver);
             cache.asked.remove(&from);
+            cache.learned.notify_waiters();
         });
         Flow::Continue
     }
 }
 
-impl Caps {
-    pub fn cache(&self) -> &Arc<CapsCache> {
-        &self.cache
-    }
-}
-
 impl CapsCache {
+    /// The verification string an available resource presented.
+    pub fn ver_of(&self, resource: &FullJid) -> Option<String> {
+        self.resources.get(resource).map(|v| v.clone())
+    }
+
+    /// The features of an available resource, once its caps are known.
+    pub fn resource_features(&self, resource: &FullJid) -> Option<Arc<Vec<String>>> {
+        let ver = self.ver_of(resource)?;
+        self.features_of(&ver)
+    }
+
+    /// The features a verification string stands for, waiting (up to `timeout`) for a
+    /// lookup under way to finish.
+    pub async fn features_when_learned(
+        &self,
+        ver: &str,
+        timeout: Duration,
+    ) -> Option<Arc<Vec<String>>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let learned = self.learned.notified();
+            if let Some(features) = self.features_of(ver) {
+                return Some(features);
+            }
+            if !self.asking.contains_key(ver) {
+                return None;
+            }
+            if tokio::time::timeout_at(deadline, learned).await.is_err() {
+                return self.features_of(ver);
+            }
+        }
+    }
+
     /// The features a verification string stands for, once learned.
     pub fn features_of(&self, ver: &str) -> Option<Arc<Vec<String>>> {
         self.lru().get(ver)

@@ -29,6 +29,14 @@ impl Module for Disco {
             return Err(StanzaError::bad_request());
         }
         let node = iq.payload.attr("node");
+        if node.is_some() && iq.to.node().is_some() {
+            // A node of an account (PEP): the module whose node it is answers.
+            self.account(ctx, &iq).await?;
+            return match ctx.server.modules.account_node_disco(ctx, &iq).await {
+                Some(answer) => answer,
+                None => Err(StanzaError::item_not_found()),
+            };
+        }
         if let Some(node) = node {
             // The only node so far: our own entity-caps node (XEP-0115 §6.2).
             let caps_node = format!(
@@ -41,25 +49,36 @@ impl Module for Disco {
             }
             return Ok(Some(server_info_of(&ctx.server).with_attr("node", node)));
         }
-        let account = match iq.to.node() {
-            None => None,
-            Some(_) => {
-                let user = iq.to.bare();
-                if !crate::accounts::exists(&ctx.server.store, &user)
-                    .await
-                    .map_err(|_| StanzaError::internal_server_error())?
-                {
-                    return Err(StanzaError::service_unavailable());
-                }
-                Some(user)
-            }
-        };
+        let account = self.account(ctx, &iq).await?;
         Ok(Some(match (iq.payload.ns(), account) {
             (ns::DISCO_INFO, None) => server_info_of(&ctx.server),
-            (ns::DISCO_INFO, Some(user)) => account_info(&user),
+            (ns::DISCO_INFO, Some(_)) => account_info(&ctx.server),
             (_, None) => server_items(&ctx.server),
-            _ => Element::new("query", ns::DISCO_ITEMS),
+            (_, Some(user)) => {
+                let mut query = Element::new("query", ns::DISCO_ITEMS);
+                for item in ctx.server.modules.account_items(ctx, &user, &iq.from).await {
+                    query.append_child(item);
+                }
+                query
+            }
         }))
+    }
+}
+
+impl Disco {
+    /// The account a query is addressed to (`None`: the server), which must exist.
+    async fn account(&self, ctx: &Ctx, iq: &Iq) -> Result<Option<BareJid>, StanzaError> {
+        if iq.to.node().is_none() {
+            return Ok(None);
+        }
+        let user = iq.to.bare();
+        if !crate::accounts::exists(&ctx.server.store, &user)
+            .await
+            .map_err(|_| StanzaError::internal_server_error())?
+        {
+            return Err(StanzaError::service_unavailable());
+        }
+        Ok(Some(user))
     }
 }
 
@@ -96,9 +115,16 @@ fn server_items(server: &crate::server::Server) -> Element {
     query
 }
 
-fn account_info(_user: &BareJid) -> Element {
-    let query =
+/// An account's disco#info: its identity and what modules add to every account (PEP).
+fn account_info(server: &crate::server::Server) -> Element {
+    let (identities, features) = server.modules.account_info();
+    let mut query =
         Element::new("query", ns::DISCO_INFO).with_child(identity("account", "registered", None));
+    for (category, kind) in identities {
+        query.append_child(identity(category, kind, None));
+    }
     // XEP-0359 §6: the account's messages get stanza-ids by its bare JID.
-    with_features(query, [ns::DISCO_INFO, ns::STANZA_ID])
+    let mut all = vec![ns::DISCO_INFO, ns::DISCO_ITEMS, ns::STANZA_ID];
+    all.extend(features);
+    with_features(query, all)
 }

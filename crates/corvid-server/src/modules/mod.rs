@@ -1,6 +1,7 @@
 //! The modules, one per XEP. Adding a XEP adds a file here and one line in `all`.
 
 pub mod blocking;
+pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
 pub mod disco;
@@ -10,6 +11,7 @@ pub mod offline;
 pub mod ping;
 pub mod presence;
 pub mod private;
+pub mod pubsub;
 pub mod register;
 pub mod roster;
 pub mod stanza_id;
@@ -24,7 +26,8 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::module::Module;
 
-/// In hook order: blocking filters first; vCard and caps see presence before it is broadcast;
+/// In hook order: blocking filters first; vCard and caps see presence before it is broadcast,
+/// and PEP right after caps (the presence module ends a client's own presence's journey);
 /// last activity sees an explicit unavailable before presence handles it; MUC comes after
 /// presence, whose unavailable at logout is what usually takes a session out of its rooms.
 fn all() -> Vec<Arc<dyn Module>> {
@@ -34,6 +37,7 @@ fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(roster::Roster),
         Arc::new(vcard::VCard::default()),
         Arc::new(caps::Caps::default()),
+        Arc::new(pubsub::pep::Pep::default()),
         Arc::new(last::Last),
         Arc::new(subscriptions::Subscriptions),
         Arc::new(presence::Presence),
@@ -41,11 +45,13 @@ fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(carbons::Carbons),
         Arc::new(offline::Offline::default()),
         Arc::new(private::Private),
+        Arc::new(bookmarks::Bookmarks),
         Arc::new(ping::Ping),
         Arc::new(version::Version),
         Arc::new(time::EntityTime),
         Arc::new(register::Register),
         Arc::new(muc::Muc::default()),
+        Arc::new(pubsub::PubSubService),
     ]
 }
 

@@ -63,6 +63,7 @@ impl Module for Private {
                     .set_private_xml(username, domain, data.ns(), &xml)
                     .await
                     .map_err(failed)?;
+                ctx.server.modules.on_private_stored(ctx, &user, data).await;
                 Ok(None)
             }
         }

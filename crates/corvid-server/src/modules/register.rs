@@ -228,6 +228,8 @@ async fn remove_account(
             tracing::warn!(error = %e, "account removal failed");
             StanzaError::internal_server_error()
         })?;
+    // Its PEP nodes went with it in the store; none may linger in memory either.
+    ctx.server.pubsub.forget(user.as_str());
     for (contact, item, version) in updated {
         super::roster::push(ctx, &contact, &super::roster::item_element(&item), version);
     }

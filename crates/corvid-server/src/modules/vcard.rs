@@ -1,12 +1,16 @@
 //! XEP-0054 vcard-temp (own and others' vCards, with a size limit) and XEP-0153 vCard-based
 //! avatars: the server knows each account's photo hash and puts it in the account's
 //! outgoing presence, and re-announces presence when the photo changes.
+//!
+//! The vCard photo and the XEP-0084 PEP avatar are one avatar (XEP-0398): a photo set in
+//! the vCard is published to the avatar nodes, and an avatar published there becomes the
+//! vCard's photo, so the hash in presence always names the current avatar.
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use corvid_proto::Bare;
 use corvid_proto::{BareJid, Iq, IqType, StanzaError, ns};
-use corvid_store::{Users as _, VCards as _};
+use corvid_store::{PubSubStore as _, Users as _, VCards as _};
 use corvid_xml::Element;
 use dashmap::DashMap;
 use sha1::{Digest, Sha1};
@@ -46,7 +50,23 @@ impl Module for VCard {
         match iq.kind {
             IqType::Get => get(ctx, &target, target == requester).await,
             _ if target != requester => Err(StanzaError::forbidden()),
-            _ => self.set(ctx, &requester, &iq.payload).await.map(|_| None),
+            _ => {
+                let photo = self.set(ctx, &requester, &iq.payload).await?;
+                publish_avatar(ctx, &requester, photo).await;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn on_pep_published(
+        &self,
+        ctx: &Ctx,
+        owner: &BareJid,
+        node: &str,
+        item: &corvid_store::StoredItem,
+    ) {
+        if node == ns::AVATAR_METADATA {
+            self.follow_pep_avatar(ctx, owner, item).await;
         }
     }
 
@@ -98,8 +118,22 @@ async fn get(ctx: &Ctx, target: &BareJid, own: bool) -> IqResult {
     }
 }
 
+/// A vCard photo as XEP-0084 has it: SHA-1 id (hex), media type, base64 data.
+pub struct Photo {
+    id: String,
+    kind: String,
+    base64: String,
+    bytes: usize,
+}
+
 impl VCard {
-    async fn set(&self, ctx: &Ctx, user: &BareJid, vcard: &Element) -> Result<(), StanzaError> {
+    /// Stores the vCard; the photo it carries, if it changed (`Some(None)`: removed).
+    async fn set(
+        &self,
+        ctx: &Ctx,
+        user: &BareJid,
+        vcard: &Element,
+    ) -> Result<Option<Option<Photo>>, StanzaError> {
         let xml = String::from_utf8_lossy(&vcard.to_bytes(ns::CLIENT)).into_owned();
         if xml.len() > ctx.server.config.vcard.max_bytes {
             return Err(StanzaError::not_acceptable().with_text("vCard too large"));
@@ -118,8 +152,63 @@ impl VCard {
             .is_none_or(|old| old != hash);
         if changed {
             reannounce(ctx, user).await;
+            return Ok(Some(photo_of(vcard)));
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// XEP-0084 metadata was published: the vCard photo becomes that avatar (or goes,
+    /// when the metadata is empty: avatar disabled, XEP-0084 §4.5).
+    async fn follow_pep_avatar(&self, ctx: &Ctx, owner: &BareJid, item: &corvid_store::StoredItem) {
+        let Ok(metadata) = corvid_xml::parse_element(&item.payload, "") else {
+            return;
+        };
+        let (username, domain) = Ctx::key(owner);
+        let store = &ctx.server.store;
+        let mut vcard = match store.vcard(username, domain).await {
+            Ok(Some(xml)) => match corvid_xml::parse_element(&xml, ns::CLIENT) {
+                Ok(vcard) => vcard,
+                Err(_) => return,
+            },
+            Ok(None) => Element::new("vCard", ns::VCARD),
+            Err(e) => {
+                storage_error(e);
+                return;
+            }
+        };
+        vcard.remove_children(|c| c.is("PHOTO", ns::VCARD));
+        // The first <info/> is the PNG (or the one) whose bytes the data node holds.
+        if let Some(info) = metadata.get_child("info", ns::AVATAR_METADATA) {
+            let (Some(id), Some(kind)) = (info.attr("id"), info.attr("type")) else {
+                return;
+            };
+            let query = corvid_store::ItemQuery {
+                ids: vec![id.to_string()],
+                max: Some(1),
+                ..Default::default()
+            };
+            let Ok(page) = store
+                .pubsub_items(owner.as_str(), ns::AVATAR_DATA, &query)
+                .await
+            else {
+                return;
+            };
+            let Some(data) = page
+                .items
+                .first()
+                .and_then(|i| corvid_xml::parse_element(&i.payload, "").ok())
+            else {
+                return;
+            };
+            vcard.append_child(
+                Element::new("PHOTO", ns::VCARD)
+                    .with_child(Element::new("TYPE", ns::VCARD).with_text(kind))
+                    .with_child(Element::new("BINVAL", ns::VCARD).with_text(data.text())),
+            );
+        }
+        if let Err(err) = self.set(ctx, owner, &vcard).await {
+            tracing::info!(%err, "vCard: following the PEP avatar failed");
+        }
     }
 
     async fn hash_of(&self, ctx: &Ctx, user: &BareJid) -> Option<String> {
@@ -137,6 +226,77 @@ impl VCard {
         self.hashes.insert(user.clone(), hash.clone());
         Some(hash)
     }
+}
+
+/// The vCard's photo, if it has one that decodes.
+fn photo_of(vcard: &Element) -> Option<Photo> {
+    let photo = vcard.get_child("PHOTO", ns::VCARD)?;
+    let base64: String = photo
+        .get_child("BINVAL", ns::VCARD)?
+        .text()
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&base64)
+        .ok()?;
+    let kind = photo
+        .get_child("TYPE", ns::VCARD)
+        .map(|t| t.text())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "image/png".into());
+    Some(Photo {
+        id: hex_sha1(&bytes),
+        kind,
+        base64,
+        bytes: bytes.len(),
+    })
+}
+
+/// A photo set through the vCard goes to the XEP-0084 nodes: data first, then metadata
+/// (§4.1, §4.2); a removed one is announced as empty metadata (§4.5).
+async fn publish_avatar(ctx: &Ctx, user: &BareJid, changed: Option<Option<Photo>>) {
+    let Some(photo) = changed else {
+        return;
+    };
+    let engine = &ctx.server.pubsub;
+    let mut metadata = Element::new("metadata", ns::AVATAR_METADATA);
+    let mut id = crate::random_id();
+    if let Some(photo) = photo {
+        let data = Element::new("item", ns::PUBSUB)
+            .with_attr("id", photo.id.as_str())
+            .with_child(Element::new("data", ns::AVATAR_DATA).with_text(photo.base64));
+        if let Err(err) = engine
+            .publish_for_owner(ctx, user, ns::AVATAR_DATA, data, None)
+            .await
+        {
+            tracing::info!(%err, "vCard: publishing the avatar data failed");
+            return;
+        }
+        metadata.append_child(
+            Element::new("info", ns::AVATAR_METADATA)
+                .with_attr("id", photo.id.as_str())
+                .with_attr("bytes", photo.bytes.to_string())
+                .with_attr("type", photo.kind),
+        );
+        id = photo.id;
+    }
+    let item = Element::new("item", ns::PUBSUB)
+        .with_attr("id", id)
+        .with_child(metadata);
+    if let Err(err) = engine
+        .publish_for_owner(ctx, user, ns::AVATAR_METADATA, item, None)
+        .await
+    {
+        tracing::info!(%err, "vCard: publishing the avatar metadata failed");
+    }
+}
+
+fn hex_sha1(bytes: &[u8]) -> String {
+    Sha1::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// SHA-1 (hex) of the decoded PHOTO/BINVAL (XEP-0153 §3.1), if there is a photo.

@@ -1,0 +1,276 @@
+//! XEP-0163 Personal Eventing Protocol: a pubsub service on every account's bare JID,
+//! sharing the engine. Nodes are created by publishing to them; notifications go to the
+//! owner's resources and to contacts with a `from`/`both` subscription whose entity caps
+//! (XEP-0115) carry `<node>+notify` (§4); each node's last item goes to a contact's
+//! resource when it comes online or its caps change (§4.3.4).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use corvid_proto::{BareJid, FullJid, Iq, Jid, StanzaError, ns};
+use corvid_store::Rosters;
+use corvid_xml::Element;
+use dashmap::DashMap;
+
+use super::disco::{FEATURES, PEP_FEATURES};
+use super::node::ServiceKind;
+use super::node_config::{AccessModel, NodeConfig, SendLast};
+use super::ops::{Access, check_access};
+use super::{Request, notify};
+use crate::module::{Ctx, Direction, Flow, IqResult, Module, SessionEvent};
+
+/// How long a resource's unknown caps are waited for before its last items are given up.
+const CAPS_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+pub struct Pep {
+    /// The caps verification string each resource had when it was last sent the last
+    /// items: a presence that changes nothing else sends nothing again.
+    served: DashMap<FullJid, String>,
+    /// Every feature PEP adds to an account's disco#info.
+    features: std::sync::OnceLock<Vec<&'static str>>,
+}
+
+#[async_trait]
+impl Module for Pep {
+    fn name(&self) -> &'static str {
+        "pep"
+    }
+
+    fn iq_namespaces(&self) -> &[&'static str] {
+        &[ns::PUBSUB, ns::PUBSUB_OWNER]
+    }
+
+    fn account_identities(&self) -> &[(&'static str, &'static str)] {
+        &[("pubsub", "pep")]
+    }
+
+    fn account_features(&self) -> &[&'static str] {
+        self.features
+            .get_or_init(|| FEATURES.iter().chain(PEP_FEATURES).copied().collect())
+    }
+
+    async fn handle_iq(&self, ctx: &Ctx, iq: Iq) -> IqResult {
+        if iq.to.node().is_none() {
+            let text = format!(
+                "Publish-subscribe is served at {} and on every account",
+                ctx.server.config.pubsub_domain()
+            );
+            return Err(StanzaError::service_unavailable().with_text(text));
+        }
+        let owner = iq.to.to_bare();
+        if !crate::accounts::exists(&ctx.server.store, &owner)
+            .await
+            .map_err(|_| StanzaError::internal_server_error())?
+        {
+            return Err(StanzaError::service_unavailable());
+        }
+        let outcome = ctx
+            .server
+            .pubsub
+            .handle(ctx, ServiceKind::Pep(owner), &iq)
+            .await;
+        if !outcome.then.is_empty() {
+            // After the reply, which the router sends when this returns.
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                for message in outcome.then {
+                    ctx.route(message).await;
+                }
+            });
+        }
+        outcome.reply
+    }
+
+    async fn account_items(&self, ctx: &Ctx, account: &BareJid, requester: &Jid) -> Vec<Element> {
+        let Ok(svc) = ctx
+            .server
+            .pubsub
+            .service(ctx, ServiceKind::Pep(account.clone()))
+            .await
+        else {
+            return Vec::new();
+        };
+        let request = Request {
+            ctx,
+            engine: &ctx.server.pubsub,
+            svc: &svc,
+            from: requester,
+            requester: requester.to_bare(),
+            quiet: false,
+        };
+        request
+            .visible_nodes()
+            .await
+            .into_iter()
+            .map(|(name, _)| {
+                Element::new("item", ns::DISCO_ITEMS)
+                    .with_attr("jid", account.as_str())
+                    .with_attr("node", name)
+            })
+            .collect()
+    }
+
+    async fn account_node_disco(&self, ctx: &Ctx, iq: &Iq) -> Option<IqResult> {
+        iq.payload.attr("node")?;
+        let owner = iq.to.to_bare();
+        Some(super::disco::answer(ctx, ServiceKind::Pep(owner), iq).await)
+    }
+
+    async fn on_presence(&self, ctx: &Ctx, pres: &mut Element, dir: Direction) -> Flow {
+        if dir != Direction::FromClient || pres.attr("to").is_some() || pres.attr("type").is_some()
+        {
+            return Flow::Continue;
+        }
+        let Some(Ok(from)) = pres.attr("from").map(|f| f.parse::<FullJid>()) else {
+            return Flow::Continue;
+        };
+        let Some(ver) = ctx.server.caps.ver_of(&from) else {
+            return Flow::Continue;
+        };
+        if self.served.insert(from.clone(), ver.clone()).as_ref() == Some(&ver) {
+            return Flow::Continue;
+        }
+        let ctx = ctx.clone();
+        tokio::spawn(async move { send_last_items(&ctx, &from, &ver).await });
+        Flow::Continue
+    }
+
+    async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
+        if let SessionEvent::Closed { jid, .. } = event {
+            self.served.remove(jid);
+            // Nothing of an account nobody uses stays in memory; others' reads load it again.
+            let owner = jid.to_bare();
+            if ctx.server.sessions.resources(&owner).is_empty() {
+                ctx.server.pubsub.forget(owner.as_str());
+            }
+        }
+    }
+}
+
+/// The nodes a resource's caps ask notifications of: `<node>+notify` features.
+fn notify_nodes(features: &[String]) -> HashSet<&str> {
+    features
+        .iter()
+        .filter_map(|f| f.strip_suffix("+notify"))
+        .collect()
+}
+
+/// XEP-0163 §4.3.4: a resource that came online (or changed caps) gets the last item of
+/// every node it wants, of its own account and of each contact whose presence it receives.
+async fn send_last_items(ctx: &Ctx, to: &FullJid, ver: &str) {
+    let Some(features) = ctx.server.caps.features_when_learned(ver, CAPS_WAIT).await else {
+        return;
+    };
+    let wanted = notify_nodes(&features);
+    if wanted.is_empty() {
+        return;
+    }
+    let user = to.to_bare();
+    let mut owners = vec![user.clone()];
+    let (username, domain) = Ctx::key(&user);
+    if let Ok(contacts) = ctx
+        .server
+        .store
+        .contacts_with_subscription(username, domain)
+        .await
+    {
+        owners.extend(
+            contacts
+                .iter()
+                .filter(|c| c.subscription.has_to())
+                .filter_map(|c| BareJid::new(&c.jid).ok())
+                .filter(|c| ctx.server.config.serves(c.domain().as_str())),
+        );
+    }
+    for owner in owners {
+        send_last_items_of(ctx, &owner, to, &wanted).await;
+    }
+}
+
+async fn send_last_items_of(ctx: &Ctx, owner: &BareJid, to: &FullJid, wanted: &HashSet<&str>) {
+    let engine = &ctx.server.pubsub;
+    let Ok(svc) = engine.service(ctx, ServiceKind::Pep(owner.clone())).await else {
+        return;
+    };
+    let requester = to.to_bare();
+    let candidates: Vec<(String, NodeConfig, Access)> = {
+        let nodes = svc.nodes.lock().await;
+        nodes
+            .values()
+            .filter(|n| wanted.contains(n.name.as_str()))
+            .filter(|n| n.config.send_last_published_item == SendLast::OnSubAndPresence)
+            .map(|n| (n.name.clone(), n.config.clone(), Access::of(n, &requester)))
+            .collect()
+    };
+    let own = *owner == requester;
+    for (name, config, access) in candidates {
+        if !own && check_access(ctx, &access, &requester, false).await.is_err() {
+            continue;
+        }
+        if let Ok(Some(item)) = super::items::last_item(ctx, &svc, &name).await {
+            let event = super::items::last_item_event(&svc, &name, &config, &item);
+            notify::deliver(ctx, event, &[Jid::from(to.clone())]).await;
+        }
+    }
+}
+
+/// XEP-0163 §4.3.2: the resources a notification from `owner`'s node goes to without an
+/// explicit subscription — the owner's own and its contacts' (by the node's access model),
+/// each only if its caps carry `<node>+notify` (filtered notifications, §4.3.3).
+pub async fn interested(
+    ctx: &Ctx,
+    owner: &BareJid,
+    node: &str,
+    config: &NodeConfig,
+) -> Vec<FullJid> {
+    let feature = format!("{node}+notify");
+    let caps = &ctx.server.caps;
+    let sessions = &ctx.server.sessions;
+    let wants = |full: &FullJid| {
+        caps.resource_features(full)
+            .is_some_and(|features| features.contains(&feature))
+    };
+    let mut out: Vec<FullJid> = sessions
+        .resources_where(owner, |s| s.available)
+        .into_iter()
+        .filter(wants)
+        .collect();
+    if config.access_model == AccessModel::Whitelist {
+        return out;
+    }
+    let (username, domain) = Ctx::key(owner);
+    let Ok(contacts) = ctx
+        .server
+        .store
+        .contacts_with_subscription(username, domain)
+        .await
+    else {
+        return out;
+    };
+    for contact in contacts.iter().filter(|c| c.subscription.has_from()) {
+        if config.access_model == AccessModel::Roster
+            && !contact
+                .groups
+                .iter()
+                .any(|g| config.roster_groups_allowed.contains(g))
+        {
+            continue;
+        }
+        let Ok(bare) = BareJid::new(&contact.jid) else {
+            continue;
+        };
+        if !ctx.server.config.serves(bare.domain().as_str()) {
+            continue;
+        }
+        out.extend(
+            sessions
+                .resources_where(&bare, |s| s.available)
+                .into_iter()
+                .filter(wants),
+        );
+    }
+    out
+}

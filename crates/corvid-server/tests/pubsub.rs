@@ -1,0 +1,211 @@
+//! Publish-subscribe and PEP against a real server over real sockets: who PEP notifies
+//! (XEP-0163 §4: contacts with `+notify` caps, not others), the last item for a contact
+//! coming online, and the limits that keep one account's nodes and items bounded.
+
+mod common;
+
+use anyhow::{Result, ensure};
+use base64::Engine as _;
+use common::*;
+use corvid_proto::ns;
+use corvid_store::{RosterItem, Rosters, Subscription};
+use corvid_xml::Element;
+use sha1::{Digest, Sha1};
+
+const PASSWORD: &str = "pw";
+const TUNE: &str = "http://jabber.org/protocol/tune";
+const CAPS_NODE: &str = "https://corvid.test/client";
+
+/// A client identity with these features, and its XEP-0115 §5.1 verification string.
+fn client_info(features: &[&str]) -> (Element, String) {
+    let mut sorted: Vec<&str> = features.to_vec();
+    sorted.sort_unstable();
+    let mut s = String::from("client/pc//Test<");
+    let mut query = Element::new("query", ns::DISCO_INFO).with_child(
+        Element::new("identity", ns::DISCO_INFO)
+            .with_attr("category", "client")
+            .with_attr("type", "pc")
+            .with_attr("name", "Test"),
+    );
+    for feature in sorted {
+        s.push_str(feature);
+        s.push('<');
+        query.append_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", feature));
+    }
+    let ver = base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()));
+    (query, ver)
+}
+
+/// Sends available presence with caps for `features`, answering the server's query
+/// (features must differ per client: a hash the server knows is not asked about again).
+async fn come_online(client: &mut Client, features: &[&str]) -> Result<()> {
+    let (info, ver) = client_info(features);
+    let presence = Element::new("presence", ns::CLIENT).with_child(
+        Element::new("c", ns::CAPS)
+            .with_attr("hash", "sha-1")
+            .with_attr("node", CAPS_NODE)
+            .with_attr("ver", ver.as_str()),
+    );
+    client.send(&presence).await?;
+    let (query, _) = client
+        .recv_until(|el| {
+            el.is("iq", ns::CLIENT)
+                && el.attr("type") == Some("get")
+                && el.get_child("query", ns::DISCO_INFO).is_some()
+        })
+        .await?;
+    let mut reply = Element::new("iq", ns::CLIENT)
+        .with_attr("type", "result")
+        .with_attr("to", DOMAIN);
+    if let Some(id) = query.attr("id") {
+        reply.set_attr("id", id);
+    }
+    let node = format!("{CAPS_NODE}#{ver}");
+    client
+        .send(&reply.with_child(info.with_attr("node", node)))
+        .await?;
+    client.sync().await
+}
+
+/// Makes `a` and `b` mutual contacts (subscription both), as the store sees it.
+async fn befriend(ts: &TestServer, a: &str, b: &str) -> Result<()> {
+    for (user, contact) in [(a, b), (b, a)] {
+        let item = RosterItem {
+            jid: format!("{contact}@{DOMAIN}"),
+            subscription: Subscription::Both,
+            in_roster: true,
+            ..RosterItem::default()
+        };
+        ts.server.store.put_roster_item(user, DOMAIN, &item).await?;
+    }
+    Ok(())
+}
+
+fn tune_item(id: &str, title: &str) -> Element {
+    Element::new("pubsub", ns::PUBSUB).with_child(
+        Element::new("publish", ns::PUBSUB)
+            .with_attr("node", TUNE)
+            .with_child(
+                Element::new("item", ns::PUBSUB)
+                    .with_attr("id", id)
+                    .with_child(
+                        Element::new("tune", TUNE)
+                            .with_child(Element::new("title", TUNE).with_text(title)),
+                    ),
+            ),
+    )
+}
+
+fn is_tune_event(el: &Element, title: &str) -> bool {
+    el.is("message", ns::CLIENT)
+        && el
+            .get_child("event", ns::PUBSUB_EVENT)
+            .and_then(|e| e.get_child("items", ns::PUBSUB_EVENT))
+            .and_then(|i| i.get_child("item", ns::PUBSUB_EVENT))
+            .and_then(|i| i.get_child("tune", TUNE))
+            .and_then(|t| t.get_child("title", TUNE))
+            .is_some_and(|t| t.text() == title)
+}
+
+/// Nothing but the sync's own answer arrives: `iq` insists the reply comes next.
+async fn got_nothing(client: &mut Client) -> Result<()> {
+    client.sync().await
+}
+
+#[tokio::test]
+async fn pep_notifies_contacts_that_want_it_and_nobody_else() -> Result<()> {
+    let ts = start_server_with_users(&["alice", "bob", "carol", "dave"], PASSWORD).await?;
+    befriend(&ts, "alice", "bob").await?;
+    befriend(&ts, "alice", "carol").await?;
+    let notify = format!("{TUNE}+notify");
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    let mut bob = ts.login("bob", PASSWORD, Some("b")).await?;
+    let mut carol = ts.login("carol", PASSWORD, Some("c")).await?;
+    let mut dave = ts.login("dave", PASSWORD, Some("d")).await?;
+    come_online(&mut alice, &[ns::DISCO_INFO]).await?;
+    come_online(&mut bob, &[ns::DISCO_INFO, &notify]).await?;
+    come_online(&mut carol, &[ns::DISCO_INFO, "urn:xmpp:other"]).await?;
+    come_online(&mut dave, &[ns::DISCO_INFO, "urn:xmpp:dave", &notify]).await?;
+
+    alice
+        .iq_result("set", None, tune_item("t1", "Song"))
+        .await?;
+    let (event, _) = bob.recv_until(|el| is_tune_event(el, "Song")).await?;
+    ensure!(
+        event.attr("from") == Some(format!("alice@{DOMAIN}").as_str()),
+        "PEP events come from the owner's bare JID: {event}"
+    );
+    got_nothing(&mut carol).await?;
+    got_nothing(&mut dave).await?;
+    got_nothing(&mut alice).await?;
+
+    // A stranger may not read a presence-access node.
+    let items = Element::new("pubsub", ns::PUBSUB)
+        .with_child(Element::new("items", ns::PUBSUB).with_attr("node", TUNE));
+    let alice_jid = format!("alice@{DOMAIN}");
+    let (_, condition) = dave
+        .iq_error("get", Some(&alice_jid), items.clone())
+        .await?;
+    ensure!(condition == "not-authorized", "stranger got {condition}");
+    let reply = bob.iq_result("get", Some(&alice_jid), items).await?;
+    ensure!(reply.to_string().contains("Song"), "contact reads: {reply}");
+    ts.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_contact_coming_online_gets_the_last_item_with_its_date() -> Result<()> {
+    let ts = start_server_with_users(&["alice", "bob"], PASSWORD).await?;
+    befriend(&ts, "alice", "bob").await?;
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    alice.iq_result("set", None, tune_item("t1", "Old")).await?;
+    alice.iq_result("set", None, tune_item("t2", "New")).await?;
+    let mut bob = ts.login("bob", PASSWORD, Some("b")).await?;
+    let notify = format!("{TUNE}+notify");
+    come_online(&mut bob, &[&notify]).await?;
+    let (event, _) = bob.recv_until(|el| is_tune_event(el, "New")).await?;
+    ensure!(
+        event.get_child("delay", ns::DELAY).is_some(),
+        "the last item carries its publication date: {event}"
+    );
+    ts.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn limits_refuse_big_payloads_and_too_many_nodes_with_clear_errors() -> Result<()> {
+    let ts = start_server_with(|c| {
+        c.pubsub.max_payload_bytes = 512;
+        c.pubsub.max_nodes_per_user = 2;
+    })
+    .await?;
+    ts.create_user("alice", PASSWORD).await?;
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    let big = "x".repeat(600);
+    let reply = alice.iq("set", None, tune_item("big", &big)).await?;
+    ensure!(
+        stanza_error(&reply) == Some(("modify".into(), "not-acceptable".into()))
+            && reply.to_string().contains("payload-too-big"),
+        "oversized payload: {reply}"
+    );
+    for node in ["n1", "n2", "n3"] {
+        let publish = Element::new("pubsub", ns::PUBSUB).with_child(
+            Element::new("publish", ns::PUBSUB)
+                .with_attr("node", node)
+                .with_child(
+                    Element::new("item", ns::PUBSUB).with_child(Element::new("x", "urn:test")),
+                ),
+        );
+        let reply = alice.iq("set", None, publish).await?;
+        if node == "n3" {
+            ensure!(
+                reply.to_string().contains("max-nodes-exceeded"),
+                "third node: {reply}"
+            );
+        } else {
+            ensure!(reply.attr("type") == Some("result"), "{node}: {reply}");
+        }
+    }
+    ts.shutdown().await;
+    Ok(())
+}
