@@ -240,6 +240,9 @@ fn photo_of(vcard: &Element) -> Option<Photo> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(&base64)
         .ok()?;
+    if bytes.is_empty() {
+        return None;
+    }
     let kind = photo
         .get_child("TYPE", ns::VCARD)
         .map(|t| t.text())
@@ -301,26 +304,7 @@ fn hex_sha1(bytes: &[u8]) -> String {
 
 /// SHA-1 (hex) of the decoded PHOTO/BINVAL (XEP-0153 §3.1), if there is a photo.
 fn photo_hash(vcard: &Element) -> Option<String> {
-    let binval = vcard
-        .get_child("PHOTO", ns::VCARD)?
-        .get_child("BINVAL", ns::VCARD)?
-        .text();
-    let compact: String = binval
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .ok()?;
-    if bytes.is_empty() {
-        return None;
-    }
-    Some(
-        Sha1::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
+    photo_of(vcard).map(|photo| photo.id)
 }
 
 /// XEP-0153 §4.1: after a photo change, every available resource's presence goes out again
