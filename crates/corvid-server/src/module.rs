@@ -132,10 +132,11 @@ pub trait Module: Send + Sync + 'static {
         Flow::Continue
     }
 
-    /// A presence broadcast of `from` (RFC 6121 §4.2.2, §4.4.2) is about to reach the local
-    /// contact `to`. It is serialized once for all contacts, so it skips `on_presence`
-    /// (`ToClient`): a module whose `ToClient` hook would withhold it returns `Handled` here.
-    async fn on_broadcast(&self, _ctx: &Ctx, _from: &FullJid, _to: &BareJid) -> Flow {
+    /// A broadcast of `from` — its presence (RFC 6121 §4.2.2, §4.4.2) or a PEP notification
+    /// (XEP-0163) — is about to reach the local contact `to`. It is serialized once for all
+    /// contacts, so it skips the `ToClient` hooks: a module whose hook would withhold it
+    /// returns `Handled` here.
+    async fn on_broadcast(&self, _ctx: &Ctx, _from: &Jid, _to: &BareJid) -> Flow {
         Flow::Continue
     }
 
@@ -328,7 +329,7 @@ impl ModuleRegistry {
         Flow::Continue
     }
 
-    pub async fn on_broadcast(&self, ctx: &Ctx, from: &FullJid, to: &BareJid) -> Flow {
+    pub async fn on_broadcast(&self, ctx: &Ctx, from: &Jid, to: &BareJid) -> Flow {
         for module in &self.modules {
             if module.on_broadcast(ctx, from, to).await == Flow::Handled {
                 return Flow::Handled;

@@ -209,3 +209,26 @@ async fn limits_refuse_big_payloads_and_too_many_nodes_with_clear_errors() -> Re
     ts.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_blocked_contact_gets_no_pep_events() -> Result<()> {
+    let ts = start_server_with_users(&["alice", "bob", "carol"], PASSWORD).await?;
+    befriend(&ts, "alice", "bob").await?;
+    befriend(&ts, "alice", "carol").await?;
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    let block = Element::new("block", ns::BLOCKING)
+        .with_child(Element::new("item", ns::BLOCKING).with_attr("jid", format!("bob@{DOMAIN}")));
+    alice.iq_result("set", None, block).await?;
+    let notify = format!("{TUNE}+notify");
+    let mut bob = ts.login("bob", PASSWORD, Some("b")).await?;
+    let mut carol = ts.login("carol", PASSWORD, Some("c")).await?;
+    come_online(&mut bob, &[&notify, "urn:xmpp:bob"]).await?;
+    come_online(&mut carol, &[&notify, "urn:xmpp:carol"]).await?;
+    alice
+        .iq_result("set", None, tune_item("t1", "Secret"))
+        .await?;
+    carol.recv_until(|el| is_tune_event(el, "Secret")).await?;
+    got_nothing(&mut bob).await?;
+    ts.shutdown().await;
+    Ok(())
+}

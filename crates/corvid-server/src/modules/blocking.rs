@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use corvid_proto::{BareJid, FullJid, Iq, IqType, Jid, StanzaError, ns};
+use corvid_proto::{BareJid, Iq, IqType, Jid, StanzaError, ns};
 use corvid_store::Blocklists as _;
 use corvid_xml::Element;
 use dashmap::DashMap;
@@ -85,8 +85,8 @@ impl Module for Blocking {
     }
 
     /// As `filter` does for a presence to a client: withheld when either side blocked the other.
-    async fn on_broadcast(&self, ctx: &Ctx, from: &FullJid, to: &BareJid) -> Flow {
-        let (from, to) = (Jid::from(from.clone()), Jid::from(to.clone()));
+    async fn on_broadcast(&self, ctx: &Ctx, from: &Jid, to: &BareJid) -> Flow {
+        let (from, to) = (from.clone(), Jid::from(to.clone()));
         if from.bare() != to.bare()
             && (self.is_blocked_by(ctx, &to.bare(), &from).await
                 || self.is_blocked_by(ctx, &from.bare(), &to).await)

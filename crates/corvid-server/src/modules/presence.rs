@@ -224,7 +224,13 @@ async fn broadcast(ctx: &Ctx, user: &BareJid, from: &FullJid, pres: &Element) {
         if !local {
             stanza.set_attr("to", contact.as_str());
             ctx.route(stanza.clone()).await;
-        } else if ctx.server.modules.on_broadcast(ctx, from, &contact).await == Flow::Continue {
+        } else if ctx
+            .server
+            .modules
+            .on_broadcast(ctx, &Jid::from(from.clone()), &contact)
+            .await
+            == Flow::Continue
+        {
             let bytes = fan_out.to(contact.as_str());
             sessions.deliver_to_available(&contact, Queued::new(bytes, StanzaClass::Presence));
         }

@@ -206,6 +206,9 @@ async fn send_last_items_of(ctx: &Ctx, owner: &BareJid, to: &FullJid, wanted: &H
             .collect()
     };
     let own = *owner == requester;
+    if !own && blocked(ctx, owner, &requester).await {
+        return;
+    }
     for (name, config, access) in candidates {
         if !own && check_access(ctx, &access, &requester, false).await.is_err() {
             continue;
@@ -215,6 +218,12 @@ async fn send_last_items_of(ctx: &Ctx, owner: &BareJid, to: &FullJid, wanted: &H
             notify::deliver(ctx, event, &[Jid::from(to.clone())]).await;
         }
     }
+}
+
+/// Whether a block between the two (XEP-0191, either way) withholds `owner`'s events.
+async fn blocked(ctx: &Ctx, owner: &BareJid, contact: &BareJid) -> bool {
+    let from = Jid::from(owner.clone());
+    ctx.server.modules.on_broadcast(ctx, &from, contact).await == Flow::Handled
 }
 
 /// XEP-0163 §4.3.2: the resources a notification from `owner`'s node goes to without an
@@ -262,7 +271,7 @@ pub async fn interested(
         let Ok(bare) = BareJid::new(&contact.jid) else {
             continue;
         };
-        if !ctx.server.config.serves(bare.domain().as_str()) {
+        if !ctx.server.config.serves(bare.domain().as_str()) || blocked(ctx, owner, &bare).await {
             continue;
         }
         out.extend(
