@@ -94,6 +94,15 @@ impl Engine {
         self.services.remove(key);
     }
 
+    /// Forgets a service nobody is using right now (memory for accounts no one uses). One
+    /// in use stays: a request holding it would otherwise change a copy the next load
+    /// no longer sees.
+    pub fn forget_idle(&self, key: &str) {
+        self.services.remove_if(key, |_, cell| {
+            Arc::strong_count(cell) == 1 && cell.get().is_none_or(|svc| Arc::strong_count(svc) == 1)
+        });
+    }
+
     /// Paces one account's publications: `Err` when it is far over its rate.
     fn admit_publish(
         &self,

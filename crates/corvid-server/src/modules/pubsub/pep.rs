@@ -144,7 +144,7 @@ impl Module for Pep {
             // Nothing of an account nobody uses stays in memory; others' reads load it again.
             let owner = jid.to_bare();
             if ctx.server.sessions.resources(&owner).is_empty() {
-                ctx.server.pubsub.forget(owner.as_str());
+                ctx.server.pubsub.forget_idle(owner.as_str());
             }
         }
     }
