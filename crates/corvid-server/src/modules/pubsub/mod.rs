@@ -137,8 +137,6 @@ impl Engine {
         item: Element,
         options: Option<Element>,
     ) -> Result<(), StanzaError> {
-        let svc = self.service(ctx, ServiceKind::Pep(owner.clone())).await?;
-        let from = Jid::from(owner.clone());
         let publish = Element::new("publish", ns::PUBSUB)
             .with_attr("node", node)
             .with_child(item);
@@ -146,15 +144,13 @@ impl Engine {
         if let Some(options) = options {
             payload.append_child(Element::new("publish-options", ns::PUBSUB).with_child(options));
         }
-        let request = Request {
-            ctx,
-            engine: self,
-            svc: &svc,
-            from: &from,
-            requester: owner.clone(),
-            quiet: true,
-        };
+        let (svc, from) = (self.pep_of(ctx, owner).await?, Jid::from(owner.clone()));
+        let request = Request::quiet(ctx, self, &svc, &from);
         request.publish(&publish, &payload).await.map(|_| ())
+    }
+
+    async fn pep_of(&self, ctx: &Ctx, owner: &BareJid) -> Result<Arc<ServiceState>, StanzaError> {
+        self.service(ctx, ServiceKind::Pep(owner.clone())).await
     }
 
     /// Retracts an item of `owner`'s PEP node, quietly (see [`Engine::publish_for_owner`]).
@@ -165,20 +161,12 @@ impl Engine {
         node: &str,
         id: &str,
     ) -> Result<(), StanzaError> {
-        let svc = self.service(ctx, ServiceKind::Pep(owner.clone())).await?;
-        let from = Jid::from(owner.clone());
         let retract = Element::new("retract", ns::PUBSUB)
             .with_attr("node", node)
             .with_attr("notify", "true")
             .with_child(Element::new("item", ns::PUBSUB).with_attr("id", id));
-        let request = Request {
-            ctx,
-            engine: self,
-            svc: &svc,
-            from: &from,
-            requester: owner.clone(),
-            quiet: true,
-        };
+        let (svc, from) = (self.pep_of(ctx, owner).await?, Jid::from(owner.clone()));
+        let request = Request::quiet(ctx, self, &svc, &from);
         request.retract(&retract).await.map(|_| ())
     }
 
@@ -217,7 +205,19 @@ pub struct Request<'a> {
     pub quiet: bool,
 }
 
-impl Request<'_> {
+impl<'a> Request<'a> {
+    /// A request the server makes as the owner of `svc` (`from`, a bare JID).
+    fn quiet(ctx: &'a Ctx, engine: &'a Engine, svc: &'a Arc<ServiceState>, from: &'a Jid) -> Self {
+        Request {
+            ctx,
+            engine,
+            svc,
+            from,
+            requester: from.to_bare(),
+            quiet: true,
+        }
+    }
+
     /// Whether the requester administers the service (or owns the PEP service).
     pub fn is_admin(&self) -> bool {
         match &self.svc.kind {

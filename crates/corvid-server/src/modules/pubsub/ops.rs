@@ -284,24 +284,7 @@ impl Request<'_> {
 
     /// XEP-0060 §5.6: the requester's subscriptions, on one node or all.
     async fn own_subscriptions(&self, el: &Element) -> Result<Option<Element>, StanzaError> {
-        let only = el.attr("node");
-        let nodes = self.svc.nodes.lock().await;
-        if let Some(name) = only
-            && !nodes.contains_key(name)
-        {
-            return Err(StanzaError::item_not_found());
-        }
-        let mut list = Element::new("subscriptions", ns::PUBSUB);
-        if let Some(name) = only {
-            list.set_attr("node", name);
-        }
-        let mut names: Vec<&String> = nodes.keys().collect();
-        names.sort();
-        for name in names
-            .into_iter()
-            .filter(|n| only.is_none_or(|o| o == n.as_str()))
-        {
-            let node = &nodes[name];
+        self.own_list(el, "subscriptions", |name, node, list| {
             for sub in node
                 .subscriptions
                 .iter()
@@ -309,12 +292,33 @@ impl Request<'_> {
             {
                 list.append_child(subscription_element(name, sub));
             }
-        }
-        Ok(Some(Element::new("pubsub", ns::PUBSUB).with_child(list)))
+        })
+        .await
     }
 
     /// XEP-0060 §5.7: the requester's affiliations, on one node or all.
     async fn own_affiliations(&self, el: &Element) -> Result<Option<Element>, StanzaError> {
+        self.own_list(el, "affiliations", |name, node, list| {
+            let affiliation = node.affiliation(&self.requester);
+            if affiliation != Affiliation::None {
+                list.append_child(
+                    Element::new("affiliation", ns::PUBSUB)
+                        .with_attr("node", name)
+                        .with_attr("affiliation", affiliation.as_str()),
+                );
+            }
+        })
+        .await
+    }
+
+    /// `<pubsub><{kind} node?>…</{kind}></pubsub>`, filled by `add` for each node (the one
+    /// named, or all in NodeID order).
+    async fn own_list(
+        &self,
+        el: &Element,
+        kind: &str,
+        add: impl Fn(&str, &Node, &mut Element),
+    ) -> Result<Option<Element>, StanzaError> {
         let only = el.attr("node");
         let nodes = self.svc.nodes.lock().await;
         if let Some(name) = only
@@ -322,7 +326,7 @@ impl Request<'_> {
         {
             return Err(StanzaError::item_not_found());
         }
-        let mut list = Element::new("affiliations", ns::PUBSUB);
+        let mut list = Element::new(kind, ns::PUBSUB);
         if let Some(name) = only {
             list.set_attr("node", name);
         }
@@ -332,14 +336,7 @@ impl Request<'_> {
             .into_iter()
             .filter(|n| only.is_none_or(|o| o == n.as_str()))
         {
-            let affiliation = nodes[name].affiliation(&self.requester);
-            if affiliation != Affiliation::None {
-                list.append_child(
-                    Element::new("affiliation", ns::PUBSUB)
-                        .with_attr("node", name.as_str())
-                        .with_attr("affiliation", affiliation.as_str()),
-                );
-            }
+            add(name, &nodes[name], &mut list);
         }
         Ok(Some(Element::new("pubsub", ns::PUBSUB).with_child(list)))
     }
