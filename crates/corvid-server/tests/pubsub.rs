@@ -232,3 +232,50 @@ async fn a_blocked_contact_gets_no_pep_events() -> Result<()> {
     ts.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn lowering_max_items_drops_the_oldest_items() -> Result<()> {
+    let ts = start_server_with_users(&["alice"], PASSWORD).await?;
+    let service = format!("pubsub.{DOMAIN}");
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    let create = Element::new("pubsub", ns::PUBSUB)
+        .with_child(Element::new("create", ns::PUBSUB).with_attr("node", "trim"));
+    alice.iq_result("set", Some(&service), create).await?;
+    for n in 1..=5 {
+        let publish = Element::new("pubsub", ns::PUBSUB).with_child(
+            Element::new("publish", ns::PUBSUB)
+                .with_attr("node", "trim")
+                .with_child(
+                    Element::new("item", ns::PUBSUB)
+                        .with_attr("id", format!("i{n}"))
+                        .with_child(Element::new("x", "urn:test")),
+                ),
+        );
+        alice.iq_result("set", Some(&service), publish).await?;
+    }
+    let configure = Element::new("pubsub", ns::PUBSUB_OWNER).with_child(
+        Element::new("configure", ns::PUBSUB_OWNER)
+            .with_attr("node", "trim")
+            .with_child(corvid_proto::forms::submit(&[
+                ("FORM_TYPE", ns::PUBSUB_NODE_CONFIG),
+                ("pubsub#max_items", "2"),
+            ])),
+    );
+    alice.iq_result("set", Some(&service), configure).await?;
+    let items = Element::new("pubsub", ns::PUBSUB)
+        .with_child(Element::new("items", ns::PUBSUB).with_attr("node", "trim"));
+    let reply = alice.iq_result("get", Some(&service), items).await?;
+    let ids: Vec<String> = reply
+        .get_child("pubsub", ns::PUBSUB)
+        .and_then(|p| p.get_child("items", ns::PUBSUB))
+        .map(|i| {
+            i.children()
+                .filter_map(|c| c.attr("id"))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(ids == ["i5", "i4"], "kept {ids:?}");
+    ts.shutdown().await;
+    Ok(())
+}

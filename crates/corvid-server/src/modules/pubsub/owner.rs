@@ -3,7 +3,7 @@
 //! subscriptions and affiliations (outcasts included).
 
 use corvid_proto::{BareJid, IqType, Jid, StanzaError, ns};
-use corvid_store::{PubSubStore, StoreError};
+use corvid_store::{ItemQuery, PubSubStore, StoreError};
 use corvid_xml::Element;
 
 use super::node::{Affiliation, Node, ServiceKind, SubState, Subscription};
@@ -156,7 +156,12 @@ impl Request<'_> {
             .set_pubsub_node_config(&self.svc.key, name, &config.serialize())
             .await
             .map_err(errors::storage)?;
+        let shrunk = config.max_items < node.config.max_items;
         node.config = config.clone();
+        if shrunk {
+            self.trim(name, config.max_items).await?;
+            node.last = super::node::LastItem::Unknown;
+        }
         let subscriptions = node.subscriptions.clone();
         drop(nodes);
         if config.notify_config {
@@ -167,6 +172,38 @@ impl Request<'_> {
             notify::node_event(self.ctx, self.svc, name, &config, &subscriptions, event).await;
         }
         Ok(None)
+    }
+
+    /// Removes the items beyond the newest `keep` (a node whose `max_items` went down keeps
+    /// no more than it now may).
+    async fn trim(&self, name: &str, keep: usize) -> Result<(), StanzaError> {
+        let store = &self.ctx.server.store;
+        let newest = ItemQuery {
+            max: Some(keep),
+            ..ItemQuery::default()
+        };
+        let page = store
+            .pubsub_items(&self.svc.key, name, &newest)
+            .await
+            .map_err(errors::storage)?;
+        let Some(last_kept) = page.items.last() else {
+            return Ok(());
+        };
+        let older = ItemQuery {
+            after: Some(last_kept.id.clone()),
+            ..ItemQuery::default()
+        };
+        let stale = store
+            .pubsub_items(&self.svc.key, name, &older)
+            .await
+            .map_err(errors::storage)?;
+        for item in stale.items {
+            store
+                .retract_pubsub_item(&self.svc.key, name, &item.id)
+                .await
+                .map_err(errors::storage)?;
+        }
+        Ok(())
     }
 
     /// XEP-0060 §8.4, notifying subscribers (§8.4.2) with the redirect if given.
