@@ -279,3 +279,104 @@ async fn lowering_max_items_drops_the_oldest_items() -> Result<()> {
     ts.shutdown().await;
     Ok(())
 }
+
+fn create_node(name: &str, fields: &[(&str, &str)]) -> Element {
+    let mut form = vec![("FORM_TYPE", ns::PUBSUB_NODE_CONFIG)];
+    form.extend_from_slice(fields);
+    Element::new("pubsub", ns::PUBSUB)
+        .with_child(Element::new("create", ns::PUBSUB).with_attr("node", name))
+        .with_child(
+            Element::new("configure", ns::PUBSUB).with_child(corvid_proto::forms::submit(&form)),
+        )
+}
+
+async fn disco_item_nodes(
+    client: &mut Client,
+    to: &str,
+    node: Option<&str>,
+) -> Result<Vec<String>> {
+    let mut query = Element::new("query", ns::DISCO_ITEMS);
+    if let Some(node) = node {
+        query.set_attr("node", node);
+    }
+    let reply = client.iq_result("get", Some(to), query).await?;
+    Ok(reply
+        .get_child("query", ns::DISCO_ITEMS)
+        .map(|q| {
+            q.children()
+                .filter_map(|i| i.attr("node"))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_collection_gathers_its_leaves_notifications_and_lists_them() -> Result<()> {
+    let ts = start_server_with_users(&["alice", "bob"], PASSWORD).await?;
+    let service = format!("pubsub.{DOMAIN}");
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    let mut bob = ts.login("bob", PASSWORD, Some("b")).await?;
+    alice
+        .iq_result(
+            "set",
+            Some(&service),
+            create_node("news", &[("pubsub#node_type", "collection")]),
+        )
+        .await?;
+    alice
+        .iq_result(
+            "set",
+            Some(&service),
+            create_node("sport", &[("pubsub#collection", "news")]),
+        )
+        .await?;
+    ensure!(disco_item_nodes(&mut bob, &service, None).await? == ["news"]);
+    ensure!(disco_item_nodes(&mut bob, &service, Some("news")).await? == ["sport"]);
+
+    let subscribe = Element::new("pubsub", ns::PUBSUB).with_child(
+        Element::new("subscribe", ns::PUBSUB)
+            .with_attr("node", "news")
+            .with_attr("jid", format!("bob@{DOMAIN}/b")),
+    );
+    bob.iq_result("set", Some(&service), subscribe).await?;
+    let publish = |node: &str| {
+        Element::new("pubsub", ns::PUBSUB).with_child(
+            Element::new("publish", ns::PUBSUB)
+                .with_attr("node", node)
+                .with_child(
+                    Element::new("item", ns::PUBSUB)
+                        .with_attr("id", "goal")
+                        .with_child(Element::new("x", "urn:test")),
+                ),
+        )
+    };
+    alice
+        .iq_result("set", Some(&service), publish("sport"))
+        .await?;
+    let (event, _) = bob
+        .recv_until(|el| el.is("message", ns::CLIENT) && el.to_string().contains("goal"))
+        .await?;
+    ensure!(
+        event
+            .get_child("event", ns::PUBSUB_EVENT)
+            .and_then(|e| e.get_child("items", ns::PUBSUB_EVENT))
+            .and_then(|i| i.attr("node"))
+            == Some("sport"),
+        "the event names the leaf: {event}"
+    );
+    let (_, condition) = alice
+        .iq_error("set", Some(&service), publish("news"))
+        .await?;
+    ensure!(
+        condition == "feature-not-implemented",
+        "publish to a collection: {condition}"
+    );
+
+    let delete = Element::new("pubsub", ns::PUBSUB_OWNER)
+        .with_child(Element::new("delete", ns::PUBSUB_OWNER).with_attr("node", "news"));
+    alice.iq_result("set", Some(&service), delete).await?;
+    ensure!(disco_item_nodes(&mut alice, &service, None).await? == ["sport"]);
+    ts.shutdown().await;
+    Ok(())
+}

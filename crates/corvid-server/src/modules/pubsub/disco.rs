@@ -8,6 +8,7 @@ use corvid_store::{ItemQuery, PubSubStore};
 use corvid_xml::Element;
 
 use super::node::{Node, ServiceKind};
+use super::node_config::NodeType;
 use super::ops::{Access, check_access};
 use super::{Request, errors};
 use crate::module::{Ctx, IqResult};
@@ -19,6 +20,7 @@ pub const FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub#access-presence",
     "http://jabber.org/protocol/pubsub#access-roster",
     "http://jabber.org/protocol/pubsub#access-whitelist",
+    "http://jabber.org/protocol/pubsub#collections",
     "http://jabber.org/protocol/pubsub#config-node",
     "http://jabber.org/protocol/pubsub#config-node-max",
     "http://jabber.org/protocol/pubsub#create-and-configure",
@@ -105,10 +107,23 @@ fn service_info() -> Element {
 }
 
 impl Request<'_> {
-    /// The nodes the requester may read, as disco#items.
+    /// The nodes at the root (or in collection `parent`) the requester may read, as
+    /// disco#items (XEP-0060 §5.2).
     pub async fn node_list(&self) -> Element {
+        self.nodes_in("").await
+    }
+
+    async fn nodes_in(&self, parent: &str) -> Element {
         let mut query = Element::new("query", ns::DISCO_ITEMS);
-        for (name, title) in self.visible_nodes().await {
+        if !parent.is_empty() {
+            query.set_attr("node", parent);
+        }
+        let in_parent = {
+            let nodes = self.svc.nodes.lock().await;
+            super::node::children(&nodes, parent)
+        };
+        let visible = self.visible_nodes().await;
+        for (name, title) in visible.into_iter().filter(|(n, _)| in_parent.contains(n)) {
             let mut item = Element::new("item", ns::DISCO_ITEMS)
                 .with_attr("jid", self.svc.key.as_str())
                 .with_attr("node", name);
@@ -200,9 +215,13 @@ impl Request<'_> {
             None,
             &[num.as_str()],
         ));
+        let kind = match node.config.node_type {
+            NodeType::Leaf => "leaf",
+            NodeType::Collection => "collection",
+        };
         Ok(Element::new("query", ns::DISCO_INFO)
             .with_attr("node", name)
-            .with_child(identity("pubsub", "leaf"))
+            .with_child(identity("pubsub", kind))
             .with_child(feature(ns::PUBSUB))
             .with_child(meta))
     }
@@ -210,6 +229,9 @@ impl Request<'_> {
     /// XEP-0060 §5.5: the node's items, as disco#items named by ItemID.
     pub async fn node_items(&self, name: &str) -> Result<Element, StanzaError> {
         let node = self.readable(name).await?;
+        if node.config.node_type == NodeType::Collection {
+            return Ok(self.nodes_in(name).await);
+        }
         let mut query = Element::new("query", ns::DISCO_ITEMS).with_attr("node", name);
         if !node.config.persist_items {
             return Ok(query);

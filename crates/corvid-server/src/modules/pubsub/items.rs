@@ -8,8 +8,10 @@ use corvid_proto::{StanzaError, ns};
 use corvid_store::{ItemQuery, PubSubStore, StoreError, StoredItem};
 use corvid_xml::Element;
 
-use super::node::{Affiliation, LastItem, Node, ServiceKind, ServiceState};
-use super::node_config::NodeConfig;
+use super::node::{
+    Affiliation, LastItem, Node, ServiceKind, ServiceState, Subscription, ancestors,
+};
+use super::node_config::{NodeConfig, NodeType};
 use super::ops::{Access, check_access, may_publish};
 use super::{Request, errors, node_attr, notify};
 use crate::module::Ctx;
@@ -147,6 +149,10 @@ impl Request<'_> {
         if !may_publish(node, &self.requester, &self.svc.kind, self.is_admin()) {
             return Err(StanzaError::forbidden());
         }
+        if node.config.node_type == NodeType::Collection {
+            // Items go to leaves; a collection gathers their notifications.
+            return Err(errors::unsupported("publish").with_text("A collection holds no items"));
+        }
         let config = node.config.clone();
         // §7.1.3.6 and §7.1.3.7: what a node of this event type needs.
         let persistent = config.persist_items;
@@ -176,7 +182,7 @@ impl Request<'_> {
                 .map_err(errors::storage)?;
         }
         node.last = LastItem::Known(Some(stored.clone()));
-        let subscriptions = node.subscriptions.clone();
+        let subscriptions = with_collection_subscribers(&nodes, node_name);
         drop(nodes);
 
         notify::published(
@@ -294,7 +300,7 @@ impl Request<'_> {
             node.last = LastItem::Unknown;
         }
         let config = node.config.clone();
-        let subscriptions = node.subscriptions.clone();
+        let subscriptions = with_collection_subscribers(&nodes, node_name);
         drop(nodes);
         // §7.2.2.1: notify when asked to, or when the node is configured to.
         if matches!(el.attr("notify"), Some("1" | "true")) || config.notify_retract {
@@ -324,6 +330,11 @@ impl Request<'_> {
             (Access::of(node, &self.requester), node.config.clone())
         };
         check_access(self.ctx, &access, &self.requester, self.is_admin()).await?;
+        if config.node_type == NodeType::Collection {
+            return Err(
+                errors::unsupported("retrieve-items").with_text("A collection holds no items")
+            );
+        }
         if !config.persist_items {
             return Err(errors::unsupported("persistent-items"));
         }
@@ -414,6 +425,30 @@ impl Request<'_> {
             }
         });
     }
+}
+
+/// The subscriptions an item event of `node` goes to: the node's own, and those of every
+/// collection above it (one per JID).
+fn with_collection_subscribers(
+    nodes: &std::collections::HashMap<String, Node>,
+    node: &str,
+) -> Vec<Subscription> {
+    let mut subscriptions = nodes
+        .get(node)
+        .map(|n| n.subscriptions.clone())
+        .unwrap_or_default();
+    for collection in ancestors(nodes, node) {
+        for sub in nodes
+            .get(&collection)
+            .into_iter()
+            .flat_map(|c| &c.subscriptions)
+        {
+            if !subscriptions.iter().any(|s| s.jid == sub.jid) {
+                subscriptions.push(sub.clone());
+            }
+        }
+    }
+    subscriptions
 }
 
 /// Items published before this (ms since the epoch) have expired.

@@ -226,3 +226,109 @@ pub struct ServiceState {
     pub key: String,
     pub nodes: Mutex<HashMap<String, Node>>,
 }
+
+/// How deep collections may nest: a bound on every walk up the tree.
+const MAX_DEPTH: usize = 16;
+
+/// The collections above `name`, nearest first.
+pub fn ancestors(nodes: &HashMap<String, Node>, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = nodes.get(name).map(|n| n.config.collection.clone());
+    while let Some(parent) = current.filter(|p| !p.is_empty()) {
+        if out.len() >= MAX_DEPTH || out.contains(&parent) || parent == name {
+            break;
+        }
+        current = nodes.get(&parent).map(|n| n.config.collection.clone());
+        out.push(parent);
+    }
+    out
+}
+
+/// The nodes directly in collection `name`, sorted.
+pub fn children(nodes: &HashMap<String, Node>, name: &str) -> Vec<String> {
+    let mut out: Vec<String> = nodes
+        .values()
+        .filter(|n| n.config.collection == name)
+        .map(|n| n.name.clone())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Whether node `name` may belong to `parent` (XEP-0060 §4.3): a collection of this
+/// service, neither the node itself nor below it, within the depth bound.
+pub fn check_parent(
+    nodes: &HashMap<String, Node>,
+    name: &str,
+    parent: &str,
+) -> Result<(), corvid_proto::StanzaError> {
+    if parent.is_empty() {
+        return Ok(());
+    }
+    let refuse = |why: &str| corvid_proto::StanzaError::not_acceptable().with_text(why);
+    match nodes.get(parent) {
+        Some(p) if p.config.node_type == super::node_config::NodeType::Collection => {}
+        _ => return Err(refuse("pubsub#collection must name a collection node")),
+    }
+    let mut above = ancestors(nodes, parent);
+    above.insert(0, parent.to_string());
+    if above.iter().any(|a| a == name) {
+        return Err(refuse("A collection cannot contain itself"));
+    }
+    if above.len() >= MAX_DEPTH {
+        return Err(refuse("Collections nest too deep"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::pubsub::node_config::{NodeConfig, NodeType};
+
+    fn tree(edges: &[(&str, &str, NodeType)]) -> HashMap<String, Node> {
+        let owner = BareJid::new("o@example.org").unwrap();
+        edges
+            .iter()
+            .map(|(name, parent, kind)| {
+                let mut config = NodeConfig::service_default();
+                config.node_type = *kind;
+                config.collection = parent.to_string();
+                (
+                    name.to_string(),
+                    Node::new(name.to_string(), config, owner.clone()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_collection_cannot_end_up_inside_itself() {
+        use NodeType::*;
+        let nodes = tree(&[
+            ("a", "", Collection),
+            ("b", "a", Collection),
+            ("c", "b", Leaf),
+        ]);
+        assert_eq!(ancestors(&nodes, "c"), ["b", "a"]);
+        assert_eq!(children(&nodes, "a"), ["b"]);
+        assert!(
+            check_parent(&nodes, "a", "b").is_err(),
+            "a under its own child"
+        );
+        assert!(check_parent(&nodes, "a", "a").is_err(), "a under itself");
+        assert!(
+            check_parent(&nodes, "x", "c").is_err(),
+            "a leaf is no parent"
+        );
+        assert!(check_parent(&nodes, "x", "missing").is_err());
+        assert!(check_parent(&nodes, "x", "b").is_ok());
+    }
+
+    #[test]
+    fn a_stored_cycle_does_not_loop_forever() {
+        use NodeType::*;
+        let nodes = tree(&[("a", "b", Collection), ("b", "a", Collection)]);
+        assert!(ancestors(&nodes, "a").len() <= MAX_DEPTH);
+    }
+}

@@ -36,8 +36,18 @@ pub enum SendLast {
     OnSubAndPresence,
 }
 
+/// A leaf holds items; a collection holds nodes (XEP-0060 §4.3, `pubsub#node_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeType {
+    Leaf,
+    Collection,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
+    pub node_type: NodeType,
+    /// The collection this node belongs to (`pubsub#collection`); empty: the root.
+    pub collection: String,
     pub access_model: AccessModel,
     pub roster_groups_allowed: Vec<String>,
     pub publish_model: PublishModel,
@@ -136,6 +146,8 @@ impl NodeConfig {
     /// A node on the service, unless its creator says otherwise.
     pub fn service_default() -> Self {
         NodeConfig {
+            node_type: NodeType::Leaf,
+            collection: String::new(),
             access_model: AccessModel::Open,
             roster_groups_allowed: Vec::new(),
             publish_model: PublishModel::Publishers,
@@ -273,7 +285,20 @@ impl NodeConfig {
                 &self.notification_type,
                 &["headline", "normal"],
             ),
-            list("pubsub#node_type", "Node type", "leaf", &["leaf"]),
+            list(
+                "pubsub#node_type",
+                "Node type",
+                match self.node_type {
+                    NodeType::Leaf => "leaf",
+                    NodeType::Collection => "collection",
+                },
+                &["leaf", "collection"],
+            ),
+            text(
+                "pubsub#collection",
+                "The collection this node belongs to",
+                &self.collection,
+            ),
         ];
         for field in fields {
             x.append_child(field);
@@ -377,8 +402,16 @@ impl NodeConfig {
                 "headline" | "normal" => self.notification_type = first.to_string(),
                 _ => return Err(bad()),
             },
-            "pubsub#node_type" if first == "leaf" || first.is_empty() => {}
-            "pubsub#node_type" => return Err(errors::unsupported("collections")),
+            "pubsub#node_type" => {
+                self.node_type = match first {
+                    "leaf" | "" => NodeType::Leaf,
+                    "collection" => NodeType::Collection,
+                    _ => return Err(bad()),
+                }
+            }
+            "pubsub#collection" => self.collection = first.to_string(),
+            // A collection's children are set where the owner configures it (`owner.rs`).
+            "pubsub#children" => {}
             // Settings clients send that change nothing here.
             "pubsub#notify_sub" | "pubsub#presence_based_delivery" | "pubsub#purge_offline" => {}
             _ => {

@@ -6,7 +6,10 @@ use corvid_proto::{BareJid, IqType, Jid, StanzaError, ns};
 use corvid_store::{ItemQuery, PubSubStore, StoreError};
 use corvid_xml::Element;
 
-use super::node::{Affiliation, Node, ServiceKind, SubState, Subscription};
+use std::collections::HashMap;
+
+use super::node::{Affiliation, Node, ServiceKind, SubState, Subscription, check_parent, children};
+use super::node_config::NodeType;
 use super::{Request, errors, node_attr, notify, verb};
 use crate::config::NodeCreation;
 use crate::module::IqResult;
@@ -20,10 +23,10 @@ impl Request<'_> {
             None => crate::random_id(),
         };
         let mut config = self.svc.kind.default_config();
-        if let Some(form) = payload
+        let form = payload
             .get_child("configure", ns::PUBSUB)
-            .and_then(|c| c.get_child("x", ns::DATA_FORMS))
-        {
+            .and_then(|c| c.get_child("x", ns::DATA_FORMS));
+        if let Some(form) = form {
             config = config.apply(form, self.max_items_limit())?;
         }
         let limits = &self.ctx.server.config.pubsub;
@@ -31,6 +34,7 @@ impl Request<'_> {
         if nodes.contains_key(&name) {
             return Err(StanzaError::conflict());
         }
+        check_parent(&nodes, &name, &config.collection)?;
         let owned = nodes
             .values()
             .filter(|n| n.affiliation(&self.requester) == Affiliation::Owner)
@@ -54,6 +58,9 @@ impl Request<'_> {
             Err(err) => return Err(errors::storage(err)),
         }
         nodes.insert(name.clone(), node);
+        if let Some(children) = form.and_then(children_field) {
+            self.adopt(&mut nodes, &name, &children).await?;
+        }
         Ok(Some(Element::new("pubsub", ns::PUBSUB).with_child(
             Element::new("create", ns::PUBSUB).with_attr("node", name),
         )))
@@ -115,7 +122,7 @@ impl Request<'_> {
     /// The named node, which the requester must own.
     fn owned<'n>(
         &self,
-        nodes: &'n mut std::collections::HashMap<String, Node>,
+        nodes: &'n mut HashMap<String, Node>,
         name: &str,
     ) -> Result<&'n mut Node, StanzaError> {
         let node = nodes
@@ -131,10 +138,20 @@ impl Request<'_> {
     async fn get_configuration(&self, el: &Element) -> IqResult {
         let name = node_attr(el)?;
         let mut nodes = self.svc.nodes.lock().await;
-        let node = self.owned(&mut nodes, name)?;
+        let mut form = self.owned(&mut nodes, name)?.config.to_form("form");
+        if nodes[name].config.node_type == NodeType::Collection {
+            let children = children(&nodes, name);
+            let children: Vec<&str> = children.iter().map(String::as_str).collect();
+            form.append_child(corvid_proto::forms::field(
+                "pubsub#children",
+                "text-multi",
+                Some("The nodes in this collection"),
+                &children,
+            ));
+        }
         let configure = Element::new("configure", ns::PUBSUB_OWNER)
             .with_attr("node", name)
-            .with_child(node.config.to_form("form"));
+            .with_child(form);
         Ok(Some(owner_payload(configure)))
     }
 
@@ -145,11 +162,24 @@ impl Request<'_> {
             .get_child("x", ns::DATA_FORMS)
             .ok_or_else(|| StanzaError::bad_request().with_text("No configuration form"))?;
         let mut nodes = self.svc.nodes.lock().await;
-        let node = self.owned(&mut nodes, name)?;
+        let current = self.owned(&mut nodes, name)?.config.clone();
         if form.attr("type") == Some("cancel") {
             return Ok(None);
         }
-        let config = node.config.apply(form, self.max_items_limit())?;
+        let config = current.apply(form, self.max_items_limit())?;
+        if config.node_type != current.node_type {
+            return Err(StanzaError::not_acceptable().with_text("A node's type cannot change"));
+        }
+        check_parent(&nodes, name, &config.collection)?;
+        let children = children_field(form);
+        if children.as_ref().is_some_and(|c| !c.is_empty())
+            && config.node_type != NodeType::Collection
+        {
+            return Err(StanzaError::not_acceptable().with_text("Only a collection has children"));
+        }
+        let Some(node) = nodes.get_mut(name) else {
+            return Err(StanzaError::item_not_found());
+        };
         self.ctx
             .server
             .store
@@ -163,6 +193,9 @@ impl Request<'_> {
             node.last = super::node::LastItem::Unknown;
         }
         let subscriptions = node.subscriptions.clone();
+        if let Some(children) = children {
+            self.adopt(&mut nodes, name, &children).await?;
+        }
         drop(nodes);
         if config.notify_config {
             let mut event = Element::new("configuration", ns::PUBSUB_EVENT).with_attr("node", name);
@@ -172,6 +205,48 @@ impl Request<'_> {
             notify::node_event(self.ctx, self.svc, name, &config, &subscriptions, event).await;
         }
         Ok(None)
+    }
+
+    /// Makes `children` (existing nodes) the members of collection `parent` (`""`: the
+    /// root); for a collection, the nodes it held and `children` does not name go to the root.
+    async fn adopt(
+        &self,
+        nodes: &mut HashMap<String, Node>,
+        parent: &str,
+        children: &[String],
+    ) -> Result<(), StanzaError> {
+        for child in children {
+            if !nodes.contains_key(child) {
+                return Err(StanzaError::item_not_found().with_text(format!("No node {child}")));
+            }
+            check_parent(nodes, child, parent)?;
+        }
+        let mut moves: Vec<(String, String)> = children
+            .iter()
+            .map(|c| (c.clone(), parent.to_string()))
+            .collect();
+        if !parent.is_empty() {
+            for old in self::children(nodes, parent) {
+                if !children.contains(&old) {
+                    moves.push((old, String::new()));
+                }
+            }
+        }
+        for (child, parent) in moves {
+            let Some(node) = nodes.get_mut(&child) else {
+                continue;
+            };
+            let mut config = node.config.clone();
+            config.collection = parent;
+            self.ctx
+                .server
+                .store
+                .set_pubsub_node_config(&self.svc.key, &child, &config.serialize())
+                .await
+                .map_err(errors::storage)?;
+            node.config = config;
+        }
+        Ok(())
     }
 
     /// Removes the items beyond the newest `keep` (a node whose `max_items` went down keeps
@@ -220,6 +295,9 @@ impl Request<'_> {
         let Some(node) = nodes.remove(name) else {
             return Err(StanzaError::item_not_found());
         };
+        // The nodes of a deleted collection go to the root.
+        let orphans = children(&nodes, name);
+        self.adopt(&mut nodes, "", &orphans).await?;
         drop(nodes);
         if node.config.notify_delete {
             let mut event = Element::new("delete", ns::PUBSUB_EVENT).with_attr("node", name);
@@ -431,6 +509,18 @@ impl Request<'_> {
         node.affiliations = after;
         Ok(None)
     }
+}
+
+/// The `pubsub#children` a submitted form sets, if it has the field.
+fn children_field(form: &Element) -> Option<Vec<String>> {
+    form.children()
+        .any(|f| f.is("field", ns::DATA_FORMS) && f.attr("var") == Some("pubsub#children"))
+        .then(|| {
+            corvid_proto::forms::values(form, "pubsub#children")
+                .into_iter()
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
 }
 
 fn owner_payload(child: Element) -> Element {
