@@ -380,3 +380,31 @@ async fn a_collection_gathers_its_leaves_notifications_and_lists_them() -> Resul
     ts.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_contact_whose_subscription_is_approved_gets_the_last_items() -> Result<()> {
+    let ts = start_server_with_users(&["alice", "bob"], PASSWORD).await?;
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    alice
+        .iq_result("set", None, tune_item("t1", "Welcome"))
+        .await?;
+    alice.send_presence(0).await?;
+    let mut bob = ts.login("bob", PASSWORD, Some("b")).await?;
+    let notify = format!("{TUNE}+notify");
+    come_online(&mut bob, &[&notify, "urn:xmpp:bob"]).await?;
+    got_nothing(&mut bob).await?;
+    let subscribe = Element::new("presence", ns::CLIENT)
+        .with_attr("to", format!("alice@{DOMAIN}"))
+        .with_attr("type", "subscribe");
+    bob.send(&subscribe).await?;
+    alice
+        .recv_until(|el| el.is("presence", ns::CLIENT) && el.attr("type") == Some("subscribe"))
+        .await?;
+    let approve = Element::new("presence", ns::CLIENT)
+        .with_attr("to", format!("bob@{DOMAIN}"))
+        .with_attr("type", "subscribed");
+    alice.send(&approve).await?;
+    bob.recv_until(|el| is_tune_event(el, "Welcome")).await?;
+    ts.shutdown().await;
+    Ok(())
+}

@@ -120,6 +120,10 @@ impl Module for Pep {
     }
 
     async fn on_presence(&self, ctx: &Ctx, pres: &mut Element, dir: Direction) -> Flow {
+        if dir == Direction::ToClient && pres.attr("type") == Some("subscribed") {
+            new_subscriber(ctx, pres);
+            return Flow::Continue;
+        }
         if dir != Direction::FromClient || pres.attr("to").is_some() || pres.attr("type").is_some()
         {
             return Flow::Continue;
@@ -148,6 +152,41 @@ impl Module for Pep {
             }
         }
     }
+}
+
+/// XEP-0163 §4.3.4: a contact whose subscription to the owner's presence was just approved
+/// is a new subscriber: its available resources get the owner's last items.
+fn new_subscriber(ctx: &Ctx, pres: &Element) {
+    let (Some(Ok(owner)), Some(Ok(contact))) = (
+        pres.attr("from").map(Jid::new),
+        pres.attr("to").map(Jid::new),
+    ) else {
+        return;
+    };
+    let (owner, contact) = (owner.to_bare(), contact.to_bare());
+    let serves = |j: &BareJid| ctx.server.config.serves(j.domain().as_str());
+    if !serves(&owner) || !serves(&contact) || owner == contact {
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        // After the subscription module has recorded the approval this stanza carries.
+        tokio::task::yield_now().await;
+        let caps = &ctx.server.caps;
+        for resource in ctx
+            .server
+            .sessions
+            .resources_where(&contact, |s| s.available)
+        {
+            let Some(features) = caps.resource_features(&resource) else {
+                continue;
+            };
+            let wanted = notify_nodes(&features);
+            if !wanted.is_empty() {
+                send_last_items_of(&ctx, &owner, &resource, &wanted).await;
+            }
+        }
+    });
 }
 
 /// The nodes a resource's caps ask notifications of: `<node>+notify` features.
