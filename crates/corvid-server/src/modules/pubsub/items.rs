@@ -12,6 +12,7 @@ use super::node::{
     Affiliation, LastItem, Node, ServiceKind, ServiceState, Subscription, ancestors,
 };
 use super::node_config::{NodeConfig, NodeType};
+use super::notify::Audience;
 use super::ops::{Access, check_access, may_publish};
 use super::{Request, errors, node_attr, notify};
 use crate::module::Ctx;
@@ -182,18 +183,10 @@ impl Request<'_> {
                 .map_err(errors::storage)?;
         }
         node.last = LastItem::Known(Some(stored.clone()));
-        let subscriptions = with_collection_subscribers(&nodes, node_name);
+        let audience = audience(&nodes, node_name);
         drop(nodes);
 
-        notify::published(
-            self.ctx,
-            self.svc,
-            node_name,
-            &config,
-            &subscriptions,
-            &stored,
-        )
-        .await;
+        notify::published(self.ctx, self.svc, node_name, &config, &audience, &stored).await;
         if let (Some(owner), false) = (self.svc.kind.pep_owner(), self.quiet) {
             let modules = &self.ctx.server.modules;
             modules
@@ -300,11 +293,11 @@ impl Request<'_> {
             node.last = LastItem::Unknown;
         }
         let config = node.config.clone();
-        let subscriptions = with_collection_subscribers(&nodes, node_name);
+        let audience = audience(&nodes, node_name);
         drop(nodes);
         // §7.2.2.1: notify when asked to, or when the node is configured to.
         if matches!(el.attr("notify"), Some("1" | "true")) || config.notify_retract {
-            notify::retracted(self.ctx, self.svc, node_name, &config, &subscriptions, id).await;
+            notify::retracted(self.ctx, self.svc, node_name, &config, &audience, id).await;
         }
         if let (Some(owner), false) = (self.svc.kind.pep_owner(), self.quiet) {
             let modules = &self.ctx.server.modules;
@@ -427,28 +420,27 @@ impl Request<'_> {
     }
 }
 
-/// The subscriptions an item event of `node` goes to: the node's own, and those of every
-/// collection above it (one per JID).
-fn with_collection_subscribers(
-    nodes: &std::collections::HashMap<String, Node>,
-    node: &str,
-) -> Vec<Subscription> {
-    let mut subscriptions = nodes
+/// Who hears an item event of `node`: its subscribers, and the subscribers of each
+/// collection above it whose options take items from that deep (XEP-0248 §6.1).
+fn audience(nodes: &std::collections::HashMap<String, Node>, node: &str) -> Audience {
+    let own = nodes
         .get(node)
         .map(|n| n.subscriptions.clone())
         .unwrap_or_default();
-    for collection in ancestors(nodes, node) {
-        for sub in nodes
+    let mut via = Vec::new();
+    for (distance, collection) in (1u32..).zip(ancestors(nodes, node)) {
+        let subscriptions: Vec<Subscription> = nodes
             .get(&collection)
             .into_iter()
             .flat_map(|c| &c.subscriptions)
-        {
-            if !subscriptions.iter().any(|s| s.jid == sub.jid) {
-                subscriptions.push(sub.clone());
-            }
+            .filter(|s| s.options.hears_items_at(distance))
+            .cloned()
+            .collect();
+        if !subscriptions.is_empty() {
+            via.push((collection, subscriptions));
         }
     }
-    subscriptions
+    Audience { own, via }
 }
 
 /// Items published before this (ms since the epoch) have expired.

@@ -68,14 +68,74 @@ impl SubState {
     }
 }
 
+/// Subscription options (XEP-0060 §6.3, and XEP-0248 §6.1 for collections).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubOptions {
+    /// `pubsub#deliver`: notifications wanted at all.
+    pub deliver: bool,
+    /// `pubsub#subscription_type` `items` (else `nodes`): a collection's subscriber hears
+    /// the items published in it.
+    pub items: bool,
+    /// `pubsub#subscription_depth`: how many levels of a collection it hears (None: all).
+    pub depth: Option<u32>,
+}
+
+impl Default for SubOptions {
+    fn default() -> Self {
+        SubOptions {
+            deliver: true,
+            items: true,
+            depth: Some(1),
+        }
+    }
+}
+
+impl SubOptions {
+    /// Stored as `key=value` pairs, the defaults left out.
+    fn serialize(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.deliver {
+            parts.push("deliver=0".to_string());
+        }
+        if !self.items {
+            parts.push("type=nodes".to_string());
+        }
+        match self.depth {
+            Some(1) => {}
+            Some(n) => parts.push(format!("depth={n}")),
+            None => parts.push("depth=all".to_string()),
+        }
+        parts.join(";")
+    }
+
+    fn deserialize(text: &str) -> Self {
+        let mut options = SubOptions::default();
+        for part in text.split(';') {
+            match part.split_once('=') {
+                Some(("deliver", "0")) => options.deliver = false,
+                Some(("type", "nodes")) => options.items = false,
+                Some(("depth", "all")) => options.depth = None,
+                Some(("depth", n)) => options.depth = n.parse().ok().or(Some(1)),
+                _ => {}
+            }
+        }
+        options
+    }
+
+    /// Whether an item published `distance` levels below the subscribed collection
+    /// reaches this subscriber (0: the node itself).
+    pub fn hears_items_at(&self, distance: u32) -> bool {
+        self.deliver && (distance == 0 || (self.items && self.depth.is_none_or(|d| distance <= d)))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscription {
     /// As the subscriber gave it: bare or full.
     pub jid: Jid,
     pub subid: String,
     pub state: SubState,
-    /// `pubsub#deliver` of the subscription options (XEP-0060 §6.3).
-    pub deliver: bool,
+    pub options: SubOptions,
 }
 
 impl Subscription {
@@ -84,7 +144,7 @@ impl Subscription {
             jid: self.jid.to_string(),
             subid: self.subid.clone(),
             state: self.state.as_str().to_string(),
-            options: if self.deliver { "" } else { "deliver=0" }.to_string(),
+            options: self.options.serialize(),
         }
     }
 
@@ -93,7 +153,7 @@ impl Subscription {
             jid: Jid::new(&s.jid).ok()?,
             subid: s.subid.clone(),
             state: SubState::Subscribed,
-            deliver: s.options != "deliver=0",
+            options: SubOptions::deserialize(&s.options),
         })
     }
 }
@@ -323,6 +383,25 @@ mod tests {
         );
         assert!(check_parent(&nodes, "x", "missing").is_err());
         assert!(check_parent(&nodes, "x", "b").is_ok());
+    }
+
+    #[test]
+    fn subscription_options_read_back_as_stored() {
+        for options in [
+            SubOptions::default(),
+            SubOptions {
+                deliver: false,
+                items: false,
+                depth: None,
+            },
+            SubOptions {
+                depth: Some(3),
+                ..SubOptions::default()
+            },
+        ] {
+            assert_eq!(SubOptions::deserialize(&options.serialize()), options);
+        }
+        assert_eq!(SubOptions::default().serialize(), "");
     }
 
     #[test]

@@ -13,6 +13,23 @@ use super::node_config::NodeConfig;
 use crate::module::Ctx;
 use crate::sessions::{Queued, StanzaClass};
 
+/// Who hears an event of a node: its own subscribers, and those of the collections above
+/// it that asked for their items, grouped by the collection they hear it through.
+#[derive(Default)]
+pub struct Audience {
+    pub own: Vec<Subscription>,
+    pub via: Vec<(String, Vec<Subscription>)>,
+}
+
+impl Audience {
+    pub fn own(subscriptions: Vec<Subscription>) -> Self {
+        Audience {
+            own: subscriptions,
+            via: Vec::new(),
+        }
+    }
+}
+
 /// `<item id=…>payload</item>` in the event namespace.
 pub fn event_item(item: &StoredItem, with_payload: bool) -> Element {
     let mut el = Element::new("item", ns::PUBSUB_EVENT).with_attr("id", item.id.as_str());
@@ -43,7 +60,7 @@ pub async fn published(
     svc: &ServiceState,
     node: &str,
     config: &NodeConfig,
-    subscriptions: &[Subscription],
+    audience: &Audience,
     item: &StoredItem,
 ) {
     if !config.deliver_notifications {
@@ -52,7 +69,7 @@ pub async fn published(
     let items = Element::new("items", ns::PUBSUB_EVENT)
         .with_attr("node", node)
         .with_child(event_item(item, config.deliver_payloads));
-    broadcast(ctx, svc, node, config, subscriptions, items).await;
+    broadcast(ctx, svc, node, config, audience, items).await;
 }
 
 /// An item was retracted.
@@ -61,13 +78,13 @@ pub async fn retracted(
     svc: &ServiceState,
     node: &str,
     config: &NodeConfig,
-    subscriptions: &[Subscription],
+    audience: &Audience,
     id: &str,
 ) {
     let items = Element::new("items", ns::PUBSUB_EVENT)
         .with_attr("node", node)
         .with_child(Element::new("retract", ns::PUBSUB_EVENT).with_attr("id", id));
-    broadcast(ctx, svc, node, config, subscriptions, items).await;
+    broadcast(ctx, svc, node, config, audience, items).await;
 }
 
 /// A node-level event (delete, purge, configuration) to the node's subscribers.
@@ -79,7 +96,8 @@ pub async fn node_event(
     subscriptions: &[Subscription],
     event: Element,
 ) {
-    broadcast(ctx, svc, node, config, subscriptions, event).await;
+    let audience = Audience::own(subscriptions.to_vec());
+    broadcast(ctx, svc, node, config, &audience, event).await;
 }
 
 async fn broadcast(
@@ -87,12 +105,13 @@ async fn broadcast(
     svc: &ServiceState,
     node: &str,
     config: &NodeConfig,
-    subscriptions: &[Subscription],
+    audience: &Audience,
     event_child: Element,
 ) {
-    let mut recipients: Vec<Jid> = subscriptions
+    let mut recipients: Vec<Jid> = audience
+        .own
         .iter()
-        .filter(|s| s.deliver)
+        .filter(|s| s.options.deliver)
         .map(|s| s.jid.clone())
         .collect();
     if let Some(owner) = svc.kind.pep_owner() {
@@ -109,10 +128,29 @@ async fn broadcast(
             }
         }
     }
-    if recipients.is_empty() {
-        return;
+    // XEP-0248 §5.3.1: what comes through a collection says which, in a SHIM header.
+    let mut seen = recipients.clone();
+    for (collection, subscriptions) in &audience.via {
+        let group: Vec<Jid> = subscriptions
+            .iter()
+            .map(|s| s.jid.clone())
+            .filter(|j| !seen.contains(j))
+            .collect();
+        if group.is_empty() {
+            continue;
+        }
+        let header = Element::new("headers", ns::SHIM).with_child(
+            Element::new("header", ns::SHIM)
+                .with_attr("name", "Collection")
+                .with_text(collection.as_str()),
+        );
+        let message = message(svc, config, event_child.clone()).with_child(header);
+        deliver(ctx, message, &group).await;
+        seen.extend(group);
     }
-    deliver(ctx, message(svc, config, event_child), &recipients).await;
+    if !recipients.is_empty() {
+        deliver(ctx, message(svc, config, event_child), &recipients).await;
+    }
 }
 
 /// Sends one message to many: serialized once, each copy differing only in `to`.

@@ -7,8 +7,8 @@ use corvid_proto::{BareJid, IqType, Jid, StanzaError, ns};
 use corvid_store::{PubSubStore, Rosters};
 use corvid_xml::Element;
 
-use super::node::{Affiliation, Node, ServiceKind, SubState, Subscription};
-use super::node_config::{AccessModel, SendLast};
+use super::node::{Affiliation, Node, ServiceKind, SubOptions, SubState, Subscription};
+use super::node_config::{AccessModel, NodeType, SendLast};
 use super::{Outcome, Request, errors, node_attr, verb};
 use crate::module::Ctx;
 
@@ -143,12 +143,12 @@ impl Request<'_> {
     ) -> Result<(Element, Vec<Element>), StanzaError> {
         let node_name = node_attr(el)?;
         let jid = self.own_jid(el)?;
-        let deliver = match payload
+        let options = match payload
             .get_child("options", ns::PUBSUB)
             .and_then(|o| o.get_child("x", ns::DATA_FORMS))
         {
-            Some(form) => parse_options(form)?,
-            None => true,
+            Some(form) => parse_options(form, SubOptions::default())?,
+            None => SubOptions::default(),
         };
         let access = {
             let nodes = self.svc.nodes.lock().await;
@@ -170,7 +170,7 @@ impl Request<'_> {
                     jid: jid.clone(),
                     subid: crate::random_id(),
                     state: SubState::Subscribed,
-                    deliver,
+                    options,
                 };
                 self.ctx
                     .server
@@ -246,23 +246,24 @@ impl Request<'_> {
             .ok_or_else(StanzaError::item_not_found)?;
         let subid = pick_subscription(node, &jid, el.attr("subid"))?;
         let Some(payload) = submitted else {
-            let deliver = node
+            let current = node
                 .subscriptions
                 .iter()
                 .find(|s| s.jid == jid && s.subid == subid)
-                .is_some_and(|s| s.deliver);
+                .map(|s| s.options)
+                .unwrap_or_default();
+            let collection = node.config.node_type == NodeType::Collection;
             let options = Element::new("options", ns::PUBSUB)
                 .with_attr("node", node_name)
                 .with_attr("jid", jid.as_str())
                 .with_attr("subid", subid.as_str())
-                .with_child(options_form(deliver));
+                .with_child(options_form(&current, collection));
             return Ok(Some(Element::new("pubsub", ns::PUBSUB).with_child(options)));
         };
         let form = payload
             .get_child("options", ns::PUBSUB)
             .and_then(|o| o.get_child("x", ns::DATA_FORMS))
             .ok_or_else(StanzaError::bad_request)?;
-        let deliver = parse_options(form)?;
         let Some(sub) = node
             .subscriptions
             .iter_mut()
@@ -271,7 +272,7 @@ impl Request<'_> {
             return Err(errors::not_subscribed());
         };
         let mut changed = sub.clone();
-        changed.deliver = deliver;
+        changed.options = parse_options(form, sub.options)?;
         self.ctx
             .server
             .store
@@ -373,38 +374,60 @@ pub fn subscription_element(node: &str, sub: &Subscription) -> Element {
         .with_attr("subscription", sub.state.as_str())
 }
 
-/// The subscription options form (XEP-0060 §6.3.2): only `pubsub#deliver` is offered.
-fn options_form(deliver: bool) -> Element {
-    forms::form("form")
+/// The subscription options form (XEP-0060 §6.3.2): `pubsub#deliver`, and for a collection
+/// what of it to hear (XEP-0248 §6.1).
+fn options_form(options: &SubOptions, collection: bool) -> Element {
+    let mut form = forms::form("form")
         .with_child(forms::form_type_field(ns::PUBSUB_SUBSCRIBE_OPTIONS))
         .with_child(forms::field(
             "pubsub#deliver",
             "boolean",
             Some("Enable delivery?"),
-            &[if deliver { "1" } else { "0" }],
-        ))
+            &[if options.deliver { "1" } else { "0" }],
+        ));
+    if collection {
+        let depth = options.depth.map_or("all".to_string(), |d| d.to_string());
+        form.append_child(forms::field(
+            "pubsub#subscription_type",
+            "list-single",
+            Some("What to hear of the collection"),
+            &[if options.items { "items" } else { "nodes" }],
+        ));
+        form.append_child(forms::field(
+            "pubsub#subscription_depth",
+            "list-single",
+            Some("How deep in the collection"),
+            &[depth.as_str()],
+        ));
+    }
+    form
 }
 
-/// A submitted options form: `pubsub#deliver`, the only option offered (§6.3.5: anything
-/// else is `bad-request` with `invalid-options`).
-fn parse_options(form: &Element) -> Result<bool, StanzaError> {
+/// A submitted options form over `base` (§6.3.5: a field or value we do not offer is
+/// `bad-request` with `invalid-options`).
+fn parse_options(form: &Element, base: SubOptions) -> Result<SubOptions, StanzaError> {
     let invalid =
         || StanzaError::bad_request().with_app(Element::new("invalid-options", ns::PUBSUB_ERRORS));
-    let mut deliver = true;
+    let mut options = base;
     for field in form.children().filter(|f| f.is("field", ns::DATA_FORMS)) {
-        match field.attr("var") {
-            Some("FORM_TYPE") => {}
-            Some("pubsub#deliver") => {
-                deliver = match forms::value(form, "pubsub#deliver").as_deref() {
-                    Some("1" | "true") => true,
-                    Some("0" | "false") => false,
-                    _ => return Err(invalid()),
-                }
+        let Some(var) = field.attr("var") else {
+            continue;
+        };
+        let value = forms::value(form, var).unwrap_or_default();
+        match (var, value.as_str()) {
+            ("FORM_TYPE", _) => {}
+            ("pubsub#deliver", "1" | "true") => options.deliver = true,
+            ("pubsub#deliver", "0" | "false") => options.deliver = false,
+            ("pubsub#subscription_type", "items") => options.items = true,
+            ("pubsub#subscription_type", "nodes") => options.items = false,
+            ("pubsub#subscription_depth", "all") => options.depth = None,
+            ("pubsub#subscription_depth", depth) => {
+                options.depth = Some(depth.parse().ok().filter(|d| *d > 0).ok_or_else(invalid)?)
             }
             _ => return Err(invalid()),
         }
     }
-    Ok(deliver)
+    Ok(options)
 }
 
 /// Who may publish, by the node's model (XEP-0060 §4.1 table 4, `pubsub#publish_model`).

@@ -406,7 +406,7 @@ impl Request<'_> {
                         jid,
                         subid: crate::random_id(),
                         state: SubState::Subscribed,
-                        deliver: true,
+                        options: Default::default(),
                     };
                     self.ctx
                         .server
