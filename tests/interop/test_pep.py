@@ -7,6 +7,7 @@ publish-options."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import xml.etree.ElementTree as ET
@@ -17,6 +18,7 @@ from pubsub_support import (
     NS_AVATAR_METADATA,
     NS_BOOKMARKS,
     NS_BOOKMARKS_LEGACY,
+    NS_DISCO_INFO,
     NS_OMEMO,
     NS_OMEMO_DEVICELIST,
     NS_PRIVATE,
@@ -25,6 +27,7 @@ from pubsub_support import (
     SERVICE,
     configuration,
     create,
+    disco,
     entry,
     error,
     event_item_payload,
@@ -104,6 +107,21 @@ async def friends(server, im, *, alice_options: dict, bob_options: dict):
 
 
 # -- PEP nodes ------------------------------------------------------------------------------
+
+
+async def test_the_account_says_it_offers_pep_with_what_clients_check_for(server, im):
+    alice = await pubsub_user(server, im, "alice")
+    info = await disco(alice, NS_DISCO_INFO, alice.bare)
+    identities = {(i.get("category"), i.get("type")) for i in info.xml.iter(f"{{{NS_DISCO_INFO}}}identity")}
+    features = {f.get("var") for f in info.xml.iter(f"{{{NS_DISCO_INFO}}}feature")}
+    # XEP-0163 §6.1: the account is a pubsub/pep identity. Bookmark clients (XEP-0402 §3)
+    # also check publish-options and config-node-max; #compat says XEP-0048 is kept in step.
+    assert ("pubsub", "pep") in identities, str(info)
+    for feature in ("http://jabber.org/protocol/pubsub#publish-options",
+                    "http://jabber.org/protocol/pubsub#config-node-max",
+                    "http://jabber.org/protocol/pubsub#auto-create",
+                    "urn:xmpp:bookmarks:1#compat"):
+        assert feature in features, f"{feature} missing from {sorted(features)}"
 
 
 async def test_the_first_publish_creates_the_node_with_the_pep_defaults(server, im):
@@ -362,3 +380,35 @@ async def test_nodes_items_subscriptions_and_bookmarks_survive_a_restart(make_im
         "tea@conference.localhost": {"name": "Tea room", "autojoin": True, "nick": "ali"}}
     _, condition, _, _ = await error(items(bob, NS_BOOKMARKS, to=alice.bare))
     assert condition == "not-allowed"
+
+
+async def test_bookmarks_saved_by_aioxmpp_in_private_storage_reach_a_xep_0402_client(server, im):
+    import aioxmpp
+    import aioxmpp.bookmarks
+    import aioxmpp.connector
+
+    from interop_support import HOST
+
+    jid, password = server.new_account("alice")
+    client = aioxmpp.PresenceManagedClient(
+        aioxmpp.JID.fromstr(f"{jid}/aioxmpp"),
+        aioxmpp.make_security_layer(password, no_verify=True),
+        override_peer=[(HOST, server.port, aioxmpp.connector.STARTTLSConnector())],
+    )
+    async with client.connected():
+        # aioxmpp keeps bookmarks the XEP-0048 way, in private XML storage.
+        bookmarks = client.summon(aioxmpp.BookmarkClient)
+        room = aioxmpp.JID.fromstr("tea@conference.localhost")
+        await asyncio.wait_for(
+            bookmarks.add_bookmark(aioxmpp.bookmarks.Conference("Tea room", room, autojoin=True, nick="ali")),
+            TIMEOUT)
+
+        modern = await pubsub_user(server, im, jid=jid, password=password, resource="modern")
+        assert pep_bookmarks(await items(modern, NS_BOOKMARKS, to=None)) == {
+            "tea@conference.localhost": {"name": "Tea room", "autojoin": True, "nick": "ali"}}
+        # ...and what the XEP-0402 client adds, aioxmpp reads.
+        await publish_bookmark(modern, "work@conference.localhost", "Work", "alice")
+        got = await asyncio.wait_for(bookmarks.get_bookmarks(), TIMEOUT)
+        assert {(str(b.jid), b.name, b.autojoin, b.nick) for b in got} == {
+            ("tea@conference.localhost", "Tea room", True, "ali"),
+            ("work@conference.localhost", "Work", True, "alice")}

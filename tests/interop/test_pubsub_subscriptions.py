@@ -9,10 +9,16 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 
-from interop_support import DOMAIN, is_message
+import aioxmpp
+import aioxmpp.pubsub
+import aioxmpp.pubsub.xso
+import aioxmpp.xso
+
+from interop_support import DOMAIN, TIMEOUT, is_message
 from pubsub_support import (
     NS_OWNER,
     NS_PUBSUB,
+    NS_TEST,
     SERVICE,
     any_event,
     configuration,
@@ -35,6 +41,18 @@ from pubsub_support import (
     subscribe,
     unsubscribe,
 )
+
+
+@aioxmpp.pubsub.xso.as_payload_class
+class AioEntry(aioxmpp.xso.XSO):
+    """The tests' payload, <entry xmlns='urn:corvid:interop:entry'>text</entry>, for aioxmpp."""
+
+    TAG = (NS_TEST, "entry")
+    text = aioxmpp.xso.Text(default=None)
+
+    def __init__(self, text: str | None = None):
+        super().__init__()
+        self.text = text
 
 
 def owner_list(result, verb: str) -> dict[str, str]:
@@ -293,3 +311,29 @@ async def test_concurrent_subscribers_each_get_one_notification(server, im):
         first = await reader.inbox.expect(is_event(node), "the first notification")
         second = await reader.inbox.expect(is_event(node), "the second notification")
         assert [event_items(first), event_items(second)] == [[("all", "to everyone")], [("marker", "marker")]]
+
+
+# -- a second client library -------------------------------------------------------------------
+
+
+async def test_aioxmpp_subscribes_and_hears_what_slixmpp_publishes(server, im):
+    from test_aioxmpp_muc import aioxmpp_client, signal_future
+
+    alice = await pubsub_user(server, im, "alice")
+    node = node_name()
+    await create(alice, node)
+    async with aioxmpp_client(server, "carol") as (carol, _stream):
+        pubsub = carol.summon(aioxmpp.PubSubClient)
+        service = aioxmpp.JID.fromstr(SERVICE)
+        await asyncio.wait_for(pubsub.subscribe(service, node), TIMEOUT)
+        heard = signal_future(pubsub.on_item_published,
+                              lambda jid, n, item, **kw: item if n == node else None)
+        await publish(alice, node, entry("for aioxmpp"), "aio")
+        item = await asyncio.wait_for(heard, TIMEOUT)
+        assert item.id_ == "aio"
+        assert isinstance(item.registered_payload, AioEntry) and item.registered_payload.text == "for aioxmpp"
+        # aioxmpp publishes too once alice makes it a publisher; alice reads it back.
+        await owner(alice, "affiliations", node, children=[owner_entry("affiliation", str(carol.local_jid.bare()),
+                                                                       "publisher")])
+        await asyncio.wait_for(pubsub.publish(service, node, AioEntry("from aioxmpp"), id_="back"), TIMEOUT)
+        assert item_list(await items(alice, node, max_items=1)) == [("back", "from aioxmpp")]
