@@ -303,9 +303,9 @@ async def test_an_item_over_the_size_limit_is_payload_too_big(server, im):
     alice = await pubsub_user(server, im, "alice")
     node = node_name()
     await create(alice, node)
-    # §7.1.3.4: not-acceptable + payload-too-big. The server's default item limit is well
-    # under the 1 MB sent here (its default stanza limit is larger still).
-    big = entry("x" * 1_000_000)
+    # §7.1.3.4: not-acceptable + payload-too-big. 200 kB is over the server's default item
+    # limit and under its stanza limit (256 KiB), so the stream stays up to hear the error.
+    big = entry("x" * 200_000)
     _, condition, extra, _ = await error(publish(alice, node, big, "big"))
     assert (condition, extra) == ("not-acceptable", [pubsub_error("payload-too-big")])
     assert item_list(await items(alice, node)) == []

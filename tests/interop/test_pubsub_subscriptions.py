@@ -14,7 +14,7 @@ import aioxmpp.pubsub
 import aioxmpp.pubsub.xso
 import aioxmpp.xso
 
-from interop_support import DOMAIN, TIMEOUT, is_message
+from interop_support import DOMAIN, TIMEOUT, befriend, is_message
 from pubsub_support import (
     NS_OWNER,
     NS_PUBSUB,
@@ -138,6 +138,19 @@ async def test_unsubscribing_without_a_subscription_is_not_subscribed(server, im
     assert (etype, condition, extra) == ("cancel", "unexpected-request", [pubsub_error("not-subscribed")])
 
 
+async def test_unsubscribing_with_a_wrong_subid_is_invalid_subid(server, im):
+    alice, bob, node = await node_with_subscriber(server, im)
+    # §6.2.3.5: not-acceptable + invalid-subid; the subscription stays.
+    etype, condition, extra, _ = await error(unsubscribe(bob, node, subid="not-the-subid"))
+    assert (etype, condition, extra) == ("modify", "not-acceptable", [pubsub_error("invalid-subid")])
+    subs = owner_list(await owner(alice, "subscriptions", node, itype="get"), "subscription")
+    assert subs == {bob.bare: "subscribed"}
+    # With the right subid it ends.
+    subid = (await subscribe(bob, node)).get("subid")
+    await unsubscribe(bob, node, subid=subid)
+    assert owner_list(await owner(alice, "subscriptions", node, itype="get"), "subscription") == {}
+
+
 async def test_subscribing_someone_else_is_invalid_jid(server, im):
     alice = await pubsub_user(server, im, "alice")
     bob = await pubsub_user(server, im, "bob")
@@ -180,6 +193,10 @@ async def test_presence_access_node_needs_a_presence_subscription(server, im):
     assert (etype, condition, extra) == ("auth", "not-authorized", [pubsub_error("presence-subscription-required")])
     _, condition, extra, _ = await error(items(bob, node))
     assert (condition, extra) == ("not-authorized", [pubsub_error("presence-subscription-required")])
+    # With a presence subscription to the owner (RFC 6121), bob is in.
+    await befriend(alice, bob)
+    assert (await subscribe(bob, node)).get("subscription") == "subscribed"
+    assert item_list(await items(bob, node)) == []
 
 
 async def test_roster_access_node_needs_a_roster_group(server, im):
@@ -190,6 +207,9 @@ async def test_roster_access_node_needs_a_roster_group(server, im):
     # §6.1.3.3: not-authorized + not-in-roster-group.
     etype, condition, extra, _ = await error(subscribe(bob, node))
     assert (etype, condition, extra) == ("auth", "not-authorized", [pubsub_error("not-in-roster-group")])
+    # In the owner's roster under Friends, bob is in (no presence subscription needed).
+    await alice.roster_set(bob.bare, groups=("Friends",))
+    assert (await subscribe(bob, node)).get("subscription") == "subscribed"
 
 
 # -- the last item on subscribe (§6.1.7, §12.13) ---------------------------------------------
