@@ -12,7 +12,7 @@ import base64
 import hashlib
 import xml.etree.ElementTree as ET
 
-from interop_support import TIMEOUT, befriend, is_message, is_presence
+from interop_support import TIMEOUT, befriend, is_message, is_presence, remove_user
 from pubsub_support import (
     NS_AVATAR_DATA,
     NS_AVATAR_METADATA,
@@ -224,6 +224,36 @@ async def test_a_contact_coming_online_gets_the_last_item(server, im):
     bob = await again(server, im, bob, "back", notify=(NS_MOOD,))
     got = await bob.inbox.expect(is_event(NS_MOOD, frm=alice.bare), "alice's last mood")
     assert event_items(got) == [("current", "while bob was away")]
+
+
+async def test_a_contact_whose_caps_come_to_ask_for_a_node_gets_its_last_item(server, im):
+    alice = await pubsub_user(server, im, "alice")
+    bob = await pubsub_user(server, im, "bob")
+    await befriend(alice, bob)
+    await publish(alice, NS_MOOD, entry("before bob asked"), "current", to=None)
+    # bob's client starts to ask for the mood (new caps in a new presence, XEP-0115 §4):
+    # XEP-0163 §4.3.2: the last item comes then.
+    bob.plugin["xep_0030"].add_feature(f"{NS_MOOD}+notify")
+    await bob.plugin["xep_0115"].update_caps(broadcast=False)
+    bob.presence(status="now with mood")
+    got = await bob.inbox.expect(is_event(NS_MOOD, frm=alice.bare), "alice's mood")
+    assert event_items(got) == [("current", "before bob asked")]
+
+
+async def test_pep_nodes_go_with_the_account(server, im):
+    alice = await pubsub_user(server, im, "alice")
+    bob = await pubsub_user(server, im, "bob")
+    await publish(alice, NS_MOOD, entry("soon gone"), "current", to=None,
+                  options=publish_options(access_model="open"))
+    assert item_list(await items(bob, NS_MOOD, to=alice.bare)) == [("current", "soon gone")]
+    await alice.close()
+    remove_user(server, alice.bare)
+    # RFC 6121 §8.5.1: an IQ to an account that does not exist is service-unavailable.
+    assert (await error(items(bob, NS_MOOD, to=alice.bare)))[1] == "service-unavailable"
+    # The PEP service is the account's: one made anew under the same name has no nodes.
+    server.add_user(alice.bare.split("@", 1)[0], "another-password")
+    _, condition, _, _ = await error(items(bob, NS_MOOD, to=alice.bare))
+    assert condition == "item-not-found"
 
 
 async def test_a_contact_gets_the_vcard_avatar_hash_of_the_pep_avatar(server, im):

@@ -421,3 +421,22 @@ async def test_delete_by_someone_else_is_forbidden_and_a_missing_node_item_not_f
     assert (await error(owner(bob, "delete", node)))[:2] == ("auth", "forbidden")
     assert (await error(owner(alice, "delete", node_name("missing"))))[:2] == ("cancel", "item-not-found")
     assert item_ids(await items(alice, node)) == []
+
+
+# -- what the configuration changes in notifications (§4.2, §8.2.1) ----------------------------
+
+
+async def test_without_deliver_payloads_notifications_carry_only_the_item_id(server, im):
+    alice, bob, node = await node_with_subscriber(server, im, deliver_payloads=False)
+    await publish(alice, node, entry("fetch me"), "light")
+    got = await bob.inbox.expect(is_event(node, frm=SERVICE), "the notification")
+    # §7.1.2.2: the item's id, no payload; the subscriber fetches it.
+    assert event_items(got) == [("light", None)]
+    assert item_list(await items(bob, node, ids=("light",))) == [("light", "fetch me")]
+
+
+async def test_notify_config_tells_subscribers_of_a_new_configuration(server, im):
+    alice, bob, node = await node_with_subscriber(server, im, notify_config=True)
+    await configure(alice, node, title="New title", notify_config=True)
+    # §8.2.1: <configuration node='…'/> when notify_config is true.
+    await bob.inbox.expect(is_event(node, "configuration", frm=SERVICE), "the configuration notification")

@@ -16,8 +16,10 @@ import aioxmpp.xso
 
 from interop_support import DOMAIN, TIMEOUT, befriend, is_message
 from pubsub_support import (
+    NS_DATA,
     NS_OWNER,
     NS_PUBSUB,
+    NS_SUBSCRIBE_OPTIONS,
     NS_TEST,
     SERVICE,
     any_event,
@@ -27,6 +29,8 @@ from pubsub_support import (
     delay_of,
     entry,
     error,
+    form_el,
+    form_values,
     event_items,
     is_event,
     item_list,
@@ -357,3 +361,29 @@ async def test_aioxmpp_subscribes_and_hears_what_slixmpp_publishes(server, im):
                                                                        "publisher")])
         await asyncio.wait_for(pubsub.publish(service, node, AioEntry("from aioxmpp"), id_="back"), TIMEOUT)
         assert item_list(await items(alice, node, max_items=1)) == [("back", "from aioxmpp")]
+
+
+async def test_subscription_options_deliver_false_silences_a_subscription(server, im):
+    alice, bob, node = await node_with_subscriber(server, im)
+    carol = await pubsub_user(server, im, "carol")
+    await subscribe(carol, node)
+    # §6.3.2: the options form of bob's subscription.
+    ps = ET.Element(f"{{{NS_PUBSUB}}}pubsub")
+    ET.SubElement(ps, f"{{{NS_PUBSUB}}}options", {"node": node, "jid": bob.bare})
+    result = await bob.query("get", ps, to=SERVICE)
+    form = result.xml.find(f"{{{NS_PUBSUB}}}pubsub/{{{NS_PUBSUB}}}options/{{{NS_DATA}}}x")
+    assert form is not None, str(result)
+    assert "pubsub#deliver" in form_values(form), str(result)
+    # §6.3.5: submitting deliver=false.
+    ps = ET.Element(f"{{{NS_PUBSUB}}}pubsub")
+    options = ET.SubElement(ps, f"{{{NS_PUBSUB}}}options", {"node": node, "jid": bob.bare})
+    options.append(form_el(NS_SUBSCRIBE_OPTIONS, {"pubsub#deliver": False}))
+    await bob.query("set", ps, to=SERVICE)
+
+    await publish(alice, node, entry("not for bob"), "quiet")
+    await carol.inbox.expect(is_event(node), "carol's notification")
+    alice.message(bob.full, "marker")
+    await nothing_before(bob, is_message(body="marker"), "the marker", is_event(node))
+    # Still subscribed, only silent.
+    assert owner_list(await owner(alice, "subscriptions", node, itype="get"), "subscription")[bob.bare] == \
+        "subscribed"
