@@ -440,3 +440,25 @@ async def test_notify_config_tells_subscribers_of_a_new_configuration(server, im
     await configure(alice, node, title="New title", notify_config=True)
     # §8.2.1: <configuration node='…'/> when notify_config is true.
     await bob.inbox.expect(is_event(node, "configuration", frm=SERVICE), "the configuration notification")
+
+
+# -- the service's configuration (`[pubsub]`) ---------------------------------------------------
+
+
+async def test_with_create_admins_a_user_may_not_create_nodes(make_im_server, im):
+    own = make_im_server("pubsub-admins", sections={"pubsub": {"create": "admins"}})
+    alice = await pubsub_user(own, im, "alice")
+    # §8.1.3: a requester without the privilege to create nodes gets forbidden.
+    assert (await error(create(alice, node_name())))[:2] == ("auth", "forbidden")
+
+
+async def test_the_service_domain_follows_the_config(make_im_server, im):
+    own = make_im_server("pubsub-domain", sections={"pubsub": {"domain": f"news.{DOMAIN}"}})
+    alice = await pubsub_user(own, im, "alice")
+    listed = await disco(alice, NS_DISCO_ITEMS, DOMAIN)
+    jids = {i.get("jid") for i in listed.xml.iter(f"{{{NS_DISCO_ITEMS}}}item")}
+    assert f"news.{DOMAIN}" in jids and SERVICE not in jids, str(listed)
+    node = node_name()
+    await create(alice, node, to=f"news.{DOMAIN}")
+    await publish(alice, node, entry("on the news service"), "n", to=f"news.{DOMAIN}")
+    assert item_list(await items(alice, node, to=f"news.{DOMAIN}")) == [("n", "on the news service")]
