@@ -146,7 +146,7 @@ async def test_a_collection_node_is_unsupported_collections(server, im):
     info = await disco(alice, NS_DISCO_INFO, SERVICE)
     assert f"{NS_PUBSUB}#collections" not in {f.get("var") for f in info.xml.iter(f"{{{NS_DISCO_INFO}}}feature")}
     # A feature the service lacks is refused as feature-not-implemented + <unsupported/>
-    # naming it (XEP-0060 §8.1.3 and its error table, §14.5); collections are XEP-0248's.
+    # naming it (XEP-0060 §8.1.3 and the pubsub#errors schema); collections are XEP-0248's.
     _, condition, extra, attrs = await error(create(alice, node_name(), node_type="collection"))
     assert (condition, extra, attrs.get("feature")) == \
         ("feature-not-implemented", [pubsub_error("unsupported")], "collections")
