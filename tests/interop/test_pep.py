@@ -32,6 +32,7 @@ from pubsub_support import (
     error,
     event_item_payload,
     event_items,
+    event_retracts,
     is_event,
     item_ids,
     item_list,
@@ -289,8 +290,18 @@ async def test_bookmarks_round_trip(server, im):
         "tea@conference.localhost": {"name": "Tea room", "autojoin": True, "nick": "ali"},
         "work@conference.localhost": {"name": "Work", "autojoin": True, "nick": "alice"},
     }
+    # One item per room: saving a room again replaces its bookmark.
+    await publish_bookmark(alice, "work@conference.localhost", "Work (renamed)", "alice")
+    assert pep_bookmarks(await items(alice, NS_BOOKMARKS, to=None))["work@conference.localhost"]["name"] == \
+        "Work (renamed)"
+    # The node is configured as the publish-options asked (XEP-0223 §3: private).
+    config = await configuration(alice, NS_BOOKMARKS, to=alice.bare)
+    assert config["pubsub#access_model"] == ["whitelist"]
+    assert config["pubsub#max_items"][0] == "max" or int(config["pubsub#max_items"][0]) >= 10000
     # XEP-0402 §3.4: removing one is a retract, told to the other resources.
     await retract(alice, NS_BOOKMARKS, "tea@conference.localhost", to=None, notify=True)
+    got = await alice_phone.inbox.expect(lambda s: is_event(NS_BOOKMARKS)(s) and event_retracts(s), "the retraction")
+    assert event_retracts(got) == ["tea@conference.localhost"]
     assert set(pep_bookmarks(await items(alice, NS_BOOKMARKS, to=None))) == {"work@conference.localhost"}
 
 
