@@ -22,6 +22,7 @@ from pubsub_support import (
     NS_SUBSCRIBE_OPTIONS,
     NS_TEST,
     SERVICE,
+    again,
     any_event,
     configuration,
     configure,
@@ -119,6 +120,22 @@ async def test_subscribing_returns_a_subscription_with_a_subid_and_twice_the_sam
     await publish(alice, node, entry("marker"), "marker")
     got = await bob.inbox.expect(is_event(node), "the marker's notification")
     assert event_items(got) == [("marker", "marker")], "a second notification of the first item came"
+
+
+async def test_a_full_jid_subscription_reaches_that_resource_alone(server, im):
+    alice = await pubsub_user(server, im, "alice")
+    phone = await pubsub_user(server, im, "bob", resource="phone")
+    desk = await again(server, im, phone, "desk")
+    node = node_name()
+    await create(alice, node)
+    # §6.1.1: the subscribing JID may be a full JID; notifications go to it.
+    sub = await subscribe(phone, node, jid=phone.full)
+    assert (sub.get("jid"), sub.get("subscription")) == (phone.full, "subscribed")
+    await publish(alice, node, entry("for the phone"), "p")
+    got = await phone.inbox.expect(is_event(node), "the phone's notification")
+    assert got.xml.get("to") == phone.full
+    alice.message(desk.full, "marker")
+    await nothing_before(desk, is_message(body="marker"), "the marker", is_event(node))
 
 
 async def test_after_unsubscribing_no_notifications_come(server, im):
