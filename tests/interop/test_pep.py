@@ -453,3 +453,40 @@ async def test_bookmarks_saved_by_aioxmpp_in_private_storage_reach_a_xep_0402_cl
         assert {(str(b.jid), b.name, b.autojoin, b.nick) for b in got} == {
             ("tea@conference.localhost", "Tea room", True, "ali"),
             ("work@conference.localhost", "Work", True, "alice")}
+
+
+async def test_an_aioxmpp_contact_claiming_the_avatar_node_hears_a_slixmpp_avatar(server, im):
+    import aioxmpp
+    import aioxmpp.connector
+
+    from interop_support import HOST, is_roster_push
+    from test_aioxmpp_muc import signal_future
+
+    alice = await pubsub_user(server, im, "alice", avatar=True)
+    jid, password = server.new_account("carol")
+    client = aioxmpp.PresenceManagedClient(
+        aioxmpp.JID.fromstr(f"{jid}/aioxmpp"),
+        aioxmpp.make_security_layer(password, no_verify=True),
+        override_peer=[(HOST, server.port, aioxmpp.connector.STARTTLSConnector())],
+    )
+    # aioxmpp computes its own XEP-0115 hash over the +notify feature the claim adds.
+    client.summon(aioxmpp.EntityCapsService)
+    claim = client.summon(aioxmpp.PEPClient).claim_pep_node(NS_AVATAR_METADATA, notify=True)
+    heard = signal_future(claim.on_item_publish,
+                          lambda sender, node, item, **kw: item if str(sender) == alice.bare else None)
+    roster = client.summon(aioxmpp.RosterClient)
+    async with client.connected():
+        # A mutual presence subscription, carol pre-approving alice (RFC 6121 §3.4).
+        roster.approve(aioxmpp.JID.fromstr(alice.bare))
+        roster.subscribe(aioxmpp.JID.fromstr(alice.bare))
+        await alice.inbox.expect(is_presence("subscribe", frm=jid), "carol's subscription request")
+        alice.presence("subscribed", to=jid)
+        alice.presence("subscribe", to=jid)
+        await alice.inbox.expect(is_roster_push(jid, subscription="both"), "carol in alice's roster with 'both'")
+
+        await alice.plugin["xep_0084"].publish_avatar(PNG, timeout=TIMEOUT)
+        avatar_id = hashlib.sha1(PNG).hexdigest()
+        await alice.plugin["xep_0084"].publish_avatar_metadata(
+            {"id": avatar_id, "type": "image/png", "bytes": len(PNG)}, timeout=TIMEOUT)
+        item = await asyncio.wait_for(heard, TIMEOUT)
+        assert item.id_ == avatar_id
