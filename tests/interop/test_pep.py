@@ -12,7 +12,11 @@ import base64
 import hashlib
 import xml.etree.ElementTree as ET
 
-from interop_support import TIMEOUT, befriend, is_message, is_presence, remove_user
+import aioxmpp
+import aioxmpp.bookmarks
+import aioxmpp.connector
+
+from interop_support import HOST, TIMEOUT, befriend, is_message, is_presence, is_roster_push, remove_user
 from pubsub_support import (
     NS_AVATAR_DATA,
     NS_AVATAR_METADATA,
@@ -22,9 +26,9 @@ from pubsub_support import (
     NS_OMEMO,
     NS_OMEMO_DEVICELIST,
     NS_PRIVATE,
-    any_event,
-    again,
     SERVICE,
+    again,
+    any_event,
     configuration,
     create,
     disco,
@@ -47,6 +51,7 @@ from pubsub_support import (
     retract,
     subscribe,
 )
+from test_aioxmpp_muc import signal_future
 
 NS_MOOD = "urn:corvid:interop:mood"
 NS_VCARD_UPDATE = "vcard-temp:x:update"
@@ -424,12 +429,6 @@ async def test_nodes_items_subscriptions_and_bookmarks_survive_a_restart(make_im
 
 
 async def test_bookmarks_saved_by_aioxmpp_in_private_storage_reach_a_xep_0402_client(server, im):
-    import aioxmpp
-    import aioxmpp.bookmarks
-    import aioxmpp.connector
-
-    from interop_support import HOST
-
     jid, password = server.new_account("alice")
     client = aioxmpp.PresenceManagedClient(
         aioxmpp.JID.fromstr(f"{jid}/aioxmpp"),
@@ -456,12 +455,6 @@ async def test_bookmarks_saved_by_aioxmpp_in_private_storage_reach_a_xep_0402_cl
 
 
 async def test_an_aioxmpp_contact_claiming_the_avatar_node_hears_a_slixmpp_avatar(server, im):
-    import aioxmpp
-    import aioxmpp.connector
-
-    from interop_support import HOST, is_roster_push
-    from test_aioxmpp_muc import signal_future
-
     alice = await pubsub_user(server, im, "alice", avatar=True)
     jid, password = server.new_account("carol")
     client = aioxmpp.PresenceManagedClient(

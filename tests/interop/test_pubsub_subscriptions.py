@@ -46,6 +46,7 @@ from pubsub_support import (
     subscribe,
     unsubscribe,
 )
+from test_aioxmpp_muc import aioxmpp_client, signal_future
 
 
 @aioxmpp.pubsub.xso.as_payload_class
@@ -358,8 +359,6 @@ async def test_concurrent_subscribers_each_get_one_notification(server, im):
 
 
 async def test_aioxmpp_subscribes_and_hears_what_slixmpp_publishes(server, im):
-    from test_aioxmpp_muc import aioxmpp_client, signal_future
-
     alice = await pubsub_user(server, im, "alice")
     node = node_name()
     await create(alice, node)
