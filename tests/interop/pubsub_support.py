@@ -49,7 +49,7 @@ async def pubsub_user(server, im, prefix: str = "user", *, notify: tuple[str, ..
                       jid: str | None = None, password: str | None = None, resource: str | None = None,
                       online: bool = True) -> ImClient:
     """A new account (or the given one) logged in with the pubsub plugins. Its XEP-0115
-    caps advertise `<ns>+notify` for each namespace in `notify` (XEP-0163 §4.4), and for
+    caps advertise `<ns>+notify` for each namespace in `notify` (XEP-0163 §4.2), and for
     the avatar metadata when `avatar` (slixmpp's xep_0084 does that itself). When `online`,
     it requests its roster and sends initial presence with those caps."""
     if jid is None:

@@ -57,7 +57,7 @@ NS_MOOD = "urn:corvid:interop:mood"
 NS_VCARD_UPDATE = "vcard-temp:x:update"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 3
 
-#: XEP-0402 §3: the publish-options every bookmarks client sends.
+#: XEP-0402 §3.2: the publish-options every bookmarks client sends.
 BOOKMARK_OPTIONS = dict(persist_items=True, max_items="max", send_last_published_item="never",
                         access_model="whitelist")
 
@@ -75,7 +75,7 @@ async def publish_bookmark(client, room: str, name: str, nick: str):
 
 
 async def private_bookmarks(client) -> dict[str, dict]:
-    """XEP-0048 §3 through XEP-0049: {room JID: {name, autojoin, nick}}."""
+    """XEP-0048 bookmarks in XEP-0049 private storage: {room JID: {name, autojoin, nick}}."""
     query = ET.Element(f"{{{NS_PRIVATE}}}query")
     ET.SubElement(query, f"{{{NS_BOOKMARKS_LEGACY}}}storage")
     result = await client.query("get", query)
@@ -120,7 +120,7 @@ async def test_the_account_says_it_offers_pep_with_what_clients_check_for(server
     info = await disco(alice, NS_DISCO_INFO, alice.bare)
     identities = {(i.get("category"), i.get("type")) for i in info.xml.iter(f"{{{NS_DISCO_INFO}}}identity")}
     features = {f.get("var") for f in info.xml.iter(f"{{{NS_DISCO_INFO}}}feature")}
-    # XEP-0163 §6.1: the account is a pubsub/pep identity. Bookmark clients (XEP-0402 §3)
+    # XEP-0163 §6.1: the account is a pubsub/pep identity. Bookmark clients (XEP-0402 §6)
     # also check publish-options and config-node-max; #compat says XEP-0048 is kept in step.
     assert ("pubsub", "pep") in identities, str(info)
     for feature in ("http://jabber.org/protocol/pubsub#publish-options",
@@ -136,8 +136,8 @@ async def test_the_first_publish_creates_the_node_with_the_pep_defaults(server, 
     await publish(alice, NS_MOOD, entry("happy"), "current", to=None)
     assert item_list(await items(alice, NS_MOOD, to=None)) == [("current", "happy")]
     config = await configuration(alice, NS_MOOD, to=alice.bare)
-    # XEP-0163 §4.1 / §4.3: access model presence, the last item sent on subscription and
-    # presence; one item kept.
+    # XEP-0163 §5 (recommended defaults): access model presence, the last item sent on
+    # subscription and presence; one item kept.
     assert config["pubsub#access_model"] == ["presence"]
     assert config["pubsub#send_last_published_item"] == ["on_sub_and_presence"]
     assert config["pubsub#max_items"] == ["1"]
@@ -168,13 +168,13 @@ async def test_publish_options_that_differ_from_an_existing_pep_node_are_precond
 async def test_nobody_else_publishes_to_a_users_pep_node(server, im):
     alice, bob = await friends(server, im, alice_options={}, bob_options={})
     await publish(alice, NS_MOOD, entry("alice's mood"), "current", to=None)
-    # XEP-0163 §4.1: only the account owner publishes (publish model publishers).
+    # XEP-0163 §2.2: one publisher per node, the account owner.
     assert (await error(publish(bob, NS_MOOD, entry("bob's idea"), "current", to=alice.bare)))[:2] == \
         ("auth", "forbidden")
     assert item_list(await items(bob, NS_MOOD, to=alice.bare)) == [("current", "alice's mood")]
 
 
-# -- notifications: contacts with +notify, and nobody else (XEP-0163 §4.3) -------------------
+# -- notifications: contacts with +notify, and nobody else (XEP-0163 §4.2) -------------------
 
 
 async def test_avatar_reaches_contacts_with_notify_and_the_owners_resources_not_strangers(server, im):
@@ -188,13 +188,13 @@ async def test_avatar_reaches_contacts_with_notify_and_the_owners_resources_not_
     await avatar.publish_avatar_metadata({"id": avatar_id, "type": "image/png", "bytes": len(PNG)},
                                          timeout=TIMEOUT)
 
-    # XEP-0084 §4.3: the metadata notification, from alice's bare JID.
+    # XEP-0084 §3.3: the metadata notification, from alice's bare JID.
     for who in (bob, alice_phone):
         got = await who.inbox.expect(is_event(NS_AVATAR_METADATA, frm=alice.bare), "alice's avatar metadata")
         assert [i for i, _ in event_items(got)] == [avatar_id]
         info = event_item_payload(got, f"{{{NS_AVATAR_METADATA}}}metadata/{{{NS_AVATAR_METADATA}}}info")
         assert info is not None and (info.get("id"), info.get("bytes")) == (avatar_id, str(len(PNG))), str(got)
-    # XEP-0084 §4.4: the contact fetches the data by id.
+    # XEP-0084 §3.4: the contact fetches the data by id.
     data = item_payload(await items(bob, NS_AVATAR_DATA, to=alice.bare, ids=(avatar_id,)), f"{{{NS_AVATAR_DATA}}}data")
     assert data is not None and base64.b64decode(data.text) == PNG
 
@@ -225,7 +225,7 @@ async def test_a_contact_coming_online_gets_the_last_item(server, im):
     await bob.close()
     await publish(alice, NS_MOOD, entry("while bob was away"), "current", to=None)
 
-    # XEP-0163 §4.3.2 (send_last_published_item on_sub_and_presence): on bob's available
+    # XEP-0163 §4.3.4 (send_last_published_item on_sub_and_presence): on bob's available
     # presence, the last item of each node he asks for.
     bob = await again(server, im, bob, "back", notify=(NS_MOOD,))
     got = await bob.inbox.expect(is_event(NS_MOOD, frm=alice.bare), "alice's last mood")
@@ -237,8 +237,8 @@ async def test_a_contact_whose_caps_come_to_ask_for_a_node_gets_its_last_item(se
     bob = await pubsub_user(server, im, "bob")
     await befriend(alice, bob)
     await publish(alice, NS_MOOD, entry("before bob asked"), "current", to=None)
-    # bob's client starts to ask for the mood (new caps in a new presence, XEP-0115 §4):
-    # XEP-0163 §4.3.2: the last item comes then.
+    # bob's client starts to ask for the mood (new XEP-0115 caps in a new presence):
+    # XEP-0163 §4.3.4: the last item comes then.
     bob.plugin["xep_0030"].add_feature(f"{NS_MOOD}+notify")
     await bob.plugin["xep_0115"].update_caps(broadcast=False)
     bob.presence(status="now with mood")
@@ -269,7 +269,7 @@ async def test_a_contact_gets_the_vcard_avatar_hash_of_the_pep_avatar(server, im
     await alice.plugin["xep_0084"].publish_avatar_metadata({"id": avatar_id, "type": "image/png", "bytes": len(PNG)},
                                                            timeout=TIMEOUT)
 
-    # As Prosody and ejabberd do, the XEP-0153 hash follows the PEP avatar (XEP-0398 §3).
+    # As Prosody and ejabberd do, the XEP-0153 hash follows the PEP avatar (XEP-0398).
     def with_hash(stanza) -> bool:
         photo = stanza.xml.find(f"{{{NS_VCARD_UPDATE}}}x/{{{NS_VCARD_UPDATE}}}photo")
         return is_presence("available", from_bare=alice.bare)(stanza) and photo is not None and \
@@ -287,7 +287,7 @@ async def test_bookmarks_round_trip(server, im):
     alice_phone = await again(server, im, alice, "phone", notify=(NS_BOOKMARKS,))
     await publish_bookmark(alice, "tea@conference.localhost", "Tea room", "ali")
     await publish_bookmark(alice, "work@conference.localhost", "Work", "alice")
-    # XEP-0402 §3.3: the user's other resources hear of a new bookmark.
+    # XEP-0402 §4: the user's other resources hear of a new bookmark.
     got = await alice_phone.inbox.expect(is_event(NS_BOOKMARKS, frm=alice.bare), "the bookmark notification")
     assert [i for i, _ in event_items(got)] == ["tea@conference.localhost"]
 
@@ -303,7 +303,7 @@ async def test_bookmarks_round_trip(server, im):
     config = await configuration(alice, NS_BOOKMARKS, to=alice.bare)
     assert config["pubsub#access_model"] == ["whitelist"]
     assert config["pubsub#max_items"][0] == "max" or int(config["pubsub#max_items"][0]) >= 10000
-    # XEP-0402 §3.4: removing one is a retract, told to the other resources.
+    # XEP-0402 §3.3: removing one is a retract, told to the other resources.
     await retract(alice, NS_BOOKMARKS, "tea@conference.localhost", to=None, notify=True)
     got = await alice_phone.inbox.expect(lambda s: is_event(NS_BOOKMARKS)(s) and event_retracts(s), "the retraction")
     assert event_retracts(got) == ["tea@conference.localhost"]
@@ -318,7 +318,7 @@ async def test_nobody_else_reads_or_hears_of_a_users_bookmarks(server, im):
     # Even a contact asking for +notify hears nothing of a whitelist node (XEP-0223 §3).
     await nothing_before(bob, is_event(NS_MOOD, frm=alice.bare), "alice's mood",
                          is_event(NS_BOOKMARKS))
-    # XEP-0060 §6.5.9: not-allowed + closed-node.
+    # XEP-0060 §6.5.9.8: not-allowed + closed-node.
     _, condition, extra, _ = await error(items(bob, NS_BOOKMARKS, to=alice.bare))
     assert (condition, extra) == ("not-allowed", [pubsub_error("closed-node")])
 
@@ -326,7 +326,7 @@ async def test_nobody_else_reads_or_hears_of_a_users_bookmarks(server, im):
 async def test_bookmarks_show_in_private_storage_and_back(server, im):
     alice = await pubsub_user(server, im, "alice")
     await publish_bookmark(alice, "tea@conference.localhost", "Tea room", "ali")
-    # XEP-0402 §5 (compatibility): the XEP-0048 view in private XML storage follows.
+    # XEP-0402 §5.3 (compatibility): the XEP-0048 view in private XML storage follows.
     assert await private_bookmarks(alice) == {
         "tea@conference.localhost": {"name": "Tea room", "autojoin": True, "nick": "ali"}}
 
@@ -375,7 +375,7 @@ async def test_omemo_device_list_and_bundle_published_open_are_read_by_a_strange
     await publish(alice, f"{NS_OMEMO}.bundles:1234", bundle("BASE64KEY"), "current", to=None,
                   options=publish_options(access_model="open"))
 
-    # A stranger starting an encrypted chat reads both (XEP-0384 §5.3).
+    # A stranger starting an encrypted chat reads both (XEP-0384).
     listed = item_payload(await items(stranger, NS_OMEMO_DEVICELIST, to=alice.bare), f"{{{NS_OMEMO}}}list")
     assert listed is not None and [d.get("id") for d in listed] == ["1234"]
     got = item_payload(await items(stranger, f"{NS_OMEMO}.bundles:1234", to=alice.bare), f"{{{NS_OMEMO}}}bundle")

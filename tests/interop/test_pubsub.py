@@ -61,7 +61,7 @@ async def test_the_service_is_listed_by_the_server_and_says_it_is_a_pubsub_servi
     assert SERVICE in {i.get("jid") for i in listed.xml.iter(f"{{{NS_DISCO_ITEMS}}}item")}, str(listed)
     info = await disco(alice, NS_DISCO_INFO, SERVICE)
     identities = {(i.get("category"), i.get("type")) for i in info.xml.iter(f"{{{NS_DISCO_INFO}}}identity")}
-    # §5.1: identity pubsub/service; features name what the service supports (§10).
+    # §5.1: identity pubsub/service; features name what the service supports.
     assert ("pubsub", "service") in identities, str(info)
     features = {f.get("var") for f in info.xml.iter(f"{{{NS_DISCO_INFO}}}feature")}
     for feature in ("create-nodes", "publish", "subscribe", "retrieve-items", "retract-items", "purge-nodes",
@@ -146,7 +146,7 @@ async def test_a_collection_node_is_unsupported_collections(server, im):
     info = await disco(alice, NS_DISCO_INFO, SERVICE)
     assert f"{NS_PUBSUB}#collections" not in {f.get("var") for f in info.xml.iter(f"{{{NS_DISCO_INFO}}}feature")}
     # A feature the service lacks is refused as feature-not-implemented + <unsupported/>
-    # naming it (XEP-0060 §8.1.3 and the pubsub#errors schema); collections are XEP-0248's.
+    # naming it (XEP-0060's pubsub#errors); collections are XEP-0248's.
     _, condition, extra, attrs = await error(create(alice, node_name(), node_type="collection"))
     assert (condition, extra, attrs.get("feature")) == \
         ("feature-not-implemented", [pubsub_error("unsupported")], "collections")
@@ -187,7 +187,7 @@ async def test_creating_an_existing_node_is_a_conflict(server, im):
     bob = await pubsub_user(server, im, "bob")
     node = node_name()
     await create(alice, node)
-    # §8.1.3: the NodeID exists already: conflict.
+    # §8.1.1: the NodeID exists already: conflict.
     assert (await error(create(bob, node)))[:2] == ("cancel", "conflict")
     assert (await error(create(alice, node)))[:2] == ("cancel", "conflict")
 
@@ -205,7 +205,7 @@ async def test_configuring_someone_elses_node_is_forbidden(server, im):
 
 async def test_configuring_a_missing_node_is_item_not_found(server, im):
     alice = await pubsub_user(server, im, "alice")
-    # §8.2.3.4: the node does not exist.
+    # §8.2.3.5: the node does not exist.
     assert (await error(owner(alice, "configure", node_name("missing"), itype="get")))[:2] == \
         ("cancel", "item-not-found")
 
@@ -305,7 +305,7 @@ async def test_retract_without_a_node_is_nodeid_required(server, im):
 
 async def test_items_without_a_node_is_nodeid_required(server, im):
     alice = await pubsub_user(server, im, "alice")
-    # §6.5 / §7 (error conditions): retrieving items needs a NodeID.
+    # A request about a node must name it: bad-request + nodeid-required (as §7.2.3.3, §8.2.3.3).
     _, condition, extra, _ = await error(items(alice, None))
     assert (condition, extra) == ("bad-request", [pubsub_error("nodeid-required")])
 
@@ -434,7 +434,7 @@ async def test_delete_by_someone_else_is_forbidden_and_a_missing_node_item_not_f
     assert item_ids(await items(alice, node)) == []
 
 
-# -- what the configuration changes in notifications (§4.2, §8.2.1) ----------------------------
+# -- what the configuration changes in notifications (§7.1.2.2, §8.2.5.3) ------------------------
 
 
 async def test_without_deliver_payloads_notifications_carry_only_the_item_id(server, im):
@@ -449,7 +449,7 @@ async def test_without_deliver_payloads_notifications_carry_only_the_item_id(ser
 async def test_notify_config_tells_subscribers_of_a_new_configuration(server, im):
     alice, bob, node = await node_with_subscriber(server, im, notify_config=True)
     await configure(alice, node, title="New title", notify_config=True)
-    # §8.2.1: <configuration node='…'/> when notify_config is true.
+    # §8.2.5.3: <configuration node='…'/> when notify_config is true.
     await bob.inbox.expect(is_event(node, "configuration", frm=SERVICE), "the configuration notification")
 
 
@@ -459,7 +459,7 @@ async def test_notify_config_tells_subscribers_of_a_new_configuration(server, im
 async def test_with_create_admins_a_user_may_not_create_nodes(make_im_server, im):
     own = make_im_server("pubsub-admins", sections={"pubsub": {"create": "admins"}})
     alice = await pubsub_user(own, im, "alice")
-    # §8.1.3: a requester without the privilege to create nodes gets forbidden.
+    # §8.1.1: a requester without the privilege to create nodes gets forbidden.
     assert (await error(create(alice, node_name())))[:2] == ("auth", "forbidden")
 
 

@@ -60,7 +60,7 @@ async def test_paging_through_1000_items_returns_each_once_newest_first(server, 
         if not ids:
             break
         info = rsm_of(result)
-        # XEP-0059 §2.1: <first/> and <last/> name the page's ends, <count/> the whole set.
+        # XEP-0059 §2.2: <first/> and <last/> name the page's ends, <count/> the whole set.
         assert (info["first"], info["last"], info["count"]) == (ids[0], ids[-1], "1000"), str(info)
         pages.append(ids)
         after = ids[-1]

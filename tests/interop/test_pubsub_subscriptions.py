@@ -234,7 +234,7 @@ async def test_roster_access_node_needs_a_roster_group(server, im):
     assert (await subscribe(bob, node)).get("subscription") == "subscribed"
 
 
-# -- the last item on subscribe (§6.1.7, §12.13) ---------------------------------------------
+# -- the last item on subscribe (§6.1.7) ---------------------------------------------------
 
 
 async def test_the_last_item_comes_with_a_delay_on_subscribe_when_configured(server, im):
@@ -282,7 +282,7 @@ async def test_a_user_lists_own_subscriptions_and_affiliations(server, im):
         (bob.bare, "subscribed", sub.get("subid"))
     affs = own_list(await alice.query("get", _own("affiliations"), to=SERVICE), "affiliation")
     assert {n: a["affiliation"] for n, a in affs.items() if n in (first, second)} == {first: "owner", second: "owner"}
-    # Filtered by node (§5.6 Example 23).
+    # Filtered by node (§5.6).
     subs_of_second = own_list(await bob.query("get", _own("subscriptions", second), to=SERVICE), "subscription")
     assert subs_of_second == {}
 
@@ -312,7 +312,7 @@ async def test_the_owner_lists_and_removes_subscriptions(server, im):
 
 async def test_only_the_owner_manages_subscriptions_and_affiliations(server, im):
     alice, bob, node = await node_with_subscriber(server, im)
-    # §8.8.1.2, §8.9.1.2: forbidden.
+    # §8.8.1.3.2, §8.9.1.3.2, §8.9.2.3.3: forbidden.
     assert (await error(owner(bob, "subscriptions", node, itype="get")))[:2] == ("auth", "forbidden")
     assert (await error(owner(bob, "affiliations", node, itype="get")))[:2] == ("auth", "forbidden")
     grant = owner_entry("affiliation", bob.bare, "owner")
@@ -323,7 +323,7 @@ async def test_only_the_owner_manages_subscriptions_and_affiliations(server, im)
 async def test_an_outcast_is_refused_and_loses_the_subscription(server, im):
     alice, bob, node = await node_with_subscriber(server, im)
     await owner(alice, "affiliations", node, children=[owner_entry("affiliation", bob.bare, "outcast")])
-    # §8.9.2.4: the affiliation is listed; an outcast's subscription goes (§4.1).
+    # §8.9.1, §8.9.2: the affiliation is listed; an outcast's subscription goes (§4.1).
     assert owner_list(await owner(alice, "affiliations", node, itype="get"), "affiliation") == \
         {alice.bare: "owner", bob.bare: "outcast"}
     assert bob.bare not in owner_list(await owner(alice, "subscriptions", node, itype="get"), "subscription")
