@@ -250,6 +250,17 @@ async def test_items_by_id_and_max_items(server, im):
     assert item_ids(await items(bob, node)) == ["i4", "i3", "i2", "i1"]
 
 
+async def test_asking_for_an_item_that_is_not_there_gives_an_empty_result(server, im):
+    alice = await pubsub_user(server, im, "alice")
+    node = node_name()
+    await create(alice, node)
+    await publish(alice, node, entry("here"), "here")
+    # §6.5.9.12: an empty <items/>, not an error.
+    result = await items(alice, node, ids=("not-here",))
+    assert result.xml.find(f"{{{NS_PUBSUB}}}pubsub/{{{NS_PUBSUB}}}items") is not None, str(result)
+    assert item_list(result) == []
+
+
 async def test_publish_to_a_missing_node_is_item_not_found(server, im):
     alice = await pubsub_user(server, im, "alice")
     # On the service a node must be created first (§7.1.3.3).
@@ -278,6 +289,25 @@ async def test_publish_without_an_item_to_a_persistent_node_is_item_required(ser
     # §7.1.3.6: persist_items is true, so <publish/> needs an <item/>.
     _, condition, extra, _ = await error(publish(alice, node, with_item=False))
     assert (condition, extra) == ("bad-request", [pubsub_error("item-required")])
+
+
+async def test_publish_of_an_empty_item_to_a_payload_node_is_payload_required(server, im):
+    alice = await pubsub_user(server, im, "alice")
+    node = node_name()
+    await create(alice, node)
+    # §7.1.3.6: the node delivers payloads, so an item needs one.
+    _, condition, extra, _ = await error(publish(alice, node, None, "empty"))
+    assert (condition, extra) == ("bad-request", [pubsub_error("payload-required")])
+    assert item_list(await items(alice, node)) == []
+
+
+async def test_publish_of_an_item_to_a_transient_notification_node_is_item_forbidden(server, im):
+    alice = await pubsub_user(server, im, "alice")
+    node = node_name()
+    await create(alice, node, persist_items=False, deliver_payloads=False)
+    # §7.1.3.6: notification + transient: a publish carries no item.
+    _, condition, extra, _ = await error(publish(alice, node, entry("not wanted"), "x"))
+    assert (condition, extra) == ("bad-request", [pubsub_error("item-forbidden")])
 
 
 async def test_publish_with_two_payloads_is_invalid_payload(server, im):
