@@ -362,6 +362,8 @@ async def test_publish_options_that_differ_from_the_node_are_precondition_not_me
     etype, condition, extra, _ = await error(
         publish(alice, node, entry("does not fit"), "no", options=publish_options(access_model="whitelist")))
     assert (etype, condition, extra) == ("cancel", "conflict", [pubsub_error("precondition-not-met")])
+    # A field the service does not know is refused too (§7.1.5: MUST reject).
+    await error(publish(alice, node, entry("unknown option"), "odd", options=publish_options(no_such_option="1")))
     assert item_ids(await items(alice, node)) == ["ok"]
 
 
