@@ -218,6 +218,29 @@ async def test_a_contact_without_notify_in_its_caps_gets_no_notification(server,
                          lambda s: is_event(NS_AVATAR_METADATA)(s) or is_event(NS_AVATAR_DATA)(s))
 
 
+async def test_only_contacts_subscribed_to_the_owners_presence_hear_of_it(server, im):
+    alice = await pubsub_user(server, im, "alice")
+    follower = await pubsub_user(server, im, "bob", notify=(NS_MOOD,))
+    followed = await pubsub_user(server, im, "carol", notify=(NS_MOOD,))
+    # bob may see alice's presence (alice's roster: 'from'); alice sees carol's, not the
+    # other way round (alice's roster: 'to').
+    follower.presence("subscribe", to=alice.bare)
+    await alice.inbox.expect(is_presence("subscribe", frm=follower.bare), "bob's request")
+    alice.presence("subscribed", to=follower.bare)
+    await alice.inbox.expect(is_roster_push(follower.bare, subscription="from"), "bob with 'from'")
+    alice.presence("subscribe", to=followed.bare)
+    await followed.inbox.expect(is_presence("subscribe", frm=alice.bare), "alice's request")
+    followed.presence("subscribed", to=alice.bare)
+    await alice.inbox.expect(is_roster_push(followed.bare, subscription="to"), "carol with 'to'")
+
+    await publish(alice, NS_MOOD, entry("for my followers"), "current", to=None)
+    # XEP-0163 §4.1: contacts with a subscription to the owner's presence ('from', 'both').
+    got = await follower.inbox.expect(is_event(NS_MOOD, frm=alice.bare), "alice's mood")
+    assert event_items(got) == [("current", "for my followers")]
+    alice.message(followed.full, "marker")
+    await nothing_before(followed, is_message(body="marker"), "alice's marker", is_event(NS_MOOD))
+
+
 async def test_a_contact_coming_online_gets_the_last_item(server, im):
     alice = await pubsub_user(server, im, "alice")
     bob = await pubsub_user(server, im, "bob", notify=(NS_MOOD,))
