@@ -160,6 +160,15 @@ async def test_unsubscribing_without_a_subscription_is_not_subscribed(server, im
     assert (etype, condition, extra) == ("cancel", "unexpected-request", [pubsub_error("not-subscribed")])
 
 
+async def test_unsubscribing_someone_else_is_forbidden(server, im):
+    alice, bob, node = await node_with_subscriber(server, im)
+    carol = await pubsub_user(server, im, "carol")
+    # §6.2.3.3: only the subscriber (same bare JID) or an admin may unsubscribe a JID.
+    assert (await error(unsubscribe(carol, node, jid=bob.bare)))[:2] == ("auth", "forbidden")
+    assert owner_list(await owner(alice, "subscriptions", node, itype="get"), "subscription") == \
+        {bob.bare: "subscribed"}
+
+
 async def test_unsubscribing_with_a_wrong_subid_is_invalid_subid(server, im):
     alice, bob, node = await node_with_subscriber(server, im)
     # §6.2.3.5: not-acceptable + invalid-subid; the subscription stays.
