@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 import aioxmpp
 import aioxmpp.bookmarks
 import aioxmpp.connector
+import pytest
 
 from interop_support import HOST, TIMEOUT, befriend, is_message, is_presence, is_roster_push, remove_user
 from pubsub_support import (
@@ -31,6 +32,7 @@ from pubsub_support import (
     any_event,
     configuration,
     create,
+    delay_of,
     disco,
     entry,
     error,
@@ -239,6 +241,25 @@ async def test_only_contacts_subscribed_to_the_owners_presence_hear_of_it(server
     assert event_items(got) == [("current", "for my followers")]
     alice.message(followed.full, "marker")
     await nothing_before(followed, is_message(body="marker"), "alice's marker", is_event(NS_MOOD))
+
+
+@pytest.mark.parametrize("blocker", ["owner", "contact"])
+async def test_a_block_either_way_withholds_notifications(server, im, blocker):
+    alice = await pubsub_user(server, im, "alice")
+    bob = await pubsub_user(server, im, "bob", notify=(NS_MOOD,))
+    await befriend(alice, bob)
+    # XEP-0191 §3.4/§3.5: nothing passes between a user and a JID either of them blocked.
+    blocking, blocked = (alice, bob) if blocker == "owner" else (bob, alice)
+    await blocking.plugin["xep_0191"].block(blocked.bare, timeout=TIMEOUT)
+    await publish(alice, NS_MOOD, entry("while blocked"), "current", to=None)
+    await blocking.plugin["xep_0191"].unblock(blocked.bare, timeout=TIMEOUT)
+    await publish(alice, NS_MOOD, entry("after the block"), "current", to=None)
+    # What was published during the block never came live (a later resend of the last item
+    # would carry a XEP-0203 <delay/>).
+    await nothing_before(
+        bob, lambda s: is_event(NS_MOOD)(s) and event_items(s) == [("current", "after the block")],
+        "the mood published after the block",
+        lambda s: is_event(NS_MOOD)(s) and event_items(s) == [("current", "while blocked")] and delay_of(s) is None)
 
 
 async def test_a_contact_coming_online_gets_the_last_item(server, im):
