@@ -3,7 +3,8 @@ created by the first publish, notifications to the owner's resources and to cont
 XEP-0115 caps carry `<node>+notify` (and to nobody else), the last item when a contact comes
 online, user avatars (XEP-0084), bookmarks (XEP-0402, with the XEP-0048 private-storage view
 kept in step, XEP-0223 privacy) and OMEMO-style device lists and bundles with
-publish-options."""
+publish-options. aioxmpp takes part as a second client library: its XEP-0048 bookmarks and
+its own caps hash. Nodes, items, subscriptions and bookmarks survive a restart."""
 
 from __future__ import annotations
 
@@ -248,7 +249,7 @@ async def test_a_block_either_way_withholds_notifications(server, im, blocker):
     alice = await pubsub_user(server, im, "alice")
     bob = await pubsub_user(server, im, "bob", notify=(NS_MOOD,))
     await befriend(alice, bob)
-    # XEP-0191 §3.4/§3.5: nothing passes between a user and a JID either of them blocked.
+    # XEP-0191 §3.3: nothing passes between a user and a JID the user blocked, either way.
     blocking, blocked = (alice, bob) if blocker == "owner" else (bob, alice)
     await blocking.plugin["xep_0191"].block(blocked.bare, timeout=TIMEOUT)
     await publish(alice, NS_MOOD, entry("while blocked"), "current", to=None)

@@ -1,8 +1,8 @@
 """Subscriptions on pubsub.localhost (XEP-0060 1.25 §6, §8.8, §8.9), with real slixmpp
 clients: notifications reaching subscribers and nobody else, the subid rules, access models
 refusing whom they must (with the XEP's application-specific conditions), the last item on
-subscribe, a user's own subscriptions and affiliations, and owners managing both (outcasts
-included). Each test makes nodes of its own."""
+subscribe, a user's own subscriptions and affiliations, owners managing both (outcasts
+included), and an aioxmpp subscriber beside slixmpp. Each test makes nodes of its own."""
 
 from __future__ import annotations
 
