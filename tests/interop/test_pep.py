@@ -18,7 +18,17 @@ import aioxmpp.bookmarks
 import aioxmpp.connector
 import pytest
 
-from interop_support import HOST, TIMEOUT, befriend, is_message, is_presence, is_roster_push, remove_user
+from interop_support import (
+    HOST,
+    NS_VCARD,
+    TIMEOUT,
+    befriend,
+    is_message,
+    is_presence,
+    is_roster_push,
+    remove_user,
+    vcard_element,
+)
 from pubsub_support import (
     NS_AVATAR_DATA,
     NS_AVATAR_METADATA,
@@ -59,6 +69,7 @@ from test_aioxmpp_muc import signal_future
 NS_MOOD = "urn:corvid:interop:mood"
 NS_VCARD_UPDATE = "vcard-temp:x:update"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 3
+OTHER_PNG = b"\x89PNG\r\n\x1a\n" + b"another picture" * 30
 
 #: XEP-0402 §3.2: the publish-options every bookmarks client sends.
 BOOKMARK_OPTIONS = dict(persist_items=True, max_items="max", send_last_published_item="never",
@@ -322,6 +333,27 @@ async def test_a_contact_gets_the_vcard_avatar_hash_of_the_pep_avatar(server, im
 
     alice.presence(status="with an avatar")
     await bob.inbox.expect(with_hash, "alice's presence with the avatar's hash")
+
+
+async def test_the_vcard_photo_and_the_pep_avatar_stay_in_step(server, im):
+    alice, bob = await friends(server, im, alice_options={"avatar": True}, bob_options={"avatar": True})
+    # A PEP avatar shows in the vCard (XEP-0398)...
+    await alice.plugin["xep_0084"].publish_avatar(PNG, timeout=TIMEOUT)
+    avatar_id = hashlib.sha1(PNG).hexdigest()
+    await alice.plugin["xep_0084"].publish_avatar_metadata({"id": avatar_id, "type": "image/png", "bytes": len(PNG)},
+                                                           timeout=TIMEOUT)
+    vcard = (await bob.vcard_get(alice.bare)).xml.find(f"{{{NS_VCARD}}}vCard")
+    assert vcard is not None
+    assert base64.b64decode(vcard.findtext(f"{{{NS_VCARD}}}PHOTO/{{{NS_VCARD}}}BINVAL") or "") == PNG
+    # ...and a photo set by an old client's vCard becomes the PEP avatar.
+    bob.inbox.discard(is_event(NS_AVATAR_METADATA))
+    await alice.vcard_set(vcard_element({"FN": "Alice"}, photo=OTHER_PNG))
+    other_id = hashlib.sha1(OTHER_PNG).hexdigest()
+    got = await bob.inbox.expect(
+        lambda s: is_event(NS_AVATAR_METADATA, frm=alice.bare)(s) and [i for i, _ in event_items(s)] == [other_id],
+        "the metadata of the vCard's photo")
+    data = item_payload(await items(bob, NS_AVATAR_DATA, to=alice.bare, ids=(other_id,)), f"{{{NS_AVATAR_DATA}}}data")
+    assert data is not None and base64.b64decode(data.text) == OTHER_PNG, str(got)
 
 
 # -- bookmarks (XEP-0402, XEP-0048, XEP-0223) -------------------------------------------------
