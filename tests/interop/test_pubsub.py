@@ -141,17 +141,6 @@ async def test_a_node_created_with_a_form_has_that_configuration(server, im):
     assert config["pubsub#notify_retract"] in (["0"], ["false"])
 
 
-async def test_a_collection_node_is_unsupported_collections(server, im):
-    alice = await pubsub_user(server, im, "alice")
-    info = await disco(alice, NS_DISCO_INFO, SERVICE)
-    assert f"{NS_PUBSUB}#collections" not in {f.get("var") for f in info.xml.iter(f"{{{NS_DISCO_INFO}}}feature")}
-    # A feature the service lacks is refused as feature-not-implemented + <unsupported/>
-    # naming it (XEP-0060's pubsub#errors); collections are XEP-0248's.
-    _, condition, extra, attrs = await error(create(alice, node_name(), node_type="collection"))
-    assert (condition, extra, attrs.get("feature")) == \
-        ("feature-not-implemented", [pubsub_error("unsupported")], "collections")
-
-
 async def test_configuration_submitted_by_the_owner_is_kept(server, im):
     alice = await pubsub_user(server, im, "alice")
     node = node_name()
@@ -170,6 +159,9 @@ async def test_max_items_keeps_only_the_most_recent_items(server, im):
         await publish(alice, node, entry(f"number {n}"), f"i{n}")
     # Items come newest first; the two oldest were dropped.
     assert item_list(await items(alice, node)) == [("i5", "number 5"), ("i4", "number 4"), ("i3", "number 3")]
+    # Lowering max_items drops the oldest beyond it at once.
+    await configure(alice, node, max_items=2)
+    assert item_ids(await items(alice, node)) == ["i5", "i4"]
 
 
 async def test_max_items_max_is_accepted(server, im):

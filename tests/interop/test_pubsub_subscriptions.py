@@ -17,6 +17,8 @@ import aioxmpp.xso
 from interop_support import DOMAIN, TIMEOUT, befriend, is_message
 from pubsub_support import (
     NS_DATA,
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
     NS_OWNER,
     NS_PUBSUB,
     NS_SUBSCRIBE_OPTIONS,
@@ -28,6 +30,7 @@ from pubsub_support import (
     configure,
     create,
     delay_of,
+    disco,
     entry,
     error,
     form_el,
@@ -412,3 +415,72 @@ async def test_subscription_options_deliver_false_silences_a_subscription(server
     # Still subscribed, only silent.
     assert owner_list(await owner(alice, "subscriptions", node, itype="get"), "subscription")[bob.bare] == \
         "subscribed"
+
+
+# -- collection nodes (XEP-0248) ----------------------------------------------------------------
+
+
+NS_SHIM = "http://jabber.org/protocol/shim"
+
+
+async def collection_with_leaf(client):
+    """A new collection node and a leaf in it (XEP-0248 §7.1: node_type collection; a leaf
+    joins with pubsub#collection)."""
+    collection, leaf = node_name("collection"), node_name("leaf")
+    await create(client, collection, node_type="collection")
+    await create(client, leaf, collection=collection)
+    return collection, leaf
+
+
+async def test_a_collection_lists_its_leaves_and_the_service_its_root_nodes(server, im):
+    alice = await pubsub_user(server, im, "alice")
+    info = await disco(alice, NS_DISCO_INFO, SERVICE)
+    assert f"{NS_PUBSUB}#collections" in {f.get("var") for f in info.xml.iter(f"{{{NS_DISCO_INFO}}}feature")}
+    collection, leaf = await collection_with_leaf(alice)
+    # XEP-0248 §5.2: the collection's disco#items are its children.
+    children = await disco(alice, NS_DISCO_ITEMS, SERVICE, collection)
+    assert {i.get("node") for i in children.xml.iter(f"{{{NS_DISCO_ITEMS}}}item")} == {leaf}
+    roots = {i.get("node") for i in (await disco(alice, NS_DISCO_ITEMS, SERVICE)).xml.iter(f"{{{NS_DISCO_ITEMS}}}item")}
+    assert collection in roots and leaf not in roots
+
+
+async def test_items_through_a_collection_name_the_leaf_and_the_collection(server, im):
+    alice = await pubsub_user(server, im, "alice")
+    bob = await pubsub_user(server, im, "bob")
+    collection, leaf = await collection_with_leaf(alice)
+    # Corvid delivers items to a plain subscription to a collection.
+    await subscribe(bob, collection)
+    await publish(alice, leaf, entry("in a leaf"), "leafy")
+    # XEP-0248 §5.3.1: the event names the leaf, and a SHIM (XEP-0131) header MUST name
+    # the collection.
+    got = await bob.inbox.expect(is_event(leaf, frm=SERVICE), "the leaf's item through the collection")
+    assert event_items(got) == [("leafy", "in a leaf")]
+    headers = {h.get("name"): h.text for h in got.xml.iterfind(f"{{{NS_SHIM}}}headers/{{{NS_SHIM}}}header")}
+    assert headers.get("Collection") == collection, str(got)
+
+
+async def test_a_collection_subscription_takes_the_collection_options(server, im):
+    alice = await pubsub_user(server, im, "alice")
+    bob = await pubsub_user(server, im, "bob")
+    collection, leaf = await collection_with_leaf(alice)
+    # XEP-0248 §6.1: subscription_type and subscription_depth are the subscription options
+    # of a collection; XEP-0060 §6.3.7: subscribe and configure in one request.
+    ps = ET.Element(f"{{{NS_PUBSUB}}}pubsub")
+    ET.SubElement(ps, f"{{{NS_PUBSUB}}}subscribe", {"node": collection, "jid": bob.bare})
+    ET.SubElement(ps, f"{{{NS_PUBSUB}}}options").append(
+        form_el(NS_SUBSCRIBE_OPTIONS, {"pubsub#subscription_type": "items", "pubsub#subscription_depth": "1"}))
+    await bob.query("set", ps, to=SERVICE)
+    await publish(alice, leaf, entry("in a leaf"), "leafy")
+    got = await bob.inbox.expect(is_event(leaf, frm=SERVICE), "the leaf's item through the collection")
+    assert event_items(got) == [("leafy", "in a leaf")]
+
+
+async def test_a_collection_holds_no_items_of_its_own(server, im):
+    alice = await pubsub_user(server, im, "alice")
+    collection, _leaf = await collection_with_leaf(alice)
+    # XEP-0060 §7.1.3.2 (item publication not supported) and XEP-0248 §6.2.3.
+    _, condition, extra, attrs = await error(publish(alice, collection, entry("where?"), "x"))
+    assert (condition, extra, attrs.get("feature")) == ("feature-not-implemented", [pubsub_error("unsupported")],
+                                                        "publish")
+    _, condition, _, attrs = await error(items(alice, collection))
+    assert condition == "feature-not-implemented" and attrs.get("feature") in (None, "retrieve-items")
