@@ -484,3 +484,14 @@ async def test_a_collection_holds_no_items_of_its_own(server, im):
                                                         "publish")
     _, condition, _, attrs = await error(items(alice, collection))
     assert condition == "feature-not-implemented" and attrs.get("feature") in (None, "retrieve-items")
+
+
+async def test_deleting_a_collection_leaves_its_leaves_at_the_root(server, im):
+    alice = await pubsub_user(server, im, "alice")
+    collection, leaf = await collection_with_leaf(alice)
+    await publish(alice, leaf, entry("still here"), "kept")
+    await owner(alice, "delete", collection)
+    # The leaf and its items outlive the collection, listed among the service's root nodes.
+    roots = {i.get("node") for i in (await disco(alice, NS_DISCO_ITEMS, SERVICE)).xml.iter(f"{{{NS_DISCO_ITEMS}}}item")}
+    assert leaf in roots and collection not in roots
+    assert item_list(await items(alice, leaf)) == [("kept", "still here")]
