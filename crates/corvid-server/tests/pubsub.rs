@@ -408,3 +408,35 @@ async fn a_contact_whose_subscription_is_approved_gets_the_last_items() -> Resul
     ts.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_account_s_pep_items_stay_within_its_quota() -> Result<()> {
+    let ts = start_server_with(|c| c.pubsub.max_pep_items_per_user = 3).await?;
+    ts.create_user("alice", PASSWORD).await?;
+    let mut alice = ts.login("alice", PASSWORD, Some("a")).await?;
+    for n in 1..=4 {
+        let publish = Element::new("pubsub", ns::PUBSUB).with_child(
+            Element::new("publish", ns::PUBSUB)
+                .with_attr("node", format!("urn:test:{n}"))
+                .with_child(
+                    Element::new("item", ns::PUBSUB).with_child(Element::new("x", "urn:test")),
+                ),
+        );
+        let reply = alice.iq("set", None, publish).await?;
+        if n <= 3 {
+            ensure!(reply.attr("type") == Some("result"), "item {n}: {reply}");
+        } else {
+            ensure!(
+                stanza_error(&reply) == Some(("wait".into(), "resource-constraint".into())),
+                "over the quota: {reply}"
+            );
+        }
+    }
+    // Replacing an item of a full node is no growth: still fine.
+    alice
+        .iq_result("set", None, tune_item("t", "x"))
+        .await
+        .err();
+    ts.shutdown().await;
+    Ok(())
+}

@@ -174,7 +174,8 @@ impl Request<'_> {
             published_at: now_ms(),
         };
         if persistent {
-            self.check_quota().await?;
+            self.check_quota(node_name, &stored.id, config.max_items)
+                .await?;
             self.ctx
                 .server
                 .store
@@ -235,24 +236,36 @@ impl Request<'_> {
         }
     }
 
-    /// A PEP service holds at most `max_pep_items_per_user` items in all.
-    async fn check_quota(&self) -> Result<(), StanzaError> {
+    /// A PEP service holds at most `max_pep_items_per_user` items in all; at the quota, a
+    /// publication that does not add one (replacing an id, or pushing out the oldest of a
+    /// full node) still goes through.
+    async fn check_quota(&self, node: &str, id: &str, max_items: usize) -> Result<(), StanzaError> {
         if self.svc.kind.pep_owner().is_none() {
             return Ok(());
         }
-        let total = self
-            .ctx
-            .server
-            .store
+        let store = &self.ctx.server.store;
+        let total = store
             .pubsub_item_total(&self.svc.key)
             .await
             .map_err(errors::storage)?;
-        if total >= self.ctx.server.config.pubsub.max_pep_items_per_user {
-            return Err(errors::resource_constraint(
-                "This account's personal nodes hold as many items as they may",
-            ));
+        if total < self.ctx.server.config.pubsub.max_pep_items_per_user {
+            return Ok(());
         }
-        Ok(())
+        let same_id = ItemQuery {
+            ids: vec![id.to_string()],
+            max: Some(1),
+            ..ItemQuery::default()
+        };
+        let page = store
+            .pubsub_items(&self.svc.key, node, &same_id)
+            .await
+            .map_err(errors::storage)?;
+        if !page.items.is_empty() || page.count >= max_items {
+            return Ok(());
+        }
+        Err(errors::resource_constraint(
+            "This account's personal nodes hold as many items as they may",
+        ))
     }
 
     /// XEP-0060 §7.2.
