@@ -412,8 +412,23 @@ impl NodeConfig {
             "pubsub#collection" => self.collection = first.to_string(),
             // A collection's children are set where the owner configures it (`owner.rs`).
             "pubsub#children" => {}
-            // Settings clients send that change nothing here.
-            "pubsub#notify_sub" | "pubsub#presence_based_delivery" | "pubsub#purge_offline" => {}
+            // Registry fields (XEP-0060 §16.4.4) that change nothing here: notification
+            // niceties, descriptive metadata, and a payload size the service's own limit
+            // bounds anyway. Clients fill them in from forms of other servers.
+            "pubsub#notify_sub"
+            | "pubsub#presence_based_delivery"
+            | "pubsub#purge_offline"
+            | "pubsub#language"
+            | "pubsub#contact"
+            | "pubsub#body_xslt"
+            | "pubsub#dataform_xslt"
+            | "pubsub#itemreply"
+            | "pubsub#max_payload_size"
+            | "pubsub#children_association_policy"
+            | "pubsub#children_association_whitelist"
+            | "pubsub#children_max" => {}
+            // Subscriptions are always allowed; asking to forbid them cannot be honoured.
+            "pubsub#subscribe" if parse_bool(first) != Some(false) => {}
             _ => {
                 return Err(StanzaError::not_acceptable()
                     .with_text(format!("Unsupported configuration field {var}")));
