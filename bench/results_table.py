@@ -83,9 +83,20 @@ ROWS = [
     ("muc: delivery p99 (ms)", "muc", lambda r: dig(r, "messages", "latency", "p99_ms"), "lower"),
     ("muc: server CPU while delivering (% of a core)", "muc", lambda r: dig(r, "server", "cpu_percent_measured"), "lower"),
     ("muc: occupants joined", "muc", lambda r: dig(r, "extra", "occupants_joined"), None),
+    ("pep: notifications delivered/s", "pep", lambda r: dig(r, "messages", "delivered_per_sec"), "higher"),
+    ("pep: publish→notification p50 (ms)", "pep", lambda r: dig(r, "messages", "latency", "p50_ms"), "lower"),
+    ("pep: publish→notification p99 (ms)", "pep", lambda r: dig(r, "messages", "latency", "p99_ms"), "lower"),
+    ("pep: server CPU while delivering (% of a core)", "pep", lambda r: dig(r, "server", "cpu_percent_measured"), "lower"),
+    ("pep: items published (acknowledged)", "pep", lambda r: dig(r, "extra", "publish_acks"), None),
+    ("pep: expected notifications lost", "pep", lambda r: dig(r, "messages", "lost"), "lower"),
+    ("pep: duplicate notifications", "pep", lambda r: dig(r, "extra", "duplicates"), "lower"),
+    ("pep: notifications to contacts without +notify (must be 0)", "pep", lambda r: dig(r, "extra", "to_silent_contacts"), "lower"),
+    ("pep: notifications to the publishers themselves", "pep", lambda r: dig(r, "extra", "to_publishers"), None),
+    ("pep: caps disco#info queries answered", "pep", lambda r: dig(r, "extra", "caps_queries_answered"), None),
+    ("pep: mutual subscriptions in rosters after setup", "pep", lambda r: dig(r, "extra", "roster_both_total"), None),
 ]
 
-SCENARIOS = ["register", "idle", "login-storm", "chat-ramp", "presence", "muc"]
+SCENARIOS = ["register", "idle", "login-storm", "chat-ramp", "presence", "muc", "pep"]
 
 
 def fmt(value):
