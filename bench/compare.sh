@@ -37,6 +37,7 @@
 #          [--pep "PUBLISHERS CONTACTS SILENT RATE SECS"]
 #          [--scenarios "idle login-storm chat-ramp presence muc pep"]
 #          [--mechanism scram-sha-1|scram-sha-256|plain] [--port-base P] [--keep] [--no-build]
+#          [--corvid-bin PATH [--corvid-rev TEXT]]   (another Corvid build; implies --no-build)
 #          [--profile] [--heap-profile]
 set -euo pipefail
 
@@ -69,6 +70,10 @@ PORT_BASE=47222
 PROFILE=0
 HEAP_PROFILE=0
 STAMP=$(date +%Y-%m-%d-%H%M)
+# The Corvid binary under test (--corvid-bin); the tables name its version with
+# --corvid-rev (default: this checkout's `git describe`).
+CORVID_BIN="$ROOT/target/release/corvid"
+CORVID_REV=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -88,11 +93,13 @@ while [ $# -gt 0 ]; do
         --pep) read -r -a PEP <<<"$2"; shift 2 ;;
         --mechanism) MECHANISM=$2; shift 2 ;;
         --port-base) PORT_BASE=$2; shift 2 ;;
+        --corvid-bin) CORVID_BIN=$(realpath "$2"); BUILD=0; shift 2 ;;
+        --corvid-rev) CORVID_REV=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --no-build) BUILD=0; shift ;;
         --profile) PROFILE=1; shift ;;
         --heap-profile) HEAP_PROFILE=1; shift ;;
-        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -364,7 +371,7 @@ start_server() {
         corvid)
             local wrap=()
             [ "$HEAP_PROFILE" = 1 ] && wrap=(heaptrack -o "$WORK/corvid/heaptrack")
-            "${wrap[@]}" "$ROOT/target/release/corvid" --config "$WORK/corvid/corvid.toml" serve \
+            "${wrap[@]}" "$CORVID_BIN" --config "$WORK/corvid/corvid.toml" serve \
                 >>"$WORK/corvid/corvid.log" 2>&1 &
             MAIN_PID=$!; SERVER_PID=$MAIN_PID
             if [ "$HEAP_PROFILE" = 1 ]; then
@@ -373,7 +380,7 @@ start_server() {
                 SERVER_PID=""
                 while [ -z "$SERVER_PID" ] && [ $SECONDS -lt $deadline ]; do
                     sleep 0.2
-                    SERVER_PID=$(pgrep -f "^$ROOT/target/release/corvid --config $WORK/corvid/corvid.toml" | head -1 || true)
+                    SERVER_PID=$(pgrep -f "^$CORVID_BIN --config $WORK/corvid/corvid.toml" | head -1 || true)
                 done
                 [ -n "$SERVER_PID" ] || { echo "corvid did not start under heaptrack" >&2; return 1; }
             fi ;;
@@ -545,6 +552,7 @@ wanted chat-ramp && SETTINGS+=(--setting "chat users=$CHAT_USERS" --setting "cha
 wanted presence && SETTINGS+=(--setting "presence: $PRESENCE_USERS users × $CONTACTS contacts, $PRESENCE_RATE changes/s for ${PRESENCE_SECS}s")
 wanted muc && SETTINGS+=(--setting "muc=1 room × $OCCUPANTS occupants at $MUC_RATE msgs/s for ${MUC_SECS}s")
 wanted pep && SETTINGS+=(--setting "pep: ${PEP[0]} publishers × ${PEP[1]} contacts with tune+notify (+ ${PEP[2]} without), all mutual, ${PEP[3]} items/s for ${PEP[4]}s (accounts from ${PREFIX}${PEP_FIRST}); Prosody with mod_pep, ejabberd with mod_pubsub (pep plugin) and mod_caps, loaded only when pep runs")
+[ -n "$CORVID_REV" ] && SETTINGS+=(--corvid-rev "$CORVID_REV")
 python3 "$ROOT/bench/results_table.py" --work "$WORK" --servers "$SERVERS" --scenarios "$SCENARIOS" \
     --json-out "$ROOT/bench/results/$STAMP.json" "${SETTINGS[@]}" \
     --setting "SASL=$MECHANISM over STARTTLS, same self-signed ECDSA P-256 certificate" \

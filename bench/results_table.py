@@ -140,6 +140,7 @@ def main():
     parser.add_argument("--json-out")
     parser.add_argument("--setting", action="append", default=[])
     parser.add_argument("--scenarios", default=" ".join(SCENARIOS))
+    parser.add_argument("--corvid-rev", help="the version of the Corvid binary, when not this checkout's")
     args = parser.parse_args()
     servers = args.servers.split()
     others = [s for s in servers if s != "corvid"]
@@ -151,7 +152,7 @@ def main():
             json.dump(reports, f, indent=2)
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    corvid_rev = version(["git", "-C", root, "describe", "--always", "--dirty"])
+    corvid_rev = args.corvid_rev or version(["git", "-C", root, "describe", "--always", "--dirty"])
     out = []
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out.append(f"# Corvid beside Prosody and ejabberd — {now}\n")
