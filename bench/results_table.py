@@ -208,7 +208,8 @@ def main():
     if not any_errors:
         out.append("None in any scenario.")
     out.append("")
-    out.append("## Chat ramp steps\n")
+    if any(reports[s]["chat-ramp"] for s in servers):
+        out.append("## Chat ramp steps\n")
     for s in servers:
         r = reports[s]["chat-ramp"]
         if not r:

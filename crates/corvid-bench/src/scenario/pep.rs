@@ -223,10 +223,9 @@ async fn measure(run: &mut Run, fleet: &Fleet, cast: &Cast, load: &PepLoad) -> R
             "pep: notifications due to a listener that never came",
         ),
     ];
+    // Into the run's error counts, which the report and compare.sh's table list.
     for (count, what) in checks {
-        if count > 0 {
-            run.report.errors.insert(what.into(), count);
-        }
+        shared.stats.errors_of(what, count);
     }
     Ok(())
 }
