@@ -14,6 +14,10 @@
 #   presence     K mutual contacts per user (made through subscribe/subscribed), presence
 #                changes at a rate: deliveries/s to contacts
 #   muc          one room of M occupants with a groupchat rate: fan-out deliveries/s
+#   pep          P publishers, each with the same C listening contacts (caps with
+#                tune+notify, XEP-0115) and S silent ones (caps without), all mutual;
+#                user-tune items (XEP-0163/0118) at a rate: notifications/s, latency,
+#                and that each listener gets each item once and silent contacts none
 # and writes bench/results/<date>.md (and the raw reports as <date>.json).
 #
 # --profile also samples Corvid's CPU with perf during each scenario and writes a
@@ -30,8 +34,10 @@
 #          [--chat-users N] [--storm-users N] [--ramp "START GROWTH% MAX SECS"]
 #          [--occupants M] [--muc-rate R] [--muc-secs S]
 #          [--hold S] [--presence-users N] [--contacts K] [--presence-rate R]
-#          [--scenarios "idle login-storm chat-ramp presence muc"]
+#          [--pep "PUBLISHERS CONTACTS SILENT RATE SECS"]
+#          [--scenarios "idle login-storm chat-ramp presence muc pep"]
 #          [--mechanism scram-sha-1|scram-sha-256|plain] [--port-base P] [--keep] [--no-build]
+#          [--corvid-bin PATH [--corvid-rev TEXT]]   (another Corvid build; implies --no-build)
 #          [--profile] [--heap-profile]
 set -euo pipefail
 
@@ -50,7 +56,10 @@ PRESENCE_USERS=1000
 CONTACTS=10
 PRESENCE_RATE=200
 PRESENCE_SECS=10
-SCENARIOS="idle login-storm chat-ramp presence muc"
+# pep: publishers, listening contacts (shared by all publishers), contacts without
+# +notify, items/s (all publishers together), seconds.
+PEP=(10 200 10 20 10)
+SCENARIOS="idle login-storm chat-ramp presence muc pep"
 # Prosody 0.12 offers SCRAM-SHA-1 only; all three get the same mechanism.
 MECHANISM=scram-sha-1
 KEEP=0
@@ -61,6 +70,10 @@ PORT_BASE=47222
 PROFILE=0
 HEAP_PROFILE=0
 STAMP=$(date +%Y-%m-%d-%H%M)
+# The Corvid binary under test (--corvid-bin); the tables name its version with
+# --corvid-rev (default: this checkout's `git describe`).
+CORVID_BIN="$ROOT/target/release/corvid"
+CORVID_REV=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -77,19 +90,35 @@ while [ $# -gt 0 ]; do
         --presence-users) PRESENCE_USERS=$2; shift 2 ;;
         --contacts) CONTACTS=$2; shift 2 ;;
         --presence-rate) PRESENCE_RATE=$2; shift 2 ;;
+        --pep) read -r -a PEP <<<"$2"; shift 2 ;;
         --mechanism) MECHANISM=$2; shift 2 ;;
         --port-base) PORT_BASE=$2; shift 2 ;;
+        --corvid-bin) CORVID_BIN=$(realpath "$2"); BUILD=0; shift 2 ;;
+        --corvid-rev) CORVID_REV=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --no-build) BUILD=0; shift ;;
         --profile) PROFILE=1; shift ;;
         --heap-profile) HEAP_PROFILE=1; shift ;;
-        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
 
-ACCOUNTS=$IDLE_USERS
-for n in "$CHAT_USERS" "$STORM_USERS" "$OCCUPANTS" "$PRESENCE_USERS"; do [ "$n" -gt "$ACCOUNTS" ] && ACCOUNTS=$n; done
+wanted() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
+PEP_USERS=$((PEP[0] + PEP[1] + PEP[2]))
+# The presence scenario leaves ring subscriptions among its accounts: PEP's accounts
+# come after them, so its rosters hold only what the pep scenario made.
+PEP_FIRST=1
+wanted presence && PEP_FIRST=$((PRESENCE_USERS + 1))
+# Register the accounts the chosen scenarios use.
+ACCOUNTS=1
+wanted idle && [ "$IDLE_USERS" -gt "$ACCOUNTS" ] && ACCOUNTS=$IDLE_USERS
+wanted chat-ramp && [ "$CHAT_USERS" -gt "$ACCOUNTS" ] && ACCOUNTS=$CHAT_USERS
+wanted login-storm && [ "$STORM_USERS" -gt "$ACCOUNTS" ] && ACCOUNTS=$STORM_USERS
+wanted muc && [ "$OCCUPANTS" -gt "$ACCOUNTS" ] && ACCOUNTS=$OCCUPANTS
+wanted presence && [ "$PRESENCE_USERS" -gt "$ACCOUNTS" ] && ACCOUNTS=$PRESENCE_USERS
+wanted pep && [ $((PEP_FIRST + PEP_USERS - 1)) -gt "$ACCOUNTS" ] && ACCOUNTS=$((PEP_FIRST + PEP_USERS - 1))
 
 log() { echo "== $(date +%H:%M:%S) $*" >&2; }
 
@@ -206,6 +235,10 @@ EOF
 
 write_prosody_config() {
     mkdir -p "$WORK/prosody/data" "$WORK/prosody/certs"
+    # PEP (and the caps handling it does itself) only for the pep scenario, so the other
+    # scenarios' figures stay comparable with earlier runs.
+    local pep=""
+    wanted pep && pep=', "pep"'
     cat >"$WORK/prosody/prosody.cfg.lua" <<EOF
 pidfile = "$WORK/prosody/prosody.pid"
 data_path = "$WORK/prosody/data"
@@ -213,7 +246,7 @@ log = { { levels = { min = "warn" }, to = "file", filename = "$WORK/prosody/pros
 interfaces = { "127.0.0.1" }
 c2s_ports = { ${PORT[prosody]} }
 c2s_direct_tls_ports = { ${TLS_PORT[prosody]} }
-modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "register", "offline", "posix" }
+modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "register", "offline", "posix"$pep }
 modules_disabled = { "s2s" }
 authentication = "internal_hashed"
 storage = "internal"
@@ -234,6 +267,14 @@ EOF
 
 write_ejabberd_config() {
     mkdir -p "$WORK/ejabberd/spool" "$WORK/ejabberd/logs"
+    # PEP needs mod_pubsub's pep plugin and mod_caps (the contacts' +notify features);
+    # only for the pep scenario, as for Prosody.
+    local pep=""
+    if wanted pep; then
+        pep="  mod_caps: {}
+  mod_pubsub:
+    plugins: [flat, pep]"
+    fi
     cat >"$WORK/ejabberd/ejabberd.yml" <<EOF
 hosts: [localhost]
 loglevel: warning
@@ -292,6 +333,7 @@ modules:
     access_persistent: all
     max_users: 10000
     max_users_presence: 10000
+$pep
 EOF
     # Debian's /etc/ejabberd/ejabberdctl.cfg would point back at the system config.
     cat >"$WORK/ejabberd/ejabberdctl.cfg" <<EOF
@@ -329,7 +371,7 @@ start_server() {
         corvid)
             local wrap=()
             [ "$HEAP_PROFILE" = 1 ] && wrap=(heaptrack -o "$WORK/corvid/heaptrack")
-            "${wrap[@]}" "$ROOT/target/release/corvid" --config "$WORK/corvid/corvid.toml" serve \
+            "${wrap[@]}" "$CORVID_BIN" --config "$WORK/corvid/corvid.toml" serve \
                 >>"$WORK/corvid/corvid.log" 2>&1 &
             MAIN_PID=$!; SERVER_PID=$MAIN_PID
             if [ "$HEAP_PROFILE" = 1 ]; then
@@ -338,7 +380,7 @@ start_server() {
                 SERVER_PID=""
                 while [ -z "$SERVER_PID" ] && [ $SECONDS -lt $deadline ]; do
                     sleep 0.2
-                    SERVER_PID=$(pgrep -f "^$ROOT/target/release/corvid --config $WORK/corvid/corvid.toml" | head -1 || true)
+                    SERVER_PID=$(pgrep -f "^$CORVID_BIN --config $WORK/corvid/corvid.toml" | head -1 || true)
                 done
                 [ -n "$SERVER_PID" ] || { echo "corvid did not start under heaptrack" >&2; return 1; }
             fi ;;
@@ -461,8 +503,6 @@ heap_report() {
     log "wrote bench/results/$STAMP-corvid-heap.svg"
 }
 
-wanted() { [[ " $SCENARIOS " == *" $1 "* ]]; }
-
 run_server() {
     local name=$1
     if ! start_server "$name"; then
@@ -486,6 +526,8 @@ run_server() {
         --rate "$PRESENCE_RATE" --duration "$PRESENCE_SECS"
     wanted muc && bench "$name" muc "$OCCUPANTS" -- --rooms 1 --occupants "$OCCUPANTS" \
         --rate "$MUC_RATE" --duration "$MUC_SECS"
+    wanted pep && bench "$name" pep "$PEP_USERS" --first "$PEP_FIRST" -- --publishers "${PEP[0]}" \
+        --contacts "${PEP[1]}" --silent "${PEP[2]}" --rate "${PEP[3]}" --duration "${PEP[4]}"
     stop_server
 }
 
@@ -502,12 +544,17 @@ done
 heap_report
 
 mkdir -p "$ROOT/bench/results"
+# The settings of the scenarios that ran.
+SETTINGS=()
+wanted idle && SETTINGS+=(--setting "idle sessions=$IDLE_USERS")
+wanted login-storm && SETTINGS+=(--setting "login-storm users=$STORM_USERS")
+wanted chat-ramp && SETTINGS+=(--setting "chat users=$CHAT_USERS" --setting "chat ramp: from ${RAMP[0]} msgs/s, +${RAMP[1]}% per ${RAMP[3]}-s step, up to ${RAMP[2]} msgs/s; a step fails when p99 > 100 ms or > 1% is lost")
+wanted presence && SETTINGS+=(--setting "presence: $PRESENCE_USERS users × $CONTACTS contacts, $PRESENCE_RATE changes/s for ${PRESENCE_SECS}s")
+wanted muc && SETTINGS+=(--setting "muc=1 room × $OCCUPANTS occupants at $MUC_RATE msgs/s for ${MUC_SECS}s")
+wanted pep && SETTINGS+=(--setting "pep: ${PEP[0]} publishers × ${PEP[1]} contacts with tune+notify (+ ${PEP[2]} without), all mutual, ${PEP[3]} items/s for ${PEP[4]}s (accounts from ${PREFIX}${PEP_FIRST}); Prosody with mod_pep, ejabberd with mod_pubsub (pep plugin) and mod_caps, loaded only when pep runs")
+[ -n "$CORVID_REV" ] && SETTINGS+=(--corvid-rev "$CORVID_REV")
 python3 "$ROOT/bench/results_table.py" --work "$WORK" --servers "$SERVERS" --scenarios "$SCENARIOS" \
-    --json-out "$ROOT/bench/results/$STAMP.json" \
-    --setting "idle sessions=$IDLE_USERS" --setting "chat users=$CHAT_USERS" \
-    --setting "login-storm users=$STORM_USERS" --setting "chat ramp: from ${RAMP[0]} msgs/s, +${RAMP[1]}% per ${RAMP[3]}-s step, up to ${RAMP[2]} msgs/s; a step fails when p99 > 100 ms or > 1% is lost" \
-    --setting "presence: $PRESENCE_USERS users × $CONTACTS contacts, $PRESENCE_RATE changes/s for ${PRESENCE_SECS}s" \
-    --setting "muc=1 room × $OCCUPANTS occupants at $MUC_RATE msgs/s for ${MUC_SECS}s" \
+    --json-out "$ROOT/bench/results/$STAMP.json" "${SETTINGS[@]}" \
     --setting "SASL=$MECHANISM over STARTTLS, same self-signed ECDSA P-256 certificate" \
     >"$ROOT/bench/results/$STAMP.md"
 log "wrote bench/results/$STAMP.md"

@@ -83,9 +83,20 @@ ROWS = [
     ("muc: delivery p99 (ms)", "muc", lambda r: dig(r, "messages", "latency", "p99_ms"), "lower"),
     ("muc: server CPU while delivering (% of a core)", "muc", lambda r: dig(r, "server", "cpu_percent_measured"), "lower"),
     ("muc: occupants joined", "muc", lambda r: dig(r, "extra", "occupants_joined"), None),
+    ("pep: notifications delivered/s", "pep", lambda r: dig(r, "messages", "delivered_per_sec"), "higher"),
+    ("pep: publish→notification p50 (ms)", "pep", lambda r: dig(r, "messages", "latency", "p50_ms"), "lower"),
+    ("pep: publish→notification p99 (ms)", "pep", lambda r: dig(r, "messages", "latency", "p99_ms"), "lower"),
+    ("pep: server CPU while delivering (% of a core)", "pep", lambda r: dig(r, "server", "cpu_percent_measured"), "lower"),
+    ("pep: items published (acknowledged)", "pep", lambda r: dig(r, "extra", "publish_acks"), None),
+    ("pep: expected notifications lost", "pep", lambda r: dig(r, "messages", "lost"), "lower"),
+    ("pep: duplicate notifications", "pep", lambda r: dig(r, "extra", "duplicates"), "lower"),
+    ("pep: notifications to contacts without +notify (must be 0)", "pep", lambda r: dig(r, "extra", "to_silent_contacts"), "lower"),
+    ("pep: notifications to the publishers themselves", "pep", lambda r: dig(r, "extra", "to_publishers"), None),
+    ("pep: caps disco#info queries answered", "pep", lambda r: dig(r, "extra", "caps_queries_answered"), None),
+    ("pep: mutual subscriptions in rosters after setup", "pep", lambda r: dig(r, "extra", "roster_both_total"), None),
 ]
 
-SCENARIOS = ["register", "idle", "login-storm", "chat-ramp", "presence", "muc"]
+SCENARIOS = ["register", "idle", "login-storm", "chat-ramp", "presence", "muc", "pep"]
 
 
 def fmt(value):
@@ -129,6 +140,7 @@ def main():
     parser.add_argument("--json-out")
     parser.add_argument("--setting", action="append", default=[])
     parser.add_argument("--scenarios", default=" ".join(SCENARIOS))
+    parser.add_argument("--corvid-rev", help="the version of the Corvid binary, when not this checkout's")
     args = parser.parse_args()
     servers = args.servers.split()
     others = [s for s in servers if s != "corvid"]
@@ -140,7 +152,7 @@ def main():
             json.dump(reports, f, indent=2)
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    corvid_rev = version(["git", "-C", root, "describe", "--always", "--dirty"])
+    corvid_rev = args.corvid_rev or version(["git", "-C", root, "describe", "--always", "--dirty"])
     out = []
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out.append(f"# Corvid beside Prosody and ejabberd — {now}\n")
@@ -196,7 +208,8 @@ def main():
     if not any_errors:
         out.append("None in any scenario.")
     out.append("")
-    out.append("## Chat ramp steps\n")
+    if any(reports[s]["chat-ramp"] for s in servers):
+        out.append("## Chat ramp steps\n")
     for s in servers:
         r = reports[s]["chat-ramp"]
         if not r:

@@ -174,6 +174,29 @@ pub enum Scenario {
         #[arg(long, default_value = "benchroom")]
         room: String,
     },
+    /// Personal eventing (XEP-0163): publishers with mutual contacts publish user-tune
+    /// items at a total rate; each contact whose caps (XEP-0115) say `tune+notify` must
+    /// get each item once, the others none. --users must be publishers + contacts +
+    /// silent.
+    Pep {
+        /// Accounts 1..=P publish.
+        #[arg(long, default_value_t = 10)]
+        publishers: u32,
+        /// Listening contacts (tune+notify), shared by every publisher.
+        #[arg(long, default_value_t = 200)]
+        contacts: u32,
+        /// Contacts of every publisher whose caps lack +notify.
+        #[arg(long, default_value_t = 10)]
+        silent: u32,
+        /// Items published per second, all publishers together.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// At most this many items (the phase ends at --duration or here).
+        #[arg(long, default_value_t = 100_000)]
+        items: u64,
+    },
 }
 
 impl Scenario {
@@ -186,6 +209,7 @@ impl Scenario {
             Scenario::Register => "register",
             Scenario::Presence { .. } => "presence",
             Scenario::Muc { .. } => "muc",
+            Scenario::Pep { .. } => "pep",
         }
     }
 }
@@ -292,6 +316,24 @@ impl Cli {
                 }
                 if u64::from(*rooms) * u64::from(*occupants) > u64::from(self.users) {
                     bail!("--rooms × --occupants must not exceed --users");
+                }
+            }
+            Scenario::Pep {
+                publishers,
+                contacts,
+                silent,
+                rate,
+                duration,
+                items,
+            } => {
+                check_rate("--rate", *rate)?;
+                check_duration(*duration)?;
+                if *publishers == 0 || *contacts == 0 || *items == 0 {
+                    bail!("--publishers, --contacts and --items must be positive");
+                }
+                let total = u64::from(*publishers) + u64::from(*contacts) + u64::from(*silent);
+                if total != u64::from(self.users) {
+                    bail!("pep needs --users {total} (publishers + contacts + silent)");
                 }
             }
         }

@@ -2,14 +2,16 @@
 //!
 //! It opens N client sessions (STARTTLS or direct TLS, SCRAM or PLAIN, accounts
 //! registered in-band or made beforehand) at an arrival rate, runs one scenario (chat,
-//! chat-ramp, idle, login-storm, register, presence, muc) and reports logins/s,
+//! chat-ramp, idle, login-storm, register, presence, muc, pep) and reports logins/s,
 //! deliveries/s, delivery latency quantiles, errors and disconnects as a table and as
 //! JSON. It only ever connects to loopback addresses, and every phase is bounded in
 //! time.
 
+mod caps;
 mod cli;
 mod conn;
 mod login;
+mod pep;
 mod procfs;
 mod progress;
 mod report;
@@ -29,7 +31,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use crate::cli::{Cli, Scenario, TlsMode};
-use crate::scenario::{Run, chat, muc, presence, sessions};
+use crate::scenario::{Run, chat, muc, pep as pep_scenario, presence, sessions};
 use crate::scram_cache::SaltedPasswordCache;
 use crate::shared::{Accounts, LoginSettings, Shared};
 
@@ -86,7 +88,23 @@ async fn run(cli: Cli, target: std::net::SocketAddr) -> Result<()> {
         timeout: Duration::from_secs(cli.login_timeout),
     };
     let mut shared = Shared::new(accounts, login, cache);
-    shared.auto_accept_subscriptions = matches!(cli.scenario, Scenario::Presence { .. });
+    shared.auto_accept_subscriptions = matches!(
+        cli.scenario,
+        Scenario::Presence { .. } | Scenario::Pep { .. }
+    );
+    if let Scenario::Pep {
+        publishers,
+        contacts,
+        silent,
+        ..
+    } = cli.scenario
+    {
+        shared.pep = Some(pep::Pep::new(pep::Plan {
+            publishers,
+            listeners: contacts,
+            silent,
+        }));
+    }
     let shared = Arc::new(shared);
     let mut run = Run::new(cli.clone(), shared.clone());
     let progress = tokio::spawn(progress::run(
@@ -185,6 +203,22 @@ async fn run_scenario(run: &mut Run) -> Result<()> {
                     duration,
                     service,
                     room,
+                },
+            )
+            .await
+        }
+        Scenario::Pep {
+            rate,
+            duration,
+            items,
+            ..
+        } => {
+            pep_scenario::pep(
+                run,
+                pep_scenario::PepLoad {
+                    rate,
+                    duration,
+                    items,
                 },
             )
             .await

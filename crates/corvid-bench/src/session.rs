@@ -26,6 +26,12 @@ const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 /// A serialized stanza for the session to send.
 pub struct Command(pub String);
 
+/// Which session this is: its index and bare JID.
+struct Me {
+    index: u32,
+    own: String,
+}
+
 /// How the session ended.
 enum End {
     /// We were told to stop and closed the stream.
@@ -41,8 +47,11 @@ pub async fn run(
     mut commands: mpsc::Receiver<Command>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let own = shared.accounts.bare_jid(index);
-    let end = drive(&shared, &own, &mut conn, &mut commands, &mut stop).await;
+    let me = Me {
+        index,
+        own: shared.accounts.bare_jid(index),
+    };
+    let end = drive(&shared, &me, &mut conn, &mut commands, &mut stop).await;
     match end {
         End::Stopped => close(&mut conn).await,
         End::Lost(why) => {
@@ -56,14 +65,17 @@ pub async fn run(
 
 async fn drive(
     shared: &Shared,
-    own: &str,
+    me: &Me,
     conn: &mut Conn,
     commands: &mut mpsc::Receiver<Command>,
     stop: &mut watch::Receiver<bool>,
 ) -> End {
     // RFC 6121 §4.2: initial presence makes the session available for messages to
     // the bare JID (otherwise they would go to offline storage).
-    if let Err(e) = conn.send(b"<presence/>").await {
+    if let Err(e) = conn
+        .send(shared.initial_presence(me.index).as_bytes())
+        .await
+    {
         return End::Lost(e.kind().to_string());
     }
     let mut out = String::new();
@@ -71,7 +83,7 @@ async fn drive(
         loop {
             match conn.parse_buffered() {
                 Ok(Some(event)) => {
-                    if let Some(end) = on_event(shared, own, event, &mut out) {
+                    if let Some(end) = on_event(shared, me, event, &mut out) {
                         return end;
                     }
                 }
@@ -121,14 +133,14 @@ async fn drive(
 }
 
 /// Handles one event; returns how the session ends if it does.
-fn on_event(shared: &Shared, own: &str, event: StreamEvent, out: &mut String) -> Option<End> {
+fn on_event(shared: &Shared, me: &Me, event: StreamEvent, out: &mut String) -> Option<End> {
     match event {
         StreamEvent::Stanza(el) if el.is("error", ns::STREAM) => Some(End::Lost(format!(
             "stream error {}",
             stream_error_condition(&el)
         ))),
         StreamEvent::Stanza(el) => {
-            on_stanza(shared, own, &el, out);
+            on_stanza(shared, me, &el, out);
             None
         }
         StreamEvent::Close => Some(End::Lost("stream closed by server".into())),
@@ -136,23 +148,28 @@ fn on_event(shared: &Shared, own: &str, event: StreamEvent, out: &mut String) ->
     }
 }
 
-fn on_stanza(shared: &Shared, own: &str, el: &Element, out: &mut String) {
+fn on_stanza(shared: &Shared, me: &Me, el: &Element, out: &mut String) {
     if el.ns() != ns::CLIENT {
         return;
     }
     match el.name() {
-        "message" => on_message(shared, el),
-        "presence" => on_presence(shared, own, el, out),
-        "iq" => on_iq(shared, el, out),
+        "message" => on_message(shared, me.index, el),
+        "presence" => on_presence(shared, &me.own, el, out),
+        "iq" => on_iq(shared, me.index, el, out),
         _ => {}
     }
 }
 
-fn on_message(shared: &Shared, el: &Element) {
+fn on_message(shared: &Shared, index: u32, el: &Element) {
     let stats = &shared.stats;
     if el.attr("type") == Some("error") {
         stats.counters.stanza_errors.fetch_add(1, Relaxed);
         stats.error(format!("message-error: {}", stanza_error_condition(el)));
+        return;
+    }
+    if let Some(pep) = &shared.pep
+        && pep.on_message(shared, index, el)
+    {
         return;
     }
     let Some(body) = el.get_child("body", ns::CLIENT) else {
@@ -231,7 +248,7 @@ fn on_muc_presence(shared: &Shared, room: &str, x: &Element, out: &mut String) {
     }
 }
 
-fn on_iq(shared: &Shared, el: &Element, out: &mut String) {
+fn on_iq(shared: &Shared, index: u32, el: &Element, out: &mut String) {
     let stats = &shared.stats;
     let id = el.attr("id").unwrap_or_default();
     match el.attr("type") {
@@ -241,7 +258,17 @@ fn on_iq(shared: &Shared, el: &Element, out: &mut String) {
                 .map(|f| format!(" to='{}'", xml_attr(f)))
                 .unwrap_or_default();
             let known = el.has_child("ping", ns::PING) || el.has_child("query", ns::ROSTER);
-            if known {
+            let disco = el.get_child("query", ns::DISCO_INFO);
+            if let (Some(pep), Some(query)) = (&shared.pep, disco) {
+                // XEP-0115 §6.2: a server asking what our caps `ver` stands for.
+                pep.counters.caps_queries.fetch_add(1, Relaxed);
+                let from = xml_attr(el.attr("from").unwrap_or_default());
+                let node = query.attr("node").map(xml_attr);
+                out.push_str(
+                    &pep.caps(index)
+                        .disco_result(&xml_attr(id), &from, node.as_deref()),
+                );
+            } else if known {
                 // XEP-0199 pings and RFC 6121 §2.1.6 roster pushes want a result.
                 out.push_str(&format!("<iq type='result' id='{}'{to}/>", xml_attr(id)));
             } else {
@@ -253,6 +280,11 @@ fn on_iq(shared: &Shared, el: &Element, out: &mut String) {
             }
         }
         Some("result") => {
+            if let Some(pep) = &shared.pep
+                && id.starts_with(crate::pep::PUBLISH_ID)
+            {
+                pep.counters.published.fetch_add(1, Relaxed);
+            }
             if let Some(query) = el.get_child("query", ns::ROSTER) {
                 let both = query
                     .children()
@@ -296,13 +328,13 @@ fn xml_attr(value: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cli::{MechanismChoice, TlsMode};
     use crate::scram_cache::SaltedPasswordCache;
     use crate::shared::{Accounts, LoginSettings};
 
-    fn shared(auto_accept: bool) -> Shared {
+    pub(crate) fn shared(auto_accept: bool) -> Shared {
         let accounts = Accounts {
             domain: "localhost".into(),
             prefix: "bench".into(),
@@ -323,6 +355,13 @@ mod tests {
         s
     }
 
+    fn me() -> Me {
+        Me {
+            index: 0,
+            own: "bench1@localhost".into(),
+        }
+    }
+
     fn parse(xml: &str) -> Element {
         corvid_xml::parse_element(xml, ns::CLIENT).unwrap()
     }
@@ -334,7 +373,7 @@ mod tests {
         let mut out = String::new();
         on_stanza(
             &s,
-            "bench1@localhost",
+            &me(),
             &parse(&format!(
                 "<message from='bench2@localhost/r'><body>{body}</body></message>"
             )),
@@ -343,10 +382,10 @@ mod tests {
         let delayed = format!(
             "<message><body>{body}</body><delay xmlns='urn:xmpp:delay' stamp='2020-01-01T00:00:00Z'/></message>"
         );
-        on_stanza(&s, "bench1@localhost", &parse(&delayed), &mut out);
+        on_stanza(&s, &me(), &parse(&delayed), &mut out);
         on_stanza(
             &s,
-            "bench1@localhost",
+            &me(),
             &parse("<message><body>bench r=1 p=9 t=5</body></message>"),
             &mut out,
         );
@@ -361,7 +400,7 @@ mod tests {
         let mut out = String::new();
         on_stanza(
             &s,
-            "bench1@localhost",
+            &me(),
             &parse("<iq type='get' id='p1' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"),
             &mut out,
         );
@@ -369,7 +408,7 @@ mod tests {
         out.clear();
         on_stanza(
             &s,
-            "bench1@localhost",
+            &me(),
             &parse("<presence type='subscribe' from='bench2@localhost'/>"),
             &mut out,
         );
@@ -377,7 +416,7 @@ mod tests {
         out.clear();
         on_stanza(
             &s,
-            "bench1@localhost",
+            &me(),
             &parse("<iq type='get' id='v' from='x'><query xmlns='jabber:iq:version'/></iq>"),
             &mut out,
         );
@@ -391,7 +430,7 @@ mod tests {
         let status = s.marker(0);
         on_stanza(
             &s,
-            "bench1@localhost",
+            &me(),
             &parse(&format!(
                 "<presence from='bench1@localhost/r'><status>{status}</status></presence>"
             )),
@@ -399,12 +438,49 @@ mod tests {
         );
         assert_eq!(Stats::get(&s.stats.counters.delivered), 0);
         let created = "<presence from='room1@conference.localhost/u1'><x xmlns='http://jabber.org/protocol/muc#user'><item role='moderator'/><status code='110'/><status code='201'/></x></presence>";
-        on_stanza(&s, "bench1@localhost", &parse(created), &mut out);
+        on_stanza(&s, &me(), &parse(created), &mut out);
         assert_eq!(Stats::get(&s.stats.counters.muc_joined), 1);
         assert!(
             out.contains("to='room1@conference.localhost'") && out.contains("muc#owner"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn caps_queries_get_the_features_of_the_sessions_role() {
+        use crate::caps::{CAPS_NODE, Caps};
+        use crate::pep::{Pep, Plan};
+        let mut s = shared(false);
+        s.pep = Some(Pep::new(Plan {
+            publishers: 1,
+            listeners: 1,
+            silent: 0,
+        }));
+        let listen = Caps::bench_client(true);
+        let query = format!(
+            "<iq type='get' id='disco' from='bench1@localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='{CAPS_NODE}#{}'/></iq>",
+            listen.ver
+        );
+        let listener = Me {
+            index: 1,
+            own: "bench2@localhost".into(),
+        };
+        let mut out = String::new();
+        on_stanza(&s, &listener, &parse(&query), &mut out);
+        let answer = parse(&out);
+        assert_eq!(answer.attr("type"), Some("result"));
+        assert_eq!(answer.attr("to"), Some("bench1@localhost"));
+        let q = answer.get_child("query", ns::DISCO_INFO).unwrap();
+        assert!(q.attr("node").unwrap().ends_with(&listen.ver));
+        assert!(out.contains("tune+notify"), "{out}");
+        out.clear();
+        on_stanza(&s, &me(), &parse(&query), &mut out);
+        assert!(
+            out.contains("type='result'") && !out.contains("+notify"),
+            "{out}"
+        );
+        let counters = &s.pep.as_ref().unwrap().counters;
+        assert_eq!(Stats::get(&counters.caps_queries), 2);
     }
 
     use crate::stats::Stats;

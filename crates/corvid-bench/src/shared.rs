@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio_rustls::TlsConnector;
 
 use crate::cli::{MechanismChoice, TlsMode};
+use crate::pep::Pep;
 use crate::scram_cache::SaltedPasswordCache;
 use crate::stats::Stats;
 
@@ -29,6 +30,8 @@ pub struct Shared {
     pub auto_accept_subscriptions: bool,
     /// The SASL mechanism of the latest successful login, for the report.
     pub mechanism_used: OnceLock<&'static str>,
+    /// Roles, caps and notification accounting of the PEP scenario.
+    pub pep: Option<Pep>,
 }
 
 /// Accounts `PREFIX<first + i>@DOMAIN` for session index i.
@@ -85,6 +88,7 @@ impl Shared {
             cache,
             auto_accept_subscriptions: false,
             mechanism_used: OnceLock::new(),
+            pep: None,
         }
     }
 
@@ -104,6 +108,15 @@ impl Shared {
     /// The marker for a stanza of the current phase intended to leave at `t` µs.
     pub fn marker(&self, t: u64) -> String {
         format_marker(self.run_id, self.phase(), t)
+    }
+
+    /// The initial presence of session `index` (RFC 6121 §4.2), with caps in the PEP
+    /// scenario.
+    pub fn initial_presence(&self, index: u32) -> String {
+        match &self.pep {
+            Some(pep) => pep.presence(index),
+            None => "<presence/>".into(),
+        }
     }
 
     pub fn classify(&self, text: &str) -> Marker {

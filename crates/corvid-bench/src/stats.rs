@@ -81,6 +81,18 @@ impl Stats {
             .saturating_record(micros.clamp(1, MAX_TRACKED_MICROS));
     }
 
+    /// Counts `n` errors of `kind` at once (a scenario's correctness check).
+    pub fn errors_of(&self, kind: &str, n: u64) {
+        if n > 0 {
+            *self
+                .errors
+                .lock()
+                .expect("not poisoned")
+                .entry(kind.to_owned())
+                .or_default() += n;
+        }
+    }
+
     /// Counts one error of `kind` (e.g. `login/auth: not-authorized`).
     pub fn error(&self, kind: impl Into<String>) {
         let mut errors = self.errors.lock().expect("not poisoned");
@@ -138,6 +150,16 @@ mod tests {
             "huge values are clamped, not lost"
         );
         assert_eq!(stats.latency().len(), 0);
+    }
+
+    #[test]
+    fn a_check_adds_its_count_and_nothing_when_it_passes() {
+        let stats = Stats::default();
+        stats.errors_of("pep: duplicates", 0);
+        assert!(stats.errors().is_empty());
+        stats.errors_of("pep: duplicates", 3);
+        stats.error("pep: duplicates");
+        assert_eq!(stats.errors()["pep: duplicates"], 4);
     }
 
     #[test]

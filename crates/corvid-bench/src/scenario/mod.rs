@@ -4,8 +4,10 @@
 
 pub mod chat;
 pub mod muc;
+pub mod pep;
 pub mod presence;
 pub mod sessions;
+pub mod subscribe;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

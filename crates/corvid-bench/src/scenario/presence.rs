@@ -4,20 +4,14 @@
 //! at a total rate and each change is delivered to K contacts.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use super::{Fleet, Goal, Run, drain, open_loop, wait_stalled};
+use super::subscribe::subscribe_all;
+use super::{Goal, Run, drain, open_loop};
 use crate::schedule::Picker;
 use crate::stats::Stats;
-
-/// Subscription stanzas sent per second while setting up rosters.
-const SETUP_RATE: f64 = 2000.0;
-const SETUP_LIMIT: Duration = Duration::from_secs(180);
-/// Roster writes are slow on some servers: give up on the setup only after this long
-/// without progress.
-const SETUP_PATIENCE: Duration = Duration::from_secs(15);
 
 /// The contacts of user `i` among `n`: `i ± 1 … i ± k/2`, wrapping around.
 pub fn ring_contacts(i: u32, n: u32, k: u32) -> Vec<u32> {
@@ -43,20 +37,6 @@ pub async fn presence(run: &mut Run, contacts: u32, rate: f64, duration: u64) ->
     let n = run.cli.users;
     let c = &shared.stats.counters;
 
-    // RFC 6121 §3.1.3: subscription requests go to the contact's "interested" resources,
-    // those that have requested the roster, so every session fetches it first, as a
-    // client does at login.
-    fetch_rosters(&fleet, &live);
-    wait_stalled(
-        || Stats::get(&c.rosters),
-        live.len() as u64,
-        SETUP_PATIENCE,
-        SETUP_LIMIT,
-    )
-    .await;
-    c.rosters.store(0, Relaxed);
-    c.roster_both.store(0, Relaxed);
-
     // Each user subscribes to each of its contacts, and both sides auto-approve, so
     // every pair ends with subscription='both'.
     let requests: Vec<(u32, u32)> = (0..n)
@@ -66,59 +46,7 @@ pub async fn presence(run: &mut Run, contacts: u32, rate: f64, duration: u64) ->
                 .map(move |j| (i, j))
         })
         .collect();
-    let setup_started = Instant::now();
-    let total = requests.len() as f64;
-    let accounts = shared.accounts.clone();
-    open_loop(
-        &shared,
-        &fleet,
-        SETUP_RATE,
-        Duration::from_secs_f64(total / SETUP_RATE),
-        |k, _| {
-            let (from, to) = requests[(k as usize).min(requests.len() - 1)];
-            (
-                from,
-                format!(
-                    "<presence to='{}' type='subscribe'/>",
-                    accounts.bare_jid(to)
-                ),
-            )
-        },
-    )
-    .await;
-    wait_stalled(
-        || Stats::get(&c.subscribed),
-        requests.len() as u64,
-        SETUP_PATIENCE,
-        SETUP_LIMIT,
-    )
-    .await;
-    fetch_rosters(&fleet, &live);
-    wait_stalled(
-        || Stats::get(&c.rosters),
-        live.len() as u64,
-        SETUP_PATIENCE,
-        SETUP_LIMIT,
-    )
-    .await;
-    let rosters = Stats::get(&c.rosters).max(1);
-    run.report
-        .extra
-        .insert("subscribed_acks".into(), Stats::get(&c.subscribed));
-    run.report.extra.insert(
-        "roster_both_per_user".into(),
-        Stats::get(&c.roster_both) / rosters,
-    );
-    run.report
-        .extra
-        .insert("roster_both_total".into(), Stats::get(&c.roster_both));
-    run.report
-        .extra
-        .insert("rosters_fetched".into(), Stats::get(&c.rosters));
-    run.report.extra.insert(
-        "setup_ms".into(),
-        setup_started.elapsed().as_millis() as u64,
-    );
+    subscribe_all(run, &fleet, &live, &requests).await;
     c.sent.store(0, Relaxed);
 
     shared.next_phase();
@@ -153,15 +81,6 @@ pub async fn presence(run: &mut Run, contacts: u32, rate: f64, duration: u64) ->
         Some(sent.report(contacts as f64, expected, Stats::get(&c.stale), &latency));
     fleet.close().await;
     Ok(())
-}
-
-fn fetch_rosters(fleet: &Fleet, live: &[u32]) {
-    for &i in live {
-        fleet.send(
-            i,
-            "<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>".into(),
-        );
-    }
 }
 
 #[cfg(test)]
