@@ -215,6 +215,16 @@ async def subscribe(client, node: str, to: str = SERVICE, jid: str | None = None
     return sub
 
 
+async def node_with_subscriber(server, im, **config):
+    """alice owns a new node (with `config`), bob subscribes to it."""
+    alice = await pubsub_user(server, im, "alice")
+    bob = await pubsub_user(server, im, "bob")
+    node = node_name()
+    await create(alice, node, **config)
+    await subscribe(bob, node)
+    return alice, bob, node
+
+
 async def unsubscribe(client, node: str, to: str = SERVICE, jid: str | None = None, subid: str | None = None):
     ps = pubsub_el()
     attrs = {"node": node, "jid": jid or client.bare}

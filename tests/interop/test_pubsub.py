@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 
 from interop_support import DOMAIN
 from pubsub_support import (
+    node_with_subscriber,
     NS_DISCO_INFO,
     NS_DISCO_ITEMS,
     NS_EVENT,
@@ -38,18 +39,7 @@ from pubsub_support import (
     pubsub_error,
     pubsub_user,
     retract,
-    subscribe,
 )
-
-
-async def node_with_subscriber(server, im, **config):
-    """alice owns a new node (with `config`), bob subscribes to it."""
-    alice = await pubsub_user(server, im, "alice")
-    bob = await pubsub_user(server, im, "bob")
-    node = node_name()
-    await create(alice, node, **config)
-    await subscribe(bob, node)
-    return alice, bob, node
 
 
 # -- discovery (§5) ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ import aioxmpp.xso
 
 from interop_support import DOMAIN, TIMEOUT, befriend, is_message
 from pubsub_support import (
+    node_with_subscriber,
     NS_DATA,
     NS_DISCO_INFO,
     NS_DISCO_ITEMS,
@@ -74,16 +75,6 @@ def own_list(result, verb: str) -> dict[str, dict]:
     """{node: attributes} of a user's own <subscriptions/> or <affiliations/> (§5.6, §5.7)."""
     return {el.get("node"): dict(el.attrib)
             for el in result.xml.iterfind(f"{{{NS_PUBSUB}}}pubsub/{{{NS_PUBSUB}}}{verb}s/{{{NS_PUBSUB}}}{verb}")}
-
-
-async def node_with_subscriber(server, im, **config):
-    """alice owns a new node (with `config`), bob subscribes to it."""
-    alice = await pubsub_user(server, im, "alice")
-    bob = await pubsub_user(server, im, "bob")
-    node = node_name()
-    await create(alice, node, **config)
-    await subscribe(bob, node)
-    return alice, bob, node
 
 
 # -- notifications and subscriptions (§6.1, §7.1.2.1) ---------------------------------------
