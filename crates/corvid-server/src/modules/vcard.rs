@@ -138,7 +138,8 @@ impl VCard {
         if xml.len() > ctx.server.config.vcard.max_bytes {
             return Err(StanzaError::not_acceptable().with_text("vCard too large"));
         }
-        let hash = photo_hash(vcard);
+        let photo = photo_of(vcard);
+        let hash = photo.as_ref().map(|p| p.id.clone());
         let (username, domain) = Ctx::key(user);
         ctx.server
             .store
@@ -152,7 +153,7 @@ impl VCard {
             .is_none_or(|old| old != hash);
         if changed {
             reannounce(ctx, user).await;
-            return Ok(Some(photo_of(vcard)));
+            return Ok(Some(photo));
         }
         Ok(None)
     }
@@ -228,7 +229,8 @@ impl VCard {
     }
 }
 
-/// The vCard's photo, if it has one that decodes.
+/// The vCard's photo, if it has one that decodes; its id is the SHA-1 (hex) of the decoded
+/// PHOTO/BINVAL, the hash presence carries (XEP-0153 §3.1).
 fn photo_of(vcard: &Element) -> Option<Photo> {
     let photo = vcard.get_child("PHOTO", ns::VCARD)?;
     let base64: String = photo
@@ -300,11 +302,6 @@ fn hex_sha1(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// SHA-1 (hex) of the decoded PHOTO/BINVAL (XEP-0153 §3.1), if there is a photo.
-fn photo_hash(vcard: &Element) -> Option<String> {
-    photo_of(vcard).map(|photo| photo.id)
 }
 
 /// XEP-0153 §4.1: after a photo change, every available resource's presence goes out again

@@ -78,14 +78,7 @@ pub async fn answer(ctx: &Ctx, kind: ServiceKind, iq: &Iq) -> IqResult {
         return Err(StanzaError::bad_request());
     }
     let svc = ctx.server.pubsub.service(ctx, kind).await?;
-    let request = Request {
-        ctx,
-        engine: &ctx.server.pubsub,
-        svc: &svc,
-        from: &iq.from,
-        requester: iq.from.to_bare(),
-        quiet: false,
-    };
+    let request = Request::new(ctx, &svc, &iq.from);
     match (iq.payload.ns(), iq.payload.attr("node")) {
         (ns::DISCO_INFO, None) => Ok(Some(service_info())),
         (ns::DISCO_ITEMS, None) => Ok(Some(request.node_list().await)),

@@ -30,9 +30,10 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// `<item id=…>payload</item>` of a stored item.
-pub fn item_element(item: &StoredItem, with_payload: bool) -> Element {
-    let mut el = Element::new("item", ns::PUBSUB).with_attr("id", item.id.as_str());
+/// `<item id=…>payload</item>` of a stored item, in namespace `ns` (a reply's or an
+/// event's).
+pub fn item_element(ns: &str, item: &StoredItem, with_payload: bool) -> Element {
+    let mut el = Element::new("item", ns).with_attr("id", item.id.as_str());
     if with_payload
         && !item.payload.is_empty()
         && let Ok(payload) = corvid_xml::parse_element(&item.payload, "")
@@ -130,7 +131,11 @@ impl Request<'_> {
         let options = payload
             .get_child("publish-options", ns::PUBSUB)
             .and_then(|o| o.get_child("x", ns::DATA_FORMS));
-        let wait = self.engine.admit_publish(self.ctx, &self.requester)?;
+        let wait = self
+            .ctx
+            .server
+            .pubsub
+            .admit_publish(self.ctx, &self.requester)?;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -390,7 +395,7 @@ impl Request<'_> {
         let expired = expiry_cutoff(&config);
         let mut items = Element::new("items", ns::PUBSUB).with_attr("node", node_name);
         for item in result.items.iter().filter(|i| i.published_at >= expired) {
-            items.append_child(item_element(item, true));
+            items.append_child(item_element(ns::PUBSUB, item, true));
         }
         self.remove_expired(node_name, &result.items, expired);
         let mut reply = Element::new("pubsub", ns::PUBSUB).with_child(items);

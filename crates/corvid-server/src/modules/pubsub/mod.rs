@@ -145,7 +145,7 @@ impl Engine {
             payload.append_child(Element::new("publish-options", ns::PUBSUB).with_child(options));
         }
         let (svc, from) = (self.pep_of(ctx, owner).await?, Jid::from(owner.clone()));
-        let request = Request::quiet(ctx, self, &svc, &from);
+        let request = Request::quiet(ctx, &svc, &from);
         request.publish(&publish, &payload).await.map(|_| ())
     }
 
@@ -166,7 +166,7 @@ impl Engine {
             .with_attr("notify", "true")
             .with_child(Element::new("item", ns::PUBSUB).with_attr("id", id));
         let (svc, from) = (self.pep_of(ctx, owner).await?, Jid::from(owner.clone()));
-        let request = Request::quiet(ctx, self, &svc, &from);
+        let request = Request::quiet(ctx, &svc, &from);
         request.retract(&retract).await.map(|_| ())
     }
 
@@ -176,14 +176,7 @@ impl Engine {
             Ok(svc) => svc,
             Err(err) => return Err(err).into(),
         };
-        let request = Request {
-            ctx,
-            engine: self,
-            svc: &svc,
-            from: &iq.from,
-            requester: iq.from.to_bare(),
-            quiet: false,
-        };
+        let request = Request::new(ctx, &svc, &iq.from);
         match (iq.payload.ns(), iq.kind) {
             (ns::PUBSUB, kind) => request.entity(&iq.payload, kind).await,
             (ns::PUBSUB_OWNER, kind) => request.owner(&iq.payload, kind).await.into(),
@@ -195,7 +188,6 @@ impl Engine {
 /// One request being answered: who asks, of which service.
 pub struct Request<'a> {
     pub ctx: &'a Ctx,
-    pub engine: &'a Engine,
     pub svc: &'a Arc<ServiceState>,
     /// The requesting entity, as it sent the request.
     pub from: &'a Jid,
@@ -206,15 +198,22 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// A request the server makes as the owner of `svc` (`from`, a bare JID).
-    fn quiet(ctx: &'a Ctx, engine: &'a Engine, svc: &'a Arc<ServiceState>, from: &'a Jid) -> Self {
+    /// A request from `from` to `svc`.
+    pub fn new(ctx: &'a Ctx, svc: &'a Arc<ServiceState>, from: &'a Jid) -> Self {
         Request {
             ctx,
-            engine,
             svc,
             from,
             requester: from.to_bare(),
+            quiet: false,
+        }
+    }
+
+    /// A request the server makes as the owner of `svc` (`from`, a bare JID).
+    fn quiet(ctx: &'a Ctx, svc: &'a Arc<ServiceState>, from: &'a Jid) -> Self {
+        Request {
             quiet: true,
+            ..Request::new(ctx, svc, from)
         }
     }
 

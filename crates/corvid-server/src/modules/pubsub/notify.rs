@@ -30,17 +30,11 @@ impl Audience {
     }
 }
 
-/// `<item id=…>payload</item>` in the event namespace.
+/// `<item id=… publisher=…>payload</item>` in the event namespace.
 pub fn event_item(item: &StoredItem, with_payload: bool) -> Element {
-    let mut el = Element::new("item", ns::PUBSUB_EVENT).with_attr("id", item.id.as_str());
+    let mut el = super::items::item_element(ns::PUBSUB_EVENT, item, with_payload);
     if !item.publisher.is_empty() {
         el.set_attr("publisher", item.publisher.as_str());
-    }
-    if with_payload
-        && !item.payload.is_empty()
-        && let Ok(payload) = corvid_xml::parse_element(&item.payload, "")
-    {
-        el.append_child(payload);
     }
     el
 }

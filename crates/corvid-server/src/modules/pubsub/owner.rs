@@ -377,26 +377,10 @@ impl Request<'_> {
             let subid = entry.attr("subid");
             match entry.attr("subscription") {
                 Some("none") => {
-                    let gone: Vec<Subscription> = node
-                        .subscriptions_of(&jid)
-                        .filter(|s| subid.is_none_or(|id| id == s.subid))
-                        .cloned()
-                        .collect();
-                    for sub in &gone {
-                        self.ctx
-                            .server
-                            .store
-                            .delete_pubsub_subscription(
-                                &self.svc.key,
-                                name,
-                                jid.as_str(),
-                                &sub.subid,
-                            )
-                            .await
-                            .map_err(errors::storage)?;
-                    }
-                    node.subscriptions
-                        .retain(|s| !gone.iter().any(|g| g.jid == s.jid && g.subid == s.subid));
+                    self.end_subscriptions(node, name, |s| {
+                        s.jid == jid && subid.is_none_or(|id| id == s.subid)
+                    })
+                    .await?;
                 }
                 Some("subscribed") => {
                     if node.subscriptions_of(&jid).next().is_some() {
@@ -423,6 +407,31 @@ impl Request<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// Removes the subscriptions of node `name` that `which` picks, store first.
+    async fn end_subscriptions(
+        &self,
+        node: &mut Node,
+        name: &str,
+        which: impl Fn(&Subscription) -> bool,
+    ) -> Result<(), StanzaError> {
+        let gone: Vec<Subscription> = node
+            .subscriptions
+            .iter()
+            .filter(|s| which(s))
+            .cloned()
+            .collect();
+        for sub in &gone {
+            self.ctx
+                .server
+                .store
+                .delete_pubsub_subscription(&self.svc.key, name, sub.jid.as_str(), &sub.subid)
+                .await
+                .map_err(errors::storage)?;
+        }
+        node.subscriptions.retain(|s| !gone.contains(s));
+        Ok(())
     }
 
     /// XEP-0060 §8.9.1.
@@ -485,25 +494,8 @@ impl Request<'_> {
                 .await
                 .map_err(errors::storage)?;
             if *affiliation == Affiliation::Outcast {
-                let gone: Vec<Subscription> = node
-                    .subscriptions
-                    .iter()
-                    .filter(|s| s.jid.to_bare() == *jid)
-                    .cloned()
-                    .collect();
-                for sub in gone {
-                    store
-                        .delete_pubsub_subscription(
-                            &self.svc.key,
-                            name,
-                            sub.jid.as_str(),
-                            &sub.subid,
-                        )
-                        .await
-                        .map_err(errors::storage)?;
-                    node.subscriptions
-                        .retain(|s| !(s.jid == sub.jid && s.subid == sub.subid));
-                }
+                self.end_subscriptions(node, name, |s| s.jid.to_bare() == *jid)
+                    .await?;
             }
         }
         node.affiliations = after;

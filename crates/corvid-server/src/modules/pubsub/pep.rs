@@ -93,14 +93,7 @@ impl Module for Pep {
         else {
             return Vec::new();
         };
-        let request = Request {
-            ctx,
-            engine: &ctx.server.pubsub,
-            svc: &svc,
-            from: requester,
-            requester: requester.to_bare(),
-            quiet: false,
-        };
+        let request = Request::new(ctx, &svc, requester);
         request
             .visible_nodes()
             .await
