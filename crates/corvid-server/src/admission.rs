@@ -7,9 +7,10 @@
 //! - each address (IPv4 /32, IPv6 /64) and the server as a whole have a budget of such
 //!   connections; when one is full, the *least recently active* pre-auth connection of
 //!   that address (of the address holding the most, for the global budget) is shed to make
-//!   room for the newcomer. Idle sockets are what a flood is made of, and a client busy
-//!   logging in is active, so the flood makes room for the honest, not the reverse (the
-//!   policy of OpenSSH's MaxStartups, aimed at the idle instead of at random);
+//!   room for the newcomer. A connection that never sent a byte goes before any that did,
+//!   however recently it arrived. Idle sockets are what a flood is made of, and a client
+//!   busy logging in is active, so the flood makes room for the honest, not the reverse
+//!   (the policy of OpenSSH's MaxStartups, aimed at the idle instead of at random);
 //! - the expensive step, the TLS handshake, is paced per address by a token bucket
 //!   ([`RateLimiter`]): over the rate a handshake waits for its turn, and only an address
 //!   that is far over it is refused.
@@ -28,6 +29,10 @@ use tokio::sync::Notify;
 use crate::config::LimitsConfig;
 use crate::throttle::{AddrKey, DefenceCounters, LogLimiter, RateLimiter};
 
+/// Set in a slot's `last_active` once the connection sent something: a connection that
+/// spoke ranks after every silent one when choosing whom to shed, as the flood stays silent
+/// while a backlog of it is still being accepted after an honest client's connection.
+const SPOKE: u64 = 1 << 63;
 /// The longest a TLS handshake waits for its address's turn before it is refused.
 const MAX_HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
 /// How often the same defence is logged for the same address.
@@ -63,7 +68,8 @@ struct PreAuthTable {
 
 /// One pre-authentication connection as the table sees it.
 struct PreAuthSlot {
-    /// Milliseconds since the table's epoch at the last input.
+    /// Milliseconds since the table's epoch at the last input (at admission until then),
+    /// with [`SPOKE`] set once it sent anything.
     last_active: AtomicU64,
     /// Signalled (with a stored permit) when the connection is shed.
     shed: Notify,
@@ -264,11 +270,11 @@ impl ConnectionGuard {
         }
     }
 
-    /// The client sent something: it is not idle.
+    /// The client sent something: it is not idle, and no silent connection is shed after it.
     pub fn touch(&self) {
         if let Some(slot) = &self.slot {
             slot.last_active
-                .store(self.preauth.now_ms(), Ordering::Relaxed);
+                .store(self.preauth.now_ms() | SPOKE, Ordering::Relaxed);
         }
     }
 
@@ -336,6 +342,22 @@ mod tests {
         assert!(now_or_never(first.shed()).is_none());
         drop((first, second, third, other));
         assert_eq!((a.open(), a.unauthenticated()), (0, 0));
+    }
+
+    #[test]
+    fn a_connection_that_spoke_outlasts_newer_silent_ones() {
+        let a = admission(3, 100, 100);
+        let honest = a.admit(LOCAL.into()).unwrap();
+        honest.touch();
+        std::thread::sleep(Duration::from_millis(5));
+        // A backlog of silent sockets accepted after the honest client spoke.
+        let silent: Vec<_> = (0..4).map(|_| a.admit(LOCAL.into()).unwrap()).collect();
+        assert!(now_or_never(honest.shed()).is_none());
+        let shed = silent
+            .iter()
+            .filter(|s| now_or_never(s.shed()).is_some())
+            .count();
+        assert_eq!(shed, 2);
     }
 
     #[test]

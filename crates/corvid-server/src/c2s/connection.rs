@@ -43,7 +43,10 @@ pub async fn run(
             _ = guard.shed() => Err(("connection-timeout", "Closed to make room: too many unauthenticated connections from your address")),
             // `peek`, not `readable`: tokio reports a fresh socket readable before any data.
             peeked = tokio::time::timeout(silence, tcp.peek(&mut first)) => match peeked {
-                Ok(Ok(_)) => Ok(()),
+                Ok(Ok(_)) => {
+                    guard.touch();
+                    Ok(())
+                }
                 Ok(Err(_)) => return,
                 Err(_) => Err(("connection-timeout", "Nothing received before authentication")),
             },
