@@ -1,5 +1,5 @@
 //! Corvid storage: one trait per concern ([`Users`], [`Rosters`], [`Offline`], [`VCards`],
-//! [`PrivateXml`], [`Blocklists`], [`LastActivity`], [`MucRooms`], [`PubSubStore`]), all implemented by [`SqlStore`] over sqlx.
+//! [`PrivateXml`], [`Blocklists`], [`LastActivity`], [`MucRooms`], [`PubSubStore`], [`Archive`]), all implemented by [`SqlStore`] over sqlx.
 //! SQLite is embedded (a WAL file in the data directory); PostgreSQL is planned behind the same
 //! queries with its own migrations.
 //!
@@ -17,6 +17,7 @@
 //! ```
 
 mod account_index;
+mod archive;
 mod blocklist;
 mod error;
 mod last;
@@ -30,6 +31,9 @@ mod sql;
 mod users;
 mod vcard;
 
+pub use archive::{
+    Archive, ArchiveEntry, ArchivePage, ArchivePrefs, ArchiveQuery, ArchivedMessage, With,
+};
 pub use blocklist::Blocklists;
 pub use error::StoreError;
 pub use last::LastActivity;
