@@ -30,6 +30,17 @@ pub const VCARD: &str = "vcard-temp";
 pub const VCARD_UPDATE: &str = "vcard-temp:x:update";
 pub const CARBONS: &str = "urn:xmpp:carbons:2";
 pub const FORWARD: &str = "urn:xmpp:forward:0";
+/// XEP-0313 message archive management, and its `#extended` feature (before-id, after-id,
+/// ids, flip-page, metadata).
+pub const MAM: &str = "urn:xmpp:mam:2";
+pub const MAM_EXTENDED: &str = "urn:xmpp:mam:2#extended";
+/// XEP-0184 message delivery receipts.
+pub const RECEIPTS: &str = "urn:xmpp:receipts";
+/// XEP-0333 chat markers.
+pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
+/// XEP-0384 OMEMO encryption: the legacy (Conversations) namespace and the current one.
+pub const OMEMO_LEGACY: &str = "eu.siacs.conversations.axolotl";
+pub const OMEMO: &str = "urn:xmpp:omemo:2";
 pub const HINTS: &str = "urn:xmpp:hints";
 pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 pub const BLOCKING: &str = "urn:xmpp:blocking";

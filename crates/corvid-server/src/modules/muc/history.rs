@@ -2,7 +2,7 @@
 //! selection a new occupant asks for with `<history maxstanzas maxchars seconds since/>`.
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use corvid_proto::ns;
 use corvid_xml::Element;
@@ -128,54 +128,12 @@ pub fn delayed(entry: &Entry, room: &str) -> Element {
     message
 }
 
-/// Parses a XEP-0082 DateTime (`YYYY-MM-DDThh:mm:ss[.sss](Z|±hh:mm)`).
-pub fn parse_datetime(text: &str) -> Option<SystemTime> {
-    let text = text.trim();
-    let (date, rest) = text.split_once('T')?;
-    let mut ymd = date.splitn(3, '-');
-    let year: i64 = ymd.next()?.parse().ok()?;
-    let month: u32 = ymd.next()?.parse().ok()?;
-    let day: u32 = ymd.next()?.parse().ok()?;
-    let (time, offset_secs) = if let Some(time) = rest.strip_suffix('Z') {
-        (time, 0i64)
-    } else {
-        let split = rest.rfind(['+', '-'])?;
-        let (time, offset) = rest.split_at(split);
-        let sign = if offset.starts_with('-') { -1 } else { 1 };
-        let (hh, mm) = offset[1..].split_once(':')?;
-        (
-            time,
-            sign * (hh.parse::<i64>().ok()? * 3600 + mm.parse::<i64>().ok()? * 60),
-        )
-    };
-    let time = time.split('.').next()?;
-    let mut hms = time.splitn(3, ':');
-    let h: i64 = hms.next()?.parse().ok()?;
-    let m: i64 = hms.next()?.parse().ok()?;
-    let s: i64 = hms.next()?.parse().ok()?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s - offset_secs;
-    u64::try_from(secs)
-        .ok()
-        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+pub use corvid_proto::time::parse_datetime;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn message(n: usize) -> Element {
         Element::new("message", ns::CLIENT).with_attr("id", n.to_string())
