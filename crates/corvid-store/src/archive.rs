@@ -111,7 +111,9 @@ pub trait Archive: Send + Sync {
     async fn append_archive(&self, entry: ArchiveEntry) -> Result<(), StoreError>;
 
     /// Returns once every entry queued before this call is committed (durable), or the
-    /// error that failed the batch holding one of them.
+    /// error that failed the batch holding one of them. A failed batch is retried, then
+    /// dropped and logged; its error goes to every call that was waiting for it (whose
+    /// entries were queued but not yet written when it began), not to later calls.
     async fn archive_sync(&self) -> Result<(), StoreError>;
 
     /// One page of an archive (see [`ArchiveQuery`]).

@@ -56,12 +56,18 @@ pub(super) const LAST_AT_OR_BEFORE: &str = "SELECT seq FROM archive_messages
      WHERE archive = $1 AND stamp_ms <= $2 ORDER BY stamp_ms DESC, seq DESC LIMIT 1";
 
 /// One chunk of an archive's messages up to `seq` `$3`, oldest first, at most `$2`.
-const DELETE_UP_TO_SEQ: &str = "DELETE FROM archive_messages WHERE archive = $1 AND seq IN (
+pub(super) const DELETE_UP_TO_SEQ: &str =
+    "DELETE FROM archive_messages WHERE archive = $1 AND seq IN (
      SELECT seq FROM archive_messages WHERE archive = $1 AND seq <= $3 ORDER BY seq LIMIT $2)";
 /// One chunk of an archive's messages stamped before `$3`, oldest first, at most `$2`.
-const DELETE_OLDER_THAN: &str = "DELETE FROM archive_messages WHERE archive = $1 AND seq IN (
+pub(super) const DELETE_OLDER_THAN: &str =
+    "DELETE FROM archive_messages WHERE archive = $1 AND seq IN (
      SELECT seq FROM archive_messages WHERE archive = $1 AND stamp_ms < $3
      ORDER BY stamp_ms, seq LIMIT $2)";
+/// The archives holding messages stamped before `$1`, through the stamp index: the walk
+/// costs what the expired messages do, and they are about to be deleted anyway.
+pub(super) const EXPIRED_ARCHIVES: &str =
+    "SELECT DISTINCT archive FROM archive_messages WHERE stamp_ms < $1";
 
 /// Deletes a whole archive with its preferences, `$1` the archive; every archive table has
 /// its statement here (`delete_user` runs them for the account's archive).
@@ -180,14 +186,10 @@ impl Archive for SqlStore {
     }
 
     async fn expire_archives(&self, before_ms: i64) -> Result<u64, StoreError> {
-        // The archives holding expired messages, through the stamp index: the walk costs what
-        // the expired messages do, and they are about to be deleted anyway.
-        let rows = sqlx::query(
-            "SELECT DISTINCT archive FROM archive_messages WHERE stamp_ms < $1 ORDER BY archive",
-        )
-        .bind(before_ms)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(EXPIRED_ARCHIVES)
+            .bind(before_ms)
+            .fetch_all(&self.pool)
+            .await?;
         let mut removed = 0;
         for row in rows {
             let archive: String = row.try_get("archive")?;
