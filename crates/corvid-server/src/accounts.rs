@@ -138,6 +138,27 @@ pub async fn remove(
     Ok(updated)
 }
 
+/// Removes an account's archived messages (XEP-0313): all of them, or those older than
+/// `older_than_days`. Returns how many went.
+pub async fn clear_archive(
+    store: &SqlStore,
+    user: &BareJid,
+    older_than_days: Option<u64>,
+) -> Result<u64, AccountError> {
+    use corvid_store::Archive as _;
+    if !exists(store, user).await? {
+        return Err(AccountError::NotFound);
+    }
+    let before_ms = older_than_days.map(|days| {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        now_ms.saturating_sub(i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX))
+    });
+    Ok(store.remove_archive(user.as_str(), before_ms).await?)
+}
+
 pub async fn exists(store: &SqlStore, user: &BareJid) -> Result<bool, AccountError> {
     Ok(store
         .user_exists(username(user), user.domain().as_str())

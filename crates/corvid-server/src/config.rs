@@ -39,6 +39,7 @@ pub struct Config {
     pub vcard: VCardConfig,
     pub muc: MucConfig,
     pub pubsub: PubSubConfig,
+    pub mam: MamConfig,
 }
 
 impl Default for Config {
@@ -57,6 +58,7 @@ impl Default for Config {
             vcard: VCardConfig::default(),
             muc: MucConfig::default(),
             pubsub: PubSubConfig::default(),
+            mam: MamConfig::default(),
         }
     }
 }
@@ -357,6 +359,72 @@ impl Default for PubSubConfig {
     }
 }
 
+/// What an account archives by default (XEP-0313 §6 `default`), until it sets its own
+/// preferences.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveDefault {
+    /// Every conversation.
+    #[default]
+    Always,
+    /// Conversations with contacts in the account's roster.
+    Roster,
+    /// None (only the JIDs the account lists under `always`).
+    Never,
+}
+
+impl ArchiveDefault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveDefault::Always => "always",
+            ArchiveDefault::Roster => "roster",
+            ArchiveDefault::Never => "never",
+        }
+    }
+}
+
+/// XEP-0313 message archives: each account's one-to-one messages, and the groupchat of
+/// rooms that enable archiving.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MamConfig {
+    /// What accounts archive until they set their own preferences: `always`, `roster` or `never`.
+    pub default: ArchiveDefault,
+    /// Archive delivery receipts (XEP-0184 `<received/>`). Off by default: a receipt says one
+    /// device got a message, which another device syncing the archive has no use for.
+    pub archive_receipts: bool,
+    /// Archive chat markers (XEP-0333 `<displayed/>` …). On by default: they tell a user's
+    /// other devices what was read.
+    pub archive_markers: bool,
+    /// Messages in a page when the query names no `<max/>`.
+    pub default_page: usize,
+    /// Most messages in one page (a larger `<max/>` is lowered to it).
+    pub max_page: usize,
+    /// Most bytes of archived messages in one page: a page stops early (`complete` false)
+    /// rather than overflow the requesting session's queue.
+    pub max_page_bytes: usize,
+    /// Days a message stays in any archive; 0 keeps messages forever.
+    pub retention_days: u64,
+    /// Messages kept per archive (account or room); beyond it the oldest are removed.
+    /// 0 sets no limit.
+    pub max_messages_per_user: usize,
+}
+
+impl Default for MamConfig {
+    fn default() -> Self {
+        MamConfig {
+            default: ArchiveDefault::Always,
+            archive_receipts: false,
+            archive_markers: true,
+            default_page: 50,
+            max_page: 250,
+            max_page_bytes: 1024 * 1024,
+            retention_days: 0,
+            max_messages_per_user: 0,
+        }
+    }
+}
+
 impl Config {
     /// The publish-subscribe service's domain.
     pub fn pubsub_domain(&self) -> String {
@@ -442,6 +510,11 @@ impl Config {
                 )));
             }
         }
+        if self.mam.max_page == 0 || self.mam.default_page == 0 {
+            return Err(ConfigError::Invalid(
+                "mam.max_page and mam.default_page must be at least 1".into(),
+            ));
+        }
         if self.limits.max_stanza_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "limits.max_stanza_bytes must be at least 1024".into(),
@@ -513,6 +586,17 @@ mod tests {
         assert!(Config::parse("[muc]\nrooms = 3").is_err());
         let config = Config::parse("[muc]\ndomain = 'localhost'").unwrap();
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn mam_defaults_and_overrides() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.mam.default, ArchiveDefault::Always);
+        assert_eq!((config.mam.default_page, config.mam.max_page), (50, 250));
+        let config = Config::parse("[mam]\ndefault = 'roster'\nretention_days = 30").unwrap();
+        assert_eq!(config.mam.default, ArchiveDefault::Roster);
+        assert_eq!(config.mam.retention_days, 30);
+        assert!(Config::parse("[mam]\ndefault = 'sometimes'").is_err());
     }
 
     #[test]

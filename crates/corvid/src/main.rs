@@ -46,6 +46,12 @@ enum UserCommand {
         #[arg(long)]
         password: Option<String>,
     },
+    /// Remove an account's archived messages (XEP-0313): all, or those older than N days.
+    ClearArchive {
+        jid: String,
+        #[arg(long)]
+        older_than_days: Option<u64>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -176,6 +182,19 @@ async fn run_user_command(config: &Config, store: &SqlStore, cmd: UserCommand) -
                     e => e.into(),
                 })?;
             println!("password changed for {user}");
+        }
+        UserCommand::ClearArchive {
+            jid,
+            older_than_days,
+        } => {
+            let user = accounts::parse_user(&jid, config)?;
+            let removed = accounts::clear_archive(store, &user, older_than_days)
+                .await
+                .map_err(|e| match e {
+                    accounts::AccountError::NotFound => anyhow::anyhow!("{user} does not exist"),
+                    e => e.into(),
+                })?;
+            println!("removed {removed} archived messages of {user}");
         }
     }
     Ok(())

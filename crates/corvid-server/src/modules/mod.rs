@@ -6,6 +6,7 @@ pub mod caps;
 pub mod carbons;
 pub mod disco;
 pub mod last;
+pub mod mam;
 pub mod muc;
 pub mod offline;
 pub mod ping;
@@ -30,6 +31,8 @@ use crate::module::Module;
 /// and PEP right after caps (the presence module ends a client's own presence's journey);
 /// last activity sees an explicit unavailable before presence handles it; MUC comes after
 /// presence, whose unavailable at logout is what usually takes a session out of its rooms.
+/// The archive comes after the stanza id (the recipient's copy is archived under the id the
+/// recipient sees) and carbons, and before offline storage takes undeliverable messages.
 fn all() -> Vec<Arc<dyn Module>> {
     vec![
         Arc::new(blocking::Blocking::default()),
@@ -43,6 +46,7 @@ fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(presence::Presence),
         Arc::new(stanza_id::StanzaId),
         Arc::new(carbons::Carbons),
+        Arc::new(mam::Mam::default()),
         Arc::new(offline::Offline::default()),
         Arc::new(private::Private),
         Arc::new(bookmarks::Bookmarks),

@@ -48,6 +48,10 @@ pub fn room_info(room: &Room) -> Element {
     for f in room.config.features() {
         query.append_child(feature(f));
     }
+    if room.config.archiving {
+        // XEP-0313 §5: the room answers archive queries.
+        query.append_child(feature(ns::MAM));
+    }
     query.append_child(result_form(
         ns::MUC_ROOMINFO,
         &[

@@ -15,6 +15,8 @@ pub const MUC_ROOMCONFIG: &[(&str, &str)] = &[
     ("muc#roomconfig_allowinvites", "boolean"),
     ("muc#roomconfig_changesubject", "boolean"),
     ("muc#roomconfig_enablelogging", "boolean"),
+    // The XEP-0313 room-archive switch, as servers and clients use it.
+    ("muc#roomconfig_enablearchiving", "boolean"),
     ("muc#roomconfig_getmemberlist", "list-multi"),
     ("muc#roomconfig_lang", "text-single"),
     ("muc#roomconfig_pubsub", "text-single"),

@@ -232,7 +232,7 @@ mod tests {
         );
         assert_eq!(
             parse_datetime("2002-09-10T23:08:25.123+01:00"),
-            parse_datetime("2002-09-10T22:08:25Z")
+            parse_datetime("2002-09-10T22:08:25.123Z")
         );
         assert_eq!(
             parse_datetime("2002-09-10T23:08:25-02:30"),

@@ -17,14 +17,15 @@ use super::room::{Affiliation, Out, Role, Room};
 pub const MAX_SUBJECT_CHARS: usize = 1000;
 
 /// §7.4: reflects a groupchat message to every occupant, the sender included; a message
-/// with a subject and no body changes the subject (§8.1).
+/// with a subject and no body changes the subject (§8.1). Returns the reflected message
+/// when the room's archive should keep it (a body, archiving on).
 pub fn groupchat(
     room: &mut Room,
     from: &FullJid,
     msg: &Element,
     now: SystemTime,
     out: &mut Out,
-) -> Result<(), StanzaError> {
+) -> Result<Option<Element>, StanzaError> {
     // §7.4: only occupants may send, with voice (§5.1.1: visitors have none).
     let Some(sender) = room.occupant_by_jid(from) else {
         return Err(StanzaError::not_acceptable().with_text("you are not in this room"));
@@ -50,11 +51,13 @@ pub fn groupchat(
     }
     let reflected = reflect(room, &nick, &occupant_id, msg);
     room.send_to_all(&reflected, out);
-    if has_body {
-        let capacity = room.config.history_length;
-        room.history.push(reflected, now, capacity);
+    if !has_body {
+        return Ok(None);
     }
-    Ok(())
+    let archived = room.config.archiving.then(|| reflected.clone());
+    let capacity = room.config.history_length;
+    room.history.push(reflected, now, capacity);
+    Ok(archived)
 }
 
 /// The message as the room sends it: `from` room/nick, the sender's `id` kept, any
@@ -209,7 +212,8 @@ mod tests {
                 sent.push((to.to_string(), String::from_utf8_lossy(&b).into_owned()))
             },
         )
-        .unwrap();
+        .unwrap()
+        .expect("archived");
         assert_eq!(sent.len(), 2);
         for (to, stanza) in &sent {
             assert!(stanza.contains(&format!("to='{to}'")), "{stanza}");

@@ -45,6 +45,7 @@ use dashmap::mapref::entry::Entry;
 
 use crate::config::Config;
 use crate::module::{Ctx, Module, SessionEvent};
+use crate::modules::mam::muc::RoomArchive;
 use crate::server::Server;
 use corvid_store::MucRooms;
 use occupant::Join;
@@ -71,6 +72,8 @@ pub struct Muc {
     iqs: iq::Forwarded,
     /// Room snapshots are taken and written one at a time, so the last write is the newest.
     save_order: tokio::sync::Mutex<()>,
+    /// Room archives (XEP-0313), for rooms that enable archiving.
+    archive: RoomArchive,
 }
 
 #[async_trait]
@@ -264,11 +267,9 @@ impl Muc {
                 }
                 *count += 1;
                 drop(count);
-                let room = Room::new(
-                    jid.clone(),
-                    creator.clone(),
-                    RoomConfig::new(caps(&ctx.server.config)),
-                );
+                let mut config = RoomConfig::new(caps(&ctx.server.config));
+                config.archiving = RoomArchive::enabled(&ctx.server.config);
+                let room = Room::new(jid.clone(), creator.clone(), config);
                 let room = Arc::new(Mutex::new(room));
                 e.insert(room.clone());
                 Ok((room, true))
@@ -278,18 +279,18 @@ impl Muc {
 
     /// Forgets a room that was destroyed, or is temporary and empty (§7.14: the last
     /// occupant left; or a kick or ban by an owner outside emptied it).
-    fn forget_if_abandoned(&self, mut room: MutexGuard<'_, Room>, room_ref: &RoomRef) {
+    fn forget_if_abandoned(&self, ctx: &Ctx, mut room: MutexGuard<'_, Room>, room_ref: &RoomRef) {
         if !room.destroyed && (room.occupant_count() > 0 || room.config.persistent) {
             return;
         }
         room.destroyed = true;
         let (jid, creator) = (room.jid.clone(), room.creator.clone());
         drop(room);
-        self.remove_room(&jid, room_ref, &creator);
+        self.remove_room(ctx, &jid, room_ref, &creator);
     }
 
-    /// Forgets a destroyed room (unless it was replaced meanwhile).
-    fn remove_room(&self, jid: &BareJid, room: &RoomRef, creator: &BareJid) {
+    /// Forgets a destroyed room (unless it was replaced meanwhile), and its archive.
+    fn remove_room(&self, ctx: &Ctx, jid: &BareJid, room: &RoomRef, creator: &BareJid) {
         if self
             .rooms
             .remove_if(jid, |_, r| Arc::ptr_eq(r, room))
@@ -299,6 +300,7 @@ impl Muc {
                 *n = n.saturating_sub(1);
                 *n == 0
             });
+            RoomArchive::forget(ctx, jid);
         }
     }
 
@@ -393,7 +395,7 @@ impl Muc {
                 room.destroyed = true;
                 let creator = room.creator.clone();
                 drop(room);
-                self.remove_room(room_jid, &room_ref, &creator);
+                self.remove_room(ctx, room_jid, &room_ref, &creator);
             } else if result.is_ok() {
                 drop(room);
                 let mut rooms = self.joined.entry(from.clone()).or_default();
@@ -418,7 +420,7 @@ impl Muc {
         };
         let status = stanza.filter(|s| s.attr("type") == Some("unavailable"));
         occupant::leave(&mut room, &nick, from, status, &mut deliver(&ctx.server));
-        self.forget_if_abandoned(room, &room_ref);
+        self.forget_if_abandoned(ctx, room, &room_ref);
         self.joined.remove_if_mut(from, |_, rooms| {
             rooms.retain(|r| r != room_jid);
             rooms.is_empty()
@@ -450,15 +452,21 @@ impl Muc {
         let result = match stanza.attr("type") {
             Some("error") => return,
             Some("groupchat") => {
-                let mut room = lock(&room_ref);
-                message::groupchat(
-                    &mut room,
+                let archived = message::groupchat(
+                    &mut lock(&room_ref),
                     &from,
                     stanza,
                     SystemTime::now(),
                     &mut deliver(&ctx.server),
-                )
-                .map(|_| Vec::new())
+                );
+                match archived {
+                    Ok(Some(reflected)) => {
+                        self.archive.append(ctx, &room_jid, &reflected).await;
+                        Ok(Vec::new())
+                    }
+                    Ok(None) => Ok(Vec::new()),
+                    Err(err) => Err(err),
+                }
             }
             _ => match (
                 stanza.get_child("x", ns::MUC_USER),
@@ -567,6 +575,9 @@ impl Muc {
         };
         let room_jid = to.bare();
         let room_ref = self.room(&room_jid);
+        if iq.payload.ns() == ns::MAM {
+            return self.archive_iq(ctx, &iq, &from, &room_jid, room_ref).await;
+        }
         let result = match room_ref {
             None => Err(StanzaError::item_not_found().with_text("no such room")),
             Some(ref room_ref) => self.room_iq_locked(ctx, &iq, &from, room_ref),
@@ -574,6 +585,30 @@ impl Muc {
         if let (Some(room_ref), Ok(_), IqType::Set) = (&room_ref, &result, iq.kind) {
             self.persist(ctx, room_ref).await;
         }
+        let reply = match result {
+            Ok(payload) => iq.result(payload),
+            Err(err) => iq.error(&err),
+        };
+        ctx.route(reply).await;
+    }
+
+    /// XEP-0313 requests to a room: answered from its archive, for those who may read it.
+    async fn archive_iq(
+        &self,
+        ctx: &Ctx,
+        iq: &Iq,
+        from: &FullJid,
+        room_jid: &BareJid,
+        room_ref: Option<RoomRef>,
+    ) {
+        let allowed = match room_ref {
+            None => Err(StanzaError::item_not_found().with_text("no such room")),
+            Some(room_ref) => may_read_archive(&lock(&room_ref), from, &ctx.server.config),
+        };
+        let result = match allowed {
+            Ok(()) => self.archive.handle_iq(ctx, room_jid, from, iq).await,
+            Err(err) => Err(err),
+        };
         let reply = match result {
             Ok(payload) => iq.result(payload),
             Err(err) => iq.error(&err),
@@ -604,7 +639,7 @@ impl Muc {
             (ns::PING, IqType::Get) => Ok(None),
             (ns::MUC_ADMIN, _) => {
                 let result = admin::handle(&mut room, iq, &mut out)?;
-                self.forget_if_abandoned(room, room_ref);
+                self.forget_if_abandoned(ctx, room, room_ref);
                 Ok(result)
             }
             (ns::MUC_OWNER, _) => {
@@ -612,7 +647,7 @@ impl Muc {
                     owner::Outcome::Done(payload) => Ok(payload),
                     // A room made temporary while empty is gone at once (§10.2 persistentroom).
                     owner::Outcome::Configured | owner::Outcome::Destroyed => {
-                        self.forget_if_abandoned(room, room_ref);
+                        self.forget_if_abandoned(ctx, room, room_ref);
                         Ok(None)
                     }
                 }
@@ -662,6 +697,25 @@ impl Muc {
         }
         query
     }
+}
+
+/// Who may read a room's archive (XEP-0313 §5): anyone may read an open room's, only
+/// occupants and members a members-only room's; outcasts never.
+fn may_read_archive(room: &Room, from: &FullJid, config: &Config) -> Result<(), StanzaError> {
+    let affiliation = room.affiliation(&from.bare());
+    if room.destroyed || (room.locked && affiliation != room::Affiliation::Owner) {
+        return Err(StanzaError::item_not_found().with_text("no such room"));
+    }
+    if !room.config.archiving || !RoomArchive::enabled(config) {
+        return Err(StanzaError::service_unavailable().with_text("this room keeps no archive"));
+    }
+    let occupant = room.occupant_by_jid(from).is_some();
+    if affiliation == room::Affiliation::Outcast
+        || (room.config.members_only && affiliation < room::Affiliation::Member && !occupant)
+    {
+        return Err(StanzaError::forbidden().with_text("only members may read this room's archive"));
+    }
+    Ok(())
 }
 
 /// §7.8.2: a decline goes back to the inviter, from the room, naming who declined.

@@ -20,6 +20,10 @@ const MAX_HISTORY_FETCH: &str = "muc#maxhistoryfetch";
 /// The unregistered name older Corvid versions used (and stored) for it.
 const LEGACY_HISTORY_LENGTH: &str = "muc#roomconfig_historylength";
 
+/// The field XEP-0313 room archives are switched with (XEP-0045's `enablelogging` is about
+/// public logs, another thing).
+const ENABLE_ARCHIVING: &str = "muc#roomconfig_enablearchiving";
+
 /// The service limits a room's own settings are capped by.
 #[derive(Clone, Copy, Debug)]
 pub struct Caps {
@@ -44,6 +48,10 @@ pub struct RoomConfig {
     pub change_subject: bool,
     pub allow_invites: bool,
     pub history_length: usize,
+    /// Groupchat messages go to the room's archive (XEP-0313 `muc#roomconfig_enablearchiving`).
+    /// On by default, as a room's history is what its occupants come back for; owners may
+    /// turn it off.
+    pub archiving: bool,
 }
 
 impl RoomConfig {
@@ -61,6 +69,7 @@ impl RoomConfig {
             change_subject: false,
             allow_invites: false,
             history_length: caps.max_history,
+            archiving: true,
         }
     }
 
@@ -151,6 +160,11 @@ impl RoomConfig {
             Some("Messages of history kept"),
             &[&self.history_length.to_string()],
         ));
+        x.append_child(boolean(
+            ENABLE_ARCHIVING,
+            "Archive the discussion (message archive, XEP-0313)",
+            self.archiving,
+        ));
         x
     }
 
@@ -206,6 +220,7 @@ impl RoomConfig {
         next.moderated = flag("muc#roomconfig_moderatedroom", self.moderated)?;
         next.change_subject = flag("muc#roomconfig_changesubject", self.change_subject)?;
         next.allow_invites = flag("muc#roomconfig_allowinvites", self.allow_invites)?;
+        next.archiving = flag(ENABLE_ARCHIVING, self.archiving)?;
         if let Some(whois) = one("muc#roomconfig_whois") {
             next.whois_anyone = match whois.as_str() {
                 "anyone" => true,
