@@ -205,3 +205,27 @@ async def test_a_room_archive_is_queried_at_the_room(server, im):
         (seen[0], "first words", f"{room}/owner"),
         (seen[1], "a reply", f"{room}/guest"),
     ]
+
+
+async def test_a_persistent_room_serves_its_history_from_the_archive_after_a_restart(make_im_server, im):
+    own = make_im_server("mam-room-restart")
+    owner = await mam_user(own, im, "owner")
+    room = f"{unique_name('kept')}@{SERVICE}"
+    muc = owner.plugin["xep_0045"]
+    await muc.join_muc_wait(room, "owner", timeout=10)
+    form = await muc.get_room_config(room)
+    form.field["muc#roomconfig_persistentroom"]["value"] = True
+    assert form.field["muc#roomconfig_enablearchiving"]["value"] is True
+    await muc.set_room_config(room, form)
+    for body in ("before", "the", "restart"):
+        owner.message(room, body, mtype="groupchat")
+        await owner.inbox.expect(is_message(body=body, mtype="groupchat"), body)
+    archived_ids = [a.id for a in await archive(owner, jid=room)]
+    await owner.close()
+
+    own.restart()
+    guest = await mam_user(own, im, "guest")
+    _, _, _, history = await guest.plugin["xep_0045"].join_muc_wait(room, "guest", timeout=10)
+    assert [m["body"] for m in history] == ["before", "the", "restart"]
+    assert [m.xml.find(f"{{{NS_SID}}}stanza-id[@by='{room}']").get("id") for m in history] == archived_ids
+    assert all(m.xml.find(f"{{{NS_DELAY}}}delay") is not None for m in history)

@@ -81,6 +81,18 @@ impl History {
         }
     }
 
+    /// Puts older messages (oldest first) before those kept, within `capacity`: the
+    /// history a room had before a restart, read back from its archive.
+    pub fn prepend_older(&mut self, older: Vec<(Element, SystemTime)>, capacity: usize) {
+        let newer = std::mem::take(self);
+        for (message, at) in older {
+            self.push(message, at, capacity);
+        }
+        for entry in newer.entries {
+            self.push(entry.message, entry.at, capacity);
+        }
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -8,6 +8,7 @@
 //! - `admin.rs`: `muc#admin` roles and affiliations; `owner.rs`: `muc#owner` config, destroy;
 //! - `disco.rs`: service discovery; `room.rs`, `history.rs`, `roomconfig.rs`: the state;
 //! - `persist.rs`: persistent rooms, loaded from the store on the service's first stanza;
+//! - `archive.rs`: the room's message archive (XEP-0313) as the service sees it;
 //! - `occupant_id.rs`: XEP-0421 occupant ids.
 //!
 //! Rooms live in a sharded map, each behind its own mutex that is held only for the
@@ -16,6 +17,7 @@
 //! else asking for it gets `conflict`.
 
 mod admin;
+mod archive;
 mod disco;
 #[cfg(test)]
 pub(crate) mod form_registry;
@@ -315,6 +317,7 @@ impl Muc {
     ) {
         match stanza.attr("type") {
             None => {
+                self.restore_history(ctx, &room_jid).await;
                 if let Err(err) = self.available(ctx, stanza, &from, &room_jid, nick) {
                     bounce(ctx, stanza, err).await;
                 }
@@ -592,30 +595,6 @@ impl Muc {
         ctx.route(reply).await;
     }
 
-    /// XEP-0313 requests to a room: answered from its archive, for those who may read it.
-    async fn archive_iq(
-        &self,
-        ctx: &Ctx,
-        iq: &Iq,
-        from: &FullJid,
-        room_jid: &BareJid,
-        room_ref: Option<RoomRef>,
-    ) {
-        let allowed = match room_ref {
-            None => Err(StanzaError::item_not_found().with_text("no such room")),
-            Some(room_ref) => may_read_archive(&lock(&room_ref), from, &ctx.server.config),
-        };
-        let result = match allowed {
-            Ok(()) => self.archive.handle_iq(ctx, room_jid, from, iq).await,
-            Err(err) => Err(err),
-        };
-        let reply = match result {
-            Ok(payload) => iq.result(payload),
-            Err(err) => iq.error(&err),
-        };
-        ctx.route(reply).await;
-    }
-
     fn room_iq_locked(
         &self,
         ctx: &Ctx,
@@ -697,25 +676,6 @@ impl Muc {
         }
         query
     }
-}
-
-/// Who may read a room's archive (XEP-0313 §5): anyone may read an open room's, only
-/// occupants and members a members-only room's; outcasts never.
-fn may_read_archive(room: &Room, from: &FullJid, config: &Config) -> Result<(), StanzaError> {
-    let affiliation = room.affiliation(&from.bare());
-    if room.destroyed || (room.locked && affiliation != room::Affiliation::Owner) {
-        return Err(StanzaError::item_not_found().with_text("no such room"));
-    }
-    if !room.config.archiving || !RoomArchive::enabled(config) {
-        return Err(StanzaError::service_unavailable().with_text("this room keeps no archive"));
-    }
-    let occupant = room.occupant_by_jid(from).is_some();
-    if affiliation == room::Affiliation::Outcast
-        || (room.config.members_only && affiliation < room::Affiliation::Member && !occupant)
-    {
-        return Err(StanzaError::forbidden().with_text("only members may read this room's archive"));
-    }
-    Ok(())
 }
 
 /// §7.8.2: a decline goes back to the inviter, from the room, naming who declined.

@@ -1,6 +1,7 @@
 //! Persistent rooms (XEP-0045 §10.2 `muc#roomconfig_persistentroom`): the snapshot of a
 //! room that goes to the store (configuration, subject, affiliations), and the room
-//! rebuilt from it after a restart — unlocked, empty, with no history.
+//! rebuilt from it after a restart — unlocked, empty, its history to be read back from its
+//! archive if it keeps one (`archive.rs`).
 
 use corvid_proto::{BareJid, ns};
 use corvid_store::StoredRoom;
@@ -57,6 +58,7 @@ pub fn restore(stored: &StoredRoom, caps: Caps) -> Option<Room> {
     };
     room.locked = false;
     room.stored = true;
+    room.history_in_archive = room.config.archiving;
     Some(room)
 }
 

@@ -150,6 +150,9 @@ pub struct Room {
     pub creator: BareJid,
     /// The store has a copy (it is, or was, persistent).
     pub stored: bool,
+    /// Restored after a restart with archiving on: its history is read back from the
+    /// archive before the first occupant enters.
+    pub history_in_archive: bool,
 }
 
 impl Room {
@@ -168,6 +171,7 @@ impl Room {
             history: History::default(),
             creator,
             stored: false,
+            history_in_archive: false,
         }
     }
 
