@@ -7,6 +7,7 @@ mod connection;
 mod records;
 mod register;
 mod session;
+mod sm;
 mod transport;
 mod writer;
 
@@ -19,6 +20,7 @@ use crate::admission::Refusal;
 use crate::server::Server;
 
 pub(crate) use register::MAX_REGISTRATION_WAIT;
+pub use sm::ResumeRegistry;
 pub(crate) use transport::Transport;
 
 /// The TLS 1.3 record reader, for its fuzz target (fuzz/fuzz_targets/records.rs).

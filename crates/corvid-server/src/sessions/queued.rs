@@ -59,11 +59,19 @@ impl StanzaClass {
 pub struct Queued {
     pub bytes: Bytes,
     pub class: StanzaClass,
+    /// A copy of a message that stays in offline storage until the session takes it: if
+    /// the session ends first, the stored one is what remains, and this copy must not be
+    /// handed on again (`router::reroute_unsent`).
+    pub stored: bool,
 }
 
 impl Queued {
     pub fn new(bytes: Bytes, class: StanzaClass) -> Self {
-        Queued { bytes, class }
+        Queued {
+            bytes,
+            class,
+            stored: false,
+        }
     }
 
     /// Serializes a stanza (in `jabber:client`) and classifies it.
