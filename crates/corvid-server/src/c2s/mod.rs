@@ -4,6 +4,7 @@
 mod auth;
 mod bind;
 mod connection;
+mod csi;
 mod records;
 mod register;
 mod session;

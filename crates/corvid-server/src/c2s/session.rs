@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use super::Transport;
 use super::auth::AuthState;
 use super::connection::paced_tls;
+use super::csi::Held;
 use super::sm::{Detached, Sm};
 use super::transport::accept_tls;
 use crate::admission::ConnectionGuard;
@@ -93,6 +94,8 @@ pub(super) struct Session {
     released: bool,
     /// Stream management (XEP-0198), once the client enabled it.
     pub(super) sm: Option<Box<Sm>>,
+    /// What is held back while the client says it is inactive (XEP-0352).
+    pub(super) csi: Option<Box<Held>>,
 }
 
 enum Wake {
@@ -135,6 +138,7 @@ impl Session {
             out: Vec::new(),
             released: false,
             sm: None,
+            csi: None,
         }
     }
 
@@ -420,8 +424,10 @@ impl Session {
             }
             Phase::Authenticated(_) => {
                 features.push(Element::new("bind", ns::BIND));
-                // XEP-0198 §2: stream management is offered once the client authenticated.
+                // XEP-0198 §2: stream management is offered once the client authenticated;
+                // XEP-0352 §3 client state indication too.
                 features.push(Element::new("sm", ns::SM));
+                features.push(Element::new("csi", ns::CSI));
                 features.extend(self.server.modules.stream_features(&self.server));
                 // RFC 3921 session establishment, optional (draft-cridland-xmpp-session).
                 features.push(
@@ -584,6 +590,9 @@ impl Session {
     async fn on_established(&mut self, el: Element, jid: FullJid) -> Result<(), End> {
         if el.ns() == ns::SM {
             return Box::pin(self.on_sm(el)).await;
+        }
+        if el.ns() == ns::CSI {
+            return Box::pin(self.on_csi(&el)).await;
         }
         self.on_stanza(el, jid).await?;
         // XEP-0198 §4: every stanza counts as handled once processed, errors included.

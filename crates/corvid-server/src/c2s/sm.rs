@@ -464,7 +464,7 @@ impl Session {
                 err = control.closed() => return Detached::Ended(End::StreamError(err.condition)),
                 stanza = control.next() => {
                     let Some(sm) = &mut self.sm else { continue };
-                    sm.record(stanza, Instant::now());
+                    sm.record(stanza.bytes, Instant::now());
                     if sm.over(max_bytes) {
                         tracing::info!("too much waiting for a detached session; ending it");
                         return Detached::Ended(End::StreamError(Cond::PolicyViolation));

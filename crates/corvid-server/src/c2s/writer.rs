@@ -10,6 +10,7 @@ use corvid_xml::Element;
 use tokio::io::AsyncWriteExt;
 
 use super::session::{End, Session, closed};
+use crate::sessions::Queued;
 
 /// Queued stanzas written in one go, at most.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -103,25 +104,43 @@ impl Session {
         }
     }
 
-    /// Writes a queued stanza and whatever else is already queued, in one batch.
-    pub(super) async fn write_queued(&mut self, first: Bytes) -> Result<(), End> {
-        let mut out = std::mem::take(&mut self.out);
-        out.extend_from_slice(&first);
-        let now = Instant::now();
-        if let Some(sm) = &mut self.sm {
-            sm.record(first, now);
+    /// Writes a queued stanza and whatever else is already queued, in one batch (less
+    /// what an inactive client is spared for now, XEP-0352).
+    pub(super) async fn write_queued(&mut self, first: Queued) -> Result<(), End> {
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        let mut size = 0;
+        while size < WRITE_BATCH {
+            let Some(stanza) = next
+                .take()
+                .or_else(|| self.control.as_ref().and_then(|c| c.pop_queued()))
+            else {
+                break;
+            };
+            let held = self.csi_holds(&stanza);
+            for earlier in self.take_held(!held) {
+                size += earlier.len();
+                batch.push(earlier);
+            }
+            if !held {
+                size += stanza.bytes.len();
+                batch.push(stanza.bytes);
+            }
         }
-        if let Some(control) = &self.control {
-            while out.len() < WRITE_BATCH {
-                match control.pop() {
-                    Some(more) => {
-                        out.extend_from_slice(&more);
-                        if let Some(sm) = &mut self.sm {
-                            sm.record(more, now);
-                        }
-                    }
-                    None => break,
-                }
+        self.write_stanzas(batch).await
+    }
+
+    /// Writes stanzas in one go, counting them for stream management (XEP-0198).
+    pub(super) async fn write_stanzas(&mut self, stanzas: Vec<Bytes>) -> Result<(), End> {
+        if stanzas.is_empty() {
+            return Ok(());
+        }
+        let mut out = std::mem::take(&mut self.out);
+        let now = Instant::now();
+        for stanza in stanzas {
+            out.extend_from_slice(&stanza);
+            if let Some(sm) = &mut self.sm {
+                sm.record(stanza, now);
             }
         }
         self.ask_for_ack_if_due(&mut out);
@@ -137,7 +156,7 @@ impl Session {
 
     /// Writes what is already queued (before closing, so an IQ result precedes the close).
     pub(super) async fn flush_queue(&mut self) {
-        let first = self.control.as_ref().and_then(|c| c.pop());
+        let first = self.control.as_ref().and_then(|c| c.pop_queued());
         if let Some(first) = first {
             let _ = self.write_queued(first).await;
         }
