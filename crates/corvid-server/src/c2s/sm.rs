@@ -34,6 +34,8 @@ use dashmap::DashMap;
 use tokio::sync::{Notify, oneshot};
 
 use super::session::{End, Phase, Session};
+use corvid_store::Archive as _;
+
 use crate::sessions::{SessionControl, SessionId};
 
 /// How long a resuming connection waits for the old session's task to hand over.
@@ -372,7 +374,7 @@ impl Session {
 
     /// `<a h/>` for the client's `<r/>`, once what it acknowledges is durable.
     async fn answer_ack_request(&mut self) -> Result<(), End> {
-        if let Err(e) = durable_interim().await {
+        if let Err(e) = self.server.store.archive_sync().await {
             tracing::warn!(error = %e, "archive write failed; not acknowledging");
             return Err(self
                 .fail(StreamError::with_text(
@@ -544,11 +546,6 @@ impl TooHigh {
                 .with_attr("send-count", self.sent.to_string()),
         )
     }
-}
-
-// INTERIM until the archive store lands: replaced by store.archive_sync().
-async fn durable_interim() -> Result<(), corvid_store::StoreError> {
-    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
