@@ -75,7 +75,13 @@ impl Module for Offline {
             .store_offline(username, domain, &xml, stamp_ms, quota)
             .await
         {
-            Ok(()) => Flow::Handled,
+            Ok(()) => {
+                ctx.server
+                    .modules
+                    .on_message_waiting(ctx, to, None, msg)
+                    .await;
+                Flow::Handled
+            }
             Err(StoreError::QuotaExceeded) => {
                 crate::router::bounce(
                     &ctx.server,
