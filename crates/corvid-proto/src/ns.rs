@@ -42,6 +42,13 @@ pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
 pub const OMEMO_LEGACY: &str = "eu.siacs.conversations.axolotl";
 pub const OMEMO: &str = "urn:xmpp:omemo:2";
 pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0198 stream management.
+pub const SM: &str = "urn:xmpp:sm:3";
+/// XEP-0357 push notifications, and the summary form they carry.
+pub const PUSH: &str = "urn:xmpp:push:0";
+pub const PUSH_SUMMARY: &str = "urn:xmpp:push:summary";
+/// XEP-0352 client state indication.
+pub const CSI: &str = "urn:xmpp:csi:0";
 pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 pub const BLOCKING: &str = "urn:xmpp:blocking";
 pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";

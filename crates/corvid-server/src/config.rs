@@ -40,6 +40,8 @@ pub struct Config {
     pub muc: MucConfig,
     pub pubsub: PubSubConfig,
     pub mam: MamConfig,
+    pub stream_management: StreamManagementConfig,
+    pub push: PushConfig,
 }
 
 impl Default for Config {
@@ -59,6 +61,61 @@ impl Default for Config {
             muc: MucConfig::default(),
             pubsub: PubSubConfig::default(),
             mam: MamConfig::default(),
+            stream_management: StreamManagementConfig::default(),
+            push: PushConfig::default(),
+        }
+    }
+}
+
+/// XEP-0357 push notifications: what the summary sent to a client's app server says.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Include the sender's JID (`last-message-sender`).
+    pub include_sender: bool,
+    /// Include the message body (`last-message-body`): off by default, as the app server
+    /// and the vendor's push service are third parties.
+    pub include_body: bool,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            include_sender: true,
+            include_body: false,
+        }
+    }
+}
+
+/// XEP-0198 stream management.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamManagementConfig {
+    /// Seconds a session whose connection dropped waits to be resumed, when the client
+    /// does not say (`<enable max/>`).
+    pub resume_timeout_secs: u64,
+    /// The longest wait a client may ask for with `max`.
+    pub max_resume_timeout_secs: u64,
+    /// Bytes of sent-but-unacknowledged stanzas kept per session (and of stanzas held for a
+    /// detached one); beyond it the session is closed and its unacknowledged messages go to
+    /// the account's other resources or to offline storage, never lost.
+    pub max_unacked_bytes: usize,
+    /// Unacknowledged stanzas after which the server asks for an ack (`<r/>`); fewer are
+    /// asked about after 10 seconds.
+    pub ack_request_stanzas: u32,
+    /// Where both counters start. XEP-0198 says 0; a value near 2^32 tests clients'
+    /// (and our) wrap-around.
+    pub counter_start: u32,
+}
+
+impl Default for StreamManagementConfig {
+    fn default() -> Self {
+        StreamManagementConfig {
+            resume_timeout_secs: 300,
+            max_resume_timeout_secs: 600,
+            max_unacked_bytes: 1024 * 1024,
+            ack_request_stanzas: 5,
+            counter_start: 0,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Corvid storage: one trait per concern ([`Users`], [`Rosters`], [`Offline`], [`VCards`],
-//! [`PrivateXml`], [`Blocklists`], [`LastActivity`], [`MucRooms`], [`PubSubStore`], [`Archive`]), all implemented by [`SqlStore`] over sqlx.
+//! [`PrivateXml`], [`Blocklists`], [`LastActivity`], [`MucRooms`], [`PubSubStore`], [`Archive`], [`PushRegistrations`]), all implemented by [`SqlStore`] over sqlx.
 //! SQLite is embedded (a WAL file in the data directory); PostgreSQL is planned behind the same
 //! queries with its own migrations.
 //!
@@ -25,6 +25,7 @@ mod muc;
 mod offline;
 mod private;
 mod pubsub;
+mod push;
 mod roster;
 mod roster_cache;
 mod sql;
@@ -41,6 +42,7 @@ pub use muc::{MucRooms, StoredRoom};
 pub use offline::{Offline, OfflineMessage};
 pub use private::PrivateXml;
 pub use pubsub::{ItemPage, ItemQuery, PubSubStore, StoredItem, StoredNode, StoredSubscription};
+pub use push::{PushRegistration, PushRegistrations};
 pub use roster::{RosterItem, Rosters, Subscription};
 pub use sql::SqlStore;
 pub use users::Users;

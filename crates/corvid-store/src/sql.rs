@@ -22,6 +22,7 @@ mod offline;
 mod private;
 mod pubsub;
 mod pubsub_items;
+mod push;
 mod roster;
 mod users;
 mod vcard;

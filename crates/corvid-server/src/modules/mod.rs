@@ -13,6 +13,7 @@ pub mod ping;
 pub mod presence;
 pub mod private;
 pub mod pubsub;
+pub mod push;
 pub mod register;
 pub mod roster;
 pub mod stanza_id;
@@ -48,6 +49,7 @@ fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(carbons::Carbons),
         Arc::new(mam::Mam::default()),
         Arc::new(offline::Offline::default()),
+        Arc::new(push::Push::default()),
         Arc::new(private::Private),
         Arc::new(bookmarks::Bookmarks),
         Arc::new(ping::Ping),

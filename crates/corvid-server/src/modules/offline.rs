@@ -75,7 +75,13 @@ impl Module for Offline {
             .store_offline(username, domain, &xml, stamp_ms, quota)
             .await
         {
-            Ok(()) => Flow::Handled,
+            Ok(()) => {
+                ctx.server
+                    .modules
+                    .on_message_waiting(ctx, to, None, msg)
+                    .await;
+                Flow::Handled
+            }
             Err(StoreError::QuotaExceeded) => {
                 crate::router::bounce(
                     &ctx.server,
@@ -175,7 +181,10 @@ async fn deliver_stored(ctx: &Ctx, to: &FullJid, session: SessionId) -> Result<(
             }
         };
         stanza.set_attr("to", to.as_str());
-        let stanza = Queued::of(&stanza);
+        let stanza = Queued {
+            stored: true,
+            ..Queued::of(&stanza)
+        };
         if !sessions.admits(to, session, &stanza) {
             // An outbound filter took it (and keeps it, if it means to send it later).
             settled.push(message.id);
