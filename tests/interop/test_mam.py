@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from slixmpp.exceptions import IqError
 
-from interop_support import DOMAIN, NS_DELAY, NS_FORWARD, NS_SID, is_message, unique_name
+from interop_support import DOMAIN, NS_DELAY, NS_FORWARD, NS_SID, is_message, remove_user, unique_name
 
 NS_MAM = "urn:xmpp:mam:2"
 NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
@@ -229,3 +229,31 @@ async def test_a_persistent_room_serves_its_history_from_the_archive_after_a_res
     assert [m["body"] for m in history] == ["before", "the", "restart"]
     assert [m.xml.find(f"{{{NS_SID}}}stanza-id[@by='{room}']").get("id") for m in history] == archived_ids
     assert all(m.xml.find(f"{{{NS_DELAY}}}delay") is not None for m in history)
+
+
+async def test_clear_archive_empties_one_account_and_user_remove_takes_the_archive(server, im):
+    alice = await mam_user(server, im, "alice")
+    bob = await mam_user(server, im, "bob")
+    alice.message(bob.bare, "to be forgotten")
+    await bob.inbox.expect(is_message(body="to be forgotten"), "alice's message")
+
+    kept = server.cli("user", "clear-archive", bob.bare, "--older-than-days", "1")
+    assert kept.returncode == 0, kept.stderr
+    assert "removed 0 " in kept.stdout
+    assert [a.body for a in await archive(bob)] == ["to be forgotten"]
+    cleared = server.cli("user", "clear-archive", bob.bare)
+    assert cleared.returncode == 0, cleared.stderr
+    assert "removed 1 " in cleared.stdout
+    assert await archive(bob) == []
+    # Only bob's archive: alice keeps her copy.
+    assert [a.body for a in await archive(alice)] == ["to be forgotten"]
+    missing = server.cli("user", "clear-archive", f"nobody-{unique_name('x')}@{DOMAIN}")
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+
+    # Deleting an account deletes its archive: an account made again under the name
+    # starts with an empty one.
+    await alice.close()
+    remove_user(server, alice.bare)
+    server.add_user(alice.bare.split("@")[0], alice.account_password)
+    again = await mam_login(server, im, alice.bare, alice.account_password, "again")
+    assert await archive(again) == []

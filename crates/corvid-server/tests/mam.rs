@@ -184,6 +184,26 @@ async fn both_parties_archive_and_the_recipient_under_the_id_it_saw() -> Result<
         answer.results[0].0, seen_id,
         "the sender's copy has its own id"
     );
+
+    // #extended: by id, and the archive's metadata (its first and last message).
+    bob.send(&message(&jid("alice"), "chat", "hello alice"))
+        .await?;
+    alice.expect_message("hello alice").await?;
+    let by_id = own_archive(&mut bob, &[("ids", seen_id.as_str())]).await?;
+    assert_eq!(by_id.bodies(), ["hello"]);
+    let newest = own_archive(&mut bob, &[]).await?.results[1].0.clone();
+    let metadata = bob
+        .iq_result("get", None, Element::new("metadata", ns::MAM))
+        .await?;
+    let bound = |name: &str| {
+        metadata
+            .get_child("metadata", ns::MAM)
+            .and_then(|m| m.get_child(name, ns::MAM))
+            .and_then(|b| b.attr("id"))
+            .map(str::to_string)
+    };
+    assert_eq!(bound("start"), Some(seen_id));
+    assert_eq!(bound("end"), Some(newest));
     ts.shutdown().await;
     Ok(())
 }
