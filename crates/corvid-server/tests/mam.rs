@@ -565,3 +565,28 @@ async fn room_archives_answer_occupants_and_members_only() -> Result<()> {
     ts.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_page_fits_in_half_the_session_queue() -> Result<()> {
+    let ts = server_with(&["alice", "bob"], |c| c.limits.outgoing_queue = 16).await?;
+    let mut alice = online(&ts, "alice").await?;
+    for n in 0..12 {
+        alice
+            .send(&message(&jid("bob"), "chat", &format!("m{n}")))
+            .await?;
+        alice.sync().await?;
+    }
+    let first = query(&mut alice, None, &[], &[("max", "50")])
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(first.results.len(), 8);
+    assert!(!first.complete());
+    let last = first.rsm("last").context("no <last/>")?;
+    let rest = query(&mut alice, None, &[], &[("max", "50"), ("after", &last)])
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(rest.bodies(), ["m8", "m9", "m10", "m11"]);
+    assert!(rest.complete());
+    ts.shutdown().await;
+    Ok(())
+}

@@ -145,7 +145,10 @@ fn store_error(e: StoreError) -> StanzaError {
 /// Runs a query on `archive` (an account's or a room's bare JID) for `requester`: the
 /// results go to its session, the returned `<fin/>` is the IQ's result.
 pub async fn run(ctx: &Ctx, archive: &str, requester: &FullJid, payload: &Element) -> IqResult {
-    let request = parse(payload, &ctx.server.config.mam)?;
+    let mut request = parse(payload, &ctx.server.config.mam)?;
+    let limits = ctx.server.sessions.queue_limits();
+    // However the server is configured, a page fits in half the session's queue.
+    request.query.max = request.query.max.min((limits.stanzas / 2).max(1));
     let store = &ctx.server.store;
     let page = if request.query.max == 0 {
         // XEP-0059 §2.7: max 0 asks for no items.
@@ -159,12 +162,7 @@ pub async fn run(ctx: &Ctx, archive: &str, requester: &FullJid, payload: &Elemen
             .await
             .map_err(store_error)?
     };
-    let budget = ctx
-        .server
-        .config
-        .mam
-        .max_page_bytes
-        .min(ctx.server.sessions.queue_limits().bytes / 2);
+    let budget = ctx.server.config.mam.max_page_bytes.min(limits.bytes / 2);
     Ok(Some(deliver_page(
         ctx, archive, requester, &request, page, budget,
     )))
