@@ -90,7 +90,7 @@ fn clear_errors_for_bad_input() {
         .status
         .success()
     );
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["user", "add", "carol@localhost", "--password", "x"],
             "already exists",
@@ -112,6 +112,20 @@ fn clear_errors_for_bad_input() {
             &["user", "passwd", "nobody@localhost", "--password", "x"],
             "does not exist",
         ),
+        (
+            &["user", "clear-archive", "nobody@localhost"],
+            "does not exist",
+        ),
+        (
+            &[
+                "user",
+                "clear-archive",
+                "carol@localhost",
+                "--older-than-days",
+                "-3",
+            ],
+            "unexpected argument",
+        ),
     ];
     for (args, expected) in cases {
         let out = corvid(&config, args, None);
@@ -123,6 +137,10 @@ fn clear_errors_for_bad_input() {
         );
         assert!(!err.contains("panicked"), "{err}");
     }
+    // An account with nothing archived: nothing to remove, and that is not an error.
+    let out = corvid(&config, &["user", "clear-archive", "carol@localhost"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("removed 0 archived messages of carol@localhost"));
     let out = corvid(&config, &["user", "add", "erin@localhost"], Some("\n"));
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("must not be empty"));
