@@ -68,7 +68,8 @@ impl Module for Mam {
         match (iq.kind, iq.payload.name()) {
             (IqType::Get, "query") => Ok(Some(query::fields_form())),
             (IqType::Set, "query") => {
-                query::run(ctx, archive.as_str(), &requester, &iq.payload).await
+                let reader = query::Reader::Owner;
+                query::run(ctx, archive.as_str(), &requester, reader, &iq.payload).await
             }
             (IqType::Get, "metadata") => query::metadata(ctx, archive.as_str()).await,
             (IqType::Get, "prefs") => self.prefs.get_element(ctx, &archive).await,

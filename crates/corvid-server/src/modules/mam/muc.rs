@@ -4,7 +4,8 @@
 //!
 //! A room's archive is keyed by the room's bare JID; an entry's id is the XEP-0359
 //! stanza-id the room stamped on the message (what every occupant saw), `with` the
-//! sender's occupant JID. Destroying a room removes its archive, so a room created later
+//! sender's occupant JID; the stored message carries the sender's real JID, shown only to
+//! those who may see it. Destroying a room removes its archive, so a room created later
 //! under the same name starts empty.
 
 use corvid_proto::{BareJid, FullJid, Iq, IqType, StanzaError, ns};
@@ -49,18 +50,21 @@ impl RoomArchive {
         upkeep::append(ctx, &self.quota, entry).await;
     }
 
-    /// A MAM request to the room, from someone allowed to read its archive.
+    /// A MAM request to the room, from someone allowed to read its archive; `real_jids`
+    /// when the requester may see the senders' real JIDs.
     pub async fn handle_iq(
         &self,
         ctx: &Ctx,
         room: &BareJid,
         requester: &FullJid,
+        real_jids: bool,
         iq: &Iq,
     ) -> IqResult {
         match (iq.kind, iq.payload.name()) {
             (IqType::Get, "query") => Ok(Some(super::query::fields_form())),
             (IqType::Set, "query") => {
-                super::query::run(ctx, room.as_str(), requester, &iq.payload).await
+                let reader = super::query::Reader::RoomVisitor { real_jids };
+                super::query::run(ctx, room.as_str(), requester, reader, &iq.payload).await
             }
             (IqType::Get, "metadata") => super::query::metadata(ctx, room.as_str()).await,
             _ => Err(StanzaError::feature_not_implemented()

@@ -23,6 +23,18 @@ use crate::sessions::{Delivery, Queued, StanzaClass};
 pub struct Request {
     pub queryid: Option<String>,
     pub query: ArchiveQuery,
+    /// §4.3.3 (#extended): the page's results are sent newest first.
+    pub flip: bool,
+}
+
+/// Whose archive a query reads, and so what its results may show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    /// The account's own archive: everything, as archived.
+    Owner,
+    /// A room's archive: the senders' real JIDs (the muc#user `<x/>` the room archived)
+    /// only to those who may see them (XEP-0313 §7.1.2: non-anonymous rooms, moderators).
+    RoomVisitor { real_jids: bool },
 }
 
 /// §5.2 (field discovery): the fields a query's form may use.
@@ -69,6 +81,7 @@ pub fn parse(payload: &Element, config: &MamConfig) -> Result<Request, StanzaErr
     Ok(Request {
         queryid: payload.attr("queryid").map(str::to_string),
         query,
+        flip: payload.has_child("flip-page", ns::MAM),
     })
 }
 
@@ -144,7 +157,13 @@ fn store_error(e: StoreError) -> StanzaError {
 
 /// Runs a query on `archive` (an account's or a room's bare JID) for `requester`: the
 /// results go to its session, the returned `<fin/>` is the IQ's result.
-pub async fn run(ctx: &Ctx, archive: &str, requester: &FullJid, payload: &Element) -> IqResult {
+pub async fn run(
+    ctx: &Ctx,
+    archive: &str,
+    requester: &FullJid,
+    reader: Reader,
+    payload: &Element,
+) -> IqResult {
     let mut request = parse(payload, &ctx.server.config.mam)?;
     let limits = ctx.server.sessions.queue_limits();
     // However the server is configured, a page fits in half the session's queue.
@@ -164,7 +183,7 @@ pub async fn run(ctx: &Ctx, archive: &str, requester: &FullJid, payload: &Elemen
     };
     let budget = ctx.server.config.mam.max_page_bytes.min(limits.bytes / 2);
     Ok(Some(deliver_page(
-        ctx, archive, requester, &request, page, budget,
+        ctx, archive, requester, reader, &request, page, budget,
     )))
 }
 
@@ -173,6 +192,7 @@ fn deliver_page(
     ctx: &Ctx,
     archive: &str,
     requester: &FullJid,
+    reader: Reader,
     request: &Request,
     page: ArchivePage,
     budget: usize,
@@ -188,8 +208,14 @@ fn deliver_page(
         Box::new(page.messages.iter())
     };
     for message in ordered {
-        let Some(result) = result_message(archive, requester, request.queryid.as_deref(), message)
-        else {
+        let result = result_message(
+            archive,
+            requester,
+            reader,
+            request.queryid.as_deref(),
+            message,
+        );
+        let Some(result) = result else {
             continue;
         };
         let bytes_of = result.to_bytes(ns::CLIENT);
@@ -208,7 +234,13 @@ fn deliver_page(
         set.append_child(Element::new("first", ns::RSM).with_text(first.id.as_str()));
         set.append_child(Element::new("last", ns::RSM).with_text(last.id.as_str()));
     }
-    for (_, queued) in results {
+    // A flipped page (#extended) is the same page sent the other way round.
+    let sent: Box<dyn Iterator<Item = Queued>> = if request.flip {
+        Box::new(results.into_iter().rev().map(|(_, queued)| queued))
+    } else {
+        Box::new(results.into_iter().map(|(_, queued)| queued))
+    };
+    for queued in sent {
         if ctx.server.sessions.deliver_to_full(requester, queued) != Delivery::Delivered {
             break;
         }
@@ -224,16 +256,20 @@ fn deliver_page(
 fn result_message(
     archive: &str,
     requester: &FullJid,
+    reader: Reader,
     queryid: Option<&str>,
     message: &ArchivedMessage,
 ) -> Option<Element> {
-    let archived = match corvid_xml::parse_element(&message.stanza, ns::CLIENT) {
+    let mut archived = match corvid_xml::parse_element(&message.stanza, ns::CLIENT) {
         Ok(archived) => archived,
         Err(e) => {
             tracing::warn!(error = %e, id = %message.id, "mam: skipping an unreadable archived message");
             return None;
         }
     };
+    if reader == (Reader::RoomVisitor { real_jids: false }) {
+        archived.remove_children(|c| c.is("x", ns::MUC_USER));
+    }
     let forwarded = Element::new("forwarded", ns::FORWARD)
         .with_child(Element::new("delay", ns::DELAY).with_attr("stamp", stamp(message.stamp_ms)))
         .with_child(archived);

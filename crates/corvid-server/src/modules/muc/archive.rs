@@ -28,7 +28,11 @@ impl Muc {
             Some(room_ref) => may_read_archive(&lock(&room_ref), from, &ctx.server.config),
         };
         let result = match allowed {
-            Ok(()) => self.archive.handle_iq(ctx, room_jid, from, iq).await,
+            Ok(real_jids) => {
+                self.archive
+                    .handle_iq(ctx, room_jid, from, real_jids, iq)
+                    .await
+            }
             Err(err) => Err(err),
         };
         let reply = match result {
@@ -71,7 +75,12 @@ impl Muc {
             .messages
             .iter()
             .filter_map(|m| {
-                let message = corvid_xml::parse_element(&m.stanza, ns::CLIENT).ok()?;
+                let mut message = corvid_xml::parse_element(&m.stanza, ns::CLIENT).ok()?;
+                // History is what the room reflected: messages with a body, no real JIDs.
+                if !message.has_child("body", ns::CLIENT) {
+                    return None;
+                }
+                message.remove_children(|c| c.is("x", ns::MUC_USER));
                 let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(m.stamp_ms).ok()?);
                 Some((message, at.min(SystemTime::now())))
             })
@@ -80,9 +89,10 @@ impl Muc {
     }
 }
 
-/// Who may read a room's archive (XEP-0313 §5): anyone may read an open room's, only
-/// occupants and members a members-only room's; outcasts never.
-fn may_read_archive(room: &Room, from: &FullJid, config: &Config) -> Result<(), StanzaError> {
+/// Who may read a room's archive (XEP-0313 §7.1.2): anyone may read an open room's, only
+/// occupants and members a members-only room's; outcasts never. `Ok(true)` when the reader
+/// may also see the senders' real JIDs (a non-anonymous room, or a moderator in it).
+fn may_read_archive(room: &Room, from: &FullJid, config: &Config) -> Result<bool, StanzaError> {
     let affiliation = room.affiliation(&from.bare());
     if room.destroyed || (room.locked && affiliation != Affiliation::Owner) {
         return Err(StanzaError::item_not_found().with_text("no such room"));
@@ -90,11 +100,11 @@ fn may_read_archive(room: &Room, from: &FullJid, config: &Config) -> Result<(), 
     if !room.config.archiving || !RoomArchive::enabled(config) {
         return Err(StanzaError::service_unavailable().with_text("this room keeps no archive"));
     }
-    let occupant = room.occupant_by_jid(from).is_some();
+    let occupant = room.occupant_by_jid(from);
     if affiliation == Affiliation::Outcast
-        || (room.config.members_only && affiliation < Affiliation::Member && !occupant)
+        || (room.config.members_only && affiliation < Affiliation::Member && occupant.is_none())
     {
         return Err(StanzaError::forbidden().with_text("only members may read this room's archive"));
     }
-    Ok(())
+    Ok(room.config.whois_anyone || occupant.is_some_and(|o| room.shows_jids_to(o)))
 }

@@ -17,8 +17,8 @@ use super::room::{Affiliation, Out, Role, Room};
 pub const MAX_SUBJECT_CHARS: usize = 1000;
 
 /// §7.4: reflects a groupchat message to every occupant, the sender included; a message
-/// with a subject and no body changes the subject (§8.1). Returns the reflected message
-/// when the room's archive should keep it (a body, archiving on).
+/// with a subject and no body changes the subject (§8.1). Returns the copy for the room's
+/// archive when it keeps one (XEP-0313 §7.1.2: messages with a body, and subject changes).
 pub fn groupchat(
     room: &mut Room,
     from: &FullJid,
@@ -51,13 +51,26 @@ pub fn groupchat(
     }
     let reflected = reflect(room, &nick, &occupant_id, msg);
     room.send_to_all(&reflected, out);
-    if !has_body {
-        return Ok(None);
+    let archived = (room.config.archiving && (has_body || subject.is_some()))
+        .then(|| archive_copy(&reflected, from));
+    if has_body {
+        let capacity = room.config.history_length;
+        room.history.push(reflected, now, capacity);
     }
-    let archived = room.config.archiving.then(|| reflected.clone());
-    let capacity = room.config.history_length;
-    room.history.push(reflected, now, capacity);
     Ok(archived)
+}
+
+/// The copy a room archives: any muc#user `<x/>` the sender put in removed, and the
+/// sender's real JID in one of the room's own (XEP-0313 §7.1.2, §9.4), which a query shows
+/// only to those who may see real JIDs.
+fn archive_copy(reflected: &Element, from: &FullJid) -> Element {
+    let mut copy = reflected.clone();
+    copy.remove_children(|c| c.is("x", ns::MUC_USER));
+    copy.append_child(
+        Element::new("x", ns::MUC_USER)
+            .with_child(Element::new("item", ns::MUC_USER).with_attr("jid", from.bare().as_str())),
+    );
+    copy
 }
 
 /// The message as the room sends it: `from` room/nick, the sender's `id` kept, any
@@ -203,7 +216,7 @@ mod tests {
     fn groupchat_reaches_everyone_with_one_stanza_id_and_is_kept() {
         let mut room = room_with(&[("a", "a@x/1"), ("b", "b@x/1")]);
         let mut sent = Vec::new();
-        groupchat(
+        let archived = groupchat(
             &mut room,
             &"b@x/1".parse().unwrap(),
             &body("hi"),
@@ -214,6 +227,10 @@ mod tests {
         )
         .unwrap()
         .expect("archived");
+        let item = archived
+            .get_child("x", ns::MUC_USER)
+            .and_then(|x| x.get_child("item", ns::MUC_USER));
+        assert_eq!(item.and_then(|i| i.attr("jid")), Some("b@x"));
         assert_eq!(sent.len(), 2);
         for (to, stanza) in &sent {
             assert!(stanza.contains(&format!("to='{to}'")), "{stanza}");
