@@ -212,6 +212,11 @@ struct Tail {
     stamp_ms: i64,
 }
 
+/// Rows per INSERT statement: one statement per row would spend more time passing
+/// statements to the database than writing; 64 rows are 448 parameters, far below any
+/// backend's limit.
+const ROWS_PER_INSERT: usize = 64;
+
 /// Writes the batch in one transaction; how many messages were new.
 async fn write_batch(
     pool: &AnyPool,
@@ -219,8 +224,10 @@ async fn write_batch(
     batch: &[ArchiveEntry],
 ) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin_with(backend.begin_write()).await?;
+    // Number and stamp every entry first. An entry already archived (same id) is skipped by
+    // the insert and leaves a gap in `seq`, which only needs to grow.
     let mut tails: HashMap<&str, Tail> = HashMap::new();
-    let mut written = 0;
+    let mut placed = Vec::with_capacity(batch.len());
     for entry in batch {
         let tail = match tails.entry(entry.archive.as_str()) {
             std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
@@ -228,32 +235,49 @@ async fn write_batch(
                 new.insert(read_tail(&mut tx, &entry.archive).await?)
             }
         };
-        let stamp_ms = entry.stamp_ms.max(tail.stamp_ms);
-        // Both unique keys may conflict: (archive, id) for a message archived twice, which
-        // is then ignored; (archive, seq) cannot, this task being the only writer.
-        let inserted = sqlx::query(
-            "INSERT INTO archive_messages (archive, seq, id, stamp_ms, with_bare, with_full, stanza)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&entry.archive)
-        .bind(tail.next_seq)
-        .bind(&entry.id)
-        .bind(stamp_ms)
-        .bind(&entry.with_bare)
-        .bind(&entry.with_full)
-        .bind(&entry.stanza)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted > 0 {
-            tail.next_seq += 1;
-            tail.stamp_ms = stamp_ms;
-            written += inserted;
+        tail.stamp_ms = tail.stamp_ms.max(entry.stamp_ms);
+        placed.push((entry, tail.next_seq, tail.stamp_ms));
+        tail.next_seq = tail.next_seq.saturating_add(1);
+    }
+    let mut written = 0;
+    for rows in placed.chunks(ROWS_PER_INSERT) {
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_statement(rows.len())));
+        for (entry, seq, stamp_ms) in rows {
+            insert = insert
+                .bind(&entry.archive)
+                .bind(*seq)
+                .bind(&entry.id)
+                .bind(*stamp_ms)
+                .bind(&entry.with_bare)
+                .bind(&entry.with_full)
+                .bind(&entry.stanza);
         }
+        written += insert.execute(&mut *tx).await?.rows_affected();
     }
     tx.commit().await?;
     Ok(written)
+}
+
+/// `INSERT … VALUES ($1, … $7), ($8, … $14) …` for `rows` rows. Both unique keys may
+/// conflict: (archive, id) for a message archived twice, which is then ignored; (archive,
+/// seq) cannot, this task being the only writer.
+fn insert_statement(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO archive_messages (archive, seq, id, stamp_ms, with_bare, with_full, stanza)
+         VALUES ",
+    );
+    for row in 0..rows {
+        let first = row * 7 + 1;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        let params: Vec<String> = (first..first + 7).map(|n| format!("${n}")).collect();
+        sql.push('(');
+        sql.push_str(&params.join(", "));
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    sql
 }
 
 /// The archive's next `seq` and newest stamp, from its newest message.
