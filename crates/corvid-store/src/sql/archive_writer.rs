@@ -11,10 +11,11 @@
 //!
 //! Archive order: each archive numbers its messages (`seq`) with MAX(seq)+1, read inside the
 //! writer's transaction. This task is the only writer of new rows, and it writes one batch
-//! at a time, so no two messages of an archive get the same number; deletions only take old
-//! rows (or all of them), so numbers keep growing. A per-archive number rather than one
-//! global counter keeps the counter off every other archive's path and needs no state
-//! beyond the table itself, which makes restarts and several processes on one file trivial.
+//! at a time, so no two messages of an archive get the same number (and were there a second
+//! writer, the read happens under the write lock). Deletions take the oldest rows, so numbers
+//! keep growing; only an emptied archive starts again at 1, when no old id is left to anchor
+//! a page on. A per-archive number rather than one global counter needs no state beyond the
+//! table itself, which makes restarts and several processes on one file trivial.
 //!
 //! Stamps: the writer also keeps `stamp_ms` from decreasing within an archive (a clock
 //! stepping back would stamp a later message earlier): a message is stored with the newest
