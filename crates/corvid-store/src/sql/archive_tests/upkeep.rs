@@ -107,6 +107,24 @@ async fn synced_messages_survive_a_reopen() {
     assert_eq!(ids(&last), ["after"]);
 }
 
+/// A graceful shutdown loses nothing: closing the store writes what is still queued.
+#[tokio::test]
+async fn closing_the_store_writes_what_is_still_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    for n in 0..50 {
+        store
+            .append_archive(entry(JULIET, &format!("q{n}"), 1000, ROMEO))
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    drop(store);
+    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let expected: Vec<String> = (0..50).map(|n| format!("q{n}")).collect();
+    assert_eq!(ids(&query(&store, JULIET, max(100)).await), expected);
+}
+
 #[tokio::test]
 async fn deleting_an_account_removes_its_archive_and_no_other() {
     use crate::Users;
