@@ -379,6 +379,36 @@ mod tests {
         );
     }
 
+    /// The barrier holds for each caller while others keep appending: once a session's sync
+    /// returns, its message is readable by anyone, whatever else is still queued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_sync_covers_its_own_callers_messages_amid_other_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+        let mut tasks = Vec::new();
+        for task in 0..20 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let archive = format!("user{task}@example.org");
+                for round in 0..20 {
+                    let id = format!("r{round}");
+                    store.append_archive(entry(&archive, &id)).await.unwrap();
+                    store.archive_sync().await.unwrap();
+                    let query = ArchiveQuery {
+                        ids: vec![id.clone()],
+                        max: 1,
+                        ..Default::default()
+                    };
+                    let page = store.query_archive(&archive, &query).await.unwrap();
+                    assert_eq!(page.messages.len(), 1, "{archive} {id} not committed");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn sync_with_nothing_queued_returns_at_once() {
         let dir = tempfile::tempdir().unwrap();
