@@ -429,7 +429,7 @@ async fn read_ids(
         .await?;
         if let Some(row) = row {
             let placed = placed_from_row(&row)?;
-            if matches(&placed, query, range) {
+            if passes_filters(&placed, query, range) {
                 found.push(placed);
             }
         }
@@ -444,7 +444,7 @@ async fn read_ids(
 }
 
 /// Whether a message looked up by id passes the query's other filters.
-fn matches(placed: &Placed, query: &ArchiveQuery, range: SeqRange) -> bool {
+fn passes_filters(placed: &Placed, query: &ArchiveQuery, range: SeqRange) -> bool {
     let stamp = placed.message.stamp_ms;
     range.after < placed.seq
         && placed.seq < range.before
