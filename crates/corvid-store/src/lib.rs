@@ -4,7 +4,9 @@
 //! queries with its own migrations.
 //!
 //! This crate owns every SQL statement in Corvid; nothing else writes SQL. A write that
-//! returns `Ok` is durable, so callers may acknowledge data as soon as it does.
+//! returns `Ok` is durable, so callers may acknowledge data as soon as it does; the one
+//! exception is [`Archive::append_archive`], which queues, and whose messages are durable
+//! once [`Archive::archive_sync`] returns (or [`SqlStore::close`] has written them).
 //!
 //! ```no_run
 //! # async fn demo(creds: corvid_proto::sasl::Credentials) -> Result<(), corvid_store::StoreError> {
