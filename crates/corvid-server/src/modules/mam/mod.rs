@@ -26,8 +26,6 @@ use corvid_xml::Element;
 
 use crate::module::{Ctx, Direction, Flow, IqResult, Module, SessionEvent};
 
-pub use archiving::worth_archiving;
-
 #[derive(Default)]
 pub struct Mam {
     prefs: prefs::PrefsCache,
