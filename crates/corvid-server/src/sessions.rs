@@ -55,6 +55,10 @@ pub struct ResourceState {
     /// Where it sent directed presence, to send them unavailable at logout (RFC 6121 §4.6.3);
     /// at most `limits.max_directed_presences`.
     pub directed: std::collections::HashSet<corvid_proto::Jid>,
+    /// The ids of the messages it fetched from its account's archive (XEP-0313) before its
+    /// initial presence: offline storage does not deliver those a second time (XEP-0313
+    /// §7.1.1). Taken when the offline backlog is delivered.
+    pub fetched_from_archive: Option<Arc<std::sync::Mutex<std::collections::HashSet<String>>>>,
 }
 
 /// A resource's last available presence, kept serialized: a few dozen bytes for an idle

@@ -5,6 +5,12 @@
 //! processed by the recipient's own task, which drains that queue. So a task of its own
 //! feeds the backlog in, waiting for room, and deletes a message only once the session
 //! task took it to write it: a session that ends mid-way leaves the rest stored.
+//!
+//! With message archives (XEP-0313), every stored message is also in the account's
+//! archive under the stanza-id it carries. A client that syncs from the archive before its
+//! initial presence (as Conversations and Monal do) is not sent again the messages it
+//! fetched there (XEP-0313 §7.1.1); they are deleted from offline storage instead, and
+//! only the rest are delivered.
 
 use corvid_proto::Bare;
 use std::collections::HashMap;
@@ -166,6 +172,12 @@ async fn deliver_stored(ctx: &Ctx, to: &FullJid, session: SessionId) -> Result<(
         return Ok(());
     };
     let messages = ctx.server.store.offline_messages(username, domain).await?;
+    // XEP-0313 §7.1.1: what the client already fetched from its archive is not sent again.
+    let fetched = sessions
+        .update(to, |s| s.fetched_from_archive.take())
+        .flatten()
+        .map(|set| std::mem::take(&mut *set.lock().unwrap_or_else(|e| e.into_inner())))
+        .unwrap_or_default();
     // The backlog fills at most half the queue: live traffic arriving meanwhile (a
     // contact's presence, a new message) must find room, or the session would be closed
     // as a slow consumer for what is the backlog's doing.
@@ -187,6 +199,10 @@ async fn deliver_stored(ctx: &Ctx, to: &FullJid, session: SessionId) -> Result<(
                 continue;
             }
         };
+        if !fetched.is_empty() && fetched_already(&stanza, &user, &fetched) {
+            settled.push(message.id);
+            continue;
+        }
         stanza.set_attr("to", to.as_str());
         let stanza = Queued {
             stored: true,
@@ -212,6 +228,20 @@ async fn deliver_stored(ctx: &Ctx, to: &FullJid, session: SessionId) -> Result<(
             .await?;
     }
     delete_taken(ctx, &user, &control, &mut queued).await
+}
+
+/// Whether a stored message is one the session fetched from the account's archive: its
+/// XEP-0359 stanza-id by the account is the archive's id for it.
+fn fetched_already(
+    stanza: &Element,
+    user: &BareJid,
+    fetched: &std::collections::HashSet<String>,
+) -> bool {
+    stanza
+        .children()
+        .filter(|c| c.is("stanza-id", ns::STANZA_ID) && c.attr("by") == Some(user.as_str()))
+        .filter_map(|c| c.attr("id"))
+        .any(|id| fetched.contains(id))
 }
 
 /// Waits until the session task took the queued messages (or the session ended), then

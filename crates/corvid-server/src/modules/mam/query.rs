@@ -182,12 +182,35 @@ pub async fn run(
             .map_err(store_error)?
     };
     let budget = ctx.server.config.mam.max_page_bytes.min(limits.bytes / 2);
-    Ok(Some(deliver_page(
-        ctx, archive, requester, reader, &request, page, budget,
-    )))
+    let (fin, sent) = deliver_page(ctx, archive, requester, reader, &request, page, budget);
+    if reader == Reader::Owner {
+        remember_fetched(ctx, requester, sent);
+    }
+    Ok(Some(fin))
 }
 
-/// Queues the page's results for `requester` (oldest first) and returns the `<fin/>`.
+/// Most ids remembered per session as fetched before its initial presence.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// A session that has not sent its initial presence yet fetched these messages from its
+/// own archive: its offline backlog will not bring them again (XEP-0313 §7.1.1).
+fn remember_fetched(ctx: &Ctx, requester: &FullJid, ids: Vec<String>) {
+    let fetched = ctx.server.sessions.update(requester, |s| {
+        (!s.available).then(|| {
+            s.fetched_from_archive
+                .get_or_insert_with(Default::default)
+                .clone()
+        })
+    });
+    if let Some(Some(fetched)) = fetched {
+        let mut fetched = fetched.lock().unwrap_or_else(|e| e.into_inner());
+        let room = MAX_REMEMBERED.saturating_sub(fetched.len());
+        fetched.extend(ids.into_iter().take(room));
+    }
+}
+
+/// Queues the page's results for `requester` (oldest first) and returns the `<fin/>` and
+/// the ids of the results queued.
 fn deliver_page(
     ctx: &Ctx,
     archive: &str,
@@ -196,7 +219,7 @@ fn deliver_page(
     request: &Request,
     page: ArchivePage,
     budget: usize,
-) -> Element {
+) -> (Element, Vec<String>) {
     let from_end = request.query.from_end;
     let mut results: Vec<(&ArchivedMessage, Queued)> = Vec::new();
     let mut complete = page.complete;
@@ -235,21 +258,21 @@ fn deliver_page(
         set.append_child(Element::new("last", ns::RSM).with_text(last.id.as_str()));
     }
     // A flipped page (#extended) is the same page sent the other way round.
-    let sent: Box<dyn Iterator<Item = Queued>> = if request.flip {
-        Box::new(results.into_iter().rev().map(|(_, queued)| queued))
-    } else {
-        Box::new(results.into_iter().map(|(_, queued)| queued))
-    };
-    for queued in sent {
+    if request.flip {
+        results.reverse();
+    }
+    let mut sent = Vec::with_capacity(results.len());
+    for (message, queued) in results {
         if ctx.server.sessions.deliver_to_full(requester, queued) != Delivery::Delivered {
             break;
         }
+        sent.push(message.id.clone());
     }
     let mut fin = Element::new("fin", ns::MAM).with_child(set);
     if complete {
         fin.set_attr("complete", "true");
     }
-    fin
+    (fin, sent)
 }
 
 /// §4.2: `<message><result><forwarded><delay/><message/></forwarded></result></message>`.
