@@ -257,3 +257,35 @@ async def test_clear_archive_empties_one_account_and_user_remove_takes_the_archi
     server.add_user(alice.bare.split("@")[0], alice.account_password)
     again = await mam_login(server, im, alice.bare, alice.account_password, "again")
     assert await archive(again) == []
+
+
+async def test_a_client_that_syncs_from_the_archive_first_gets_no_offline_duplicates(server, im):
+    alice = await mam_user(server, im, "alice")
+    bob_jid, bob_password = server.new_account("bob")
+    for body in ("while", "you", "slept"):
+        alice.message(bob_jid, body)
+    await alice.sync()
+    # Like Conversations: log in, catch up from the archive, then send initial presence.
+    bob = await mam_login(server, im, bob_jid, bob_password, "phone", online=False)
+    assert [a.body for a in await archive(bob)] == ["while", "you", "slept"]
+    await bob.online()
+    # A live message after the presence: the offline backlog would have been queued first.
+    alice.message(bob_jid, "later")
+    await bob.inbox.expect(is_message(body="later"), "a live message")
+    await bob.sync()
+    from_offline = [s for s in bob.inbox.history
+                    if s.name == "message" and s.xml.find(f"{{{NS_DELAY}}}delay") is not None]
+    assert from_offline == []
+
+
+async def test_a_client_without_the_archive_still_gets_its_offline_messages(server, im):
+    alice = await mam_user(server, im, "alice")
+    bob_jid, bob_password = server.new_account("bob")
+    alice.message(bob_jid, "kept for you")
+    await alice.sync()
+    bob = await mam_login(server, im, bob_jid, bob_password, "phone")
+    got = await bob.inbox.expect(is_message(body="kept for you"), "the offline message")
+    assert got.xml.find(f"{{{NS_DELAY}}}delay") is not None
+    # It is in the archive too, under the stanza-id it came with.
+    [archived] = await archive(bob)
+    assert archived.id == got.xml.find(f"{{{NS_SID}}}stanza-id[@by='{bob_jid}']").get("id")
