@@ -89,9 +89,12 @@ impl Module for Mam {
     }
 
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
-        if let SessionEvent::Bound { .. } = event {
+        if let SessionEvent::Bound { jid, .. } = event {
             self.retention
                 .get_or_init(|| upkeep::start_retention(ctx.server.clone()));
+            // Read afresh at each login: the account may have been deleted and made again
+            // (`corvid user`, XEP-0077 cancel) since they were cached.
+            self.prefs.forget(&jid.bare());
         }
     }
 }

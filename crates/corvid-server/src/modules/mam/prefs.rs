@@ -47,6 +47,10 @@ impl PrefsCache {
         prefs
     }
 
+    pub fn forget(&self, account: &BareJid) {
+        self.cached.remove(account);
+    }
+
     /// Whether `account` archives its conversation with `contact` (§6.1: a JID listed
     /// `never` wins over `always`, and both over the default).
     pub async fn archives(&self, ctx: &Ctx, account: &BareJid, contact: &Jid) -> bool {
