@@ -176,6 +176,12 @@ async def test_messages_of_an_expired_session_are_in_the_archive(make_im_server,
 # -- aioxmpp ---------------------------------------------------------------------------
 
 
+def chat(to: str, body: str) -> aioxmpp.Message:
+    message = aioxmpp.Message(to=aioxmpp.JID.fromstr(to), type_=aioxmpp.MessageType.CHAT)
+    message.body[None] = body
+    return message
+
+
 async def test_aioxmpp_resumes_after_a_cut_and_gets_the_messages_once(make_im_server, im, proxies):
     own = sm_server(make_im_server, "sm-aioxmpp")
     proxy = await proxies(own)
@@ -217,6 +223,10 @@ async def test_aioxmpp_resumes_after_a_cut_and_gets_the_messages_once(make_im_se
         await alice.inbox.expect(is_presence("available", frm=full), "aioxmpp's presence after approving")
         first = alice.message(full, "before the cut")
         await wait_for_ids([first])
+        # A round trip from aioxmpp to alice: the subscription's presences are all out.
+        await asyncio.wait_for(client.send(chat(alice.full, "settled")), TIMEOUT)
+        await alice.inbox.expect(is_message(body="settled"), "aioxmpp's settling message")
+        alice.inbox.discard(is_presence(from_bare=jid))
 
         proxy.cut()
         during = [alice.message(full, f"while cut {i}") for i in range(3)]
@@ -226,9 +236,7 @@ async def test_aioxmpp_resumes_after_a_cut_and_gets_the_messages_once(make_im_se
         assert destroyed == [], "aioxmpp had to start a new session"
         assert str(client.local_jid) == full
 
-        reply = aioxmpp.Message(to=aioxmpp.JID.fromstr(alice.full), type_=aioxmpp.MessageType.CHAT)
-        reply.body[None] = "aioxmpp is back"
-        await asyncio.wait_for(client.send(reply), TIMEOUT)
+        await asyncio.wait_for(client.send(chat(alice.full, "aioxmpp is back")), TIMEOUT)
         got = await alice.inbox.expect(is_message(body="aioxmpp is back"), "aioxmpp's reply")
         assert got.xml.get("from") == full
         marker = alice.message(full, "marker")
