@@ -32,6 +32,10 @@ KILLS = 5
 KILL_GAP = (2.0, 4.5)
 #: Messages per `<r/>`.
 BATCH = 5
+#: Seconds the sender pauses after each acknowledged batch: a steady stream of at most
+#: ~150 messages/s, so the kills hit traffic in flight while the archive stays small
+#: enough to read back quickly.
+PACE = 0.03
 #: Errors a client expects while the server is down or restarting.
 DOWN = (OSError, StreamClosed, asyncio.TimeoutError, AssertionError)
 
@@ -84,6 +88,7 @@ class Sender:
                 elif el.tag == sm("a") and int(el.get("h", "-1")) % SEQ_MOD == want:
                     self.acked.extend(batch)
                     break
+            await asyncio.sleep(PACE)
 
 
 class Receiver:
@@ -179,6 +184,7 @@ async def test_no_acknowledged_message_is_lost_when_the_server_is_killed(make_im
         for task in tasks:
             task.cancel()
     elapsed = time.monotonic() - started
+    print(f"[crash] kills done in {elapsed:.1f}s")
 
     # A last login collects what waited offline; anything acknowledged and still missing
     # gets a grace period to arrive, and a duplicate arriving meanwhile is caught too.
@@ -206,6 +212,7 @@ async def test_no_acknowledged_message_is_lost_when_the_server_is_killed(make_im
         take_new()
     take_new()
 
+    print(f"[crash] final collection done at {time.monotonic() - started:.1f}s")
     delivered = collections.Counter(n for n, _ in got)
     archived: set[int] = set()
     mam = await advertises_mam(final)
@@ -215,6 +222,7 @@ async def test_no_acknowledged_message_is_lost_when_the_server_is_killed(make_im
             if body.isdigit():
                 archived.add(int(body))
 
+    print(f"[crash] archive read at {time.monotonic() - started:.1f}s")
     how = collections.Counter(kind for _, kind in got)
     figures = (f"seed {seed}: {KILLS} kills in {elapsed:.1f}s; sender sessions {sender.sessions}, "
                f"numbers sent {sender.next_number}, acknowledged {len(acked)}, bounced {len(sender.bounced)}; "
