@@ -105,6 +105,9 @@ impl StreamErrorCondition {
 pub struct StreamError {
     pub condition: StreamErrorCondition,
     pub text: Option<String>,
+    /// An application-specific condition (RFC 6120 §4.9.4), e.g. XEP-0198's
+    /// `<handled-count-too-high/>`.
+    pub app: Option<Box<Element>>,
 }
 
 impl StreamError {
@@ -112,6 +115,7 @@ impl StreamError {
         StreamError {
             condition,
             text: None,
+            app: None,
         }
     }
 
@@ -119,7 +123,13 @@ impl StreamError {
         StreamError {
             condition,
             text: Some(text.into()),
+            app: None,
         }
+    }
+
+    pub fn with_app(mut self, app: Element) -> Self {
+        self.app = Some(Box::new(app));
+        self
     }
 
     /// `<stream:error>` element, in the streams namespace.
@@ -128,6 +138,9 @@ impl StreamError {
             .with_child(Element::new(self.condition.name(), ns::STREAM_ERRORS));
         if let Some(text) = &self.text {
             el.append_child(Element::new("text", ns::STREAM_ERRORS).with_text(text.as_str()));
+        }
+        if let Some(app) = &self.app {
+            el.append_child((**app).clone());
         }
         el
     }

@@ -39,6 +39,7 @@ pub struct Config {
     pub vcard: VCardConfig,
     pub muc: MucConfig,
     pub pubsub: PubSubConfig,
+    pub stream_management: StreamManagementConfig,
 }
 
 impl Default for Config {
@@ -57,6 +58,40 @@ impl Default for Config {
             vcard: VCardConfig::default(),
             muc: MucConfig::default(),
             pubsub: PubSubConfig::default(),
+            stream_management: StreamManagementConfig::default(),
+        }
+    }
+}
+
+/// XEP-0198 stream management.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamManagementConfig {
+    /// Seconds a session whose connection dropped waits to be resumed, when the client
+    /// does not say (`<enable max/>`).
+    pub resume_timeout_secs: u64,
+    /// The longest wait a client may ask for with `max`.
+    pub max_resume_timeout_secs: u64,
+    /// Bytes of sent-but-unacknowledged stanzas kept per session (and of stanzas held for a
+    /// detached one); beyond it the session is closed and its unacknowledged messages go to
+    /// the account's other resources or to offline storage, never lost.
+    pub max_unacked_bytes: usize,
+    /// Unacknowledged stanzas after which the server asks for an ack (`<r/>`); fewer are
+    /// asked about after 10 seconds.
+    pub ack_request_stanzas: u32,
+    /// Where both counters start. XEP-0198 says 0; a value near 2^32 tests clients'
+    /// (and our) wrap-around.
+    pub counter_start: u32,
+}
+
+impl Default for StreamManagementConfig {
+    fn default() -> Self {
+        StreamManagementConfig {
+            resume_timeout_secs: 300,
+            max_resume_timeout_secs: 600,
+            max_unacked_bytes: 1024 * 1024,
+            ack_request_stanzas: 5,
+            counter_start: 0,
         }
     }
 }

@@ -300,3 +300,57 @@ pub async fn bounce(server: &Arc<Server>, original: &Element, err: StanzaError) 
     }
     Box::pin(route(server, reply)).await;
 }
+
+/// What a session that ended never delivered: stanzas queued for it but never written
+/// and, under stream management (XEP-0198 §4.3), written but never acknowledged. The
+/// messages among them are treated as undeliverable to that session: they go to the
+/// account's other resources or to offline storage (RFC 6121 §8.5.2). IQ requests are
+/// answered with an error so their senders do not wait; presence is dropped, as the next
+/// one supersedes it.
+pub async fn reroute_unsent(server: &Arc<Server>, session: &FullJid, unsent: Vec<bytes::Bytes>) {
+    /// XEP-0313 results: a copy of the archive, not a message to anyone.
+    const MAM_RESULT: (&str, &str) = ("result", "urn:xmpp:mam:2");
+    let ctx = ctx(server);
+    let user = session.bare();
+    for bytes in unsent {
+        let class = StanzaClass::sniff(&bytes);
+        if !matches!(class, StanzaClass::Message { .. } | StanzaClass::Iq) {
+            continue;
+        }
+        let Some(stanza) = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| corvid_xml::parse_element(text, ns::CLIENT).ok())
+        else {
+            continue;
+        };
+        if class == StanzaClass::Iq {
+            if matches!(
+                IqType::parse(stanza.attr("type")),
+                Some(IqType::Get | IqType::Set)
+            ) {
+                bounce(server, &stanza, StanzaError::service_unavailable()).await;
+            }
+            continue;
+        }
+        let copy = stanza
+            .children()
+            .any(|c| c.ns() == ns::CARBONS || (c.name(), c.ns()) == MAM_RESULT);
+        if copy
+            || !matches!(
+                MessageType::of(&stanza),
+                MessageType::Normal | MessageType::Chat
+            )
+        {
+            continue;
+        }
+        let queued = Queued::new(bytes, StanzaClass::of(&stanza));
+        if server
+            .sessions
+            .deliver_message_to_bare(&user, queued)
+            .is_empty()
+        {
+            // Stored offline if worth it; never bounced: the sender was told nothing failed.
+            server.modules.on_undeliverable(&ctx, &stanza, &user).await;
+        }
+    }
+}

@@ -58,6 +58,8 @@ pub struct Server {
     pub caps: crate::modules::caps::CapsCache,
     /// The publish-subscribe engine behind the service and PEP (XEP-0060, XEP-0163).
     pub pubsub: crate::modules::pubsub::Engine,
+    /// Sessions that may be resumed (XEP-0198), by stream management id.
+    pub resumption: crate::c2s::ResumeRegistry,
     pub started: Instant,
     shutdown: watch::Receiver<bool>,
 }
@@ -110,6 +112,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         iq_tracker: Default::default(),
         caps: Default::default(),
         pubsub: Default::default(),
+        resumption: Default::default(),
         config,
         store,
         modules,

@@ -220,7 +220,15 @@ async fn replacing_a_stuck_session_leaves_the_new_one_available_for_its_contacts
     // Bare-JID messages need an available resource (RFC 6121 §8.5.2.1.1).
     bob.send(&message("alice@localhost", "chat", "still online?"))
         .await?;
-    new.expect_message("still online?").await?;
+    // Before it, the messages the old connection never took to write, handed on to the
+    // new session rather than lost.
+    let (_, before) = new
+        .recv_until(|el| message_body(el).as_deref() == Some("still online?"))
+        .await?;
+    ensure!(
+        before.iter().filter_map(message_body).all(|b| b == body),
+        "unexpected messages before ours: {before:?}"
+    );
     // What bob heard from alice/phone since, up to a marker sent after all of the above.
     new.send(&message("bob@localhost/desk", "chat", "marker"))
         .await?;

@@ -24,7 +24,10 @@ pub struct ArchiveEntry {
     /// The XEP-0359 stanza-id of the message in this archive; unique per archive (a second
     /// entry with the same id is ignored).
     pub id: String,
-    /// When the server got the message, milliseconds since the Unix epoch.
+    /// When the server got the message, milliseconds since the Unix epoch. Stamps never
+    /// decrease along an archive: a message stamped before the newest one already archived
+    /// (the clock stepped back) is stored with that newest stamp, so archive order and time
+    /// order agree.
     pub stamp_ms: i64,
     /// The other party's bare JID (for a room archive, the room's own JID).
     pub with_bare: String,
@@ -108,7 +111,9 @@ pub trait Archive: Send + Sync {
     async fn append_archive(&self, entry: ArchiveEntry) -> Result<(), StoreError>;
 
     /// Returns once every entry queued before this call is committed (durable), or the
-    /// error that failed the batch holding one of them.
+    /// error that failed the batch holding one of them. A failed batch is retried, then
+    /// dropped and logged; its error goes to every call that was waiting for it (whose
+    /// entries were queued but not yet written when it began), not to later calls.
     async fn archive_sync(&self) -> Result<(), StoreError>;
 
     /// One page of an archive (see [`ArchiveQuery`]).
@@ -125,16 +130,22 @@ pub trait Archive: Send + Sync {
         archive: &str,
     ) -> Result<Option<(ArchivedMessage, ArchivedMessage)>, StoreError>;
 
-    /// Removes an archive's messages stamped before `before_ms` (all of them with `None`);
-    /// returns how many went.
+    /// Removes an archive's messages stamped before `before_ms` (all of them with `None`),
+    /// including those queued before the call; returns how many went.
     async fn remove_archive(
         &self,
         archive: &str,
         before_ms: Option<i64>,
     ) -> Result<u64, StoreError>;
 
-    /// Removes the oldest messages beyond the newest `keep`; returns how many went.
+    /// Removes the oldest messages beyond the newest `keep`, counting those queued before the
+    /// call; returns how many went.
     async fn trim_archive(&self, archive: &str, keep: usize) -> Result<u64, StoreError>;
+
+    /// Removes the messages stamped before `before_ms` from every archive, for a retention
+    /// policy run now and then; returns how many went. Deletes in bounded chunks, each its
+    /// own transaction, so appends and other writes interleave with a large expiry.
+    async fn expire_archives(&self, before_ms: i64) -> Result<u64, StoreError>;
 
     /// An archive's preferences, `None` if never set.
     async fn archive_prefs(&self, archive: &str) -> Result<Option<ArchivePrefs>, StoreError>;

@@ -10,6 +10,10 @@
 //! never block the writer. Several processes (the server and `corvid user add`) may use the same
 //! file at once; `busy_timeout` makes a writer wait for another's lock instead of failing.
 
+mod archive;
+#[cfg(test)]
+mod archive_tests;
+mod archive_writer;
 mod blocklist;
 mod last;
 mod migrations;
@@ -148,6 +152,8 @@ pub struct SqlStore {
     photo_index: Arc<AccountIndex>,
     /// The group committer of last-activity writes (see `sql/last.rs`).
     logouts: last::LogoutWriter,
+    /// The group committer of archived messages (see `sql/archive_writer.rs`).
+    archive: archive_writer::ArchiveWriter,
 }
 
 impl SqlStore {
@@ -174,6 +180,7 @@ impl SqlStore {
             .connect_with(options)
             .await?;
         let logouts = last::LogoutWriter::start(pool.clone(), backend);
+        let archive = archive_writer::ArchiveWriter::start(pool.clone(), backend);
         let mut store = SqlStore {
             pool,
             backend,
@@ -181,6 +188,7 @@ impl SqlStore {
             offline_index: Arc::new(AccountIndex::new([])),
             photo_index: Arc::new(AccountIndex::new([])),
             logouts,
+            archive,
         };
         migrations::run(&store).await?;
         store.offline_index = Arc::new(AccountIndex::new(

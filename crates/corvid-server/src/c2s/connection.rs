@@ -96,8 +96,7 @@ async fn serve(
     if tls {
         session.auth_mut().bindings = session.channel_bindings(transport.tls_exporter);
     }
-    let end = session.run_loop().await;
-    Box::pin(session.finish(end)).await;
+    session.run().await;
 }
 
 /// Runs a TLS handshake after `turn` (the wait for this address's turn, see

@@ -4,9 +4,11 @@
 mod auth;
 mod bind;
 mod connection;
+mod csi;
 mod records;
 mod register;
 mod session;
+mod sm;
 mod transport;
 mod writer;
 
@@ -19,6 +21,7 @@ use crate::admission::Refusal;
 use crate::server::Server;
 
 pub(crate) use register::MAX_REGISTRATION_WAIT;
+pub use sm::ResumeRegistry;
 pub(crate) use transport::Transport;
 
 /// The TLS 1.3 record reader, for its fuzz target (fuzz/fuzz_targets/records.rs).

@@ -23,6 +23,8 @@ use tokio::sync::watch;
 use super::Transport;
 use super::auth::AuthState;
 use super::connection::paced_tls;
+use super::csi::Held;
+use super::sm::{Detached, Sm};
 use super::transport::accept_tls;
 use crate::admission::ConnectionGuard;
 use crate::limits::TokenBucket;
@@ -43,6 +45,8 @@ pub(super) enum End {
     /// We sent this stream error (and the closing tag).
     StreamError(Cond),
     TlsFailed,
+    /// A connection resuming this session (XEP-0198) took it over.
+    TakenOver,
 }
 
 impl std::fmt::Display for End {
@@ -53,6 +57,7 @@ impl std::fmt::Display for End {
             End::Io(e) => write!(f, "I/O error: {e}"),
             End::StreamError(cond) => write!(f, "stream error {}", cond.name()),
             End::TlsFailed => f.write_str("TLS negotiation failed"),
+            End::TakenOver => f.write_str("taken over by a resuming connection"),
         }
     }
 }
@@ -80,13 +85,17 @@ pub(super) struct Session {
     pub(super) control: Option<Arc<SessionControl>>,
     bucket: TokenBucket,
     throttle_until: Option<Instant>,
-    last_read: Instant,
+    pub(super) last_read: Instant,
     ping_sent: Option<Instant>,
     pub(super) auth_deadline: Instant,
     shutdown: watch::Receiver<bool>,
     pub(super) out: Vec<u8>,
     /// Scratch memory was given back since the last input.
     released: bool,
+    /// Stream management (XEP-0198), once the client enabled it.
+    pub(super) sm: Option<Box<Sm>>,
+    /// What is held back while the client says it is inactive (XEP-0352).
+    pub(super) csi: Option<Box<Held>>,
 }
 
 enum Wake {
@@ -98,6 +107,8 @@ enum Wake {
     Timer,
     /// Closed to make room for a newer connection (before authentication only).
     Shed,
+    /// A connection resuming this session asks for it.
+    TakenOver,
 }
 
 impl Session {
@@ -126,7 +137,28 @@ impl Session {
             ping_sent: None,
             out: Vec::new(),
             released: false,
+            sm: None,
+            csi: None,
         }
+    }
+
+    /// Runs the session to its end: the stream, then, if its connection dropped and it is
+    /// resumable, the wait for a resuming connection.
+    pub(super) async fn run(mut self) {
+        let mut end = self.run_loop().await;
+        if self.resumable(&end) {
+            match Box::pin(self.detached()).await {
+                Detached::Resumed => return,
+                Detached::Ended(why) => end = why,
+            }
+        }
+        if let End::TakenOver = end
+            && self.hand_over().is_ok()
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.transport.shutdown()).await;
+            return;
+        }
+        Box::pin(self.finish(end)).await;
     }
 
     pub(super) async fn run_loop(&mut self) -> End {
@@ -142,6 +174,7 @@ impl Session {
                     if self.throttle_until.is_none() => Wake::Read(read),
                 _ = tokio::time::sleep_until(timer.into()) => Wake::Timer,
                 _ = self.guard.shed() => Wake::Shed,
+                _ = Session::takeover_wanted(&self.sm) => Wake::TakenOver,
             };
             // Each handler is boxed: the task's future is as large as its largest await
             // point for its whole life, and an idle session waits only in the select above.
@@ -169,6 +202,7 @@ impl Session {
                     "Closed to make room: too many unauthenticated connections from your address",
                 )))
                 .await),
+                Wake::TakenOver => Err(End::TakenOver),
             };
             if let Err(end) = step {
                 return end;
@@ -195,12 +229,14 @@ impl Session {
         if !self.released {
             deadline = deadline.min(self.last_read + IDLE_RELEASE);
         }
+        if let Some(ack) = self.sm.as_ref().and_then(|sm| sm.ack_deadline()) {
+            deadline = deadline.min(ack);
+        }
         deadline
     }
 
     async fn on_timer(&mut self) -> Result<(), End> {
         let now = Instant::now();
-        let limits = &self.server.config.limits;
         if self.throttle_until.is_some_and(|t| now >= t) {
             self.throttle_until = None;
         }
@@ -210,6 +246,14 @@ impl Session {
             self.out = Vec::new();
             self.released = true;
         }
+        let every = self.server.config.stream_management.ack_request_stanzas;
+        if let Some(sm) = &mut self.sm
+            && sm.ack_due(every, now)
+        {
+            sm.asked();
+            self.write_raw(super::sm::ACK_REQUEST).await?;
+        }
+        let limits = &self.server.config.limits;
         match &self.phase {
             Phase::Bound { jid, .. } if limits.idle_ping_secs > 0 => match self.ping_sent {
                 Some(sent) if now >= sent + Duration::from_secs(limits.ping_timeout_secs) => {
@@ -380,6 +424,10 @@ impl Session {
             }
             Phase::Authenticated(_) => {
                 features.push(Element::new("bind", ns::BIND));
+                // XEP-0198 §2: stream management is offered once the client authenticated;
+                // XEP-0352 §3 client state indication too.
+                features.push(Element::new("sm", ns::SM));
+                features.push(Element::new("csi", ns::CSI));
                 features.extend(self.server.modules.stream_features(&self.server));
                 // RFC 3921 session establishment, optional (draft-cridland-xmpp-session).
                 features.push(
@@ -481,6 +529,9 @@ impl Session {
     }
 
     async fn on_authenticated(&mut self, el: Element, user: BareJid) -> Result<(), End> {
+        if el.ns() == ns::SM {
+            return self.on_sm(el).await;
+        }
         let is_iq_set = el.is("iq", ns::CLIENT) && el.attr("type") == Some("set");
         match el.first_child() {
             Some(bind) if is_iq_set && bind.is("bind", ns::BIND) => {
@@ -536,7 +587,22 @@ impl Session {
         self.send(&result).await
     }
 
-    async fn on_established(&mut self, mut el: Element, jid: FullJid) -> Result<(), End> {
+    async fn on_established(&mut self, el: Element, jid: FullJid) -> Result<(), End> {
+        if el.ns() == ns::SM {
+            return Box::pin(self.on_sm(el)).await;
+        }
+        if el.ns() == ns::CSI {
+            return Box::pin(self.on_csi(&el)).await;
+        }
+        self.on_stanza(el, jid).await?;
+        // XEP-0198 §4: every stanza counts as handled once processed, errors included.
+        if let Some(sm) = &mut self.sm {
+            sm.handled();
+        }
+        Ok(())
+    }
+
+    async fn on_stanza(&mut self, mut el: Element, jid: FullJid) -> Result<(), End> {
         let Some(kind) = StanzaKind::of(&el, ns::CLIENT) else {
             let err = match el.name() {
                 "message" | "presence" | "iq" => StreamError::with_text(
@@ -605,19 +671,24 @@ impl Session {
         // queue no one will read: from now on messages go to other resources or offline.
         match &self.phase {
             Phase::Bound { jid, id } => {
+                let (jid, id) = (jid.clone(), *id);
                 // Only a session still bound is cleaned up here: a replaced one was by the
                 // session that replaced it. Modules get its last state with the event.
-                if let Some(last) = self.server.sessions.unbind(jid, *id) {
+                let still_bound = self.server.sessions.unbind(&jid, id);
+                // What the client never got (or never acknowledged) goes elsewhere.
+                let unsent = self.unsent();
+                if let Some(last) = still_bound {
                     let ctx = crate::module::Ctx {
                         server: self.server.clone(),
                     };
                     let closed = SessionEvent::Closed {
                         jid: jid.clone(),
-                        id: *id,
+                        id,
                         last,
                     };
                     Box::pin(self.server.modules.on_session(&ctx, &closed)).await;
                 }
+                Box::pin(crate::router::reroute_unsent(&self.server, &jid, unsent)).await;
                 tracing::info!(reason = %end, "session ended");
             }
             _ => {
@@ -630,6 +701,23 @@ impl Session {
             let _ = self.write_raw(b"</stream:stream>").await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.transport.shutdown()).await;
+    }
+}
+
+impl Session {
+    /// What this ending session holds that its client never acknowledged (with stream
+    /// management) and what was queued but never written, oldest first. Called once the
+    /// session is unbound, so nothing more arrives.
+    fn unsent(&mut self) -> Vec<bytes::Bytes> {
+        let mut unsent: Vec<_> = self.close_sm().into();
+        if let Some(control) = &self.control {
+            while let Some(queued) = control.pop_queued() {
+                if !queued.stored {
+                    unsent.push(queued.bytes);
+                }
+            }
+        }
+        unsent
     }
 }
 

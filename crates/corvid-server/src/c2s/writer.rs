@@ -2,14 +2,15 @@
 //! batches drained from the session's queue, and the stream error that ends a stream.
 //! Writes are bounded in time, and a session told to close gets only a short grace.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use corvid_proto::{StreamError, ns};
+use corvid_proto::{StreamError, StreamErrorCondition, ns};
 use corvid_xml::Element;
 use tokio::io::AsyncWriteExt;
 
 use super::session::{End, Session, closed};
+use crate::sessions::Queued;
 
 /// Queued stanzas written in one go, at most.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -22,10 +23,43 @@ impl Session {
     pub(super) async fn send(&mut self, el: &Element) -> Result<(), End> {
         let mut out = std::mem::take(&mut self.out);
         el.write_to(&mut out, ns::CLIENT);
+        if let Some(sm) = &mut self.sm {
+            sm.record(Bytes::copy_from_slice(&out), Instant::now());
+        }
+        self.ask_for_ack_if_due(&mut out);
         let res = self.write_raw(&out).await;
         out.clear();
         self.out = out;
-        res
+        res?;
+        self.check_unacked().await
+    }
+
+    /// XEP-0198 §4: asks for an ack (appending `<r/>` to what is about to be written)
+    /// once enough stanzas are unacknowledged.
+    fn ask_for_ack_if_due(&mut self, out: &mut Vec<u8>) {
+        let every = self.server.config.stream_management.ack_request_stanzas;
+        if let Some(sm) = &mut self.sm
+            && sm.ack_due(every, Instant::now())
+        {
+            sm.asked();
+            out.extend_from_slice(super::sm::ACK_REQUEST);
+        }
+    }
+
+    /// A client that does not acknowledge what it gets cannot make the server keep it all:
+    /// past `max_unacked_bytes` the stream is closed (and the unacknowledged messages go
+    /// to other resources or offline storage as it ends).
+    async fn check_unacked(&mut self) -> Result<(), End> {
+        let max = self.server.config.stream_management.max_unacked_bytes;
+        if self.sm.as_ref().is_some_and(|sm| sm.over(max)) {
+            return Err(self
+                .fail(StreamError::with_text(
+                    StreamErrorCondition::PolicyViolation,
+                    "Too many unacknowledged stanzas",
+                ))
+                .await);
+        }
+        Ok(())
     }
 
     /// Writes `<stream:NAME>children</stream:NAME>` with the conventional prefix.
@@ -56,7 +90,11 @@ impl Session {
             closed(&control).await;
             tokio::time::sleep(CLOSING_WRITE_GRACE).await;
         };
+        // A resuming connection asking for the session need not wait for a write into a
+        // connection that is, most likely, dead (XEP-0198 §5).
+        let taken_over = Session::takeover_wanted(&self.sm);
         tokio::select! {
+            _ = taken_over => Err(End::TakenOver),
             written = tokio::time::timeout(WRITE_TIMEOUT, write) => match written {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(End::Io(e)),
@@ -66,30 +104,59 @@ impl Session {
         }
     }
 
-    /// Writes a queued stanza and whatever else is already queued, in one batch.
-    pub(super) async fn write_queued(&mut self, first: Bytes) -> Result<(), End> {
-        let mut out = std::mem::take(&mut self.out);
-        out.extend_from_slice(&first);
-        if let Some(control) = &self.control {
-            while out.len() < WRITE_BATCH {
-                match control.pop() {
-                    Some(more) => out.extend_from_slice(&more),
-                    None => break,
-                }
+    /// Writes a queued stanza and whatever else is already queued, in one batch (less
+    /// what an inactive client is spared for now, XEP-0352).
+    pub(super) async fn write_queued(&mut self, first: Queued) -> Result<(), End> {
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        let mut size = 0;
+        while size < WRITE_BATCH {
+            let Some(stanza) = next
+                .take()
+                .or_else(|| self.control.as_ref().and_then(|c| c.pop_queued()))
+            else {
+                break;
+            };
+            let held = self.csi_holds(&stanza);
+            for earlier in self.take_held(!held) {
+                size += earlier.len();
+                batch.push(earlier);
+            }
+            if !held {
+                size += stanza.bytes.len();
+                batch.push(stanza.bytes);
             }
         }
+        self.write_stanzas(batch).await
+    }
+
+    /// Writes stanzas in one go, counting them for stream management (XEP-0198).
+    pub(super) async fn write_stanzas(&mut self, stanzas: Vec<Bytes>) -> Result<(), End> {
+        if stanzas.is_empty() {
+            return Ok(());
+        }
+        let mut out = std::mem::take(&mut self.out);
+        let now = Instant::now();
+        for stanza in stanzas {
+            out.extend_from_slice(&stanza);
+            if let Some(sm) = &mut self.sm {
+                sm.record(stanza, now);
+            }
+        }
+        self.ask_for_ack_if_due(&mut out);
         let res = self.write_raw(&out).await;
         out.clear();
         if out.capacity() > WRITE_BATCH {
             out = Vec::new();
         }
         self.out = out;
-        res
+        res?;
+        self.check_unacked().await
     }
 
     /// Writes what is already queued (before closing, so an IQ result precedes the close).
     pub(super) async fn flush_queue(&mut self) {
-        let first = self.control.as_ref().and_then(|c| c.pop());
+        let first = self.control.as_ref().and_then(|c| c.pop_queued());
         if let Some(first) = first {
             let _ = self.write_queued(first).await;
         }

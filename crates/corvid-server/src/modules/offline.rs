@@ -175,7 +175,10 @@ async fn deliver_stored(ctx: &Ctx, to: &FullJid, session: SessionId) -> Result<(
             }
         };
         stanza.set_attr("to", to.as_str());
-        let stanza = Queued::of(&stanza);
+        let stanza = Queued {
+            stored: true,
+            ..Queued::of(&stanza)
+        };
         if !sessions.admits(to, session, &stanza) {
             // An outbound filter took it (and keeps it, if it means to send it later).
             settled.push(message.id);

@@ -144,7 +144,7 @@ impl SessionControl {
     }
 
     /// The next queued stanza, if any.
-    pub fn pop(&self) -> Option<Outbound> {
+    pub fn pop(&self) -> Option<Bytes> {
         self.pop_queued().map(|q| q.bytes)
     }
 
@@ -170,7 +170,7 @@ impl SessionControl {
     /// Waits for the next queued stanza.
     pub async fn next(&self) -> Outbound {
         loop {
-            if let Some(stanza) = self.pop() {
+            if let Some(stanza) = self.pop_queued() {
                 return stanza;
             }
             // A stanza offered since `pop` left a permit, so this cannot miss it.
@@ -179,8 +179,8 @@ impl SessionControl {
     }
 }
 
-/// What the session task receives: the bytes to write (the class stays with the queue).
-pub type Outbound = Bytes;
+/// What the session task receives: the bytes to write, with their class.
+pub type Outbound = Queued;
 
 #[cfg(test)]
 mod tests {

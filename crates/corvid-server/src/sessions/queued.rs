@@ -16,6 +16,9 @@ pub enum StanzaClass {
         body: bool,
     },
     Iq,
+    /// A message carrying nothing but a chat state notification (XEP-0085), which a
+    /// client that said it is inactive (XEP-0352) does without until it is active again.
+    ChatState,
     Other,
 }
 
@@ -24,6 +27,7 @@ impl StanzaClass {
     pub fn of(el: &Element) -> Self {
         match el.name() {
             "presence" => StanzaClass::Presence,
+            "message" if is_chat_state_only(el) => StanzaClass::ChatState,
             "message" => StanzaClass::Message {
                 body: el.has_child("body", ns::CLIENT),
             },
@@ -54,16 +58,39 @@ impl StanzaClass {
     }
 }
 
+/// A message whose only payload is a chat state (with the hints and ids that travel
+/// with any message).
+fn is_chat_state_only(el: &Element) -> bool {
+    let mut state = false;
+    for child in el.children() {
+        match child.ns() {
+            ns::CHATSTATES => state = true,
+            ns::HINTS | ns::STANZA_ID => {}
+            _ if child.is("thread", ns::CLIENT) => {}
+            _ => return false,
+        }
+    }
+    state
+}
+
 /// A serialized stanza and its class.
 #[derive(Clone, Debug)]
 pub struct Queued {
     pub bytes: Bytes,
     pub class: StanzaClass,
+    /// A copy of a message that stays in offline storage until the session takes it: if
+    /// the session ends first, the stored one is what remains, and this copy must not be
+    /// handed on again (`router::reroute_unsent`).
+    pub stored: bool,
 }
 
 impl Queued {
     pub fn new(bytes: Bytes, class: StanzaClass) -> Self {
-        Queued { bytes, class }
+        Queued {
+            bytes,
+            class,
+            stored: false,
+        }
     }
 
     /// Serializes a stanza (in `jabber:client`) and classifies it.
@@ -90,12 +117,12 @@ mod tests {
         let typing = Element::new("message", ns::CLIENT)
             .with_child(Element::new("composing", ns::CHATSTATES));
         assert_eq!(StanzaClass::of(&chat), StanzaClass::Message { body: true });
+        assert_eq!(StanzaClass::of(&typing), StanzaClass::ChatState);
+        let receipt = Element::new("message", ns::CLIENT)
+            .with_child(Element::new("received", "urn:xmpp:receipts"))
+            .with_child(Element::new("active", ns::CHATSTATES));
         assert_eq!(
-            StanzaClass::of(&typing),
-            StanzaClass::Message { body: false }
-        );
-        assert_eq!(
-            Queued::of(&typing).class,
+            Queued::of(&receipt).class,
             StanzaClass::Message { body: false }
         );
         let presence = Element::new("presence", ns::CLIENT).with_attr("from", "a@b/c");

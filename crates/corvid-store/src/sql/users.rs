@@ -102,6 +102,10 @@ impl Users for SqlStore {
     }
 
     async fn delete_user(&self, username: &str, domain: &str) -> Result<(), StoreError> {
+        // Messages queued for the account's archive before now are written first, so the
+        // deletion below takes them too instead of leaving them to a later account of the
+        // same name.
+        self.archive.flush().await?;
         let mut tx = self.begin_write().await?;
         // Removing an account is all-or-nothing. The account row goes last (the per-account
         // tables reference it); if it is absent we roll back.
@@ -114,7 +118,10 @@ impl Users for SqlStore {
         }
         // XEP-0163 §3: the account's PEP service is its bare JID; it goes with the account.
         // Usernames and domains are stored normalized, so this is the key PEP wrote under.
-        super::pubsub::delete_service(&mut tx, &format!("{username}@{domain}")).await?;
+        let bare_jid = format!("{username}@{domain}");
+        super::pubsub::delete_service(&mut tx, &bare_jid).await?;
+        // XEP-0313: the account's archive is keyed by its bare JID too.
+        super::archive::delete_archive(&mut tx, &bare_jid).await?;
         let deleted = sqlx::query("DELETE FROM users WHERE domain = $1 AND username = $2")
             .bind(domain)
             .bind(username)
@@ -200,7 +207,9 @@ mod tests {
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
                 AND name NOT IN ('users', 'schema_migrations', 'muc_rooms', 'muc_affiliations')
                 -- keyed by service (for PEP, the bare JID): see pubsub::DELETE_SERVICE
-                AND name NOT LIKE 'pubsub%'",
+                AND name NOT LIKE 'pubsub%'
+                -- keyed by archive (the bare JID): see archive::DELETE_ARCHIVE
+                AND name NOT LIKE 'archive%'",
         )
         .fetch_all(&store.pool)
         .await

@@ -1,0 +1,170 @@
+//! Keeping an archive: removal, trimming, expiry, preferences, a reopen, account deletion.
+
+use sqlx::Row;
+
+use super::{JULIET, ROMEO, entry, fill, ids, max, open, query};
+use crate::sql::SqlStore;
+use crate::sql::archive::DELETE_ARCHIVE;
+use crate::{Archive, ArchivePrefs, ArchiveQuery};
+
+#[tokio::test]
+async fn removing_trimming_and_expiring_take_the_oldest_messages() {
+    let (_dir, store) = open().await;
+    let all = fill(&store, 20).await; // stamps 1000 … 1190
+    for n in 0..5 {
+        store
+            .append_archive(entry(ROMEO, &format!("r{n}"), 1000 + 100 * n, JULIET))
+            .await
+            .unwrap();
+    }
+    store.archive_sync().await.unwrap(); // Romeo's: 1000, 1100, … 1400
+
+    assert_eq!(store.remove_archive(JULIET, Some(1030)).await.unwrap(), 3);
+    assert_eq!(ids(&query(&store, JULIET, max(100)).await), all[3..]);
+    assert_eq!(store.trim_archive(JULIET, 12).await.unwrap(), 5);
+    assert_eq!(ids(&query(&store, JULIET, max(100)).await), all[8..]);
+    assert_eq!(store.trim_archive(JULIET, 12).await.unwrap(), 0);
+
+    // Expiry reaches every archive: Juliet's up to 1120 (m8 … m12), Romeo's r0 and r1.
+    assert_eq!(store.expire_archives(1130).await.unwrap(), 7);
+    assert_eq!(ids(&query(&store, JULIET, max(100)).await), all[13..]);
+    assert_eq!(
+        ids(&query(&store, ROMEO, max(100)).await),
+        ["r2", "r3", "r4"]
+    );
+
+    // Removing everything includes messages still queued.
+    store
+        .append_archive(entry(JULIET, "late", 5000, ROMEO))
+        .await
+        .unwrap();
+    assert_eq!(store.remove_archive(JULIET, None).await.unwrap(), 8);
+    assert_eq!(store.archive_bounds(JULIET).await.unwrap(), None);
+    assert_eq!(
+        ids(&query(&store, ROMEO, max(100)).await),
+        ["r2", "r3", "r4"]
+    );
+    // An emptied archive takes new messages again.
+    store
+        .append_archive(entry(JULIET, "again", 6000, ROMEO))
+        .await
+        .unwrap();
+    store.archive_sync().await.unwrap();
+    assert_eq!(ids(&query(&store, JULIET, max(100)).await), ["again"]);
+}
+
+#[tokio::test]
+async fn preferences_round_trip() {
+    let (_dir, store) = open().await;
+    assert_eq!(store.archive_prefs(JULIET).await.unwrap(), None);
+    let prefs = ArchivePrefs {
+        default: "roster".into(),
+        always: vec![ROMEO.into(), "nurse@capulet.example".into()],
+        never: vec!["tybalt@capulet.example".into()],
+    };
+    store.set_archive_prefs(JULIET, &prefs).await.unwrap();
+    assert_eq!(store.archive_prefs(JULIET).await.unwrap(), Some(prefs));
+    let changed = ArchivePrefs {
+        default: "never".into(),
+        always: vec![],
+        never: vec![],
+    };
+    store.set_archive_prefs(JULIET, &changed).await.unwrap();
+    assert_eq!(store.archive_prefs(JULIET).await.unwrap(), Some(changed));
+    assert_eq!(store.archive_prefs(ROMEO).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn synced_messages_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let all = fill(&store, 300).await;
+    store.close().await;
+    drop(store);
+    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    assert_eq!(ids(&query(&store, JULIET, max(1000)).await), all);
+    // Numbering goes on after the reopen: a new message comes after the old ones.
+    store
+        .append_archive(entry(JULIET, "after", 1, ROMEO))
+        .await
+        .unwrap();
+    store.archive_sync().await.unwrap();
+    let last = query(
+        &store,
+        JULIET,
+        ArchiveQuery {
+            max: 1,
+            from_end: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(ids(&last), ["after"]);
+}
+
+#[tokio::test]
+async fn deleting_an_account_removes_its_archive_and_no_other() {
+    use crate::Users;
+    let (_dir, store) = open().await;
+    let creds = corvid_proto::sasl::Credentials {
+        salt: vec![1; 16],
+        iterations: 4096,
+        sha1: corvid_proto::sasl::ScramKeys {
+            stored_key: vec![2; 20],
+            server_key: vec![3; 20],
+        },
+        sha256: corvid_proto::sasl::ScramKeys {
+            stored_key: vec![4; 32],
+            server_key: vec![5; 32],
+        },
+    };
+    store
+        .create_user("juliet", "capulet.example", &creds)
+        .await
+        .unwrap();
+    fill(&store, 5).await;
+    let prefs = ArchivePrefs {
+        default: "always".into(),
+        always: vec![],
+        never: vec![],
+    };
+    store.set_archive_prefs(JULIET, &prefs).await.unwrap();
+    store.set_archive_prefs(ROMEO, &prefs).await.unwrap();
+    store
+        .append_archive(entry(ROMEO, "r1", 1000, JULIET))
+        .await
+        .unwrap();
+    // Queued, not synced: the deletion must still take it.
+    store
+        .append_archive(entry(JULIET, "queued", 9000, ROMEO))
+        .await
+        .unwrap();
+    store
+        .delete_user("juliet", "capulet.example")
+        .await
+        .unwrap();
+    assert!(query(&store, JULIET, max(10)).await.messages.is_empty());
+    assert_eq!(store.archive_prefs(JULIET).await.unwrap(), None);
+    assert_eq!(ids(&query(&store, ROMEO, max(10)).await), ["r1"]);
+    assert_eq!(store.archive_prefs(ROMEO).await.unwrap(), Some(prefs));
+}
+
+/// A new archive table must get its DELETE in [`DELETE_ARCHIVE`].
+#[tokio::test]
+async fn deleting_an_archive_clears_every_archive_table() {
+    let (_dir, store) = open().await;
+    let rows =
+        sqlx::query("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'archive%'")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        let table: String = row.try_get("name").unwrap();
+        let statement = format!("DELETE FROM {table} WHERE archive = $1");
+        assert!(
+            DELETE_ARCHIVE.contains(&statement.as_str()),
+            "{table} is not cleared with its archive"
+        );
+    }
+}
