@@ -3,9 +3,9 @@ it is <inactive/>, the server holds what is not urgent and coalesces presence, a
 what matters through at once.
 
 What Corvid does (issue 16): presence is held and only the latest per contact full JID
-delivered; chat states (messages without a body, XEP-0085) are held; a message with a
-body and any IQ go through at once, after everything held before them, in order;
-<active/> delivers everything held, in order.
+delivered; chat states (messages without a body, XEP-0085) are held (a superseded one
+may be dropped); a message with a body and any IQ go through at once, after everything
+held before them, in order; <active/> delivers everything held, in order.
 
 What the client observes is the only evidence: held stanzas show as coalesced presence,
 and as stanzas that arrive only after the flush while another resource of the same
@@ -113,8 +113,12 @@ async def test_chat_states_are_held_and_a_message_with_a_body_follows_them(peopl
 
     urgent = alice.message(phone.full, "here it is")
     await phone.inbox.expect(is_message(mid=urgent), "the message with a body")
-    assert seen(phone, since, {alice.bare}) == \
-        ["state alice composing", "state alice paused", "body alice here it is"]
+    # The held chat states come first, in order; a server may drop the superseded
+    # 'composing' (XEP-0352 §1 leaves what to hold or drop to it), never the latest one.
+    assert seen(phone, since, {alice.bare}) in (
+        ["state alice composing", "state alice paused", "body alice here it is"],
+        ["state alice paused", "body alice here it is"],
+    ), seen(phone, since, {alice.bare})
 
 
 async def test_an_iq_goes_through_at_once_after_what_was_held(people):
