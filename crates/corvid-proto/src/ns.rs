@@ -33,6 +33,9 @@ pub const FORWARD: &str = "urn:xmpp:forward:0";
 pub const HINTS: &str = "urn:xmpp:hints";
 /// XEP-0198 stream management.
 pub const SM: &str = "urn:xmpp:sm:3";
+/// XEP-0357 push notifications, and the summary form they carry.
+pub const PUSH: &str = "urn:xmpp:push:0";
+pub const PUSH_SUMMARY: &str = "urn:xmpp:push:summary";
 /// XEP-0352 client state indication.
 pub const CSI: &str = "urn:xmpp:csi:0";
 pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";

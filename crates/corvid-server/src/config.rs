@@ -40,6 +40,7 @@ pub struct Config {
     pub muc: MucConfig,
     pub pubsub: PubSubConfig,
     pub stream_management: StreamManagementConfig,
+    pub push: PushConfig,
 }
 
 impl Default for Config {
@@ -59,6 +60,27 @@ impl Default for Config {
             muc: MucConfig::default(),
             pubsub: PubSubConfig::default(),
             stream_management: StreamManagementConfig::default(),
+            push: PushConfig::default(),
+        }
+    }
+}
+
+/// XEP-0357 push notifications: what the summary sent to a client's app server says.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Include the sender's JID (`last-message-sender`).
+    pub include_sender: bool,
+    /// Include the message body (`last-message-body`): off by default, as the app server
+    /// and the vendor's push service are third parties.
+    pub include_body: bool,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            include_sender: true,
+            include_body: false,
         }
     }
 }

@@ -163,6 +163,18 @@ pub trait Module: Send + Sync + 'static {
 
     async fn on_session(&self, _ctx: &Ctx, _event: &SessionEvent) {}
 
+    /// A message for `to` waits for a client to come back (what XEP-0357 push wakes a
+    /// device for): stored offline (`session` is `None`), or held for `session`, whose
+    /// connection dropped and which waits to be resumed (XEP-0198).
+    async fn on_message_waiting(
+        &self,
+        _ctx: &Ctx,
+        _to: &BareJid,
+        _session: Option<SessionId>,
+        _msg: &Element,
+    ) {
+    }
+
     /// Stream features offered once the client has authenticated (RFC 6120 §4.3.2).
     fn stream_features(&self, _server: &Server) -> Vec<Element> {
         Vec::new()
@@ -371,6 +383,18 @@ impl ModuleRegistry {
     pub async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
         for module in &self.modules {
             module.on_session(ctx, event).await;
+        }
+    }
+
+    pub async fn on_message_waiting(
+        &self,
+        ctx: &Ctx,
+        to: &BareJid,
+        session: Option<SessionId>,
+        msg: &Element,
+    ) {
+        for module in &self.modules {
+            module.on_message_waiting(ctx, to, session, msg).await;
         }
     }
 

@@ -1,10 +1,12 @@
 //! Corvid storage: one trait per concern ([`Users`], [`Rosters`], [`Offline`], [`VCards`],
-//! [`PrivateXml`], [`Blocklists`], [`LastActivity`], [`MucRooms`], [`PubSubStore`], [`Archive`]), all implemented by [`SqlStore`] over sqlx.
+//! [`PrivateXml`], [`Blocklists`], [`LastActivity`], [`MucRooms`], [`PubSubStore`], [`Archive`], [`PushRegistrations`]), all implemented by [`SqlStore`] over sqlx.
 //! SQLite is embedded (a WAL file in the data directory); PostgreSQL is planned behind the same
 //! queries with its own migrations.
 //!
 //! This crate owns every SQL statement in Corvid; nothing else writes SQL. A write that
-//! returns `Ok` is durable, so callers may acknowledge data as soon as it does.
+//! returns `Ok` is durable, so callers may acknowledge data as soon as it does; the one
+//! exception is [`Archive::append_archive`], which queues, and whose messages are durable
+//! once [`Archive::archive_sync`] returns (or [`SqlStore::close`] has written them).
 //!
 //! ```no_run
 //! # async fn demo(creds: corvid_proto::sasl::Credentials) -> Result<(), corvid_store::StoreError> {
@@ -25,6 +27,7 @@ mod muc;
 mod offline;
 mod private;
 mod pubsub;
+mod push;
 mod roster;
 mod roster_cache;
 mod sql;
@@ -41,6 +44,7 @@ pub use muc::{MucRooms, StoredRoom};
 pub use offline::{Offline, OfflineMessage};
 pub use private::PrivateXml;
 pub use pubsub::{ItemPage, ItemQuery, PubSubStore, StoredItem, StoredNode, StoredSubscription};
+pub use push::{PushRegistration, PushRegistrations};
 pub use roster::{RosterItem, Rosters, Subscription};
 pub use sql::SqlStore;
 pub use users::Users;

@@ -22,6 +22,7 @@ mod offline;
 mod private;
 mod pubsub;
 mod pubsub_items;
+mod push;
 mod roster;
 mod users;
 mod vcard;
@@ -211,8 +212,11 @@ impl SqlStore {
         Self::open(&sqlite_url_for_path(&dir.join(SQLITE_FILE_NAME))?).await
     }
 
-    /// Waits for in-flight queries, then closes every connection. Further use fails.
+    /// Writes the archived messages still queued, waits for in-flight queries, then closes
+    /// every connection. Further use fails.
     pub async fn close(&self) {
+        // A failed batch was already logged by the writer; closing goes on regardless.
+        let _ = self.archive.flush().await;
         self.pool.close().await;
     }
 

@@ -36,7 +36,7 @@ use tokio::sync::{Notify, oneshot};
 use super::session::{End, Phase, Session};
 use corvid_store::Archive as _;
 
-use crate::sessions::{SessionControl, SessionId};
+use crate::sessions::{SessionControl, SessionId, StanzaClass};
 
 /// How long a resuming connection waits for the old session's task to hand over.
 const HANDOVER_WAIT: Duration = Duration::from_secs(10);
@@ -465,6 +465,9 @@ impl Session {
                 _ = shutdown.changed() => return Detached::Ended(End::StreamError(Cond::SystemShutdown)),
                 err = control.closed() => return Detached::Ended(End::StreamError(err.condition)),
                 stanza = control.next() => {
+                    if matches!(stanza.class, StanzaClass::Message { body: true }) {
+                        self.wake_device(&stanza.bytes).await;
+                    }
                     let Some(sm) = &mut self.sm else { continue };
                     sm.record(stanza.bytes, Instant::now());
                     if sm.over(max_bytes) {
@@ -478,6 +481,26 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// A message waits for this detached session: modules may wake its device (XEP-0357).
+    async fn wake_device(&self, stanza: &[u8]) {
+        let Phase::Bound { jid, id } = &self.phase else {
+            return;
+        };
+        let Some(msg) = std::str::from_utf8(stanza)
+            .ok()
+            .and_then(|text| corvid_xml::parse_element(text, ns::CLIENT).ok())
+        else {
+            return;
+        };
+        let ctx = crate::module::Ctx {
+            server: self.server.clone(),
+        };
+        self.server
+            .modules
+            .on_message_waiting(&ctx, &jid.bare(), Some(*id), &msg)
+            .await;
     }
 
     /// Gives the session to the connection that asked to resume it. `Err` if that

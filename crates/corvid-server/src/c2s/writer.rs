@@ -107,10 +107,10 @@ impl Session {
     /// Writes a queued stanza and whatever else is already queued, in one batch (less
     /// what an inactive client is spared for now, XEP-0352).
     pub(super) async fn write_queued(&mut self, first: Queued) -> Result<(), End> {
-        let mut batch = Vec::new();
+        let mut out = std::mem::take(&mut self.out);
+        let now = Instant::now();
         let mut next = Some(first);
-        let mut size = 0;
-        while size < WRITE_BATCH {
+        while out.len() < WRITE_BATCH {
             let Some(stanza) = next
                 .take()
                 .or_else(|| self.control.as_ref().and_then(|c| c.pop_queued()))
@@ -119,32 +119,42 @@ impl Session {
             };
             let held = self.csi_holds(&stanza);
             for earlier in self.take_held(!held) {
-                size += earlier.len();
-                batch.push(earlier);
+                self.put(&mut out, earlier, now);
             }
             if !held {
-                size += stanza.bytes.len();
-                batch.push(stanza.bytes);
+                self.put(&mut out, stanza.bytes, now);
             }
         }
-        self.write_stanzas(batch).await
+        self.write_out(out).await
     }
 
-    /// Writes stanzas in one go, counting them for stream management (XEP-0198).
+    /// Writes stanzas in one go.
     pub(super) async fn write_stanzas(&mut self, stanzas: Vec<Bytes>) -> Result<(), End> {
-        if stanzas.is_empty() {
-            return Ok(());
-        }
         let mut out = std::mem::take(&mut self.out);
         let now = Instant::now();
         for stanza in stanzas {
-            out.extend_from_slice(&stanza);
-            if let Some(sm) = &mut self.sm {
-                sm.record(stanza, now);
-            }
+            self.put(&mut out, stanza, now);
         }
-        self.ask_for_ack_if_due(&mut out);
-        let res = self.write_raw(&out).await;
+        self.write_out(out).await
+    }
+
+    /// Adds a stanza to what is about to be written, counting it for stream management
+    /// (XEP-0198: kept until acknowledged; a reference, not a copy).
+    fn put(&mut self, out: &mut Vec<u8>, stanza: Bytes, now: Instant) {
+        out.extend_from_slice(&stanza);
+        if let Some(sm) = &mut self.sm {
+            sm.record(stanza, now);
+        }
+    }
+
+    /// Writes `out` (asking for an ack if one is due) and keeps its buffer unless large.
+    async fn write_out(&mut self, mut out: Vec<u8>) -> Result<(), End> {
+        let res = if out.is_empty() {
+            Ok(())
+        } else {
+            self.ask_for_ack_if_due(&mut out);
+            self.write_raw(&out).await
+        };
         out.clear();
         if out.capacity() > WRITE_BATCH {
             out = Vec::new();

@@ -12,6 +12,7 @@ pub mod ping;
 pub mod presence;
 pub mod private;
 pub mod pubsub;
+pub mod push;
 pub mod register;
 pub mod roster;
 pub mod stanza_id;
@@ -44,6 +45,7 @@ fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(stanza_id::StanzaId),
         Arc::new(carbons::Carbons),
         Arc::new(offline::Offline::default()),
+        Arc::new(push::Push::default()),
         Arc::new(private::Private),
         Arc::new(bookmarks::Bookmarks),
         Arc::new(ping::Ping),

@@ -75,7 +75,13 @@ impl Module for Offline {
             .store_offline(username, domain, &xml, stamp_ms, quota)
             .await
         {
-            Ok(()) => Flow::Handled,
+            Ok(()) => {
+                ctx.server
+                    .modules
+                    .on_message_waiting(ctx, to, None, msg)
+                    .await;
+                Flow::Handled
+            }
             Err(StoreError::QuotaExceeded) => {
                 crate::router::bounce(
                     &ctx.server,
@@ -160,7 +166,14 @@ async fn deliver_stored(ctx: &Ctx, to: &FullJid, session: SessionId) -> Result<(
         return Ok(());
     };
     let messages = ctx.server.store.offline_messages(username, domain).await?;
-    let limits = sessions.queue_limits();
+    // The backlog fills at most half the queue: live traffic arriving meanwhile (a
+    // contact's presence, a new message) must find room, or the session would be closed
+    // as a slow consumer for what is the backlog's doing.
+    let full = sessions.queue_limits();
+    let limits = crate::sessions::QueueLimits {
+        stanzas: (full.stanzas / 2).max(1),
+        bytes: (full.bytes / 2).max(1),
+    };
     // (store id, queue sequence number) of messages queued but not yet deleted.
     let mut queued: Vec<(i64, u64)> = Vec::new();
     // Deleted without being queued: unreadable, or taken by an outbound filter.

@@ -153,10 +153,8 @@ impl Archive for SqlStore {
     ) -> Result<u64, StoreError> {
         self.archive.flush().await?;
         match before_ms {
-            None => {
-                self.delete_chunks(DELETE_UP_TO_SEQ, archive, i64::MAX)
-                    .await
-            }
+            // Up to the newest message now, not beyond: messages queued after the call stay.
+            None => self.delete_all_but_newest(archive, 0).await,
             Some(before_ms) => {
                 self.delete_chunks(DELETE_OLDER_THAN, archive, before_ms)
                     .await
@@ -166,23 +164,7 @@ impl Archive for SqlStore {
 
     async fn trim_archive(&self, archive: &str, keep: usize) -> Result<u64, StoreError> {
         self.archive.flush().await?;
-        // The newest message to go: the one `keep` places below the newest. A one-off walk of
-        // `keep` index entries, not a paging query.
-        let newest_to_go = sqlx::query(
-            "SELECT seq FROM archive_messages WHERE archive = $1
-             ORDER BY seq DESC LIMIT 1 OFFSET $2",
-        )
-        .bind(archive)
-        .bind(i64::try_from(keep).unwrap_or(i64::MAX))
-        .fetch_optional(&self.pool)
-        .await?;
-        match newest_to_go {
-            Some(row) => {
-                let seq: i64 = row.try_get("seq")?;
-                self.delete_chunks(DELETE_UP_TO_SEQ, archive, seq).await
-            }
-            None => Ok(0),
-        }
+        self.delete_all_but_newest(archive, keep).await
     }
 
     async fn expire_archives(&self, before_ms: i64) -> Result<u64, StoreError> {
@@ -243,6 +225,27 @@ impl Archive for SqlStore {
 }
 
 impl SqlStore {
+    /// Deletes an archive's messages but the newest `keep`; how many went.
+    async fn delete_all_but_newest(&self, archive: &str, keep: usize) -> Result<u64, StoreError> {
+        // The newest message to go: the one `keep` places below the newest. A one-off walk of
+        // `keep` index entries, not a paging query.
+        let newest_to_go = sqlx::query(
+            "SELECT seq FROM archive_messages WHERE archive = $1
+             ORDER BY seq DESC LIMIT 1 OFFSET $2",
+        )
+        .bind(archive)
+        .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+        .fetch_optional(&self.pool)
+        .await?;
+        match newest_to_go {
+            Some(row) => {
+                let seq: i64 = row.try_get("seq")?;
+                self.delete_chunks(DELETE_UP_TO_SEQ, archive, seq).await
+            }
+            None => Ok(0),
+        }
+    }
+
     /// Runs a chunked delete (`$1` archive, `$2` chunk size, `$3` bound) until a chunk comes
     /// back short; how many messages went.
     async fn delete_chunks(
@@ -426,7 +429,7 @@ async fn read_ids(
         .await?;
         if let Some(row) = row {
             let placed = placed_from_row(&row)?;
-            if matches(&placed, query, range) {
+            if passes_filters(&placed, query, range) {
                 found.push(placed);
             }
         }
@@ -441,7 +444,7 @@ async fn read_ids(
 }
 
 /// Whether a message looked up by id passes the query's other filters.
-fn matches(placed: &Placed, query: &ArchiveQuery, range: SeqRange) -> bool {
+fn passes_filters(placed: &Placed, query: &ArchiveQuery, range: SeqRange) -> bool {
     let stamp = placed.message.stamp_ms;
     range.after < placed.seq
         && placed.seq < range.before

@@ -11,10 +11,11 @@
 //!
 //! Archive order: each archive numbers its messages (`seq`) with MAX(seq)+1, read inside the
 //! writer's transaction. This task is the only writer of new rows, and it writes one batch
-//! at a time, so no two messages of an archive get the same number; deletions only take old
-//! rows (or all of them), so numbers keep growing. A per-archive number rather than one
-//! global counter keeps the counter off every other archive's path and needs no state
-//! beyond the table itself, which makes restarts and several processes on one file trivial.
+//! at a time, so no two messages of an archive get the same number (and were there a second
+//! writer, the read happens under the write lock). Deletions take the oldest rows, so numbers
+//! keep growing; only an emptied archive starts again at 1, when no old id is left to anchor
+//! a page on. A per-archive number rather than one global counter needs no state beyond the
+//! table itself, which makes restarts and several processes on one file trivial.
 //!
 //! Stamps: the writer also keeps `stamp_ms` from decreasing within an archive (a clock
 //! stepping back would stamp a later message earlier): a message is stored with the newest
@@ -212,6 +213,11 @@ struct Tail {
     stamp_ms: i64,
 }
 
+/// Rows per INSERT statement: one statement per row would spend more time passing
+/// statements to the database than writing; 64 rows are 448 parameters, far below any
+/// backend's limit.
+const ROWS_PER_INSERT: usize = 64;
+
 /// Writes the batch in one transaction; how many messages were new.
 async fn write_batch(
     pool: &AnyPool,
@@ -219,8 +225,10 @@ async fn write_batch(
     batch: &[ArchiveEntry],
 ) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin_with(backend.begin_write()).await?;
+    // Number and stamp every entry first. An entry already archived (same id) is skipped by
+    // the insert and leaves a gap in `seq`, which only needs to grow.
     let mut tails: HashMap<&str, Tail> = HashMap::new();
-    let mut written = 0;
+    let mut placed = Vec::with_capacity(batch.len());
     for entry in batch {
         let tail = match tails.entry(entry.archive.as_str()) {
             std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
@@ -228,32 +236,49 @@ async fn write_batch(
                 new.insert(read_tail(&mut tx, &entry.archive).await?)
             }
         };
-        let stamp_ms = entry.stamp_ms.max(tail.stamp_ms);
-        // Both unique keys may conflict: (archive, id) for a message archived twice, which
-        // is then ignored; (archive, seq) cannot, this task being the only writer.
-        let inserted = sqlx::query(
-            "INSERT INTO archive_messages (archive, seq, id, stamp_ms, with_bare, with_full, stanza)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&entry.archive)
-        .bind(tail.next_seq)
-        .bind(&entry.id)
-        .bind(stamp_ms)
-        .bind(&entry.with_bare)
-        .bind(&entry.with_full)
-        .bind(&entry.stanza)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted > 0 {
-            tail.next_seq += 1;
-            tail.stamp_ms = stamp_ms;
-            written += inserted;
+        tail.stamp_ms = tail.stamp_ms.max(entry.stamp_ms);
+        placed.push((entry, tail.next_seq, tail.stamp_ms));
+        tail.next_seq = tail.next_seq.saturating_add(1);
+    }
+    let mut written = 0;
+    for rows in placed.chunks(ROWS_PER_INSERT) {
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_statement(rows.len())));
+        for (entry, seq, stamp_ms) in rows {
+            insert = insert
+                .bind(&entry.archive)
+                .bind(*seq)
+                .bind(&entry.id)
+                .bind(*stamp_ms)
+                .bind(&entry.with_bare)
+                .bind(&entry.with_full)
+                .bind(&entry.stanza);
         }
+        written += insert.execute(&mut *tx).await?.rows_affected();
     }
     tx.commit().await?;
     Ok(written)
+}
+
+/// `INSERT … VALUES ($1, … $7), ($8, … $14) …` for `rows` rows. Both unique keys may
+/// conflict: (archive, id) for a message archived twice, which is then ignored; (archive,
+/// seq) cannot, this task being the only writer.
+fn insert_statement(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO archive_messages (archive, seq, id, stamp_ms, with_bare, with_full, stanza)
+         VALUES ",
+    );
+    for row in 0..rows {
+        let first = row * 7 + 1;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        let params: Vec<String> = (first..first + 7).map(|n| format!("${n}")).collect();
+        sql.push('(');
+        sql.push_str(&params.join(", "));
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    sql
 }
 
 /// The archive's next `seq` and newest stamp, from its newest message.
@@ -352,6 +377,36 @@ mod tests {
             "{batches} transactions for {} messages",
             TASKS * EACH
         );
+    }
+
+    /// The barrier holds for each caller while others keep appending: once a session's sync
+    /// returns, its message is readable by anyone, whatever else is still queued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_sync_covers_its_own_callers_messages_amid_other_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+        let mut tasks = Vec::new();
+        for task in 0..20 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let archive = format!("user{task}@example.org");
+                for round in 0..20 {
+                    let id = format!("r{round}");
+                    store.append_archive(entry(&archive, &id)).await.unwrap();
+                    store.archive_sync().await.unwrap();
+                    let query = ArchiveQuery {
+                        ids: vec![id.clone()],
+                        max: 1,
+                        ..Default::default()
+                    };
+                    let page = store.query_archive(&archive, &query).await.unwrap();
+                    assert_eq!(page.messages.len(), 1, "{archive} {id} not committed");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
     }
 
     #[tokio::test]

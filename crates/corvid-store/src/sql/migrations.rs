@@ -265,6 +265,21 @@ const SQLITE: &[Migration] = &[
         )",
         ],
     },
+    Migration {
+        version: 6,
+        statements: &[
+            // XEP-0357 push registrations: one row per (app server, node) of an account.
+            "CREATE TABLE push_registrations (
+            domain TEXT NOT NULL,
+            username TEXT NOT NULL,
+            service TEXT NOT NULL,
+            node TEXT NOT NULL,
+            options TEXT NOT NULL,
+            PRIMARY KEY (domain, username, service, node),
+            FOREIGN KEY (domain, username) REFERENCES users (domain, username)
+        )",
+        ],
+    },
 ];
 
 pub(super) fn for_backend(backend: Backend) -> &'static [Migration] {
@@ -345,6 +360,7 @@ mod tests {
         let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
         // Turn it back into what a version-1 build left behind, with one account.
         for table in [
+            "push_registrations",
             "archive_messages",
             "archive_prefs",
             "pubsub_items",

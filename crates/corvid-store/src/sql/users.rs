@@ -24,6 +24,7 @@ const DELETE_ACCOUNT_DATA: &[&str] = &[
     "DELETE FROM private_xml WHERE domain = $1 AND username = $2",
     "DELETE FROM blocklist WHERE domain = $1 AND username = $2",
     "DELETE FROM last_activity WHERE domain = $1 AND username = $2",
+    "DELETE FROM push_registrations WHERE domain = $1 AND username = $2",
 ];
 
 #[async_trait]

@@ -51,6 +51,11 @@ async fn removing_trimming_and_expiring_take_the_oldest_messages() {
         .unwrap();
     store.archive_sync().await.unwrap();
     assert_eq!(ids(&query(&store, JULIET, max(100)).await), ["again"]);
+    // Keeping none empties an archive; an empty one has nothing to give.
+    assert_eq!(store.trim_archive(ROMEO, 0).await.unwrap(), 3);
+    assert_eq!(store.archive_bounds(ROMEO).await.unwrap(), None);
+    assert_eq!(store.remove_archive(ROMEO, None).await.unwrap(), 0);
+    assert_eq!(store.trim_archive(ROMEO, 0).await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -100,6 +105,24 @@ async fn synced_messages_survive_a_reopen() {
     )
     .await;
     assert_eq!(ids(&last), ["after"]);
+}
+
+/// A graceful shutdown loses nothing: closing the store writes what is still queued.
+#[tokio::test]
+async fn closing_the_store_writes_what_is_still_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    for n in 0..50 {
+        store
+            .append_archive(entry(JULIET, &format!("q{n}"), 1000, ROMEO))
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    drop(store);
+    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let expected: Vec<String> = (0..50).map(|n| format!("q{n}")).collect();
+    assert_eq!(ids(&query(&store, JULIET, max(100)).await), expected);
 }
 
 #[tokio::test]
@@ -167,4 +190,21 @@ async fn deleting_an_archive_clears_every_archive_table() {
             "{table} is not cleared with its archive"
         );
     }
+}
+
+/// Removals larger than one deletion chunk (5,000 messages) go on until nothing is left
+/// to take, and count everything they took.
+#[tokio::test]
+async fn large_removals_take_every_message_over_several_transactions() {
+    let (_dir, store) = open().await;
+    let all = fill(&store, 12_001).await; // stamps 1000, 1010, … 121_000
+    // Everything before the 11,000th message's stamp: three chunks, the last one short.
+    let cut = 1000 + 10 * 11_000;
+    assert_eq!(store.expire_archives(cut).await.unwrap(), 11_000);
+    assert_eq!(ids(&query(&store, JULIET, max(2000)).await), all[11_000..]);
+    assert_eq!(store.remove_archive(JULIET, None).await.unwrap(), 1001);
+
+    let all = fill(&store, 10_000).await;
+    assert_eq!(store.trim_archive(JULIET, 1).await.unwrap(), 9_999);
+    assert_eq!(ids(&query(&store, JULIET, max(10)).await), all[9_999..]);
 }
