@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import random
 import time
@@ -102,6 +103,8 @@ class Receiver:
         self.got: list[tuple[int, str]] = []
         self.resume_answers: list[str] = []
         self.sessions = 0
+        #: Set whenever a number arrives.
+        self.arrived = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         previd, h = None, 0
@@ -147,6 +150,7 @@ class Receiver:
                 if body is not None and body.isdigit():
                     how = "offline" if el.find(f"{{{NS_DELAY}}}delay") is not None else "live"
                     self.got.append((int(body), how))
+                    self.arrived.set()
                 stream.ack()
 
 
@@ -175,7 +179,9 @@ async def test_no_acknowledged_message_is_lost_when_the_server_is_killed(make_im
         # The receiver reads what is still on its way (a bounded wait), then stops.
         deadline = time.monotonic() + TIMEOUT
         while not set(sender.acked) <= {n for n, _ in receiver.got} and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+            receiver.arrived.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(receiver.arrived.wait(), max(0.0, deadline - time.monotonic()))
         stop_receiving.set()
         await asyncio.wait_for(tasks[0], 2 * TIMEOUT)
     finally:
