@@ -118,6 +118,13 @@ async def test_messages_sent_while_cut_arrive_once_after_resumption(make_im_serv
     # No presence flap: alice saw neither unavailable nor a new available from the phone.
     assert alice.inbox.matching(is_presence(from_bare=phone.bare)) == []
 
+    # The subscriptions are the session's still: alice's presence reaches the phone.
+    alice.presence(status="still here")
+    await phone.inbox.expect(is_presence("available", frm=alice.full, status="still here"), "alice's presence")
+    # And so is its presence: a new resource of alice's probes and finds the phone available.
+    tablet = await im.online(own, f"{alice.bare}/tablet", alice.account_password)
+    await tablet.inbox.expect(is_presence("available", frm=full_before), "the phone's presence, probed")
+
 
 async def expire_with_messages(own, im, clients, proxy) -> tuple:
     """The phone is cut silently, alice sends it three messages, then the server learns the
