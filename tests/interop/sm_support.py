@@ -136,11 +136,14 @@ class SmClient(ImClient):
     `cut()` drops the TCP connection without closing the stream; `reconnect(port)`
     connects again and reports whether slixmpp resumed the old session or got a new one."""
 
-    def __init__(self, jid: str, password: str, *, resume: bool = True, **options):
+    def __init__(self, jid: str, password: str, *, resume: bool = True, counter_start: int = 0, **options):
         super().__init__(jid, password, **options)
         self.register_plugin("xep_0198")
         self.register_plugin("xep_0352")
         self.plugin["xep_0198"].allow_resume = resume
+        #: Where the server's counters start (its `counter_start` option): slixmpp's start
+        #: at 0 (XEP-0198 §4), so they are moved there when SM is enabled.
+        self.counter_start = counter_start
         #: The <enabled/> answers received (one per session).
         self.enabled: list[ET.Element] = []
         #: The <failed/> answers received.
@@ -155,6 +158,10 @@ class SmClient(ImClient):
         self.add_event_handler("disconnected", lambda _reason: self._gone.set())
 
     def _on_enabled(self, stanza) -> None:
+        # slixmpp fires sm_enabled from its <enabled/> handler, before it counts anything
+        # received after it; nothing it sent since <enable/> has been acknowledged yet.
+        self.plugin["xep_0198"].handled = self.counter_start
+        self.plugin["xep_0198"].last_ack = self.counter_start
         self.enabled.append(stanza.xml)
         self._sm_enabled.set()
 

@@ -48,13 +48,13 @@ def sm_server(make_im_server, name: str, **options):
     return make_im_server(name, sections={"stream_management": options})
 
 
-async def alice_and_phone(own, im, clients, proxy) -> tuple:
+async def alice_and_phone(own, im, clients, proxy, **options) -> tuple:
     """alice (an ordinary client) and bob's phone (slixmpp with stream management, through
     the proxy), both online and subscribed to each other; alice has seen the phone's
     presence, and her inbox holds no presence of it any more."""
     alice = await im.user(own, "alice")
     bob_jid, bob_password = own.new_account("bob")
-    phone = SmClient(f"{bob_jid}/phone", bob_password)
+    phone = SmClient(f"{bob_jid}/phone", bob_password, **options)
     clients.made.append(phone)
     await phone.start(proxy)
     enabled = await phone.sm_ready()
@@ -124,6 +124,35 @@ async def test_messages_sent_while_cut_arrive_once_after_resumption(make_im_serv
     # And so is its presence: a new resource of alice's probes and finds the phone available.
     tablet = await im.online(own, f"{alice.bare}/tablet", alice.account_password)
     await tablet.inbox.expect(is_presence("available", frm=full_before), "the phone's presence, probed")
+
+
+async def test_slixmpp_acks_and_resumes_across_the_32_bit_wrap(make_im_server, im, clients, proxies):
+    # XEP-0198 §4: h wraps at 2^32. The server's counters start 3 below it (counter_start),
+    # and slixmpp's are set to the same start: both wrap within the first few stanzas.
+    start = 2 ** 32 - 3
+    own = sm_server(make_im_server, "sm-wrap-slixmpp", counter_start=start)
+    proxy = await proxies(own)
+    alice, phone = await alice_and_phone(own, im, clients, proxy, counter_start=start)
+    assert phone.sm.handled < start, "the phone's received count did not wrap"
+    before = [alice.message(phone.full, f"before the cut {i}") for i in range(3)]
+    for mid in before:
+        await phone.inbox.expect(is_message(mid=mid), f"message {mid}")
+    await phone.sync()
+    # What slixmpp has sent in all, by its own books: acknowledged + still queued.
+    sent = (phone.sm.last_ack + len(phone.sm.unacked_queue)) % 2 ** 32
+    assert sent < start, "the phone's sent count did not wrap"
+
+    await phone.cut()
+    during = [alice.message(phone.full, f"while cut {i}") for i in range(3)]
+    await alice.sync()
+    assert await phone.reconnect(proxy.port) == "resumed", f"failed: {[str(f) for f in phone.failed]}"
+    assert int(phone.resumed[-1].get("h")) == sent, str(phone.resumed[-1])
+    for mid in during:
+        await phone.inbox.expect(is_message(mid=mid), f"message {mid} sent while cut")
+    marker = alice.message(phone.full, "marker")
+    await phone.inbox.expect(is_message(mid=marker), "the marker")
+    assert count_ids(phone, before + during) == {mid: 1 for mid in before + during}
+    assert phone.stream_errors == []
 
 
 async def expire_with_messages(own, im, clients, proxy) -> tuple:
