@@ -218,6 +218,24 @@ async def test_ack_sent_before_closing_is_honoured(make_im_server, im, raw):
     assert {mid: counts[mid] for mid in ids} == {ids[0]: 0, ids[1]: 0, ids[2]: 0, ids[3]: 1, ids[4]: 1}
 
 
+async def test_acking_more_than_was_sent_is_a_stream_error(make_im_server, im, raw):
+    own = sm_server(make_im_server, "sm-too-high")
+    alice = await im.user(own, "alice")
+    jid, password = own.new_account("bob")
+    stream = await raw(own.port, jid, password, "desk")
+    assert (await stream.enable()).tag == sm("enabled")
+    mid = alice.message(stream.jid, "one")
+    await stream.read_until(lambda el: el.get("id") == mid, "the message")
+    stream.ack(5)
+    # XEP-0198 §4: undefined-condition with <handled-count-too-high h send-count/>.
+    error = await stream.read_until(lambda el: el.tag == "{http://etherx.jabber.org/streams}error",
+                                    "a stream error")
+    too_high = error.find(sm("handled-count-too-high"))
+    assert error.find("{urn:ietf:params:xml:ns:xmpp-streams}undefined-condition") is not None, describe(error)
+    assert too_high is not None, describe(error)
+    assert (too_high.get("h"), too_high.get("send-count")) == ("5", "1"), describe(error)
+
+
 # -- resumption ------------------------------------------------------------------------
 
 
