@@ -37,6 +37,8 @@ BATCH = 5
 #: ~150 messages/s, so the kills hit traffic in flight while the archive stays small
 #: enough to read back quickly.
 PACE = 0.03
+#: Most seconds the receiver stays away after losing its connection.
+RECEIVER_AWAY = 1.5
 #: Errors a client expects while the server is down or restarting.
 DOWN = (OSError, StreamClosed, asyncio.TimeoutError, AssertionError)
 
@@ -95,10 +97,13 @@ class Sender:
 class Receiver:
     """Receives the numbers, acknowledging each message as soon as it is read (XEP-0198 §4
     allows an unrequested `<a/>`), and reconnects after each kill: first trying to resume,
-    then with a new session and initial presence (which brings the offline messages)."""
+    then with a new session and initial presence (which brings the offline messages). Like
+    a phone, it comes back a random while after the server does, so messages pile up
+    offline meanwhile and later kills can hit their delivery."""
 
-    def __init__(self, server, jid: str, password: str, sender: str):
+    def __init__(self, server, jid: str, password: str, sender: str, rng: random.Random):
         self.server, self.jid, self.password, self.sender = server, jid, password, sender
+        self.rng = rng
         #: (number, 'live' or 'offline') in the order received.
         self.got: list[tuple[int, str]] = []
         self.resume_answers: list[str] = []
@@ -131,7 +136,8 @@ class Receiver:
                 await stream.close(timeout=5)
                 previd = None
             except DOWN:
-                await asyncio.sleep(0.05)
+                # Away a while (not a synchronisation: the phone is out of coverage).
+                await asyncio.sleep(self.rng.uniform(0.05, RECEIVER_AWAY))
             finally:
                 if stream is not None:
                     h = stream.h
@@ -163,7 +169,7 @@ async def test_no_acknowledged_message_is_lost_when_the_server_is_killed(make_im
     rng = random.Random(seed)
 
     sender = Sender(own, sender_jid, sender_password, receiver_jid)
-    receiver = Receiver(own, receiver_jid, receiver_password, sender_jid)
+    receiver = Receiver(own, receiver_jid, receiver_password, sender_jid, rng)
     stop_sending, stop_receiving = asyncio.Event(), asyncio.Event()
     tasks = [asyncio.ensure_future(receiver.run(stop_receiving)), asyncio.ensure_future(sender.run(stop_sending))]
     started = time.monotonic()
