@@ -675,8 +675,11 @@ impl Session {
                 // Only a session still bound is cleaned up here: a replaced one was by the
                 // session that replaced it. Modules get its last state with the event.
                 let still_bound = self.server.sessions.unbind(&jid, id);
-                // What the client never got (or never acknowledged) goes elsewhere.
+                // What the client never got (or never acknowledged) goes elsewhere, before
+                // contacts hear it left: a client that reconnects on seeing that finds it
+                // stored (or already at its other resources).
                 let unsent = self.unsent();
+                Box::pin(crate::router::reroute_unsent(&self.server, &jid, unsent)).await;
                 if let Some(last) = still_bound {
                     let ctx = crate::module::Ctx {
                         server: self.server.clone(),
@@ -688,7 +691,6 @@ impl Session {
                     };
                     Box::pin(self.server.modules.on_session(&ctx, &closed)).await;
                 }
-                Box::pin(crate::router::reroute_unsent(&self.server, &jid, unsent)).await;
                 tracing::info!(reason = %end, "session ended");
             }
             _ => {

@@ -76,10 +76,17 @@ impl Module for Offline {
             .await
         {
             Ok(()) => {
-                ctx.server
-                    .modules
-                    .on_message_waiting(ctx, to, None, msg)
-                    .await;
+                // A resource may have become available since the router found none (a
+                // message handed on by a session that just ended races with the next
+                // login): then it gets this message now, not at some later login.
+                if let Some((jid, id)) = available_session(ctx, to) {
+                    self.deliver_backlog(ctx, &jid, id);
+                } else {
+                    ctx.server
+                        .modules
+                        .on_message_waiting(ctx, to, None, msg)
+                        .await;
+                }
                 Flow::Handled
             }
             Err(StoreError::QuotaExceeded) => {
@@ -96,20 +103,28 @@ impl Module for Offline {
     }
 
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
-        let SessionEvent::Available { jid, id } = event else {
-            return;
-        };
+        if let SessionEvent::Available { jid, id } = event {
+            self.deliver_backlog(ctx, jid, *id);
+        }
+    }
+}
+
+impl Offline {
+    /// Delivers the account's stored messages to session `id`, unless a delivery is
+    /// running: then that one runs again for this session once done (it reads the store
+    /// afresh, so what was stored meanwhile goes too).
+    fn deliver_backlog(&self, ctx: &Ctx, jid: &FullJid, id: SessionId) {
         let user = jid.bare();
         {
             let mut delivering = lock(&self.delivering);
             if let Some(next) = delivering.get_mut(&user) {
-                *next = Some((jid.clone(), *id));
+                *next = Some((jid.clone(), id));
                 return;
             }
             delivering.insert(user.clone(), None);
         }
         let (ctx, delivering) = (ctx.clone(), self.delivering.clone());
-        let (mut jid, mut id) = (jid.clone(), *id);
+        let (mut jid, mut id) = (jid.clone(), id);
         tokio::spawn(async move {
             loop {
                 if let Err(e) = deliver_stored(&ctx, &jid, id).await {
@@ -126,6 +141,19 @@ impl Module for Offline {
             }
         });
     }
+}
+
+/// An available resource of `user` with a non-negative priority (one that offline
+/// messages are for, RFC 6121 §8.5.2.1.1), and its session.
+fn available_session(ctx: &Ctx, user: &BareJid) -> Option<(FullJid, SessionId)> {
+    let sessions = &ctx.server.sessions;
+    sessions
+        .resources_where(user, |s| s.available && s.priority >= 0)
+        .into_iter()
+        .find_map(|jid| {
+            let (id, ()) = sessions.update_session(&jid, |_| ())?;
+            Some((jid, id))
+        })
 }
 
 async fn fail(ctx: &Ctx, msg: &Element, e: StoreError) -> Flow {
