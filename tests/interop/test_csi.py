@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from interop_support import NS_CHATSTATES, TIMEOUT, befriend, is_message, is_presence
-from sm_support import NS_CSI, CsiClient
+from sm_support import NS_CSI, CsiClient, SmClient
 
 
 def chat_state(state: str) -> list[ET.Element]:
@@ -154,3 +154,39 @@ async def test_active_delivers_everything_held_in_order(people):
     # Active again: a presence arrives by itself, nothing needs to push it out.
     alice.presence(status="a3")
     await phone.inbox.expect(is_presence("available", frm=alice.full, status="a3"), "a presence after <active/>")
+
+
+async def test_what_was_held_survives_a_cut_and_arrives_after_resumption(make_im_server, im, clients, proxies):
+    # A phone is typically inactive when its connection dies: what the server held for it
+    # must not be lost with the connection, nor delivered twice (XEP-0198 §5 resends what
+    # was not acknowledged; held stanzas were never even sent).
+    own = make_im_server("csi-sm", sections={"stream_management": {}})
+    proxy = await proxies(own)
+    alice = await im.user(own, "alice")
+    bob_jid, bob_password = own.new_account("bob")
+    phone = SmClient(f"{bob_jid}/phone", bob_password)
+    clients.made.append(phone)
+    await phone.start(proxy)
+    await phone.sm_ready()
+    await phone.online()
+    await befriend(phone, alice)
+    await phone.inbox.expect(is_presence("available", frm=alice.full), "alice's presence")
+    laptop = await im.online(own, f"{bob_jid}/laptop", bob_password)
+
+    phone.plugin["xep_0352"].send_inactive()
+    await phone.sync()
+    since = len(phone.inbox.history)
+    alice.presence(status="away for lunch")
+    alice.message(phone.full, extra=chat_state("composing"))
+    await settle(laptop, alice, "alice settled")
+    assert seen(phone, since, {alice.bare}) == [], "delivered to an inactive client at once"
+
+    await phone.cut()
+    urgent = alice.message(phone.full, "are you there?")
+    await alice.sync()
+    assert await phone.reconnect(proxy.port) == "resumed", [str(f) for f in phone.failed]
+    await phone.inbox.expect(is_message(mid=urgent), "the message sent while cut")
+    marker = alice.message(phone.full, "marker")
+    await phone.inbox.expect(is_message(mid=marker), "the marker")
+    assert seen(phone, since, {alice.bare}) == [
+        "presence alice away for lunch", "state alice composing", "body alice are you there?", "body alice marker"]

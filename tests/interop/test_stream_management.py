@@ -24,24 +24,10 @@ import aioxmpp.dispatcher
 import pytest
 
 from interop_support import HOST, NS_DELAY, TIMEOUT, befriend, is_message, is_presence
-from sm_support import CutProxy, SmClient, advertises_mam, archived_messages, failed_condition
+from sm_support import SmClient, advertises_mam, archived_messages, failed_condition
 
 #: Seconds to wait for something the server does on a timer (a detached session expiring).
 SLOW = 30.0
-
-
-@pytest.fixture
-async def proxies():
-    made: list[CutProxy] = []
-
-    async def make(server) -> CutProxy:
-        proxy = await CutProxy(server).start()
-        made.append(proxy)
-        return proxy
-
-    yield make
-    for proxy in made:
-        await proxy.close()
 
 
 def sm_server(make_im_server, name: str, **options):
