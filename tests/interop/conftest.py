@@ -5,6 +5,7 @@
 - `closed_server`: a second server whose config has `[registration] open = false`.
 - `make_server`: servers of a test's own, e.g. with other `[limits]`.
 - `clients`: a factory that logs slixmpp clients in and disconnects them after the test.
+- `proxies`: proxies that cut a client off without the server noticing (sm_support.py).
 
 When a test fails, the part of each server's stderr log written during that test is added
 to its report. Each server's directory (config, data, log) is removed when it stops,
@@ -200,3 +201,24 @@ class _TranscriptReport:
 
 def pytest_configure(config):
     config.pluginmanager.register(_TranscriptReport(), "corvid-im-transcripts")
+
+
+# -- stream management ---------------------------------------------------------------------
+
+from sm_support import CutProxy  # noqa: E402
+
+
+@pytest.fixture
+async def proxies():
+    """`await proxies(server)` starts a CutProxy in front of `server`'s STARTTLS port; all
+    are closed after the test."""
+    made: list[CutProxy] = []
+
+    async def make(server) -> CutProxy:
+        proxy = await CutProxy(server).start()
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        await proxy.close()

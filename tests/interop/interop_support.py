@@ -826,6 +826,21 @@ class ImServer(CorvidServer):
         code = self.stop()
         if code != 0:
             raise RuntimeError(f"corvid ({self.name}) exited with {code} after SIGTERM:\n{self.log_text()[-4000:]}")
+        self.relaunch()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a power cut ends corvid: none of its shutdown code runs.
+        `relaunch()` starts it again."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT)
+        with open(self.log_path, "ab") as log:
+            log.write(b"\n[interop] corvid killed with SIGKILL\n")
+
+    def relaunch(self) -> None:
+        """Starts corvid again after `stop()` or `kill()`: same binary, config, data directory
+        and ports; returns once both ports listen."""
         with open(self.log_path, "ab") as log:
             log.write(b"\n[interop] restarting corvid\n")
             self.proc = subprocess.Popen(
