@@ -7,14 +7,18 @@
 //! group-commits; nothing in XEP-0313 says a message is archived before it is routed), so
 //! an account whose archive holds fewer than delivered is asked again a few times, a
 //! couple of seconds apart, before the shortfall is reported. Every step is bounded:
-//! pages per account, seconds per page, attempts.
+//! pages per account, seconds per page, attempts, and the whole check (a server still
+//! working through a backlog may answer slowly; the accounts not reached by then are
+//! reported as unchecked).
 
 use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use corvid_proto::time::format_datetime;
 
 use super::Fleet;
-use crate::archive_check::{ArchiveCheck, Fin, page_query, tally};
+use crate::archive_check::{ArchiveCheck, Fin, PageResults, page_query, tally};
 use crate::report::{AccountArchive, ArchiveReport};
 use crate::shared::Shared;
 
@@ -26,6 +30,8 @@ const PAGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Queries of one account's archive while it holds fewer than were delivered.
 const ATTEMPTS: u32 = 5;
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// The whole check, at most.
+const CHECK_LIMIT: Duration = Duration::from_secs(120);
 
 /// Seconds before the run began that the archive window opens: archives stamp with
 /// second precision (Prosody) and the window must not cut off the first messages.
@@ -55,17 +61,32 @@ pub async fn verify(
         ..ArchiveReport::default()
     };
     let mut query = 0u32;
+    let deadline = Instant::now() + CHECK_LIMIT;
     for &index in accounts {
         let mut account = AccountArchive {
             jid: shared.accounts.bare_jid(index),
             ..AccountArchive::default()
         };
+        let reader = Reader {
+            check,
+            fleet,
+            index,
+            start,
+            deadline,
+        };
         for attempt in 1..=ATTEMPTS {
             let traffic = check.traffic(index);
             account.queued = traffic.queued();
             account.delivered = traffic.delivered();
+            if Instant::now() >= deadline {
+                account.error = Some(format!(
+                    "not read: the check's {} s had passed",
+                    CHECK_LIMIT.as_secs()
+                ));
+                break;
+            }
             account.attempts = attempt;
-            match read_archive(check, fleet, index, start, &mut query).await {
+            match reader.read_archive(&mut query).await {
                 Ok(read) => {
                     (account.archived, account.duplicates) = tally(&read.markers);
                     account.other = read.results - read.markers.len() as u64;
@@ -74,7 +95,8 @@ pub async fn verify(
                 }
                 Err(e) => account.error = Some(e),
             }
-            if account.error.is_some() || account.archived >= account.delivered {
+            let done = account.error.is_some() || account.archived >= account.delivered;
+            if done || attempt == ATTEMPTS {
                 break;
             }
             tokio::time::sleep(RETRY_AFTER).await;
@@ -93,73 +115,77 @@ struct Read {
     incomplete: Option<String>,
 }
 
-async fn read_archive(
-    check: &ArchiveCheck,
-    fleet: &Fleet,
+/// One account's archive being read, and the limit of the whole check.
+struct Reader<'a> {
+    check: &'a ArchiveCheck,
+    fleet: &'a Fleet,
     index: u32,
-    start: &str,
-    query: &mut u32,
-) -> Result<Read, String> {
-    let mut read = Read {
-        markers: Vec::new(),
-        results: 0,
-        pages: 0,
-        incomplete: None,
-    };
-    let mut after: Option<String> = None;
-    loop {
-        if read.pages == MAX_PAGES {
-            read.incomplete = Some(format!("stopped after {MAX_PAGES} pages"));
-            return Ok(read);
-        }
-        *query += 1;
-        let id = format!("verify{query}");
-        let (page, fin) = fetch_page(check, fleet, index, &id, start, after.as_deref()).await?;
-        read.pages += 1;
-        read.results += page.results;
-        let empty = page.results == 0;
-        read.markers.extend(page.markers);
-        // XEP-0313 §4.3: `complete` marks the last page; an empty page or one without a
-        // <last/> id to page from ends it too (servers that omit `complete`).
-        match fin.last {
-            Some(last) if !fin.complete && !empty => after = Some(last),
-            _ => return Ok(read),
-        }
-    }
+    start: &'a str,
+    deadline: Instant,
 }
 
-async fn fetch_page(
-    check: &ArchiveCheck,
-    fleet: &Fleet,
-    index: u32,
-    id: &str,
-    start: &str,
-    after: Option<&str>,
-) -> Result<(crate::archive_check::PageResults, Fin), String> {
-    check.begin(id);
-    if !fleet.send(index, page_query(id, start, after)) {
-        check.take();
-        return Err("the session is gone".into());
-    }
-    let deadline = tokio::time::Instant::now() + PAGE_TIMEOUT;
-    // A wake-up left over from an earlier page only costs one more look.
-    while !check.ended() {
-        if tokio::time::timeout_at(deadline, check.wait())
-            .await
-            .is_err()
-        {
-            check.take();
-            return Err(format!(
-                "no answer to an archive query in {} s",
-                PAGE_TIMEOUT.as_secs()
-            ));
+impl Reader<'_> {
+    async fn read_archive(&self, query: &mut u32) -> Result<Read, String> {
+        let mut read = Read {
+            markers: Vec::new(),
+            results: 0,
+            pages: 0,
+            incomplete: None,
+        };
+        let mut after: Option<String> = None;
+        loop {
+            if read.pages == MAX_PAGES {
+                read.incomplete = Some(format!("stopped after {MAX_PAGES} pages"));
+                return Ok(read);
+            }
+            *query += 1;
+            let (page, fin) = self
+                .fetch_page(&format!("verify{query}"), after.as_deref())
+                .await?;
+            read.pages += 1;
+            read.results += page.results;
+            let empty = page.results == 0;
+            read.markers.extend(page.markers);
+            // XEP-0313 §4.3: `complete` marks the last page; an empty page or one without a
+            // <last/> id to page from ends it too (servers that omit `complete`).
+            match fin.last {
+                Some(last) if !fin.complete && !empty => after = Some(last),
+                _ => return Ok(read),
+            }
         }
     }
-    let mut page = check.take();
-    match page.end.take() {
-        Some(Ok(fin)) => Ok((page, fin)),
-        Some(Err(e)) => Err(format!("archive query {e}")),
-        None => Err("archive query ended without an answer".into()),
+
+    async fn fetch_page(
+        &self,
+        id: &str,
+        after: Option<&str>,
+    ) -> Result<(PageResults, Fin), String> {
+        let check = self.check;
+        check.begin(id);
+        if !self
+            .fleet
+            .send(self.index, page_query(id, self.start, after))
+        {
+            check.take();
+            return Err("the session is gone".into());
+        }
+        let deadline = (Instant::now() + PAGE_TIMEOUT).min(self.deadline);
+        // A wake-up left over from an earlier page only costs one more look.
+        while !check.ended() {
+            if tokio::time::timeout_at(deadline, check.wait())
+                .await
+                .is_err()
+            {
+                check.take();
+                return Err("no answer to an archive query in time".into());
+            }
+        }
+        let mut page = check.take();
+        match page.end.take() {
+            Some(Ok(fin)) => Ok((page, fin)),
+            Some(Err(e)) => Err(format!("archive query {e}")),
+            None => Err("archive query ended without an answer".into()),
+        }
     }
 }
 
