@@ -10,6 +10,7 @@
 #   (restart the server, so idle memory is measured from a clean baseline)
 #   idle         N idle authenticated TLS sessions: server memory per session
 #   login-storm  logins/s with no arrival pacing (bounded by --max-pending)
+#   chat         one-to-one chat at one fixed rate (--chat-rate, default 10,000 msgs/s)
 #   chat-ramp    one-to-one chat at rising rates until p99 > 100 ms: the sustained rate
 #   presence     K mutual contacts per user (made through subscribe/subscribed), presence
 #                changes at a rate: deliveries/s to contacts
@@ -27,15 +28,25 @@
 # the idle sessions cost, allocation site by allocation site.
 # Profiling slows Corvid: take figures from a run without it.
 #
+# --archive turns the message archive (XEP-0313) on in all three servers, archiving every
+# one-to-one message with a body for both parties: Corvid's mam module (`[mam] default =
+# "always"`; without --archive it is disabled), Prosody's mod_mam (default_archive_policy =
+# true) on mod_storage_sql with SQLite (lua-dbi-sqlite3), ejabberd's mod_mam (default:
+# always, db_type: sql) on SQLite (erlang-p1-sqlite3). Every archive lives in a SQLite
+# file; bench/README.md says what each server syncs to disk when. The chat scenarios then
+# end by reading --verify-archive N accounts' archives (default 10): every message of the
+# run delivered from or to them must be there, once. The results are <date>-mam.md/json.
+#
 # The bench shares the 2 cores with the server under test: every table states the
 # client's CPU too. Defaults finish in about eleven minutes here; flags scale up.
 #
 # Usage: bench/compare.sh [--servers "corvid prosody ejabberd"] [--idle-users N]
-#          [--chat-users N] [--storm-users N] [--ramp "START GROWTH% MAX SECS"]
+#          [--chat-users N] [--chat-rate R] [--chat-secs S] [--archive] [--verify-archive N]
+#          [--storm-users N] [--ramp "START GROWTH% MAX SECS"]
 #          [--occupants M] [--muc-rate R] [--muc-secs S]
 #          [--hold S] [--presence-users N] [--contacts K] [--presence-rate R]
 #          [--pep "PUBLISHERS CONTACTS SILENT RATE SECS"]
-#          [--scenarios "idle login-storm chat-ramp presence muc pep"]
+#          [--scenarios "idle login-storm chat chat-ramp presence muc pep"]
 #          [--mechanism scram-sha-1|scram-sha-256|plain] [--port-base P] [--keep] [--no-build]
 #          [--corvid-bin PATH [--corvid-rev TEXT]]   (another Corvid build; implies --no-build)
 #          [--profile] [--heap-profile]
@@ -45,6 +56,11 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SERVERS="corvid prosody ejabberd"
 IDLE_USERS=10000
 CHAT_USERS=2000
+# chat (fixed rate): msgs/s and seconds; 10,000 msgs/s is the budget with the archive on.
+CHAT_RATE=10000
+CHAT_SECS=30
+ARCHIVE=0
+VERIFY_ARCHIVE=10
 STORM_USERS=2000
 # chat-ramp: start rate, growth per step (%), max rate, seconds per step.
 RAMP=(500 25 100000 5)
@@ -70,6 +86,8 @@ PORT_BASE=47222
 PROFILE=0
 HEAP_PROFILE=0
 STAMP=$(date +%Y-%m-%d-%H%M)
+# Results of a run with the archive on are told apart by name too.
+RESULT=$STAMP
 # The Corvid binary under test (--corvid-bin); the tables name its version with
 # --corvid-rev (default: this checkout's `git describe`).
 CORVID_BIN="$ROOT/target/release/corvid"
@@ -80,6 +98,10 @@ while [ $# -gt 0 ]; do
         --servers) SERVERS=$2; shift 2 ;;
         --idle-users) IDLE_USERS=$2; shift 2 ;;
         --chat-users) CHAT_USERS=$2; shift 2 ;;
+        --chat-rate) CHAT_RATE=$2; shift 2 ;;
+        --chat-secs) CHAT_SECS=$2; shift 2 ;;
+        --archive) ARCHIVE=1; shift ;;
+        --verify-archive) VERIFY_ARCHIVE=$2; shift 2 ;;
         --storm-users) STORM_USERS=$2; shift 2 ;;
         --ramp) read -r -a RAMP <<<"$2"; shift 2 ;;
         --occupants) OCCUPANTS=$2; shift 2 ;;
@@ -99,7 +121,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift ;;
         --profile) PROFILE=1; shift ;;
         --heap-profile) HEAP_PROFILE=1; shift ;;
-        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,53p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -114,7 +136,7 @@ wanted presence && PEP_FIRST=$((PRESENCE_USERS + 1))
 # Register the accounts the chosen scenarios use.
 ACCOUNTS=1
 wanted idle && [ "$IDLE_USERS" -gt "$ACCOUNTS" ] && ACCOUNTS=$IDLE_USERS
-wanted chat-ramp && [ "$CHAT_USERS" -gt "$ACCOUNTS" ] && ACCOUNTS=$CHAT_USERS
+{ wanted chat || wanted chat-ramp; } && [ "$CHAT_USERS" -gt "$ACCOUNTS" ] && ACCOUNTS=$CHAT_USERS
 wanted login-storm && [ "$STORM_USERS" -gt "$ACCOUNTS" ] && ACCOUNTS=$STORM_USERS
 wanted muc && [ "$OCCUPANTS" -gt "$ACCOUNTS" ] && ACCOUNTS=$OCCUPANTS
 wanted presence && [ "$PRESENCE_USERS" -gt "$ACCOUNTS" ] && ACCOUNTS=$PRESENCE_USERS
@@ -152,10 +174,19 @@ if [ "$(ulimit -n)" -lt $((IDLE_USERS + 1000)) ]; then
     exit 2
 fi
 
+installed() { dpkg-query -W -f '${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
+
 install_servers() {
     local missing=()
     command -v prosody >/dev/null || missing+=(prosody)
     command -v ejabberdctl >/dev/null || missing+=(ejabberd)
+    # The archives' SQLite drivers: LuaDBI for Prosody's mod_storage_sql, p1_sqlite3 for
+    # ejabberd's sql_type: sqlite.
+    if [ "$ARCHIVE" = 1 ]; then
+        installed lua-dbi-sqlite3 || missing+=(lua-dbi-sqlite3)
+        installed erlang-p1-sqlite3 || missing+=(erlang-p1-sqlite3)
+        command -v sqlite3 >/dev/null || missing+=(sqlite3)
+    fi
     [ ${#missing[@]} -eq 0 ] && return
     log "installing ${missing[*]}"
     # Keep the packages from starting system services; we start our own instances.
@@ -231,6 +262,13 @@ unauthenticated_timeout_secs = 120
 [log]
 level = "warn"
 EOF
+    # XEP-0313: both parties' copy of every one-to-one message with a body, into the
+    # SQLite archive (WAL, synchronous=FULL, group-committed); off unless --archive.
+    if [ "$ARCHIVE" = 1 ]; then
+        printf '\n[mam]\ndefault = "always"\n' >>"$WORK/corvid/corvid.toml"
+    else
+        printf '\n[modules]\ndisabled = ["mam"]\n' >>"$WORK/corvid/corvid.toml"
+    fi
 }
 
 write_prosody_config() {
@@ -239,6 +277,18 @@ write_prosody_config() {
     # scenarios' figures stay comparable with earlier runs.
     local pep=""
     wanted pep && pep=', "pep"'
+    # XEP-0313 with --archive: mod_mam archiving every one-to-one message of every account
+    # (default_archive_policy = true), never expiring, in SQLite through mod_storage_sql;
+    # everything else stays in the internal (file) store as without it.
+    local mam="" storage='storage = "internal"'
+    if [ "$ARCHIVE" = 1 ]; then
+        mam=', "mam"'
+        storage="default_storage = \"internal\"
+storage = { archive = \"sql\" }
+sql = { driver = \"SQLite3\"; database = \"$WORK/prosody/data/prosody.sqlite\" }
+default_archive_policy = true
+archive_expires_after = \"never\""
+    fi
     cat >"$WORK/prosody/prosody.cfg.lua" <<EOF
 pidfile = "$WORK/prosody/prosody.pid"
 data_path = "$WORK/prosody/data"
@@ -246,10 +296,10 @@ log = { { levels = { min = "warn" }, to = "file", filename = "$WORK/prosody/pros
 interfaces = { "127.0.0.1" }
 c2s_ports = { ${PORT[prosody]} }
 c2s_direct_tls_ports = { ${TLS_PORT[prosody]} }
-modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "register", "offline", "posix"$pep }
+modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "register", "offline", "posix"$pep$mam }
 modules_disabled = { "s2s" }
 authentication = "internal_hashed"
-storage = "internal"
+$storage
 allow_registration = true
 c2s_require_encryption = true
 -- A deeper accept queue than the default 128 (ejabberd's default is 5), and no Nagle
@@ -275,8 +325,20 @@ write_ejabberd_config() {
   mod_pubsub:
     plugins: [flat, pep]"
     fi
+    # XEP-0313 with --archive: mod_mam archiving every message (default: always) in SQLite
+    # (sql_type: sqlite; ejabberd creates the tables from its lite.sql on first start);
+    # accounts, rosters and offline storage stay in mnesia as without it.
+    local sql="" mam=""
+    if [ "$ARCHIVE" = 1 ]; then
+        sql="sql_type: sqlite
+sql_database: \"$WORK/ejabberd/spool/archive.db\""
+        mam="  mod_mam:
+    db_type: sql
+    default: always"
+    fi
     cat >"$WORK/ejabberd/ejabberd.yml" <<EOF
 hosts: [localhost]
+$sql
 loglevel: warning
 certfiles: ["$WORK/combined.pem"]
 listen:
@@ -334,6 +396,7 @@ modules:
     max_users: 10000
     max_users_presence: 10000
 $pep
+$mam
 EOF
     # Debian's /etc/ejabberd/ejabberdctl.cfg would point back at the system config.
     cat >"$WORK/ejabberd/ejabberdctl.cfg" <<EOF
@@ -518,10 +581,20 @@ run_server() {
         stop_server
         return 0
     fi
+    # ejabberd opens its ports before its SQL pool is up (archiving fails for the first
+    # messages, "Hook user_send_packet crashed … ejabberd_sql_localhost_1"): with the
+    # archive on, every server gets a few seconds to settle.
+    [ "$ARCHIVE" = 1 ] && sleep 5
     wanted idle && bench "$name" idle "$IDLE_USERS" --arrival-rate 1000 -- --hold "$HOLD"
     wanted login-storm && bench "$name" login-storm "$STORM_USERS"
+    # With the archive on, the chat scenarios end by reading sampled accounts' archives.
+    # The ramp first: a fixed rate a server cannot keep leaves a backlog behind it.
+    local verify=()
+    [ "$ARCHIVE" = 1 ] && verify=(--verify-archive "$VERIFY_ARCHIVE")
     wanted chat-ramp && bench "$name" chat-ramp "$CHAT_USERS" -- --start "${RAMP[0]}" \
-        --growth "${RAMP[1]}" --max "${RAMP[2]}" --step-secs "${RAMP[3]}"
+        --growth "${RAMP[1]}" --max "${RAMP[2]}" --step-secs "${RAMP[3]}" "${verify[@]}"
+    wanted chat && bench "$name" chat "$CHAT_USERS" -- --rate "$CHAT_RATE" \
+        --duration "$CHAT_SECS" "${verify[@]}"
     wanted presence && bench "$name" presence "$PRESENCE_USERS" -- --contacts "$CONTACTS" \
         --rate "$PRESENCE_RATE" --duration "$PRESENCE_SECS"
     wanted muc && bench "$name" muc "$OCCUPANTS" -- --rooms 1 --occupants "$OCCUPANTS" \
@@ -529,6 +602,26 @@ run_server() {
     wanted pep && bench "$name" pep "$PEP_USERS" --first "$PEP_FIRST" -- --publishers "${PEP[0]}" \
         --contacts "${PEP[1]}" --silent "${PEP[2]}" --rate "${PEP[3]}" --duration "${PEP[4]}"
     stop_server
+    count_archive_rows "$name"
+}
+
+# With the archive on, the rows in the server's archive table once it has stopped: every
+# chat message of the run should be there twice (sender's and recipient's copy). A check
+# of the whole archive beside --verify-archive's sampled accounts.
+count_archive_rows() {
+    [ "$ARCHIVE" = 1 ] || return 0
+    local name=$1 db table rows
+    case "$name" in
+        corvid) db=$WORK/corvid/data/corvid.sqlite; table=archive_messages ;;
+        prosody) db=$WORK/prosody/data/prosody.sqlite; table=prosodyarchive ;;
+        ejabberd) db=$WORK/ejabberd/spool/archive.db; table=archive ;;
+    esac
+    if ! rows=$(sqlite3 "$db" "SELECT COUNT(*) FROM $table" 2>&1); then
+        log "$name: cannot count archive rows: $rows"
+        return 0
+    fi
+    log "$name: $rows rows in its archive"
+    printf '{"rows": %s}\n' "$rows" >"$WORK/$name-archive-rows.json"
 }
 
 install_servers
@@ -548,14 +641,22 @@ mkdir -p "$ROOT/bench/results"
 SETTINGS=()
 wanted idle && SETTINGS+=(--setting "idle sessions=$IDLE_USERS")
 wanted login-storm && SETTINGS+=(--setting "login-storm users=$STORM_USERS")
-wanted chat-ramp && SETTINGS+=(--setting "chat users=$CHAT_USERS" --setting "chat ramp: from ${RAMP[0]} msgs/s, +${RAMP[1]}% per ${RAMP[3]}-s step, up to ${RAMP[2]} msgs/s; a step fails when p99 > 100 ms or > 1% is lost")
+{ wanted chat || wanted chat-ramp; } && SETTINGS+=(--setting "chat users=$CHAT_USERS")
+wanted chat && SETTINGS+=(--setting "chat: $CHAT_RATE msgs/s for ${CHAT_SECS}s, open loop, each from a random account to another's bare JID")
+wanted chat-ramp && SETTINGS+=(--setting "chat ramp: from ${RAMP[0]} msgs/s, +${RAMP[1]}% per ${RAMP[3]}-s step, up to ${RAMP[2]} msgs/s; a step fails when p99 > 100 ms or > 1% is lost")
 wanted presence && SETTINGS+=(--setting "presence: $PRESENCE_USERS users × $CONTACTS contacts, $PRESENCE_RATE changes/s for ${PRESENCE_SECS}s")
 wanted muc && SETTINGS+=(--setting "muc=1 room × $OCCUPANTS occupants at $MUC_RATE msgs/s for ${MUC_SECS}s")
 wanted pep && SETTINGS+=(--setting "pep: ${PEP[0]} publishers × ${PEP[1]} contacts with tune+notify (+ ${PEP[2]} without), all mutual, ${PEP[3]} items/s for ${PEP[4]}s (accounts from ${PREFIX}${PEP_FIRST}); Prosody with mod_pep, ejabberd with mod_pubsub (pep plugin) and mod_caps, loaded only when pep runs")
 [ -n "$CORVID_REV" ] && SETTINGS+=(--corvid-rev "$CORVID_REV")
+if [ "$ARCHIVE" = 1 ]; then
+    RESULT=$STAMP-mam
+    SETTINGS+=(--archive --setting "archive check: $VERIFY_ARCHIVE accounts spread over the fleet read their own archive (mam:2 query from just before the run, RSM pages) after the chat; each must hold every message of the run delivered from or to it, once")
+else
+    SETTINGS+=(--setting "message archive (XEP-0313) off on every server (Corvid \`[modules] disabled = [\"mam\"]\`, Prosody and ejabberd without mod_mam)")
+fi
 python3 "$ROOT/bench/results_table.py" --work "$WORK" --servers "$SERVERS" --scenarios "$SCENARIOS" \
-    --json-out "$ROOT/bench/results/$STAMP.json" "${SETTINGS[@]}" \
+    --json-out "$ROOT/bench/results/$RESULT.json" "${SETTINGS[@]}" \
     --setting "SASL=$MECHANISM over STARTTLS, same self-signed ECDSA P-256 certificate" \
-    >"$ROOT/bench/results/$STAMP.md"
-log "wrote bench/results/$STAMP.md"
-cat "$ROOT/bench/results/$STAMP.md"
+    >"$ROOT/bench/results/$RESULT.md"
+log "wrote bench/results/$RESULT.md"
+cat "$ROOT/bench/results/$RESULT.md"

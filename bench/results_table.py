@@ -47,6 +47,37 @@ def sustained_cpu(report, who):
     return None
 
 
+def per_message_us(cpu_percent, rate):
+    """Server CPU time per message, in µs: (share of a core) / (messages per second)."""
+    if cpu_percent is None or not rate:
+        return None
+    return cpu_percent / 100.0 / rate * 1e6
+
+
+def archive_found(report):
+    """'found / delivered' in the sampled archives, as text (no ratio)."""
+    a = dig(report, "archive")
+    if not a:
+        return None
+    return f"{a['archived']:,} / {a['delivered']:,} ({len(a['accounts'])} accounts)"
+
+
+def rows_per_message(report):
+    rows, sent = dig(report, "rows"), dig(report, "chat_sent")
+    if rows is None or not sent:
+        return None
+    return rows / sent
+
+
+def chat_sent(reports):
+    """Chat messages the generator sent in the chat and chat-ramp scenarios of a server."""
+    total = 0
+    total += dig(reports.get("chat"), "messages", "sent") or 0
+    for step in dig(reports.get("chat-ramp"), "steps") or []:
+        total += step.get("sent") or 0
+    return total
+
+
 def mutual_contacts(report):
     total, rosters = dig(report, "extra", "roster_both_total"), dig(report, "extra", "rosters_fetched")
     if total is not None and rosters:
@@ -62,12 +93,41 @@ def mib_from_kb(value):
     return None if value is None else value / 1024.0
 
 
+ARCHIVE_SETTING = (
+    "- **message archive (XEP-0313) on**: every one-to-one message with a body archived for both parties, "
+    "each server's archive in a SQLite file on this ext4 disk. Corvid `mam` (`[mam] default = \"always\"`): "
+    "WAL with synchronous=FULL, appends group-committed by one writer task after the message is routed "
+    "(a commit, and its fsync, covers every message queued meanwhile). Prosody 0.12 `mod_mam` "
+    "(`default_archive_policy = true`, `archive_expires_after = \"never\"`) on `mod_storage_sql` with "
+    "SQLite3 through LuaDBI: one transaction per message, rollback journal, SQLite's default "
+    "synchronous=FULL (Prosody sets neither). ejabberd 23.01 `mod_mam` (`default: always`, `db_type: sql`, "
+    "`sql_type: sqlite`): one autocommit INSERT per message, rollback journal, synchronous=FULL (SQLite's "
+    "defaults). Accounts, rosters and offline messages stay where they are without the archive (Corvid's "
+    "SQLite, Prosody's files, ejabberd's mnesia). See bench/README.md, \"Durability of the archives\"."
+)
+
 # (label, scenario, extractor, better): better is "higher" or "lower".
 ROWS = [
     ("chat: sustained msgs/s with p99 < 100 ms", "chat-ramp", lambda r: dig(r, "sustained_rate"), "higher"),
     ("chat: p99 at that rate (ms)", "chat-ramp", sustained_p99, "lower"),
     ("chat: server CPU at that rate (% of a core)", "chat-ramp", lambda r: sustained_cpu(r, "server"), "lower"),
+    ("chat: server CPU per message at that rate (µs)", "chat-ramp",
+     lambda r: per_message_us(sustained_cpu(r, "server"), dig(r, "sustained_rate")), "lower"),
     ("chat: bench CPU at that rate (% of a core)", "chat-ramp", lambda r: sustained_cpu(r, "client"), None),
+    ("chat-ramp: archived / delivered in sampled archives", "chat-ramp", archive_found, None),
+    ("chat-ramp: archived twice", "chat-ramp", lambda r: dig(r, "archive", "duplicates"), "lower"),
+    ("chat at a fixed rate: msgs/s offered", "chat", lambda r: dig(r, "params", "rate"), None),
+    ("chat at a fixed rate: msgs/s delivered", "chat", lambda r: dig(r, "messages", "delivered_per_sec"), "higher"),
+    ("chat at a fixed rate: latency p50 (ms)", "chat", lambda r: dig(r, "messages", "latency", "p50_ms"), "lower"),
+    ("chat at a fixed rate: latency p99 (ms)", "chat", lambda r: dig(r, "messages", "latency", "p99_ms"), "lower"),
+    ("chat at a fixed rate: messages lost", "chat", lambda r: dig(r, "messages", "lost"), "lower"),
+    ("chat at a fixed rate: server CPU (% of a core)", "chat", lambda r: dig(r, "server", "cpu_percent_measured"), "lower"),
+    ("chat at a fixed rate: server CPU per message (µs)", "chat",
+     lambda r: per_message_us(dig(r, "server", "cpu_percent_measured"), dig(r, "messages", "delivered_per_sec")), "lower"),
+    ("chat at a fixed rate: archived / delivered in sampled archives", "chat", archive_found, None),
+    ("chat at a fixed rate: archived twice", "chat", lambda r: dig(r, "archive", "duplicates"), "lower"),
+    ("archive: rows in the server's archive table after all chat", "archive-rows", lambda r: dig(r, "rows"), None),
+    ("archive: rows per chat message sent (2 = both parties' copies)", "archive-rows", rows_per_message, None),
     ("idle: server memory per TLS session (KiB)", "idle", lambda r: kib(dig(r, "server", "bytes_per_session")), "lower"),
     ("idle: server RSS with all sessions (MiB)", "idle", lambda r: mib_from_kb(dig(r, "server", "rss_loaded_kb")), "lower"),
     ("idle: sessions held", "idle", lambda r: dig(r, "extra", "sessions_held"), "higher"),
@@ -96,12 +156,14 @@ ROWS = [
     ("pep: mutual subscriptions in rosters after setup", "pep", lambda r: dig(r, "extra", "roster_both_total"), None),
 ]
 
-SCENARIOS = ["register", "idle", "login-storm", "chat-ramp", "presence", "muc", "pep"]
+SCENARIOS = ["register", "idle", "login-storm", "chat", "chat-ramp", "presence", "muc", "pep"]
 
 
 def fmt(value):
     if value is None:
         return "–"
+    if isinstance(value, str):
+        return value
     if isinstance(value, float):
         if value >= 100:
             return f"{value:,.0f}"
@@ -110,7 +172,7 @@ def fmt(value):
 
 
 def ratio(value, base):
-    if value is None or base in (None, 0):
+    if isinstance(value, str) or isinstance(base, str) or value is None or base in (None, 0):
         return "–"
     return f"{value / base:.2f}×"
 
@@ -141,12 +203,16 @@ def main():
     parser.add_argument("--setting", action="append", default=[])
     parser.add_argument("--scenarios", default=" ".join(SCENARIOS))
     parser.add_argument("--corvid-rev", help="the version of the Corvid binary, when not this checkout's")
+    parser.add_argument("--archive", action="store_true", help="the servers ran with the message archive on")
     args = parser.parse_args()
     servers = args.servers.split()
     others = [s for s in servers if s != "corvid"]
     base = "corvid" if "corvid" in servers else None
 
-    reports = {s: {sc: load(args.work, s, sc) for sc in SCENARIOS} for s in servers}
+    reports = {s: {sc: load(args.work, s, sc) for sc in SCENARIOS + ["archive-rows"]} for s in servers}
+    for s in servers:
+        if reports[s]["archive-rows"] is not None:
+            reports[s]["archive-rows"]["chat_sent"] = chat_sent(reports[s])
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(reports, f, indent=2)
@@ -155,7 +221,8 @@ def main():
     corvid_rev = args.corvid_rev or version(["git", "-C", root, "describe", "--always", "--dirty"])
     out = []
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    out.append(f"# Corvid beside Prosody and ejabberd — {now}\n")
+    title = " with the message archive on" if args.archive else ""
+    out.append(f"# Corvid beside Prosody and ejabberd{title} — {now}\n")
     out.append(
         f"Machine: {os.cpu_count()} cores ({cpu_model()}), {platform.system()} {platform.release()}. "
         "Server and load generator share these cores, on loopback.\n"
@@ -165,6 +232,8 @@ def main():
         f"ejabberd {version(['dpkg-query', '-W', '-f', '${Version}', 'ejabberd'])} (Debian packages).\n"
     )
     out.append("Settings:\n")
+    if args.archive:
+        out.append(ARCHIVE_SETTING)
     for s in args.setting:
         out.append(f"- {s}")
     out.append(

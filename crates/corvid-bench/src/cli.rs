@@ -113,6 +113,10 @@ pub enum Scenario {
         /// Seconds of sending.
         #[arg(long, default_value_t = 30)]
         duration: u64,
+        /// Afterwards, read the archives (XEP-0313) of this many accounts and check that
+        /// they hold every message of the run delivered from or to them.
+        #[arg(long, default_value_t = 0)]
+        verify_archive: u32,
     },
     /// Chat at increasing rates until p99 latency passes the limit.
     ChatRamp {
@@ -131,6 +135,9 @@ pub enum Scenario {
         /// The p99 latency, in ms, that ends the ramp.
         #[arg(long, default_value_t = 100.0)]
         p99_limit_ms: f64,
+        /// Afterwards, check this many accounts' archives (XEP-0313), as for chat.
+        #[arg(long, default_value_t = 0)]
+        verify_archive: u32,
     },
     /// Log every session in and keep it idle.
     Idle {
@@ -245,7 +252,7 @@ impl Cli {
 
     fn validate_scenario(&self) -> Result<()> {
         match &self.scenario {
-            Scenario::Chat { rate, duration } => {
+            Scenario::Chat { rate, duration, .. } => {
                 check_rate("--rate", *rate)?;
                 check_duration(*duration)?;
                 if self.users < 2 {
@@ -259,6 +266,7 @@ impl Cli {
                 max,
                 step_secs,
                 p99_limit_ms,
+                ..
             } => {
                 check_rate("--start", *start)?;
                 if let Some(step) = step {

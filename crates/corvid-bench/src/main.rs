@@ -4,9 +4,11 @@
 //! registered in-band or made beforehand) at an arrival rate, runs one scenario (chat,
 //! chat-ramp, idle, login-storm, register, presence, muc, pep) and reports logins/s,
 //! deliveries/s, delivery latency quantiles, errors and disconnects as a table and as
-//! JSON. It only ever connects to loopback addresses, and every phase is bounded in
+//! JSON; with `--verify-archive`, chat also checks that the server archived what it
+//! carried (XEP-0313). It only ever connects to loopback addresses, and every phase is bounded in
 //! time.
 
+mod archive_check;
 mod caps;
 mod cli;
 mod conn;
@@ -105,6 +107,12 @@ async fn run(cli: Cli, target: std::net::SocketAddr) -> Result<()> {
             silent,
         }));
     }
+    if let Scenario::Chat { verify_archive, .. } | Scenario::ChatRamp { verify_archive, .. } =
+        cli.scenario
+        && verify_archive > 0
+    {
+        shared.archive = Some(archive_check::ArchiveCheck::new(shared.run_id, cli.users));
+    }
     let shared = Arc::new(shared);
     let mut run = Run::new(cli.clone(), shared.clone());
     let progress = tokio::spawn(progress::run(
@@ -142,7 +150,11 @@ async fn run(cli: Cli, target: std::net::SocketAddr) -> Result<()> {
 
 async fn run_scenario(run: &mut Run) -> Result<()> {
     match run.cli.scenario.clone() {
-        Scenario::Chat { rate, duration } => chat::chat(run, rate, duration).await,
+        Scenario::Chat {
+            rate,
+            duration,
+            verify_archive,
+        } => chat::chat(run, rate, duration, verify_archive).await,
         Scenario::ChatRamp {
             start,
             step,
@@ -150,6 +162,7 @@ async fn run_scenario(run: &mut Run) -> Result<()> {
             max,
             step_secs,
             p99_limit_ms,
+            verify_archive,
         } => {
             let growth = match (step, growth) {
                 (_, Some(percent)) => chat::Growth::Percent(percent),
@@ -164,6 +177,7 @@ async fn run_scenario(run: &mut Run) -> Result<()> {
                     max,
                     step_secs,
                     p99_limit_ms,
+                    verify_archive,
                 },
             )
             .await

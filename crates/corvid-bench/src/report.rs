@@ -29,6 +29,8 @@ pub struct Report {
     pub disconnects: u64,
     /// Scenario-specific counts (subscriptions made, rooms joined …).
     pub extra: BTreeMap<String, u64>,
+    /// chat and chat-ramp with `--verify-archive`: what the sampled archives held.
+    pub archive: Option<ArchiveReport>,
     pub server: Option<ServerUsage>,
     pub client: ClientUsage,
 }
@@ -76,6 +78,76 @@ pub struct StepReport {
     /// CPU during the step, percent of one core (the box has two, shared by both).
     pub server_cpu_percent: Option<f64>,
     pub client_cpu_percent: Option<f64>,
+}
+
+/// `--verify-archive`: messages of this run found in sampled accounts' archives (XEP-0313).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ArchiveReport {
+    /// The query's `start` (XEP-0082), just before the run began.
+    pub window_start: String,
+    pub accounts: Vec<AccountArchive>,
+    /// Totals over the accounts.
+    pub queued: u64,
+    pub delivered: u64,
+    pub archived: u64,
+    pub duplicates: u64,
+    /// Accounts whose archive held fewer messages than were delivered from and to them,
+    /// or could not be read to the end.
+    pub short: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AccountArchive {
+    pub jid: String,
+    /// Chat messages of this run queued from and to the account.
+    pub queued: u64,
+    /// Of those, delivered (so they passed through the server).
+    pub delivered: u64,
+    /// Distinct messages of this run in its archive.
+    pub archived: u64,
+    /// Messages of this run found more than once.
+    pub duplicates: u64,
+    /// Results of other runs or traffic in the window.
+    pub other: u64,
+    pub pages: u32,
+    /// Passes over the archive (more than one while it held fewer than delivered).
+    pub attempts: u32,
+    pub error: Option<String>,
+}
+
+impl ArchiveReport {
+    pub fn add(&mut self, account: AccountArchive) {
+        self.queued += account.queued;
+        self.delivered += account.delivered;
+        self.archived += account.archived;
+        self.duplicates += account.duplicates;
+        if account.error.is_some() || account.archived < account.delivered {
+            self.short += 1;
+        }
+        self.accounts.push(account);
+    }
+
+    /// Why the archives fall short, one line per account (empty when they do not).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for a in &self.accounts {
+            if let Some(e) = &a.error {
+                out.push(format!("archive of {}: {e}", a.jid));
+            } else if a.archived < a.delivered {
+                out.push(format!(
+                    "archive of {} holds {} of the {} messages delivered from and to it",
+                    a.jid, a.archived, a.delivered
+                ));
+            }
+            if a.duplicates > 0 {
+                out.push(format!(
+                    "archive of {} holds {} messages twice",
+                    a.jid, a.duplicates
+                ));
+            }
+        }
+        out
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -233,6 +305,20 @@ impl Report {
         }
         for (k, v) in &self.extra {
             row(k, v.to_string());
+        }
+        if let Some(a) = &self.archive {
+            row(
+                "archive",
+                format!(
+                    "{} accounts: {} of {} delivered found ({} queued), {} twice, {} short",
+                    a.accounts.len(),
+                    a.archived,
+                    a.delivered,
+                    a.queued,
+                    a.duplicates,
+                    a.short
+                ),
+            );
         }
         row("disconnects", self.disconnects.to_string());
         if self.errors.is_empty() {
@@ -405,6 +491,45 @@ mod tests {
         assert!(table.contains("1 × login/connect: refused"), "{table}");
         assert!(table.contains("server mem/session  20.5 KiB"), "{table}");
         assert!(table.lines().all(|l| l.len() > 20), "{table}");
+    }
+
+    #[test]
+    fn an_archive_short_of_the_delivered_messages_is_a_problem() {
+        let mut a = ArchiveReport::default();
+        a.add(AccountArchive {
+            jid: "bench1@localhost".into(),
+            queued: 10,
+            delivered: 10,
+            archived: 10,
+            ..AccountArchive::default()
+        });
+        assert!(a.problems().is_empty());
+        a.add(AccountArchive {
+            jid: "bench2@localhost".into(),
+            queued: 10,
+            delivered: 9,
+            archived: 8,
+            duplicates: 1,
+            ..AccountArchive::default()
+        });
+        a.add(AccountArchive {
+            jid: "bench3@localhost".into(),
+            error: Some("archive query refused: service-unavailable".into()),
+            ..AccountArchive::default()
+        });
+        assert_eq!((a.archived, a.delivered, a.short), (18, 19, 2));
+        let problems = a.problems();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("holds 8 of the 9"), "{problems:?}");
+        assert!(problems[2].contains("service-unavailable"), "{problems:?}");
+        let mut r = sample_report();
+        r.archive = Some(a);
+        assert!(
+            r.to_table()
+                .contains("3 accounts: 18 of 19 delivered found (20 queued), 1 twice, 2 short"),
+            "{}",
+            r.to_table()
+        );
     }
 
     #[test]

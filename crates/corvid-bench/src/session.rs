@@ -154,6 +154,7 @@ fn on_stanza(shared: &Shared, me: &Me, el: &Element, out: &mut String) {
     }
     match el.name() {
         "message" => on_message(shared, me.index, el),
+        "iq" if shared.archive.as_ref().is_some_and(|a| a.on_iq(el)) => {}
         "presence" => on_presence(shared, &me.own, el, out),
         "iq" => on_iq(shared, me.index, el, out),
         _ => {}
@@ -172,24 +173,36 @@ fn on_message(shared: &Shared, index: u32, el: &Element) {
     {
         return;
     }
+    if let Some(archive) = &shared.archive
+        && archive.on_message(el)
+    {
+        return;
+    }
     let Some(body) = el.get_child("body", ns::CLIENT) else {
         return;
     };
     // Offline storage and MUC history come with a delay stamp: never a fresh delivery.
     let delayed = el.has_child("delay", ns::DELAY);
-    record_marker(shared, &body.text(), delayed);
+    let fresh = record_marker(shared, &body.text(), delayed);
+    if fresh && let Some(archive) = &shared.archive {
+        let from = el.attr("from").and_then(|f| shared.accounts.index_of(f));
+        archive.delivered(from, index);
+    }
 }
 
-fn record_marker(shared: &Shared, text: &str, delayed: bool) {
+/// Records a bench marker; true if it was a fresh delivery of the current phase.
+fn record_marker(shared: &Shared, text: &str, delayed: bool) -> bool {
     match shared.classify(text) {
         Marker::Current(t) if !delayed => {
             let now = shared.micros_since_epoch(Instant::now());
             shared.stats.record_delivery(now.saturating_sub(t));
+            true
         }
         Marker::Current(_) | Marker::Stale => {
             shared.stats.counters.stale.fetch_add(1, Relaxed);
+            false
         }
-        Marker::Foreign => {}
+        Marker::Foreign => false,
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio_rustls::TlsConnector;
 
+use crate::archive_check::ArchiveCheck;
 use crate::cli::{MechanismChoice, TlsMode};
 use crate::pep::Pep;
 use crate::scram_cache::SaltedPasswordCache;
@@ -32,6 +33,8 @@ pub struct Shared {
     pub mechanism_used: OnceLock<&'static str>,
     /// Roles, caps and notification accounting of the PEP scenario.
     pub pep: Option<Pep>,
+    /// Per-account chat accounting and the archive queries of `--verify-archive`.
+    pub archive: Option<ArchiveCheck>,
 }
 
 /// Accounts `PREFIX<first + i>@DOMAIN` for session index i.
@@ -51,6 +54,17 @@ impl Accounts {
 
     pub fn bare_jid(&self, index: u32) -> String {
         format!("{}{}@{}", self.prefix, self.first + index, self.domain)
+    }
+
+    /// The session index of a JID (bare or full) of one of these accounts.
+    pub fn index_of(&self, jid: &str) -> Option<u32> {
+        let bare = jid.split('/').next()?;
+        let (node, domain) = bare.split_once('@')?;
+        if domain != self.domain {
+            return None;
+        }
+        let number: u32 = node.strip_prefix(self.prefix.as_str())?.parse().ok()?;
+        number.checked_sub(self.first)
     }
 }
 
@@ -89,6 +103,7 @@ impl Shared {
             auto_accept_subscriptions: false,
             mechanism_used: OnceLock::new(),
             pep: None,
+            archive: None,
         }
     }
 
@@ -128,10 +143,9 @@ pub fn format_marker(run: u32, phase: u32, t: u64) -> String {
     format!("bench r={run} p={phase} t={t}")
 }
 
-pub fn classify_marker(text: &str, run: u32, phase: u32) -> Marker {
-    let Some(rest) = text.strip_prefix("bench ") else {
-        return Marker::Foreign;
-    };
+/// The fields of a marker: (run, phase, t); None if `text` is not one.
+pub fn parse_marker(text: &str) -> Option<(u64, u64, u64)> {
+    let rest = text.strip_prefix("bench ")?;
     let mut fields = rest.split(' ');
     let mut next = |key: &str| {
         fields
@@ -139,12 +153,14 @@ pub fn classify_marker(text: &str, run: u32, phase: u32) -> Marker {
             .and_then(|f| f.strip_prefix(key))
             .and_then(|v| v.parse::<u64>().ok())
     };
-    match (next("r="), next("p="), next("t=")) {
-        (Some(r), Some(p), Some(t)) if r == u64::from(run) && p == u64::from(phase) => {
-            Marker::Current(t)
-        }
-        (Some(_), Some(_), Some(_)) => Marker::Stale,
-        _ => Marker::Foreign,
+    Some((next("r=")?, next("p=")?, next("t=")?))
+}
+
+pub fn classify_marker(text: &str, run: u32, phase: u32) -> Marker {
+    match parse_marker(text) {
+        Some((r, p, t)) if r == u64::from(run) && p == u64::from(phase) => Marker::Current(t),
+        Some(_) => Marker::Stale,
+        None => Marker::Foreign,
     }
 }
 
@@ -173,5 +189,11 @@ mod tests {
         };
         assert_eq!(a.username(0), "bench1");
         assert_eq!(a.bare_jid(9), "bench10@localhost");
+        assert_eq!(a.index_of("bench10@localhost/r"), Some(9));
+        assert_eq!(a.index_of("bench1@localhost"), Some(0));
+        assert_eq!(a.index_of("bench0@localhost"), None, "before the first");
+        assert_eq!(a.index_of("bench1@example.org"), None);
+        assert_eq!(a.index_of("other1@localhost"), None);
+        assert_eq!(a.index_of("localhost"), None);
     }
 }

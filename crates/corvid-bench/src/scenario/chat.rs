@@ -1,12 +1,13 @@
 //! One-to-one chat: random sender → random other session, to the bare JID, at a total
-//! rate; and the ramp that raises the rate step by step until p99 passes the limit.
+//! rate; and the ramp that raises the rate step by step until p99 passes the limit. Both
+//! can end by checking the sampled accounts' archives (`--verify-archive`, XEP-0313).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Result, bail};
 use hdrhistogram::Histogram;
 
-use super::{Fleet, Goal, Run, drain, open_loop};
+use super::{Fleet, Goal, Run, archive, drain, open_loop};
 use crate::procfs;
 use crate::report::{Latency, MessageReport, StepReport};
 use crate::schedule::Picker;
@@ -38,10 +39,11 @@ async fn chat_phase(
     let n = live.len() as u32;
     let sent = open_loop(shared, fleet, rate, Duration::from_secs(secs), |k, t| {
         let (from, to) = picker.pair(n);
-        (
-            live[from as usize],
-            chat_stanza(shared, live[to as usize], k, t),
-        )
+        let (from, to) = (live[from as usize], live[to as usize]);
+        if let Some(archive) = &shared.archive {
+            archive.queued(from, to);
+        }
+        (from, chat_stanza(shared, to, k, t))
     })
     .await;
     drain(
@@ -88,9 +90,41 @@ async fn open_chat_fleet(run: &mut Run) -> Result<(Fleet, Vec<u32>)> {
     Ok((fleet, live))
 }
 
-pub async fn chat(run: &mut Run, rate: f64, duration: u64) -> Result<()> {
+/// After the chat: the archives of `accounts` sampled accounts against the traffic
+/// counted; any shortfall or duplicate becomes an error of the run.
+async fn check_archives(run: &mut Run, fleet: &Fleet, live: &[u32], began: SystemTime) {
+    let (Some(check), Some(&accounts)) = (
+        run.shared.archive.as_ref(),
+        run.report.params.get("verify_archive"),
+    ) else {
+        return;
+    };
+    let sampled = archive::samples(live, accounts as u32);
+    let start = archive::window_start(began);
+    let report = archive::verify(&run.shared, check, fleet, &sampled, &start).await;
+    for problem in report.problems() {
+        run.shared.stats.error(problem);
+    }
+    if !run.cli.quiet {
+        eprintln!(
+            "archive: {} of {} delivered messages found in {} accounts",
+            report.archived,
+            report.delivered,
+            report.accounts.len()
+        );
+    }
+    run.report.archive = Some(report);
+}
+
+pub async fn chat(run: &mut Run, rate: f64, duration: u64, verify_archive: u32) -> Result<()> {
+    let began = SystemTime::now();
     run.report.params.insert("rate".into(), rate);
     run.report.params.insert("duration".into(), duration as f64);
+    if verify_archive > 0 {
+        run.report
+            .params
+            .insert("verify_archive".into(), f64::from(verify_archive));
+    }
     let (fleet, live) = open_chat_fleet(run).await?;
     let mut picker = Picker::new(run.cli.seed);
     let start = run.sample_server();
@@ -109,6 +143,7 @@ pub async fn chat(run: &mut Run, rate: f64, duration: u64) -> Result<()> {
         delivered_per_sec: step.delivered_per_sec,
         latency: step.latency,
     });
+    check_archives(run, &fleet, &live, began).await;
     fleet.close().await;
     Ok(())
 }
@@ -119,6 +154,8 @@ pub struct Ramp {
     pub max: f64,
     pub step_secs: u64,
     pub p99_limit_ms: f64,
+    /// Accounts whose archives are checked afterwards (0: none).
+    pub verify_archive: u32,
 }
 
 /// How the rate rises from one step to the next.
@@ -145,6 +182,12 @@ pub fn ramp_rates(start: f64, growth: Growth, max: f64) -> Vec<f64> {
 }
 
 pub async fn chat_ramp(run: &mut Run, ramp: Ramp) -> Result<()> {
+    let began = SystemTime::now();
+    if ramp.verify_archive > 0 {
+        run.report
+            .params
+            .insert("verify_archive".into(), f64::from(ramp.verify_archive));
+    }
     for (k, v) in [
         ("start", ramp.start),
         ("max", ramp.max),
@@ -200,6 +243,7 @@ pub async fn chat_ramp(run: &mut Run, ramp: Ramp) -> Result<()> {
     run.report
         .extra
         .insert("dropped_by_client".into(), Stats::get(&c.send_dropped));
+    check_archives(run, &fleet, &live, began).await;
     fleet.close().await;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! an open-loop sender, a drain that waits for stanzas in flight, and the run record
 //! the report is made from.
 
+pub mod archive;
 pub mod chat;
 pub mod muc;
 pub mod pep;
