@@ -1,11 +1,11 @@
 //! [`Archive`] over SQL: the `archive_messages` and `archive_prefs` tables (XEP-0313).
 //!
 //! Appends go through the group committer in `archive_writer.rs`; this file reads and
-//! removes. Every page is one range scan of a `seq` index, never an `OFFSET`: the filters
-//! become a `seq` range first (RSM anchors and `after-id`/`before-id` by their id, a time
-//! window by its first and last message, which is a `seq` range because stamps never
-//! decrease along an archive), then the page walks the index of its `with` filter from the
-//! end it pages from. `complete` comes from reading one message more than the page holds.
+//! removes. Every page is one range scan of an index in `seq` order, never an `OFFSET`: the
+//! filters become a `seq` range first (RSM anchors and `after-id`/`before-id` by their id, a
+//! time window by the first and last message in it of any archive, which bound a `seq` range
+//! because stamps never decrease along `seq`), then the page walks the index of its `with`
+//! filter from the end it pages from. `complete` comes from reading one message more than the page holds.
 //! Large removals go in chunks, each its own transaction, so archiving never waits long.
 
 use std::collections::HashSet;
@@ -24,9 +24,11 @@ use crate::{
 const DELETE_CHUNK: i64 = 5000;
 
 /// A page query: `$1` archive, `seq` strictly between `$2` and `$3`, stamped within `$4..=$5`,
-/// at most `$6` messages, `$7` the `with` JID if the filter names one. The stamp bounds are
-/// already part of the `seq` range; they are checked again (the unary `+` keeps the planner
-/// off the stamp index, which would need a sort) so no row outside the window can slip in.
+/// at most `$6` messages, `$7` the bare `with` JID if the filter names one, `$8` the full one
+/// if that is what it names (its messages are among those of the bare JID's index entries).
+/// The stamp bounds are already part of the `seq` range; they are checked again (the unary
+/// `+` keeps the planner off the stamp index, which would need a sort) so no row outside the
+/// window can slip in.
 macro_rules! page_sql {
     ($with:literal, $order:literal) => {
         concat!(
@@ -45,29 +47,25 @@ pub(super) const PAGE_ANY_OLDEST_FIRST: &str = page_sql!("", "ASC");
 pub(super) const PAGE_ANY_NEWEST_FIRST: &str = page_sql!("", "DESC");
 pub(super) const PAGE_BARE_OLDEST_FIRST: &str = page_sql!(" AND with_bare = $7", "ASC");
 pub(super) const PAGE_BARE_NEWEST_FIRST: &str = page_sql!(" AND with_bare = $7", "DESC");
-pub(super) const PAGE_FULL_OLDEST_FIRST: &str = page_sql!(" AND with_full = $7", "ASC");
-pub(super) const PAGE_FULL_NEWEST_FIRST: &str = page_sql!(" AND with_full = $7", "DESC");
+pub(super) const PAGE_FULL_OLDEST_FIRST: &str =
+    page_sql!(" AND with_bare = $7 AND with_full = $8", "ASC");
+pub(super) const PAGE_FULL_NEWEST_FIRST: &str =
+    page_sql!(" AND with_bare = $7 AND with_full = $8", "DESC");
 
-/// The first message stamped at or after `$2`: the low end of a time window.
+/// The first message of any archive stamped at or after `$1`: every message of an archive
+/// stamped so comes at or after it (the low end of a time window).
 pub(super) const FIRST_AT_OR_AFTER: &str = "SELECT seq FROM archive_messages
-     WHERE archive = $1 AND stamp_ms >= $2 ORDER BY stamp_ms ASC, seq ASC LIMIT 1";
-/// The last message stamped at or before `$2`: the high end of a time window.
+     WHERE stamp_ms >= $1 ORDER BY stamp_ms ASC, seq ASC LIMIT 1";
+/// The last message of any archive stamped at or before `$1`: the high end of a time window.
 pub(super) const LAST_AT_OR_BEFORE: &str = "SELECT seq FROM archive_messages
-     WHERE archive = $1 AND stamp_ms <= $2 ORDER BY stamp_ms DESC, seq DESC LIMIT 1";
+     WHERE stamp_ms <= $1 ORDER BY stamp_ms DESC, seq DESC LIMIT 1";
 
 /// One chunk of an archive's messages up to `seq` `$3`, oldest first, at most `$2`.
-pub(super) const DELETE_UP_TO_SEQ: &str =
-    "DELETE FROM archive_messages WHERE archive = $1 AND seq IN (
+pub(super) const DELETE_UP_TO_SEQ: &str = "DELETE FROM archive_messages WHERE seq IN (
      SELECT seq FROM archive_messages WHERE archive = $1 AND seq <= $3 ORDER BY seq LIMIT $2)";
-/// One chunk of an archive's messages stamped before `$3`, oldest first, at most `$2`.
-pub(super) const DELETE_OLDER_THAN: &str =
-    "DELETE FROM archive_messages WHERE archive = $1 AND seq IN (
-     SELECT seq FROM archive_messages WHERE archive = $1 AND stamp_ms < $3
-     ORDER BY stamp_ms, seq LIMIT $2)";
-/// The archives holding messages stamped before `$1`, through the stamp index: the walk
-/// costs what the expired messages do, and they are about to be deleted anyway.
-pub(super) const EXPIRED_ARCHIVES: &str =
-    "SELECT DISTINCT archive FROM archive_messages WHERE stamp_ms < $1";
+/// One chunk of every archive's messages up to `seq` `$2`, oldest first, at most `$1`.
+pub(super) const EXPIRE_UP_TO_SEQ: &str = "DELETE FROM archive_messages WHERE seq IN (
+     SELECT seq FROM archive_messages WHERE seq <= $2 ORDER BY seq LIMIT $1)";
 
 /// Deletes a whole archive with its preferences, `$1` the archive; every archive table has
 /// its statement here (`delete_user` runs them for the account's archive).
@@ -156,7 +154,8 @@ impl Archive for SqlStore {
             // Up to the newest message now, not beyond: messages queued after the call stay.
             None => self.delete_all_but_newest(archive, 0).await,
             Some(before_ms) => {
-                self.delete_chunks(DELETE_OLDER_THAN, archive, before_ms)
+                let last = self.last_before(before_ms).await?;
+                self.delete_chunks(DELETE_UP_TO_SEQ, Some(archive), last)
                     .await
             }
         }
@@ -168,17 +167,8 @@ impl Archive for SqlStore {
     }
 
     async fn expire_archives(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let rows = sqlx::query(EXPIRED_ARCHIVES)
-            .bind(before_ms)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut removed = 0;
-        for row in rows {
-            let archive: String = row.try_get("archive")?;
-            removed += self
-                .delete_chunks(DELETE_OLDER_THAN, &archive, before_ms)
-                .await?;
-        }
+        let last = self.last_before(before_ms).await?;
+        let removed = self.delete_chunks(EXPIRE_UP_TO_SEQ, None, last).await?;
         if removed > 0 {
             tracing::info!(removed, before_ms, "expired archived messages");
         }
@@ -240,25 +230,40 @@ impl SqlStore {
         match newest_to_go {
             Some(row) => {
                 let seq: i64 = row.try_get("seq")?;
-                self.delete_chunks(DELETE_UP_TO_SEQ, archive, seq).await
+                self.delete_chunks(DELETE_UP_TO_SEQ, Some(archive), seq)
+                    .await
             }
             None => Ok(0),
         }
     }
 
-    /// Runs a chunked delete (`$1` archive, `$2` chunk size, `$3` bound) until a chunk comes
-    /// back short; how many messages went.
+    /// The `seq` of the last message of any archive stamped before `before_ms` (every message
+    /// up to it is older, in every archive); `i64::MAX` if every message is older.
+    async fn last_before(&self, before_ms: i64) -> Result<i64, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let newer = window_end(&mut conn, FIRST_AT_OR_AFTER, before_ms).await?;
+        match newer {
+            Some(first_kept) => Ok(first_kept.saturating_sub(1)),
+            None => Ok(i64::MAX),
+        }
+    }
+
+    /// Runs a chunked delete (`$1` archive if there is one, then the chunk size and the
+    /// bound) until a chunk comes back short; how many messages went.
     async fn delete_chunks(
         &self,
         statement: &'static str,
-        archive: &str,
+        archive: Option<&str>,
         bound: i64,
     ) -> Result<u64, StoreError> {
         let mut removed = 0;
         loop {
             let mut tx = self.begin_write().await?;
-            let deleted = sqlx::query(statement)
-                .bind(archive)
+            let mut delete = sqlx::query(statement);
+            if let Some(archive) = archive {
+                delete = delete.bind(archive);
+            }
+            let deleted = delete
                 .bind(DELETE_CHUNK)
                 .bind(bound)
                 .execute(&mut *tx)
@@ -334,13 +339,13 @@ async fn seq_range(
         range.before = range.before.min(seq_of(&mut *conn, archive, id).await?);
     }
     if let Some(start_ms) = query.start_ms {
-        match window_end(&mut *conn, FIRST_AT_OR_AFTER, archive, start_ms).await? {
+        match window_end(&mut *conn, FIRST_AT_OR_AFTER, start_ms).await? {
             Some(first) => range.after = range.after.max(first.saturating_sub(1)),
             None => return Ok(None),
         }
     }
     if let Some(end_ms) = query.end_ms {
-        match window_end(&mut *conn, LAST_AT_OR_BEFORE, archive, end_ms).await? {
+        match window_end(&mut *conn, LAST_AT_OR_BEFORE, end_ms).await? {
             Some(last) => range.before = range.before.min(last.saturating_add(1)),
             None => return Ok(None),
         }
@@ -363,11 +368,9 @@ async fn seq_of(conn: &mut AnyConnection, archive: &str, id: &str) -> Result<i64
 async fn window_end(
     conn: &mut AnyConnection,
     statement: &'static str,
-    archive: &str,
     stamp_ms: i64,
 ) -> Result<Option<i64>, StoreError> {
     let row = sqlx::query(statement)
-        .bind(archive)
         .bind(stamp_ms)
         .fetch_optional(&mut *conn)
         .await?;
@@ -392,6 +395,10 @@ async fn read_range(
         (Some(With::Full(jid)), false) => (PAGE_FULL_OLDEST_FIRST, Some(jid)),
         (Some(With::Full(jid)), true) => (PAGE_FULL_NEWEST_FIRST, Some(jid)),
     };
+    let full = match with {
+        Some(With::Full(jid)) => Some(jid),
+        _ => None,
+    };
     let mut page = sqlx::query(statement)
         .bind(archive)
         .bind(range.after)
@@ -400,6 +407,10 @@ async fn read_range(
         .bind(end_ms)
         .bind(limit);
     if let Some(jid) = with_jid {
+        // A full JID's bare part: everything before its first `/` (RFC 7622 §3.1).
+        page = page.bind(jid.split('/').next().unwrap_or(jid));
+    }
+    if let Some(jid) = full {
         page = page.bind(jid);
     }
     let rows = page.fetch_all(&mut *conn).await?;

@@ -214,45 +214,41 @@ const SQLITE: &[Migration] = &[
         // room's): no foreign key to `users`, `delete_user` deletes the account's archive by
         // its bare JID, like its PEP service.
         statements: &[
-            // `seq` is the archive order (see sql/archive_writer.rs): unique per archive, higher
-            // = later. `stamp_ms` never decreases as `seq` grows, so a time window is a `seq`
-            // range. No primary key clause: `archive_messages_by_seq` is the key.
+            // `seq` is the order of every archive at once (see sql/archive_writer.rs): the
+            // rowid, so new messages append to the table's B-tree. `stamp_ms` never decreases
+            // as `seq` grows, so a time window is a `seq` range.
             "CREATE TABLE archive_messages (
+            seq INTEGER PRIMARY KEY,
             archive TEXT NOT NULL,
-            seq INTEGER NOT NULL,
             id TEXT NOT NULL,
             stamp_ms INTEGER NOT NULL,
             with_bare TEXT NOT NULL,
             with_full TEXT NOT NULL,
             stanza TEXT NOT NULL
         )",
-            // Every page is a range scan of one of the three `seq` indexes (no filter, `with`
-            // a bare JID, `with` a full JID), walked from either end.
-            "CREATE UNIQUE INDEX archive_messages_by_seq ON archive_messages (archive, seq)",
-            "CREATE INDEX archive_messages_by_with_bare
-                ON archive_messages (archive, with_bare, seq)",
-            "CREATE INDEX archive_messages_by_with_full
-                ON archive_messages (archive, with_full, seq)",
+            // Every SQLite index entry ends with the rowid, `seq`: an index on `archive` is
+            // walked in (archive, seq) order. Every page is a range scan of one of these two
+            // (no filter, `with` a JID: a full JID filters the entries of its bare one), from
+            // either end. Few indexes, because each costs every archived message a B-tree
+            // insert at a random place; `seq` and `stamp_ms` only grow, so theirs are appends.
+            "CREATE INDEX archive_messages_by_archive ON archive_messages (archive)",
+            "CREATE INDEX archive_messages_by_with ON archive_messages (archive, with_bare)",
             // XEP-0359: a stanza-id is unique in its archive; RSM anchors and `ids` look up here.
             "CREATE UNIQUE INDEX archive_messages_by_id ON archive_messages (archive, id)",
-            // A time window's ends, and removal of an archive's messages older than an instant.
-            "CREATE INDEX archive_messages_by_stamp ON archive_messages (archive, stamp_ms, seq)",
-            // Retention across every archive (`expire_archives`).
-            "CREATE INDEX archive_messages_by_age ON archive_messages (stamp_ms)",
+            // A time window's ends (their `seq`, the same in every archive), and retention.
+            "CREATE INDEX archive_messages_by_stamp ON archive_messages (stamp_ms)",
             // What the archive table looks like to SQLite's planner until an ANALYZE measures
             // it (stat: rows, then rows per value of each index prefix): many messages per
-            // archive, few per correspondent, one per `seq`. Without it the planner scores
-            // the `seq` index and a `with` index alike and may page a `with` query by
-            // filtering the whole archive. ANALYZE of the schema table creates `sqlite_stat1`.
+            // archive, few per correspondent. Without it the planner scores the archive index
+            // and the `with` index alike and may page a `with` query by filtering the whole
+            // archive. ANALYZE of the schema table creates `sqlite_stat1`.
             "ANALYZE sqlite_schema",
             "DELETE FROM sqlite_stat1 WHERE tbl = 'archive_messages'",
             "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES
-                ('archive_messages', 'archive_messages_by_seq', '100000 1000 1'),
-                ('archive_messages', 'archive_messages_by_with_bare', '100000 1000 50 1'),
-                ('archive_messages', 'archive_messages_by_with_full', '100000 1000 20 1'),
+                ('archive_messages', 'archive_messages_by_archive', '100000 1000'),
+                ('archive_messages', 'archive_messages_by_with', '100000 1000 50'),
                 ('archive_messages', 'archive_messages_by_id', '100000 1000 1'),
-                ('archive_messages', 'archive_messages_by_stamp', '100000 1000 1 1'),
-                ('archive_messages', 'archive_messages_by_age', '100000 1')",
+                ('archive_messages', 'archive_messages_by_stamp', '100000 1')",
             // Loads them into this connection; the others load them with the new schema.
             "ANALYZE sqlite_schema",
             // XEP-0313 §6 preferences; `always` and `never` are newline-separated bare JIDs

@@ -10,14 +10,18 @@ use crate::{Archive, ArchivePrefs, ArchiveQuery};
 #[tokio::test]
 async fn removing_trimming_and_expiring_take_the_oldest_messages() {
     let (_dir, store) = open().await;
-    let all = fill(&store, 20).await; // stamps 1000 … 1190
-    for n in 0..5 {
-        store
-            .append_archive(entry(ROMEO, &format!("r{n}"), 1000 + 100 * n, JULIET))
-            .await
-            .unwrap();
+    // Juliet's m0 … m19 stamped 1000 … 1190, Romeo's r0 … r4 1000, 1100, … 1400, archived
+    // in time order as a server archives them (a stamp is never below the one before).
+    let all: Vec<String> = (0..20).map(|n| format!("m{n}")).collect();
+    let mut entries: Vec<_> = (0..20)
+        .map(|n| entry(JULIET, &all[n], 1000 + 10 * n as i64, ROMEO))
+        .chain((0..5).map(|n| entry(ROMEO, &format!("r{n}"), 1000 + 100 * n, JULIET)))
+        .collect();
+    entries.sort_by_key(|entry| entry.stamp_ms);
+    for entry in entries {
+        store.append_archive(entry).await.unwrap();
     }
-    store.archive_sync().await.unwrap(); // Romeo's: 1000, 1100, … 1400
+    store.archive_sync().await.unwrap();
 
     assert_eq!(store.remove_archive(JULIET, Some(1030)).await.unwrap(), 3);
     assert_eq!(ids(&query(&store, JULIET, max(100)).await), all[3..]);
