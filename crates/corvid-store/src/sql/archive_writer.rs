@@ -45,19 +45,22 @@ use tokio::sync::{mpsc, watch};
 use super::Backend;
 use crate::{ArchiveEntry, StoreError};
 
-/// Messages written in one transaction, at most. A commit costs an fsync whatever it holds,
-/// so under load the batch size sets the rate: the writer must keep up with the busiest
-/// server, about 20,000 archive rows/s here (10,000 messages, each archived twice) with a
-/// commit taking some tens of milliseconds.
-const BATCH: usize = 4096;
-/// Messages waiting for the writer, at most; appenders wait for room beyond that.
-const QUEUE: usize = 16384;
+/// Messages written in one transaction, at most. A commit costs an fsync and, above all,
+/// writes every index page it touched: each active archive has a page of its own at the end
+/// of each per-archive index, so a commit writes about the same whether it holds a thousand
+/// messages or ten thousand. Under load the batch size therefore sets the rate; at 10,000
+/// messages/s among 2,000 accounts (20,000 rows/s), batches of 4,096 fell behind once the
+/// archive outgrew the cache (bench/README.md).
+const BATCH: usize = 16384;
+/// Messages waiting for the writer, at most (some 700 bytes each); appenders wait for room
+/// beyond that.
+const QUEUE: usize = 32768;
 /// Attempts at writing a batch before it is dropped.
 const ATTEMPTS: u32 = 4;
 /// Pause before the first retry; each further retry waits four times longer (50, 200, 800 ms).
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 /// The writer connection's page cache (see the module notes), KiB.
-const WRITER_CACHE_KIB: u32 = 32 * 1024;
+const WRITER_CACHE_KIB: u32 = 64 * 1024;
 /// Pages the WAL may grow to before a commit checkpoints it (SQLite's default is 1000).
 const WRITER_CHECKPOINT_PAGES: u32 = 4000;
 /// Failed batches remembered for `sync` callers still waiting (see [`Progress::failures`]).
