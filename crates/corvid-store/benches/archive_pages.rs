@@ -15,7 +15,7 @@ const SIZES: [usize; 2] = [1_000, 100_000];
 /// Messages per page, as clients ask.
 const PAGE: usize = 50;
 /// Correspondents in each archive.
-const CONTACTS: usize = 20;
+const CONTACTS: usize = 10;
 /// Milliseconds between two messages of one archive.
 const STEP_MS: i64 = 10;
 
