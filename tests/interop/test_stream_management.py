@@ -187,8 +187,7 @@ async def test_messages_of_an_expired_session_are_in_the_archive(make_im_server,
     own = sm_server(make_im_server, "sm-expire-mam", resume_timeout_secs=2)
     proxy = await proxies(own)
     alice, phone, ids = await expire_with_messages(own, im, clients, proxy)
-    if not await advertises_mam(phone):
-        pytest.skip("the server does not advertise urn:xmpp:mam:2 (XEP-0313) yet")
+    assert await advertises_mam(phone), "the server does not advertise urn:xmpp:mam:2 (XEP-0313)"
     archived = await archived_messages(phone, alice.bare)
     bodies = collections.Counter(m.findtext("{jabber:client}body") for m in archived)
     for i in (1, 2, 3):

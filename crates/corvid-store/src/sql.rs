@@ -51,7 +51,8 @@ const SQLITE_CONNECTION_SETUP: &[&str] = &[
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",
     // 1 MiB of page cache per connection instead of SQLite's 2: lookups go by primary key,
-    // and the kernel caches the file anyway. Four connections, so at most 4 MiB.
+    // and the kernel caches the file anyway. The archive writer's connection gets more
+    // (sql/archive_writer.rs).
     "PRAGMA cache_size = -1024",
 ];
 

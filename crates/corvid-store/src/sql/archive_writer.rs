@@ -269,6 +269,8 @@ impl Writer {
             Some(conn) => conn,
             None => {
                 let mut conn = self.pool.acquire().await?;
+                // Tuned for the writer alone: closed, not handed back, when it lets go.
+                conn.close_on_drop();
                 tune(&mut conn, self.backend).await?;
                 self.conn.insert(conn)
             }

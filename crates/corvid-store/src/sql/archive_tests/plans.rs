@@ -83,18 +83,23 @@ async fn archive_queries_are_index_range_scans_without_sorting() {
         ),
     ];
     for (statement, binds, index) in pages {
-        let steps = plan(&store, statement, binds).await;
-        assert!(
-            steps.iter().any(|step| step.contains(index)),
-            "{statement}: {steps:?}"
-        );
-        assert!(
-            !steps
-                .iter()
-                .any(|step| step.contains("TEMP B-TREE") || step.starts_with("SCAN")),
-            "{statement} scans or sorts: {steps:?}"
-        );
+        assert_seeks(&store, statement, binds, index).await;
     }
+}
+
+/// The statement's plan goes through `index` and neither scans a table nor sorts.
+async fn assert_seeks(store: &SqlStore, statement: &str, binds: &[Bind], index: &str) {
+    let steps = plan(store, statement, binds).await;
+    assert!(
+        steps.iter().any(|step| step.contains(index)),
+        "{statement}: {steps:?}"
+    );
+    assert!(
+        !steps
+            .iter()
+            .any(|step| step.contains("TEMP B-TREE") || step.starts_with("SCAN")),
+        "{statement} scans or sorts: {steps:?}"
+    );
 }
 
 /// Removal, trimming and expiry find what goes through an index too: their cost is what
@@ -115,14 +120,6 @@ async fn removals_find_their_messages_through_an_index() {
         ),
     ];
     for (statement, binds, index) in deletes {
-        let steps = plan(&store, statement, binds).await;
-        assert!(
-            steps.iter().any(|step| step.contains(index)),
-            "{statement}: {steps:?}"
-        );
-        assert!(
-            !steps.iter().any(|step| step.starts_with("SCAN")),
-            "{statement} scans: {steps:?}"
-        );
+        assert_seeks(&store, statement, binds, index).await;
     }
 }
