@@ -94,8 +94,9 @@ impl Backend {
 
     fn max_connections(self) -> u32 {
         match self {
-            // One writer at a time anyway; a few connections let reads proceed beside it.
-            Backend::Sqlite => 4,
+            // One writer at a time anyway; a few connections let reads proceed beside it. The
+            // archive writer keeps one of them for itself once it has written.
+            Backend::Sqlite => 5,
         }
     }
 
