@@ -245,6 +245,21 @@ impl SqlStore {
     }
 }
 
+/// Credentials for the accounts unit tests create; what they hold does not matter.
+#[cfg(test)]
+pub(crate) fn test_credentials() -> corvid_proto::sasl::Credentials {
+    let keys = |len| corvid_proto::sasl::ScramKeys {
+        stored_key: vec![1; len],
+        server_key: vec![2; len],
+    };
+    corvid_proto::sasl::Credentials {
+        salt: vec![3; 16],
+        iterations: 4096,
+        sha1: keys(20),
+        sha256: keys(32),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

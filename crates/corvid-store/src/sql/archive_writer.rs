@@ -111,6 +111,7 @@ impl ArchiveWriter {
                 backend,
                 conn: None,
                 tail: None,
+                full_insert: insert_statement(backend, ROWS_PER_INSERT).into(),
             };
             loop {
                 let taken = tokio::select! {
@@ -217,10 +218,12 @@ fn writer_gone() -> StoreError {
 struct Writer {
     pool: AnyPool,
     backend: Backend,
-    /// Taken from the pool at the first batch and kept; given back after a failure.
+    /// Taken from the pool at the first batch and kept; closed after a failure.
     conn: Option<PoolConnection<Any>>,
     /// Read at the first batch (and after a failure), then kept up to date.
     tail: Option<Tail>,
+    /// The insert of [`ROWS_PER_INSERT`] rows, which all but a batch's last chunk use.
+    full_insert: Arc<str>,
 }
 
 /// The next `seq` and the newest stamp.
@@ -284,10 +287,12 @@ impl Writer {
         // `seq`, which only needs to grow.
         let mut written = 0;
         for rows in batch.chunks(ROWS_PER_INSERT) {
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_statement(
-                self.backend,
-                rows.len(),
-            )));
+            let statement: Arc<str> = if rows.len() == ROWS_PER_INSERT {
+                self.full_insert.clone()
+            } else {
+                insert_statement(self.backend, rows.len()).into()
+            };
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(statement));
             for entry in rows {
                 tail.stamp_ms = tail.stamp_ms.max(entry.stamp_ms);
                 insert = insert

@@ -383,18 +383,7 @@ mod tests {
             .execute(&store.pool)
             .await
             .unwrap();
-        let creds = corvid_proto::sasl::Credentials {
-            salt: vec![1; 16],
-            iterations: 4096,
-            sha1: corvid_proto::sasl::ScramKeys {
-                stored_key: vec![2; 20],
-                server_key: vec![3; 20],
-            },
-            sha256: corvid_proto::sasl::ScramKeys {
-                stored_key: vec![4; 32],
-                server_key: vec![5; 32],
-            },
-        };
+        let creds = crate::sql::test_credentials();
         store
             .create_user("juliet", "capulet.example", &creds)
             .await

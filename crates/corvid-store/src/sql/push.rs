@@ -98,23 +98,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
         store
-            .create_user("juliet", "x", &credentials())
+            .create_user("juliet", "x", &crate::sql::test_credentials())
             .await
             .unwrap();
         (dir, store)
-    }
-
-    fn credentials() -> corvid_proto::sasl::Credentials {
-        let keys = |len| corvid_proto::sasl::ScramKeys {
-            stored_key: vec![1; len],
-            server_key: vec![2; len],
-        };
-        corvid_proto::sasl::Credentials {
-            salt: vec![3; 16],
-            iterations: 4096,
-            sha1: keys(20),
-            sha256: keys(32),
-        }
     }
 
     fn registration(service: &str, node: &str, options: &str) -> PushRegistration {

@@ -133,18 +133,7 @@ async fn closing_the_store_writes_what_is_still_queued() {
 async fn deleting_an_account_removes_its_archive_and_no_other() {
     use crate::Users;
     let (_dir, store) = open().await;
-    let creds = corvid_proto::sasl::Credentials {
-        salt: vec![1; 16],
-        iterations: 4096,
-        sha1: corvid_proto::sasl::ScramKeys {
-            stored_key: vec![2; 20],
-            server_key: vec![3; 20],
-        },
-        sha256: corvid_proto::sasl::ScramKeys {
-            stored_key: vec![4; 32],
-            server_key: vec![5; 32],
-        },
-    };
+    let creds = crate::sql::test_credentials();
     store
         .create_user("juliet", "capulet.example", &creds)
         .await
