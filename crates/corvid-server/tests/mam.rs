@@ -344,8 +344,7 @@ async fn retention_removes_expired_messages() -> Result<()> {
             .store
             .append_archive(ArchiveEntry {
                 archive: jid("alice"),
-                id: id.into(),
-                stamp_ms: now_ms - age_days * day_ms,
+                seq: corvid_store::first_archive_seq_at(now_ms - age_days * day_ms),
                 with_bare: "someone@localhost".into(),
                 with_full: "someone@localhost/x".into(),
                 stanza,

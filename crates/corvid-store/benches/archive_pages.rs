@@ -1,13 +1,17 @@
 //! What a page of a message archive (XEP-0313) costs, in an archive of 1,000 messages and
 //! in one of 100,000 sharing the database with others: the first page, a page in the middle
 //! of the archive (an RSM `<after/>` anchor), the last page (an empty `<before/>`), a page of
-//! one correspondent, and a time window. Keyset paging makes each the same in both sizes.
+//! one correspondent (one message in ten), a page of a rare correspondent (one in a
+//! thousand: the index entries of the others are skipped), and a time window. Keyset paging
+//! makes each but the rare correspondent's the same in both sizes.
 //!
 //! Run: `cargo bench -p corvid-store --bench archive_pages`
 
 use std::hint::black_box;
 
-use corvid_store::{Archive, ArchiveEntry, ArchiveQuery, SqlStore, With};
+use corvid_store::{
+    Archive, ArchiveEntry, ArchiveQuery, SqlStore, With, archive_id, first_archive_seq_at,
+};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 /// The archive sizes compared.
@@ -16,6 +20,8 @@ const SIZES: [usize; 2] = [1_000, 100_000];
 const PAGE: usize = 50;
 /// Correspondents in each archive.
 const CONTACTS: usize = 10;
+/// One message in this many is with the rare correspondent.
+const RARE_EVERY: usize = 1000;
 /// Milliseconds between two messages of one archive.
 const STEP_MS: i64 = 10;
 
@@ -23,35 +29,45 @@ fn archive_name(size: usize) -> String {
     format!("user{size}@example.org")
 }
 
+/// The `n`th message of the archive of `size` messages (each archive has its own number
+/// within the millisecond).
+fn seq(size: usize, n: usize) -> i64 {
+    let slot = SIZES.iter().position(|&s| s == size).unwrap_or(SIZES.len());
+    first_archive_seq_at(stamp(n)) + i64::try_from(slot).unwrap()
+}
+
 fn id(size: usize, n: usize) -> String {
-    format!("{size}-{n}")
+    archive_id(seq(size, n))
 }
 
 fn stamp(n: usize) -> i64 {
     1_700_000_000_000 + STEP_MS * i64::try_from(n).unwrap()
 }
 
-/// Both archives filled side by side, in time order (the writer keeps stamps from going
+/// Both archives filled side by side, in time order (as a server numbers them, going
 /// back), with a third archive's messages between theirs, as a server's would be.
 async fn fill(store: &SqlStore) {
     let largest = SIZES.iter().copied().max().unwrap_or(0);
     for n in 0..largest {
-        let contact = format!("contact{}@example.net", n % CONTACTS);
+        let contact = if n % RARE_EVERY == RARE_EVERY - 1 {
+            "rare@example.net".to_string()
+        } else {
+            format!("contact{}@example.net", n % CONTACTS)
+        };
         let stanza = format!(
             "<message xmlns='jabber:client' type='chat' id='m{n}'><body>message {n} of a \
              conversation that goes on and on</body></message>"
         );
-        let mut archives: Vec<(String, String)> = SIZES
+        let mut archives: Vec<(String, i64)> = SIZES
             .iter()
             .filter(|&&size| n < size)
-            .map(|&size| (archive_name(size), id(size, n)))
+            .map(|&size| (archive_name(size), seq(size, n)))
             .collect();
-        archives.push(("other@example.org".into(), format!("other-{n}")));
-        for (archive, id) in archives {
+        archives.push(("other@example.org".into(), seq(0, n)));
+        for (archive, seq) in archives {
             let entry = ArchiveEntry {
                 archive,
-                id,
-                stamp_ms: stamp(n),
+                seq,
                 with_bare: contact.clone(),
                 with_full: format!("{contact}/phone"),
                 stanza: stanza.clone(),
@@ -103,6 +119,13 @@ fn pages(c: &mut Criterion) {
                 },
             ),
             (
+                "rare with",
+                ArchiveQuery {
+                    with: Some(With::Bare("rare@example.net".into())),
+                    ..ArchiveQuery::default()
+                },
+            ),
+            (
                 "window",
                 ArchiveQuery {
                     start_ms: Some(stamp(size / 2)),
@@ -118,7 +141,12 @@ fn pages(c: &mut Criterion) {
                     let page = runtime
                         .block_on(store.query_archive(&archive, query))
                         .expect("page");
-                    assert_eq!(page.messages.len(), PAGE, "{name} {size}");
+                    let expected = if name == "rare with" {
+                        PAGE.min(size / RARE_EVERY)
+                    } else {
+                        PAGE
+                    };
+                    assert_eq!(page.messages.len(), expected, "{name} {size}");
                     black_box(page)
                 });
             });

@@ -8,9 +8,17 @@
 //! waits for `archive_sync` first, so what it acknowledges is on disk. One batch is one
 //! transaction, one fsync, however many sessions filled it.
 //!
-//! Each archive is kept in arrival order: every entry gets a sequence number higher than
-//! any before it, and queries page by keyset on that number (never `OFFSET`), so the last
-//! page of a 100,000-message archive costs what the first does.
+//! Archive ids: every archived message has a number, `seq`, from one number line shared by
+//! all archives: the time in milliseconds shifted left by [`STAMP_SHIFT`] bits, plus a
+//! counter that tells apart the messages of one millisecond ([`ArchiveIds`]). The server
+//! takes a number as it gives a message its XEP-0359 stanza-id, and the id is that number in
+//! decimal, so an id needs no index to be found, and its stamp is part of it: archive order
+//! and time order agree, and a time window is a `seq` range. Queries page by keyset on
+//! `seq` (never `OFFSET`), so the last page of a 100,000-message archive costs what the
+//! first does.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
@@ -21,14 +29,10 @@ use crate::StoreError;
 pub struct ArchiveEntry {
     /// The archive: an account's or a room's bare JID (normalized).
     pub archive: String,
-    /// The XEP-0359 stanza-id of the message in this archive; unique per archive (a second
-    /// entry with the same id is ignored).
-    pub id: String,
-    /// When the server got the message, milliseconds since the Unix epoch. Stamps never
-    /// decrease along an archive: a message stamped before the newest one already archived
-    /// (the clock stepped back) is stored with that newest stamp, so archive order and time
-    /// order agree.
-    pub stamp_ms: i64,
+    /// Its number ([`ArchiveIds::next`]), which is also its XEP-0359 stanza-id
+    /// ([`archive_id`]) and its stamp ([`archive_stamp`]). A second entry with the same number is
+    /// ignored.
+    pub seq: i64,
     /// The other party's bare JID (for a room archive, the room's own JID).
     pub with_bare: String,
     /// The other party's full JID, or the bare one when it has no resource (for a room
@@ -36,6 +40,71 @@ pub struct ArchiveEntry {
     pub with_full: String,
     /// The serialized `<message/>`, as it will be returned (XEP-0297 forwarded).
     pub stanza: String,
+}
+
+/// Bits of `seq` below the millisecond: up to 2^20 (about a million) numbers a millisecond.
+pub const STAMP_SHIFT: u32 = 20;
+/// The latest millisecond a `seq` can hold (about the year 280,000).
+const MAX_STAMP_MS: i64 = i64::MAX >> STAMP_SHIFT;
+
+/// The allocator of archive numbers: each call to [`ArchiveIds::next`] returns a number
+/// higher than any before it (across restarts too: it starts above the newest number
+/// stored), at least the current millisecond's first number. When the clock steps back,
+/// or more than 2^20 numbers are taken in a millisecond, numbers run ahead of the clock
+/// until it catches up; stamps never decrease.
+#[derive(Debug)]
+pub struct ArchiveIds {
+    last: AtomicI64,
+}
+
+impl ArchiveIds {
+    /// Numbers above `newest`, the highest one already used.
+    pub fn after(newest: i64) -> Self {
+        ArchiveIds {
+            last: AtomicI64::new(newest),
+        }
+    }
+
+    pub fn next(&self) -> i64 {
+        let floor = first_archive_seq_at(now_ms());
+        let step = |last: i64| last.saturating_add(1).max(floor);
+        // Never fails: the closure always returns Some.
+        let last = self
+            .last
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| Some(step(last)))
+            .unwrap_or_else(|last| last);
+        step(last)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The first number of a millisecond (every message stamped at or after it has this number
+/// or a higher one).
+pub fn first_archive_seq_at(stamp_ms: i64) -> i64 {
+    stamp_ms.clamp(0, MAX_STAMP_MS) << STAMP_SHIFT
+}
+
+/// When a message was archived, milliseconds since the Unix epoch.
+pub fn archive_stamp(seq: i64) -> i64 {
+    seq >> STAMP_SHIFT
+}
+
+/// A message's XEP-0359 stanza-id: its number in decimal.
+pub fn archive_id(seq: i64) -> String {
+    seq.to_string()
+}
+
+/// The number an id names; `None` if it is not one of ours (no archive holds it).
+pub fn parse_archive_id(id: &str) -> Option<i64> {
+    if id.is_empty() || id.len() > 19 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok()
 }
 
 /// An archived message, as a query returns it.
@@ -106,6 +175,9 @@ pub struct ArchivePrefs {
 
 #[async_trait]
 pub trait Archive: Send + Sync {
+    /// A new archive number (see [`ArchiveIds`]), for a stanza-id the server is giving.
+    fn next_archive_seq(&self) -> i64;
+
     /// Queues a message for the group committer; returns once it is queued (waiting for
     /// room when the committer is far behind), before it is durable.
     async fn append_archive(&self, entry: ArchiveEntry) -> Result<(), StoreError>;
@@ -155,4 +227,49 @@ pub trait Archive: Send + Sync {
         archive: &str,
         prefs: &ArchivePrefs,
     ) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_grow_and_carry_their_millisecond() {
+        let ids = ArchiveIds::after(0);
+        let before = now_ms();
+        let numbers: Vec<i64> = (0..10_000).map(|_| ids.next()).collect();
+        let after = now_ms();
+        assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]));
+        for seq in [numbers[0], numbers[9_999]] {
+            assert!((before..=after).contains(&archive_stamp(seq)), "{seq}");
+        }
+    }
+
+    /// The newest number stored is a day ahead (the clock stepped back): numbers go on above
+    /// it, their stamps a day ahead too, never back in time.
+    #[test]
+    fn numbers_stay_above_the_newest_even_when_the_clock_is_behind() {
+        let ahead = first_archive_seq_at(now_ms() + 86_400_000) + 5;
+        let ids = ArchiveIds::after(ahead);
+        assert_eq!(ids.next(), ahead + 1);
+        assert_eq!(ids.next(), ahead + 2);
+    }
+
+    #[test]
+    fn ids_are_decimal_numbers_and_nothing_else_parses() {
+        let seq = first_archive_seq_at(1_700_000_000_123) + 7;
+        let id = archive_id(seq);
+        assert_eq!(parse_archive_id(&id), Some(seq));
+        assert_eq!(archive_stamp(seq), 1_700_000_000_123);
+        for other in [
+            "",
+            "+12",
+            "-1",
+            "12a",
+            "9999999999999999999",
+            "a3f1c2d4e5f60718",
+        ] {
+            assert_eq!(parse_archive_id(other), None, "{other}");
+        }
+    }
 }

@@ -35,7 +35,8 @@ mod users;
 mod vcard;
 
 pub use archive::{
-    Archive, ArchiveEntry, ArchivePage, ArchivePrefs, ArchiveQuery, ArchivedMessage, With,
+    Archive, ArchiveEntry, ArchiveIds, ArchivePage, ArchivePrefs, ArchiveQuery, ArchivedMessage,
+    With, archive_id, archive_stamp, first_archive_seq_at, parse_archive_id,
 };
 pub use blocklist::Blocklists;
 pub use error::StoreError;

@@ -157,6 +157,8 @@ pub struct SqlStore {
     logouts: last::LogoutWriter,
     /// The group committer of archived messages (see `sql/archive_writer.rs`).
     archive: archive_writer::ArchiveWriter,
+    /// Archive numbers, from above the newest one stored.
+    archive_ids: Arc<crate::ArchiveIds>,
 }
 
 impl SqlStore {
@@ -192,8 +194,13 @@ impl SqlStore {
             photo_index: Arc::new(AccountIndex::new([])),
             logouts,
             archive,
+            archive_ids: Arc::new(crate::ArchiveIds::after(0)),
         };
         migrations::run(&store).await?;
+        let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM archive_messages")
+            .fetch_one(&store.pool)
+            .await?;
+        store.archive_ids = Arc::new(crate::ArchiveIds::after(newest.unwrap_or(0)));
         store.offline_index = Arc::new(AccountIndex::new(
             store
                 .accounts_in("SELECT DISTINCT username, domain FROM offline_messages")

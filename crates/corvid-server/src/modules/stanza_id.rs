@@ -1,9 +1,12 @@
 //! XEP-0359 unique and stable stanza IDs: each message delivered to an account gets a
 //! `<stanza-id/>` by that account's bare JID; any such element a sender forged is removed.
+//! The id is a new archive number (see corvid-store's archive.rs): the one the message is
+//! archived under, if it is.
 
 use async_trait::async_trait;
 use corvid_proto::Bare;
 use corvid_proto::{Jid, ns};
+use corvid_store::Archive as _;
 use corvid_xml::Element;
 
 use crate::module::{Ctx, Direction, Flow, Module};
@@ -20,7 +23,7 @@ impl Module for StanzaId {
         &[ns::STANZA_ID]
     }
 
-    async fn on_message(&self, _ctx: &Ctx, msg: &mut Element, dir: Direction) -> Flow {
+    async fn on_message(&self, ctx: &Ctx, msg: &mut Element, dir: Direction) -> Flow {
         if dir != Direction::ToClient || msg.attr("type") == Some("error") {
             return Flow::Continue;
         }
@@ -34,7 +37,10 @@ impl Module for StanzaId {
         });
         msg.append_child(
             Element::new("stanza-id", ns::STANZA_ID)
-                .with_attr("id", crate::random_id())
+                .with_attr(
+                    "id",
+                    corvid_store::archive_id(ctx.server.store.next_archive_seq()),
+                )
                 .with_attr("by", by),
         );
         Flow::Continue

@@ -1,11 +1,12 @@
 //! [`Archive`] over SQL: the `archive_messages` and `archive_prefs` tables (XEP-0313).
 //!
 //! Appends go through the group committer in `archive_writer.rs`; this file reads and
-//! removes. Every page is one range scan of an index in `seq` order, never an `OFFSET`: the
-//! filters become a `seq` range first (RSM anchors and `after-id`/`before-id` by their id, a
-//! time window by the first and last message in it of any archive, which bound a `seq` range
-//! because stamps never decrease along `seq`), then the page walks the index of its `with`
-//! filter from the end it pages from. `complete` comes from reading one message more than the page holds.
+//! removes. Every page is one range scan of the archive index in `seq` order, never an
+//! `OFFSET`: the filters become a `seq` range first (RSM anchors and `after-id`/`before-id`
+//! are numbers, checked to be in the archive; a time window's ends are the first numbers of
+//! their milliseconds), then the page walks the index from the end it pages from, checking a
+//! `with` filter on the index entries. `complete` comes from reading one message more than
+//! the page holds.
 //! Large removals go in chunks, each its own transaction, so archiving never waits long.
 
 use std::collections::HashSet;
@@ -17,48 +18,40 @@ use sqlx::{AnyConnection, Row};
 use super::SqlStore;
 use crate::{
     Archive, ArchiveEntry, ArchivePage, ArchivePrefs, ArchiveQuery, ArchivedMessage, StoreError,
-    With,
+    With, archive_id, archive_stamp, first_archive_seq_at, parse_archive_id,
 };
 
 /// Messages deleted per transaction by removals, trimming and expiry.
 const DELETE_CHUNK: i64 = 5000;
 
-/// A page query: `$1` archive, `seq` strictly between `$2` and `$3`, stamped within `$4..=$5`,
-/// at most `$6` messages, `$7` the bare `with` JID if the filter names one, `$8` the full one
-/// if that is what it names (its messages are among those of the bare JID's index entries).
-/// The stamp bounds are already part of the `seq` range; they are checked again (the unary
-/// `+` keeps the planner off the stamp index, which would need a sort) so no row outside the
-/// window can slip in.
+/// A page query: `$1` archive, `seq` strictly between `$2` and `$3`, at most `$4` messages,
+/// `$5` the bare `with` JID if the filter names one, `$6` the full one if that is what it
+/// names (its messages are among those of the bare JID).
 macro_rules! page_sql {
     ($with:literal, $order:literal) => {
         concat!(
-            "SELECT id, seq, stamp_ms, with_bare, with_full, stanza FROM archive_messages
-             WHERE archive = $1",
+            "SELECT seq, with_bare, with_full, stanza FROM archive_messages
+             WHERE archive = $1 AND seq > $2 AND seq < $3",
             $with,
-            " AND seq > $2 AND seq < $3 AND +stamp_ms >= $4 AND +stamp_ms <= $5
-             ORDER BY seq ",
+            " ORDER BY seq ",
             $order,
-            " LIMIT $6"
+            " LIMIT $4"
         )
     };
 }
 
 pub(super) const PAGE_ANY_OLDEST_FIRST: &str = page_sql!("", "ASC");
 pub(super) const PAGE_ANY_NEWEST_FIRST: &str = page_sql!("", "DESC");
-pub(super) const PAGE_BARE_OLDEST_FIRST: &str = page_sql!(" AND with_bare = $7", "ASC");
-pub(super) const PAGE_BARE_NEWEST_FIRST: &str = page_sql!(" AND with_bare = $7", "DESC");
+pub(super) const PAGE_BARE_OLDEST_FIRST: &str = page_sql!(" AND with_bare = $5", "ASC");
+pub(super) const PAGE_BARE_NEWEST_FIRST: &str = page_sql!(" AND with_bare = $5", "DESC");
 pub(super) const PAGE_FULL_OLDEST_FIRST: &str =
-    page_sql!(" AND with_bare = $7 AND with_full = $8", "ASC");
+    page_sql!(" AND with_bare = $5 AND with_full = $6", "ASC");
 pub(super) const PAGE_FULL_NEWEST_FIRST: &str =
-    page_sql!(" AND with_bare = $7 AND with_full = $8", "DESC");
+    page_sql!(" AND with_bare = $5 AND with_full = $6", "DESC");
 
-/// The first message of any archive stamped at or after `$1`: every message of an archive
-/// stamped so comes at or after it (the low end of a time window).
-pub(super) const FIRST_AT_OR_AFTER: &str = "SELECT seq FROM archive_messages
-     WHERE stamp_ms >= $1 ORDER BY stamp_ms ASC, seq ASC LIMIT 1";
-/// The last message of any archive stamped at or before `$1`: the high end of a time window.
-pub(super) const LAST_AT_OR_BEFORE: &str = "SELECT seq FROM archive_messages
-     WHERE stamp_ms <= $1 ORDER BY stamp_ms DESC, seq DESC LIMIT 1";
+/// One message of an archive by its number.
+pub(super) const BY_SEQ: &str = "SELECT seq, with_bare, with_full, stanza FROM archive_messages
+     WHERE seq = $1 AND archive = $2";
 
 /// One chunk of an archive's messages up to `seq` `$3`, oldest first, at most `$2`.
 pub(super) const DELETE_UP_TO_SEQ: &str = "DELETE FROM archive_messages WHERE seq IN (
@@ -104,6 +97,10 @@ struct SeqRange {
 
 #[async_trait]
 impl Archive for SqlStore {
+    fn next_archive_seq(&self) -> i64 {
+        self.archive_ids.next()
+    }
+
     async fn append_archive(&self, entry: ArchiveEntry) -> Result<(), StoreError> {
         self.archive.append(entry).await
     }
@@ -133,9 +130,8 @@ impl Archive for SqlStore {
             after: i64::MIN,
             before: i64::MAX,
         };
-        let always = (whole, (i64::MIN, i64::MAX));
-        let oldest = read_range(&mut tx, archive, None, always, false, 1).await?;
-        let newest = read_range(&mut tx, archive, None, always, true, 1).await?;
+        let oldest = read_range(&mut tx, archive, None, whole, false, 1).await?;
+        let newest = read_range(&mut tx, archive, None, whole, true, 1).await?;
         tx.commit().await?;
         Ok(oldest
             .into_iter()
@@ -154,8 +150,7 @@ impl Archive for SqlStore {
             // Up to the newest message now, not beyond: messages queued after the call stay.
             None => self.delete_all_but_newest(archive, 0).await,
             Some(before_ms) => {
-                let last = self.last_before(before_ms).await?;
-                self.delete_chunks(DELETE_UP_TO_SEQ, Some(archive), last)
+                self.delete_chunks(DELETE_UP_TO_SEQ, Some(archive), last_before(before_ms))
                     .await
             }
         }
@@ -167,8 +162,9 @@ impl Archive for SqlStore {
     }
 
     async fn expire_archives(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let last = self.last_before(before_ms).await?;
-        let removed = self.delete_chunks(EXPIRE_UP_TO_SEQ, None, last).await?;
+        let removed = self
+            .delete_chunks(EXPIRE_UP_TO_SEQ, None, last_before(before_ms))
+            .await?;
         if removed > 0 {
             tracing::info!(removed, before_ms, "expired archived messages");
         }
@@ -237,17 +233,6 @@ impl SqlStore {
         }
     }
 
-    /// The `seq` of the last message of any archive stamped before `before_ms` (every message
-    /// up to it is older, in every archive); `i64::MAX` if every message is older.
-    async fn last_before(&self, before_ms: i64) -> Result<i64, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let newer = window_end(&mut conn, FIRST_AT_OR_AFTER, before_ms).await?;
-        match newer {
-            Some(first_kept) => Ok(first_kept.saturating_sub(1)),
-            None => Ok(i64::MAX),
-        }
-    }
-
     /// Runs a chunked delete (`$1` archive if there is one, then the chunk size and the
     /// bound) until a chunk comes back short; how many messages went.
     async fn delete_chunks(
@@ -278,6 +263,11 @@ impl SqlStore {
     }
 }
 
+/// The highest number a message stamped before `before_ms` can have.
+fn last_before(before_ms: i64) -> i64 {
+    first_archive_seq_at(before_ms) - 1
+}
+
 /// Reads a page as [`Archive::query_archive`] describes it.
 async fn read_page(
     conn: &mut AnyConnection,
@@ -294,15 +284,11 @@ async fn read_page(
     let wanted = query.max.saturating_add(1);
     let mut placed = if query.ids.is_empty() {
         let limit = i64::try_from(wanted).unwrap_or(i64::MAX);
-        let window = (
-            query.start_ms.unwrap_or(i64::MIN),
-            query.end_ms.unwrap_or(i64::MAX),
-        );
         read_range(
             &mut *conn,
             archive,
             query.with.as_ref(),
-            (range, window),
+            range,
             query.from_end,
             limit,
         )
@@ -339,51 +325,33 @@ async fn seq_range(
         range.before = range.before.min(seq_of(&mut *conn, archive, id).await?);
     }
     if let Some(start_ms) = query.start_ms {
-        match window_end(&mut *conn, FIRST_AT_OR_AFTER, start_ms).await? {
-            Some(first) => range.after = range.after.max(first.saturating_sub(1)),
-            None => return Ok(None),
-        }
+        range.after = range.after.max(first_archive_seq_at(start_ms) - 1);
     }
     if let Some(end_ms) = query.end_ms {
-        match window_end(&mut *conn, LAST_AT_OR_BEFORE, end_ms).await? {
-            Some(last) => range.before = range.before.min(last.saturating_add(1)),
-            None => return Ok(None),
-        }
+        let after_end = first_archive_seq_at(end_ms.saturating_add(1));
+        range.before = range.before.min(after_end);
     }
-    Ok(Some(range))
+    Ok((range.after < range.before).then_some(range))
 }
 
 /// The `seq` of the message with this id; [`StoreError::NotFound`] if the archive has none.
 async fn seq_of(conn: &mut AnyConnection, archive: &str, id: &str) -> Result<i64, StoreError> {
-    let row = sqlx::query("SELECT seq FROM archive_messages WHERE archive = $1 AND id = $2")
+    let seq = parse_archive_id(id).ok_or(StoreError::NotFound)?;
+    let row = sqlx::query(BY_SEQ)
+        .bind(seq)
         .bind(archive)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    Ok(row.try_get("seq")?)
-}
-
-/// The `seq` that [`FIRST_AT_OR_AFTER`] or [`LAST_AT_OR_BEFORE`] finds, if any.
-async fn window_end(
-    conn: &mut AnyConnection,
-    statement: &'static str,
-    stamp_ms: i64,
-) -> Result<Option<i64>, StoreError> {
-    let row = sqlx::query(statement)
-        .bind(stamp_ms)
         .fetch_optional(&mut *conn)
         .await?;
-    Ok(row.map(|row| row.try_get("seq")).transpose()?)
+    row.map(|_| seq).ok_or(StoreError::NotFound)
 }
 
-/// Up to `limit` messages in the range and the time window (both ends included) matching
-/// `with`, from the oldest end (or the newest, if `newest_first`), in the order read.
+/// Up to `limit` messages in the range matching `with`, from the oldest end (or the newest,
+/// if `newest_first`), in the order read.
 async fn read_range(
     conn: &mut AnyConnection,
     archive: &str,
     with: Option<&With>,
-    (range, (start_ms, end_ms)): (SeqRange, (i64, i64)),
+    range: SeqRange,
     newest_first: bool,
     limit: i64,
 ) -> Result<Vec<Placed>, StoreError> {
@@ -403,8 +371,6 @@ async fn read_range(
         .bind(archive)
         .bind(range.after)
         .bind(range.before)
-        .bind(start_ms)
-        .bind(end_ms)
         .bind(limit);
     if let Some(jid) = with_jid {
         // A full JID's bare part: everything before its first `/` (RFC 7622 §3.1).
@@ -418,7 +384,7 @@ async fn read_range(
 }
 
 /// The messages of `query.ids` within the range and the other filters, chosen like
-/// [`read_range`] does, at most `wanted`. Ids are looked up one by one on the id index: a
+/// [`read_range`] does, at most `wanted`. Ids are looked up one by one by their number: a
 /// query names few of them.
 async fn read_ids(
     conn: &mut AnyConnection,
@@ -429,15 +395,13 @@ async fn read_ids(
 ) -> Result<Vec<Placed>, StoreError> {
     let mut seen = HashSet::new();
     let mut found = Vec::new();
-    for id in query.ids.iter().filter(|id| seen.insert(id.as_str())) {
-        let row = sqlx::query(
-            "SELECT id, seq, stamp_ms, with_bare, with_full, stanza FROM archive_messages
-             WHERE archive = $1 AND id = $2",
-        )
-        .bind(archive)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let seqs = query.ids.iter().filter_map(|id| parse_archive_id(id));
+    for seq in seqs.filter(|seq| seen.insert(*seq)) {
+        let row = sqlx::query(BY_SEQ)
+            .bind(seq)
+            .bind(archive)
+            .fetch_optional(&mut *conn)
+            .await?;
         if let Some(row) = row {
             let placed = placed_from_row(&row)?;
             if passes_filters(&placed, query, range) {
@@ -454,13 +418,11 @@ async fn read_ids(
     Ok(found)
 }
 
-/// Whether a message looked up by id passes the query's other filters.
+/// Whether a message looked up by id passes the query's other filters (the range holds the
+/// anchors and the time window).
 fn passes_filters(placed: &Placed, query: &ArchiveQuery, range: SeqRange) -> bool {
-    let stamp = placed.message.stamp_ms;
     range.after < placed.seq
         && placed.seq < range.before
-        && query.start_ms.is_none_or(|start| stamp >= start)
-        && query.end_ms.is_none_or(|end| stamp <= end)
         && match &query.with {
             None => true,
             Some(With::Bare(jid)) => placed.with_bare == *jid,
@@ -469,12 +431,13 @@ fn passes_filters(placed: &Placed, query: &ArchiveQuery, range: SeqRange) -> boo
 }
 
 fn placed_from_row(row: &AnyRow) -> Result<Placed, StoreError> {
+    let seq = row.try_get("seq")?;
     Ok(Placed {
-        seq: row.try_get("seq")?,
+        seq,
         with_bare: row.try_get("with_bare")?,
         message: ArchivedMessage {
-            id: row.try_get("id")?,
-            stamp_ms: row.try_get("stamp_ms")?,
+            id: archive_id(seq),
+            stamp_ms: archive_stamp(seq),
             with_full: row.try_get("with_full")?,
             stanza: row.try_get("stanza")?,
         },

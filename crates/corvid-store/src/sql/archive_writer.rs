@@ -9,17 +9,10 @@
 //! ask to: [`ArchiveWriter::sync`] is the barrier a session passes before it acknowledges
 //! messages (XEP-0198 `<a/>`), returning once everything queued before it is committed.
 //!
-//! Archive order: every message gets the next `seq`, one number line shared by all archives
-//! (the table's rowid, so new rows append to its B-tree). The writer is the only writer of new
-//! rows: it reads the newest `seq` once and counts on from there. Deletions take the oldest
-//! rows, so numbers keep growing. One process writes an archive database at a time (the
-//! server; the CLI only reads and deletes).
-//!
-//! Stamps: the writer also keeps `stamp_ms` from decreasing along `seq` (a clock stepping
-//! back would stamp a later message earlier): a message is stored with the newest stamp
-//! already written if its own is older. Archive order and time order then agree, as
-//! XEP-0313 §4.1 assumes, and a time window is one contiguous range of `seq`, the same range
-//! in every archive.
+//! Archive order: every message comes with its number, `seq` (see the crate's archive.rs),
+//! the table's rowid; numbers are taken in the order messages are routed, so new rows
+//! append to the table's B-tree, nearly in order. A message queued twice (the same number)
+//! is stored once.
 //!
 //! Connection: the writer keeps one connection of the pool for itself, with a page cache
 //! large enough for the hot parts of the archive indexes ([`WRITER_CACHE_KIB`]): every
@@ -39,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Row};
+use sqlx::{Any, AnyConnection, AnyPool, Connection as _};
 use tokio::sync::{mpsc, watch};
 
 use super::Backend;
@@ -110,7 +103,6 @@ impl ArchiveWriter {
                 pool,
                 backend,
                 conn: None,
-                tail: None,
                 full_insert: insert_statement(backend, ROWS_PER_INSERT).into(),
             };
             loop {
@@ -214,27 +206,18 @@ fn writer_gone() -> StoreError {
     StoreError::Backend(sqlx::Error::PoolClosed)
 }
 
-/// The writer task's connection and where the archive ends.
+/// The writer task's connection.
 struct Writer {
     pool: AnyPool,
     backend: Backend,
     /// Taken from the pool at the first batch and kept; closed after a failure.
     conn: Option<PoolConnection<Any>>,
-    /// Read at the first batch (and after a failure), then kept up to date.
-    tail: Option<Tail>,
     /// The insert of [`ROWS_PER_INSERT`] rows, which all but a batch's last chunk use.
     full_insert: Arc<str>,
 }
 
-/// The next `seq` and the newest stamp.
-#[derive(Clone, Copy)]
-struct Tail {
-    next_seq: i64,
-    stamp_ms: i64,
-}
-
 /// Rows per INSERT statement: one statement per row would spend more time passing
-/// statements to the database than writing; 64 rows are 448 parameters, far below any
+/// statements to the database than writing; 64 rows are 320 parameters, far below any
 /// backend's limit.
 const ROWS_PER_INSERT: usize = 64;
 
@@ -251,9 +234,8 @@ impl Writer {
                 }
                 Err(error) => error,
             };
-            // Start again from what is on disk, on a fresh connection.
+            // Start again on a fresh connection.
             self.conn = None;
-            self.tail = None;
             let closed = matches!(error, sqlx::Error::PoolClosed);
             if closed || attempt == ATTEMPTS {
                 tracing::error!(messages = batch.len(), %error, "archive batch dropped");
@@ -279,12 +261,6 @@ impl Writer {
             }
         };
         let mut tx = conn.begin_with(self.backend.begin_write()).await?;
-        let mut tail = match self.tail {
-            Some(tail) => tail,
-            None => read_tail(&mut tx).await?,
-        };
-        // An entry already archived (same id) is skipped by the insert and leaves a gap in
-        // `seq`, which only needs to grow.
         let mut written = 0;
         for rows in batch.chunks(ROWS_PER_INSERT) {
             let statement: Arc<str> = if rows.len() == ROWS_PER_INSERT {
@@ -294,21 +270,16 @@ impl Writer {
             };
             let mut insert = sqlx::query(sqlx::AssertSqlSafe(statement));
             for entry in rows {
-                tail.stamp_ms = tail.stamp_ms.max(entry.stamp_ms);
                 insert = insert
-                    .bind(tail.next_seq)
+                    .bind(entry.seq)
                     .bind(&entry.archive)
-                    .bind(&entry.id)
-                    .bind(tail.stamp_ms)
                     .bind(&entry.with_bare)
                     .bind(&entry.with_full)
                     .bind(&entry.stanza);
-                tail.next_seq = tail.next_seq.saturating_add(1);
             }
             written += insert.execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
-        self.tail = Some(tail);
         Ok(written)
     }
 }
@@ -332,63 +303,48 @@ async fn tune(conn: &mut AnyConnection, backend: Backend) -> Result<(), sqlx::Er
     Ok(())
 }
 
-/// The insert of `rows` rows. Only (archive, id) may conflict, for a message archived twice,
-/// which is then ignored; `seq` cannot, this task being the only writer.
+/// The insert of `rows` rows. A row conflicts only with the same message archived before
+/// (the same `seq`), which is then kept as it was.
 ///
 /// SQLite's form is `INSERT OR IGNORE … VALUES (?, …), …`: with OR IGNORE no row can make
 /// the statement fail halfway, so SQLite keeps no statement journal for it, and anonymous
 /// `?` parameters bind by position (numbered `$n` ones are looked up by name, a walk of the
-/// statement's parameter list each, which for 448 of them cost more than the inserts' own
+/// statement's parameter list each, which for hundreds of them cost more than the inserts' own
 /// B-tree work).
 fn insert_statement(backend: Backend, rows: usize) -> String {
     match backend {
         Backend::Sqlite => {
             let mut sql = String::from(
                 "INSERT OR IGNORE INTO archive_messages
-                 (seq, archive, id, stamp_ms, with_bare, with_full, stanza) VALUES ",
+                 (seq, archive, with_bare, with_full, stanza) VALUES ",
             );
             for row in 0..rows {
                 if row > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str("(?, ?, ?, ?, ?, ?, ?)");
+                sql.push_str("(?, ?, ?, ?, ?)");
             }
             sql
         }
     }
 }
 
-/// The next `seq` and the newest stamp, from the newest message.
-async fn read_tail(conn: &mut AnyConnection) -> Result<Tail, sqlx::Error> {
-    let newest =
-        sqlx::query("SELECT seq, stamp_ms FROM archive_messages ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-    match newest {
-        Some(row) => Ok(Tail {
-            next_seq: row.try_get::<i64, _>("seq")?.saturating_add(1),
-            stamp_ms: row.try_get("stamp_ms")?,
-        }),
-        None => Ok(Tail {
-            next_seq: 1,
-            stamp_ms: i64::MIN,
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use crate::{Archive, ArchiveEntry, ArchiveQuery, SqlStore};
+    use crate::{Archive, ArchiveEntry, ArchiveQuery, SqlStore, archive_id};
 
-    fn entry(archive: &str, id: &str) -> ArchiveEntry {
-        ArchiveEntry {
+    /// A new entry for `archive`, numbered by the store; its id.
+    async fn append(store: &SqlStore, archive: &str) -> String {
+        let seq = store.next_archive_seq();
+        let entry = ArchiveEntry {
             archive: archive.into(),
-            id: id.into(),
-            stamp_ms: 1000,
+            seq,
             with_bare: "romeo@montague.example".into(),
             with_full: "romeo@montague.example/phone".into(),
-            stanza: format!("<message id='{id}'/>"),
-        }
+            stanza: format!("<message id='{seq}'/>"),
+        };
+        store.append_archive(entry).await.unwrap();
+        archive_id(seq)
     }
 
     async fn archived_ids(store: &SqlStore, archive: &str) -> Vec<String> {
@@ -416,16 +372,16 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 // Five archives shared by ten sessions each.
                 let archive = format!("user{}@example.org", task % 5);
-                for n in 0..EACH {
-                    store
-                        .append_archive(entry(&archive, &format!("t{task}-{n}")))
-                        .await
-                        .unwrap();
+                let mut own = Vec::with_capacity(EACH);
+                for _ in 0..EACH {
+                    own.push(append(&store, &archive).await);
                 }
+                own
             }));
         }
+        let mut sent = Vec::new();
         for task in tasks {
-            task.await.unwrap();
+            sent.push(task.await.unwrap());
         }
         store.archive_sync().await.unwrap();
         let batches = store.archive.progress().committed_batches - before;
@@ -437,12 +393,8 @@ mod tests {
             let ids = archived_ids(&reader, &format!("user{archive}@example.org")).await;
             total += ids.len();
             for task in (archive..TASKS).step_by(5) {
-                let own: Vec<&String> = ids
-                    .iter()
-                    .filter(|id| id.starts_with(&format!("t{task}-")))
-                    .collect();
-                let expected: Vec<String> = (0..EACH).map(|n| format!("t{task}-{n}")).collect();
-                assert_eq!(own, expected.iter().collect::<Vec<_>>(), "task {task}");
+                let own: Vec<&String> = ids.iter().filter(|id| sent[task].contains(id)).collect();
+                assert_eq!(own, sent[task].iter().collect::<Vec<_>>(), "task {task}");
             }
         }
         assert_eq!(total, TASKS * EACH);
@@ -464,9 +416,8 @@ mod tests {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 let archive = format!("user{task}@example.org");
-                for round in 0..20 {
-                    let id = format!("r{round}");
-                    store.append_archive(entry(&archive, &id)).await.unwrap();
+                for _ in 0..20 {
+                    let id = append(&store, &archive).await;
                     store.archive_sync().await.unwrap();
                     let query = ArchiveQuery {
                         ids: vec![id.clone()],
@@ -488,13 +439,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
         store.archive_sync().await.unwrap();
-        store
-            .append_archive(entry("a@example.org", "1"))
-            .await
-            .unwrap();
+        let id = append(&store, "a@example.org").await;
         store.archive_sync().await.unwrap();
         store.archive_sync().await.unwrap();
-        assert_eq!(archived_ids(&store, "a@example.org").await, ["1"]);
+        assert_eq!(archived_ids(&store, "a@example.org").await, [id]);
     }
 
     /// A batch that cannot be written is not silently dropped: the sync waiting for it fails.
@@ -507,10 +455,7 @@ mod tests {
             .execute(&store.pool)
             .await
             .unwrap();
-        store
-            .append_archive(entry("a@example.org", "lost"))
-            .await
-            .unwrap();
+        append(&store, "a@example.org").await;
         let failed = store.archive_sync().await;
         assert!(failed.is_err(), "{failed:?}");
 
@@ -518,11 +463,8 @@ mod tests {
             .execute(&store.pool)
             .await
             .unwrap();
-        store
-            .append_archive(entry("a@example.org", "kept"))
-            .await
-            .unwrap();
+        let kept = append(&store, "a@example.org").await;
         store.archive_sync().await.unwrap();
-        assert_eq!(archived_ids(&store, "a@example.org").await, ["kept"]);
+        assert_eq!(archived_ids(&store, "a@example.org").await, [kept]);
     }
 }

@@ -276,6 +276,40 @@ const SQLITE: &[Migration] = &[
         )",
         ],
     },
+    Migration {
+        version: 7,
+        // Archive ids become archive numbers (see archive.rs): the stanza-id is `seq` in
+        // decimal and the stamp is `seq`'s upper bits, so neither needs a column or an index.
+        // Each index costs every archived message a B-tree insert and, at commit, a page
+        // written per archive it touched; with one index left, an archive costs a third of
+        // what it did to write. Messages archived before keep their order and time, under new
+        // numbers; the ids clients knew them by are gone (a query naming one gets
+        // item-not-found, and clients then sync from a date).
+        statements: &[
+            "CREATE TABLE archive_messages_7 (
+            seq INTEGER PRIMARY KEY,
+            archive TEXT NOT NULL,
+            with_bare TEXT NOT NULL,
+            with_full TEXT NOT NULL,
+            stanza TEXT NOT NULL
+        )",
+            "INSERT INTO archive_messages_7 (seq, archive, with_bare, with_full, stanza)
+             SELECT (MAX(stamp_ms, 0) << 20)
+                    + ROW_NUMBER() OVER (PARTITION BY MAX(stamp_ms, 0) ORDER BY seq) - 1,
+                    archive, with_bare, with_full, stanza
+             FROM archive_messages",
+            "DROP TABLE archive_messages",
+            "ALTER TABLE archive_messages_7 RENAME TO archive_messages",
+            // Pages walk this index in (archive, seq) order from either end; a `with` filter
+            // is checked on the index entries themselves (the rows are read only for the
+            // messages returned), so filtering costs a few index entries per message skipped.
+            "CREATE INDEX archive_messages_by_archive ON archive_messages (archive, seq, with_bare)",
+            "DELETE FROM sqlite_stat1 WHERE tbl = 'archive_messages'",
+            "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES
+                ('archive_messages', 'archive_messages_by_archive', '100000 1000 1 1')",
+            "ANALYZE sqlite_schema",
+        ],
+    },
 ];
 
 pub(super) fn for_backend(backend: Backend) -> &'static [Migration] {
@@ -412,6 +446,62 @@ mod tests {
                 .unwrap(),
             1
         );
+    }
+
+    /// Version 7 renumbers the messages of version 5's archive table: same order, stamps,
+    /// correspondents and stanzas, new ids, and numbering goes on above them.
+    #[tokio::test]
+    async fn a_version_6_archive_is_renumbered_keeping_order_and_stamps() {
+        use crate::{Archive, ArchiveQuery, archive_stamp};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        for statement in [
+            "DROP TABLE archive_messages",
+            "CREATE TABLE archive_messages (seq INTEGER PRIMARY KEY, archive TEXT NOT NULL,
+             id TEXT NOT NULL, stamp_ms INTEGER NOT NULL, with_bare TEXT NOT NULL,
+             with_full TEXT NOT NULL, stanza TEXT NOT NULL)",
+            "INSERT INTO archive_messages VALUES
+             (1, 'j@x', 'aa', 1000, 'r@x', 'r@x/1', 'first'),
+             (2, 'r@x', 'bb', 1000, 'j@x', 'j@x/2', 'other'),
+             (3, 'j@x', 'cc', 1000, 'n@x', 'n@x', 'second'),
+             (4, 'j@x', 'dd', 2000, 'r@x', 'r@x/1', 'third')",
+            "DELETE FROM schema_migrations WHERE version = 7",
+        ] {
+            sqlx::raw_sql(statement).execute(&mut *conn).await.unwrap();
+        }
+        drop(conn);
+        store.close().await;
+
+        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+        let query = ArchiveQuery {
+            max: 10,
+            ..Default::default()
+        };
+        let page = store.query_archive("j@x", &query).await.unwrap();
+        let got: Vec<(&str, i64, &str)> = page
+            .messages
+            .iter()
+            .map(|m| (m.stanza.as_str(), m.stamp_ms, m.with_full.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("first", 1000, "r@x/1"),
+                ("second", 1000, "n@x"),
+                ("third", 2000, "r@x/1")
+            ]
+        );
+        let with_r = ArchiveQuery {
+            with: Some(crate::With::Bare("r@x".into())),
+            ..query.clone()
+        };
+        let page = store.query_archive("j@x", &with_r).await.unwrap();
+        assert_eq!(page.messages.len(), 2);
+        let other = store.query_archive("r@x", &query).await.unwrap();
+        assert_eq!(other.messages[0].stanza, "other");
+        assert!(archive_stamp(store.next_archive_seq()) > 2000);
     }
 
     #[tokio::test]

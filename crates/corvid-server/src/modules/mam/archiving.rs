@@ -2,14 +2,12 @@
 //! one-to-one messages are worth keeping, whose archive keeps them, and under which id.
 //!
 //! Both parties keep a copy. The recipient's is taken as the message is about to reach it
-//! (after the stanza-id module stamped it), under the XEP-0359 id the recipient sees, so a
-//! client can page the archive from a message it got live. The sender's is taken as it
-//! leaves the sending client, under an id of its own.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! (after the stanza-id module stamped it), under the XEP-0359 id the recipient sees (an
+//! archive number), so a client can page the archive from a message it got live. The
+//! sender's is taken as it leaves the sending client, under a number of its own.
 
 use corvid_proto::{Bare, BareJid, FullJid, Jid, MessageType, ns};
-use corvid_store::{ArchiveEntry, Users as _};
+use corvid_store::{Archive as _, ArchiveEntry, Users as _, parse_archive_id};
 use corvid_xml::Element;
 
 use super::prefs::PrefsCache;
@@ -68,7 +66,7 @@ pub async fn sender_copy(ctx: &Ctx, prefs: &PrefsCache, msg: &Element) -> Option
     if !prefs.archives(ctx, &owner, &to).await {
         return None;
     }
-    Some(entry(&owner, crate::random_id(), &to, msg))
+    Some(entry(&owner, ctx.server.store.next_archive_seq(), &to, msg))
 }
 
 /// The recipient's copy, under the stanza-id its account's archive gave it (XEP-0359).
@@ -79,15 +77,15 @@ pub async fn recipient_copy(ctx: &Ctx, prefs: &PrefsCache, msg: &Element) -> Opt
     if to.node().is_none() || !worth_archiving(msg, &ctx.server.config.mam) {
         return None;
     }
-    let id = msg
+    let seq = msg
         .children()
         .find(|c| c.is("stanza-id", ns::STANZA_ID) && c.attr("by") == Some(owner.as_str()))
-        .and_then(|c| c.attr("id"))?
-        .to_string();
+        .and_then(|c| c.attr("id"))
+        .and_then(parse_archive_id)?;
     if !account_exists(ctx, &owner).await || !prefs.archives(ctx, &owner, &from).await {
         return None;
     }
-    Some(entry(&owner, id, &from, msg))
+    Some(entry(&owner, seq, &from, msg))
 }
 
 /// An account with a session exists; otherwise the store says (RFC 6121 §8.5.1: messages
@@ -106,12 +104,11 @@ async fn account_exists(ctx: &Ctx, account: &BareJid) -> bool {
     }
 }
 
-/// An archive entry for `msg`, stamped now.
-pub fn entry(archive: &BareJid, id: String, with: &Jid, msg: &Element) -> ArchiveEntry {
+/// An archive entry for `msg`, numbered `seq`.
+pub fn entry(archive: &BareJid, seq: i64, with: &Jid, msg: &Element) -> ArchiveEntry {
     ArchiveEntry {
         archive: archive.to_string(),
-        id,
-        stamp_ms: now_ms(),
+        seq,
         with_bare: with.bare().to_string(),
         with_full: with.to_string(),
         stanza: String::from_utf8_lossy(&msg.to_bytes(ns::CLIENT)).into_owned(),
@@ -119,8 +116,8 @@ pub fn entry(archive: &BareJid, id: String, with: &Jid, msg: &Element) -> Archiv
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
 }

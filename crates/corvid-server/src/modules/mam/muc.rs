@@ -32,17 +32,17 @@ impl RoomArchive {
         if !Self::enabled(&ctx.server.config) {
             return;
         }
-        let Some(id) = reflected
+        let Some(seq) = reflected
             .children()
             .find(|c| c.is("stanza-id", ns::STANZA_ID) && c.attr("by") == Some(room.as_str()))
             .and_then(|c| c.attr("id"))
+            .and_then(corvid_store::parse_archive_id)
         else {
             return;
         };
         let entry = ArchiveEntry {
             archive: room.to_string(),
-            id: id.to_string(),
-            stamp_ms: super::archiving::now_ms(),
+            seq,
             with_bare: room.to_string(),
             with_full: reflected.attr("from").unwrap_or(room.as_str()).to_string(),
             stanza: String::from_utf8_lossy(&reflected.to_bytes(ns::CLIENT)).into_owned(),

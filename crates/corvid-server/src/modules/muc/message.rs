@@ -16,14 +16,15 @@ use super::room::{Affiliation, Out, Role, Room};
 /// Longest subject accepted, in characters.
 pub const MAX_SUBJECT_CHARS: usize = 1000;
 
-/// §7.4: reflects a groupchat message to every occupant, the sender included; a message
-/// with a subject and no body changes the subject (§8.1). Returns the copy for the room's
-/// archive when it keeps one (XEP-0313 §7.1.2: messages with a body, and subject changes).
+/// §7.4: reflects a groupchat message to every occupant, the sender included, under the
+/// XEP-0359 `stanza_id` the room gives it; a message with a subject and no body changes the
+/// subject (§8.1). Returns the copy for the room's archive when it keeps one (XEP-0313
+/// §7.1.2: messages with a body, and subject changes).
 pub fn groupchat(
     room: &mut Room,
     from: &FullJid,
     msg: &Element,
-    now: SystemTime,
+    (now, stanza_id): (SystemTime, &str),
     out: &mut Out,
 ) -> Result<Option<Element>, StanzaError> {
     // §7.4: only occupants may send, with voice (§5.1.1: visitors have none).
@@ -49,7 +50,7 @@ pub fn groupchat(
         room.subject.nick = Some(nick.clone());
         room.subject.text = text.clone();
     }
-    let reflected = reflect(room, &nick, &occupant_id, msg);
+    let reflected = reflect(room, (&nick, &occupant_id), msg, stanza_id);
     room.send_to_all(&reflected, out);
     let archived = (room.config.archiving && (has_body || subject.is_some()))
         .then(|| archive_copy(&reflected, from));
@@ -75,7 +76,12 @@ fn archive_copy(reflected: &Element, from: &FullJid) -> Element {
 
 /// The message as the room sends it: `from` room/nick, the sender's `id` kept, any
 /// stanza-id claiming to be the room's removed and the room's own added (XEP-0359 §5).
-fn reflect(room: &Room, nick: &str, occupant_id: &str, msg: &Element) -> Element {
+fn reflect(
+    room: &Room,
+    (nick, occupant_id): (&str, &str),
+    msg: &Element,
+    stanza_id: &str,
+) -> Element {
     let by = room.jid.as_str();
     let mut reflected = Element::new("message", ns::CLIENT)
         .with_attr("from", room.occupant_jid(nick))
@@ -98,7 +104,7 @@ fn reflect(room: &Room, nick: &str, occupant_id: &str, msg: &Element) -> Element
     reflected.append_child(super::occupant_id::element(occupant_id));
     reflected.append_child(
         Element::new("stanza-id", ns::STANZA_ID)
-            .with_attr("id", crate::random_id())
+            .with_attr("id", stanza_id)
             .with_attr("by", by),
     );
     reflected
@@ -220,7 +226,7 @@ mod tests {
             &mut room,
             &"b@x/1".parse().unwrap(),
             &body("hi"),
-            SystemTime::now(),
+            (SystemTime::now(), "1"),
             &mut |to: &FullJid, b: Bytes| {
                 sent.push((to.to_string(), String::from_utf8_lossy(&b).into_owned()))
             },
@@ -251,7 +257,7 @@ mod tests {
             &mut room,
             &"z@x/1".parse().unwrap(),
             &body("hi"),
-            SystemTime::now(),
+            (SystemTime::now(), "1"),
             &mut out,
         )
         .unwrap_err();
@@ -263,7 +269,7 @@ mod tests {
             &mut room,
             &"b@x/1".parse().unwrap(),
             &body("hi"),
-            SystemTime::now(),
+            (SystemTime::now(), "1"),
             &mut out,
         )
         .unwrap_err();
@@ -281,7 +287,7 @@ mod tests {
             &mut room,
             &"b@x/1".parse().unwrap(),
             &subject,
-            SystemTime::now(),
+            (SystemTime::now(), "1"),
             &mut out,
         )
         .unwrap_err();
@@ -290,7 +296,7 @@ mod tests {
             &mut room,
             &"a@x/1".parse().unwrap(),
             &subject,
-            SystemTime::now(),
+            (SystemTime::now(), "1"),
             &mut out,
         )
         .unwrap();

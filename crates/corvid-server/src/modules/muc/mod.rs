@@ -455,11 +455,13 @@ impl Muc {
         let result = match stanza.attr("type") {
             Some("error") => return,
             Some("groupchat") => {
+                let seq = corvid_store::Archive::next_archive_seq(&ctx.server.store);
+                let stanza_id = corvid_store::archive_id(seq);
                 let archived = message::groupchat(
                     &mut lock(&room_ref),
                     &from,
                     stanza,
-                    SystemTime::now(),
+                    (SystemTime::now(), &stanza_id),
                     &mut deliver(&ctx.server),
                 );
                 match archived {

@@ -8,7 +8,12 @@ mod plans;
 mod upkeep;
 
 use super::SqlStore;
-use crate::{Archive, ArchiveEntry, ArchivePage, ArchiveQuery};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::archive::STAMP_SHIFT;
+use crate::{
+    Archive, ArchiveEntry, ArchivePage, ArchiveQuery, ArchivedMessage, first_archive_seq_at,
+};
 
 pub(super) const JULIET: &str = "juliet@capulet.example";
 pub(super) const ROMEO: &str = "romeo@montague.example";
@@ -19,43 +24,64 @@ pub(super) async fn open() -> (tempfile::TempDir, SqlStore) {
     (dir, store)
 }
 
-/// A message in `archive` with id `id`, exchanged with `with_full` at `stamp_ms`.
-pub(super) fn entry(archive: &str, id: &str, stamp_ms: i64, with_full: &str) -> ArchiveEntry {
+/// Numbers within a millisecond for [`entry`], in the order entries are made.
+static NEXT_IN_MS: AtomicI64 = AtomicI64::new(0);
+
+/// A message in `archive` exchanged with `with_full` at `stamp_ms`, its body `label` (what
+/// [`ids`] reports it by). Entries made later at the same stamp get higher numbers.
+pub(super) fn entry(archive: &str, label: &str, stamp_ms: i64, with_full: &str) -> ArchiveEntry {
     let with_bare = with_full.split('/').next().unwrap_or(with_full);
+    let in_ms = NEXT_IN_MS.fetch_add(1, Ordering::Relaxed) % (1 << STAMP_SHIFT);
     ArchiveEntry {
         archive: archive.into(),
-        id: id.into(),
-        stamp_ms,
+        seq: first_archive_seq_at(stamp_ms) + in_ms,
         with_bare: with_bare.into(),
         with_full: with_full.into(),
-        stanza: format!("<message id='{id}'><body>{id}</body></message>"),
+        stanza: format!("<message><body>{label}</body></message>"),
     }
 }
 
-/// Appends `count` messages to Juliet's archive, ids `m0`, `m1` …, stamped 1000, 1010 …,
-/// alternating between two of Romeo's resources; then syncs.
+/// Appends `count` messages to Juliet's archive, labelled `m0`, `m1` …, stamped 1000,
+/// 1010 …, alternating between two of Romeo's resources; then syncs. Their labels.
 pub(super) async fn fill(store: &SqlStore, count: usize) -> Vec<String> {
-    let mut ids = Vec::with_capacity(count);
+    let mut labels = Vec::with_capacity(count);
     for n in 0..count {
-        let id = format!("m{n}");
+        let label = format!("m{n}");
         let resource = if n % 2 == 0 { "phone" } else { "laptop" };
         let stamp = 1000 + 10 * i64::try_from(n).unwrap();
         store
-            .append_archive(entry(JULIET, &id, stamp, &format!("{ROMEO}/{resource}")))
+            .append_archive(entry(JULIET, &label, stamp, &format!("{ROMEO}/{resource}")))
             .await
             .unwrap();
-        ids.push(id);
+        labels.push(label);
     }
     store.archive_sync().await.unwrap();
-    ids
+    labels
+}
+
+/// The label [`entry`] gave a message.
+pub(super) fn label(message: &ArchivedMessage) -> String {
+    let body = message.stanza.split("<body>").nth(1).unwrap_or_default();
+    body.split("</body>").next().unwrap_or_default().to_string()
+}
+
+/// The archive id of the message labelled `label` in `archive`.
+pub(super) async fn id_of(store: &SqlStore, archive: &str, label_wanted: &str) -> String {
+    let page = query(store, archive, max(100_000)).await;
+    page.messages
+        .iter()
+        .find(|message| label(message) == label_wanted)
+        .map(|message| message.id.clone())
+        .unwrap_or_else(|| panic!("no {label_wanted} in {archive}"))
 }
 
 pub(super) async fn query(store: &SqlStore, archive: &str, query: ArchiveQuery) -> ArchivePage {
     store.query_archive(archive, &query).await.unwrap()
 }
 
+/// The labels of a page's messages.
 pub(super) fn ids(page: &ArchivePage) -> Vec<String> {
-    page.messages.iter().map(|m| m.id.clone()).collect()
+    page.messages.iter().map(label).collect()
 }
 
 pub(super) fn max(max: usize) -> ArchiveQuery {

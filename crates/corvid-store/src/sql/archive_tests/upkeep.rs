@@ -5,7 +5,9 @@ use sqlx::Row;
 use super::{JULIET, ROMEO, entry, fill, ids, max, open, query};
 use crate::sql::SqlStore;
 use crate::sql::archive::DELETE_ARCHIVE;
-use crate::{Archive, ArchivePrefs, ArchiveQuery};
+use crate::{Archive, ArchiveEntry, ArchivePrefs, ArchiveQuery, archive_stamp};
+
+const DAY_MS: i64 = 86_400_000;
 
 #[tokio::test]
 async fn removing_trimming_and_expiring_take_the_oldest_messages() {
@@ -17,7 +19,7 @@ async fn removing_trimming_and_expiring_take_the_oldest_messages() {
         .map(|n| entry(JULIET, &all[n], 1000 + 10 * n as i64, ROMEO))
         .chain((0..5).map(|n| entry(ROMEO, &format!("r{n}"), 1000 + 100 * n, JULIET)))
         .collect();
-    entries.sort_by_key(|entry| entry.stamp_ms);
+    entries.sort_by_key(|entry| entry.seq);
     for entry in entries {
         store.append_archive(entry).await.unwrap();
     }
@@ -92,9 +94,25 @@ async fn synced_messages_survive_a_reopen() {
     drop(store);
     let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
     assert_eq!(ids(&query(&store, JULIET, max(1000)).await), all);
-    // Numbering goes on after the reopen: a new message comes after the old ones.
+    // A message numbered a day ahead (the clock stepped back since): after a reopen,
+    // numbering goes on above it, so a new message still comes last.
+    let ahead = entry(
+        JULIET,
+        "ahead",
+        archive_stamp(store.next_archive_seq()) + DAY_MS,
+        ROMEO,
+    );
+    store.append_archive(ahead.clone()).await.unwrap();
+    store.close().await;
+    drop(store);
+    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let next = store.next_archive_seq();
+    assert!(next > ahead.seq);
     store
-        .append_archive(entry(JULIET, "after", 1, ROMEO))
+        .append_archive(ArchiveEntry {
+            seq: next,
+            ..entry(JULIET, "after", 1, ROMEO)
+        })
         .await
         .unwrap();
     store.archive_sync().await.unwrap();
@@ -109,6 +127,7 @@ async fn synced_messages_survive_a_reopen() {
     )
     .await;
     assert_eq!(ids(&last), ["after"]);
+    assert!(last.messages[0].stamp_ms >= archive_stamp(ahead.seq));
 }
 
 /// A graceful shutdown loses nothing: closing the store writes what is still queued.
