@@ -4,8 +4,9 @@
 //! The router archives each message it delivers; one transaction per message would be one
 //! fsync per message (SQLite runs `synchronous=FULL`). Instead [`ArchiveWriter::append`]
 //! puts the entry on a bounded queue and returns; the writer task takes everything queued by
-//! the time it is free (up to [`BATCH`]) and writes it in one transaction, so a burst from a
-//! thousand sessions costs a handful of fsyncs. Callers never wait for a commit unless they
+//! the time it is free (up to [`BATCH`]), but no sooner than [`COMMIT_INTERVAL`] after the
+//! previous commit began, and writes it in one transaction, so a burst from a thousand
+//! sessions costs a handful of fsyncs. Callers never wait for a commit unless they
 //! ask to: [`ArchiveWriter::sync`] is the barrier a session passes before it acknowledges
 //! messages (XEP-0198 `<a/>`), returning once everything queued before it is committed.
 //!
@@ -29,7 +30,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection as _};
@@ -48,6 +49,12 @@ const BATCH: usize = 16384;
 /// Messages waiting for the writer, at most (some 700 bytes each); appenders wait for room
 /// beyond that.
 const QUEUE: usize = 32768;
+/// The shortest time between the starts of two commits. Each commit costs an fsync and
+/// writes a page of the archive index per archive it touched, whether it holds one message
+/// of that archive or ten; committing as soon as the previous commit ends would, under load,
+/// make many small commits that cost nearly as much each as a large one. A message waits for
+/// its commit at most this much longer (only a stream management ack waits for commits).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 /// Attempts at writing a batch before it is dropped.
 const ATTEMPTS: u32 = 4;
 /// Pause before the first retry; each further retry waits four times longer (50, 200, 800 ms).
@@ -105,6 +112,7 @@ impl ArchiveWriter {
                 conn: None,
                 full_insert: insert_statement(backend, ROWS_PER_INSERT).into(),
             };
+            let mut last_commit: Option<Instant> = None;
             loop {
                 let taken = tokio::select! {
                     taken = rx.recv_many(&mut batch, BATCH) => taken,
@@ -113,6 +121,18 @@ impl ArchiveWriter {
                 if taken == 0 {
                     break;
                 }
+                // Under load, a commit gathers what came in since the one before began.
+                let since = last_commit.map_or(COMMIT_INTERVAL, |at| at.elapsed());
+                if since < COMMIT_INTERVAL && batch.len() < BATCH {
+                    tokio::time::sleep(COMMIT_INTERVAL - since).await;
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(entry) => batch.push(entry),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                last_commit = Some(Instant::now());
                 let outcome = writer.write_with_retries(&batch).await;
                 let written = u64::try_from(batch.len()).unwrap_or(u64::MAX);
                 batch.clear();
