@@ -583,8 +583,10 @@ run_server() {
     fi
     # ejabberd opens its ports before its SQL pool is up (archiving fails for the first
     # messages, "Hook user_send_packet crashed … ejabberd_sql_localhost_1"): with the
-    # archive on, every server gets a few seconds to settle.
-    [ "$ARCHIVE" = 1 ] && sleep 5
+    # archive on, every server gets a few seconds to settle, after the disk has written
+    # what the build or the server before left dirty (their writeback would land on this
+    # server's fsyncs).
+    [ "$ARCHIVE" = 1 ] && sync && sleep 5
     wanted idle && bench "$name" idle "$IDLE_USERS" --arrival-rate 1000 -- --hold "$HOLD"
     wanted login-storm && bench "$name" login-storm "$STORM_USERS"
     # With the archive on, the chat scenarios end by reading sampled accounts' archives.
