@@ -307,11 +307,19 @@ pub struct ModulesConfig {
 pub struct OfflineConfig {
     /// Messages kept per account; beyond it senders get `resource-constraint`.
     pub quota: usize,
+    /// Leave out of the offline backlog the messages a session fetched from its archive
+    /// (XEP-0313) before its initial presence, as Conversations and Monal do (XEP-0313
+    /// §7.1.1). On by default; off, every stored message is delivered, for clients that
+    /// want the backlog whatever they synced.
+    pub skip_fetched_from_archive: bool,
 }
 
 impl Default for OfflineConfig {
     fn default() -> Self {
-        OfflineConfig { quota: 1000 }
+        OfflineConfig {
+            quota: 1000,
+            skip_fetched_from_archive: true,
+        }
     }
 }
 

@@ -679,6 +679,32 @@ async fn a_flipped_page_is_the_same_page_newest_first() -> Result<()> {
     Ok(())
 }
 
+/// With `[offline] skip_fetched_from_archive = false`, the whole backlog comes, synced or not.
+#[tokio::test]
+async fn the_operator_can_have_the_whole_offline_backlog_delivered() -> Result<()> {
+    let ts = server_with(&["alice", "bob"], |c| {
+        c.offline.skip_fetched_from_archive = false;
+    })
+    .await?;
+    let mut alice = online(&ts, "alice").await?;
+    for body in ["one", "two"] {
+        alice.send(&message(&jid("bob"), "chat", body)).await?;
+    }
+    alice.sync().await?;
+    let mut bob = ts.login("bob", PASSWORD, Some("phone")).await?;
+    let synced = query(&mut bob, None, &[], &[("max", "2")])
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(synced.bodies(), ["one", "two"]);
+    bob.send(&Element::new("presence", ns::CLIENT)).await?;
+    for body in ["one", "two"] {
+        let delivered = bob.expect_message(body).await?;
+        assert!(delivered.has_child("delay", ns::DELAY), "{delivered}");
+    }
+    ts.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn offline_messages_fetched_from_the_archive_before_presence_are_not_sent_again() -> Result<()>
 {

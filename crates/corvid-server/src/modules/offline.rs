@@ -10,7 +10,7 @@
 //! archive under the stanza-id it carries. A client that syncs from the archive before its
 //! initial presence (as Conversations and Monal do) is not sent again the messages it
 //! fetched there (XEP-0313 §7.1.1); they are deleted from offline storage instead, and
-//! only the rest are delivered.
+//! only the rest are delivered (`[offline] skip_fetched_from_archive`, on by default).
 
 use corvid_proto::Bare;
 use std::collections::HashMap;
@@ -200,10 +200,12 @@ async fn deliver_stored(ctx: &Ctx, to: &FullJid, session: SessionId) -> Result<(
         return Ok(());
     };
     let messages = ctx.server.store.offline_messages(username, domain).await?;
-    // XEP-0313 §7.1.1: what the client already fetched from its archive is not sent again.
+    // XEP-0313 §7.1.1: what the client already fetched from its archive is not sent again
+    // (unless the operator wants the whole backlog delivered).
     let fetched = sessions
         .update(to, |s| s.fetched_from_archive.take())
         .flatten()
+        .filter(|_| ctx.server.config.offline.skip_fetched_from_archive)
         .map(|set| std::mem::take(&mut *set.lock().unwrap_or_else(|e| e.into_inner())))
         .unwrap_or_default();
     // The backlog fills at most half the queue: live traffic arriving meanwhile (a
