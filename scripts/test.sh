@@ -8,8 +8,26 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-# The TLS interop tests (crates/corvid-server/tests/tls_peers.rs) run openssl and gnutls-cli.
-command -v gnutls-cli >/dev/null && command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq gnutls-bin openssl; }
+# The TLS interop tests (crates/corvid-server/tests/tls_peers.rs) run openssl and gnutls-cli;
+# the SDK's tests (crates/corvid-client/tests/prosody.rs) run Prosody from Debian. Installing
+# the package must not start its system service (no policy-rc.d change is left behind).
+need=()
+command -v gnutls-cli >/dev/null || need+=(gnutls-bin)
+command -v openssl >/dev/null || need+=(openssl)
+command -v prosody >/dev/null || need+=(prosody)
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq
+    policy=/usr/sbin/policy-rc.d
+    if [ -e "$policy" ]; then
+        apt-get install -y -qq "${need[@]}"
+    else
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
+        trap 'rm -f "$policy"' EXIT
+        apt-get install -y -qq "${need[@]}"
+        rm -f "$policy"
+        trap - EXIT
+    fi
+fi
 
 echo "== format and lints"
 cargo fmt --all -- --check

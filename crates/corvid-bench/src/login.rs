@@ -11,8 +11,8 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::cli::{MechanismChoice, TlsMode};
-use crate::conn::{Conn, Io, ReadError};
 use crate::shared::Shared;
+use corvid_client::transport::{Conn, Io, ReadError};
 
 /// Where a login failed and why, short enough to count by kind.
 #[derive(Debug)]

@@ -11,7 +11,6 @@
 mod archive_check;
 mod caps;
 mod cli;
-mod conn;
 mod login;
 mod pep;
 mod procfs;

@@ -13,9 +13,9 @@ use corvid_proto::ns;
 use corvid_xml::{Element, StreamEvent};
 use tokio::sync::{mpsc, watch};
 
-use crate::conn::{Conn, ReadError};
 use crate::login::{stanza_error_condition, stream_error_condition};
 use crate::shared::{Marker, Shared};
+use corvid_client::transport::{Conn, ReadError};
 
 /// Stanzas queued for one session before the scheduler counts a drop.
 pub const QUEUE: usize = 64;

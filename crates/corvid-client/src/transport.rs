@@ -1,5 +1,6 @@
 //! One client connection's bytes: the socket (plain or TLS), the incremental XML
-//! framer, and a small read buffer whose unparsed tail survives between calls.
+//! framer, and a small read buffer whose unparsed tail survives between calls. Shared by
+//! the SDK's stream and the load generator, which keeps thousands of these open at once.
 
 use std::io;
 use std::pin::Pin;

@@ -1,0 +1,35 @@
+//! Corvid's XMPP client SDK: what the iOS XMPPFramework gives app developers, in async Rust,
+//! against any standard server (Corvid, Prosody, ejabberd).
+//!
+//! This first part is the stream ([`Client`], XMPPFramework's `XMPPStream`): connecting to
+//! a host and port, STARTTLS or direct TLS with the certificate checked (system roots by
+//! default, or given roots, or a pinned certificate), SASL (SCRAM-SHA-256/SHA-1, with
+//! -PLUS channel binding over TLS 1.3, PLAIN only over TLS), resource binding, one typed
+//! event stream, sending, requests that wait for their answer, and a graceful disconnect.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use corvid_client::{Client, Event};
+//!
+//! let jid = "juliet@capulet.example".parse()?;
+//! let (client, mut events) = Client::builder(jid, "secret").build();
+//! client.connect().await?;
+//! while let Some(event) = events.next().await {
+//!     if let Event::Message(message) = event {
+//!         println!("{message}");
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod client;
+pub mod error;
+pub mod login;
+pub mod tls;
+pub mod transport;
+
+pub use client::{Client, ClientBuilder, DisconnectReason, Event, Events};
+pub use error::{ConnectError, RequestError};
+pub use login::Security;
+pub use tls::Verification;
