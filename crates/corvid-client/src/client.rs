@@ -81,6 +81,24 @@ pub enum DisconnectReason {
     Protocol(String),
 }
 
+/// What a module ([`Client::add_handler`]) made of an incoming stanza.
+#[derive(Debug)]
+pub enum Handled {
+    /// Not its business, or it only looked: the next handler, then the application, get it.
+    No,
+    /// Taken: nobody else sees it.
+    Yes,
+    /// Taken, and this is the answer (an IQ result, say), written at once.
+    Reply(Element),
+}
+
+/// A module's view of the incoming stanzas (XMPPModule's stream delegate). Called on the
+/// stream task, in order, before the stanza becomes an [`Event`]: it must not block; work
+/// that waits (storage, requests) goes to a task of the module's own.
+pub trait StanzaHandler: Send + Sync + std::fmt::Debug {
+    fn handle(&self, stanza: &Element) -> Handled;
+}
+
 /// The application's end of the event stream.
 #[derive(Debug)]
 pub struct Events {
@@ -156,6 +174,7 @@ impl ClientBuilder {
             id_salt: std::collections::hash_map::RandomState::new()
                 .build_hasher()
                 .finish(),
+            handlers: Mutex::new(Vec::new()),
         });
         (Client { shared }, Events { receiver })
     }
@@ -177,6 +196,7 @@ struct Shared {
     pending: Mutex<HashMap<String, Pending>>,
     next_id: AtomicU64,
     id_salt: u64,
+    handlers: Mutex<Vec<Arc<dyn StanzaHandler>>>,
 }
 
 /// The running stream.
@@ -347,6 +367,17 @@ impl Client {
         }
     }
 
+    /// Lets a module see incoming stanzas before the application does (XMPPFramework's
+    /// `[module activate:stream]`); handlers run in the order they were added.
+    pub fn add_handler(&self, handler: Arc<dyn StanzaHandler>) {
+        lock(&self.shared.handlers).push(handler);
+    }
+
+    /// The account this client logs in to.
+    pub fn account(&self) -> &BareJid {
+        &self.shared.settings.jid
+    }
+
     /// A new stanza id, unique in this process and hard to guess.
     pub fn new_id(&self) -> String {
         let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -459,39 +490,68 @@ async fn dispatch(
             return Some(DisconnectReason::Protocol("a second stream header".into()));
         }
     };
-    let event = match (stanza.ns(), stanza.name()) {
-        (ns::STREAM, "error") => {
-            let condition = stream_error_condition(&stanza);
-            let text = stanza
-                .get_child("text", ns::STREAM_ERRORS)
-                .map(Element::text);
-            let _ = shared
-                .events
-                .send(Event::StreamError {
-                    condition: condition.clone(),
-                    text,
-                })
-                .await;
-            let _ = conn.send(b"</stream:stream>").await;
-            return Some(DisconnectReason::StreamError(condition));
+    if stanza.is("error", ns::STREAM) {
+        let condition = stream_error_condition(&stanza);
+        let text = stanza
+            .get_child("text", ns::STREAM_ERRORS)
+            .map(Element::text);
+        let _ = shared
+            .events
+            .send(Event::StreamError {
+                condition: condition.clone(),
+                text,
+            })
+            .await;
+        let _ = conn.send(b"</stream:stream>").await;
+        return Some(DisconnectReason::StreamError(condition));
+    }
+    // Answers to our requests go to them first.
+    let stanza = if stanza.is("iq", ns::CLIENT) {
+        answer_for(shared, stanza)?
+    } else {
+        stanza
+    };
+    let is_stanza =
+        stanza.ns() == ns::CLIENT && matches!(stanza.name(), "message" | "presence" | "iq");
+    if is_stanza {
+        match handled(conn, shared, &stanza).await {
+            Some(true) => {}
+            Some(false) => return None,
+            None => return Some(DisconnectReason::ConnectionLost("cannot write".into())),
         }
-        (ns::CLIENT, "message") => Event::Message(stanza),
-        (ns::CLIENT, "presence") => Event::Presence(stanza),
-        (ns::CLIENT, "iq") => match answer_for(shared, stanza) {
-            None => return None,
-            Some(iq) if is_ping(&iq) => {
-                let pong = reply_to(&iq);
-                if let Err(e) = conn.send(&pong.to_bytes(ns::CLIENT)).await {
-                    return Some(DisconnectReason::ConnectionLost(e.to_string()));
-                }
-                return None;
+    }
+    let event = match stanza.name() {
+        "message" if is_stanza => Event::Message(stanza),
+        "presence" if is_stanza => Event::Presence(stanza),
+        "iq" if is_stanza && is_ping(&stanza) => {
+            let pong = reply_to(&stanza);
+            if let Err(e) = conn.send(&pong.to_bytes(ns::CLIENT)).await {
+                return Some(DisconnectReason::ConnectionLost(e.to_string()));
             }
-            Some(iq) => Event::Iq(iq),
-        },
+            return None;
+        }
+        "iq" if is_stanza => Event::Iq(stanza),
         _ => Event::Other(stanza),
     };
     let _ = shared.events.send(event).await;
     None
+}
+
+/// Offers a stanza to the modules: `Some(true)` if it is still to be dispatched, `Some(false)`
+/// if a module took it, `None` (the stream's end) if writing a module's reply failed.
+async fn handled(conn: &mut Conn, shared: &Shared, stanza: &Element) -> Option<bool> {
+    let handlers = lock(&shared.handlers).clone();
+    for handler in handlers {
+        match handler.handle(stanza) {
+            Handled::No => {}
+            Handled::Yes => return Some(false),
+            Handled::Reply(reply) => {
+                conn.send(&reply.to_bytes(ns::CLIENT)).await.ok()?;
+                return Some(false);
+            }
+        }
+    }
+    Some(true)
 }
 
 /// Hands an IQ answer to the request waiting for it; the IQ back if it answers none.

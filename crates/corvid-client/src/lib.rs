@@ -6,6 +6,7 @@
 //! default, or given roots, or a pinned certificate), SASL (SCRAM-SHA-256/SHA-1, with
 //! -PLUS channel binding over TLS 1.3, PLAIN only over TLS), resource binding, one typed
 //! event stream, sending, requests that wait for their answer, and a graceful disconnect.
+//! On it, the [`Roster`] (XMPPRoster) with its storage in memory or SQLite.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,10 +27,16 @@
 pub mod client;
 pub mod error;
 pub mod login;
+pub mod roster;
+mod sqlite_storage;
 pub mod tls;
 pub mod transport;
 
-pub use client::{Client, ClientBuilder, DisconnectReason, Event, Events};
+pub use client::{Client, ClientBuilder, DisconnectReason, Event, Events, Handled, StanzaHandler};
 pub use error::{ConnectError, RequestError};
 pub use login::Security;
+pub use roster::{
+    MemoryRosterStorage, PresenceInfo, Roster, RosterEvent, RosterEvents, RosterItem,
+    RosterStorage, SqliteRosterStorage, Subscription,
+};
 pub use tls::Verification;

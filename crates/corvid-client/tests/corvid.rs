@@ -129,3 +129,19 @@ async fn streams_end_on_conflict_and_on_disconnect() -> Result<()> {
     server.running.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn roster_round_trip() -> Result<()> {
+    let server = corvid().await?;
+    common::roster_round_trip(&server.target).await?;
+    server.running.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn roster_survives_in_sqlite() -> Result<()> {
+    let server = corvid().await?;
+    common::roster_survives_in_sqlite(&server.target).await?;
+    server.running.shutdown().await;
+    Ok(())
+}

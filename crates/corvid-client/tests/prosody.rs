@@ -166,3 +166,17 @@ async fn streams_end_on_conflict_and_on_disconnect() -> Result<()> {
     common::ends_streams(&server.target).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn roster_round_trip() -> Result<()> {
+    let server = prosody().await?;
+    common::roster_round_trip(&server.target).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn roster_survives_in_sqlite() -> Result<()> {
+    let server = prosody().await?;
+    common::roster_survives_in_sqlite(&server.target).await?;
+    Ok(())
+}

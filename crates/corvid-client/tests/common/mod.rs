@@ -1,14 +1,16 @@
-//! The stream scenarios every server must pass, run against Corvid (`corvid.rs`) and
+//! The scenarios every server must pass, run against Corvid (`corvid.rs`) and
 //! Prosody (`prosody.rs`): the SDK is checked against more than our own reading.
 
 #![allow(dead_code)] // each test binary uses what it needs
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use corvid_client::{
-    Client, ClientBuilder, ConnectError, DisconnectReason, Event, Events, RequestError, Security,
-    Verification,
+    Client, ClientBuilder, ConnectError, DisconnectReason, Event, Events, MemoryRosterStorage,
+    RequestError, Roster, RosterEvent, RosterEvents, RosterStorage, Security, SqliteRosterStorage,
+    Subscription, Verification,
 };
 use corvid_proto::{BareJid, ns};
 use corvid_xml::Element;
@@ -253,4 +255,139 @@ pub async fn ends_streams(target: &Target) -> Result<Client> {
         Err(RequestError::NotConnected)
     ));
     Ok(second)
+}
+
+/// Waits for the first roster event `wanted` accepts.
+pub async fn expect_roster(
+    events: &mut RosterEvents,
+    what: &str,
+    wanted: impl Fn(&RosterEvent) -> bool,
+) -> Result<RosterEvent> {
+    let found = tokio::time::timeout(WAIT, async {
+        while let Some(event) = events.next().await {
+            if wanted(&event) {
+                return Some(event);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(event)) => Ok(event),
+        Ok(None) => bail!("roster events ended before {what}"),
+        Err(_) => bail!("no {what} within {WAIT:?}"),
+    }
+}
+
+/// Logged in as `user` (resource `test`) with its roster attached and fetched, available.
+pub async fn with_roster(
+    target: &Target,
+    user: &str,
+    storage: Arc<dyn RosterStorage>,
+) -> Result<(Client, Arc<Roster>, RosterEvents)> {
+    let (client, _events) = target.builder(user).resource("test").build();
+    let (roster, mut roster_events) = Roster::attach(&client, storage);
+    client.connect().await?;
+    roster.fetch().await?;
+    expect_roster(&mut roster_events, "populated", |e| {
+        matches!(e, RosterEvent::Populated { .. })
+    })
+    .await?;
+    client.send(&Element::new("presence", ns::CLIENT)).await?;
+    // The application's events are not read here: keep them flowing.
+    tokio::spawn(async move {
+        let mut events = _events;
+        while events.next().await.is_some() {}
+    });
+    Ok((client, roster, roster_events))
+}
+
+/// Add a contact, a subscription asked and accepted, the contact's presence coming and
+/// going in the presence map, then removal.
+pub async fn roster_round_trip(target: &Target) -> Result<()> {
+    let memory = || Arc::new(MemoryRosterStorage::default()) as Arc<dyn RosterStorage>;
+    let (juliet, roster, mut changes) = with_roster(target, "juliet", memory()).await?;
+    let (romeo, romeo_roster, mut romeo_changes) = with_roster(target, "romeo", memory()).await?;
+
+    roster
+        .set("romeo@localhost", Some("Romeo"), &["Friends"])
+        .await?;
+    let added = expect_roster(
+        &mut changes,
+        "the new contact",
+        |e| matches!(e, RosterEvent::Changed(item) if item.jid == "romeo@localhost"),
+    )
+    .await?;
+    let RosterEvent::Changed(item) = added else {
+        unreachable!()
+    };
+    assert_eq!(item.name.as_deref(), Some("Romeo"));
+    assert_eq!(item.groups, ["Friends"]);
+    assert_eq!(item.subscription, Subscription::None);
+
+    roster.subscribe("romeo@localhost").await?;
+    expect_roster(&mut romeo_changes, "juliet's request", |e| {
+        *e == RosterEvent::SubscriptionRequest("juliet@localhost".into())
+    })
+    .await?;
+    romeo_roster.accept("juliet@localhost", false).await?;
+    expect_roster(&mut changes, "the subscription", |e| {
+        matches!(e, RosterEvent::Changed(item)
+            if item.jid == "romeo@localhost" && item.subscription == Subscription::To)
+    })
+    .await?;
+    // RFC 6121 §3.1.6: the contact's available resources send us their presence.
+    expect_roster(&mut changes, "romeo's presence", |e| {
+        matches!(e, RosterEvent::Presence { jid, presence: Some(_), .. } if jid == "romeo@localhost")
+    })
+    .await?;
+    assert!(roster.presence("romeo@localhost").contains_key("test"));
+
+    romeo.disconnect().await;
+    expect_roster(&mut changes, "romeo going offline", |e| {
+        matches!(e, RosterEvent::Presence { jid, presence: None, .. } if jid == "romeo@localhost")
+    })
+    .await?;
+    assert!(roster.presence("romeo@localhost").is_empty());
+
+    roster.remove("romeo@localhost").await?;
+    expect_roster(&mut changes, "the removal", |e| {
+        *e == RosterEvent::Removed("romeo@localhost".into())
+    })
+    .await?;
+    assert!(roster.item("romeo@localhost").is_none());
+    juliet.disconnect().await;
+    Ok(())
+}
+
+/// A roster kept in SQLite is there for the next session, with its version.
+pub async fn roster_survives_in_sqlite(target: &Target) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("roster.sqlite");
+    let storage = Arc::new(SqliteRosterStorage::open(&path).await?);
+    let (juliet, roster, mut changes) = with_roster(target, "juliet", storage).await?;
+    roster.set("nurse@localhost", Some("Nurse"), &[]).await?;
+    expect_roster(
+        &mut changes,
+        "the new contact",
+        |e| matches!(e, RosterEvent::Changed(item) if item.jid == "nurse@localhost"),
+    )
+    .await?;
+    // Both servers version rosters (RFC 6121 §2.6): the push carried the new version.
+    let version = roster.version();
+    assert!(version.is_some());
+    juliet.disconnect().await;
+    drop(roster);
+
+    let reopened = Arc::new(SqliteRosterStorage::open(&path).await?);
+    let (stored_version, stored) = reopened.load("juliet@localhost").await?;
+    assert_eq!(stored_version, version);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].name.as_deref(), Some("Nurse"));
+    let (again, roster, _changes) = with_roster(target, "juliet", reopened).await?;
+    let nurse = roster.item("nurse@localhost").context("kept")?;
+    assert_eq!(nurse.name.as_deref(), Some("Nurse"));
+    roster.remove("nurse@localhost").await?;
+    again.disconnect().await;
+    Ok(())
 }
