@@ -90,6 +90,8 @@ pub enum Handled {
     Yes,
     /// Taken, and this is the answer (an IQ result, say), written at once.
     Reply(Element),
+    /// Not taken (others see it too), and this is written at once (a receipt, say).
+    Also(Element),
 }
 
 /// A module's view of the incoming stanzas (XMPPModule's stream delegate). Called on the
@@ -220,6 +222,8 @@ enum Command {
     Send(Bytes),
     /// Sends unavailable presence, closes the stream, waits for the server to close.
     Close,
+    /// Drops the connection as dead, for this reason.
+    Abort(String),
 }
 
 impl Client {
@@ -400,6 +404,20 @@ impl Client {
         }
     }
 
+    /// Drops the connection without a goodbye, as one found dead (a ping unanswered, say);
+    /// the stream ends with [`DisconnectReason::ConnectionLost`].
+    pub fn drop_stream(&self, reason: &str) {
+        let commands = lock(&self.shared.stream)
+            .as_ref()
+            .map(|s| s.commands.clone());
+        if let Some(commands) = commands {
+            let reason = reason.to_owned();
+            tokio::spawn(async move {
+                let _ = commands.send(Command::Abort(reason)).await;
+            });
+        }
+    }
+
     async fn command(&self, command: Command) -> Result<(), RequestError> {
         let commands = lock(&self.shared.stream)
             .as_ref()
@@ -452,6 +470,7 @@ async fn run(mut conn: Conn, mut commands: mpsc::Receiver<Command>, shared: Arc<
                         break DisconnectReason::ConnectionLost(e.to_string());
                     }
                 }
+                Some(Command::Abort(reason)) => break DisconnectReason::ConnectionLost(reason),
                 Some(Command::Close) | None => {
                     close(&mut conn).await;
                     break DisconnectReason::Requested;
@@ -548,6 +567,9 @@ async fn handled(conn: &mut Conn, shared: &Shared, stanza: &Element) -> Option<b
             Handled::Reply(reply) => {
                 conn.send(&reply.to_bytes(ns::CLIENT)).await.ok()?;
                 return Some(false);
+            }
+            Handled::Also(extra) => {
+                conn.send(&extra.to_bytes(ns::CLIENT)).await.ok()?;
             }
         }
     }

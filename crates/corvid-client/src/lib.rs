@@ -6,7 +6,8 @@
 //! default, or given roots, or a pinned certificate), SASL (SCRAM-SHA-256/SHA-1, with
 //! -PLUS channel binding over TLS 1.3, PLAIN only over TLS), resource binding, one typed
 //! event stream, sending, requests that wait for their answer, and a graceful disconnect.
-//! On it, the [`Roster`] (XMPPRoster) with its storage in memory or SQLite.
+//! On it, the [`Roster`] (XMPPRoster) with its storage in memory or SQLite, [`Receipts`]
+//! (XEP-0184) and [`AutoPing`] (XEP-0199).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,17 +25,21 @@
 //! # }
 //! ```
 
+pub mod autoping;
 pub mod client;
 pub mod error;
 pub mod login;
+pub mod receipts;
 pub mod roster;
 mod sqlite_storage;
 pub mod tls;
 pub mod transport;
 
+pub use autoping::{AutoPing, PingEvent};
 pub use client::{Client, ClientBuilder, DisconnectReason, Event, Events, Handled, StanzaHandler};
 pub use error::{ConnectError, RequestError};
 pub use login::Security;
+pub use receipts::{ReceiptEvent, ReceiptEvents, Receipts};
 pub use roster::{
     MemoryRosterStorage, PresenceInfo, Roster, RosterEvent, RosterEvents, RosterItem,
     RosterStorage, SqliteRosterStorage, Subscription,

@@ -145,3 +145,19 @@ async fn roster_survives_in_sqlite() -> Result<()> {
     server.running.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn receipts_come_back() -> Result<()> {
+    let server = corvid().await?;
+    common::receipts_come_back(&server.target).await?;
+    server.running.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn autoping_gets_pongs() -> Result<()> {
+    let server = corvid().await?;
+    common::autoping_gets_pongs(&server.target).await?;
+    server.running.shutdown().await;
+    Ok(())
+}

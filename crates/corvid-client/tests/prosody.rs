@@ -180,3 +180,17 @@ async fn roster_survives_in_sqlite() -> Result<()> {
     common::roster_survives_in_sqlite(&server.target).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn receipts_come_back() -> Result<()> {
+    let server = prosody().await?;
+    common::receipts_come_back(&server.target).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn autoping_gets_pongs() -> Result<()> {
+    let server = prosody().await?;
+    common::autoping_gets_pongs(&server.target).await?;
+    Ok(())
+}

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use corvid_client::{
-    Client, ClientBuilder, ConnectError, DisconnectReason, Event, Events, MemoryRosterStorage,
-    RequestError, Roster, RosterEvent, RosterEvents, RosterStorage, Security, SqliteRosterStorage,
-    Subscription, Verification,
+    AutoPing, Client, ClientBuilder, ConnectError, DisconnectReason, Event, Events,
+    MemoryRosterStorage, PingEvent, ReceiptEvent, Receipts, RequestError, Roster, RosterEvent,
+    RosterEvents, RosterStorage, Security, SqliteRosterStorage, Subscription, Verification,
 };
 use corvid_proto::{BareJid, ns};
 use corvid_xml::Element;
@@ -389,5 +389,64 @@ pub async fn roster_survives_in_sqlite(target: &Target) -> Result<()> {
     assert_eq!(nurse.name.as_deref(), Some("Nurse"));
     roster.remove("nurse@localhost").await?;
     again.disconnect().await;
+    Ok(())
+}
+
+/// A message asking for a receipt gets one from a client that answers them, matched to the
+/// id the sender got; the recipient's application still sees the message.
+pub async fn receipts_come_back(target: &Target) -> Result<()> {
+    let (juliet, _juliet_events) = target.builder("juliet").resource("test").build();
+    let (receipts, mut receipt_events) = Receipts::attach(&juliet, true);
+    juliet.connect().await?;
+    let (romeo, mut romeo_events) = target.builder("romeo").resource("test").build();
+    let _romeo_receipts = Receipts::attach(&romeo, true);
+    romeo.connect().await?;
+    romeo.send(&Element::new("presence", ns::CLIENT)).await?;
+    juliet.send(&Element::new("presence", ns::CLIENT)).await?;
+    let message = Element::new("message", ns::CLIENT)
+        .with_attr("to", "romeo@localhost/test")
+        .with_attr("type", "chat")
+        .with_child(Element::new("body", ns::CLIENT).with_text("did you get this?"));
+    let id = receipts.send(message).await?;
+    let got = expect(&mut romeo_events, "the message", |e| body(e).is_some()).await?;
+    match &got {
+        Event::Message(m) => assert!(m.has_child("request", ns::RECEIPTS), "{m}"),
+        _ => unreachable!(),
+    }
+    let receipt = tokio::time::timeout(WAIT, receipt_events.next())
+        .await
+        .context("no receipt in time")?
+        .context("receipt events ended")?;
+    assert_eq!(
+        receipt,
+        ReceiptEvent::Received {
+            from: "romeo@localhost/test".into(),
+            id
+        }
+    );
+    juliet.disconnect().await;
+    romeo.disconnect().await;
+    Ok(())
+}
+
+/// The pinger's pings get pongs.
+pub async fn autoping_gets_pongs(target: &Target) -> Result<()> {
+    let (client, _events) = target.online("juliet").await?;
+    let (pinger, mut pings) =
+        AutoPing::start(&client, Duration::from_millis(100), Duration::from_secs(5));
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let event = tokio::time::timeout(WAIT, pings.recv())
+            .await
+            .context("no ping event in time")?
+            .context("ping events ended")?;
+        seen.push(event);
+    }
+    assert_eq!(seen[0], PingEvent::Sent);
+    assert!(matches!(seen[1], PingEvent::Pong { .. }), "{seen:?}");
+    assert_eq!(seen[2], PingEvent::Sent);
+    assert!(matches!(seen[3], PingEvent::Pong { .. }), "{seen:?}");
+    drop(pinger);
+    client.disconnect().await;
     Ok(())
 }
