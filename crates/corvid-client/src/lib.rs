@@ -6,7 +6,8 @@
 //! default, or given roots, or a pinned certificate), SASL (SCRAM-SHA-256/SHA-1, with
 //! -PLUS channel binding over TLS 1.3, PLAIN only over TLS), resource binding, one typed
 //! event stream, sending, requests that wait for their answer, and a graceful disconnect.
-//! On it, the [`Roster`] (XMPPRoster) with its storage in memory or SQLite, [`Receipts`]
+//! On it, the [`Roster`] (XMPPRoster) and [`VCards`] (XMPPvCardTempModule), with their
+//! storage in memory or SQLite ([`SqliteStorage`]), [`Receipts`]
 //! (XEP-0184) and [`AutoPing`] (XEP-0199).
 //!
 //! ```no_run
@@ -34,6 +35,7 @@ pub mod roster;
 mod sqlite_storage;
 pub mod tls;
 pub mod transport;
+pub mod vcard;
 
 pub use autoping::{AutoPing, PingEvent};
 pub use client::{Client, ClientBuilder, DisconnectReason, Event, Events, Handled, StanzaHandler};
@@ -42,6 +44,8 @@ pub use login::Security;
 pub use receipts::{ReceiptEvent, ReceiptEvents, Receipts};
 pub use roster::{
     MemoryRosterStorage, PresenceInfo, Roster, RosterEvent, RosterEvents, RosterItem,
-    RosterStorage, SqliteRosterStorage, Subscription,
+    RosterStorage, Subscription,
 };
+pub use sqlite_storage::SqliteStorage;
 pub use tls::Verification;
+pub use vcard::{MemoryVCardStorage, VCardError, VCardStorage, VCards};

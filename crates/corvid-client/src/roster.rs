@@ -1,5 +1,5 @@
 //! The roster (XMPPFramework's `XMPPRoster`, with `XMPPRosterMemoryStorage` and
-//! `XMPPRosterCoreDataStorage` as [`MemoryRosterStorage`] and [`SqliteRosterStorage`]).
+//! `XMPPRosterCoreDataStorage` as [`MemoryRosterStorage`] and [`crate::SqliteStorage`]).
 //!
 //! [`Roster::attach`] hooks into a [`Client`]: roster pushes (RFC 6121 §2.1.6) update the
 //! storage and are acknowledged, presences fill the presence map (per contact and resource),
@@ -201,8 +201,6 @@ impl RosterStorage for MemoryRosterStorage {
         Ok(())
     }
 }
-
-pub use crate::sqlite_storage::SqliteRosterStorage;
 
 /// A change the worker applies, in arrival order.
 #[derive(Debug)]

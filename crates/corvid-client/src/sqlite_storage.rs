@@ -1,6 +1,7 @@
-//! Rosters in a SQLite file (XMPPFramework's `XMPPRosterCoreDataStorage`): a client that
-//! restarts has its roster at once, and with roster versioning the server sends only what
-//! changed meanwhile. One file may hold the rosters of several accounts.
+//! Rosters and vCards in a SQLite file (XMPPFramework's `XMPPRosterCoreDataStorage` and
+//! `XMPPvCardCoreDataStorage`): a client that restarts has its roster and the vCards it
+//! fetched at once, and with roster versioning the server sends only what changed
+//! meanwhile. One file may hold the data of several accounts.
 
 use std::path::Path;
 
@@ -9,6 +10,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{Row, Sqlite, Transaction};
 
 use crate::roster::{RosterItem, RosterStorage, StorageError, Subscription};
+use crate::vcard::VCardStorage;
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS roster_versions (
@@ -26,15 +28,21 @@ const SCHEMA: &[&str] = &[
         groups TEXT NOT NULL,
         PRIMARY KEY (account, jid)
     )",
+    "CREATE TABLE IF NOT EXISTS vcards (
+        account TEXT NOT NULL,
+        jid TEXT NOT NULL,
+        vcard TEXT NOT NULL,
+        PRIMARY KEY (account, jid)
+    )",
 ];
 
-/// A roster storage in a SQLite file.
+/// Roster and vCard storage in a SQLite file.
 #[derive(Clone, Debug)]
-pub struct SqliteRosterStorage {
+pub struct SqliteStorage {
     pool: SqlitePool,
 }
 
-impl SqliteRosterStorage {
+impl SqliteStorage {
     /// Opens (creating if needed) the file at `path`.
     pub async fn open(path: &Path) -> Result<Self, StorageError> {
         let options = SqliteConnectOptions::new()
@@ -52,7 +60,7 @@ impl SqliteRosterStorage {
                 .await
                 .map_err(failed)?;
         }
-        Ok(SqliteRosterStorage { pool })
+        Ok(SqliteStorage { pool })
     }
 
     async fn set_version(
@@ -99,7 +107,7 @@ impl SqliteRosterStorage {
 }
 
 #[async_trait]
-impl RosterStorage for SqliteRosterStorage {
+impl RosterStorage for SqliteStorage {
     async fn load(&self, account: &str) -> Result<(Option<String>, Vec<RosterItem>), StorageError> {
         let version: Option<Option<String>> =
             sqlx::query_scalar("SELECT version FROM roster_versions WHERE account = ?")
@@ -187,4 +195,30 @@ impl RosterStorage for SqliteRosterStorage {
 
 fn failed(e: sqlx::Error) -> StorageError {
     StorageError(e.to_string())
+}
+
+#[async_trait]
+impl VCardStorage for SqliteStorage {
+    async fn load_vcard(&self, account: &str, jid: &str) -> Result<Option<String>, StorageError> {
+        sqlx::query_scalar("SELECT vcard FROM vcards WHERE account = ? AND jid = ?")
+            .bind(account)
+            .bind(jid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(failed)
+    }
+
+    async fn store_vcard(&self, account: &str, jid: &str, vcard: &str) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO vcards (account, jid, vcard) VALUES (?, ?, ?)
+             ON CONFLICT (account, jid) DO UPDATE SET vcard = excluded.vcard",
+        )
+        .bind(account)
+        .bind(jid)
+        .bind(vcard)
+        .execute(&self.pool)
+        .await
+        .map_err(failed)?;
+        Ok(())
+    }
 }

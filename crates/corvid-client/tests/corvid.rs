@@ -161,3 +161,11 @@ async fn autoping_gets_pongs() -> Result<()> {
     server.running.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn vcards_are_fetched_cache_first() -> Result<()> {
+    let server = corvid().await?;
+    common::vcards_are_fetched_cache_first(&server.target).await?;
+    server.running.shutdown().await;
+    Ok(())
+}

@@ -67,7 +67,7 @@ log = {{ {{ levels = {{ min = "error" }}, to = "file", filename = "{root}/prosod
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {starttls_port} }}
 c2s_direct_tls_ports = {{ {direct_tls_port} }}
-modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping" }}
+modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "vcard" }}
 modules_disabled = {{ "s2s" }}
 authentication = "internal_hashed"
 storage = "internal"
@@ -192,5 +192,12 @@ async fn receipts_come_back() -> Result<()> {
 async fn autoping_gets_pongs() -> Result<()> {
     let server = prosody().await?;
     common::autoping_gets_pongs(&server.target).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn vcards_are_fetched_cache_first() -> Result<()> {
+    let server = prosody().await?;
+    common::vcards_are_fetched_cache_first(&server.target).await?;
     Ok(())
 }

@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use corvid_client::{
     AutoPing, Client, ClientBuilder, ConnectError, DisconnectReason, Event, Events,
-    MemoryRosterStorage, PingEvent, ReceiptEvent, Receipts, RequestError, Roster, RosterEvent,
-    RosterEvents, RosterStorage, Security, SqliteRosterStorage, Subscription, Verification,
+    MemoryRosterStorage, MemoryVCardStorage, PingEvent, ReceiptEvent, Receipts, RequestError,
+    Roster, RosterEvent, RosterEvents, RosterStorage, Security, SqliteStorage, Subscription,
+    VCards, Verification,
 };
 use corvid_proto::{BareJid, ns};
 use corvid_xml::Element;
@@ -364,7 +365,7 @@ pub async fn roster_round_trip(target: &Target) -> Result<()> {
 pub async fn roster_survives_in_sqlite(target: &Target) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("roster.sqlite");
-    let storage = Arc::new(SqliteRosterStorage::open(&path).await?);
+    let storage = Arc::new(SqliteStorage::open(&path).await?);
     let (juliet, roster, mut changes) = with_roster(target, "juliet", storage).await?;
     roster.set("nurse@localhost", Some("Nurse"), &[]).await?;
     expect_roster(
@@ -379,7 +380,7 @@ pub async fn roster_survives_in_sqlite(target: &Target) -> Result<()> {
     juliet.disconnect().await;
     drop(roster);
 
-    let reopened = Arc::new(SqliteRosterStorage::open(&path).await?);
+    let reopened = Arc::new(SqliteStorage::open(&path).await?);
     let (stored_version, stored) = reopened.load("juliet@localhost").await?;
     assert_eq!(stored_version, version);
     assert_eq!(stored.len(), 1);
@@ -448,5 +449,58 @@ pub async fn autoping_gets_pongs(target: &Target) -> Result<()> {
     assert!(matches!(seen[3], PingEvent::Pong { .. }), "{seen:?}");
     drop(pinger);
     client.disconnect().await;
+    Ok(())
+}
+
+fn full_name(vcard: &Element) -> Option<String> {
+    vcard.get_child("FN", ns::VCARD).map(Element::text)
+}
+
+fn vcard_named(name: &str) -> Element {
+    Element::new("vCard", ns::VCARD).with_child(Element::new("FN", ns::VCARD).with_text(name))
+}
+
+/// vCards: published, fetched, answered from the storage until a forced fetch, kept in SQLite.
+pub async fn vcards_are_fetched_cache_first(target: &Target) -> Result<()> {
+    let (juliet, _juliet_events) = target.online("juliet").await?;
+    let juliet_vcards = VCards::attach(&juliet, Arc::new(MemoryVCardStorage::default()));
+    juliet_vcards
+        .update_own(vcard_named("Juliet Capulet"))
+        .await?;
+
+    let dir = tempfile::tempdir()?;
+    let storage = Arc::new(SqliteStorage::open(&dir.path().join("client.sqlite")).await?);
+    let (romeo, _romeo_events) = target.online("romeo").await?;
+    let vcards = VCards::attach(&romeo, storage);
+    assert!(vcards.cached("juliet@localhost").await?.is_none());
+    let fetched = vcards
+        .fetch("juliet@localhost", false)
+        .await?
+        .context("a vCard")?;
+    assert_eq!(full_name(&fetched).as_deref(), Some("Juliet Capulet"));
+
+    juliet_vcards
+        .update_own(vcard_named("Juliet Montague"))
+        .await?;
+    let stored = vcards
+        .fetch("juliet@localhost/balcony", false)
+        .await?
+        .context("stored")?;
+    assert_eq!(full_name(&stored).as_deref(), Some("Juliet Capulet"));
+    let fresh = vcards
+        .fetch("juliet@localhost", true)
+        .await?
+        .context("fresh")?;
+    assert_eq!(full_name(&fresh).as_deref(), Some("Juliet Montague"));
+    let cached = vcards.cached("juliet@localhost").await?.context("cached")?;
+    assert_eq!(full_name(&cached).as_deref(), Some("Juliet Montague"));
+    let own = juliet_vcards
+        .fetch("juliet@localhost", true)
+        .await?
+        .context("own")?;
+    assert_eq!(full_name(&own).as_deref(), Some("Juliet Montague"));
+
+    juliet.disconnect().await;
+    romeo.disconnect().await;
     Ok(())
 }
