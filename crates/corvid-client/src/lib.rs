@@ -8,7 +8,8 @@
 //! event stream, sending, requests that wait for their answer, and a graceful disconnect.
 //! On it, the [`Roster`] (XMPPRoster) and [`VCards`] (XMPPvCardTempModule), with their
 //! storage in memory or SQLite ([`SqliteStorage`]), [`Receipts`]
-//! (XEP-0184) and [`AutoPing`] (XEP-0199).
+//! (XEP-0184), [`AutoPing`] (XEP-0199), [`Carbons`] (XEP-0280) and [`Mam`] queries
+//! (XEP-0313).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,9 +28,11 @@
 //! ```
 
 pub mod autoping;
+pub mod carbons;
 pub mod client;
 pub mod error;
 pub mod login;
+pub mod mam;
 pub mod receipts;
 pub mod roster;
 mod sqlite_storage;
@@ -38,9 +41,11 @@ pub mod transport;
 pub mod vcard;
 
 pub use autoping::{AutoPing, PingEvent};
+pub use carbons::{CarbonEvent, Carbons};
 pub use client::{Client, ClientBuilder, DisconnectReason, Event, Events, Handled, StanzaHandler};
 pub use error::{ConnectError, RequestError};
 pub use login::Security;
+pub use mam::{ArchivedMessage, Mam, MamPage, MamQuery};
 pub use receipts::{ReceiptEvent, ReceiptEvents, Receipts};
 pub use roster::{
     MemoryRosterStorage, PresenceInfo, Roster, RosterEvent, RosterEvents, RosterItem,

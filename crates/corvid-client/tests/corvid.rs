@@ -169,3 +169,19 @@ async fn vcards_are_fetched_cache_first() -> Result<()> {
     server.running.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn carbons_copy_the_other_resources_messages() -> Result<()> {
+    let server = corvid().await?;
+    common::carbons_copy_the_other_resources_messages(&server.target).await?;
+    server.running.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn mam_pages_the_archive() -> Result<()> {
+    let server = corvid().await?;
+    common::mam_pages_the_archive(&server.target).await?;
+    server.running.shutdown().await;
+    Ok(())
+}

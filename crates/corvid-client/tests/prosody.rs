@@ -67,7 +67,7 @@ log = {{ {{ levels = {{ min = "error" }}, to = "file", filename = "{root}/prosod
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {starttls_port} }}
 c2s_direct_tls_ports = {{ {direct_tls_port} }}
-modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "vcard" }}
+modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "vcard", "carbons", "mam" }}
 modules_disabled = {{ "s2s" }}
 authentication = "internal_hashed"
 storage = "internal"
@@ -199,5 +199,19 @@ async fn autoping_gets_pongs() -> Result<()> {
 async fn vcards_are_fetched_cache_first() -> Result<()> {
     let server = prosody().await?;
     common::vcards_are_fetched_cache_first(&server.target).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn carbons_copy_the_other_resources_messages() -> Result<()> {
+    let server = prosody().await?;
+    common::carbons_copy_the_other_resources_messages(&server.target).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn mam_pages_the_archive() -> Result<()> {
+    let server = prosody().await?;
+    common::mam_pages_the_archive(&server.target).await?;
     Ok(())
 }

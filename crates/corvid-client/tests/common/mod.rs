@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use corvid_client::{
-    AutoPing, Client, ClientBuilder, ConnectError, DisconnectReason, Event, Events,
-    MemoryRosterStorage, MemoryVCardStorage, PingEvent, ReceiptEvent, Receipts, RequestError,
-    Roster, RosterEvent, RosterEvents, RosterStorage, Security, SqliteStorage, Subscription,
-    VCards, Verification,
+    AutoPing, CarbonEvent, Carbons, Client, ClientBuilder, ConnectError, DisconnectReason, Event,
+    Events, Mam, MamQuery, MemoryRosterStorage, MemoryVCardStorage, PingEvent, ReceiptEvent,
+    Receipts, RequestError, Roster, RosterEvent, RosterEvents, RosterStorage, Security,
+    SqliteStorage, Subscription, VCards, Verification,
 };
 use corvid_proto::{BareJid, ns};
 use corvid_xml::Element;
@@ -500,6 +500,115 @@ pub async fn vcards_are_fetched_cache_first(target: &Target) -> Result<()> {
         .context("own")?;
     assert_eq!(full_name(&own).as_deref(), Some("Juliet Montague"));
 
+    juliet.disconnect().await;
+    romeo.disconnect().await;
+    Ok(())
+}
+
+fn chat(to: &str, text: &str) -> Element {
+    Element::new("message", ns::CLIENT)
+        .with_attr("to", to)
+        .with_attr("type", "chat")
+        .with_child(Element::new("body", ns::CLIENT).with_text(text))
+}
+
+/// Carbons: a resource that enabled them sees what its sibling received and sent.
+pub async fn carbons_copy_the_other_resources_messages(target: &Target) -> Result<()> {
+    let (phone, _phone_events) = target.builder("juliet").resource("phone").build();
+    let (carbons, mut copies) = Carbons::attach(&phone);
+    phone.connect().await?;
+    phone.send(&Element::new("presence", ns::CLIENT)).await?;
+    carbons.enable().await?;
+    let (laptop, mut laptop_events) = target.builder("juliet").resource("laptop").build();
+    laptop.connect().await?;
+    laptop.send(&Element::new("presence", ns::CLIENT)).await?;
+    let (romeo, _romeo_events) = target.online("romeo").await?;
+
+    romeo
+        .send(&chat("juliet@localhost/laptop", "to the laptop"))
+        .await?;
+    expect(&mut laptop_events, "romeo's message", |e| body(e).is_some()).await?;
+    let copy = tokio::time::timeout(WAIT, copies.recv())
+        .await?
+        .context("copies ended")?;
+    match &copy {
+        CarbonEvent::Received(m) => {
+            assert_eq!(m.attr("to"), Some("juliet@localhost/laptop"));
+            assert_eq!(
+                m.get_child("body", ns::CLIENT)
+                    .map(Element::text)
+                    .as_deref(),
+                Some("to the laptop")
+            );
+        }
+        other => bail!("expected a received copy, got {other:?}"),
+    }
+    laptop
+        .send(&chat("romeo@localhost", "from the laptop"))
+        .await?;
+    let copy = tokio::time::timeout(WAIT, copies.recv())
+        .await?
+        .context("copies ended")?;
+    match &copy {
+        CarbonEvent::Sent(m) => {
+            assert_eq!(m.attr("to"), Some("romeo@localhost"));
+            assert_eq!(
+                m.get_child("body", ns::CLIENT)
+                    .map(Element::text)
+                    .as_deref(),
+                Some("from the laptop")
+            );
+        }
+        other => bail!("expected a sent copy, got {other:?}"),
+    }
+    for client in [phone, laptop, romeo] {
+        client.disconnect().await;
+    }
+    Ok(())
+}
+
+/// The archive, paged forward two at a time, gives every message once, in order.
+pub async fn mam_pages_the_archive(target: &Target) -> Result<()> {
+    let (juliet, _juliet_events) = target.online("juliet").await?;
+    let (romeo, mut romeo_events) = target.online("romeo").await?;
+    let bodies: Vec<String> = (1..=5).map(|n| format!("archived {n}")).collect();
+    for text in &bodies {
+        juliet.send(&chat("romeo@localhost", text)).await?;
+        expect(&mut romeo_events, "the message", |e| {
+            body(e).as_deref() == Some(text)
+        })
+        .await?;
+    }
+    let mam = Mam::attach(&romeo);
+    let mut seen = Vec::new();
+    let mut after = None;
+    for _ in 0..10 {
+        let page = mam
+            .query(&MamQuery {
+                with: Some("juliet@localhost".into()),
+                after: after.clone(),
+                max: Some(2),
+                ..Default::default()
+            })
+            .await?;
+        assert!(page.messages.len() <= 2);
+        for archived in &page.messages {
+            assert!(archived.stamp.is_some());
+            seen.push(
+                archived
+                    .message
+                    .get_child("body", ns::CLIENT)
+                    .map(Element::text)
+                    .unwrap_or_default(),
+            );
+        }
+        if page.complete {
+            break;
+        }
+        after = page.last.clone();
+    }
+    let ours: Vec<&String> = seen.iter().filter(|b| b.starts_with("archived ")).collect();
+    assert_eq!(ours, bodies.iter().collect::<Vec<_>>());
     juliet.disconnect().await;
     romeo.disconnect().await;
     Ok(())
