@@ -2,8 +2,6 @@
 //! registration (XEP-0077), SASL (SCRAM or PLAIN), stream restart, resource binding and
 //! the legacy session IQ where a server still requires it.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use corvid_proto::ns;
 use corvid_proto::sasl::{Mechanism, ScramClient};
 use corvid_xml::{Element, StreamEvent};
@@ -294,14 +292,7 @@ async fn authenticate(
 }
 
 async fn send_sasl(conn: &mut Conn, open_tag: &str, data: &[u8]) -> Result<(), LoginError> {
-    let name = open_tag.split(' ').next().unwrap_or(open_tag);
-    let text = if data.is_empty() {
-        "=".to_owned()
-    } else {
-        B64.encode(data)
-    };
-    let xml = format!("<{open_tag} xmlns='{}'>{text}</{name}>", ns::SASL);
-    conn.send(xml.as_bytes())
+    conn.send(corvid_client::login::sasl_xml(open_tag, data).as_bytes())
         .await
         .map_err(|e| LoginError::new("auth", e.kind()))
 }
@@ -336,13 +327,8 @@ fn sasl_outcome(el: &Element) -> Result<(), LoginError> {
 }
 
 fn sasl_data(el: &Element) -> Result<Vec<u8>, LoginError> {
-    let text = el.text();
-    match text.trim() {
-        "" | "=" => Ok(Vec::new()),
-        t => B64
-            .decode(t)
-            .map_err(|_| LoginError::new("auth", "bad base64 from server")),
-    }
+    corvid_client::login::sasl_payload(el)
+        .ok_or_else(|| LoginError::new("auth", "bad base64 from server"))
 }
 
 async fn bind(conn: &mut Conn, resource: &str) -> Result<(), LoginError> {
@@ -404,23 +390,7 @@ fn read_error(stage: &'static str, e: ReadError) -> LoginError {
     }
 }
 
-pub fn stream_error_condition(el: &Element) -> String {
-    el.children()
-        .find(|c| c.ns() == ns::STREAM_ERRORS && c.name() != "text")
-        .map(|c| c.name().to_owned())
-        .unwrap_or_else(|| "undefined-condition".into())
-}
-
-/// The RFC 6120 §8.3 condition of an error stanza.
-pub fn stanza_error_condition(el: &Element) -> String {
-    el.get_child("error", ns::CLIENT)
-        .and_then(|e| {
-            e.children()
-                .find(|c| c.ns() == ns::STANZA_ERRORS && c.name() != "text")
-        })
-        .map(|c| c.name().to_owned())
-        .unwrap_or_else(|| "undefined-condition".into())
-}
+pub use corvid_client::error::{stanza_error_condition, stream_error_condition};
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@
 //! connecting and keep reading them.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -173,9 +173,7 @@ impl ClientBuilder {
             stream: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
-            id_salt: std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish(),
+            id_key: std::collections::hash_map::RandomState::new(),
             handlers: Mutex::new(Vec::new()),
         });
         (Client { shared }, Events { receiver })
@@ -197,7 +195,8 @@ struct Shared {
     /// Requests waiting for their answer, by id.
     pending: Mutex<HashMap<String, Pending>>,
     next_id: AtomicU64,
-    id_salt: u64,
+    /// A random key the ids are hashed with, so they cannot be guessed from the count.
+    id_key: std::collections::hash_map::RandomState,
     handlers: Mutex<Vec<Arc<dyn StanzaHandler>>>,
 }
 
@@ -385,9 +384,7 @@ impl Client {
     /// A new stanza id, unique in this process and hard to guess.
     pub fn new_id(&self) -> String {
         let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(n ^ self.shared.id_salt);
-        format!("c{n}-{:x}", hasher.finish())
+        format!("c{n}-{:x}", self.shared.id_key.hash_one(n))
     }
 
     /// Goes offline gracefully (XMPPStream's `disconnectAfterSending`): unavailable

@@ -264,14 +264,19 @@ async fn authenticate(
 }
 
 async fn send_sasl(conn: &mut Conn, open_tag: &str, data: &[u8]) -> Result<(), ConnectError> {
+    Ok(conn.send(sasl_xml(open_tag, data).as_bytes()).await?)
+}
+
+/// A SASL element (`auth mechanism='…'`, `response`) carrying `data` in base64 (RFC 6120
+/// §6.4.2: `=` for empty data).
+pub fn sasl_xml(open_tag: &str, data: &[u8]) -> String {
     let name = open_tag.split(' ').next().unwrap_or(open_tag);
     let text = if data.is_empty() {
         "=".to_owned()
     } else {
         B64.encode(data)
     };
-    let xml = format!("<{open_tag} xmlns='{}'>{text}</{name}>", ns::SASL);
-    Ok(conn.send(xml.as_bytes()).await?)
+    format!("<{open_tag} xmlns='{}'>{text}</{name}>", ns::SASL)
 }
 
 fn sasl_outcome(el: &Element) -> Result<(), ConnectError> {
@@ -292,11 +297,14 @@ fn sasl_outcome(el: &Element) -> Result<(), ConnectError> {
 }
 
 fn sasl_data(el: &Element) -> Result<Vec<u8>, ConnectError> {
+    sasl_payload(el).ok_or_else(|| ConnectError::Protocol("bad base64 in SASL data".into()))
+}
+
+/// The data a SASL challenge or success carries; `None` if it is not base64.
+pub fn sasl_payload(el: &Element) -> Option<Vec<u8>> {
     match el.text().trim() {
-        "" | "=" => Ok(Vec::new()),
-        text => B64
-            .decode(text)
-            .map_err(|_| ConnectError::Protocol("bad base64 in SASL data".into())),
+        "" | "=" => Some(Vec::new()),
+        text => B64.decode(text).ok(),
     }
 }
 

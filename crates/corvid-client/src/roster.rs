@@ -30,7 +30,8 @@ pub enum Subscription {
 }
 
 impl Subscription {
-    fn parse(value: Option<&str>) -> Self {
+    /// The state an attribute names; anything else (or nothing) is `none`.
+    pub fn parse(value: Option<&str>) -> Self {
         match value {
             Some("to") => Subscription::To,
             Some("from") => Subscription::From,

@@ -131,12 +131,7 @@ impl RosterStorage for SqliteStorage {
                 Ok(RosterItem {
                     jid: row.try_get("jid")?,
                     name: row.try_get("name")?,
-                    subscription: match subscription.as_str() {
-                        "to" => Subscription::To,
-                        "from" => Subscription::From,
-                        "both" => Subscription::Both,
-                        _ => Subscription::None,
-                    },
+                    subscription: Subscription::parse(Some(&subscription)),
                     pending_out: row.try_get::<i64, _>("pending_out")? != 0,
                     groups: groups
                         .split('\n')

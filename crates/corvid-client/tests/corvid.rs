@@ -1,5 +1,6 @@
 //! The stream scenarios against a real Corvid, started in this process on loopback.
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -97,22 +98,6 @@ async fn untrusted_certificates_and_wrong_passwords_are_refused() -> Result<()> 
     Ok(())
 }
 
-#[tokio::test]
-async fn messages_go_both_ways() -> Result<()> {
-    let server = corvid().await?;
-    common::exchanges_messages(&server.target).await?;
-    server.running.shutdown().await;
-    Ok(())
-}
-
-#[tokio::test]
-async fn requests_get_their_result_or_their_error() -> Result<()> {
-    let server = corvid().await?;
-    common::answers_requests(&server.target).await?;
-    server.running.shutdown().await;
-    Ok(())
-}
-
 /// Besides what the client sees, the server forgot the session once it disconnected.
 #[tokio::test]
 async fn streams_end_on_conflict_and_on_disconnect() -> Result<()> {
@@ -130,58 +115,14 @@ async fn streams_end_on_conflict_and_on_disconnect() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn roster_round_trip() -> Result<()> {
-    let server = corvid().await?;
-    common::roster_round_trip(&server.target).await?;
-    server.running.shutdown().await;
-    Ok(())
-}
-
-#[tokio::test]
-async fn roster_survives_in_sqlite() -> Result<()> {
-    let server = corvid().await?;
-    common::roster_survives_in_sqlite(&server.target).await?;
-    server.running.shutdown().await;
-    Ok(())
-}
-
-#[tokio::test]
-async fn receipts_come_back() -> Result<()> {
-    let server = corvid().await?;
-    common::receipts_come_back(&server.target).await?;
-    server.running.shutdown().await;
-    Ok(())
-}
-
-#[tokio::test]
-async fn autoping_gets_pongs() -> Result<()> {
-    let server = corvid().await?;
-    common::autoping_gets_pongs(&server.target).await?;
-    server.running.shutdown().await;
-    Ok(())
-}
-
-#[tokio::test]
-async fn vcards_are_fetched_cache_first() -> Result<()> {
-    let server = corvid().await?;
-    common::vcards_are_fetched_cache_first(&server.target).await?;
-    server.running.shutdown().await;
-    Ok(())
-}
-
-#[tokio::test]
-async fn carbons_copy_the_other_resources_messages() -> Result<()> {
-    let server = corvid().await?;
-    common::carbons_copy_the_other_resources_messages(&server.target).await?;
-    server.running.shutdown().await;
-    Ok(())
-}
-
-#[tokio::test]
-async fn mam_pages_the_archive() -> Result<()> {
-    let server = corvid().await?;
-    common::mam_pages_the_archive(&server.target).await?;
-    server.running.shutdown().await;
-    Ok(())
-}
+scenarios!(corvid, |server| server.running.shutdown().await;
+    messages_go_both_ways => exchanges_messages,
+    requests_get_their_result_or_their_error => answers_requests,
+    roster_round_trip => roster_round_trip,
+    roster_survives_in_sqlite => roster_survives_in_sqlite,
+    receipts_come_back => receipts_come_back,
+    autoping_gets_pongs => autoping_gets_pongs,
+    vcards_are_fetched_cache_first => vcards_are_fetched_cache_first,
+    carbons_copy_the_other_resources_messages => carbons_copy_the_other_resources_messages,
+    mam_pages_the_archive => mam_pages_the_archive,
+);

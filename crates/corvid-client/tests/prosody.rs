@@ -2,6 +2,7 @@
 //! on loopback with a configuration and certificate of its own: the SDK works with a server
 //! that is not ours.
 
+#[macro_use]
 mod common;
 
 use std::net::TcpListener;
@@ -132,13 +133,6 @@ async fn starttls_login() -> Result<()> {
 }
 
 #[tokio::test]
-async fn direct_tls_login() -> Result<()> {
-    let server = prosody().await?;
-    common::logs_in_with_direct_tls(&server.target).await?;
-    Ok(())
-}
-
-#[tokio::test]
 async fn untrusted_certificates_and_wrong_passwords_are_refused() -> Result<()> {
     let server = prosody().await?;
     let other = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
@@ -148,70 +142,16 @@ async fn untrusted_certificates_and_wrong_passwords_are_refused() -> Result<()> 
     Ok(())
 }
 
-#[tokio::test]
-async fn messages_go_both_ways() -> Result<()> {
-    let server = prosody().await?;
-    common::exchanges_messages(&server.target).await
-}
-
-#[tokio::test]
-async fn requests_get_their_result_or_their_error() -> Result<()> {
-    let server = prosody().await?;
-    common::answers_requests(&server.target).await
-}
-
-#[tokio::test]
-async fn streams_end_on_conflict_and_on_disconnect() -> Result<()> {
-    let server = prosody().await?;
-    common::ends_streams(&server.target).await?;
-    Ok(())
-}
-
-#[tokio::test]
-async fn roster_round_trip() -> Result<()> {
-    let server = prosody().await?;
-    common::roster_round_trip(&server.target).await?;
-    Ok(())
-}
-
-#[tokio::test]
-async fn roster_survives_in_sqlite() -> Result<()> {
-    let server = prosody().await?;
-    common::roster_survives_in_sqlite(&server.target).await?;
-    Ok(())
-}
-
-#[tokio::test]
-async fn receipts_come_back() -> Result<()> {
-    let server = prosody().await?;
-    common::receipts_come_back(&server.target).await?;
-    Ok(())
-}
-
-#[tokio::test]
-async fn autoping_gets_pongs() -> Result<()> {
-    let server = prosody().await?;
-    common::autoping_gets_pongs(&server.target).await?;
-    Ok(())
-}
-
-#[tokio::test]
-async fn vcards_are_fetched_cache_first() -> Result<()> {
-    let server = prosody().await?;
-    common::vcards_are_fetched_cache_first(&server.target).await?;
-    Ok(())
-}
-
-#[tokio::test]
-async fn carbons_copy_the_other_resources_messages() -> Result<()> {
-    let server = prosody().await?;
-    common::carbons_copy_the_other_resources_messages(&server.target).await?;
-    Ok(())
-}
-
-#[tokio::test]
-async fn mam_pages_the_archive() -> Result<()> {
-    let server = prosody().await?;
-    common::mam_pages_the_archive(&server.target).await?;
-    Ok(())
-}
+scenarios!(prosody, |server| drop(server);
+    direct_tls_login => logs_in_with_direct_tls,
+    streams_end_on_conflict_and_on_disconnect => ends_streams,
+    messages_go_both_ways => exchanges_messages,
+    requests_get_their_result_or_their_error => answers_requests,
+    roster_round_trip => roster_round_trip,
+    roster_survives_in_sqlite => roster_survives_in_sqlite,
+    receipts_come_back => receipts_come_back,
+    autoping_gets_pongs => autoping_gets_pongs,
+    vcards_are_fetched_cache_first => vcards_are_fetched_cache_first,
+    carbons_copy_the_other_resources_messages => carbons_copy_the_other_resources_messages,
+    mam_pages_the_archive => mam_pages_the_archive,
+);

@@ -49,14 +49,47 @@ impl Target {
     }
 }
 
+/// One test per scenario, against the server `$start()` makes; `$stop` ends each.
+macro_rules! scenarios {
+    ($start:ident, |$server:ident| $stop:expr; $($test:ident => $scenario:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $test() -> anyhow::Result<()> {
+            let $server = $start().await?;
+            common::$scenario(&$server.target).await?;
+            $stop;
+            Ok(())
+        }
+    )*};
+}
+
+/// A stream of events [`expect`] can wait on.
+pub trait NextEvent {
+    type Item;
+    fn next_event(&mut self) -> impl Future<Output = Option<Self::Item>>;
+}
+
+impl NextEvent for Events {
+    type Item = Event;
+    fn next_event(&mut self) -> impl Future<Output = Option<Event>> {
+        self.next()
+    }
+}
+
+impl NextEvent for RosterEvents {
+    type Item = RosterEvent;
+    fn next_event(&mut self) -> impl Future<Output = Option<RosterEvent>> {
+        self.next()
+    }
+}
+
 /// Waits for the first event `wanted` accepts, skipping others.
-pub async fn expect(
-    events: &mut Events,
+pub async fn expect<E: NextEvent>(
+    events: &mut E,
     what: &str,
-    wanted: impl Fn(&Event) -> bool,
-) -> Result<Event> {
+    wanted: impl Fn(&E::Item) -> bool,
+) -> Result<E::Item> {
     let found = tokio::time::timeout(WAIT, async {
-        while let Some(event) = events.next().await {
+        while let Some(event) = events.next_event().await {
             if wanted(&event) {
                 return Some(event);
             }
@@ -258,28 +291,6 @@ pub async fn ends_streams(target: &Target) -> Result<Client> {
     Ok(second)
 }
 
-/// Waits for the first roster event `wanted` accepts.
-pub async fn expect_roster(
-    events: &mut RosterEvents,
-    what: &str,
-    wanted: impl Fn(&RosterEvent) -> bool,
-) -> Result<RosterEvent> {
-    let found = tokio::time::timeout(WAIT, async {
-        while let Some(event) = events.next().await {
-            if wanted(&event) {
-                return Some(event);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(event)) => Ok(event),
-        Ok(None) => bail!("roster events ended before {what}"),
-        Err(_) => bail!("no {what} within {WAIT:?}"),
-    }
-}
-
 /// Logged in as `user` (resource `test`) with its roster attached and fetched, available.
 pub async fn with_roster(
     target: &Target,
@@ -290,7 +301,7 @@ pub async fn with_roster(
     let (roster, mut roster_events) = Roster::attach(&client, storage);
     client.connect().await?;
     roster.fetch().await?;
-    expect_roster(&mut roster_events, "populated", |e| {
+    expect(&mut roster_events, "populated", |e| {
         matches!(e, RosterEvent::Populated { .. })
     })
     .await?;
@@ -313,7 +324,7 @@ pub async fn roster_round_trip(target: &Target) -> Result<()> {
     roster
         .set("romeo@localhost", Some("Romeo"), &["Friends"])
         .await?;
-    let added = expect_roster(
+    let added = expect(
         &mut changes,
         "the new contact",
         |e| matches!(e, RosterEvent::Changed(item) if item.jid == "romeo@localhost"),
@@ -327,32 +338,32 @@ pub async fn roster_round_trip(target: &Target) -> Result<()> {
     assert_eq!(item.subscription, Subscription::None);
 
     roster.subscribe("romeo@localhost").await?;
-    expect_roster(&mut romeo_changes, "juliet's request", |e| {
+    expect(&mut romeo_changes, "juliet's request", |e| {
         *e == RosterEvent::SubscriptionRequest("juliet@localhost".into())
     })
     .await?;
     romeo_roster.accept("juliet@localhost", false).await?;
-    expect_roster(&mut changes, "the subscription", |e| {
+    expect(&mut changes, "the subscription", |e| {
         matches!(e, RosterEvent::Changed(item)
             if item.jid == "romeo@localhost" && item.subscription == Subscription::To)
     })
     .await?;
     // RFC 6121 §3.1.6: the contact's available resources send us their presence.
-    expect_roster(&mut changes, "romeo's presence", |e| {
+    expect(&mut changes, "romeo's presence", |e| {
         matches!(e, RosterEvent::Presence { jid, presence: Some(_), .. } if jid == "romeo@localhost")
     })
     .await?;
     assert!(roster.presence("romeo@localhost").contains_key("test"));
 
     romeo.disconnect().await;
-    expect_roster(&mut changes, "romeo going offline", |e| {
+    expect(&mut changes, "romeo going offline", |e| {
         matches!(e, RosterEvent::Presence { jid, presence: None, .. } if jid == "romeo@localhost")
     })
     .await?;
     assert!(roster.presence("romeo@localhost").is_empty());
 
     roster.remove("romeo@localhost").await?;
-    expect_roster(&mut changes, "the removal", |e| {
+    expect(&mut changes, "the removal", |e| {
         *e == RosterEvent::Removed("romeo@localhost".into())
     })
     .await?;
@@ -368,7 +379,7 @@ pub async fn roster_survives_in_sqlite(target: &Target) -> Result<()> {
     let storage = Arc::new(SqliteStorage::open(&path).await?);
     let (juliet, roster, mut changes) = with_roster(target, "juliet", storage).await?;
     roster.set("nurse@localhost", Some("Nurse"), &[]).await?;
-    expect_roster(
+    expect(
         &mut changes,
         "the new contact",
         |e| matches!(e, RosterEvent::Changed(item) if item.jid == "nurse@localhost"),

@@ -337,7 +337,8 @@ async fn seq_range(
 /// The `seq` of the message with this id; [`StoreError::NotFound`] if the archive has none.
 async fn seq_of(conn: &mut AnyConnection, archive: &str, id: &str) -> Result<i64, StoreError> {
     let seq = parse_archive_id(id).ok_or(StoreError::NotFound)?;
-    let row = sqlx::query(BY_SEQ)
+    // Only whether it is there: the stanza is not decoded.
+    let row = sqlx::query("SELECT seq FROM archive_messages WHERE seq = $1 AND archive = $2")
         .bind(seq)
         .bind(archive)
         .fetch_optional(&mut *conn)
