@@ -68,13 +68,16 @@ log = {{ {{ levels = {{ min = "error" }}, to = "file", filename = "{root}/prosod
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {starttls_port} }}
 c2s_direct_tls_ports = {{ {direct_tls_port} }}
-modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "vcard", "carbons", "mam" }}
+modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "vcard", "carbons", "mam", "pep" }}
 modules_disabled = {{ "s2s" }}
 authentication = "internal_hashed"
 storage = "internal"
 c2s_require_encryption = true
 ssl = {{ certificate = "{root}/cert.pem"; key = "{root}/key.pem" }}
 VirtualHost "localhost"
+Component "conference.localhost" "muc"
+modules_enabled = {{ "muc_mam" }}
+Component "pubsub.localhost" "pubsub"
 "#
     );
     let config_path = path.join("prosody.cfg.lua");
