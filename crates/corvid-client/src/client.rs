@@ -9,12 +9,18 @@
 //! waits for the application to take them (a full [`Events`] buffer pauses reading, and
 //! TCP pushes back on the server), so nothing is dropped: take the events before
 //! connecting and keep reading them.
+//!
+//! Where the server offers it, the stream enables stream management (XEP-0198, with
+//! resumption): both sides count the stanzas they handled, and what the server has not
+//! acknowledged is kept, to be sent again after a lost connection. With a
+//! [`Reconnect`] policy ([`ClientBuilder::reconnect`]) the stream task comes back by
+//! itself after such a loss; the [`crate::reconnect`] module tells how.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use corvid_proto::sasl::Mechanism;
@@ -26,7 +32,10 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
 use crate::error::{ConnectError, RequestError, stanza_error_condition, stream_error_condition};
-use crate::login::{self, Security};
+use crate::login::{self, Authenticated, Resumption, Security};
+use crate::mam::{Mam, MamQuery};
+use crate::reconnect::{self, Reconnect, Seen};
+use crate::sm::Sm;
 use crate::tls::{self, Verification};
 use crate::transport::{Conn, ReadError};
 
@@ -38,6 +47,9 @@ const OUTGOING: usize = 256;
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long [`Client::disconnect`] waits for the server to close its side.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A page of an archive catch-up, and how many pages one fetches at most.
+const CATCH_UP_PAGE: usize = 100;
+const CATCH_UP_PAGES: usize = 50;
 
 /// Everything the stream reports, in order (XMPPStreamDelegate).
 #[derive(Clone, Debug)]
@@ -62,8 +74,26 @@ pub enum Event {
         condition: String,
         text: Option<String>,
     },
-    /// The stream is gone (`xmppStreamDidDisconnect:withError:`).
+    /// The stream is gone (`xmppStreamDidDisconnect:withError:`). With a [`Reconnect`]
+    /// policy, [`Event::Reconnecting`] follows unless the loss was asked for.
     Disconnected(DisconnectReason),
+    /// A reconnection attempt starts after `delay` (XMPPReconnect's
+    /// `xmppReconnect:shouldAttemptAutoReconnect:`); `Connecting` … follow.
+    Reconnecting { attempt: u32, delay: Duration },
+    /// A reconnection attempt failed (`xmppReconnect:didDetectAccidentalDisconnect:`);
+    /// another follows unless `gave_up`.
+    ReconnectFailed {
+        attempt: u32,
+        error: String,
+        gave_up: bool,
+    },
+    /// The stream-management session was resumed (XEP-0198): nothing was lost; `resent` of
+    /// our stanzas the server had not had were sent again.
+    Resumed { resent: usize },
+    /// After a reconnection with a new session, `messages` that came while we were away
+    /// were fetched from the archive (and delivered as [`Event::Message`]s before this),
+    /// and our presence was restored.
+    CaughtUp { messages: usize },
 }
 
 /// Why a stream ended.
@@ -99,6 +129,13 @@ pub enum Handled {
 /// that waits (storage, requests) goes to a task of the module's own.
 pub trait StanzaHandler: Send + Sync + std::fmt::Debug {
     fn handle(&self, stanza: &Element) -> Handled;
+
+    /// The stream came back after a loss: `resumed` if the stream-management session went
+    /// on (nothing was lost), else a new session was bound (what the server kept for the
+    /// old one, such as room occupancy or directed presence, is gone).
+    fn restarted(&self, resumed: bool) {
+        let _ = resumed;
+    }
 }
 
 /// The application's end of the event stream.
@@ -130,6 +167,8 @@ pub struct ClientBuilder {
     security: Security,
     verification: Verification,
     request_timeout: Duration,
+    stream_management: bool,
+    reconnect: Option<Reconnect>,
 }
 
 impl ClientBuilder {
@@ -164,6 +203,20 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether to enable stream management (XEP-0198) when the server offers it (on by
+    /// default; XMPPStreamManagement).
+    pub fn stream_management(mut self, on: bool) -> Self {
+        self.stream_management = on;
+        self
+    }
+
+    /// Reconnect by this policy after a lost connection (XMPPReconnect); by default a lost
+    /// connection stays lost.
+    pub fn reconnect(mut self, policy: Reconnect) -> Self {
+        self.reconnect = Some(policy);
+        self
+    }
+
     /// The client, not yet connected, and its events.
     pub fn build(self) -> (Client, Events) {
         let (events, receiver) = mpsc::channel(EVENTS);
@@ -175,6 +228,10 @@ impl ClientBuilder {
             next_id: AtomicU64::new(0),
             id_key: std::collections::hash_map::RandomState::new(),
             handlers: Mutex::new(Vec::new()),
+            seen: Mutex::new(Seen::default()),
+            presence: Mutex::new(None),
+            first_login: OnceLock::new(),
+            mam: OnceLock::new(),
         });
         (Client { shared }, Events { receiver })
     }
@@ -198,15 +255,31 @@ struct Shared {
     /// A random key the ids are hashed with, so they cannot be guessed from the count.
     id_key: std::collections::hash_map::RandomState,
     handlers: Mutex<Vec<Arc<dyn StanzaHandler>>>,
+    /// Stanza-ids of messages delivered, so none is delivered twice.
+    seen: Mutex<Seen>,
+    /// The last broadcast presence sent, restored on a new session.
+    presence: Mutex<Option<Bytes>>,
+    /// When the first login happened: an archive catch-up with no message seen starts there.
+    first_login: OnceLock<SystemTime>,
+    /// The archive queries of catch-ups.
+    mam: OnceLock<Arc<Mam>>,
 }
 
-/// The running stream.
+/// The stream task and how to reach it; kept while the task reconnects.
 #[derive(Debug)]
 struct Stream {
-    jid: FullJid,
-    features: Element,
+    /// The bound session, while connected.
+    session: Option<Session>,
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Session {
+    jid: FullJid,
+    features: Element,
+    /// False while reconnecting: the JID is the one to resume.
+    live: bool,
 }
 
 #[derive(Debug)]
@@ -218,6 +291,9 @@ struct Pending {
 
 #[derive(Debug)]
 enum Command {
+    /// A stanza: counted and kept by stream management.
+    Stanza(Bytes),
+    /// Anything else (a nonza such as CSI's `<active/>`); dropped while reconnecting.
     Send(Bytes),
     /// Sends unavailable presence, closes the stream, waits for the server to close.
     Close,
@@ -236,6 +312,8 @@ impl Client {
             security: Security::default(),
             verification: Verification::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            stream_management: true,
+            reconnect: None,
         }
     }
 
@@ -243,58 +321,36 @@ impl Client {
     /// `authenticateWithPassword:`). Returns once the stream is ready for stanzas; the
     /// events tell the steps.
     pub async fn connect(&self) -> Result<(), ConnectError> {
-        if self.jid().is_some() {
+        if lock(&self.shared.stream).is_some() {
             return Err(ConnectError::AlreadyConnected);
         }
+        let Authenticated {
+            mut conn,
+            features,
+            mechanism,
+        } = open(&self.shared).await?;
         let settings = &self.shared.settings;
-        let domain = settings.jid.domain().as_str().to_owned();
-        let default_port = match settings.security {
-            Security::DirectTls => 5223,
-            Security::StartTls | Security::DangerPlaintext => 5222,
-        };
-        let (host, port) = settings
-            .server
-            .clone()
-            .unwrap_or_else(|| (domain.clone(), default_port));
-        let connector = match settings.security {
-            Security::DangerPlaintext => None,
-            Security::StartTls => Some(connector(&settings.verification, None)?),
-            Security::DirectTls => Some(connector(&settings.verification, Some(b"xmpp-client"))?),
-        };
-        self.emit(Event::Connecting {
-            host: host.clone(),
-            port,
-        })
-        .await;
-        let tcp = TcpStream::connect((host.as_str(), port)).await?;
-        self.emit(Event::Connected).await;
-        let username = settings
-            .jid
-            .node()
-            .map(|node| node.as_str().to_owned())
-            .ok_or_else(|| ConnectError::Config("the account JID has no username".into()))?;
-        let params = login::Params {
-            domain: &domain,
-            username: &username,
-            password: &settings.password,
-            resource: settings.resource.as_deref(),
-            security: settings.security,
-            connector: connector.as_ref(),
-        };
-        let logged_in = login::login(tcp, &params).await?;
-        let jid = logged_in.jid.clone();
+        let jid = login::bind_session(&mut conn, &features, settings.resource.as_deref()).await?;
+        self.shared.first_login.get_or_init(SystemTime::now);
         self.emit(Event::Authenticated {
             jid: jid.clone(),
-            mechanism: logged_in.mechanism,
+            mechanism,
         })
         .await;
         let (commands, receiver) = mpsc::channel(OUTGOING);
         // Held while the task starts: a stream that ends at once finds itself stored.
         let mut slot = lock(&self.shared.stream);
-        let task = tokio::spawn(run(logged_in.conn, receiver, self.shared.clone()));
+        if slot.is_some() {
+            return Err(ConnectError::AlreadyConnected);
+        }
+        let link = Link { conn, sm: None };
+        let task = tokio::spawn(supervise(link, receiver, self.shared.clone()));
         *slot = Some(Stream {
-            jid,
-            features: logged_in.features,
+            session: Some(Session {
+                jid,
+                features,
+                live: true,
+            }),
             commands,
             task,
         });
@@ -303,7 +359,7 @@ impl Client {
 
     /// The bound JID while connected (XMPPStream's `myJID` after binding).
     pub fn jid(&self) -> Option<FullJid> {
-        lock(&self.shared.stream).as_ref().map(|s| s.jid.clone())
+        session_jid(&self.shared)
     }
 
     /// The stream features the server offered after authentication (stream management,
@@ -311,13 +367,24 @@ impl Client {
     pub fn features(&self) -> Option<Element> {
         lock(&self.shared.stream)
             .as_ref()
+            .and_then(|s| s.session.as_ref())
             .map(|s| s.features.clone())
     }
 
-    /// Sends a stanza (XMPPStream's `sendElement:`); waits only if many are queued.
+    /// Sends a stanza (XMPPStream's `sendElement:`); waits only if many are queued. While
+    /// a [`Reconnect`] policy is bringing the stream back, stanzas are kept and sent once
+    /// it is back (other elements are dropped).
     pub async fn send(&self, stanza: &Element) -> Result<(), RequestError> {
-        self.command(Command::Send(stanza.to_bytes(ns::CLIENT)))
-            .await
+        let bytes = stanza.to_bytes(ns::CLIENT);
+        if !is_stanza(stanza) {
+            return self.command(Command::Send(bytes)).await;
+        }
+        if stanza.name() == "presence" && stanza.attr("to").is_none() {
+            // The broadcast presence, restored after a new session.
+            let available = stanza.attr("type").is_none();
+            *lock(&self.shared.presence) = available.then(|| bytes.clone());
+        }
+        self.command(Command::Stanza(bytes)).await
     }
 
     /// Sends an IQ get or set and waits for its answer: the result, or
@@ -394,6 +461,7 @@ impl Client {
         let Some(stream) = stream else {
             return;
         };
+        *lock(&self.shared.presence) = None;
         if stream.commands.send(Command::Close).await.is_ok() {
             let _ = stream.task.await;
         } else {
@@ -444,62 +512,529 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The stream task: reads and dispatches, writes what is queued, until the stream ends.
-async fn run(mut conn: Conn, mut commands: mpsc::Receiver<Command>, shared: Arc<Shared>) {
-    let reason = loop {
-        match conn.parse_buffered() {
-            Ok(Some(event)) => match dispatch(&mut conn, &shared, event).await {
-                Some(reason) => break reason,
+/// The bound JID while connected.
+fn session_jid(shared: &Shared) -> Option<FullJid> {
+    lock(&shared.stream)
+        .as_ref()
+        .and_then(|s| s.session.as_ref())
+        .filter(|s| s.live)
+        .map(|s| s.jid.clone())
+}
+
+/// The JID of the session, live or lost.
+fn last_jid(shared: &Shared) -> Option<FullJid> {
+    lock(&shared.stream)
+        .as_ref()
+        .and_then(|s| s.session.as_ref())
+        .map(|s| s.jid.clone())
+}
+
+fn is_stanza(el: &Element) -> bool {
+    el.ns() == ns::CLIENT && matches!(el.name(), "message" | "presence" | "iq")
+}
+
+/// Connects to the server and authenticates, telling the steps as events.
+async fn open(shared: &Shared) -> Result<Authenticated, ConnectError> {
+    let settings = &shared.settings;
+    let domain = settings.jid.domain().as_str().to_owned();
+    let default_port = match settings.security {
+        Security::DirectTls => 5223,
+        Security::StartTls | Security::DangerPlaintext => 5222,
+    };
+    let (host, port) = settings
+        .server
+        .clone()
+        .unwrap_or_else(|| (domain.clone(), default_port));
+    let connector = match settings.security {
+        Security::DangerPlaintext => None,
+        Security::StartTls => Some(connector(&settings.verification, None)?),
+        Security::DirectTls => Some(connector(&settings.verification, Some(b"xmpp-client"))?),
+    };
+    let username = settings
+        .jid
+        .node()
+        .map(|node| node.as_str().to_owned())
+        .ok_or_else(|| ConnectError::Config("the account JID has no username".into()))?;
+    let _ = shared
+        .events
+        .send(Event::Connecting {
+            host: host.clone(),
+            port,
+        })
+        .await;
+    let tcp = TcpStream::connect((host.as_str(), port)).await?;
+    let _ = shared.events.send(Event::Connected).await;
+    let params = login::Params {
+        domain: &domain,
+        username: &username,
+        password: &settings.password,
+        security: settings.security,
+        connector: connector.as_ref(),
+    };
+    login::authenticate(tcp, &params).await
+}
+
+/// A connection and its stream-management session.
+struct Link {
+    conn: Conn,
+    sm: Option<Sm>,
+}
+
+impl Link {
+    /// Writes a stanza, keeping it until the server acknowledges it.
+    async fn send_stanza(&mut self, bytes: Bytes) -> std::io::Result<()> {
+        self.conn.send(&bytes).await?;
+        if let Some(sm) = &mut self.sm {
+            sm.sent(bytes);
+            if sm.should_ask() {
+                sm.asked = true;
+                self.conn
+                    .send(format!("<r xmlns='{}'/>", ns::SM).as_bytes())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a stream (re)starts.
+enum Start {
+    /// The first login.
+    First,
+    /// A resumed stream-management session; `held` were sent while we were away.
+    Resumed { held: Vec<Bytes> },
+    /// A new session after a loss: `resend` the server never had, then catch up.
+    Fresh { resend: Vec<Bytes> },
+}
+
+/// The stream task: runs the stream and, by the [`Reconnect`] policy, brings it back after
+/// a loss.
+async fn supervise(mut link: Link, mut commands: mpsc::Receiver<Command>, shared: Arc<Shared>) {
+    let mut start = Start::First;
+    loop {
+        let reason = run(&mut link, start, &mut commands, &shared).await;
+        // Requests still waiting learn that no answer will come.
+        lock(&shared.pending).clear();
+        let policy = shared
+            .settings
+            .reconnect
+            .clone()
+            .filter(|_| reconnects_after(&reason));
+        {
+            let mut stream = lock(&shared.stream);
+            let ours = stream
+                .as_ref()
+                .is_some_and(|s| s.task.id() == tokio::task::id());
+            if ours && policy.is_some() {
+                if let Some(session) = stream.as_mut().and_then(|s| s.session.as_mut()) {
+                    session.live = false;
+                }
+            } else if ours {
+                // A stream that ended by itself is no longer the client's.
+                *stream = None;
+            }
+        }
+        let _ = shared.events.send(Event::Disconnected(reason)).await;
+        let Some(policy) = policy else {
+            return;
+        };
+        match come_back(&policy, link.sm.take(), &mut commands, &shared).await {
+            Some((next, next_start)) => {
+                link = next;
+                start = next_start;
+            }
+            None => {
+                let mut stream = lock(&shared.stream);
+                if stream
+                    .as_ref()
+                    .is_some_and(|s| s.task.id() == tokio::task::id())
+                {
+                    *stream = None;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Whether a loss for `reason` is worth reconnecting after.
+fn reconnects_after(reason: &DisconnectReason) -> bool {
+    match reason {
+        DisconnectReason::Requested => false,
+        DisconnectReason::StreamError(condition) => !matches!(
+            condition.as_str(),
+            "conflict" | "not-authorized" | "policy-violation" | "host-unknown"
+        ),
+        DisconnectReason::ServerClosed
+        | DisconnectReason::ConnectionLost(_)
+        | DisconnectReason::Protocol(_) => true,
+    }
+}
+
+/// Reconnects by `policy`: the new link and how it starts, or `None` if the client gave up
+/// or was told to disconnect meanwhile.
+async fn come_back(
+    policy: &Reconnect,
+    mut sm: Option<Sm>,
+    commands: &mut mpsc::Receiver<Command>,
+    shared: &Arc<Shared>,
+) -> Option<(Link, Start)> {
+    // Stanzas the application sent while we were away, and those of a session that could
+    // not be resumed, in order.
+    let mut held: Vec<Bytes> = Vec::new();
+    let mut resend: Vec<Bytes> = Vec::new();
+    for attempt in 1.. {
+        let delay = policy.delay(attempt, reconnect::random());
+        let _ = shared
+            .events
+            .send(Event::Reconnecting { attempt, delay })
+            .await;
+        let wait = tokio::time::sleep(delay);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                () = &mut wait => break,
+                command = commands.recv() => match command {
+                    Some(Command::Stanza(bytes)) => held.push(bytes),
+                    Some(Command::Send(_) | Command::Abort(_)) => {}
+                    Some(Command::Close) | None => return None,
+                },
+            }
+        }
+        match attempt_once(shared, &mut sm, &mut resend).await {
+            Ok((link, resumed)) => {
+                let start = if resumed {
+                    Start::Resumed { held }
+                } else {
+                    resend.append(&mut held);
+                    Start::Fresh { resend }
+                };
+                return Some((link, start));
+            }
+            Err(e) => {
+                let gave_up = matches!(e, ConnectError::Auth(_) | ConnectError::Config(_))
+                    || policy.gives_up_after(attempt + 1);
+                let _ = shared
+                    .events
+                    .send(Event::ReconnectFailed {
+                        attempt,
+                        error: e.to_string(),
+                        gave_up,
+                    })
+                    .await;
+                if gave_up {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// One reconnection: resumes the stream-management session `sm` if the server can, else
+/// binds a new session (what `sm` never had acknowledged moves to `resend`). True if
+/// resumed.
+async fn attempt_once(
+    shared: &Shared,
+    sm: &mut Option<Sm>,
+    resend: &mut Vec<Bytes>,
+) -> Result<(Link, bool), ConnectError> {
+    let Authenticated {
+        mut conn,
+        features,
+        mechanism,
+    } = open(shared).await?;
+    let offered = features.has_child("sm", ns::SM);
+    if let Some(mut old) = sm.take_if(|old| old.resumable() && offered) {
+        let previd = old.id.clone().unwrap_or_default();
+        match login::resume(&mut conn, &previd, old.inbound).await {
+            Ok(Resumption::Resumed { h }) => {
+                if old.acknowledged(h).is_ok() {
+                    old.asked = false;
+                    if let Some(jid) = last_jid(shared) {
+                        set_session(shared, jid, features);
+                    }
+                    return Ok((
+                        Link {
+                            conn,
+                            sm: Some(old),
+                        },
+                        true,
+                    ));
+                }
+                // The server claims stanzas we never sent: start afresh.
+                resend.extend(old.into_unacked());
+                return Err(ConnectError::Protocol(
+                    "the server acknowledged more than we sent".into(),
+                ));
+            }
+            Ok(Resumption::Failed { h }) => {
+                if let Some(h) = h {
+                    let _ = old.acknowledged(h);
+                }
+                resend.extend(old.into_unacked());
+            }
+            Err(e) => {
+                // Keep the session for the next attempt.
+                *sm = Some(old);
+                return Err(e);
+            }
+        }
+    } else if let Some(old) = sm.take() {
+        resend.extend(old.into_unacked());
+    }
+    // The resource we had, so the application's address stays the same.
+    let resource = last_resource(shared);
+    let jid = login::bind_session(&mut conn, &features, resource.as_deref()).await?;
+    let _ = shared
+        .events
+        .send(Event::Authenticated {
+            jid: jid.clone(),
+            mechanism,
+        })
+        .await;
+    set_session(shared, jid, features);
+    Ok((Link { conn, sm: None }, false))
+}
+
+fn set_session(shared: &Shared, jid: FullJid, features: Element) {
+    if let Some(stream) = lock(&shared.stream).as_mut() {
+        stream.session = Some(Session {
+            jid,
+            features,
+            live: true,
+        });
+    }
+}
+
+fn last_resource(shared: &Shared) -> Option<String> {
+    last_jid(shared)
+        .map(|jid| jid.resource().as_str().to_owned())
+        .or_else(|| shared.settings.resource.clone())
+}
+
+/// Runs one connection: reads and dispatches, writes what is queued, until it ends.
+async fn run(
+    link: &mut Link,
+    start: Start,
+    commands: &mut mpsc::Receiver<Command>,
+    shared: &Arc<Shared>,
+) -> DisconnectReason {
+    if let Err(e) = begin(link, start, shared).await {
+        return DisconnectReason::ConnectionLost(e.to_string());
+    }
+    loop {
+        match link.conn.parse_buffered() {
+            Ok(Some(event)) => match dispatch(link, shared, event).await {
+                Some(reason) => return reason,
                 None => continue,
             },
             Ok(None) => {}
-            Err(e) => break lost(e),
+            Err(e) => return lost(e),
         }
         tokio::select! {
-            filled = conn.fill() => {
+            filled = link.conn.fill() => {
                 if let Err(e) = filled {
-                    break lost(e);
+                    return lost(e);
                 }
             }
-            command = commands.recv() => match command {
-                Some(Command::Send(bytes)) => {
-                    if let Err(e) = conn.send(&bytes).await {
-                        break DisconnectReason::ConnectionLost(e.to_string());
+            command = commands.recv() => {
+                let written = match command {
+                    Some(Command::Stanza(bytes)) => link.send_stanza(bytes).await,
+                    Some(Command::Send(bytes)) => link.conn.send(&bytes).await,
+                    Some(Command::Abort(reason)) => return DisconnectReason::ConnectionLost(reason),
+                    Some(Command::Close) | None => {
+                        close(&mut link.conn).await;
+                        return DisconnectReason::Requested;
                     }
+                };
+                if let Err(e) = written {
+                    return DisconnectReason::ConnectionLost(e.to_string());
                 }
-                Some(Command::Abort(reason)) => break DisconnectReason::ConnectionLost(reason),
-                Some(Command::Close) | None => {
-                    close(&mut conn).await;
-                    break DisconnectReason::Requested;
-                }
-            },
-        }
-    };
-    // Requests still waiting learn that no answer will come.
-    lock(&shared.pending).clear();
-    // A stream that ended by itself is no longer the client's.
-    {
-        let mut stream = lock(&shared.stream);
-        if stream
-            .as_ref()
-            .is_some_and(|s| s.task.id() == tokio::task::id())
-        {
-            *stream = None;
+            }
         }
     }
-    let _ = shared.events.send(Event::Disconnected(reason)).await;
+}
+
+/// What a stream does first: enables stream management on a new session, sends again what
+/// was not acknowledged, and, on a new session after a loss, catches up.
+async fn begin(link: &mut Link, start: Start, shared: &Arc<Shared>) -> std::io::Result<()> {
+    let offered = lock(&shared.stream)
+        .as_ref()
+        .and_then(|s| s.session.as_ref())
+        .is_some_and(|s| s.features.has_child("sm", ns::SM));
+    if link.sm.is_none() && offered && shared.settings.stream_management {
+        let enable = Element::new("enable", ns::SM).with_attr("resume", "true");
+        link.conn.send(&enable.to_bytes(ns::CLIENT)).await?;
+        link.sm = Some(Sm::default());
+    }
+    match start {
+        Start::First => {}
+        Start::Resumed { held } => {
+            let unacked: Vec<Bytes> = link
+                .sm
+                .as_ref()
+                .map(|sm| sm.unacked().cloned().collect())
+                .unwrap_or_default();
+            let resent = unacked.len();
+            for bytes in unacked {
+                link.conn.send(&bytes).await?;
+            }
+            for bytes in held {
+                link.send_stanza(bytes).await?;
+            }
+            if let Some(sm) = &mut link.sm
+                && sm.should_ask()
+            {
+                sm.asked = true;
+                link.conn
+                    .send(format!("<r xmlns='{}'/>", ns::SM).as_bytes())
+                    .await?;
+            }
+            let _ = shared.events.send(Event::Resumed { resent }).await;
+            restarted(shared, true);
+        }
+        Start::Fresh { resend } => {
+            for bytes in resend {
+                link.send_stanza(bytes).await?;
+            }
+            restarted(shared, false);
+            tokio::spawn(catch_up(Client {
+                shared: shared.clone(),
+            }));
+        }
+    }
+    Ok(())
+}
+
+fn restarted(shared: &Shared, resumed: bool) {
+    let handlers = lock(&shared.handlers).clone();
+    for handler in handlers {
+        handler.restarted(resumed);
+    }
+}
+
+/// After a new session: what came while we were away, from the archive, then our
+/// presence again.
+async fn catch_up(client: Client) {
+    let shared = &client.shared;
+    let policy_catches_up = shared
+        .settings
+        .reconnect
+        .as_ref()
+        .is_some_and(Reconnect::catches_up);
+    let mut delivered = 0;
+    if policy_catches_up {
+        delivered = fetch_missed(&client).await;
+    }
+    let presence = lock(&shared.presence).clone();
+    if let Some(presence) = presence {
+        let _ = client.command(Command::Stanza(presence)).await;
+    }
+    let _ = shared
+        .events
+        .send(Event::CaughtUp {
+            messages: delivered,
+        })
+        .await;
+}
+
+/// Delivers the messages the archive has since the last one seen (or since the first
+/// login); how many. A server without an archive has none.
+async fn fetch_missed(client: &Client) -> usize {
+    let shared = &client.shared;
+    let mam = shared.mam.get_or_init(|| Mam::attach(client)).clone();
+    let own = shared.settings.jid.clone();
+    let mut query = MamQuery {
+        max: Some(CATCH_UP_PAGE),
+        ..MamQuery::default()
+    };
+    match lock(&shared.seen).last.clone() {
+        Some(last) => query.after = Some(last),
+        None => query.start = shared.first_login.get().copied(),
+    }
+    let mut delivered = 0;
+    for _ in 0..CATCH_UP_PAGES {
+        let Ok(page) = mam.query(&query).await else {
+            break;
+        };
+        for archived in page.messages {
+            if !lock(&shared.seen).insert(&archived.id) {
+                continue;
+            }
+            let incoming = archived
+                .message
+                .attr("from")
+                .and_then(|from| Jid::new(from).ok())
+                .is_some_and(|from| from.to_bare() != own);
+            if !incoming || archived.message.attr("type") == Some("groupchat") {
+                continue;
+            }
+            let message = with_archive_marks(archived.message, &own, &archived.id, archived.stamp);
+            let _ = shared.events.send(Event::Message(message)).await;
+            delivered += 1;
+        }
+        if page.complete || page.last.is_none() {
+            break;
+        }
+        query.after = page.last;
+        query.start = None;
+    }
+    delivered
+}
+
+/// An archived message as it would have come: with its stanza-id and, if it has none, a
+/// delay stamp (XEP-0203) of when the archive took it.
+fn with_archive_marks(
+    mut message: Element,
+    own: &BareJid,
+    id: &str,
+    stamp: Option<SystemTime>,
+) -> Element {
+    let has_id = message
+        .children()
+        .any(|c| c.is("stanza-id", ns::STANZA_ID) && c.attr("by") == Some(own.as_str()));
+    if !has_id {
+        message.append_child(
+            Element::new("stanza-id", ns::STANZA_ID)
+                .with_attr("by", own.as_str())
+                .with_attr("id", id),
+        );
+    }
+    if let Some(stamp) = stamp
+        && !message.has_child("delay", ns::DELAY)
+    {
+        message.append_child(
+            Element::new("delay", ns::DELAY)
+                .with_attr("stamp", corvid_proto::time::format_datetime(stamp)),
+        );
+    }
+    message
+}
+
+/// The stanza-id the account's server gave a message (XEP-0359).
+fn own_stanza_id<'a>(message: &'a Element, own: &BareJid) -> Option<&'a str> {
+    message
+        .children()
+        .find(|c| {
+            c.is("stanza-id", ns::STANZA_ID)
+                && c.attr("by")
+                    .and_then(|by| BareJid::new(by).ok())
+                    .is_some_and(|by| &by == own)
+        })
+        .and_then(|c| c.attr("id"))
 }
 
 /// Handles one stream event; the reason the stream ends, if it does.
 async fn dispatch(
-    conn: &mut Conn,
+    link: &mut Link,
     shared: &Shared,
     event: StreamEvent,
 ) -> Option<DisconnectReason> {
     let stanza = match event {
         StreamEvent::Stanza(stanza) => stanza,
         StreamEvent::Close => {
-            let _ = conn.send(b"</stream:stream>").await;
+            let _ = link.conn.send(b"</stream:stream>").await;
             return Some(DisconnectReason::ServerClosed);
         }
         StreamEvent::Open(_) => {
@@ -518,8 +1053,23 @@ async fn dispatch(
                 text,
             })
             .await;
-        let _ = conn.send(b"</stream:stream>").await;
+        let _ = link.conn.send(b"</stream:stream>").await;
         return Some(DisconnectReason::StreamError(condition));
+    }
+    if stanza.ns() == ns::SM {
+        return stream_management(link, &stanza).await;
+    }
+    let is_stanza = is_stanza(&stanza);
+    if is_stanza && let Some(sm) = &mut link.sm {
+        sm.received();
+    }
+    // A message delivered already (resent after a resumption, or fetched from the archive
+    // and then from offline storage) is not delivered again.
+    if stanza.is("message", ns::CLIENT)
+        && let Some(id) = own_stanza_id(&stanza, &shared.settings.jid)
+        && !lock(&shared.seen).insert(id)
+    {
+        return None;
     }
     // Answers to our requests go to them first.
     let stanza = if stanza.is("iq", ns::CLIENT) {
@@ -527,10 +1077,8 @@ async fn dispatch(
     } else {
         stanza
     };
-    let is_stanza =
-        stanza.ns() == ns::CLIENT && matches!(stanza.name(), "message" | "presence" | "iq");
     if is_stanza {
-        match handled(conn, shared, &stanza).await {
+        match handled(link, shared, &stanza).await {
             Some(true) => {}
             Some(false) => return None,
             None => return Some(DisconnectReason::ConnectionLost("cannot write".into())),
@@ -541,7 +1089,7 @@ async fn dispatch(
         "presence" if is_stanza => Event::Presence(stanza),
         "iq" if is_stanza && is_ping(&stanza) => {
             let pong = reply_to(&stanza);
-            if let Err(e) = conn.send(&pong.to_bytes(ns::CLIENT)).await {
+            if let Err(e) = link.send_stanza(pong.to_bytes(ns::CLIENT)).await {
                 return Some(DisconnectReason::ConnectionLost(e.to_string()));
             }
             return None;
@@ -553,20 +1101,59 @@ async fn dispatch(
     None
 }
 
+/// XEP-0198's elements: `<enabled/>`, `<failed/>`, `<r/>`, `<a/>`.
+async fn stream_management(link: &mut Link, el: &Element) -> Option<DisconnectReason> {
+    let Some(sm) = &mut link.sm else {
+        return None;
+    };
+    match el.name() {
+        "enabled" => {
+            sm.enabled = true;
+            let resumable = matches!(el.attr("resume"), Some("true" | "1"));
+            sm.id = el.attr("id").filter(|_| resumable).map(str::to_owned);
+        }
+        "failed" => link.sm = None,
+        "r" => {
+            let ack = Element::new("a", ns::SM).with_attr("h", sm.inbound.to_string());
+            if let Err(e) = link.conn.send(&ack.to_bytes(ns::CLIENT)).await {
+                return Some(DisconnectReason::ConnectionLost(e.to_string()));
+            }
+        }
+        "a" => {
+            let h = el.attr("h").and_then(|h| h.parse().ok());
+            if h.is_none_or(|h| sm.acknowledged(h).is_err()) {
+                let error = format!(
+                    "<stream:error><undefined-condition xmlns='{}'/><handled-count-too-high xmlns='{}' h='{}' send-count='{}'/></stream:error></stream:stream>",
+                    ns::STREAM_ERRORS,
+                    ns::SM,
+                    h.unwrap_or_default(),
+                    sm.unacked_len()
+                );
+                let _ = link.conn.send(error.as_bytes()).await;
+                return Some(DisconnectReason::Protocol(
+                    "the server acknowledged stanzas we never sent".into(),
+                ));
+            }
+        }
+        _ => {}
+    }
+    None
+}
+
 /// Offers a stanza to the modules: `Some(true)` if it is still to be dispatched, `Some(false)`
 /// if a module took it, `None` (the stream's end) if writing a module's reply failed.
-async fn handled(conn: &mut Conn, shared: &Shared, stanza: &Element) -> Option<bool> {
+async fn handled(link: &mut Link, shared: &Shared, stanza: &Element) -> Option<bool> {
     let handlers = lock(&shared.handlers).clone();
     for handler in handlers {
         match handler.handle(stanza) {
             Handled::No => {}
             Handled::Yes => return Some(false),
             Handled::Reply(reply) => {
-                conn.send(&reply.to_bytes(ns::CLIENT)).await.ok()?;
+                link.send_stanza(reply.to_bytes(ns::CLIENT)).await.ok()?;
                 return Some(false);
             }
             Handled::Also(extra) => {
-                conn.send(&extra.to_bytes(ns::CLIENT)).await.ok()?;
+                link.send_stanza(extra.to_bytes(ns::CLIENT)).await.ok()?;
             }
         }
     }
@@ -585,7 +1172,7 @@ fn answer_for(shared: &Shared, iq: Element) -> Option<Element> {
     let Some(waiting) = pending.get(id) else {
         return Some(iq);
     };
-    let own = lock(&shared.stream).as_ref().map(|s| s.jid.clone());
+    let own = session_jid(shared);
     if !from_addressee(iq.attr("from"), waiting.to.as_deref(), own.as_ref()) {
         // Someone else answering our request's id: not the answer.
         return Some(iq);

@@ -34,7 +34,9 @@ pub mod error;
 pub mod login;
 pub mod mam;
 pub mod receipts;
+pub mod reconnect;
 pub mod roster;
+mod sm;
 mod sqlite_storage;
 pub mod tls;
 pub mod transport;
@@ -47,6 +49,7 @@ pub use error::{ConnectError, RequestError};
 pub use login::Security;
 pub use mam::{ArchivedMessage, Mam, MamPage, MamQuery};
 pub use receipts::{ReceiptEvent, ReceiptEvents, Receipts};
+pub use reconnect::Reconnect;
 pub use roster::{
     MemoryRosterStorage, PresenceInfo, Roster, RosterEvent, RosterEvents, RosterItem,
     RosterStorage, Subscription,

@@ -39,23 +39,23 @@ pub(crate) struct Params<'a> {
     pub domain: &'a str,
     pub username: &'a str,
     pub password: &'a str,
-    pub resource: Option<&'a str>,
     pub security: Security,
     pub connector: Option<&'a TlsConnector>,
 }
 
-/// A bound stream.
-pub(crate) struct LoggedIn {
+/// An authenticated stream, not yet bound (or resumed).
+pub(crate) struct Authenticated {
     pub conn: Conn,
-    pub jid: FullJid,
-    /// The features offered after authentication (stream management, CSI …).
+    /// The features offered after authentication (bind, stream management, CSI …).
     pub features: Element,
-    /// The SASL mechanism used.
     pub mechanism: Mechanism,
 }
 
-/// Logs in over an open TCP connection.
-pub(crate) async fn login(tcp: TcpStream, params: &Params<'_>) -> Result<LoggedIn, ConnectError> {
+/// TLS, SASL and the stream restart after it, over an open TCP connection.
+pub(crate) async fn authenticate(
+    tcp: TcpStream,
+    params: &Params<'_>,
+) -> Result<Authenticated, ConnectError> {
     let _ = tcp.set_nodelay(true);
     let mut binding = None;
     let io = match params.security {
@@ -95,10 +95,24 @@ pub(crate) async fn login(tcp: TcpStream, params: &Params<'_>) -> Result<LoggedI
         features = open_stream(&mut conn, params.domain).await?;
     }
     let encrypted = matches!(conn.io, Io::Tls(_));
-    let mechanism = authenticate(&mut conn, &features, params, binding, encrypted).await?;
+    let mechanism = authenticate_sasl(&mut conn, &features, params, binding, encrypted).await?;
     conn.reset_parser();
     let features = open_stream(&mut conn, params.domain).await?;
-    let jid = bind(&mut conn, params.resource).await?;
+    Ok(Authenticated {
+        conn,
+        features,
+        mechanism,
+    })
+}
+
+/// Binds a resource and, where a server still requires it, establishes the RFC 3921
+/// session; the bound JID.
+pub(crate) async fn bind_session(
+    conn: &mut Conn,
+    features: &Element,
+    resource: Option<&str>,
+) -> Result<FullJid, ConnectError> {
+    let jid = bind(conn, resource).await?;
     // RFC 3921 session establishment, only where it is not marked optional.
     if features
         .get_child("session", ns::SESSION)
@@ -109,14 +123,45 @@ pub(crate) async fn login(tcp: TcpStream, params: &Params<'_>) -> Result<LoggedI
             ns::SESSION
         );
         conn.send(iq.as_bytes()).await?;
-        expect_result(&mut conn, "sess").await?;
+        expect_result(conn, "sess").await?;
     }
-    Ok(LoggedIn {
-        conn,
-        jid,
-        features,
-        mechanism,
-    })
+    Ok(jid)
+}
+
+/// What the server made of a XEP-0198 `<resume/>`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Resumption {
+    /// The old session goes on; the server had `h` of our stanzas.
+    Resumed { h: u32 },
+    /// It is gone; a new one must be bound. `h`, when the server says, is how many of
+    /// our stanzas it had.
+    Failed { h: Option<u32> },
+}
+
+/// Asks the server to resume the stream-management session `previd`, telling it we had
+/// `h` of its stanzas (XEP-0198 §5).
+pub(crate) async fn resume(
+    conn: &mut Conn,
+    previd: &str,
+    h: u32,
+) -> Result<Resumption, ConnectError> {
+    let request = Element::new("resume", ns::SM)
+        .with_attr("previd", previd)
+        .with_attr("h", h.to_string());
+    conn.send(&request.to_bytes(ns::CLIENT)).await?;
+    let answer = next_element(conn).await?;
+    let h = answer.attr("h").and_then(|h| h.parse().ok());
+    if answer.is("resumed", ns::SM) {
+        let h = h.ok_or_else(|| ConnectError::Protocol("<resumed/> without h".into()))?;
+        return Ok(Resumption::Resumed { h });
+    }
+    if answer.is("failed", ns::SM) {
+        return Ok(Resumption::Failed { h });
+    }
+    Err(ConnectError::Protocol(format!(
+        "unexpected <{}> after <resume/>",
+        answer.name()
+    )))
 }
 
 async fn handshake(
@@ -194,7 +239,7 @@ fn choose(offered: &[String], can_bind: bool, encrypted: bool) -> Option<Mechani
         .map(|(m, _)| m)
 }
 
-async fn authenticate(
+async fn authenticate_sasl(
     conn: &mut Conn,
     features: &Element,
     params: &Params<'_>,

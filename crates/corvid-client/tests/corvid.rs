@@ -23,6 +23,11 @@ struct Corvid {
 }
 
 async fn corvid() -> Result<Corvid> {
+    corvid_with(|_| {}).await
+}
+
+/// A Corvid with its configuration changed by `change`.
+async fn corvid_with(change: impl FnOnce(&mut corvid_server::Config)) -> Result<Corvid> {
     let dir = tempfile::tempdir()?;
     let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut config = corvid_server::Config {
@@ -31,6 +36,7 @@ async fn corvid() -> Result<Corvid> {
     };
     config.c2s.listen = vec![any_port];
     config.c2s.tls_listen = vec![any_port];
+    change(&mut config);
     let running = corvid_server::start(config).await.context("start corvid")?;
     for user in ["juliet", "romeo"] {
         let jid = BareJid::new(&format!("{user}@localhost"))?;
@@ -115,6 +121,16 @@ async fn streams_end_on_conflict_and_on_disconnect() -> Result<()> {
     Ok(())
 }
 
+/// A server that delivers its whole offline backlog even to a client that synced from its
+/// archive first: the client itself must not deliver those messages twice.
+#[tokio::test]
+async fn catch_up_drops_what_offline_storage_sends_again() -> Result<()> {
+    let server = corvid_with(|config| config.offline.skip_fetched_from_archive = false).await?;
+    common::catches_up_without_duplicates_after_a_closed_connection(&server.target).await?;
+    server.running.shutdown().await;
+    Ok(())
+}
+
 scenarios!(corvid, |server| server.running.shutdown().await;
     messages_go_both_ways => exchanges_messages,
     requests_get_their_result_or_their_error => answers_requests,
@@ -125,4 +141,9 @@ scenarios!(corvid, |server| server.running.shutdown().await;
     vcards_are_fetched_cache_first => vcards_are_fetched_cache_first,
     carbons_copy_the_other_resources_messages => carbons_copy_the_other_resources_messages,
     mam_pages_the_archive => mam_pages_the_archive,
+    resumes_after_a_silent_cut => resumes_after_a_silent_cut,
+    resumes_after_a_closed_connection => resumes_after_a_closed_connection,
+    catches_up_from_the_archive_after_a_silent_cut => catches_up_from_the_archive_after_a_silent_cut,
+    catches_up_without_duplicates_after_a_closed_connection => catches_up_without_duplicates_after_a_closed_connection,
+    autoping_timeout_reconnects => autoping_timeout_reconnects,
 );

@@ -68,7 +68,7 @@ log = {{ {{ levels = {{ min = "error" }}, to = "file", filename = "{root}/prosod
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {starttls_port} }}
 c2s_direct_tls_ports = {{ {direct_tls_port} }}
-modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "vcard", "carbons", "mam", "pep" }}
+modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "vcard", "carbons", "mam", "pep", "smacks" }}
 modules_disabled = {{ "s2s" }}
 authentication = "internal_hashed"
 storage = "internal"
@@ -157,4 +157,9 @@ scenarios!(prosody, |server| drop(server);
     vcards_are_fetched_cache_first => vcards_are_fetched_cache_first,
     carbons_copy_the_other_resources_messages => carbons_copy_the_other_resources_messages,
     mam_pages_the_archive => mam_pages_the_archive,
+    resumes_after_a_silent_cut => resumes_after_a_silent_cut,
+    resumes_after_a_closed_connection => resumes_after_a_closed_connection,
+    catches_up_from_the_archive_after_a_silent_cut => catches_up_from_the_archive_after_a_silent_cut,
+    catches_up_without_duplicates_after_a_closed_connection => catches_up_without_duplicates_after_a_closed_connection,
+    autoping_timeout_reconnects => autoping_timeout_reconnects,
 );

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // each test binary uses what it needs
 
+pub mod reconnect;
+pub use reconnect::*;
+
 use std::sync::Arc;
 use std::time::Duration;
 
