@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
+use crate::dns;
 use crate::error::{ConnectError, RequestError, stanza_error_condition, stream_error_condition};
 use crate::login::{self, Authenticated, Resumption, Security};
 use crate::mam::{Mam, MamQuery};
@@ -164,6 +165,7 @@ pub struct ClientBuilder {
     password: String,
     resource: Option<String>,
     server: Option<(String, u16)>,
+    dns_server: Option<std::net::SocketAddr>,
     security: Security,
     verification: Verification,
     request_timeout: Duration,
@@ -172,10 +174,19 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// The server's host and port, instead of the account's domain on the default port
-    /// (5222, or 5223 with [`Security::DirectTls`]).
+    /// The server's host and port. Without it, the account's domain is looked up in DNS:
+    /// SRV records for direct TLS (`_xmpps-client._tcp`), then for STARTTLS
+    /// (`_xmpp-client._tcp`), then the domain itself on port 5222 (5223 with
+    /// [`Security::DirectTls`]).
     pub fn server(mut self, host: impl Into<String>, port: u16) -> Self {
         self.server = Some((host.into(), port));
+        self
+    }
+
+    /// The DNS server that finds the account's server (by SRV records) when no
+    /// [`ClientBuilder::server`] is given; by default the system's.
+    pub fn dns_server(mut self, server: std::net::SocketAddr) -> Self {
+        self.dns_server = Some(server);
         self
     }
 
@@ -309,6 +320,7 @@ impl Client {
             password: password.into(),
             resource: None,
             server: None,
+            dns_server: None,
             security: Security::default(),
             verification: Verification::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -533,45 +545,72 @@ fn is_stanza(el: &Element) -> bool {
     el.ns() == ns::CLIENT && matches!(el.name(), "message" | "presence" | "iq")
 }
 
-/// Connects to the server and authenticates, telling the steps as events.
+/// Connects to the server and authenticates, telling the steps as events: to the host
+/// and port given, else to each place DNS gives for the domain ([`crate::dns`]) until one
+/// answers. A server that refuses the login is not tried again elsewhere.
 async fn open(shared: &Shared) -> Result<Authenticated, ConnectError> {
     let settings = &shared.settings;
     let domain = settings.jid.domain().as_str().to_owned();
-    let default_port = match settings.security {
-        Security::DirectTls => 5223,
-        Security::StartTls | Security::DangerPlaintext => 5222,
-    };
-    let (host, port) = settings
-        .server
-        .clone()
-        .unwrap_or_else(|| (domain.clone(), default_port));
-    let connector = match settings.security {
-        Security::DangerPlaintext => None,
-        Security::StartTls => Some(connector(&settings.verification, None)?),
-        Security::DirectTls => Some(connector(&settings.verification, Some(b"xmpp-client"))?),
-    };
     let username = settings
         .jid
         .node()
         .map(|node| node.as_str().to_owned())
         .ok_or_else(|| ConnectError::Config("the account JID has no username".into()))?;
-    let _ = shared
-        .events
-        .send(Event::Connecting {
+    let places = match &settings.server {
+        Some((host, port)) => vec![dns::Candidate {
             host: host.clone(),
-            port,
-        })
-        .await;
-    let tcp = TcpStream::connect((host.as_str(), port)).await?;
-    let _ = shared.events.send(Event::Connected).await;
-    let params = login::Params {
-        domain: &domain,
-        username: &username,
-        password: &settings.password,
-        security: settings.security,
-        connector: connector.as_ref(),
+            port: *port,
+            security: settings.security,
+        }],
+        None => {
+            dns::candidates(
+                &domain,
+                settings.security,
+                settings.dns_server,
+                &mut reconnect::random,
+            )
+            .await?
+        }
     };
-    login::authenticate(tcp, &params).await
+    let mut last_error = None;
+    for place in places {
+        let connector = match place.security {
+            Security::DangerPlaintext => None,
+            Security::StartTls => Some(connector(&settings.verification, None)?),
+            Security::DirectTls => Some(connector(&settings.verification, Some(b"xmpp-client"))?),
+        };
+        let _ = shared
+            .events
+            .send(Event::Connecting {
+                host: place.host.clone(),
+                port: place.port,
+            })
+            .await;
+        let tcp = match TcpStream::connect((place.host.as_str(), place.port)).await {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                last_error = Some(ConnectError::Io(e));
+                continue;
+            }
+        };
+        let _ = shared.events.send(Event::Connected).await;
+        let params = login::Params {
+            domain: &domain,
+            username: &username,
+            password: &settings.password,
+            security: place.security,
+            connector: connector.as_ref(),
+        };
+        match login::authenticate(tcp, &params).await {
+            Ok(authenticated) => return Ok(authenticated),
+            // This place does not work; another may.
+            Err(e @ (ConnectError::Io(_) | ConnectError::Tls(_) | ConnectError::Protocol(_))) => {
+                last_error = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ConnectError::Config("nowhere to connect".into())))
 }
 
 /// A connection and its stream-management session.

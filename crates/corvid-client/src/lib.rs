@@ -30,6 +30,7 @@
 pub mod autoping;
 pub mod carbons;
 pub mod client;
+mod dns;
 pub mod error;
 pub mod login;
 pub mod mam;

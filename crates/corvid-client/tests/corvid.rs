@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use common::Target;
-use corvid_client::Event;
+use common::dns::{DnsServer, Records};
+use corvid_client::{Client, Event, Verification};
 use corvid_proto::BareJid;
 use corvid_proto::sasl::Mechanism;
 use corvid_server::RunningServer;
@@ -37,9 +38,10 @@ async fn corvid_with(change: impl FnOnce(&mut corvid_server::Config)) -> Result<
     config.c2s.listen = vec![any_port];
     config.c2s.tls_listen = vec![any_port];
     change(&mut config);
+    let domain = config.domains[0].clone();
     let running = corvid_server::start(config).await.context("start corvid")?;
     for user in ["juliet", "romeo"] {
-        let jid = BareJid::new(&format!("{user}@localhost"))?;
+        let jid = BareJid::new(&format!("{user}@{domain}"))?;
         corvid_server::accounts::create(&running.server.store, &jid, common::PASSWORD).await?;
     }
     // The self-signed certificate the server made for itself.
@@ -118,6 +120,88 @@ async fn streams_end_on_conflict_and_on_disconnect() -> Result<()> {
     }
     assert!(server.running.server.sessions.resources(&bare).is_empty());
     server.running.shutdown().await;
+    Ok(())
+}
+
+/// Without a host and port, the client asks DNS: a direct-TLS SRV record comes first, a
+/// STARTTLS one after it, and a place that does not answer is skipped. (The domain is not
+/// `localhost`, whose names resolvers answer themselves, RFC 6761.)
+#[tokio::test]
+async fn finds_the_server_by_dns_srv() -> Result<()> {
+    let server = corvid_with(|config| config.domains = vec!["chat.test".into()]).await?;
+    let target = &server.target;
+    let record = |port: u16| vec![(0, 0, port, "localhost.".to_owned())];
+    let jid = BareJid::new("juliet@chat.test")?;
+    let pinned = Verification::Pinned(vec![target.cert.clone()]);
+    let connects = async |records: Records| -> Result<Vec<(String, u16)>> {
+        let dns = DnsServer::start(records).await?;
+        let (client, mut events) = Client::builder(jid.clone(), common::PASSWORD)
+            .dns_server(dns.addr)
+            .verification(pinned.clone())
+            .build();
+        client.connect().await?;
+        client.disconnect().await;
+        let mut tried = Vec::new();
+        while let Some(event) = events.try_next() {
+            if let Event::Connecting { host, port } = event {
+                tried.push((host, port));
+            }
+        }
+        Ok(tried)
+    };
+    let localhost = |port: u16| ("localhost".to_owned(), port);
+    // Both kinds: direct TLS first.
+    let both = Records::from([
+        (
+            "_xmpps-client._tcp.chat.test.".into(),
+            record(target.direct_tls_port),
+        ),
+        (
+            "_xmpp-client._tcp.chat.test.".into(),
+            record(target.starttls_port),
+        ),
+    ]);
+    assert_eq!(connects(both).await?, [localhost(target.direct_tls_port)]);
+    // STARTTLS only.
+    let starttls = Records::from([(
+        "_xmpp-client._tcp.chat.test.".into(),
+        record(target.starttls_port),
+    )]);
+    assert_eq!(connects(starttls).await?, [localhost(target.starttls_port)]);
+    // A direct-TLS place where nothing listens: on to the STARTTLS one.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let dead_first = Records::from([
+        ("_xmpps-client._tcp.chat.test.".into(), record(closed)),
+        (
+            "_xmpp-client._tcp.chat.test.".into(),
+            record(target.starttls_port),
+        ),
+    ]);
+    assert_eq!(
+        connects(dead_first).await?,
+        [localhost(closed), localhost(target.starttls_port)]
+    );
+    server.running.shutdown().await;
+    Ok(())
+}
+
+/// No SRV records at all: the domain itself, on the default port.
+#[tokio::test]
+async fn without_srv_records_the_domain_is_tried_on_5222() -> Result<()> {
+    let dns = DnsServer::start(Records::new()).await?;
+    let (client, mut events) = Client::builder(BareJid::new("juliet@chat.test")?, "x")
+        .dns_server(dns.addr)
+        .build();
+    // Whatever answers on localhost:5222 (most likely nothing), the first try goes there.
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.connect()).await;
+    match events.try_next() {
+        Some(Event::Connecting { host, port }) => {
+            assert_eq!((host.as_str(), port), ("chat.test", 5222))
+        }
+        other => anyhow::bail!("expected a connection attempt, got {other:?}"),
+    }
     Ok(())
 }
 
