@@ -211,6 +211,8 @@ enum Change {
         item: Result<RosterItem, String>,
     },
     Presence(Element),
+    /// A new session after a lost connection.
+    Restarted,
 }
 
 /// The roster of one client.
@@ -228,6 +230,8 @@ struct State {
     items: BTreeMap<String, RosterItem>,
     /// Contact → resource → presence.
     presence: HashMap<String, BTreeMap<String, PresenceInfo>>,
+    /// The application fetched the roster, so a new session fetches it again.
+    fetched: bool,
 }
 
 /// The stream-side part: turns stanzas into changes for the worker.
@@ -238,6 +242,14 @@ struct Hook {
 }
 
 impl StanzaHandler for Hook {
+    /// A new session missed the pushes and presence of the time away: presence starts
+    /// over, and the roster is fetched again (cheaply, where the server versions rosters).
+    fn restarted(&self, resumed: bool) {
+        if !resumed {
+            let _ = self.changes.send(Change::Restarted);
+        }
+    }
+
     fn handle(&self, stanza: &Element) -> Handled {
         if stanza.name() == "presence" {
             let _ = self.changes.send(Change::Presence(stanza.clone()));
@@ -324,6 +336,7 @@ impl Roster {
             let mut state = lock(&self.state);
             state.version = version.clone();
             state.items = items.into_iter().map(|i| (i.jid.clone(), i)).collect();
+            state.fetched = true;
         }
         let versioning = self
             .client
@@ -478,6 +491,24 @@ impl Roster {
             Change::Presence(presence) => {
                 if let Some(event) = self.presence_changed(&presence) {
                     let _ = self.events.send(event);
+                }
+            }
+            Change::Restarted => {
+                let (gone, fetched) = {
+                    let mut state = lock(&self.state);
+                    (std::mem::take(&mut state.presence), state.fetched)
+                };
+                for (jid, resources) in gone {
+                    for resource in resources.into_keys() {
+                        let _ = self.events.send(RosterEvent::Presence {
+                            jid: jid.clone(),
+                            resource,
+                            presence: None,
+                        });
+                    }
+                }
+                if fetched && let Err(e) = self.fetch().await {
+                    tracing::warn!(error = %e, "roster: cannot fetch after reconnecting");
                 }
             }
         }

@@ -230,4 +230,5 @@ scenarios!(corvid, |server| server.running.shutdown().await;
     catches_up_from_the_archive_after_a_silent_cut => catches_up_from_the_archive_after_a_silent_cut,
     catches_up_without_duplicates_after_a_closed_connection => catches_up_without_duplicates_after_a_closed_connection,
     autoping_timeout_reconnects => autoping_timeout_reconnects,
+    roster_is_fetched_again_after_a_new_session => roster_is_fetched_again_after_a_new_session,
 );

@@ -162,4 +162,5 @@ scenarios!(prosody, |server| drop(server);
     catches_up_from_the_archive_after_a_silent_cut => catches_up_from_the_archive_after_a_silent_cut,
     catches_up_without_duplicates_after_a_closed_connection => catches_up_without_duplicates_after_a_closed_connection,
     autoping_timeout_reconnects => autoping_timeout_reconnects,
+    roster_is_fetched_again_after_a_new_session => roster_is_fetched_again_after_a_new_session,
 );

@@ -5,7 +5,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use corvid_client::{AutoPing, Client, DisconnectReason, Event, Events, PingEvent, Reconnect};
+use std::sync::Arc;
+
+use corvid_client::{
+    AutoPing, Client, DisconnectReason, Event, Events, MemoryRosterStorage, PingEvent, Reconnect,
+    Roster, RosterEvent,
+};
 use corvid_proto::ns;
 use corvid_xml::Element;
 use tokio::io::AsyncWriteExt;
@@ -38,6 +43,7 @@ enum State {
 pub struct Proxy {
     pub port: u16,
     state: watch::Sender<State>,
+    refusing: Arc<std::sync::atomic::AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -52,10 +58,16 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let (state, _) = watch::channel(State::Open);
+        let refusing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let task = tokio::spawn({
             let state = state.clone();
+            let refusing = refusing.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
+                    if refusing.load(std::sync::atomic::Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
                     let Ok(server) = TcpStream::connect(("127.0.0.1", server_port)).await else {
                         continue;
                     };
@@ -65,7 +77,12 @@ impl Proxy {
                 }
             }
         });
-        Ok(Proxy { port, state, task })
+        Ok(Proxy {
+            port,
+            state,
+            refusing,
+            task,
+        })
     }
 
     /// Cuts the connections open now.
@@ -74,6 +91,11 @@ impl Proxy {
             Cut::Close => State::Closed,
             Cut::BlackHole => State::Frozen,
         });
+    }
+
+    /// While on, new connections are closed at once (the server is unreachable).
+    pub fn refuse(&self, on: bool) {
+        self.refusing.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// After a [`Cut::BlackHole`], closes the client's side.
@@ -381,4 +403,68 @@ async fn answer(pings: &mut mpsc::UnboundedReceiver<PingEvent>) -> Result<PingEv
             Err(_) => bail!("no ping answer or timeout in time"),
         }
     }
+}
+
+/// After a new session (no stream management), the roster is fetched again: a contact
+/// added by another of Juliet's resources while she was away appears.
+pub async fn roster_is_fetched_again_after_a_new_session(target: &Target) -> Result<()> {
+    let proxy = Proxy::start(target.starttls_port).await?;
+    let (juliet, mut events) = target
+        .builder("juliet")
+        .resource("phone")
+        .server("127.0.0.1", proxy.port)
+        .stream_management(false)
+        .reconnect(policy())
+        .build();
+    let (roster, mut roster_events) =
+        Roster::attach(&juliet, Arc::new(MemoryRosterStorage::default()));
+    juliet.connect().await?;
+    roster.fetch().await?;
+    expect(&mut roster_events, "the roster", |e| {
+        matches!(e, RosterEvent::Populated { .. })
+    })
+    .await?;
+    // A first contact, so the roster has a version of its own (Prosody 0.12 gives a
+    // roster that was never written the version its first write gets).
+    roster.set("tybalt@localhost", None, &[]).await?;
+    expect(
+        &mut roster_events,
+        "the first contact",
+        |e| matches!(e, RosterEvent::Changed(item) if item.jid == "tybalt@localhost"),
+    )
+    .await?;
+    // Juliet's phone cannot come back until the laptop has changed the roster.
+    proxy.refuse(true);
+    proxy.cut(Cut::Close);
+    expect(&mut events, "the loss", |e| {
+        matches!(e, Event::Disconnected(_))
+    })
+    .await?;
+    let (laptop, _laptop_events) = target.builder("juliet").resource("laptop").build();
+    laptop.connect().await?;
+    let (laptop_roster, _) = Roster::attach(&laptop, Arc::new(MemoryRosterStorage::default()));
+    laptop_roster
+        .set("mercutio@localhost", Some("Mercutio"), &[])
+        .await?;
+    expect(&mut events, "a failed attempt", |e| {
+        matches!(e, Event::ReconnectFailed { gave_up: false, .. })
+    })
+    .await?;
+    proxy.refuse(false);
+    expect(&mut events, "the way back", |e| {
+        matches!(e, Event::CaughtUp { .. })
+    })
+    .await?;
+    expect(&mut roster_events, "the roster again", |e| {
+        matches!(e, RosterEvent::Populated { .. })
+    })
+    .await?;
+    let item = roster
+        .item("mercutio@localhost")
+        .context("the new contact")?;
+    assert_eq!(item.name.as_deref(), Some("Mercutio"));
+    laptop_roster.remove("mercutio@localhost").await?;
+    laptop.disconnect().await;
+    juliet.disconnect().await;
+    Ok(())
 }
