@@ -22,7 +22,10 @@ pub enum PingEvent {
     /// A ping went out (`xmppAutoPingDidSendPing:`).
     Sent,
     /// Its answer came after `rtt` (`xmppAutoPingDidReceivePong:`).
-    Pong { rtt: Duration },
+    Pong {
+        /// The round trip.
+        rtt: Duration,
+    },
     /// No answer within the timeout (`xmppAutoPingDidTimeout:`).
     Timeout,
 }

@@ -56,11 +56,21 @@ const CATCH_UP_PAGES: usize = 50;
 #[derive(Clone, Debug)]
 pub enum Event {
     /// Connecting to `host`:`port` (`xmppStreamWillConnect:`).
-    Connecting { host: String, port: u16 },
+    Connecting {
+        /// The host name or address.
+        host: String,
+        /// The port.
+        port: u16,
+    },
     /// The TCP connection is up (`xmppStreamDidConnect:`).
     Connected,
     /// Logged in and bound (`xmppStreamDidAuthenticate:`).
-    Authenticated { jid: FullJid, mechanism: Mechanism },
+    Authenticated {
+        /// The full JID the server bound.
+        jid: FullJid,
+        /// The SASL mechanism that logged in.
+        mechanism: Mechanism,
+    },
     /// A `<message/>` (`xmppStream:didReceiveMessage:`).
     Message(Element),
     /// A `<presence/>` (`xmppStream:didReceivePresence:`).
@@ -72,7 +82,9 @@ pub enum Event {
     Other(Element),
     /// The server ended the stream with an error (`xmppStream:didReceiveError:`).
     StreamError {
+        /// The defined condition (`conflict`, `system-shutdown` …).
         condition: String,
+        /// The server's explanation, if it gave one.
         text: Option<String>,
     },
     /// The stream is gone (`xmppStreamDidDisconnect:withError:`). With a [`Reconnect`]
@@ -80,21 +92,35 @@ pub enum Event {
     Disconnected(DisconnectReason),
     /// A reconnection attempt starts after `delay` (XMPPReconnect's
     /// `xmppReconnect:shouldAttemptAutoReconnect:`); `Connecting` … follow.
-    Reconnecting { attempt: u32, delay: Duration },
+    Reconnecting {
+        /// 1 for the first attempt after the loss, then 2 …
+        attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+    },
     /// A reconnection attempt failed (`xmppReconnect:didDetectAccidentalDisconnect:`);
     /// another follows unless `gave_up`.
     ReconnectFailed {
+        /// Which attempt.
         attempt: u32,
+        /// What went wrong.
         error: String,
+        /// No more attempts follow (the policy's limit, or a refused login).
         gave_up: bool,
     },
     /// The stream-management session was resumed (XEP-0198): nothing was lost; `resent` of
     /// our stanzas the server had not had were sent again.
-    Resumed { resent: usize },
+    Resumed {
+        /// How many of our stanzas were sent again.
+        resent: usize,
+    },
     /// After a reconnection with a new session, `messages` that came while we were away
     /// were fetched from the archive (and delivered as [`Event::Message`]s before this),
     /// and our presence was restored.
-    CaughtUp { messages: usize },
+    CaughtUp {
+        /// How many messages the archive gave that had not been delivered.
+        messages: usize,
+    },
 }
 
 /// Why a stream ended.
@@ -129,6 +155,7 @@ pub enum Handled {
 /// stream task, in order, before the stanza becomes an [`Event`]: it must not block; work
 /// that waits (storage, requests) goes to a task of the module's own.
 pub trait StanzaHandler: Send + Sync + std::fmt::Debug {
+    /// Looks at an incoming stanza (`xmppStream:didReceiveMessage:` and its kin).
     fn handle(&self, stanza: &Element) -> Handled;
 
     /// The stream came back after a loss: `resumed` if the stream-management session went

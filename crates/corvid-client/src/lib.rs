@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Corvid's XMPP client SDK: what the iOS XMPPFramework gives app developers, in async Rust,
 //! against any standard server (Corvid, Prosody, ejabberd).
 //!

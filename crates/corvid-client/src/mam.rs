@@ -23,7 +23,9 @@ pub struct MamQuery {
     pub archive: Option<String>,
     /// Only messages with this JID.
     pub with: Option<String>,
+    /// Only messages archived at or after this time …
     pub start: Option<SystemTime>,
+    /// … and at or before this one.
     pub end: Option<SystemTime>,
     /// The page after this archive id (paging forward) …
     pub after: Option<String>,
@@ -40,17 +42,20 @@ pub struct ArchivedMessage {
     pub id: String,
     /// When the archive got it.
     pub stamp: Option<SystemTime>,
+    /// The message as it was sent.
     pub message: Element,
 }
 
 /// A page of the archive, oldest first.
 #[derive(Clone, Debug)]
 pub struct MamPage {
+    /// The page's messages.
     pub messages: Vec<ArchivedMessage>,
     /// Nothing lies beyond this page in the direction paged.
     pub complete: bool,
     /// The ids to page on from (XEP-0059 `<first/>` and `<last/>`).
     pub first: Option<String>,
+    /// See `first`.
     pub last: Option<String>,
 }
 
@@ -104,6 +109,7 @@ pub struct Mam {
 }
 
 impl Mam {
+    /// Archive queries for `client` (XMPPMessageArchiveManagement's `activate:`).
     pub fn attach(client: &Client) -> Arc<Mam> {
         let hook = Arc::new(Hook::default());
         client.add_handler(hook.clone());

@@ -18,7 +18,12 @@ use crate::error::RequestError;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReceiptEvent {
     /// `from` got our message `id`.
-    Received { from: String, id: String },
+    Received {
+        /// Who got it.
+        from: String,
+        /// Our message's id.
+        id: String,
+    },
 }
 
 /// The receipts module's end of its events.
@@ -28,6 +33,7 @@ pub struct ReceiptEvents {
 }
 
 impl ReceiptEvents {
+    /// The next event; `None` once the module is gone.
     pub async fn next(&mut self) -> Option<ReceiptEvent> {
         self.receiver.recv().await
     }

@@ -22,10 +22,14 @@ use crate::error::RequestError;
 /// RFC 6121 §2.1.2.5 subscription states.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Subscription {
+    /// Neither sees the other's presence.
     #[default]
     None,
+    /// We see the contact's presence.
     To,
+    /// The contact sees ours.
     From,
+    /// Both ways.
     Both,
 }
 
@@ -40,6 +44,7 @@ impl Subscription {
         }
     }
 
+    /// The attribute's value.
     pub fn as_str(self) -> &'static str {
         match self {
             Subscription::None => "none",
@@ -53,11 +58,15 @@ impl Subscription {
 /// One contact (XMPPUserMemoryStorageObject).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RosterItem {
+    /// The contact's bare JID (`jid`).
     pub jid: String,
+    /// The name we gave it (`nickname`).
     pub name: Option<String>,
+    /// Who sees whose presence.
     pub subscription: Subscription,
     /// A subscription request of ours is pending (`ask='subscribe'`).
     pub pending_out: bool,
+    /// The groups it is in.
     pub groups: Vec<String>,
 }
 
@@ -92,7 +101,9 @@ fn normalized(jid: &str) -> String {
 pub struct PresenceInfo {
     /// `away`, `chat`, `dnd`, `xa`, or `None` for plain available.
     pub show: Option<String>,
+    /// Its status text.
     pub status: Option<String>,
+    /// Its priority (RFC 6121 §4.7.2.3).
     pub priority: i8,
 }
 
@@ -100,7 +111,10 @@ pub struct PresenceInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RosterEvent {
     /// The roster is loaded (from storage and the server): `xmppRosterDidEndPopulating:`.
-    Populated { items: usize },
+    Populated {
+        /// How many contacts.
+        items: usize,
+    },
     /// A contact was added or changed (`xmppRoster:didReceiveRosterItem:`).
     Changed(RosterItem),
     /// A contact was removed.
@@ -109,8 +123,11 @@ pub enum RosterEvent {
     SubscriptionRequest(String),
     /// A contact's resource changed its presence; `None` when it went offline.
     Presence {
+        /// The contact's bare JID.
         jid: String,
+        /// Which of its resources.
         resource: String,
+        /// What it said; `None` when it went offline.
         presence: Option<PresenceInfo>,
     },
 }
@@ -122,6 +139,7 @@ pub struct RosterEvents {
 }
 
 impl RosterEvents {
+    /// The next event; `None` once the roster is gone.
     pub async fn next(&mut self) -> Option<RosterEvent> {
         self.receiver.recv().await
     }
@@ -557,8 +575,10 @@ impl Roster {
 /// Why a roster operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RosterError {
+    /// The server refused, or did not answer.
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// The storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

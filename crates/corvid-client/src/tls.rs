@@ -36,8 +36,10 @@ pub enum Verification {
 /// Why a TLS configuration could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
+    /// [`Verification::System`] found no root certificate on this system.
     #[error("no usable root certificate found ({0})")]
     NoRoots(String),
+    /// rustls refused the configuration (a pinned certificate it cannot read, say).
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
 }

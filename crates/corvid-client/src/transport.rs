@@ -14,8 +14,11 @@ use tokio_rustls::client::TlsStream;
 /// Bytes read at a time. Small on purpose: an idle session keeps it for its lifetime.
 const READ_BUFFER: usize = 4096;
 
+/// The socket under a stream: TCP, then TLS on it.
 pub enum Io {
+    /// Before STARTTLS (or with no TLS at all).
     Plain(TcpStream),
+    /// TLS over TCP.
     Tls(Box<TlsStream<TcpStream>>),
     /// Only while STARTTLS swaps the socket.
     Gone,
@@ -75,9 +78,11 @@ impl AsyncWrite for Io {
 /// Why reading the stream failed.
 #[derive(Debug)]
 pub enum ReadError {
+    /// The socket failed.
     Io(io::Error),
     /// The peer closed the TCP connection.
     Eof,
+    /// The peer sent bad XML (or broke a parser limit).
     Xml(XmlError),
 }
 
@@ -91,7 +96,9 @@ impl std::fmt::Display for ReadError {
     }
 }
 
+/// An XML stream over a socket: reads into a small buffer and parses incrementally.
 pub struct Conn {
+    /// The socket.
     pub io: Io,
     parser: StreamParser,
     buf: Box<[u8]>,
@@ -101,6 +108,7 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// A stream over `io`, before any header.
     pub fn new(io: Io) -> Conn {
         Conn {
             io,
@@ -162,6 +170,7 @@ impl Conn {
         }
     }
 
+    /// Writes `bytes` and flushes them.
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.io.write_all(bytes).await?;
         self.io.flush().await

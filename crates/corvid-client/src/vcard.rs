@@ -19,7 +19,9 @@ use crate::roster::StorageError;
 /// Where fetched vCards are kept (XMPPvCardTempModuleStorage), as serialized `<vCard/>`s.
 #[async_trait]
 pub trait VCardStorage: Send + Sync + std::fmt::Debug {
+    /// The vCard kept for `jid`, as seen by `account`.
     async fn load_vcard(&self, account: &str, jid: &str) -> Result<Option<String>, StorageError>;
+    /// Keeps `vcard` for `jid`, replacing what was kept.
     async fn store_vcard(&self, account: &str, jid: &str, vcard: &str) -> Result<(), StorageError>;
 }
 
@@ -46,12 +48,16 @@ impl VCardStorage for MemoryVCardStorage {
 /// Why a vCard operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VCardError {
+    /// The server refused, or did not answer.
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// The storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// What was given is not a JID.
     #[error("not a JID: {0}")]
     BadJid(String),
+    /// What the storage kept is not a vCard.
     #[error("the stored vCard does not parse: {0}")]
     Corrupt(String),
 }
@@ -64,6 +70,8 @@ pub struct VCards {
 }
 
 impl VCards {
+    /// The vCard module for `client`, caching in `storage` (XMPPvCardTempModule's
+    /// `initWithvCardStorage:` then `activate:`).
     pub fn attach(client: &Client, storage: Arc<dyn VCardStorage>) -> Arc<VCards> {
         Arc::new(VCards {
             client: client.clone(),
