@@ -37,6 +37,7 @@ pub const METADATA_NOTIFY: &str = "urn:xmpp:avatar:metadata+notify";
 /// An avatar image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Avatar {
+    /// The image file, as published.
     pub bytes: Vec<u8>,
     /// `image/png`, say.
     pub mime_type: String,
@@ -52,7 +53,9 @@ impl Avatar {
 /// Where avatars are kept, by hash (XMPPvCardAvatarModule's storage of photo data).
 #[async_trait]
 pub trait AvatarStorage: Send + Sync + std::fmt::Debug {
+    /// The avatar whose bytes hash to `hash`, if stored.
     async fn load_avatar(&self, hash: &str) -> Result<Option<Avatar>, StorageError>;
+    /// Keeps `avatar` under its `hash`.
     async fn store_avatar(&self, hash: &str, avatar: &Avatar) -> Result<(), StorageError>;
 }
 
@@ -131,6 +134,7 @@ pub struct AvatarEvents {
 }
 
 impl AvatarEvents {
+    /// The next event; `None` once the client is gone.
     pub async fn next(&mut self) -> Option<AvatarEvent> {
         self.receiver.recv().await
     }
@@ -139,12 +143,16 @@ impl AvatarEvents {
 /// Why publishing or reading an avatar failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AvatarError {
+    /// A vCard request got no result.
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// A PEP request got no result.
     #[error(transparent)]
     PubSub(#[from] PubSubError),
+    /// The storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// What the contact published is not an avatar (no data, bad base64, another hash).
     #[error("{0}")]
     Invalid(String),
 }

@@ -28,10 +28,15 @@ const PUBLISH_OPTIONS: &[(&str, &str)] = &[
 /// One bookmarked room (XEP-0402 §3: the `<conference/>` element).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bookmark {
+    /// The room's JID (the item's id).
     pub room: BareJid,
+    /// A name for the room, for people.
     pub name: Option<String>,
+    /// Join the room when the client starts.
     pub autojoin: bool,
+    /// The nickname to join with.
     pub nick: Option<String>,
+    /// The room's password, if it has one.
     pub password: Option<String>,
 }
 
@@ -89,6 +94,7 @@ pub struct Bookmarks {
 }
 
 impl Bookmarks {
+    /// The bookmarks of `client`'s account (XMPPBookmarksModule's `activate:`).
     pub fn attach(client: &Client) -> Bookmarks {
         Bookmarks {
             pep: PubSub::requests(client, None),

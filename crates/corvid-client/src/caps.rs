@@ -26,9 +26,13 @@ pub const DEFAULT_NODE: &str = "https://corvid.chat/client";
 /// A disco#info identity (XEP-0030 §3.1).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Identity {
+    /// `client`, for an application.
     pub category: String,
+    /// The identity's `type`: `pc`, `phone`, `web` …
     pub kind: String,
+    /// The `xml:lang` of the name.
     pub lang: Option<String>,
+    /// The software's name.
     pub name: Option<String>,
 }
 

@@ -33,8 +33,11 @@ pub(crate) use event::parse as parse_events;
 /// payload (none in a notification without payloads, §7.1.2.2).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Item {
+    /// The ItemID.
     pub id: Option<String>,
+    /// The publisher's JID, if the service exposes it.
     pub publisher: Option<String>,
+    /// The payload (the item's child element).
     pub payload: Option<Element>,
 }
 
@@ -52,9 +55,13 @@ impl Item {
 /// A subscription's state (XEP-0060 §4.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubscriptionState {
+    /// Not subscribed (or ended).
     None,
+    /// Waiting for the node owner's approval.
     Pending,
+    /// Subscribed once its options are configured.
     Unconfigured,
+    /// Subscribed: notifications come.
     Subscribed,
 }
 
@@ -73,9 +80,13 @@ impl SubscriptionState {
 /// uses them (Corvid does, Prosody does not); it is needed to unsubscribe one of several.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscriptionInfo {
+    /// The node subscribed to.
     pub node: String,
+    /// The JID subscribed (our bare JID, as [`PubSub::subscribe`] asks).
     pub jid: String,
+    /// Where the subscription stands.
     pub state: SubscriptionState,
+    /// The subscription id, if the service gives them.
     pub subid: Option<String>,
 }
 
@@ -107,6 +118,7 @@ pub struct ItemsQuery {
 /// Items fetched, and where they are in the whole set if the service paged them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ItemsPage {
+    /// The items, in the order the service sent them.
     pub items: Vec<Item>,
     /// The service answered with a result set (XEP-0059): the fields below mean something.
     pub paged: bool,
@@ -119,6 +131,7 @@ pub struct ItemsPage {
 /// Why a publish-subscribe request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PubSubError {
+    /// No answer, or an error answer ([`PubSubError::condition`] reads it).
     #[error(transparent)]
     Request(#[from] RequestError),
     /// The service's answer lacks what XEP-0060 says it holds.
@@ -156,6 +169,7 @@ pub struct PubSubEvents {
 }
 
 impl PubSubEvents {
+    /// The next notification; `None` once the client is gone.
     pub async fn next(&mut self) -> Option<PubSubEvent> {
         self.receiver.recv().await
     }

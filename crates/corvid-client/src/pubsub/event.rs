@@ -8,7 +8,8 @@ use corvid_xml::Element;
 use super::{Item, SubscriptionState};
 
 /// A notification from a publish-subscribe service or a contact's PEP
-/// (XMPPPubSubDelegate's `xmppPubSub:didReceiveMessage:`, read).
+/// (XMPPPubSubDelegate's `xmppPubSub:didReceiveMessage:`, read). Each names the `service`
+/// that sent it (the contact's bare JID for PEP) and the `node` it is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PubSubEvent {
     /// Items were published (or, right after subscribing or coming online, the last ones
@@ -213,5 +214,26 @@ mod tests {
         let mut error = message(delete);
         error.set_attr("type", "error");
         assert!(parse(&error).is_empty());
+    }
+
+    #[test]
+    fn reads_subscription_changes_and_skips_nodeless_ones() {
+        let subscription = Element::new("subscription", ns::PUBSUB_EVENT)
+            .with_attr("node", "n")
+            .with_attr("jid", "romeo@example")
+            .with_attr("subscription", "pending")
+            .with_attr("subid", "s1");
+        assert_eq!(
+            parse(&message(subscription)),
+            [PubSubEvent::Subscription {
+                service: BareJid::new("pubsub.example").unwrap(),
+                node: "n".into(),
+                jid: "romeo@example".into(),
+                state: SubscriptionState::Pending,
+                subid: Some("s1".into()),
+            }]
+        );
+        let nodeless = Element::new("purge", ns::PUBSUB_EVENT);
+        assert!(parse(&message(nodeless)).is_empty());
     }
 }
