@@ -9,8 +9,10 @@
 //! event stream, sending, requests that wait for their answer, and a graceful disconnect.
 //! On it, the [`Roster`] (XMPPRoster) and [`VCards`] (XMPPvCardTempModule), with their
 //! storage in memory or SQLite ([`SqliteStorage`]), [`Receipts`]
-//! (XEP-0184), [`AutoPing`] (XEP-0199), [`Carbons`] (XEP-0280) and [`Mam`] queries
-//! (XEP-0313).
+//! (XEP-0184), [`AutoPing`] (XEP-0199), [`Carbons`] (XEP-0280), [`Mam`] queries
+//! (XEP-0313), [`PubSub`] (XEP-0060, and PEP, XEP-0163) with the client's
+//! [`Capabilities`] (XEP-0030/XEP-0115: what PEP reads to know whom to notify), [`Avatars`]
+//! (XEP-0153 and XEP-0084) and room [`Bookmarks`] (XEP-0402).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,12 +31,16 @@
 //! ```
 
 pub mod autoping;
+pub mod avatar;
+pub mod bookmarks;
+pub mod caps;
 pub mod carbons;
 pub mod client;
 mod dns;
 pub mod error;
 pub mod login;
 pub mod mam;
+pub mod pubsub;
 pub mod receipts;
 pub mod reconnect;
 pub mod roster;
@@ -45,11 +51,21 @@ pub mod transport;
 pub mod vcard;
 
 pub use autoping::{AutoPing, PingEvent};
+pub use avatar::{
+    Avatar, AvatarError, AvatarEvent, AvatarEvents, AvatarSource, AvatarSources, AvatarStorage,
+    Avatars, MemoryAvatarStorage,
+};
+pub use bookmarks::{Bookmark, Bookmarks};
+pub use caps::{Capabilities, Identity};
 pub use carbons::{CarbonEvent, Carbons};
 pub use client::{Client, ClientBuilder, DisconnectReason, Event, Events, Handled, StanzaHandler};
 pub use error::{ConnectError, RequestError};
 pub use login::Security;
 pub use mam::{ArchivedMessage, Mam, MamPage, MamQuery};
+pub use pubsub::{
+    Item, ItemsPage, ItemsQuery, PubSub, PubSubError, PubSubEvent, PubSubEvents, SubscriptionInfo,
+    SubscriptionState,
+};
 pub use receipts::{ReceiptEvent, ReceiptEvents, Receipts};
 pub use reconnect::Reconnect;
 pub use roster::{

@@ -1,7 +1,9 @@
-//! Rosters and vCards in a SQLite file (XMPPFramework's `XMPPRosterCoreDataStorage` and
-//! `XMPPvCardCoreDataStorage`): a client that restarts has its roster and the vCards it
-//! fetched at once, and with roster versioning the server sends only what changed
-//! meanwhile. One file may hold the data of several accounts.
+//! Rosters, vCards and avatars in a SQLite file (XMPPFramework's
+//! `XMPPRosterCoreDataStorage`, `XMPPvCardCoreDataStorage` and the photo data of
+//! `XMPPvCardAvatarModule`): a client that restarts has its roster, the vCards and the
+//! avatars it fetched at once, and with roster versioning the server sends only what
+//! changed meanwhile. One file may hold the data of several accounts (avatars, keyed by
+//! their hash, are shared by all).
 
 use std::path::Path;
 
@@ -9,6 +11,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{Row, Sqlite, Transaction};
 
+use crate::avatar::{Avatar, AvatarStorage};
 use crate::roster::{RosterItem, RosterStorage, StorageError, Subscription};
 use crate::vcard::VCardStorage;
 
@@ -34,9 +37,14 @@ const SCHEMA: &[&str] = &[
         vcard TEXT NOT NULL,
         PRIMARY KEY (account, jid)
     )",
+    "CREATE TABLE IF NOT EXISTS avatars (
+        hash TEXT PRIMARY KEY,
+        mime_type TEXT NOT NULL,
+        data BLOB NOT NULL
+    )",
 ];
 
-/// Roster and vCard storage in a SQLite file.
+/// Roster, vCard and avatar storage in a SQLite file.
 #[derive(Clone, Debug)]
 pub struct SqliteStorage {
     pool: SqlitePool,
@@ -211,6 +219,40 @@ impl VCardStorage for SqliteStorage {
         .bind(account)
         .bind(jid)
         .bind(vcard)
+        .execute(&self.pool)
+        .await
+        .map_err(failed)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AvatarStorage for SqliteStorage {
+    async fn load_avatar(&self, hash: &str) -> Result<Option<Avatar>, StorageError> {
+        let row = sqlx::query("SELECT mime_type, data FROM avatars WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(failed)?;
+        row.map(|row| {
+            Ok(Avatar {
+                mime_type: row.try_get("mime_type")?,
+                bytes: row.try_get("data")?,
+            })
+        })
+        .transpose()
+        .map_err(failed)
+    }
+
+    async fn store_avatar(&self, hash: &str, avatar: &Avatar) -> Result<(), StorageError> {
+        // The hash names the bytes: a stored avatar never changes.
+        sqlx::query(
+            "INSERT INTO avatars (hash, mime_type, data) VALUES (?, ?, ?)
+             ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(hash)
+        .bind(avatar.mime_type.as_str())
+        .bind(avatar.bytes.as_slice())
         .execute(&self.pool)
         .await
         .map_err(failed)?;

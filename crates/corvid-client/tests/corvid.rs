@@ -215,6 +215,16 @@ async fn catch_up_drops_what_offline_storage_sends_again() -> Result<()> {
     Ok(())
 }
 
+/// Corvid pages pubsub items with result set management (XEP-0059).
+#[tokio::test]
+async fn pubsub_items_come_in_pages() -> Result<()> {
+    let server = corvid().await?;
+    let paged = common::pubsub::items_are_fetched_by_id_max_and_page(&server.target).await?;
+    assert!(paged, "Corvid answers a page request with a page");
+    server.running.shutdown().await;
+    Ok(())
+}
+
 scenarios!(corvid, |server| server.running.shutdown().await;
     messages_go_both_ways => exchanges_messages,
     requests_get_their_result_or_their_error => answers_requests,
@@ -231,4 +241,11 @@ scenarios!(corvid, |server| server.running.shutdown().await;
     catches_up_without_duplicates_after_a_closed_connection => catches_up_without_duplicates_after_a_closed_connection,
     autoping_timeout_reconnects => autoping_timeout_reconnects,
     roster_is_fetched_again_after_a_new_session => roster_is_fetched_again_after_a_new_session,
+    pubsub_nodes_are_created_configured_and_deleted => pubsub::nodes_are_created_configured_and_deleted,
+    pubsub_subscribers_see_publications_and_retractions => pubsub::subscribers_see_publications_and_retractions,
+    pubsub_items_are_fetched_by_id_max_and_page => pubsub::items_are_fetched_by_id_max_and_page,
+    pep_notifications_reach_contacts_who_want_them => pubsub::pep_notifications_reach_contacts_who_want_them,
+    avatars_come_through_pep_and_are_cached => pubsub::avatars_come_through_pep_and_are_cached,
+    avatars_come_through_vcard_and_presence => pubsub::avatars_come_through_vcard_and_presence,
+    bookmarks_are_added_listed_and_removed => pubsub::bookmarks_are_added_listed_and_removed,
 );

@@ -6,6 +6,7 @@
 pub mod dns;
 pub mod reconnect;
 pub use reconnect::*;
+pub mod pubsub;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,13 +54,14 @@ impl Target {
     }
 }
 
-/// One test per scenario, against the server `$start()` makes; `$stop` ends each.
+/// One test per scenario (a function of `common`, or of one of its modules:
+/// `pubsub::…`), against the server `$start()` makes; `$stop` ends each.
 macro_rules! scenarios {
-    ($start:ident, |$server:ident| $stop:expr; $($test:ident => $scenario:ident),* $(,)?) => {$(
+    ($start:ident, |$server:ident| $stop:expr; $($test:ident => $($scenario:ident)::+),* $(,)?) => {$(
         #[tokio::test]
         async fn $test() -> anyhow::Result<()> {
             let $server = $start().await?;
-            common::$scenario(&$server.target).await?;
+            common::$($scenario)::+(&$server.target).await?;
             $stop;
             Ok(())
         }
