@@ -62,7 +62,11 @@ enum Command {
     /// Join a room: print its messages as JSON lines, send stdin's lines to it.
     Join { room: String, nick: String },
     /// Print someone's vCard, one field a line.
-    Vcard { jid: String },
+    Vcard {
+        /// Whose (not named `jid`, which is the account's global flag).
+        #[arg(value_name = "JID")]
+        contact: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -119,7 +123,7 @@ async fn run(account: Account, command: Option<Command>) -> anyhow::Result<()> {
         }
         Command::Listen => scripted::listen(session).await,
         Command::Join { room, nick } => scripted::join(session, &room, &nick).await,
-        Command::Vcard { jid } => scripted::vcard(session, &jid).await,
+        Command::Vcard { contact } => scripted::vcard(session, &contact).await,
     }
 }
 
@@ -169,6 +173,18 @@ mod tests {
         );
         let cli = Cli::try_parse_from(["corvid-chat", "--jid", "me@x"]).unwrap();
         assert_eq!(cli.command, None);
+        // The vCard's JID and the account's are two things.
+        let cli =
+            Cli::try_parse_from(["corvid-chat", "vcard", "romeo@x", "--jid", "me@x"]).unwrap();
+        assert_eq!(cli.account.jid.as_deref(), Some("me@x"));
+        assert_eq!(
+            cli.command,
+            Some(Command::Vcard {
+                contact: "romeo@x".into()
+            })
+        );
+        let cli = Cli::try_parse_from(["corvid-chat", "vcard", "romeo@x"]).unwrap();
+        assert_eq!(cli.account.jid, None);
     }
 
     #[test]

@@ -47,12 +47,12 @@ impl ChatMessage {
     }
 
     /// The sender's bare JID (a room, for a room message).
-    pub fn from_bare(&self) -> String {
+    pub fn sender_bare(&self) -> String {
         bare(&self.from)
     }
 
     /// The sender's resource (the nick, for a room message).
-    pub fn from_resource(&self) -> Option<String> {
+    pub fn sender_resource(&self) -> Option<String> {
         Jid::new(&self.from)
             .ok()
             .and_then(|j| j.resource().map(|r| r.as_str().to_owned()))
@@ -103,8 +103,8 @@ mod tests {
                 Element::new("delay", ns::DELAY).with_attr("stamp", "2024-05-06T07:08:09Z"),
             );
         let parsed = ChatMessage::parse(&message, None).unwrap();
-        assert_eq!(parsed.from_bare(), "peer@x");
-        assert_eq!(parsed.from_resource().as_deref(), Some("phone"));
+        assert_eq!(parsed.sender_bare(), "peer@x");
+        assert_eq!(parsed.sender_resource().as_deref(), Some("phone"));
         assert_eq!(
             parsed.json_line(),
             r#"{"from":"peer@x/phone","type":"chat","body":"hi \"there\"","id":"m1","stamp":"2024-05-06T07:08:09Z"}"#

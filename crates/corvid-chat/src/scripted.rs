@@ -271,7 +271,7 @@ pub fn vcard_lines(vcard: &Element) -> Vec<String> {
 
 fn print_room_message(stanza: &Element, room: &str) -> anyhow::Result<()> {
     if let Some(message) = ChatMessage::parse(stanza, None)
-        && message.from_bare() == room
+        && message.sender_bare() == room
     {
         print_line(&message.json_line())?;
     }

@@ -550,10 +550,10 @@ impl State {
     /// The conversation a message belongs to and its line; `None` for a groupchat
     /// message from a room we are not in.
     fn line_of(&self, message: &ChatMessage) -> Option<(String, Line)> {
-        let from = message.from_bare();
+        let from = message.sender_bare();
         let (with, who, outgoing) = if message.kind == "groupchat" {
             let room = self.rooms.get(&from)?;
-            let nick = message.from_resource().unwrap_or_default();
+            let nick = message.sender_resource().unwrap_or_default();
             let outgoing = nick == room.nick;
             (from, nick, outgoing)
         } else if from == self.me || message.from.is_empty() {

@@ -11,7 +11,7 @@ use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph};
 use super::state::{EntryKind, Line, State};
 use crate::presence::Show;
 
-const LEFT_WIDTH: u16 = 38;
+const LEFT_WIDTH: u16 = 44;
 
 pub fn draw(frame: &mut Frame, state: &State) {
     let [main, input, status] = Layout::vertical([
@@ -48,7 +48,7 @@ fn draw_entries(frame: &mut Frame, state: &State, area: Rect) {
                 n => format!(" ({n})"),
             };
             let text = match entry.kind {
-                EntryKind::Request => format!("? {} wants to add you", entry.jid),
+                EntryKind::Request => format!("? {} (request)", entry.jid),
                 EntryKind::Room => {
                     let joined = state.rooms.get(&entry.jid).is_some_and(|r| r.joined);
                     let mark = if joined { "" } else { " (joining)" };
