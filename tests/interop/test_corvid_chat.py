@@ -122,7 +122,9 @@ async def test_send_delivers_a_message_to_a_slixmpp_peer(server, im, tmp_path):
     peer = await im.user(server, "peer")
     jid, password = server.new_account("chat")
     env = chat_env(server, jid, password, tmp_path)
-    code, _, err = await run_chat(env, "send", peer.bare, "hello from corvid-chat")
+    # The server's self-signed certificate as the one trusted root, from a flag this time.
+    cert = env.pop("CORVID_CHAT_PIN_CERT")
+    code, _, err = await run_chat(env, "--ca", cert, "send", peer.bare, "hello from corvid-chat")
     assert code == 0, err
     got = await peer.inbox.expect(is_message(from_bare=jid, body="hello from corvid-chat", mtype="chat"),
                                   "corvid-chat's message")
@@ -184,7 +186,20 @@ async def test_vcard_prints_the_vcard_a_peer_set(server, im, tmp_path):
     peer = await im.user(server, "peer")
     await peer.vcard_set(vcard_element({"FN": "Peer Person", "NICKNAME": "pp"}))
     jid, password = server.new_account("chat")
-    code, out, err = await run_chat(chat_env(server, jid, password, tmp_path), "vcard", peer.bare)
+    # The account from the default config file this time, the password from a file it names.
+    env = chat_env(server, jid, password, tmp_path)
+    for name in ("CORVID_CHAT_JID", "CORVID_CHAT_PASSWORD", "CORVID_CHAT_SERVER", "CORVID_CHAT_PIN_CERT"):
+        env.pop(name)
+    (tmp_path / "password").write_text(password + "\n")
+    config = tmp_path / ".config" / "corvid-chat" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f"""\
+jid = "{jid}"
+server = "{HOST}:{server.port}"
+pin_cert = "{server.dir / 'data' / 'cert.pem'}"
+password_file = "{tmp_path / 'password'}"
+""")
+    code, out, err = await run_chat(env, "vcard", peer.bare)
     assert code == 0, err
     lines = out.splitlines()
     assert "FN: Peer Person" in lines and "NICKNAME: pp" in lines, out
@@ -343,4 +358,34 @@ async def test_tui_befriends_and_chats_with_a_slixmpp_peer(server, im, tmux, tmp
     await t.wait_text("[away \"out for lunch\"]")
 
     t.type("/quit")
+    await t.wait_text("corvid-chat exited 0")
+
+
+async def test_tui_joins_a_room_and_talks_with_a_slixmpp_occupant(server, im, tmux, tmp_path):
+    room = f"{unique_name('room')}@{ROOMS}"
+    jid, password = server.new_account("tui")
+    env = {**chat_env(server, jid, password, tmp_path), "TERM": "xterm-256color", "LANG": "C.UTF-8"}
+    t = tmux(env)
+    t.start(f"{shlex.quote(str(chat_bin()))}; echo corvid-chat exited $?; sleep 600")
+    await t.wait_text(f"connected as {jid}")
+
+    # The TUI creates the room (unlocking it as an instant room), lists it and opens it.
+    t.type(f"/join {room} tuinick")
+    await t.wait_text(f"joined {room} as tuinick")
+    assert f"# {room}" in t.screen()
+    occupant = await im.user(server, "occupant")
+    occupant.presence(to=f"{room}/occ", extra=[ET.Element(f"{{{NS_MUC}}}x")])
+    await occupant.inbox.expect(is_presence(None, frm=f"{room}/occ"), "the occupant's self-presence")
+
+    t.type("hello everyone")
+    await occupant.inbox.expect(is_message(frm=f"{room}/tuinick", body="hello everyone", mtype="groupchat"),
+                                "the TUI's room message")
+    occupant.message(room, "welcome tuinick", mtype="groupchat")
+    screen = await t.wait_text("<occ> welcome tuinick")
+    assert "<tuinick> hello everyone" in screen
+
+    t.type("/leave")
+    await occupant.inbox.expect(is_presence("unavailable", frm=f"{room}/tuinick"), "the TUI leaving")
+    await t.wait_for(lambda s: f"# {room}" not in s, "the room gone from the list")
+    t.keys("C-c")
     await t.wait_text("corvid-chat exited 0")
