@@ -63,7 +63,8 @@ enum Command {
     Join { room: String, nick: String },
     /// Print someone's vCard, one field a line.
     Vcard {
-        /// Whose (not named `jid`, which is the account's global flag).
+        /// Whose vCard (a bare JID).
+        // Not named `jid`: that is the account's global flag, which clap would overwrite.
         #[arg(value_name = "JID")]
         contact: String,
     },

@@ -515,7 +515,7 @@ impl State {
         let Some((with, line)) = self.line_of(&message) else {
             return;
         };
-        if message.kind != "groupchat" && !self.contacts.contains_key(&with) {
+        if !self.rooms.contains_key(&with) && !self.contacts.contains_key(&with) {
             // Someone not in the roster: still a conversation to see.
             self.contacts.entry(with.clone()).or_default();
         }
@@ -556,6 +556,10 @@ impl State {
             let nick = message.sender_resource().unwrap_or_default();
             let outgoing = nick == room.nick;
             (from, nick, outgoing)
+        } else if self.rooms.contains_key(&from) {
+            // XEP-0045 §7.5: a private message from an occupant; shown in the room, marked.
+            let nick = message.sender_resource().unwrap_or_default();
+            (from, format!("{nick} (private)"), false)
         } else if from == self.me || message.from.is_empty() {
             // Ours (a carbon, or from the archive): the conversation is with its addressee.
             (bare(message.to.as_deref()?), "me".to_owned(), true)

@@ -186,10 +186,18 @@ fn joining_a_room_selects_it_and_room_messages_show_by_nick() {
     )));
     // A room we are not in says nothing.
     s.apply(Input::Message(groupchat("other@conf.x/x", "psst", "g3")));
+    // A private message from an occupant stays with the room, marked private.
+    s.apply(Input::Message(chat(
+        "lobby@conf.x/romeo",
+        "me@x/desk",
+        "psst",
+        "p1",
+    )));
     assert_eq!(
         bodies(&s, "lobby@conf.x"),
-        ["juliet: hi all", "romeo: hello"]
+        ["juliet: hi all", "romeo: hello", "romeo (private): psst"]
     );
+    assert!(!s.contacts.contains_key("lobby@conf.x"));
     assert!(s.conversations["lobby@conf.x"].lines[0].outgoing);
     assert!(!s.conversations.contains_key("other@conf.x"));
     assert_eq!(
