@@ -135,7 +135,7 @@ async def test_send_with_receipt_waits_for_the_peers_receipt(server, im, tmp_pat
     peer = await im.user(server, "peer")
     jid, password = server.new_account("chat")
     env = chat_env(server, jid, password, tmp_path)
-    proc = await start_chat(env, "send", "--receipt", "10", peer.bare, "did you get this?")
+    proc = await start_chat(env, "send", "--receipt", "--receipt-timeout", "10", peer.bare, "did you get this?")
     got = await peer.inbox.expect(is_message(from_bare=jid, body="did you get this?"), "the message")
     assert got.xml.find(f"{{{NS_RECEIPTS}}}request") is not None
     # Still waiting for the receipt.

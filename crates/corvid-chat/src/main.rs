@@ -41,9 +41,12 @@ enum Command {
         to: String,
         /// The message.
         text: String,
-        /// Wait (this many seconds at most) for the recipient's XEP-0184 receipt.
-        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "10")]
-        receipt: Option<u64>,
+        /// Ask for a XEP-0184 receipt and wait for it (exit 1 without one).
+        #[arg(long)]
+        receipt: bool,
+        /// How long to wait for the receipt.
+        #[arg(long, value_name = "SECS", default_value_t = 10, requires = "receipt")]
+        receipt_timeout: u64,
         /// The message type.
         #[arg(long = "type", default_value = "chat", value_parser = ["chat", "normal", "headline"])]
         kind: String,
@@ -113,9 +116,10 @@ async fn run(account: Account, command: Option<Command>) -> anyhow::Result<()> {
             to,
             text,
             receipt,
+            receipt_timeout,
             kind,
         } => {
-            let receipt = receipt.map(Duration::from_secs);
+            let receipt = receipt.then(|| Duration::from_secs(receipt_timeout));
             scripted::send(session, &to, &text, &kind, receipt).await
         }
         Command::Roster { json, wait } => {
@@ -137,9 +141,9 @@ mod tests {
         let cli = Cli::try_parse_from([
             "corvid-chat",
             "send",
+            "--receipt",
             "romeo@x",
             "hello there",
-            "--receipt",
             "--jid",
             "me@x",
         ])
@@ -150,7 +154,8 @@ mod tests {
             Some(Command::Send {
                 to: "romeo@x".into(),
                 text: "hello there".into(),
-                receipt: Some(10),
+                receipt: true,
+                receipt_timeout: 10,
                 kind: "chat".into(),
             })
         );
