@@ -1,0 +1,391 @@
+"""corvid-chat, the terminal client (crates/corvid-chat), against a real corvid process with
+slixmpp peers: its scriptable subcommands run as processes, and its TUI driven through tmux
+(keys in with send-keys, the screen read back with capture-pane).
+
+corvid-chat is found next to the corvid binary ($CORVID_BIN, same target dir); it checks
+the server's certificate by pinning the self-signed one the server generated in its data
+directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+import uuid
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from interop_support import (
+    DOMAIN,
+    HOST,
+    TIMEOUT,
+    corvid_bin,
+    befriend,
+    is_message,
+    is_presence,
+    unique_name,
+    vcard_element,
+)
+
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_RECEIPTS = "urn:xmpp:receipts"
+ROOMS = f"conference.{DOMAIN}"
+
+
+def chat_bin():
+    return corvid_bin().parent / "corvid-chat"
+
+
+@pytest.fixture(autouse=True)
+def _need_corvid_chat():
+    if not chat_bin().is_file():
+        raise RuntimeError(f"corvid-chat not found at {chat_bin()}; run `cargo build -p corvid-chat`")
+
+
+def chat_env(server, jid: str, password: str, home) -> dict[str, str]:
+    """The environment that logs corvid-chat in to `jid` on `server`: account and password
+    from CORVID_CHAT_* variables, the server's own certificate pinned, and a HOME of its own
+    (no config file of the user's is read)."""
+    return {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "CORVID_CHAT_JID": jid,
+        "CORVID_CHAT_PASSWORD": password,
+        "CORVID_CHAT_SERVER": f"{HOST}:{server.port}",
+        "CORVID_CHAT_PIN_CERT": str(server.dir / "data" / "cert.pem"),
+        "NO_COLOR": "1",
+    }
+
+
+async def start_chat(env, *args: str, stdin=asyncio.subprocess.DEVNULL) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        str(chat_bin()), *args, env=env, stdin=stdin,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def run_chat(env, *args: str) -> tuple[int, str, str]:
+    """Runs a subcommand to its end: (exit code, stdout, stderr)."""
+    proc = await start_chat(env, *args)
+    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT * 2)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def line_where(stream, match, what: str, timeout: float = TIMEOUT) -> str:
+    """Reads lines from `stream` until one `match` accepts; fails with the lines seen."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"expected {what} within {timeout}s; got lines: {seen}")
+        try:
+            raw = await asyncio.wait_for(stream.readline(), remaining)
+        except asyncio.TimeoutError:
+            continue
+        if not raw:
+            raise AssertionError(f"expected {what}; the stream ended after: {seen}")
+        line = raw.decode().rstrip("\n")
+        seen.append(line)
+        if match(line):
+            return line
+
+
+def json_line(**expected):
+    """A JSON line with these fields."""
+    def match(line: str) -> bool:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            return False
+        return all(obj.get(k) == v for k, v in expected.items())
+    return match
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), TIMEOUT)
+
+
+# -- scripted subcommands ------------------------------------------------------------------
+
+
+async def test_send_delivers_a_message_to_a_slixmpp_peer(server, im, tmp_path):
+    peer = await im.user(server, "peer")
+    jid, password = server.new_account("chat")
+    env = chat_env(server, jid, password, tmp_path)
+    # The server's self-signed certificate as the one trusted root, from a flag this time.
+    cert = env.pop("CORVID_CHAT_PIN_CERT")
+    code, _, err = await run_chat(env, "--ca", cert, "send", peer.bare, "hello from corvid-chat")
+    assert code == 0, err
+    got = await peer.inbox.expect(is_message(from_bare=jid, body="hello from corvid-chat", mtype="chat"),
+                                  "corvid-chat's message")
+    assert got.xml.get("id")
+
+
+async def test_send_with_receipt_waits_for_the_peers_receipt(server, im, tmp_path):
+    peer = await im.user(server, "peer")
+    jid, password = server.new_account("chat")
+    env = chat_env(server, jid, password, tmp_path)
+    proc = await start_chat(env, "send", "--receipt", "--receipt-timeout", "10", peer.bare, "did you get this?")
+    got = await peer.inbox.expect(is_message(from_bare=jid, body="did you get this?"), "the message")
+    assert got.xml.find(f"{{{NS_RECEIPTS}}}request") is not None
+    # Still waiting for the receipt.
+    await asyncio.sleep(0.3)
+    assert proc.returncode is None
+    peer.message(str(got["from"]), None, mtype=None,
+                 extra=[ET.Element(f"{{{NS_RECEIPTS}}}received", {"id": got.xml.get("id")})])
+    await asyncio.wait_for(proc.wait(), TIMEOUT)
+    assert proc.returncode == 0, (await proc.stderr.read()).decode()
+
+
+async def test_listen_prints_a_peers_message_as_a_json_line(server, im, tmp_path):
+    peer = await im.user(server, "peer")
+    jid, password = server.new_account("chat")
+    proc = await start_chat(chat_env(server, jid, password, tmp_path), "listen")
+    try:
+        await line_where(proc.stderr, lambda l: l.startswith("listening as"), "the listening line")
+        mid = peer.message(jid, "hi listener")
+        line = await line_where(proc.stdout, json_line(body="hi listener"), "the message's JSON line")
+        obj = json.loads(line)
+        assert obj["from"] == peer.full
+        assert obj["type"] == "chat"
+        assert obj["id"] == mid
+        assert obj["stamp"].endswith("Z")
+    finally:
+        await stop(proc)
+
+
+async def test_roster_lists_a_contact_added_beforehand(server, im, tmp_path):
+    peer = await im.user(server, "peer")
+    jid, password = server.new_account("chat")
+    # The account befriends the peer from another client first.
+    other = await im.online(server, f"{jid}/setup", password)
+    await other.roster_set(peer.bare, name="Peer Pal")
+    await befriend(other, peer)
+    await other.close()
+    code, out, err = await run_chat(chat_env(server, jid, password, tmp_path), "roster")
+    assert code == 0, err
+    assert f"{peer.bare}\tPeer Pal\tboth\tonline" in out.splitlines(), out
+    code, out, err = await run_chat(chat_env(server, jid, password, tmp_path), "roster", "--json")
+    assert code == 0, err
+    (contact,) = [json.loads(l) for l in out.splitlines()]
+    assert contact == {"jid": peer.bare, "name": "Peer Pal", "subscription": "both", "ask": False,
+                       "groups": [], "presence": "online"}
+
+
+async def test_vcard_prints_the_vcard_a_peer_set(server, im, tmp_path):
+    peer = await im.user(server, "peer")
+    await peer.vcard_set(vcard_element({"FN": "Peer Person", "NICKNAME": "pp"}))
+    jid, password = server.new_account("chat")
+    # The account from the default config file this time, the password from a file it names.
+    env = chat_env(server, jid, password, tmp_path)
+    for name in ("CORVID_CHAT_JID", "CORVID_CHAT_PASSWORD", "CORVID_CHAT_SERVER", "CORVID_CHAT_PIN_CERT"):
+        env.pop(name)
+    (tmp_path / "password").write_text(password + "\n")
+    config = tmp_path / ".config" / "corvid-chat" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f"""\
+jid = "{jid}"
+server = "{HOST}:{server.port}"
+pin_cert = "{server.dir / 'data' / 'cert.pem'}"
+password_file = "{tmp_path / 'password'}"
+""")
+    code, out, err = await run_chat(env, "vcard", peer.bare)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "FN: Peer Person" in lines and "NICKNAME: pp" in lines, out
+
+
+async def test_join_talks_with_a_slixmpp_occupant(server, im, tmp_path):
+    room = f"{unique_name('room')}@{ROOMS}"
+    jid, password = server.new_account("chat")
+    proc = await start_chat(chat_env(server, jid, password, tmp_path), "join", room, "chatter",
+                            stdin=asyncio.subprocess.PIPE)
+    try:
+        # corvid-chat creates the room and unlocks it (an instant room) before saying so.
+        await line_where(proc.stderr, lambda l: l.startswith(f"joined {room}"), "the joined line")
+        occupant = await im.user(server, "occupant")
+        occupant.presence(to=f"{room}/occ", extra=[ET.Element(f"{{{NS_MUC}}}x")])
+        await occupant.inbox.expect(is_presence(None, frm=f"{room}/occ"), "the occupant's self-presence")
+        proc.stdin.write(b"hello room\n")
+        await proc.stdin.drain()
+        await occupant.inbox.expect(is_message(frm=f"{room}/chatter", body="hello room", mtype="groupchat"),
+                                    "corvid-chat's room message")
+        occupant.message(room, "hello chatter", mtype="groupchat")
+        await line_where(proc.stdout, json_line(**{"from": f"{room}/occ", "type": "groupchat",
+                                                   "body": "hello chatter"}),
+                         "the occupant's message as a JSON line")
+        # The end of stdin: corvid-chat leaves the room and exits.
+        proc.stdin.close()
+        await asyncio.wait_for(proc.wait(), TIMEOUT)
+        assert proc.returncode == 0, (await proc.stderr.read()).decode()
+        await occupant.inbox.expect(is_presence("unavailable", frm=f"{room}/chatter"), "corvid-chat leaving")
+    finally:
+        await stop(proc)
+
+
+async def test_a_wrong_password_fails_with_a_message(server, tmp_path):
+    jid, _ = server.new_account("chat")
+    code, out, err = await run_chat(chat_env(server, jid, "wrong", tmp_path), "roster")
+    assert code != 0 and out == ""
+    assert "cannot log in" in err, err
+
+
+# -- the TUI, in tmux ----------------------------------------------------------------------
+
+
+class Tmux:
+    """A tmux server of the test's own (its own socket) running one session."""
+
+    def __init__(self, env: dict[str, str]):
+        self.socket = f"corvid-chat-{uuid.uuid4().hex[:8]}"
+        self.env = env
+
+    def run(self, *args: str) -> str:
+        done = subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", *args], env=self.env,
+                              capture_output=True, text=True, timeout=TIMEOUT)
+        if done.returncode != 0:
+            raise RuntimeError(f"tmux {args} failed: {done.stderr}")
+        return done.stdout
+
+    def start(self, command: str) -> None:
+        self.run("new-session", "-d", "-x", "160", "-y", "48", "-s", "chat", command)
+
+    def keys(self, *keys: str) -> None:
+        self.run("send-keys", "-t", "chat", *keys)
+
+    def type(self, text: str) -> None:
+        """Types `text` and presses Enter."""
+        self.run("send-keys", "-t", "chat", "-l", text)
+        self.keys("Enter")
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "chat")
+
+    async def wait_for(self, match, what: str, timeout: float = TIMEOUT) -> str:
+        """Polls the screen until `match(screen)`; fails with the last screen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if match(screen):
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {what} on the screen within {timeout}s; it shows:\n{screen}")
+            await asyncio.sleep(0.1)
+
+    async def wait_text(self, text: str, timeout: float = TIMEOUT) -> str:
+        return await self.wait_for(lambda s: text in s, repr(text), timeout)
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], env=self.env, capture_output=True,
+                       timeout=TIMEOUT)
+
+
+@pytest.fixture
+def tmux():
+    if shutil.which("tmux") is None:
+        raise RuntimeError("tmux is not installed (scripts/test.sh installs it)")
+    made: list[Tmux] = []
+
+    def make(env):
+        made.append(Tmux(env))
+        return made[-1]
+
+    yield make
+    for t in made:
+        t.kill()
+
+
+def row_of(screen: str, text: str) -> str:
+    return next((l for l in screen.splitlines() if text in l), "")
+
+
+async def test_tui_befriends_and_chats_with_a_slixmpp_peer(server, im, tmux, tmp_path):
+    peer = await im.user(server, "peer")
+    jid, password = server.new_account("tui")
+    # An earlier session of the account talked with the peer: the archive keeps it.
+    earlier = await im.online(server, f"{jid}/earlier", password)
+    earlier.message(peer.bare, "from an earlier session")
+    await peer.inbox.expect(is_message(from_bare=jid, body="from an earlier session"), "the earlier message")
+    peer.message(jid, "an old reply")
+    await earlier.inbox.expect(is_message(from_bare=peer.bare, body="an old reply"), "the old reply")
+    await earlier.close()
+
+    env = {**chat_env(server, jid, password, tmp_path), "TERM": "xterm-256color", "LANG": "C.UTF-8"}
+    t = tmux(env)
+    log = tmp_path / "corvid-chat.stderr"
+    t.start(f"{shlex.quote(str(chat_bin()))} 2>{shlex.quote(str(log))}; echo corvid-chat exited $?; sleep 600")
+    await t.wait_text(f"connected as {jid}")
+
+    # A friend request shows; accepting it asks for the peer's presence too.
+    peer.presence("subscribe", to=jid)
+    await t.wait_text(f"? {peer.bare} (request)")
+    t.type(f"/accept {peer.bare}")
+    await peer.inbox.expect(is_presence("subscribed", from_bare=jid), "the TUI's approval")
+    await peer.inbox.expect(is_presence("subscribe", from_bare=jid), "the TUI's own request")
+    peer.presence("subscribed", to=jid)
+    await t.wait_text(f"+ {peer.bare}")
+
+    # A message while no conversation is open counts as unread.
+    peer.message(jid, "first from peer")
+    await t.wait_text(f"+ {peer.bare} (1)")
+
+    # Opening the conversation shows it, with the archive's history before it, once each.
+    t.keys("Down")
+    screen = await t.wait_text("an old reply")
+    assert "from an earlier session" in screen
+    assert screen.count("first from peer") == 1, screen
+    assert "(1)" not in row_of(screen, f"+ {peer.bare}"), screen
+    assert screen.index("from an earlier session") < screen.index("first from peer")
+
+    t.type("hello from the tui")
+    await peer.inbox.expect(is_message(from_bare=jid, body="hello from the tui", mtype="chat"), "the TUI's message")
+    peer.message(jid, "reply to the tui")
+    screen = await t.wait_text("reply to the tui")
+    assert screen.index("hello from the tui") < screen.index("reply to the tui")
+
+    t.type("/status away out for lunch")
+    await peer.inbox.expect(is_presence(None, from_bare=jid, status="out for lunch"), "the TUI's new status")
+    await t.wait_text("[away \"out for lunch\"]")
+
+    t.type("/quit")
+    await t.wait_text("corvid-chat exited 0")
+
+
+async def test_tui_joins_a_room_and_talks_with_a_slixmpp_occupant(server, im, tmux, tmp_path):
+    room = f"{unique_name('room')}@{ROOMS}"
+    jid, password = server.new_account("tui")
+    env = {**chat_env(server, jid, password, tmp_path), "TERM": "xterm-256color", "LANG": "C.UTF-8"}
+    t = tmux(env)
+    t.start(f"{shlex.quote(str(chat_bin()))}; echo corvid-chat exited $?; sleep 600")
+    await t.wait_text(f"connected as {jid}")
+
+    # The TUI creates the room (unlocking it as an instant room), lists it and opens it.
+    t.type(f"/join {room} tuinick")
+    await t.wait_text(f"joined {room} as tuinick")
+    assert f"# {room}" in t.screen()
+    occupant = await im.user(server, "occupant")
+    occupant.presence(to=f"{room}/occ", extra=[ET.Element(f"{{{NS_MUC}}}x")])
+    await occupant.inbox.expect(is_presence(None, frm=f"{room}/occ"), "the occupant's self-presence")
+
+    t.type("hello everyone")
+    await occupant.inbox.expect(is_message(frm=f"{room}/tuinick", body="hello everyone", mtype="groupchat"),
+                                "the TUI's room message")
+    occupant.message(room, "welcome tuinick", mtype="groupchat")
+    screen = await t.wait_text("<occ> welcome tuinick")
+    assert "<tuinick> hello everyone" in screen
+
+    t.type("/leave")
+    await occupant.inbox.expect(is_presence("unavailable", frm=f"{room}/tuinick"), "the TUI leaving")
+    await t.wait_for(lambda s: f"# {room}" not in s, "the room gone from the list")
+    t.keys("C-c")
+    await t.wait_text("corvid-chat exited 0")
