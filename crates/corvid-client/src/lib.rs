@@ -31,9 +31,11 @@ pub mod autoping;
 pub mod carbons;
 pub mod client;
 pub mod error;
+pub mod forms;
 pub mod login;
 pub mod mam;
 pub mod receipts;
+pub mod room;
 pub mod roster;
 mod sqlite_storage;
 pub mod tls;
@@ -44,9 +46,14 @@ pub use autoping::{AutoPing, PingEvent};
 pub use carbons::{CarbonEvent, Carbons};
 pub use client::{Client, ClientBuilder, DisconnectReason, Event, Events, Handled, StanzaHandler};
 pub use error::{ConnectError, RequestError};
+pub use forms::{DataForm, FormField};
 pub use login::Security;
 pub use mam::{ArchivedMessage, Mam, MamPage, MamQuery};
 pub use receipts::{ReceiptEvent, ReceiptEvents, Receipts};
+pub use room::{
+    Affiliation, History, Invitation, JoinOptions, Joined, LeaveReason, ListItem, Muc, MucEvent,
+    MucEvents, Occupant, Role, Room, RoomError, RoomEvent, RoomEvents, RoomMessage,
+};
 pub use roster::{
     MemoryRosterStorage, PresenceInfo, Roster, RosterEvent, RosterEvents, RosterItem,
     RosterStorage, Subscription,
