@@ -238,29 +238,37 @@ impl Core {
         }
     }
 
-    /// A message from the room or one of its occupants.
-    pub fn message(&self, message: &Element, nick: Option<&str>) {
-        match (message.attr("type"), nick) {
-            (Some("error"), _) => self.emit(RoomEvent::MessageError {
+    /// A message from the room or one of its occupants; whether it was the room's (a
+    /// message from the room that is none of these, an archive result say, is left to
+    /// other modules).
+    pub fn message(&self, message: &Element, nick: Option<&str>) -> bool {
+        let event = match (message.attr("type"), nick) {
+            (Some("error"), _) => RoomEvent::MessageError {
                 id: message.attr("id").map(str::to_owned),
                 condition: stanza_error_condition(message),
-            }),
-            (Some("groupchat"), _) => self.groupchat(message, nick),
-            (_, Some(nick)) => self.emit(RoomEvent::PrivateMessage {
+            },
+            (Some("groupchat"), _) => {
+                self.groupchat(message, nick);
+                return true;
+            }
+            (_, Some(nick)) => RoomEvent::PrivateMessage {
                 nick: nick.to_owned(),
                 body: text_of(message, "body"),
                 stanza: message.clone(),
-            }),
+            },
             (_, None) => {
                 let codes = message
                     .get_child("x", ns::MUC_USER)
                     .map(codes)
                     .unwrap_or_default();
-                if !codes.is_empty() {
-                    self.emit(RoomEvent::Status { codes });
+                if codes.is_empty() {
+                    return false;
                 }
+                RoomEvent::Status { codes }
             }
-        }
+        };
+        self.emit(event);
+        true
     }
 
     fn groupchat(&self, message: &Element, nick: Option<&str>) {
@@ -325,11 +333,11 @@ impl StanzaHandler for Hook {
         let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) else {
             return Handled::No;
         };
-        if stanza.name() == "message" {
-            if let Some(event) = invitation(stanza, &from) {
-                let _ = self.events.send(event);
-                return Handled::Yes;
-            }
+        if stanza.name() == "message"
+            && let Some(event) = invitation(stanza, &from)
+        {
+            let _ = self.events.send(event);
+            return Handled::Yes;
         }
         if !matches!(stanza.name(), "presence" | "message") {
             return Handled::No;
@@ -338,32 +346,39 @@ impl StanzaHandler for Hook {
             return Handled::No;
         };
         let nick = from.resource().map(|r| r.as_str());
-        if stanza.name() == "presence" {
+        let taken = if stanza.name() == "presence" {
             core.presence(stanza, nick);
+            true
         } else {
-            core.message(stanza, nick);
-        }
-        Handled::Yes
+            core.message(stanza, nick)
+        };
+        if taken { Handled::Yes } else { Handled::No }
     }
 }
 
 /// A mediated (XEP-0045 §7.8.2) or direct (XEP-0249) invitation, or a decline (§7.8.2).
+/// The mediated form is read first: Prosody adds a `jabber:x:conference` element to the
+/// invitations its rooms relay, for old clients, and the room's own says more.
 fn invitation(message: &Element, from: &Jid) -> Option<MucEvent> {
     if message.attr("type") == Some("error") {
         return None;
     }
-    if let Some(x) = message.get_child("x", ns::MUC_DIRECT_INVITE) {
-        let room = BareJid::new(x.attr("jid")?).ok()?;
-        return Some(MucEvent::Invitation(Invitation {
-            room,
-            from: Some(from.clone()),
-            reason: x.attr("reason").map(str::to_owned),
-            password: x.attr("password").map(str::to_owned),
-            direct: true,
-        }));
+    if let Some(x) = message.get_child("x", ns::MUC_USER) {
+        return mediated(x, from.to_bare());
     }
-    let x = message.get_child("x", ns::MUC_USER)?;
-    let room = from.to_bare();
+    let x = message.get_child("x", ns::MUC_DIRECT_INVITE)?;
+    let room = BareJid::new(x.attr("jid")?).ok()?;
+    Some(MucEvent::Invitation(Invitation {
+        room,
+        from: Some(from.clone()),
+        reason: x.attr("reason").map(str::to_owned),
+        password: x.attr("password").map(str::to_owned),
+        direct: true,
+    }))
+}
+
+/// A muc#user `<x/>` from the room `room`: an invitation, a decline, or neither.
+fn mediated(x: &Element, room: BareJid) -> Option<MucEvent> {
     let party = |el: &Element, attr: &str| el.attr(attr).and_then(|j| Jid::new(j).ok());
     if let Some(invite) = x.get_child("invite", ns::MUC_USER) {
         return Some(MucEvent::Invitation(Invitation {
@@ -557,15 +572,18 @@ mod tests {
     #[test]
     fn invitations_mediated_and_direct() {
         let room = Jid::new("room@conf.x").unwrap();
-        let mediated = Element::new("message", ns::CLIENT).with_child(
-            Element::new("x", ns::MUC_USER)
-                .with_child(
-                    Element::new("invite", ns::MUC_USER)
-                        .with_attr("from", "a@x/r")
-                        .with_child(Element::new("reason", ns::MUC_USER).with_text("come")),
-                )
-                .with_child(Element::new("password", ns::MUC_USER).with_text("pw")),
-        );
+        let mediated = Element::new("message", ns::CLIENT)
+            .with_child(
+                Element::new("x", ns::MUC_USER)
+                    .with_child(
+                        Element::new("invite", ns::MUC_USER)
+                            .with_attr("from", "a@x/r")
+                            .with_child(Element::new("reason", ns::MUC_USER).with_text("come")),
+                    )
+                    .with_child(Element::new("password", ns::MUC_USER).with_text("pw")),
+            )
+            // Prosody's compatibility copy, which must not make it a direct invitation.
+            .with_child(Element::new("x", ns::MUC_DIRECT_INVITE).with_attr("jid", "room@conf.x"));
         let Some(MucEvent::Invitation(got)) = invitation(&mediated, &room) else {
             panic!("not an invitation");
         };
