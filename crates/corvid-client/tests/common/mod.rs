@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses what it needs
 
+pub mod room;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,11 +53,11 @@ impl Target {
 
 /// One test per scenario, against the server `$start()` makes; `$stop` ends each.
 macro_rules! scenarios {
-    ($start:ident, |$server:ident| $stop:expr; $($test:ident => $scenario:ident),* $(,)?) => {$(
+    ($start:ident, |$server:ident| $stop:expr; $($test:ident => $($scenario:ident)::+),* $(,)?) => {$(
         #[tokio::test]
         async fn $test() -> anyhow::Result<()> {
             let $server = $start().await?;
-            common::$scenario(&$server.target).await?;
+            common::$($scenario)::+(&$server.target).await?;
             $stop;
             Ok(())
         }
