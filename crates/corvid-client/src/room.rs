@@ -14,6 +14,7 @@
 
 mod incoming;
 mod model;
+mod self_ping;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,7 +31,6 @@ pub use model::{
 };
 
 use crate::client::Client;
-use crate::error::RequestError;
 use crate::forms::DataForm;
 use incoming::{Core, Hook, State};
 
@@ -370,7 +370,8 @@ impl Room {
     }
 
     /// Changes affiliations and roles in one request (`editRoomPrivileges:`, §9, §10):
-    /// all are applied or none.
+    /// all are applied or none. Prosody 0.12 applies only the first item of a request;
+    /// one item per call works everywhere.
     pub async fn edit(&self, items: &[ListItem]) -> Result<(), RoomError> {
         let mut query = Element::new("query", ns::MUC_ADMIN);
         for item in items {
@@ -458,7 +459,7 @@ impl Room {
             loop {
                 ticks.tick().await;
                 let Some(core) = core.upgrade() else { break };
-                self_ping(&core, &client, timeout).await;
+                self_ping::check(&core, &client, timeout).await;
             }
         });
         if let Some(old) = self.lock_self_ping().replace(task) {
@@ -549,55 +550,6 @@ fn history_element(history: &History) -> Element {
         el.set_attr("since", corvid_proto::time::format_datetime(since));
     }
     el
-}
-
-/// One XEP-0410 §3.2 self-ping, and its consequences.
-async fn self_ping(core: &Core, client: &Client, timeout: Duration) {
-    let nick = {
-        let state = core.state();
-        if !state.joined || state.join.is_some() {
-            return;
-        }
-        state.nick.clone()
-    };
-    if client.jid().is_none() {
-        return;
-    }
-    let ping = Element::new("iq", ns::CLIENT)
-        .with_attr("type", "get")
-        .with_attr("to", format!("{}/{nick}", core.jid))
-        .with_child(Element::new("ping", ns::PING));
-    let condition = match client.request_with_timeout(ping, timeout).await {
-        Ok(_) => return,
-        Err(RequestError::Error { condition, .. }) => condition,
-        Err(RequestError::Timeout) => return core.emit(RoomEvent::Unreachable),
-        Err(_) => return,
-    };
-    match condition.as_str() {
-        // The ping reached a client of ours that does not answer pings: we are in.
-        "service-unavailable" | "feature-not-implemented" => {}
-        "remote-server-not-found" | "remote-server-timeout" => core.emit(RoomEvent::Unreachable),
-        _ => rejoin(core, client, condition).await,
-    }
-}
-
-/// The room does not know us: join again as we last did.
-async fn rejoin(core: &Core, client: &Client, condition: String) {
-    let options = {
-        let mut state = core.state();
-        state.joined = false;
-        state.rejoining = true;
-        state.options.clone()
-    };
-    core.emit(RoomEvent::NotJoined { condition });
-    let event = match enter(core, client, options).await {
-        Ok(_) => RoomEvent::Rejoined,
-        Err(e) => {
-            core.state().rejoining = false;
-            RoomEvent::RejoinFailed(e.to_string())
-        }
-    };
-    core.emit(event);
 }
 
 /// Waits for a oneshot answer, up to `timeout`.

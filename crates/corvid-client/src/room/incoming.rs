@@ -125,7 +125,8 @@ impl Core {
                     occupant,
                 });
             }
-            let entering = !state.joined;
+            // Entering, or a join sent again while in (the room answers it like one).
+            let entering = !state.joined || state.join.is_some();
             let before = state.occupants.insert(nick.to_owned(), occupant.clone());
             if !entering {
                 drop(state);

@@ -151,6 +151,13 @@ pub async fn room_join_and_leave(target: &Target) -> Result<()> {
         (Role::Moderator, Affiliation::Owner)
     );
     assert!(romeo.room.occupant("romeo").is_some());
+    // Joining again while in: the room answers with the self-presence again.
+    let again = JoinOptions {
+        timeout: Some(Duration::from_secs(5)),
+        ..JoinOptions::default()
+    };
+    assert!(!romeo.room.join(again).await?.created);
+    assert!(romeo.room.is_joined());
 
     romeo.room.leave(Some("goodnight")).await?;
     let went = expect(
