@@ -38,11 +38,13 @@ pub mod carbons;
 pub mod client;
 mod dns;
 pub mod error;
+pub mod forms;
 pub mod login;
 pub mod mam;
 pub mod pubsub;
 pub mod receipts;
 pub mod reconnect;
+pub mod room;
 pub mod roster;
 mod sm;
 mod sqlite_storage;
@@ -60,6 +62,7 @@ pub use caps::{Capabilities, Identity};
 pub use carbons::{CarbonEvent, Carbons};
 pub use client::{Client, ClientBuilder, DisconnectReason, Event, Events, Handled, StanzaHandler};
 pub use error::{ConnectError, RequestError};
+pub use forms::{DataForm, FormField};
 pub use login::Security;
 pub use mam::{ArchivedMessage, Mam, MamPage, MamQuery};
 pub use pubsub::{
@@ -68,6 +71,10 @@ pub use pubsub::{
 };
 pub use receipts::{ReceiptEvent, ReceiptEvents, Receipts};
 pub use reconnect::Reconnect;
+pub use room::{
+    Affiliation, History, Invitation, JoinOptions, Joined, LeaveReason, ListItem, Muc, MucEvent,
+    MucEvents, Occupant, Role, Room, RoomError, RoomEvent, RoomEvents, RoomMessage,
+};
 pub use roster::{
     MemoryRosterStorage, PresenceInfo, Roster, RosterEvent, RosterEvents, RosterItem,
     RosterStorage, Subscription,

@@ -63,6 +63,8 @@ pub const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 pub const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 pub const MUC_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 pub const MUC_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
+/// XEP-0249 direct MUC invitations.
+pub const MUC_DIRECT_INVITE: &str = "jabber:x:conference";
 /// XEP-0421 occupant identifiers.
 pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
 

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod reconnect;
 pub use reconnect::*;
 pub mod pubsub;
+pub mod room;
 
 use std::sync::Arc;
 use std::time::Duration;
