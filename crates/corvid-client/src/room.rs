@@ -75,14 +75,36 @@ impl Muc {
     /// is missed.
     pub fn attach(client: &Client) -> (Arc<Muc>, MucEvents) {
         let (events, receiver) = mpsc::unbounded_channel();
+        let (restarts, mut restarted) = mpsc::unbounded_channel();
         let hook = Arc::new(Hook {
             rooms: Mutex::new(HashMap::new()),
             events,
+            restarts,
         });
         client.add_handler(hook.clone());
         let muc = Arc::new(Muc {
             client: client.clone(),
             hook,
+        });
+        let weak = Arc::downgrade(&muc);
+        tokio::spawn(async move {
+            while restarted.recv().await.is_some() {
+                let Some(muc) = weak.upgrade() else {
+                    break;
+                };
+                for core in muc.hook.open_rooms() {
+                    let joined = {
+                        let state = core.state();
+                        state.joined
+                    };
+                    if joined {
+                        let client = muc.client.clone();
+                        tokio::spawn(async move {
+                            self_ping::rejoin(&core, &client, None).await;
+                        });
+                    }
+                }
+            }
         });
         (muc, MucEvents { receiver })
     }

@@ -241,6 +241,7 @@ scenarios!(corvid, |server| server.running.shutdown().await;
     catches_up_without_duplicates_after_a_closed_connection => catches_up_without_duplicates_after_a_closed_connection,
     autoping_timeout_reconnects => autoping_timeout_reconnects,
     roster_is_fetched_again_after_a_new_session => roster_is_fetched_again_after_a_new_session,
+    rooms_are_joined_again_after_a_new_session => rooms_are_joined_again_after_a_new_session,
     pubsub_nodes_are_created_configured_and_deleted => pubsub::nodes_are_created_configured_and_deleted,
     pubsub_subscribers_see_publications_and_retractions => pubsub::subscribers_see_publications_and_retractions,
     pubsub_items_are_fetched_by_id_max_and_page => pubsub::items_are_fetched_by_id_max_and_page,

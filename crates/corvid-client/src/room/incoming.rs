@@ -63,6 +63,39 @@ pub(super) struct State {
     /// Nicks presented while (re)joining.
     pub seen: HashSet<String>,
     pub subject: Option<String>,
+    /// When the newest room message we saw was sent: joining again asks for the history
+    /// from then on, not the whole history again.
+    pub last_message: Option<std::time::SystemTime>,
+    /// The room's stanza-ids of the newest messages seen, so history that overlaps what
+    /// we saw (a rejoin's `since` is to the second) is not delivered twice.
+    pub recent: RecentIds,
+}
+
+/// The newest few room stanza-ids seen.
+#[derive(Debug, Default)]
+pub(super) struct RecentIds {
+    order: std::collections::VecDeque<String>,
+    ids: HashSet<String>,
+}
+
+/// How many room message ids a room remembers.
+const RECENT: usize = 256;
+
+impl RecentIds {
+    /// Records `id`; false if it was seen already.
+    pub fn insert(&mut self, id: &str) -> bool {
+        if self.ids.contains(id) {
+            return false;
+        }
+        if self.order.len() == RECENT
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        self.order.push_back(id.to_owned());
+        self.ids.insert(id.to_owned());
+        true
+    }
 }
 
 impl Core {
@@ -290,22 +323,37 @@ impl Core {
                 .unwrap_or_default();
             return self.emit(RoomEvent::Status { codes });
         }
-        let jid = nick.and_then(|n| self.state().occupants.get(n).and_then(|o| o.jid.clone()));
         let room = self.jid.as_str();
+        let delayed = message
+            .get_child("delay", ns::DELAY)
+            .and_then(|d| d.attr("stamp"))
+            .and_then(corvid_proto::time::parse_datetime);
+        // XEP-0359 §3: only the room's own stanza-id is believed.
+        let stanza_id = message
+            .children()
+            .find(|c| c.is("stanza-id", ns::STANZA_ID) && c.attr("by") == Some(room))
+            .and_then(|c| c.attr("id"))
+            .map(str::to_owned);
+        let jid = {
+            let mut state = self.state();
+            if let Some(id) = &stanza_id
+                && !state.recent.insert(id)
+            {
+                // History overlapping what we saw before rejoining.
+                return;
+            }
+            let sent = delayed.unwrap_or_else(std::time::SystemTime::now);
+            if state.last_message.is_none_or(|last| sent > last) {
+                state.last_message = Some(sent);
+            }
+            nick.and_then(|n| state.occupants.get(n).and_then(|o| o.jid.clone()))
+        };
         self.emit(RoomEvent::Message(RoomMessage {
             nick: nick.map(str::to_owned),
             jid,
             body,
-            delayed: message
-                .get_child("delay", ns::DELAY)
-                .and_then(|d| d.attr("stamp"))
-                .and_then(corvid_proto::time::parse_datetime),
-            // XEP-0359 §3: only the room's own stanza-id is believed.
-            stanza_id: message
-                .children()
-                .find(|c| c.is("stanza-id", ns::STANZA_ID) && c.attr("by") == Some(room))
-                .and_then(|c| c.attr("id"))
-                .map(str::to_owned),
+            delayed,
+            stanza_id,
             stanza: message.clone(),
         }));
     }
@@ -316,9 +364,17 @@ impl Core {
 pub(super) struct Hook {
     pub rooms: Mutex<HashMap<BareJid, Weak<Core>>>,
     pub events: mpsc::UnboundedSender<MucEvent>,
+    /// Told when the stream comes back with a new session: the rooms forgot us.
+    pub restarts: mpsc::UnboundedSender<()>,
 }
 
 impl Hook {
+    /// The rooms still open.
+    pub fn open_rooms(&self) -> Vec<std::sync::Arc<Core>> {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.values().filter_map(Weak::upgrade).collect()
+    }
+
     fn room(&self, jid: &BareJid) -> Option<std::sync::Arc<Core>> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
         let core = rooms.get(jid).and_then(Weak::upgrade);
@@ -330,6 +386,14 @@ impl Hook {
 }
 
 impl StanzaHandler for Hook {
+    /// A new session after a lost connection is in no room: the rooms we were in are
+    /// joined again (by a task of the module's, as joining waits).
+    fn restarted(&self, resumed: bool) {
+        if !resumed {
+            let _ = self.restarts.send(());
+        }
+    }
+
     fn handle(&self, stanza: &Element) -> Handled {
         let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) else {
             return Handled::No;

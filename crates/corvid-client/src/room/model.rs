@@ -231,7 +231,8 @@ pub enum RoomEvent {
         /// The ping's error condition.
         condition: String,
     },
-    /// We are back in after the self-ping found us out.
+    /// We are back in after the self-ping found us out, or after a new session (the
+    /// stream came back after a loss and could not be resumed).
     Rejoined,
     /// Rejoining after a self-ping failed.
     RejoinFailed(String),

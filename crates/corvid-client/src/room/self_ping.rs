@@ -60,19 +60,30 @@ pub(super) async fn check(core: &Core, client: &Client, timeout: Duration) {
     match verdict(client.request_with_timeout(ping, timeout).await) {
         Verdict::Joined | Verdict::Unknown => {}
         Verdict::Unreachable => core.emit(RoomEvent::Unreachable),
-        Verdict::NotJoined(condition) => rejoin(core, client, condition).await,
+        Verdict::NotJoined(condition) => rejoin(core, client, Some(condition)).await,
     }
 }
 
-/// The room does not know us: join again as we last did.
-async fn rejoin(core: &Core, client: &Client, condition: String) {
+/// The room does not know us (a self-ping's `condition`, or a new session after a lost
+/// connection): join again as we last did, asking only for the history since the last
+/// message we saw.
+pub(super) async fn rejoin(core: &Core, client: &Client, condition: Option<String>) {
     let options = {
         let mut state = core.state();
         state.joined = false;
         state.rejoining = true;
-        state.options.clone()
+        let mut options = state.options.clone();
+        if let Some(since) = state.last_message {
+            options.history = Some(super::History {
+                since: Some(since),
+                ..super::History::default()
+            });
+        }
+        options
     };
-    core.emit(RoomEvent::NotJoined { condition });
+    if let Some(condition) = condition {
+        core.emit(RoomEvent::NotJoined { condition });
+    }
     let event = match super::enter(core, client, options).await {
         Ok(_) => RoomEvent::Rejoined,
         Err(e) => {

@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use std::sync::Arc;
 
 use corvid_client::{
-    AutoPing, Client, DisconnectReason, Event, Events, MemoryRosterStorage, PingEvent, Reconnect,
-    Roster, RosterEvent,
+    AutoPing, Client, DisconnectReason, Event, Events, JoinOptions, MemoryRosterStorage, Muc,
+    PingEvent, Reconnect, RoomEvent, RoomEvents, RoomMessage, Roster, RosterEvent,
 };
 use corvid_proto::ns;
 use corvid_xml::Element;
@@ -465,6 +465,91 @@ pub async fn roster_is_fetched_again_after_a_new_session(target: &Target) -> Res
     assert_eq!(item.name.as_deref(), Some("Mercutio"));
     laptop_roster.remove("mercutio@localhost").await?;
     laptop.disconnect().await;
+    juliet.disconnect().await;
+    Ok(())
+}
+
+/// Room messages seen by `events` until `last`, counted.
+async fn room_bodies_until(events: &mut RoomEvents, last: &str) -> Result<HashMap<String, usize>> {
+    let mut seen = HashMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .with_context(|| format!("no {last:?} in the room in time; had {seen:?}"))?
+            .context("room events ended")?;
+        if let RoomEvent::Message(RoomMessage {
+            body: Some(body), ..
+        }) = event
+        {
+            *seen.entry(body.clone()).or_insert(0) += 1;
+            if body == last {
+                return Ok(seen);
+            }
+        }
+    }
+}
+
+/// After a new session (no stream management), the rooms Juliet was in are joined again,
+/// and what was said meanwhile comes as history, once; nothing said before comes twice.
+pub async fn rooms_are_joined_again_after_a_new_session(target: &Target) -> Result<()> {
+    let proxy = Proxy::start(target.starttls_port).await?;
+    let (juliet, mut events) = target
+        .builder("juliet")
+        .resource("phone")
+        .server("127.0.0.1", proxy.port)
+        .stream_management(false)
+        .reconnect(policy())
+        .build();
+    let (muc, _invitations) = Muc::attach(&juliet);
+    juliet.connect().await?;
+    let jid = super::room::room_jid("verona-after-a-cut");
+    let (room, mut room_events) = muc.room(jid.clone(), "juliet");
+    room.create_instant(JoinOptions::default()).await?;
+    let (romeo, _romeo_events) = target.online("romeo").await?;
+    let (romeo_muc, _) = Muc::attach(&romeo);
+    let (romeo_room, _romeo_room_events) = romeo_muc.room(jid, "romeo");
+    romeo_room.join(JoinOptions::default()).await?;
+    romeo_room.send_message("m1").await?;
+    let before = room_bodies_until(&mut room_events, "m1").await?;
+    proxy.cut(Cut::Close);
+    expect(&mut events, "the loss", |e| {
+        matches!(e, Event::Disconnected(_))
+    })
+    .await?;
+    romeo_room.send_message("m2").await?;
+    expect(&mut events, "the way back", |e| {
+        matches!(e, Event::CaughtUp { .. })
+    })
+    .await?;
+    // The history (m2) may come before the rejoin completes: the rejoin is reported once
+    // the room's self-presence has been seen, by a task of its own.
+    let mut during = HashMap::new();
+    let rejoined = tokio::time::timeout(WAIT, async {
+        loop {
+            match room_events.next().await {
+                Some(RoomEvent::Rejoined) => return Ok(()),
+                Some(RoomEvent::RejoinFailed(e)) => bail!("rejoin failed: {e}"),
+                Some(RoomEvent::Message(RoomMessage {
+                    body: Some(body), ..
+                })) => *during.entry(body).or_insert(0) += 1,
+                Some(_) => {}
+                None => bail!("room events ended"),
+            }
+        }
+    })
+    .await
+    .context("no rejoin in time")?;
+    rejoined?;
+    assert!(room.is_joined());
+    romeo_room.send_message("m3").await?;
+    let mut after = room_bodies_until(&mut room_events, "m3").await?;
+    for (body, count) in before.into_iter().chain(during) {
+        *after.entry(body).or_insert(0) += count;
+    }
+    assert_each_once(&after, "m", 3)?;
+    room.destroy(None, None).await?;
+    romeo.disconnect().await;
     juliet.disconnect().await;
     Ok(())
 }
