@@ -4,8 +4,8 @@
 #   scripts/interop.sh [PYTEST ARGS…]     e.g. scripts/interop.sh -k register -x
 #
 # Makes the venv .venv (python3 -m venv) and installs tests/interop/requirements.txt into it
-# when missing or changed, builds target/debug/corvid (and corvid-chat, whose tests find it
-# next to corvid) only when it is missing, then runs
+# when missing or changed, builds target/debug/corvid (and corvid-chat and the SDK's
+# examples, whose tests find them next to corvid) only when missing, then runs
 # `pytest tests/interop -q`. Exits non-zero when a test fails.
 # CORVID_BIN overrides the server binary (default target/debug/corvid).
 set -euo pipefail
@@ -52,6 +52,10 @@ fi
 if [ ! -x "$(dirname "$CORVID_BIN")/corvid-chat" ]; then
     echo "== interop: corvid-chat is missing beside $CORVID_BIN; cargo build -p corvid-chat"
     cargo build -p corvid-chat
+fi
+if [ ! -x "$(dirname "$CORVID_BIN")/examples/connect" ]; then
+    echo "== interop: the SDK's examples are missing beside $CORVID_BIN; cargo build -p corvid-client --examples"
+    cargo build -p corvid-client --examples
 fi
 CORVID_BIN="$(cd "$(dirname "$CORVID_BIN")" && pwd)/$(basename "$CORVID_BIN")"
 export CORVID_BIN
