@@ -62,8 +62,13 @@ class CorvidServer:
     Its stderr goes to a log file that conftest.py attaches to failing tests' reports.
     """
 
-    def __init__(self, name: str, *, registration_open: bool = True, limits: dict[str, int] | None = None):
+    def __init__(self, name: str, *, registration_open: bool = True, limits: dict[str, int] | None = None,
+                 components: dict[str, str] | None = None):
         self.name = name
+        #: External components (XEP-0114) the server accepts: domain → secret.
+        self.components = components or {}
+        #: Where components connect (a free port, when there are components).
+        self.component_port = 0
         self.registration_open = registration_open
         self.limits = {"idle_ping_secs": 300, **(limits or {})}
         self.dir = Path(tempfile.mkdtemp(prefix=f"corvid-interop-{name}-"))
@@ -78,11 +83,18 @@ class CorvidServer:
 
     def _write_config(self) -> None:
         limits = "\n".join(f"{key} = {value}" for key, value in self.limits.items())
+        if self.components and not self.component_port:
+            self.component_port = _free_port()
+        components = "".join(
+            f'\n[[components]]\ndomain = "{domain}"\nsecret = "{secret}"\n'
+            for domain, secret in self.components.items()
+        )
         self.config_path.write_text(
             f"""\
 domains = ["{DOMAIN}"]
 data_dir = "{self.dir / 'data'}"
-
+component_listen = ["{HOST}:{self.component_port or _free_port()}"]
+{components}
 [c2s]
 listen = ["{HOST}:{self.port}"]
 tls_listen = ["{HOST}:{self.tls_port}"]
@@ -131,7 +143,7 @@ level = "corvid_server=debug,info"
 
     def _wait_listening(self) -> bool:
         deadline = time.monotonic() + START_TIMEOUT
-        pending = {self.port, self.tls_port}
+        pending = {self.port, self.tls_port} | ({self.component_port} if self.components else set())
         while pending and time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
                 return False

@@ -42,6 +42,22 @@ pub struct Config {
     pub mam: MamConfig,
     pub stream_management: StreamManagementConfig,
     pub push: PushConfig,
+    /// Where external components (XEP-0114) connect; used only when `components` names
+    /// some. Loopback by default: components are trusted programs on the same host.
+    pub component_listen: Vec<SocketAddr>,
+    /// External components (XEP-0114), each serving a domain of its own.
+    pub components: Vec<ComponentConfig>,
+}
+
+/// One external component (XEP-0114): the domain it serves and the secret it proves it
+/// knows.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentConfig {
+    /// The component's domain, e.g. `irc.localhost`.
+    pub domain: String,
+    /// The shared secret of the handshake.
+    pub secret: String,
 }
 
 impl Default for Config {
@@ -49,6 +65,8 @@ impl Default for Config {
         Config {
             domains: vec!["localhost".into()],
             data_dir: PathBuf::from("./corvid-data"),
+            component_listen: vec![SocketAddr::from(([127, 0, 0, 1], 5347))],
+            components: Vec::new(),
             storage: StorageConfig::default(),
             c2s: C2sConfig::default(),
             tls: TlsConfig::default(),
@@ -568,6 +586,31 @@ impl Config {
                 "muc.domain and pubsub.domain must differ".into(),
             ));
         }
+        for (i, component) in self.components.iter().enumerate() {
+            let domain = component.domain.to_ascii_lowercase();
+            if corvid_proto::BareJid::new(&domain).map_or(true, |j| j.node().is_some()) {
+                return Err(ConfigError::Invalid(format!(
+                    "components: {:?} is not a domain",
+                    component.domain
+                )));
+            }
+            let taken = self.serves(&domain)
+                || domain == self.muc_domain()
+                || domain == self.pubsub_domain()
+                || self.components[..i]
+                    .iter()
+                    .any(|c| c.domain.eq_ignore_ascii_case(&domain));
+            if taken {
+                return Err(ConfigError::Invalid(format!(
+                    "components: {domain} is already served"
+                )));
+            }
+            if component.secret.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "components: {domain} needs a secret"
+                )));
+            }
+        }
         for admin in &self.pubsub.admins {
             if jid::BareJid::new(admin).is_err() {
                 return Err(ConfigError::Invalid(format!(
@@ -603,6 +646,13 @@ impl Config {
 
     pub fn serves(&self, domain: &str) -> bool {
         self.domains.iter().any(|d| d == domain)
+    }
+
+    /// The external component configured for `domain`.
+    pub fn component(&self, domain: &str) -> Option<&ComponentConfig> {
+        self.components
+            .iter()
+            .find(|c| c.domain.eq_ignore_ascii_case(domain))
     }
 
     /// The first served domain. `validate` insists there is one; a library user who skips

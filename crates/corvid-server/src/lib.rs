@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admission;
 pub mod auth_throttle;
 pub mod c2s;
+pub mod component;
 pub mod config;
 pub mod iq_tracker;
 pub mod limits;

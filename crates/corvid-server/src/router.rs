@@ -74,8 +74,7 @@ pub async fn route(server: &Arc<Server>, stanza: Element) {
         return service.handle_service_stanza(&ctx(server), stanza).await;
     }
     if !server.config.serves(to.domain().as_str()) {
-        // Server-to-server federation is a later issue; until then remote domains are unreachable.
-        return bounce(server, &stanza, StanzaError::remote_server_not_found()).await;
+        return to_elsewhere(server, stanza, to.domain().as_str()).await;
     }
     if to.node().is_none() {
         return to_server(server, stanza, kind, to).await;
@@ -84,6 +83,24 @@ pub async fn route(server: &Arc<Server>, stanza: Element) {
         Ok(full) => to_full_jid(server, stanza, kind, full).await,
         Err(bare) => to_bare_jid(server, stanza, kind, bare).await,
     }
+}
+
+/// A stanza for a domain this server does not serve itself: an external component's, or
+/// (federation being a later issue) an unreachable one.
+async fn to_elsewhere(server: &Arc<Server>, stanza: Element, domain: &str) {
+    use crate::component::Undelivered;
+    let error = match server.components.deliver(server, domain, stanza) {
+        Ok(()) => return,
+        Err((Undelivered::Away, stanza)) => (
+            stanza,
+            StanzaError::service_unavailable().with_text("The component is not connected"),
+        ),
+        Err((Undelivered::Full, stanza)) => (stanza, StanzaError::resource_constraint()),
+        Err((Undelivered::NotAComponent, stanza)) => {
+            (stanza, StanzaError::remote_server_not_found())
+        }
+    };
+    bounce(server, &error.0, error.1).await;
 }
 
 fn ctx(server: &Arc<Server>) -> Ctx {

@@ -60,6 +60,8 @@ pub struct Server {
     pub pubsub: crate::modules::pubsub::Engine,
     /// Sessions that may be resumed (XEP-0198), by stream management id.
     pub resumption: crate::c2s::ResumeRegistry,
+    /// External components connected now (XEP-0114).
+    pub components: crate::component::Components,
     pub started: Instant,
     shutdown: watch::Receiver<bool>,
 }
@@ -78,6 +80,8 @@ pub struct RunningServer {
     pub c2s_addrs: Vec<SocketAddr>,
     /// Direct-TLS c2s addresses, as bound.
     pub tls_addrs: Vec<SocketAddr>,
+    /// External component (XEP-0114) addresses, as bound; none without components.
+    pub component_addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
     listeners: JoinSet<()>,
 }
@@ -113,6 +117,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         caps: Default::default(),
         pubsub: Default::default(),
         resumption: Default::default(),
+        components: Default::default(),
         config,
         store,
         modules,
@@ -141,11 +146,27 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             listeners.spawn(c2s::accept_loop(server.clone(), listener, direct_tls));
         }
     }
+    let mut component_addrs = Vec::new();
+    if !server.config.components.is_empty() {
+        for addr in &server.config.component_listen {
+            let listener = listen(*addr).map_err(|source| StartError::Listen {
+                addr: *addr,
+                source,
+            })?;
+            let local = listener.local_addr().map_err(|source| StartError::Listen {
+                addr: *addr,
+                source,
+            })?;
+            component_addrs.push(local);
+            listeners.spawn(crate::component::accept_loop(server.clone(), listener));
+        }
+    }
     listeners.spawn(crate::memory::trim_periodically(server.shutdown_signal()));
     Ok(RunningServer {
         server,
         c2s_addrs,
         tls_addrs,
+        component_addrs,
         stop,
         listeners,
     })

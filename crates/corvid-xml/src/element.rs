@@ -50,6 +50,24 @@ impl Element {
         &self.ns
     }
 
+    /// The same element with every element in namespace `from` (itself and its
+    /// descendants) moved to namespace `to`: a stanza read in one stream namespace
+    /// (`jabber:component:accept`, `jabber:server`) carried in another (`jabber:client`).
+    pub fn map_ns(mut self, from: &str, to: &str) -> Self {
+        fn walk(el: &mut Element, from: &str, to: &str) {
+            if el.ns == from {
+                el.ns = to.to_owned();
+            }
+            for node in &mut el.children {
+                if let Node::Element(child) = node {
+                    walk(child, from, to);
+                }
+            }
+        }
+        walk(&mut self, from, to);
+        self
+    }
+
     /// Whether this element is `name` in namespace `ns`.
     pub fn is(&self, name: &str, ns: &str) -> bool {
         self.name == name && self.ns == ns

@@ -112,6 +112,10 @@ fn server_items(server: &crate::server::Server) -> Element {
     for domain in server.modules.service_domains() {
         query.append_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", domain));
     }
+    // External components (XEP-0114) that are connected.
+    for domain in server.components.connected() {
+        query.append_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", domain));
+    }
     query
 }
 

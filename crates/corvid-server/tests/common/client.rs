@@ -56,6 +56,8 @@ pub enum Incoming {
     StreamClosed,
     /// The connection ended (EOF, reset, or a broken TLS layer).
     Disconnected,
+    /// A stream header, for [`Client::read_stream_header`] only.
+    HeaderRead,
 }
 
 /// How a connection ended, for tests that read whatever is left.
@@ -83,6 +85,8 @@ pub struct Client {
     pub features: Option<Element>,
     /// The full JID bound on this stream.
     pub jid: Option<String>,
+    /// `next_incoming` returns [`Incoming::HeaderRead`] on a stream header.
+    stop_at_header: bool,
 }
 
 async fn tcp_from(local: std::net::IpAddr, addr: SocketAddr) -> Result<TcpStream> {
@@ -116,6 +120,7 @@ impl Client {
             header: None,
             features: None,
             jid: None,
+            stop_at_header: false,
         }
     }
 
@@ -249,6 +254,19 @@ impl Client {
 
     // --- receiving -----------------------------------------------------------------------
 
+    /// Reads the server's stream header, when nothing else is expected before it (a
+    /// component stream has no features to wait for).
+    pub async fn read_stream_header(&mut self) -> Result<StreamHeader> {
+        self.header = None;
+        self.stop_at_header = true;
+        let next = self.next_incoming().await;
+        self.stop_at_header = false;
+        match next? {
+            Incoming::HeaderRead => self.header.clone().context("no header"),
+            other => bail!("expected a stream header, got {other:?}"),
+        }
+    }
+
     /// The next thing the server sent: an element, the stream close or the disconnect.
     /// Stream headers are recorded in `self.header` and skipped.
     pub async fn next_incoming(&mut self) -> Result<Incoming> {
@@ -262,6 +280,9 @@ impl Client {
             match event.map_err(|e| anyhow!("the server sent XML we cannot parse: {e}"))? {
                 Some(StreamEvent::Open(header)) => {
                     self.header = Some(header);
+                    if self.stop_at_header {
+                        return Ok(Incoming::HeaderRead);
+                    }
                     continue;
                 }
                 Some(StreamEvent::Stanza(el)) => return Ok(Incoming::Element(el)),
@@ -342,6 +363,7 @@ impl Client {
             Incoming::StreamClosed => {}
             Incoming::Disconnected => bail!("the connection ended without </stream:stream>"),
             Incoming::Element(el) => bail!("expected </stream:stream>, got {el}"),
+            Incoming::HeaderRead => bail!("expected </stream:stream>, got a stream header"),
         }
         match self.next_incoming().await? {
             Incoming::Disconnected => Ok(()),
@@ -364,7 +386,7 @@ impl Client {
                     }
                     None => skipped.push(el),
                 },
-                Incoming::StreamClosed | Incoming::Disconnected => {
+                Incoming::StreamClosed | Incoming::Disconnected | Incoming::HeaderRead => {
                     return Ok((Ending::Dropped, skipped));
                 }
             }

@@ -41,6 +41,8 @@ pub struct TestServer {
     pub c2s_addr: SocketAddr,
     /// The direct-TLS port (XEP-0368).
     pub tls_addr: SocketAddr,
+    /// The external components' port (XEP-0114), when components are configured.
+    pub component_addr: Option<SocketAddr>,
     _dir: TempDir,
 }
 
@@ -54,6 +56,7 @@ pub fn test_config(dir: &TempDir) -> Config {
     };
     config.c2s.listen = vec![any_port];
     config.c2s.tls_listen = vec![any_port];
+    config.component_listen = vec![any_port];
     config.limits.unauthenticated_timeout_secs = 10;
     config
 }
@@ -81,6 +84,7 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> Result<TestS
         server: running.server.clone(),
         c2s_addr: running.c2s_addrs[0],
         tls_addr: running.tls_addrs[0],
+        component_addr: running.component_addrs.first().copied(),
         running: Some(running),
         _dir: dir,
     })
