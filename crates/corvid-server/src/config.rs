@@ -47,6 +47,25 @@ pub struct Config {
     pub component_listen: Vec<SocketAddr>,
     /// External components (XEP-0114), each serving a domain of its own.
     pub components: Vec<ComponentConfig>,
+    pub admin: AdminConfig,
+}
+
+/// The admin socket the `corvid` CLI asks a running server through (`admin.rs`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub enabled: bool,
+    /// The Unix socket's path; by default `admin.sock` in `data_dir`.
+    pub socket: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            socket: None,
+        }
+    }
 }
 
 /// One external component (XEP-0114): the domain it serves and the secret it proves it
@@ -67,6 +86,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./corvid-data"),
             component_listen: vec![SocketAddr::from(([127, 0, 0, 1], 5347))],
             components: Vec::new(),
+            admin: AdminConfig::default(),
             storage: StorageConfig::default(),
             c2s: C2sConfig::default(),
             tls: TlsConfig::default(),
@@ -646,6 +666,14 @@ impl Config {
 
     pub fn serves(&self, domain: &str) -> bool {
         self.domains.iter().any(|d| d == domain)
+    }
+
+    /// Where the admin socket is.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.admin
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.sock"))
     }
 
     /// The external component configured for `domain`.

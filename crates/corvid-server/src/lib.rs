@@ -2,6 +2,7 @@
 //! manager and the modules (one per XEP). The `corvid` binary is a thin shell around it.
 
 pub mod accounts;
+pub mod admin;
 pub mod admission;
 pub mod auth_throttle;
 pub mod c2s;

@@ -161,6 +161,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             listeners.spawn(crate::component::accept_loop(server.clone(), listener));
         }
     }
+    if server.config.admin.enabled {
+        let path = server.config.admin_socket();
+        match crate::admin::bind(&path) {
+            Ok(listener) => {
+                listeners.spawn(crate::admin::serve(server.clone(), listener, path));
+            }
+            // The server runs without it; the CLI's live commands will say so.
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "no admin socket"),
+        }
+    }
     listeners.spawn(crate::memory::trim_periodically(server.shutdown_signal()));
     Ok(RunningServer {
         server,

@@ -63,8 +63,12 @@ async fn connected(ts: &TestServer) -> Result<Client> {
 #[tokio::test]
 async fn the_handshake_admits_a_component_with_the_secret() -> Result<()> {
     let ts = server().await?;
+    let answer = corvid_server::admin::respond(&ts.server, "components");
+    ensure!(answer == format!("{GATEWAY}\taway\n"), "{answer}");
     let link = connected(&ts).await?;
     ensure!(ts.server.components.connected() == [GATEWAY]);
+    let answer = corvid_server::admin::respond(&ts.server, "components");
+    ensure!(answer == format!("{GATEWAY}\tconnected\n"), "{answer}");
     drop(link);
     ts.shutdown().await;
     Ok(())

@@ -26,6 +26,17 @@ enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// External components (XEP-0114) of the running server.
+    #[command(subcommand)]
+    Components(ComponentsCommand),
+    /// What the running server is doing: its number of client sessions.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum ComponentsCommand {
+    /// Each configured component's domain, and whether it is connected now.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -74,6 +85,10 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve => runtime.block_on(serve(config)),
         Command::User(cmd) => runtime.block_on(user(config, cmd)),
+        Command::Components(ComponentsCommand::List) => {
+            runtime.block_on(live(&config, "components"))
+        }
+        Command::Status => runtime.block_on(live(&config, "sessions")),
     }
 }
 
@@ -122,6 +137,21 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Asks the running server (through its admin socket) and prints the answer.
+async fn live(config: &Config, request: &str) -> Result<()> {
+    let path = config.admin_socket();
+    let lines = corvid_server::admin::ask(&path, request)
+        .await
+        .with_context(|| format!("no running server answers on {}", path.display()))?;
+    for line in lines {
+        if let Some(error) = line.strip_prefix("error\t") {
+            bail!("the server says: {error}");
+        }
+        println!("{line}");
+    }
+    Ok(())
 }
 
 async fn user(config: Config, cmd: UserCommand) -> Result<()> {

@@ -159,3 +159,59 @@ fn unknown_config_keys_are_rejected() {
         "the error names the unknown key: {err}"
     );
 }
+
+/// `corvid components list` and `corvid status` ask the running server, through its admin
+/// socket; without a server they say so.
+#[test]
+fn live_commands_ask_the_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("corvid.toml");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (c2s, tls, component) = (free(), free(), free());
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = '{}'\ncomponent_listen = ['127.0.0.1:{component}']\n\
+             [[components]]\ndomain = 'gw.localhost'\nsecret = 's'\n\
+             [c2s]\nlisten = ['127.0.0.1:{c2s}']\ntls_listen = ['127.0.0.1:{tls}']\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = corvid(&config, &["components", "list"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no running server answers"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut server = Command::new(env!("CARGO_BIN_EXE_corvid"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("corvid serve runs");
+    let socket = dir.path().join("data").join("admin.sock");
+    for _ in 0..200 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let out = corvid(&config, &["components", "list"], None);
+    let status = corvid(&config, &["status"], None);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "gw.localhost\taway\n");
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert_eq!(text(&status.stdout), "sessions\t0\n");
+}
