@@ -34,6 +34,7 @@ from interop_support import (
 )
 
 NS_MUC = "http://jabber.org/protocol/muc"
+NS_DIRECT_INVITE = "jabber:x:conference"
 NS_RECEIPTS = "urn:xmpp:receipts"
 ROOMS = f"conference.{DOMAIN}"
 
@@ -109,6 +110,44 @@ def json_line(**expected):
     return match
 
 
+async def lines_until(stream, done, what: str, timeout: float = TIMEOUT) -> list[str]:
+    """Reads lines from `stream` until `done(lines so far)`; fails with the lines seen."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not done(lines):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"expected {what} within {timeout}s; got lines: {lines}")
+        try:
+            raw = await asyncio.wait_for(stream.readline(), remaining)
+        except asyncio.TimeoutError:
+            continue
+        if not raw:
+            raise AssertionError(f"expected {what}; the stream ended after: {lines}")
+        lines.append(raw.decode().rstrip("\n"))
+    return lines
+
+
+async def lines_within(stream, seconds: float) -> list[str]:
+    """The lines `stream` gives within `seconds`."""
+    lines: list[str] = []
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            raw = await asyncio.wait_for(stream.readline(), remaining)
+        except asyncio.TimeoutError:
+            break
+        if not raw:
+            break
+        lines.append(raw.decode().rstrip("\n"))
+    return lines
+
+
+def through(proxy, env: dict[str, str]) -> dict[str, str]:
+    """`env` with corvid-chat connecting through `proxy` (a CutProxy) instead."""
+    return {**env, "CORVID_CHAT_SERVER": f"{HOST}:{proxy.port}"}
+
+
 async def stop(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         proc.terminate()
@@ -162,6 +201,73 @@ async def test_listen_prints_a_peers_message_as_a_json_line(server, im, tmp_path
         assert obj["stamp"].endswith("Z")
     finally:
         await stop(proc)
+
+
+async def listen_through_a_cut(peer, proxy, env, while_away=None) -> str:
+    """Runs `listen` through `proxy`, cuts it off for a while (the server does not know and
+    writes into the void; then `while_away()` runs), and checks that what the peer sent
+    before, during and after the cut is printed, each message once. Returns the line
+    saying how listen came back."""
+    proc = await start_chat(through(proxy, env), "listen")
+    jid = env["CORVID_CHAT_JID"]
+    try:
+        await line_where(proc.stderr, lambda l: l.startswith("listening as"), "the listening line")
+        peer.message(jid, "before the cut")
+        printed = await lines_until(proc.stdout, lambda ls: any("before the cut" in l for l in ls),
+                                    "the first message")
+        await proxy.stop_accepting()
+        proxy.cut()
+        await line_where(proc.stderr, lambda l: l.startswith("reconnecting (attempt 1)"), "the reconnecting line")
+        during = [f"during the cut {i}" for i in range(3)]
+        for body in during:
+            peer.message(jid, body)
+        await line_where(proc.stderr, lambda l: l.startswith("reconnection attempt 1 failed"),
+                         "a failed attempt while the proxy refuses")
+        if while_away is not None:
+            await while_away()
+        await proxy.accept_again()
+        back = await line_where(proc.stderr, lambda l: l.startswith("back"), "the back line", timeout=TIMEOUT * 2)
+        after = [f"after the cut {i}" for i in range(3)]
+        for body in after:
+            peer.message(jid, body)
+        wanted = ["before the cut", *during, *after]
+
+        def bodies(lines):
+            return [json.loads(l)["body"] for l in lines]
+
+        printed += await lines_until(proc.stdout, lambda ls: set(wanted) <= set(bodies(printed + ls)),
+                                     "every message")
+        # Anything printed twice would come now.
+        printed += await lines_within(proc.stdout, 1.0)
+        assert sorted(bodies(printed)) == sorted(wanted), printed
+        assert all(json.loads(l)["from"] == peer.full for l in printed), printed
+        assert proc.returncode is None
+        return back
+    finally:
+        await stop(proc)
+
+
+async def test_listen_resumes_after_a_cut_and_prints_every_message_once(server, im, proxies, tmp_path):
+    peer = await im.user(server, "peer")
+    jid, password = server.new_account("chat")
+    back = await listen_through_a_cut(peer, await proxies(server), chat_env(server, jid, password, tmp_path))
+    assert "resumed" in back, back
+
+
+async def test_listen_catches_up_from_the_archive_when_the_session_is_gone(make_im_server, im, proxies,
+                                                                           tmp_path):
+    own = make_im_server("chat-expire", sections={"stream_management": {"resume_timeout_secs": 1}})
+    peer = await im.user(own, "peer")
+    jid, password = own.new_account("chat")
+    proxy = await proxies(own)
+
+    async def until_the_session_expires():
+        proxy.release()
+        await asyncio.sleep(3)
+
+    back = await listen_through_a_cut(peer, proxy, chat_env(own, jid, password, tmp_path),
+                                      until_the_session_expires)
+    assert "from the archive" in back, back
 
 
 async def test_roster_lists_a_contact_added_beforehand(server, im, tmp_path):

@@ -200,6 +200,7 @@ impl Worker {
                 self.rooms.leave(&room);
                 Ok(())
             }
+            Action::SetSubject { room, subject } => self.rooms.set_subject(&room, &subject).await,
             Action::Add(jid) => {
                 roster
                     .set(&jid, None, &[])

@@ -93,16 +93,26 @@ impl Rooms {
         }
     }
 
+    fn room(&self, jid: &str) -> Result<Arc<Room>, String> {
+        let room = self.open().get(jid).map(|(room, _)| room.clone());
+        room.ok_or_else(|| format!("not in {jid}"))
+    }
+
     /// Says `body` in `jid`.
     pub async fn send(&self, jid: &str, body: &str) -> Result<(), String> {
-        let room = self.open().get(jid).map(|(room, _)| room.clone());
-        let Some(room) = room else {
-            return Err(format!("not in {jid}"));
-        };
-        room.send_message(body)
+        self.room(jid)?
+            .send_message(body)
             .await
             .map(drop)
             .map_err(|e| format!("sending to {jid} failed: {e}"))
+    }
+
+    /// Asks `jid` to take `subject`; a refusal comes back as a message error.
+    pub async fn set_subject(&self, jid: &str, subject: &str) -> Result<(), String> {
+        self.room(jid)?
+            .set_subject(subject)
+            .await
+            .map_err(|e| format!("changing the subject of {jid} failed: {e}"))
     }
 
     /// Leaves `jid` (the room is dropped once it said goodbye, or gave up waiting).

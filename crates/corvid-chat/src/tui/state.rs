@@ -120,6 +120,11 @@ pub enum Action {
     Leave {
         room: String,
     },
+    /// Change a room's subject (XEP-0045 §8.1); the room tells the new one back.
+    SetSubject {
+        room: String,
+        subject: String,
+    },
     /// Add to the roster and ask to see their presence.
     Add(String),
     /// Let them see our presence, and ask for theirs.

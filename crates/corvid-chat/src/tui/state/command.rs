@@ -15,6 +15,8 @@ pub enum Command {
         nick: Option<String>,
     },
     Leave(Option<String>),
+    /// `/subject TEXT`: the selected room's new subject (empty: none).
+    Subject(String),
     Add(String),
     Accept(Option<String>),
     Refuse(Option<String>),
@@ -27,7 +29,7 @@ pub enum Command {
     Quit,
 }
 
-const HELP: &str = "/chat JID, /join [ROOM [NICK]], /leave, /add JID, /accept [JID], \
+const HELP: &str = "/chat JID, /join [ROOM [NICK]], /leave, /subject TEXT, /add JID, /accept [JID], \
                     /refuse [JID], /status online|chat|away|xa|dnd [TEXT], /quit; \
                     Tab/Up/Down select, PageUp/PageDown scroll";
 
@@ -54,6 +56,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
             _ => Err("/join takes ROOM@SERVICE and a NICK, or nothing for an invitation".into()),
         },
         "/leave" | "/part" => Ok(Command::Leave(optional())),
+        "/subject" | "/topic" => Ok(Command::Subject(rest.to_owned())),
         "/add" => one("a JID").map(Command::Add),
         "/accept" => Ok(Command::Accept(optional())),
         "/refuse" => Ok(Command::Refuse(optional())),
@@ -82,6 +85,13 @@ impl State {
         match command {
             Command::Join { room, nick } => self.join(room, nick),
             Command::Leave(room) => self.leave(room),
+            Command::Subject(subject) => match self.selected_of(EntryKind::Room) {
+                Some(room) => vec![Action::SetSubject { room, subject }],
+                None => {
+                    self.notice = "/subject is for a room: select one".into();
+                    Vec::new()
+                }
+            },
             Command::Add(jid) => {
                 let jid = bare(&jid);
                 self.notice = format!("asked {jid} to be your contact");

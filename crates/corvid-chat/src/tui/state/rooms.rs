@@ -200,6 +200,13 @@ mod tests {
         let room = &s.rooms[LOBBY];
         assert_eq!(room.occupants.iter().collect::<Vec<_>>(), ["cat", "juliet"]);
         assert_eq!(room.subject.as_deref(), Some("Mantua"));
+        assert_eq!(
+            typed(&mut s, "/subject Padua at dawn"),
+            [Action::SetSubject {
+                room: LOBBY.into(),
+                subject: "Padua at dawn".into()
+            }]
+        );
         // Our own nick change is ours.
         s.apply(lobby(RoomInput::NickChanged {
             old: "juliet".into(),
