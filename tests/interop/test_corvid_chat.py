@@ -483,6 +483,11 @@ async def test_tui_joins_a_room_and_talks_with_a_slixmpp_occupant(server, im, tm
     occupant.presence(to=f"{room}/occ", extra=[ET.Element(f"{{{NS_MUC}}}x")])
     await occupant.inbox.expect(is_presence(None, frm=f"{room}/occ"), "the occupant's self-presence")
 
+    # The newcomer is announced and listed beside the conversation, with us.
+    screen = await t.wait_text("-- occ joined")
+    assert "Occupants (2)" in screen, screen
+    assert "tuinick (you)" in screen, screen
+
     t.type("hello everyone")
     await occupant.inbox.expect(is_message(frm=f"{room}/tuinick", body="hello everyone", mtype="groupchat"),
                                 "the TUI's room message")
@@ -490,8 +495,109 @@ async def test_tui_joins_a_room_and_talks_with_a_slixmpp_occupant(server, im, tm
     screen = await t.wait_text("<occ> welcome tuinick")
     assert "<tuinick> hello everyone" in screen
 
+    # We created the room, so we may set its subject; it shows in the conversation's title.
+    t.type("/subject Tonight at the ball")
+    got = await occupant.inbox.expect(lambda st: st.name == "message" and st["subject"] == "Tonight at the ball",
+                                      "the new subject")
+    assert got["from"] == f"{room}/tuinick"
+    screen = await t.wait_text("-- tuinick set the subject: Tonight at the ball")
+    assert f"{room} - Tonight at the ball" in screen, screen
+
+    # An invitation (XEP-0249) is listed, and `/join` with it selected enters the room.
+    other_room = f"{unique_name('ball')}@{ROOMS}"
+    occupant.message(jid, None, mtype=None,
+                     extra=[ET.Element(f"{{{NS_DIRECT_INVITE}}}x", {"jid": other_room, "reason": "dance"})])
+    await t.wait_text(f"! {other_room}")
+    assert "invites you to" in t.screen()
+    t.keys("Up")
+    t.type("/join")
+    nick = jid.split("@")[0]
+    await t.wait_text(f"joined {other_room} as {nick}")
+    assert f"! {other_room}" not in t.screen()
+    assert f"# {other_room}" in t.screen()
+    t.type(f"/leave {other_room}")
+    await t.wait_for(lambda s: f"# {other_room}" not in s, "the other room gone from the list")
+
+    # Someone comes and goes: announced in the room.
+    t.keys("Down")
+    passer = await im.user(server, "passer")
+    passer.presence(to=f"{room}/passer", extra=[ET.Element(f"{{{NS_MUC}}}x")])
+    screen = await t.wait_text("-- passer joined")
+    assert "Occupants (3)" in screen, screen
+    passer.presence("unavailable", to=f"{room}/passer")
+    screen = await t.wait_text("-- passer left")
+    assert "Occupants (2)" in screen, screen
+
     t.type("/leave")
     await occupant.inbox.expect(is_presence("unavailable", frm=f"{room}/tuinick"), "the TUI leaving")
     await t.wait_for(lambda s: f"# {room}" not in s, "the room gone from the list")
+    t.keys("C-c")
+    await t.wait_text("corvid-chat exited 0")
+
+
+async def test_tui_shows_a_lost_connection_and_comes_back_by_itself(server, im, proxies, tmux, tmp_path):
+    peer = await im.user(server, "peer")
+    jid, password = server.new_account("tui")
+    proxy = await proxies(server)
+    env = {**through(proxy, chat_env(server, jid, password, tmp_path)), "TERM": "xterm-256color",
+           "LANG": "C.UTF-8"}
+    t = tmux(env)
+    t.start(f"{shlex.quote(str(chat_bin()))}; echo corvid-chat exited $?; sleep 600")
+    await t.wait_text(f"connected as {jid}")
+    t.type(f"/chat {peer.bare}")
+
+    await proxy.stop_accepting()
+    proxy.cut()
+    screen = await t.wait_text("reconnecting (attempt")
+    assert "[reconnecting]" in screen, screen
+    peer.message(jid, "said while you were away")
+    # The proxy refuses for a while: further attempts.
+    await t.wait_text("reconnecting (attempt 2)…", timeout=TIMEOUT * 2)
+    await proxy.accept_again()
+    screen = await t.wait_for(lambda s: "| back" in s, "back in the status line", timeout=TIMEOUT * 2)
+    assert "[online]" in screen, screen
+    screen = await t.wait_text("said while you were away")
+    assert screen.count("said while you were away") == 1, screen
+
+    # Still working both ways.
+    t.type("and now?")
+    await peer.inbox.expect(is_message(from_bare=jid, body="and now?", mtype="chat"), "the TUI's message after")
+    t.keys("C-c")
+    await t.wait_text("corvid-chat exited 0")
+
+
+async def test_tui_pages_back_through_the_archive(server, im, tmux, tmp_path):
+    peer = await im.user(server, "peer")
+    jid, password = server.new_account("tui")
+    # An earlier session got sixty messages: more than the TUI loads at first (fifty).
+    earlier = await im.online(server, f"{jid}/earlier", password)
+    for i in range(60):
+        peer.message(jid, f"old message {i:02}")
+    await earlier.inbox.expect(is_message(body="old message 59"), "the last old message")
+    await earlier.close()
+
+    env = {**chat_env(server, jid, password, tmp_path), "TERM": "xterm-256color", "LANG": "C.UTF-8"}
+    t = tmux(env)
+    t.start(f"{shlex.quote(str(chat_bin()))}; echo corvid-chat exited $?; sleep 600")
+    await t.wait_text(f"connected as {jid}")
+    t.type(f"/chat {peer.bare}")
+    screen = await t.wait_text("old message 59")
+    assert "old message 10" not in screen, "more than a screen is shown"
+
+    # PageUp scrolls to the oldest loaded line; once more, and the page before it is loaded.
+    t.keys("PageUp")
+    screen = await t.wait_text("old message 10")
+    assert "old message 09" not in screen and "old message 59" not in screen, screen
+    t.keys("PageUp")
+    screen = await t.wait_text("old message 00")
+    assert "10 older messages" in screen, screen
+    t.keys("PageUp")
+    await t.wait_text("the beginning of the conversation")
+
+    # PageDown back to the newest, each line once.
+    for _ in range(4):
+        t.keys("PageDown")
+    screen = await t.wait_text("old message 59")
+    assert screen.count("old message 59") == 1, screen
     t.keys("C-c")
     await t.wait_text("corvid-chat exited 0")
