@@ -339,6 +339,47 @@ async def test_join_talks_with_a_slixmpp_occupant(server, im, tmp_path):
         await stop(proc)
 
 
+async def test_join_enters_again_after_a_new_session_and_prints_nothing_twice(make_im_server, im, proxies,
+                                                                              tmp_path):
+    own = make_im_server("chat-rejoin", sections={"stream_management": {"resume_timeout_secs": 1}})
+    proxy = await proxies(own)
+    room = f"{unique_name('room')}@{ROOMS}"
+    jid, password = own.new_account("chat")
+    proc = await start_chat(through(proxy, chat_env(own, jid, password, tmp_path)), "join", room, "chatter",
+                            stdin=asyncio.subprocess.PIPE)
+    try:
+        await line_where(proc.stderr, lambda l: l.startswith(f"joined {room}"), "the joined line")
+        occupant = await im.user(own, "occupant")
+        occupant.presence(to=f"{room}/occ", extra=[ET.Element(f"{{{NS_MUC}}}x")])
+        await occupant.inbox.expect(is_presence(None, frm=f"{room}/occ"), "the occupant's self-presence")
+        occupant.message(room, "before the cut", mtype="groupchat")
+        await line_where(proc.stdout, json_line(body="before the cut"), "the message before the cut")
+
+        # Cut off for longer than the server keeps the session: the room sees chatter go.
+        await proxy.stop_accepting()
+        proxy.cut()
+        proxy.release()
+        await occupant.inbox.expect(is_presence("unavailable", frm=f"{room}/chatter"), "chatter's session ending")
+        await proxy.accept_again()
+        await occupant.inbox.expect(is_presence(None, frm=f"{room}/chatter"), "chatter back in the room",
+                                    timeout=TIMEOUT * 2)
+
+        # The history the room sends again is not printed again; what comes next is.
+        occupant.message(room, "after the cut", mtype="groupchat")
+        lines = await lines_until(proc.stdout, lambda ls: any("after the cut" in l for l in ls), "the message after")
+        lines += await lines_within(proc.stdout, 1.0)
+        assert [json.loads(l)["body"] for l in lines] == ["after the cut"], lines
+        proc.stdin.write(b"still here\n")
+        await proc.stdin.drain()
+        await occupant.inbox.expect(is_message(frm=f"{room}/chatter", body="still here", mtype="groupchat"),
+                                    "chatter's message after coming back")
+        proc.stdin.close()
+        await asyncio.wait_for(proc.wait(), TIMEOUT)
+        assert proc.returncode == 0, (await proc.stderr.read()).decode()
+    finally:
+        await stop(proc)
+
+
 async def test_a_wrong_password_fails_with_a_message(server, tmp_path):
     jid, _ = server.new_account("chat")
     code, out, err = await run_chat(chat_env(server, jid, "wrong", tmp_path), "roster")
