@@ -6,7 +6,9 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use corvid_client::{DisconnectReason, Event, Events, JoinOptions, ReceiptEvent, RoomEvent};
+use corvid_client::{
+    DisconnectReason, Event, Events, JoinOptions, Joined, ReceiptEvent, Room, RoomEvent,
+};
 use corvid_proto::BareJid;
 use corvid_xml::Element;
 use serde::Serialize;
@@ -181,30 +183,9 @@ pub async fn join(session: Session, room: &str, nick: &str) -> anyhow::Result<()
         .with_context(|| format!("{room} is not a room's JID"))?;
     let (room, mut room_events) = muc.room(jid, nick);
     let mut shown = muc::Shown::default();
-    // Until the room lets us in, nothing is read from stdin (but the stream's events are).
-    {
-        let entering =
-            tokio::time::timeout(JOIN_TIMEOUT, muc::enter(&room, JoinOptions::default()));
-        tokio::pin!(entering);
-        loop {
-            tokio::select! {
-                entered = &mut entering => {
-                    let jid = room.jid();
-                    match entered {
-                        Ok(Ok(joined)) => eprintln!("joined {jid} as {}", joined.nick),
-                        Ok(Err(e)) => bail!("{jid} refused the join: {e}"),
-                        Err(_) => bail!("{jid} did not answer the join"),
-                    }
-                    break;
-                }
-                event = events.next() => match event.as_ref().map(connection) {
-                    Some(Connection::Over(outcome)) => return outcome,
-                    Some(_) => {}
-                    None => bail!("the client is gone"),
-                },
-            }
-        }
-    }
+    // Until the room lets us in, nothing is read from stdin.
+    let joined = enter_taking_events(&room, &mut events).await?;
+    eprintln!("joined {} as {}", room.jid(), joined.nick);
     let mut lines = stdin_lines();
     loop {
         tokio::select! {
@@ -241,6 +222,31 @@ pub async fn join(session: Session, room: &str, nick: &str) -> anyhow::Result<()
     }
     client.disconnect().await;
     Ok(())
+}
+
+/// Enters `room`, taking the stream's events meanwhile (the stream waits for them to be
+/// taken, and a lost connection is told).
+async fn enter_taking_events(room: &Room, events: &mut Events) -> anyhow::Result<Joined> {
+    let jid = room.jid();
+    let entering = tokio::time::timeout(JOIN_TIMEOUT, muc::enter(room, JoinOptions::default()));
+    tokio::pin!(entering);
+    loop {
+        tokio::select! {
+            entered = &mut entering => return match entered {
+                Ok(Ok(joined)) => Ok(joined),
+                Ok(Err(e)) => Err(anyhow!("{jid} refused the join: {e}")),
+                Err(_) => Err(anyhow!("{jid} did not answer the join")),
+            },
+            event = events.next() => match event.as_ref().map(connection) {
+                Some(Connection::Over(outcome)) => {
+                    outcome?;
+                    bail!("disconnected before entering {jid}");
+                }
+                Some(_) => {}
+                None => bail!("the client is gone"),
+            },
+        }
+    }
 }
 
 /// `vcard JID`: the vCard's fields, one `NAME: value` (or `NAME.PART: value`) per line.
