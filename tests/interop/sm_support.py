@@ -108,6 +108,19 @@ class CutProxy:
                 with contextlib.suppress(Exception):
                     link.client_writer.transport.abort()
 
+    async def stop_accepting(self) -> None:
+        """Refuses new connections (the port is closed) until `accept_again()`: a client
+        that was cut off cannot come back yet."""
+        if self._listener is not None:
+            # Not wait_closed(): on newer Pythons it waits for the proxied connections too.
+            self._listener.close()
+            self._listener = None
+
+    async def accept_again(self) -> None:
+        """Accepts connections again, on the same port."""
+        if self._listener is None:
+            self._listener = await asyncio.start_server(self._accept, HOST, self.port)
+
     def release(self) -> None:
         """Closes the server side of every connection whose client is gone: now the
         server sees those connections end."""

@@ -34,6 +34,7 @@ from interop_support import (
 )
 
 NS_MUC = "http://jabber.org/protocol/muc"
+NS_DIRECT_INVITE = "jabber:x:conference"
 NS_RECEIPTS = "urn:xmpp:receipts"
 ROOMS = f"conference.{DOMAIN}"
 
@@ -109,6 +110,44 @@ def json_line(**expected):
     return match
 
 
+async def lines_until(stream, done, what: str, timeout: float = TIMEOUT) -> list[str]:
+    """Reads lines from `stream` until `done(lines so far)`; fails with the lines seen."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not done(lines):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"expected {what} within {timeout}s; got lines: {lines}")
+        try:
+            raw = await asyncio.wait_for(stream.readline(), remaining)
+        except asyncio.TimeoutError:
+            continue
+        if not raw:
+            raise AssertionError(f"expected {what}; the stream ended after: {lines}")
+        lines.append(raw.decode().rstrip("\n"))
+    return lines
+
+
+async def lines_within(stream, seconds: float) -> list[str]:
+    """The lines `stream` gives within `seconds`."""
+    lines: list[str] = []
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            raw = await asyncio.wait_for(stream.readline(), remaining)
+        except asyncio.TimeoutError:
+            break
+        if not raw:
+            break
+        lines.append(raw.decode().rstrip("\n"))
+    return lines
+
+
+def through(proxy, env: dict[str, str]) -> dict[str, str]:
+    """`env` with corvid-chat connecting through `proxy` (a CutProxy) instead."""
+    return {**env, "CORVID_CHAT_SERVER": f"{HOST}:{proxy.port}"}
+
+
 async def stop(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         proc.terminate()
@@ -162,6 +201,73 @@ async def test_listen_prints_a_peers_message_as_a_json_line(server, im, tmp_path
         assert obj["stamp"].endswith("Z")
     finally:
         await stop(proc)
+
+
+async def listen_through_a_cut(peer, proxy, env, while_away=None) -> str:
+    """Runs `listen` through `proxy`, cuts it off for a while (the server does not know and
+    writes into the void; then `while_away()` runs), and checks that what the peer sent
+    before, during and after the cut is printed, each message once. Returns the line
+    saying how listen came back."""
+    proc = await start_chat(through(proxy, env), "listen")
+    jid = env["CORVID_CHAT_JID"]
+    try:
+        await line_where(proc.stderr, lambda l: l.startswith("listening as"), "the listening line")
+        peer.message(jid, "before the cut")
+        printed = await lines_until(proc.stdout, lambda ls: any("before the cut" in l for l in ls),
+                                    "the first message")
+        await proxy.stop_accepting()
+        proxy.cut()
+        await line_where(proc.stderr, lambda l: l.startswith("reconnecting (attempt 1)"), "the reconnecting line")
+        during = [f"during the cut {i}" for i in range(3)]
+        for body in during:
+            peer.message(jid, body)
+        await line_where(proc.stderr, lambda l: l.startswith("reconnection attempt 1 failed"),
+                         "a failed attempt while the proxy refuses")
+        if while_away is not None:
+            await while_away()
+        await proxy.accept_again()
+        back = await line_where(proc.stderr, lambda l: l.startswith("back"), "the back line", timeout=TIMEOUT * 2)
+        after = [f"after the cut {i}" for i in range(3)]
+        for body in after:
+            peer.message(jid, body)
+        wanted = ["before the cut", *during, *after]
+
+        def bodies(lines):
+            return [json.loads(l)["body"] for l in lines]
+
+        printed += await lines_until(proc.stdout, lambda ls: set(wanted) <= set(bodies(printed + ls)),
+                                     "every message")
+        # Anything printed twice would come now.
+        printed += await lines_within(proc.stdout, 1.0)
+        assert sorted(bodies(printed)) == sorted(wanted), printed
+        assert all(json.loads(l)["from"] == peer.full for l in printed), printed
+        assert proc.returncode is None
+        return back
+    finally:
+        await stop(proc)
+
+
+async def test_listen_resumes_after_a_cut_and_prints_every_message_once(server, im, proxies, tmp_path):
+    peer = await im.user(server, "peer")
+    jid, password = server.new_account("chat")
+    back = await listen_through_a_cut(peer, await proxies(server), chat_env(server, jid, password, tmp_path))
+    assert "resumed" in back, back
+
+
+async def test_listen_catches_up_from_the_archive_when_the_session_is_gone(make_im_server, im, proxies,
+                                                                           tmp_path):
+    own = make_im_server("chat-expire", sections={"stream_management": {"resume_timeout_secs": 1}})
+    peer = await im.user(own, "peer")
+    jid, password = own.new_account("chat")
+    proxy = await proxies(own)
+
+    async def until_the_session_expires():
+        proxy.release()
+        await asyncio.sleep(3)
+
+    back = await listen_through_a_cut(peer, proxy, chat_env(own, jid, password, tmp_path),
+                                      until_the_session_expires)
+    assert "from the archive" in back, back
 
 
 async def test_roster_lists_a_contact_added_beforehand(server, im, tmp_path):
@@ -229,6 +335,47 @@ async def test_join_talks_with_a_slixmpp_occupant(server, im, tmp_path):
         await asyncio.wait_for(proc.wait(), TIMEOUT)
         assert proc.returncode == 0, (await proc.stderr.read()).decode()
         await occupant.inbox.expect(is_presence("unavailable", frm=f"{room}/chatter"), "corvid-chat leaving")
+    finally:
+        await stop(proc)
+
+
+async def test_join_enters_again_after_a_new_session_and_prints_nothing_twice(make_im_server, im, proxies,
+                                                                              tmp_path):
+    own = make_im_server("chat-rejoin", sections={"stream_management": {"resume_timeout_secs": 1}})
+    proxy = await proxies(own)
+    room = f"{unique_name('room')}@{ROOMS}"
+    jid, password = own.new_account("chat")
+    proc = await start_chat(through(proxy, chat_env(own, jid, password, tmp_path)), "join", room, "chatter",
+                            stdin=asyncio.subprocess.PIPE)
+    try:
+        await line_where(proc.stderr, lambda l: l.startswith(f"joined {room}"), "the joined line")
+        occupant = await im.user(own, "occupant")
+        occupant.presence(to=f"{room}/occ", extra=[ET.Element(f"{{{NS_MUC}}}x")])
+        await occupant.inbox.expect(is_presence(None, frm=f"{room}/occ"), "the occupant's self-presence")
+        occupant.message(room, "before the cut", mtype="groupchat")
+        await line_where(proc.stdout, json_line(body="before the cut"), "the message before the cut")
+
+        # Cut off for longer than the server keeps the session: the room sees chatter go.
+        await proxy.stop_accepting()
+        proxy.cut()
+        proxy.release()
+        await occupant.inbox.expect(is_presence("unavailable", frm=f"{room}/chatter"), "chatter's session ending")
+        await proxy.accept_again()
+        await occupant.inbox.expect(is_presence(None, frm=f"{room}/chatter"), "chatter back in the room",
+                                    timeout=TIMEOUT * 2)
+
+        # The history the room sends again is not printed again; what comes next is.
+        occupant.message(room, "after the cut", mtype="groupchat")
+        lines = await lines_until(proc.stdout, lambda ls: any("after the cut" in l for l in ls), "the message after")
+        lines += await lines_within(proc.stdout, 1.0)
+        assert [json.loads(l)["body"] for l in lines] == ["after the cut"], lines
+        proc.stdin.write(b"still here\n")
+        await proc.stdin.drain()
+        await occupant.inbox.expect(is_message(frm=f"{room}/chatter", body="still here", mtype="groupchat"),
+                                    "chatter's message after coming back")
+        proc.stdin.close()
+        await asyncio.wait_for(proc.wait(), TIMEOUT)
+        assert proc.returncode == 0, (await proc.stderr.read()).decode()
     finally:
         await stop(proc)
 
@@ -377,6 +524,11 @@ async def test_tui_joins_a_room_and_talks_with_a_slixmpp_occupant(server, im, tm
     occupant.presence(to=f"{room}/occ", extra=[ET.Element(f"{{{NS_MUC}}}x")])
     await occupant.inbox.expect(is_presence(None, frm=f"{room}/occ"), "the occupant's self-presence")
 
+    # The newcomer is announced and listed beside the conversation, with us.
+    screen = await t.wait_text("-- occ joined")
+    assert "Occupants (2)" in screen, screen
+    assert "tuinick (you)" in screen, screen
+
     t.type("hello everyone")
     await occupant.inbox.expect(is_message(frm=f"{room}/tuinick", body="hello everyone", mtype="groupchat"),
                                 "the TUI's room message")
@@ -384,8 +536,109 @@ async def test_tui_joins_a_room_and_talks_with_a_slixmpp_occupant(server, im, tm
     screen = await t.wait_text("<occ> welcome tuinick")
     assert "<tuinick> hello everyone" in screen
 
+    # We created the room, so we may set its subject; it shows in the conversation's title.
+    t.type("/subject Tonight at the ball")
+    got = await occupant.inbox.expect(lambda st: st.name == "message" and st["subject"] == "Tonight at the ball",
+                                      "the new subject")
+    assert got["from"] == f"{room}/tuinick"
+    screen = await t.wait_text("-- tuinick set the subject: Tonight at the ball")
+    assert f"{room} - Tonight at the ball" in screen, screen
+
+    # An invitation (XEP-0249) is listed, and `/join` with it selected enters the room.
+    other_room = f"{unique_name('ball')}@{ROOMS}"
+    occupant.message(jid, None, mtype=None,
+                     extra=[ET.Element(f"{{{NS_DIRECT_INVITE}}}x", {"jid": other_room, "reason": "dance"})])
+    await t.wait_text(f"! {other_room}")
+    assert "invites you to" in t.screen()
+    t.keys("Up")
+    t.type("/join")
+    nick = jid.split("@")[0]
+    await t.wait_text(f"joined {other_room} as {nick}")
+    assert f"! {other_room}" not in t.screen()
+    assert f"# {other_room}" in t.screen()
+    t.type(f"/leave {other_room}")
+    await t.wait_for(lambda s: f"# {other_room}" not in s, "the other room gone from the list")
+
+    # Someone comes and goes: announced in the room.
+    t.keys("Down")
+    passer = await im.user(server, "passer")
+    passer.presence(to=f"{room}/passer", extra=[ET.Element(f"{{{NS_MUC}}}x")])
+    screen = await t.wait_text("-- passer joined")
+    assert "Occupants (3)" in screen, screen
+    passer.presence("unavailable", to=f"{room}/passer")
+    screen = await t.wait_text("-- passer left")
+    assert "Occupants (2)" in screen, screen
+
     t.type("/leave")
     await occupant.inbox.expect(is_presence("unavailable", frm=f"{room}/tuinick"), "the TUI leaving")
     await t.wait_for(lambda s: f"# {room}" not in s, "the room gone from the list")
+    t.keys("C-c")
+    await t.wait_text("corvid-chat exited 0")
+
+
+async def test_tui_shows_a_lost_connection_and_comes_back_by_itself(server, im, proxies, tmux, tmp_path):
+    peer = await im.user(server, "peer")
+    jid, password = server.new_account("tui")
+    proxy = await proxies(server)
+    env = {**through(proxy, chat_env(server, jid, password, tmp_path)), "TERM": "xterm-256color",
+           "LANG": "C.UTF-8"}
+    t = tmux(env)
+    t.start(f"{shlex.quote(str(chat_bin()))}; echo corvid-chat exited $?; sleep 600")
+    await t.wait_text(f"connected as {jid}")
+    t.type(f"/chat {peer.bare}")
+
+    await proxy.stop_accepting()
+    proxy.cut()
+    screen = await t.wait_text("reconnecting (attempt")
+    assert "[reconnecting]" in screen, screen
+    peer.message(jid, "said while you were away")
+    # The proxy refuses for a while: further attempts.
+    await t.wait_text("reconnecting (attempt 2)…", timeout=TIMEOUT * 2)
+    await proxy.accept_again()
+    screen = await t.wait_for(lambda s: "| back" in s, "back in the status line", timeout=TIMEOUT * 2)
+    assert "[online]" in screen, screen
+    screen = await t.wait_text("said while you were away")
+    assert screen.count("said while you were away") == 1, screen
+
+    # Still working both ways.
+    t.type("and now?")
+    await peer.inbox.expect(is_message(from_bare=jid, body="and now?", mtype="chat"), "the TUI's message after")
+    t.keys("C-c")
+    await t.wait_text("corvid-chat exited 0")
+
+
+async def test_tui_pages_back_through_the_archive(server, im, tmux, tmp_path):
+    peer = await im.user(server, "peer")
+    jid, password = server.new_account("tui")
+    # An earlier session got sixty messages: more than the TUI loads at first (fifty).
+    earlier = await im.online(server, f"{jid}/earlier", password)
+    for i in range(60):
+        peer.message(jid, f"old message {i:02}")
+    await earlier.inbox.expect(is_message(body="old message 59"), "the last old message")
+    await earlier.close()
+
+    env = {**chat_env(server, jid, password, tmp_path), "TERM": "xterm-256color", "LANG": "C.UTF-8"}
+    t = tmux(env)
+    t.start(f"{shlex.quote(str(chat_bin()))}; echo corvid-chat exited $?; sleep 600")
+    await t.wait_text(f"connected as {jid}")
+    t.type(f"/chat {peer.bare}")
+    screen = await t.wait_text("old message 59")
+    assert "old message 10" not in screen, "more than a screen is shown"
+
+    # PageUp scrolls to the oldest loaded line; once more, and the page before it is loaded.
+    t.keys("PageUp")
+    screen = await t.wait_text("old message 10")
+    assert "old message 09" not in screen and "old message 59" not in screen, screen
+    t.keys("PageUp")
+    screen = await t.wait_text("old message 00")
+    assert "10 older messages" in screen, screen
+    t.keys("PageUp")
+    await t.wait_text("the beginning of the conversation")
+
+    # PageDown back to the newest, each line once.
+    for _ in range(4):
+        t.keys("PageDown")
+    screen = await t.wait_text("old message 59")
+    assert screen.count("old message 59") == 1, screen
     t.keys("C-c")
     await t.wait_text("corvid-chat exited 0")

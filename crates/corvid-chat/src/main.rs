@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::account::{Account, AccountArgs};
-use crate::session::Session;
+use crate::session::{Lifetime, Session};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,7 +60,8 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 2.0)]
         wait: f64,
     },
-    /// Go online and print incoming messages as JSON lines until killed.
+    /// Go online and print incoming messages as JSON lines until killed (reconnecting by
+    /// itself after a lost connection).
     Listen,
     /// Join a room: print its messages as JSON lines, send stdin's lines to it.
     Join { room: String, nick: String },
@@ -110,7 +111,11 @@ async fn run(account: Account, command: Option<Command>) -> anyhow::Result<()> {
     let Some(command) = command else {
         return tui::run(&account).await;
     };
-    let session = Session::connect(&account).await?;
+    let lifetime = match command {
+        Command::Listen | Command::Join { .. } => Lifetime::Lasting,
+        _ => Lifetime::Brief,
+    };
+    let session = Session::connect(&account, lifetime).await?;
     match command {
         Command::Send {
             to,

@@ -21,6 +21,10 @@ pub struct ChatMessage {
     pub id: Option<String>,
     /// When it was sent: the XEP-0203 delay stamp (or the archive's), else when it arrived.
     pub stamp: String,
+    /// Its id in the archive that keeps it (XEP-0359 stanza-id, XEP-0313 result id):
+    /// where paging back through the archive starts.
+    #[serde(skip)]
+    pub archive_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -36,14 +40,22 @@ impl ChatMessage {
             .and_then(|d| d.attr("stamp"))
             .and_then(corvid_proto::time::parse_datetime);
         let stamp = stamp.or(delayed).unwrap_or_else(SystemTime::now);
+        let kind = message.attr("type").unwrap_or("normal");
         Some(ChatMessage {
+            archive_id: archive_id(message, kind),
             from: message.attr("from").unwrap_or_default().to_owned(),
             to: message.attr("to").map(str::to_owned),
-            kind: message.attr("type").unwrap_or("normal").to_owned(),
+            kind: kind.to_owned(),
             body,
             id: message.attr("id").map(str::to_owned),
             stamp: corvid_proto::time::format_datetime(stamp),
         })
+    }
+
+    /// The same message, known by the archive as `id` (a result of an archive query).
+    pub fn archived_as(mut self, id: &str) -> ChatMessage {
+        self.archive_id = Some(id.to_owned());
+        self
     }
 
     /// The sender's bare JID (a room, for a room message).
@@ -62,6 +74,25 @@ impl ChatMessage {
     pub fn json_line(&self) -> String {
         serde_json::to_string(self).expect("a struct of strings serializes")
     }
+}
+
+/// The XEP-0359 stanza-id of the archive a message is kept in: the room's for a
+/// groupchat message, the recipient account's for any other (§3: only the archive's own
+/// stanza-id is believed).
+fn archive_id(message: &Element, kind: &str) -> Option<String> {
+    let archive = if kind == "groupchat" {
+        message.attr("from")
+    } else {
+        message.attr("to")
+    }
+    .map(bare)?;
+    message
+        .children()
+        .find(|c| {
+            c.is("stanza-id", ns::STANZA_ID) && c.attr("by").map(bare) == Some(archive.clone())
+        })
+        .and_then(|c| c.attr("id"))
+        .map(str::to_owned)
 }
 
 /// The bare JID of `jid` (itself if it does not parse).
@@ -109,6 +140,29 @@ mod tests {
             parsed.json_line(),
             r#"{"from":"peer@x/phone","type":"chat","body":"hi \"there\"","id":"m1","stamp":"2024-05-06T07:08:09Z"}"#
         );
+    }
+
+    #[test]
+    fn the_archive_id_is_the_stanza_id_of_the_archive_that_keeps_it() {
+        let stanza_id = |by: &str, id: &str| {
+            Element::new("stanza-id", ns::STANZA_ID)
+                .with_attr("by", by)
+                .with_attr("id", id)
+        };
+        let chat = outgoing("me@x/desk", "chat", "hi", "m1")
+            .with_attr("from", "peer@x/phone")
+            .with_child(stanza_id("peer@x", "forged"))
+            .with_child(stanza_id("me@x", "a1"));
+        let parsed = ChatMessage::parse(&chat, None).unwrap();
+        assert_eq!(parsed.archive_id.as_deref(), Some("a1"));
+        assert!(!parsed.json_line().contains("a1"));
+        let room = outgoing("me@x/desk", "groupchat", "hi", "m2")
+            .with_attr("from", "r@conf.x/nick")
+            .with_child(stanza_id("me@x", "mine"))
+            .with_child(stanza_id("r@conf.x", "r1"));
+        let parsed = ChatMessage::parse(&room, None).unwrap();
+        assert_eq!(parsed.archive_id.as_deref(), Some("r1"));
+        assert_eq!(parsed.archived_as("r0").archive_id.as_deref(), Some("r0"));
     }
 
     #[test]

@@ -1,137 +1,148 @@
-//! Joining a multi-user chat room (XEP-0045) with raw stanzas, until corvid-client has its
-//! Room module: the join presence, what the room answers, and the empty configuration form
-//! that unlocks a room we just created as an instant room (§10.1.2).
+//! Rooms (XEP-0045) as corvid-chat uses the SDK's Room module: entering (and unlocking a
+//! room we just created as an instant room, §10.1.2), entering again after a new session,
+//! and what a room's events become on the screen or in `join`'s JSON lines.
 
-use corvid_proto::{Jid, ns};
-use corvid_xml::Element;
+use std::collections::{HashSet, VecDeque};
 
-/// §7.2: the presence that enters `room` as `nick`.
-pub fn join_presence(room: &str, nick: &str) -> Element {
-    Element::new("presence", ns::CLIENT)
-        .with_attr("to", format!("{room}/{nick}"))
-        .with_child(Element::new("x", ns::MUC))
-}
+use corvid_client::{DataForm, JoinOptions, Joined, LeaveReason, Room, RoomError, RoomEvent};
 
-/// §7.14: the presence that leaves.
-pub fn leave_presence(room: &str, nick: &str) -> Element {
-    Element::new("presence", ns::CLIENT)
-        .with_attr("to", format!("{room}/{nick}"))
-        .with_attr("type", "unavailable")
-}
+use crate::message::ChatMessage;
 
-/// §10.1.2: accepting the default configuration (an empty submitted form) unlocks a new
-/// room as an instant room.
-pub fn instant_room(room: &str) -> Element {
-    Element::new("iq", ns::CLIENT)
-        .with_attr("type", "set")
-        .with_attr("to", room)
-        .with_child(
-            Element::new("query", ns::MUC_OWNER)
-                .with_child(Element::new("x", ns::DATA_FORMS).with_attr("type", "submit")),
-        )
-}
-
-/// What a presence from the room says about our join.
-#[derive(Debug, PartialEq, Eq)]
-pub enum JoinOutcome {
-    /// We are in; `created` when the room is new and locked until configured (status 201).
-    Joined { created: bool },
-    /// The room refused us (its error condition).
-    Refused(String),
-}
-
-/// Our join's outcome, if `presence` is the room's answer to it: our own presence (§7.2.2,
-/// status 110, or from our room JID) or an error from our room JID.
-pub fn join_outcome(presence: &Element, room: &str, nick: &str) -> Option<JoinOutcome> {
-    let from = Jid::new(presence.attr("from")?).ok()?;
-    if from.to_bare().as_str() != room {
-        return None;
+/// Enters `room` with `options`; a room our presence created is unlocked at once with the
+/// default configuration (§10.1.2: an instant room), so others can come in.
+pub async fn enter(room: &Room, options: JoinOptions) -> Result<Joined, RoomError> {
+    let joined = room.join(options).await?;
+    if joined.created {
+        room.configure(&DataForm::empty_submit()).await?;
     }
-    let ours = from.resource().is_some_and(|r| r.as_str() == nick);
-    if presence.attr("type") == Some("error") {
-        return ours.then(|| JoinOutcome::Refused(crate::message::error_text(presence)));
+    Ok(joined)
+}
+
+/// The message a room event carries for people to read: a groupchat message with a body,
+/// or an occupant's private message (§7.5). Subjects and statuses are not messages.
+pub fn message_of(event: &RoomEvent) -> Option<ChatMessage> {
+    match event {
+        RoomEvent::Message(message) => {
+            let parsed = ChatMessage::parse(&message.stanza, None)?;
+            Some(match &message.stanza_id {
+                Some(id) => parsed.archived_as(id),
+                None => parsed,
+            })
+        }
+        RoomEvent::PrivateMessage { stanza, .. } => ChatMessage::parse(stanza, None),
+        _ => None,
     }
-    let codes: Vec<&str> = presence
-        .get_child("x", ns::MUC_USER)
-        .map(|x| {
-            x.children()
-                .filter(|c| c.is("status", ns::MUC_USER))
-                .filter_map(|c| c.attr("code"))
-                .collect()
-        })
-        .unwrap_or_default();
-    if presence.attr("type").is_some() || !(ours || codes.contains(&"110")) {
-        return None;
+}
+
+/// Why someone left, in a few words (§7.14, §9, §10.9).
+pub fn describe(reason: &LeaveReason) -> String {
+    let because = |reason: &Option<String>| {
+        reason
+            .as_deref()
+            .map_or_else(String::new, |r| format!(": {r}"))
+    };
+    let by = |actor: &Option<String>| {
+        actor
+            .as_deref()
+            .map_or_else(String::new, |a| format!(" by {a}"))
+    };
+    match reason {
+        LeaveReason::Left { status } => format!("left{}", because(status)),
+        LeaveReason::Kicked { actor, reason } => format!("kicked{}{}", by(actor), because(reason)),
+        LeaveReason::Banned { actor, reason } => format!("banned{}{}", by(actor), because(reason)),
+        LeaveReason::AffiliationChanged => "removed (affiliation changed)".into(),
+        LeaveReason::MembersOnly => "removed (the room is now members-only)".into(),
+        LeaveReason::Shutdown => "removed (the service is shutting down)".into(),
+        LeaveReason::Error => "removed by the room".into(),
+        LeaveReason::Destroyed { reason, alternate } => {
+            let alternate = alternate
+                .as_ref()
+                .map_or_else(String::new, |a| format!(" (moved to {a})"));
+            format!("the room was destroyed{}{alternate}", because(reason))
+        }
     }
-    Some(JoinOutcome::Joined {
-        created: codes.contains(&"201"),
-    })
+}
+
+/// Room messages already shown, so the history a room sends again when we enter it again
+/// (after a new session) shows nothing twice. A message is known by the room's
+/// stanza-id (XEP-0359), else by its sender and id. The newest few thousand are kept.
+#[derive(Debug, Default)]
+pub struct Shown {
+    order: VecDeque<String>,
+    keys: HashSet<String>,
+}
+
+/// How many messages [`Shown`] remembers: more than a room's history on entering.
+const REMEMBERED: usize = 2048;
+
+impl Shown {
+    /// Records `message`; false if it was shown already.
+    pub fn first_time(&mut self, message: &ChatMessage) -> bool {
+        let key = match (&message.archive_id, &message.id) {
+            (Some(archive_id), _) => format!("archive {archive_id}"),
+            (None, Some(id)) => format!("{} {id}", message.from),
+            // Nothing to know it by: shown every time.
+            (None, None) => return true,
+        };
+        if !self.keys.insert(key.clone()) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > REMEMBERED
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.keys.remove(&oldest);
+        }
+        true
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn self_presence(from: &str, codes: &[&str]) -> Element {
-        let mut x = Element::new("x", ns::MUC_USER);
-        for code in codes {
-            x.append_child(Element::new("status", ns::MUC_USER).with_attr("code", *code));
+    fn message(from: &str, id: Option<&str>, archive_id: Option<&str>) -> ChatMessage {
+        ChatMessage {
+            from: from.into(),
+            to: None,
+            kind: "groupchat".into(),
+            body: "hi".into(),
+            id: id.map(str::to_owned),
+            stamp: "2024-01-02T03:04:05Z".into(),
+            archive_id: archive_id.map(str::to_owned),
         }
-        Element::new("presence", ns::CLIENT)
-            .with_attr("from", from)
-            .with_child(x)
     }
 
     #[test]
-    fn our_own_presence_means_joined() {
-        let room = "r@conf.x";
-        let p = self_presence("r@conf.x/me", &["110", "201"]);
-        assert_eq!(
-            join_outcome(&p, room, "me"),
-            Some(JoinOutcome::Joined { created: true })
-        );
-        // A server may rewrite the nick (status 110 still marks ours).
-        let p = self_presence("r@conf.x/me2", &["110", "210"]);
-        assert_eq!(
-            join_outcome(&p, room, "me"),
-            Some(JoinOutcome::Joined { created: false })
-        );
-        // Someone else's presence, or another room's, says nothing about ours.
-        assert_eq!(
-            join_outcome(&self_presence("r@conf.x/bob", &[]), room, "me"),
-            None
-        );
-        assert_eq!(
-            join_outcome(&self_presence("o@conf.x/me", &["110"]), room, "me"),
-            None
-        );
+    fn a_message_is_shown_once_by_its_stanza_id_or_its_sender_and_id() {
+        let mut shown = Shown::default();
+        assert!(shown.first_time(&message("r@c/a", Some("1"), Some("s1"))));
+        assert!(!shown.first_time(&message("r@c/a", Some("1"), Some("s1"))));
+        assert!(shown.first_time(&message("r@c/a", Some("2"), None)));
+        assert!(!shown.first_time(&message("r@c/a", Some("2"), None)));
+        // The same id from someone else is another message.
+        assert!(shown.first_time(&message("r@c/b", Some("2"), None)));
+        // Without any id, nothing can be told apart.
+        assert!(shown.first_time(&message("r@c/a", None, None)));
+        assert!(shown.first_time(&message("r@c/a", None, None)));
     }
 
     #[test]
-    fn an_error_from_our_room_jid_is_a_refusal() {
-        let p = Element::new("presence", ns::CLIENT)
-            .with_attr("from", "r@conf.x/me")
-            .with_attr("type", "error")
-            .with_child(
-                Element::new("error", ns::CLIENT)
-                    .with_attr("type", "cancel")
-                    .with_child(Element::new("conflict", ns::STANZA_ERRORS)),
-            );
+    fn leave_reasons_read_as_words() {
+        assert_eq!(describe(&LeaveReason::Left { status: None }), "left");
         assert_eq!(
-            join_outcome(&p, "r@conf.x", "me"),
-            Some(JoinOutcome::Refused("conflict".into()))
+            describe(&LeaveReason::Kicked {
+                actor: Some("mod".into()),
+                reason: Some("spam".into())
+            }),
+            "kicked by mod: spam"
         );
-    }
-
-    #[test]
-    fn join_and_instant_room_stanzas() {
-        let p = join_presence("r@conf.x", "me");
-        assert_eq!(p.attr("to"), Some("r@conf.x/me"));
-        assert!(p.has_child("x", ns::MUC));
-        let iq = instant_room("r@conf.x");
-        let form = iq
-            .get_child("query", ns::MUC_OWNER)
-            .and_then(|q| q.get_child("x", ns::DATA_FORMS));
-        assert_eq!(form.and_then(|f| f.attr("type")), Some("submit"));
+        assert_eq!(
+            describe(&LeaveReason::Destroyed {
+                reason: None,
+                alternate: Some("new@conf.x".parse().unwrap())
+            }),
+            "the room was destroyed (moved to new@conf.x)"
+        );
     }
 }

@@ -5,14 +5,17 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use corvid_client::{DisconnectReason, Event, Events, ReceiptEvent};
+use anyhow::{Context, anyhow, bail};
+use corvid_client::{
+    DisconnectReason, Event, Events, JoinOptions, Joined, ReceiptEvent, Room, RoomEvent,
+};
+use corvid_proto::BareJid;
 use corvid_xml::Element;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::message::{self, ChatMessage};
-use crate::muc::{self, JoinOutcome};
+use crate::muc;
 use crate::presence::{self, Show};
 use crate::session::Session;
 
@@ -129,7 +132,9 @@ pub async fn roster(session: Session, wait: Duration, json: bool) -> anyhow::Res
 }
 
 /// `listen`: goes online and prints every message with a body as a JSON line, until killed
-/// (or the server ends the stream, an error).
+/// (or the connection is lost for good, an error). A lost connection comes back by itself;
+/// what came meanwhile is printed once (the SDK resumes the session or catches up from the
+/// archive, and drops what it delivered already).
 pub async fn listen(session: Session) -> anyhow::Result<()> {
     session.go_online().await?;
     eprintln!(
@@ -152,8 +157,11 @@ pub async fn listen(session: Session) -> anyhow::Result<()> {
                     print_line(&message.json_line())?;
                 }
             }
-            Event::Disconnected(reason) => return ended(reason),
-            _ => {}
+            other => {
+                if let Connection::Over(outcome) = connection(&other) {
+                    return outcome;
+                }
+            }
         }
     }
     Ok(())
@@ -161,60 +169,84 @@ pub async fn listen(session: Session) -> anyhow::Result<()> {
 
 /// `join ROOM NICK`: enters the room (unlocking it as an instant room if we created it),
 /// prints the room's messages as JSON lines and sends each line of stdin to the room; at
-/// the end of stdin, leaves.
+/// the end of stdin, leaves. After a lost connection that could not resume the session, it
+/// enters again; the history the room sends then is not printed twice.
 pub async fn join(session: Session, room: &str, nick: &str) -> anyhow::Result<()> {
     let Session {
-        client, mut events, ..
+        client,
+        mut events,
+        muc,
+        ..
     } = session;
-    client.send(&muc::join_presence(room, nick)).await?;
-    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let jid: BareJid = room
+        .parse()
+        .with_context(|| format!("{room} is not a room's JID"))?;
+    let (room, mut room_events) = muc.room(jid, nick);
+    let mut shown = muc::Shown::default();
     // Until the room lets us in, nothing is read from stdin.
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.next())
-            .await
-            .with_context(|| format!("{room} did not answer the join"))?;
-        match event {
-            Some(Event::Presence(p)) => match muc::join_outcome(&p, room, nick) {
-                Some(JoinOutcome::Joined { created }) => {
-                    if created {
-                        client
-                            .request(muc::instant_room(room))
-                            .await
-                            .with_context(|| format!("cannot unlock the new room {room}"))?;
-                    }
-                    eprintln!("joined {room} as {nick}");
-                    break;
-                }
-                Some(JoinOutcome::Refused(why)) => bail!("{room} refused the join: {why}"),
-                None => {}
-            },
-            Some(Event::Message(stanza)) => print_room_message(&stanza, room)?,
-            Some(Event::Disconnected(reason)) => return ended(reason),
-            Some(_) => {}
-            None => bail!("the client is gone"),
-        }
-    }
+    let joined = enter_taking_events(&room, &mut events).await?;
+    eprintln!("joined {} as {}", room.jid(), joined.nick);
     let mut lines = stdin_lines();
     loop {
         tokio::select! {
-            event = events.next() => match event {
-                Some(Event::Message(stanza)) => print_room_message(&stanza, room)?,
-                Some(Event::Disconnected(reason)) => return ended(reason),
-                Some(_) => {}
+            event = room_events.next() => match event {
+                Some(event) => print_room_event(&event, &mut shown)?,
+                None => bail!("the room is gone"),
+            },
+            event = events.next() => match event.as_ref().map(connection) {
+                Some(Connection::Over(outcome)) => return outcome,
+                // A new session: the room forgot us (a resumed one keeps us in).
+                Some(Connection::NewSession) => {
+                    let room = room.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = muc::enter(&room, JoinOptions::default()).await {
+                            eprintln!("cannot enter {} again: {e}", room.jid());
+                        }
+                    });
+                }
+                Some(Connection::Going) => {}
                 None => bail!("the client is gone"),
             },
             line = lines.recv() => match line {
                 Some(line) => {
-                    let stanza = message::outgoing(room, "groupchat", &line, &client.new_id());
-                    client.send(&stanza).await?;
+                    room.send_message(&line).await?;
                 }
                 None => break,
             },
         }
     }
-    client.send(&muc::leave_presence(room, nick)).await?;
+    // Leaving waits for the room's goodbye; the stream's events must flow meanwhile.
+    let _drain = drain(events);
+    if let Err(e) = room.leave(None).await {
+        eprintln!("leaving {}: {e}", room.jid());
+    }
     client.disconnect().await;
     Ok(())
+}
+
+/// Enters `room`, taking the stream's events meanwhile (the stream waits for them to be
+/// taken, and a lost connection is told).
+async fn enter_taking_events(room: &Room, events: &mut Events) -> anyhow::Result<Joined> {
+    let jid = room.jid();
+    let entering = tokio::time::timeout(JOIN_TIMEOUT, muc::enter(room, JoinOptions::default()));
+    tokio::pin!(entering);
+    loop {
+        tokio::select! {
+            entered = &mut entering => return match entered {
+                Ok(Ok(joined)) => Ok(joined),
+                Ok(Err(e)) => Err(anyhow!("{jid} refused the join: {e}")),
+                Err(_) => Err(anyhow!("{jid} did not answer the join")),
+            },
+            event = events.next() => match event.as_ref().map(connection) {
+                Some(Connection::Over(outcome)) => {
+                    outcome?;
+                    bail!("disconnected before entering {jid}");
+                }
+                Some(_) => {}
+                None => bail!("the client is gone"),
+            },
+        }
+    }
 }
 
 /// `vcard JID`: the vCard's fields, one `NAME: value` (or `NAME.PART: value`) per line.
@@ -269,9 +301,10 @@ pub fn vcard_lines(vcard: &Element) -> Vec<String> {
     lines
 }
 
-fn print_room_message(stanza: &Element, room: &str) -> anyhow::Result<()> {
-    if let Some(message) = ChatMessage::parse(stanza, None)
-        && message.sender_bare() == room
+/// The message a room event carries as a JSON line, unless it was printed already.
+fn print_room_event(event: &RoomEvent, shown: &mut muc::Shown) -> anyhow::Result<()> {
+    if let Some(message) = muc::message_of(event)
+        && shown.first_time(&message)
     {
         print_line(&message.json_line())?;
     }
@@ -286,11 +319,52 @@ fn print_line(line: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The end of a stream we did not end: an error, unless it was asked for.
-fn ended(reason: DisconnectReason) -> anyhow::Result<()> {
-    match reason {
-        DisconnectReason::Requested => Ok(()),
-        other => bail!("disconnected: {other:?}"),
+/// Where the connection stands after a stream event, for the commands that stay online.
+enum Connection {
+    /// Still up, or coming back by itself: lost connections are told on stderr.
+    Going,
+    /// Back with a new session (not a resumed one): what the server kept for the old one,
+    /// room occupancy say, is gone.
+    NewSession,
+    /// Over for good: `Ok` if asked for, else why.
+    Over(anyhow::Result<()>),
+}
+
+fn connection(event: &Event) -> Connection {
+    match event {
+        Event::Disconnected(DisconnectReason::Requested) => Connection::Over(Ok(())),
+        Event::Disconnected(reason) if !reason.reconnects() => {
+            Connection::Over(Err(anyhow!("disconnected: {reason:?}")))
+        }
+        Event::Disconnected(reason) => {
+            eprintln!("connection lost ({reason:?})");
+            Connection::Going
+        }
+        Event::Reconnecting { attempt, delay } => {
+            eprintln!(
+                "reconnecting (attempt {attempt}) in {:.1}s",
+                delay.as_secs_f64()
+            );
+            Connection::Going
+        }
+        Event::ReconnectFailed {
+            error,
+            gave_up: true,
+            ..
+        } => Connection::Over(Err(anyhow!("cannot reconnect: {error}"))),
+        Event::ReconnectFailed { attempt, error, .. } => {
+            eprintln!("reconnection attempt {attempt} failed: {error}");
+            Connection::Going
+        }
+        Event::Resumed { .. } => {
+            eprintln!("back (session resumed)");
+            Connection::Going
+        }
+        Event::CaughtUp { messages } => {
+            eprintln!("back ({messages} missed messages from the archive)");
+            Connection::NewSession
+        }
+        _ => Connection::Going,
     }
 }
 

@@ -138,6 +138,25 @@ pub enum DisconnectReason {
     Protocol(String),
 }
 
+impl DisconnectReason {
+    /// Whether a [`Reconnect`] policy comes back after this loss: not after
+    /// [`Client::disconnect`], nor after a stream error saying another login would be
+    /// refused or fight another session. With a policy, [`Event::Reconnecting`] follows
+    /// exactly when this is true.
+    pub fn reconnects(&self) -> bool {
+        match self {
+            DisconnectReason::Requested => false,
+            DisconnectReason::StreamError(condition) => !matches!(
+                condition.as_str(),
+                "conflict" | "not-authorized" | "policy-violation" | "host-unknown"
+            ),
+            DisconnectReason::ServerClosed
+            | DisconnectReason::ConnectionLost(_)
+            | DisconnectReason::Protocol(_) => true,
+        }
+    }
+}
+
 /// What a module ([`Client::add_handler`]) made of an incoming stanza.
 #[derive(Debug)]
 pub enum Handled {
@@ -685,7 +704,7 @@ async fn supervise(mut link: Link, mut commands: mpsc::Receiver<Command>, shared
             .settings
             .reconnect
             .clone()
-            .filter(|_| reconnects_after(&reason));
+            .filter(|_| reason.reconnects());
         {
             let mut stream = lock(&shared.stream);
             let ours = stream
@@ -720,20 +739,6 @@ async fn supervise(mut link: Link, mut commands: mpsc::Receiver<Command>, shared
                 return;
             }
         }
-    }
-}
-
-/// Whether a loss for `reason` is worth reconnecting after.
-fn reconnects_after(reason: &DisconnectReason) -> bool {
-    match reason {
-        DisconnectReason::Requested => false,
-        DisconnectReason::StreamError(condition) => !matches!(
-            condition.as_str(),
-            "conflict" | "not-authorized" | "policy-violation" | "host-unknown"
-        ),
-        DisconnectReason::ServerClosed
-        | DisconnectReason::ConnectionLost(_)
-        | DisconnectReason::Protocol(_) => true,
     }
 }
 

@@ -1,28 +1,30 @@
 //! The interactive client: logs in, then runs the terminal UI until `/quit` or Ctrl-C.
 //!
 //! The runtime here is the only part that touches the network and the terminal: it turns
-//! stream, roster and carbon events into [`state::Input`]s, keys into [`state::Key`]s, and
-//! carries out the [`state::Action`]s the state returns. The state itself (`state.rs`)
-//! and the drawing (`view.rs`) do no I/O.
+//! stream, roster, carbon, room and invitation events into [`state::Input`]s, keys into
+//! [`state::Key`]s, and carries out the [`state::Action`]s the state returns (rooms
+//! through `rooms.rs`). The state itself (`state.rs`) and the drawing (`view.rs`) do no
+//! I/O. A lost connection comes back by itself (the SDK's reconnect policy); the status
+//! line tells.
 
+mod rooms;
 pub mod state;
 mod view;
 
 use std::sync::Arc;
 
 use corvid_client::{CarbonEvent, Carbons, Client, Event, Mam, MamQuery, Roster, RosterEvent};
-use corvid_xml::Element;
 use ratatui::crossterm::event::{self as term, KeyCode, KeyEventKind, KeyModifiers};
 use tokio::sync::mpsc;
 
-use self::state::{Action, Input, Key, State};
+use self::rooms::Rooms;
+use self::state::{Action, Archive, Input, Key, State};
 use crate::account::Account;
 use crate::message::{self, ChatMessage};
-use crate::muc::{self, JoinOutcome};
 use crate::presence;
-use crate::session::Session;
+use crate::session::{Lifetime, Session};
 
-/// Archived messages loaded when a conversation is opened.
+/// Archived messages loaded when a conversation is opened, and per PageUp past the top.
 const HISTORY_PAGE: usize = 50;
 
 /// What the terminal reports.
@@ -35,7 +37,7 @@ enum Terminal {
 /// Logs in (errors and the password prompt before the screen is taken over), then runs the
 /// UI.
 pub async fn run(account: &Account) -> anyhow::Result<()> {
-    let session = Session::connect(account).await?;
+    let session = Session::connect(account, Lifetime::Lasting).await?;
     let mam_available = session.has_mam().await;
     let Session {
         client,
@@ -43,6 +45,8 @@ pub async fn run(account: &Account) -> anyhow::Result<()> {
         roster,
         mut roster_events,
         mam,
+        muc,
+        mut muc_events,
         ..
     } = session;
     let (carbons, mut carbon_events) = Carbons::attach(&client);
@@ -55,13 +59,26 @@ pub async fn run(account: &Account) -> anyhow::Result<()> {
 
     let mut state = State::new(account.jid.as_str(), mam_available, &client.new_id());
     let (feedback, mut feedback_in) = mpsc::unbounded_channel::<Input>();
-    let actions = spawn_worker(client.clone(), roster.clone(), mam, feedback.clone());
+    let rooms = Rooms::new(muc, client.clone(), feedback.clone());
+    let worker = Worker {
+        client: client.clone(),
+        roster: roster.clone(),
+        mam,
+        rooms: rooms.clone(),
+        feedback: feedback.clone(),
+    };
+    let actions = worker.spawn();
     let mut terminal_events = spawn_terminal_reader();
     let mut terminal = ratatui::try_init()?;
 
     let result: anyhow::Result<()> = async {
         loop {
-            terminal.draw(|frame| view::draw(frame, &state))?;
+            let mut page = state.page;
+            terminal.draw(|frame| {
+                page = view::conversation_rows(frame.area());
+                view::draw(frame, &state);
+            })?;
+            state.page = page;
             tokio::select! {
                 Some(event) = terminal_events.recv() => {
                     let Terminal::Key(key) = event else { continue };
@@ -73,9 +90,17 @@ pub async fn run(account: &Account) -> anyhow::Result<()> {
                     }
                 }
                 event = events.next() => match event {
-                    Some(event) => stream_event(&mut state, &client, &feedback, event),
+                    Some(Event::CaughtUp { .. }) => {
+                        // A new session: the server forgot our rooms and carbons.
+                        state.apply(Input::Back);
+                        rooms.rejoin_all();
+                        let carbons = carbons.clone();
+                        tokio::spawn(async move { carbons.enable().await });
+                    }
+                    Some(event) => stream_event(&mut state, event),
                     None => return Ok(()),
                 },
+                Some(event) = muc_events.next() => state.apply(rooms::input_of_muc(event)),
                 Some(event) = roster_events.next() => roster_event(&mut state, &roster, event),
                 Some(event) = carbon_events.recv() => {
                     let (CarbonEvent::Received(m) | CarbonEvent::Sent(m)) = event;
@@ -123,112 +148,142 @@ fn key_of(code: KeyCode, modifiers: KeyModifiers) -> Option<Key> {
         KeyCode::BackTab => Key::BackTab,
         KeyCode::Up => Key::Up,
         KeyCode::Down => Key::Down,
+        KeyCode::PageUp => Key::PageUp,
+        KeyCode::PageDown => Key::PageDown,
         KeyCode::Esc => Key::Esc,
         _ => return None,
     })
 }
 
-/// Carries out actions in the order given (messages keep their order); the archive and
-/// room unlocking, which wait for answers, run beside.
-fn spawn_worker(
+/// What carries out the state's actions.
+struct Worker {
     client: Client,
     roster: Arc<Roster>,
     mam: Arc<Mam>,
+    rooms: Arc<Rooms>,
     feedback: mpsc::UnboundedSender<Input>,
-) -> mpsc::UnboundedSender<Action> {
-    let (sender, mut actions) = mpsc::unbounded_channel::<Action>();
-    tokio::spawn(async move {
-        while let Some(action) = actions.recv().await {
-            if let Action::LoadHistory(with) = action {
-                tokio::spawn(load_history(mam.clone(), with, feedback.clone()));
-                continue;
-            }
-            if let Err(e) = perform(&client, &roster, action).await {
-                let _ = feedback.send(Input::Notice(e));
-            }
-        }
-    });
-    sender
 }
 
-async fn perform(client: &Client, roster: &Roster, action: Action) -> Result<(), String> {
-    let failed = |what: &str, e: &dyn std::fmt::Display| format!("{what} failed: {e}");
-    match action {
-        Action::SendChat { to, body, id } => client
-            .send(&message::outgoing(&to, "chat", &body, &id))
-            .await
-            .map_err(|e| failed("sending", &e)),
-        Action::SendRoom { room, body } => client
-            .send(&message::outgoing(
-                &room,
-                "groupchat",
-                &body,
-                &client.new_id(),
-            ))
-            .await
-            .map_err(|e| failed("sending", &e)),
-        Action::Join { room, nick } => client
-            .send(&muc::join_presence(&room, &nick))
-            .await
-            .map_err(|e| failed("joining", &e)),
-        Action::Leave { room, nick } => client
-            .send(&muc::leave_presence(&room, &nick))
-            .await
-            .map_err(|e| failed("leaving", &e)),
-        Action::Add(jid) => {
-            roster
-                .set(&jid, None, &[])
+impl Worker {
+    /// Carries out actions in the order given (messages keep their order); the archive and
+    /// entering rooms, which wait for answers, run beside.
+    fn spawn(self) -> mpsc::UnboundedSender<Action> {
+        let (sender, mut actions) = mpsc::unbounded_channel::<Action>();
+        tokio::spawn(async move {
+            while let Some(action) = actions.recv().await {
+                if let Err(e) = self.perform(action).await {
+                    let _ = self.feedback.send(Input::Notice(e));
+                }
+            }
+        });
+        sender
+    }
+
+    async fn perform(&self, action: Action) -> Result<(), String> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| format!("{what} failed: {e}");
+        let (client, roster) = (&self.client, &self.roster);
+        match action {
+            Action::SendChat { to, body, id } => client
+                .send(&message::outgoing(&to, "chat", &body, &id))
                 .await
-                .map_err(|e| failed("adding", &e))?;
-            roster
-                .subscribe(&jid)
+                .map_err(|e| failed("sending", &e)),
+            Action::SendRoom { room, body } => self.rooms.send(&room, &body).await,
+            Action::Join {
+                room,
+                nick,
+                password,
+            } => {
+                self.rooms.join(room, nick, password);
+                Ok(())
+            }
+            Action::Leave { room } => {
+                self.rooms.leave(&room);
+                Ok(())
+            }
+            Action::SetSubject { room, subject } => self.rooms.set_subject(&room, &subject).await,
+            Action::Add(jid) => {
+                roster
+                    .set(&jid, None, &[])
+                    .await
+                    .map_err(|e| failed("adding", &e))?;
+                roster
+                    .subscribe(&jid)
+                    .await
+                    .map_err(|e| failed("asking", &e))
+            }
+            Action::Accept(jid) => roster
+                .accept(&jid, true)
                 .await
-                .map_err(|e| failed("asking", &e))
+                .map_err(|e| failed("accepting", &e)),
+            Action::Refuse(jid) => roster
+                .refuse(&jid)
+                .await
+                .map_err(|e| failed("refusing", &e)),
+            Action::Status { show, text } => client
+                .send(&presence::own_presence(show, text.as_deref()))
+                .await
+                .map_err(|e| failed("changing status", &e)),
+            Action::LoadHistory {
+                with,
+                archive,
+                before,
+            } => {
+                let query = history_query(&with, archive, before);
+                tokio::spawn(load_history(
+                    self.mam.clone(),
+                    with,
+                    query,
+                    self.feedback.clone(),
+                ));
+                Ok(())
+            }
+            Action::Quit => Ok(()),
         }
-        Action::Accept(jid) => roster
-            .accept(&jid, true)
-            .await
-            .map_err(|e| failed("accepting", &e)),
-        Action::Refuse(jid) => roster
-            .refuse(&jid)
-            .await
-            .map_err(|e| failed("refusing", &e)),
-        Action::Status { show, text } => client
-            .send(&presence::own_presence(show, text.as_deref()))
-            .await
-            .map_err(|e| failed("changing status", &e)),
-        Action::LoadHistory(_) | Action::Quit => Ok(()),
     }
 }
 
-/// The last page of the archive with `with` (XEP-0313 with XEP-0059 `<before/>`).
-async fn load_history(mam: Arc<Mam>, with: String, feedback: mpsc::UnboundedSender<Input>) {
-    let query = MamQuery {
-        with: Some(with.clone()),
-        before: Some(String::new()),
+/// A page of the archive with `with`: the account's messages with a contact, or a room's
+/// own archive (XEP-0313 with XEP-0059 `<before/>`; empty: the newest page).
+fn history_query(with: &str, archive: Archive, before: String) -> MamQuery {
+    let (archive, with) = match archive {
+        Archive::Account => (None, Some(with.to_owned())),
+        Archive::Room => (Some(with.to_owned()), None),
+    };
+    MamQuery {
+        archive,
+        with,
+        before: Some(before),
         max: Some(HISTORY_PAGE),
         ..MamQuery::default()
-    };
+    }
+}
+
+async fn load_history(
+    mam: Arc<Mam>,
+    with: String,
+    query: MamQuery,
+    feedback: mpsc::UnboundedSender<Input>,
+) {
     let input = match mam.query(&query).await {
         Ok(page) => Input::History {
             with,
             messages: page
                 .messages
                 .iter()
-                .filter_map(|m| ChatMessage::parse(&m.message, m.stamp))
+                .filter_map(|m| Some(ChatMessage::parse(&m.message, m.stamp)?.archived_as(&m.id)))
                 .collect(),
+            complete: page.complete,
         },
-        Err(e) => Input::Notice(format!("no history with {with}: {e}")),
+        Err(e) => Input::HistoryFailed {
+            with,
+            why: e.to_string(),
+        },
     };
     let _ = feedback.send(input);
 }
 
-fn stream_event(
-    state: &mut State,
-    client: &Client,
-    feedback: &mpsc::UnboundedSender<Input>,
-    event: Event,
-) {
+/// A stream event for the state; a new session after a loss is handled by the caller.
+fn stream_event(state: &mut State, event: Event) {
     match event {
         Event::Message(stanza) if stanza.attr("type") == Some("error") => {
             let from = stanza.attr("from").unwrap_or("the server");
@@ -242,45 +297,17 @@ fn stream_event(
                 state.apply(Input::Message(message));
             }
         }
-        Event::Presence(presence) => room_presence(state, client, feedback, &presence),
+        // A loss the SDK comes back from: `Reconnecting` follows.
+        Event::Disconnected(reason) if reason.reconnects() => {}
         Event::Disconnected(reason) => state.apply(Input::Disconnected(format!("{reason:?}"))),
+        Event::Reconnecting { attempt, .. } => state.apply(Input::Reconnecting { attempt }),
+        Event::ReconnectFailed {
+            error,
+            gave_up: true,
+            ..
+        } => state.apply(Input::Disconnected(error)),
+        Event::Resumed { .. } => state.apply(Input::Back),
         _ => {}
-    }
-}
-
-/// A presence from a room we are joining: are we in? A new room is unlocked as an instant
-/// room (XEP-0045 §10.1.2).
-fn room_presence(
-    state: &mut State,
-    client: &Client,
-    feedback: &mpsc::UnboundedSender<Input>,
-    presence: &Element,
-) {
-    let joining: Vec<(String, String)> = state
-        .rooms
-        .iter()
-        .filter(|(_, r)| !r.joined)
-        .map(|(jid, r)| (jid.clone(), r.nick.clone()))
-        .collect();
-    for (room, nick) in joining {
-        match muc::join_outcome(presence, &room, &nick) {
-            Some(JoinOutcome::Joined { created }) => {
-                if created {
-                    let client = client.clone();
-                    let feedback = feedback.clone();
-                    let room = room.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = client.request(muc::instant_room(&room)).await {
-                            let _ =
-                                feedback.send(Input::Notice(format!("cannot unlock {room}: {e}")));
-                        }
-                    });
-                }
-                state.apply(Input::Joined { room, nick });
-            }
-            Some(JoinOutcome::Refused(why)) => state.apply(Input::Left { room, why }),
-            None => {}
-        }
     }
 }
 

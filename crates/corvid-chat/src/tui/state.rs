@@ -1,17 +1,28 @@
 //! The TUI's state and how it changes, with no terminal and no network: what happened
 //! ([`Input`]) goes in through [`State::apply`], key presses through [`State::key`], which
 //! returns what to do ([`Action`]) for the runtime to carry out. Rendering reads the state
-//! (`view.rs`); the runtime (`mod.rs`) turns stream events into inputs and actions into
-//! stanzas.
+//! (`view.rs`); the runtime (`mod.rs`) turns stream and room events into inputs and
+//! actions into stanzas.
+//!
+//! Typed commands are in `command.rs`, rooms and invitations in `rooms.rs`, scrolling and
+//! paging back through the archive in `scroll.rs`.
+
+mod command;
+mod rooms;
+mod scroll;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::SystemTime;
 
 use corvid_client::RosterItem;
 
+pub use self::command::parse_command;
+pub use self::rooms::{Invitation, Room, RoomInput};
 use crate::message::{ChatMessage, bare};
 use crate::presence::Show;
 
-/// Messages kept per conversation; older ones scroll away.
+/// Lines kept per conversation as new ones come; the oldest scroll away (pages loaded
+/// from the archive on purpose stay).
 const MAX_LINES: usize = 1000;
 
 /// Something that happened, for the state to take in.
@@ -29,24 +40,37 @@ pub enum Input {
     Request(String),
     /// A message, received or (a carbon of one) sent by us.
     Message(ChatMessage),
-    /// Archived messages with `with`, oldest first.
+    /// A page of the archive with `with` (a contact, or a room's own archive), oldest
+    /// first; `complete` when the archive holds nothing older.
     History {
         with: String,
         messages: Vec<ChatMessage>,
+        complete: bool,
     },
-    /// The room let us in as `nick`.
-    Joined {
-        room: String,
-        nick: String,
-    },
-    /// The room refused us or we left.
-    Left {
-        room: String,
+    /// The archive with `with` could not be read.
+    HistoryFailed {
+        with: String,
         why: String,
+    },
+    /// Something about a room we are in or entering.
+    Room {
+        room: String,
+        input: RoomInput,
+    },
+    /// Someone invites us into a room (XEP-0045 §7.8, XEP-0249).
+    Invited {
+        room: String,
+        invitation: Invitation,
     },
     /// A line for the status bar (an error, a confirmation).
     Notice(String),
-    /// The stream ended.
+    /// The connection was lost; attempt `attempt` to come back is on its way.
+    Reconnecting {
+        attempt: u32,
+    },
+    /// Connected again after a loss.
+    Back,
+    /// The stream ended for good.
     Disconnected(String),
 }
 
@@ -60,9 +84,20 @@ pub enum Key {
     BackTab,
     Up,
     Down,
+    PageUp,
+    PageDown,
     Esc,
     /// Ctrl-C.
     Interrupt,
+}
+
+/// Which archive keeps a conversation (XEP-0313).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Archive {
+    /// The account's own, queried for messages with a contact.
+    Account,
+    /// A room's own.
+    Room,
 }
 
 /// Something for the runtime to do.
@@ -80,10 +115,15 @@ pub enum Action {
     Join {
         room: String,
         nick: String,
+        password: Option<String>,
     },
     Leave {
         room: String,
-        nick: String,
+    },
+    /// Change a room's subject (XEP-0045 §8.1); the room tells the new one back.
+    SetSubject {
+        room: String,
+        subject: String,
     },
     /// Add to the roster and ask to see their presence.
     Add(String),
@@ -94,72 +134,14 @@ pub enum Action {
         show: Show,
         text: Option<String>,
     },
-    /// Load the last page of the archive with this JID.
-    LoadHistory(String),
+    /// Load a page of the archive with `with`: the newest page when `before` is empty,
+    /// else the one before the archive id `before`.
+    LoadHistory {
+        with: String,
+        archive: Archive,
+        before: String,
+    },
     Quit,
-}
-
-/// A command typed on the input line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
-    Join { room: String, nick: String },
-    Leave(Option<String>),
-    Add(String),
-    Accept(Option<String>),
-    Refuse(Option<String>),
-    Chat(String),
-    Status { show: Show, text: Option<String> },
-    Help,
-    Quit,
-}
-
-const HELP: &str = "/chat JID, /join ROOM NICK, /leave, /add JID, /accept [JID], /refuse [JID], \
-                    /status online|chat|away|xa|dnd [TEXT], /quit; Tab/Up/Down select";
-
-/// Parses `/command args`.
-pub fn parse_command(line: &str) -> Result<Command, String> {
-    let line = line.trim();
-    let (name, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-    let rest = rest.trim();
-    let mut words = rest.split_whitespace();
-    let one = |what: &str| -> Result<String, String> {
-        let mut words = rest.split_whitespace();
-        match (words.next(), words.next()) {
-            (Some(word), None) => Ok(word.to_owned()),
-            _ => Err(format!("{name} takes {what}")),
-        }
-    };
-    let optional = || -> Option<String> { rest.split_whitespace().next().map(str::to_owned) };
-    match name {
-        "/join" => match (words.next(), words.next(), words.next()) {
-            (Some(room), Some(nick), None) if room.contains('@') => Ok(Command::Join {
-                room: bare(room),
-                nick: nick.to_owned(),
-            }),
-            _ => Err("/join takes ROOM@SERVICE NICK".into()),
-        },
-        "/leave" | "/part" => Ok(Command::Leave(optional())),
-        "/add" => one("a JID").map(Command::Add),
-        "/accept" => Ok(Command::Accept(optional())),
-        "/refuse" => Ok(Command::Refuse(optional())),
-        "/chat" | "/msg" => one("a JID").map(|jid| Command::Chat(bare(&jid))),
-        "/status" | "/away" => {
-            let (show, text) = if name == "/away" {
-                (Some("away"), rest)
-            } else {
-                let (show, text) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-                (Some(show), text.trim())
-            };
-            let show = show
-                .and_then(Show::from_word)
-                .ok_or("/status takes online, chat, away, xa or dnd, then a text")?;
-            let text = (!text.is_empty()).then(|| text.to_owned());
-            Ok(Command::Status { show, text })
-        }
-        "/help" => Ok(Command::Help),
-        "/quit" | "/exit" => Ok(Command::Quit),
-        other => Err(format!("unknown command {other}; /help lists them")),
-    }
 }
 
 /// One contact in the left pane.
@@ -173,36 +155,55 @@ pub struct Contact {
     pub presence: Option<Show>,
 }
 
-/// A room we are in or joining.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Room {
-    pub nick: String,
-    pub joined: bool,
-}
-
 /// One line of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Line {
     pub id: Option<String>,
-    /// `me`, the contact's name, or the occupant's nick.
+    /// Its id in the archive that keeps it, where paging back starts.
+    pub archive_id: Option<String>,
+    /// `me`, the contact's name, or the occupant's nick; empty for a system line.
     pub who: String,
     pub body: String,
     pub stamp: String,
     pub outgoing: bool,
+    /// Said by corvid-chat, not by anyone (someone joined a room, the subject changed).
+    pub system: bool,
+}
+
+impl Line {
+    /// A system line, stamped now.
+    pub fn system(text: String) -> Line {
+        Line {
+            id: None,
+            archive_id: None,
+            who: String::new(),
+            body: text,
+            stamp: corvid_proto::time::format_datetime(SystemTime::now()),
+            outgoing: false,
+            system: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Conversation {
     pub lines: Vec<Line>,
     pub unread: usize,
-    /// The archive was asked already.
+    /// The archive's newest page was asked for already.
     pub history_requested: bool,
+    /// How many lines up from the newest the view is scrolled (0: it follows new lines).
+    pub scroll: usize,
+    /// An older page of the archive is on its way.
+    pub loading_older: bool,
+    /// The archive holds nothing older than the oldest line.
+    pub archive_exhausted: bool,
 }
 
 /// What an entry of the left pane is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryKind {
     Request,
+    Invitation,
     Room,
     Contact,
 }
@@ -212,6 +213,17 @@ pub enum EntryKind {
 pub struct Entry {
     pub kind: EntryKind,
     pub jid: String,
+}
+
+/// Whether we are connected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Connection {
+    #[default]
+    Online,
+    /// Lost, coming back: this attempt is on its way.
+    Reconnecting { attempt: u32 },
+    /// Lost for good.
+    Offline,
 }
 
 /// Everything the TUI shows.
@@ -225,6 +237,8 @@ pub struct State {
     pub rooms: BTreeMap<String, Room>,
     /// Subscription requests waiting for an answer.
     pub requests: BTreeSet<String>,
+    /// Invitations into rooms, by room, waiting for a `/join`.
+    pub invitations: BTreeMap<String, Invitation>,
     pub conversations: HashMap<String, Conversation>,
     /// The selected entry's JID.
     pub selected: Option<String>,
@@ -232,7 +246,9 @@ pub struct State {
     pub notice: String,
     pub own_show: Show,
     pub own_status: Option<String>,
-    pub online: bool,
+    pub connection: Connection,
+    /// How many lines of a conversation the screen shows: what PageUp and PageDown move.
+    pub page: usize,
     /// The ids of messages we send: this prefix (unique to the session), then a counter.
     id_prefix: String,
     sent: u64,
@@ -245,27 +261,26 @@ impl State {
             mam,
             id_prefix: id_prefix.to_owned(),
             own_show: Show::Online,
-            online: true,
+            page: 20,
             notice: format!("connected as {me}; Tab selects, /help lists commands"),
             ..State::default()
         }
     }
 
-    /// The left pane's rows: requests, then rooms, then contacts.
+    /// The left pane's rows: requests, invitations, rooms, then contacts.
     pub fn entries(&self) -> Vec<Entry> {
-        let requests = self.requests.iter().map(|jid| Entry {
-            kind: EntryKind::Request,
-            jid: jid.clone(),
-        });
-        let rooms = self.rooms.keys().map(|jid| Entry {
-            kind: EntryKind::Room,
-            jid: jid.clone(),
-        });
-        let contacts = self.contacts.keys().map(|jid| Entry {
-            kind: EntryKind::Contact,
-            jid: jid.clone(),
-        });
-        requests.chain(rooms).chain(contacts).collect()
+        let of = |kind: EntryKind, jids: &mut dyn Iterator<Item = &String>| -> Vec<Entry> {
+            jids.map(|jid| Entry {
+                kind,
+                jid: jid.clone(),
+            })
+            .collect()
+        };
+        let mut entries = of(EntryKind::Request, &mut self.requests.iter());
+        entries.extend(of(EntryKind::Invitation, &mut self.invitations.keys()));
+        entries.extend(of(EntryKind::Room, &mut self.rooms.keys()));
+        entries.extend(of(EntryKind::Contact, &mut self.contacts.keys()));
+        entries
     }
 
     /// The selected row, if it still exists.
@@ -301,18 +316,31 @@ impl State {
                 self.requests.insert(jid);
             }
             Input::Message(message) => self.message(message),
-            Input::History { with, messages } => self.history(&with, messages),
-            Input::Joined { room, nick } => {
-                self.notice = format!("joined {room} as {nick}");
-                self.rooms.insert(room, Room { nick, joined: true });
+            Input::History {
+                with,
+                messages,
+                complete,
+            } => self.history(&with, messages, complete),
+            Input::HistoryFailed { with, why } => {
+                self.conversations
+                    .entry(with.clone())
+                    .or_default()
+                    .loading_older = false;
+                self.notice = format!("no history with {with}: {why}");
             }
-            Input::Left { room, why } => {
-                self.notice = format!("left {room}: {why}");
-                self.rooms.remove(&room);
-            }
+            Input::Room { room, input } => self.room_input(room, input),
+            Input::Invited { room, invitation } => self.invited(room, invitation),
             Input::Notice(text) => self.notice = text,
+            Input::Reconnecting { attempt } => {
+                self.connection = Connection::Reconnecting { attempt };
+                self.notice = format!("connection lost; reconnecting (attempt {attempt})…");
+            }
+            Input::Back => {
+                self.connection = Connection::Online;
+                self.notice = "back".into();
+            }
             Input::Disconnected(why) => {
-                self.online = false;
+                self.connection = Connection::Offline;
                 self.notice = format!("disconnected: {why} (/quit to leave)");
             }
         }
@@ -335,6 +363,11 @@ impl State {
             }
             Key::Tab | Key::Down => self.select_by(1),
             Key::BackTab | Key::Up => self.select_by(-1),
+            Key::PageUp => self.page_up(),
+            Key::PageDown => {
+                self.page_down();
+                Vec::new()
+            }
             Key::Enter => {
                 let line = std::mem::take(&mut self.input);
                 self.submit(&line)
@@ -349,9 +382,14 @@ impl State {
         let kind = self.selected_entry().map(|e| e.kind);
         let conversation = self.conversations.entry(jid.to_owned()).or_default();
         conversation.unread = 0;
+        // A room's recent history comes with entering it.
         if kind == Some(EntryKind::Contact) && self.mam && !conversation.history_requested {
             conversation.history_requested = true;
-            return vec![Action::LoadHistory(jid.to_owned())];
+            return vec![Action::LoadHistory {
+                with: jid.to_owned(),
+                archive: Archive::Account,
+                before: String::new(),
+            }];
         }
         Vec::new()
     }
@@ -398,6 +436,10 @@ impl State {
                 self.notice = format!("{} is a request: /accept or /refuse", entry.jid);
                 Vec::new()
             }
+            EntryKind::Invitation => {
+                self.notice = format!("{} is an invitation: /join it", entry.jid);
+                Vec::new()
+            }
             // The room reflects our message back (XEP-0045 §7.4): it shows then.
             EntryKind::Room => vec![Action::SendRoom {
                 room: entry.jid,
@@ -410,10 +452,12 @@ impl State {
                     &entry.jid,
                     Line {
                         id: Some(id.clone()),
+                        archive_id: None,
                         who: "me".into(),
                         body: line.to_owned(),
-                        stamp: corvid_proto::time::format_datetime(std::time::SystemTime::now()),
+                        stamp: corvid_proto::time::format_datetime(SystemTime::now()),
                         outgoing: true,
+                        system: false,
                     },
                 );
                 vec![Action::SendChat {
@@ -422,91 +466,6 @@ impl State {
                     id,
                 }]
             }
-        }
-    }
-
-    fn command(&mut self, command: Command) -> Vec<Action> {
-        let selected_request = || {
-            self.selected_entry()
-                .filter(|e| e.kind == EntryKind::Request)
-                .map(|e| e.jid)
-        };
-        match command {
-            Command::Join { room, nick } => {
-                self.notice = format!("joining {room} as {nick}…");
-                self.rooms.insert(
-                    room.clone(),
-                    Room {
-                        nick: nick.clone(),
-                        joined: false,
-                    },
-                );
-                let mut actions = vec![Action::Join {
-                    room: room.clone(),
-                    nick,
-                }];
-                actions.extend(self.select(&room));
-                actions
-            }
-            Command::Leave(room) => {
-                let room = room.or_else(|| {
-                    self.selected_entry()
-                        .filter(|e| e.kind == EntryKind::Room)
-                        .map(|e| e.jid)
-                });
-                match room.and_then(|r| self.rooms.remove(&r).map(|room| (r, room))) {
-                    Some((room, Room { nick, .. })) => {
-                        self.notice = format!("left {room}");
-                        vec![Action::Leave { room, nick }]
-                    }
-                    None => {
-                        self.notice = "not in that room".into();
-                        Vec::new()
-                    }
-                }
-            }
-            Command::Add(jid) => {
-                let jid = bare(&jid);
-                self.notice = format!("asked {jid} to be your contact");
-                vec![Action::Add(jid)]
-            }
-            Command::Accept(jid) => match jid.map(|j| bare(&j)).or_else(selected_request) {
-                Some(jid) => {
-                    self.requests.remove(&jid);
-                    self.notice = format!("accepted {jid}");
-                    vec![Action::Accept(jid)]
-                }
-                None => {
-                    self.notice = "/accept whom? select a request or give its JID".into();
-                    Vec::new()
-                }
-            },
-            Command::Refuse(jid) => match jid.map(|j| bare(&j)).or_else(selected_request) {
-                Some(jid) => {
-                    self.requests.remove(&jid);
-                    self.notice = format!("refused {jid}");
-                    vec![Action::Refuse(jid)]
-                }
-                None => {
-                    self.notice = "/refuse whom? select a request or give its JID".into();
-                    Vec::new()
-                }
-            },
-            Command::Chat(jid) => {
-                self.contacts.entry(jid.clone()).or_default();
-                self.select(&jid)
-            }
-            Command::Status { show, text } => {
-                self.own_show = show;
-                self.own_status = text.clone();
-                self.notice = format!("status: {}", show.as_str());
-                vec![Action::Status { show, text }]
-            }
-            Command::Help => {
-                self.notice = HELP.into();
-                Vec::new()
-            }
-            Command::Quit => vec![Action::Quit],
         }
     }
 
@@ -524,27 +483,6 @@ impl State {
         if self.push_line(&with, line) && !open && !outgoing {
             self.conversations.entry(with).or_default().unread += 1;
         }
-    }
-
-    /// Archived messages go before what is shown already, without the ones shown.
-    fn history(&mut self, with: &str, messages: Vec<ChatMessage>) {
-        let conversation = self.conversations.entry(with.to_owned()).or_default();
-        let known: BTreeSet<String> = conversation
-            .lines
-            .iter()
-            .filter_map(|l| l.id.clone())
-            .collect();
-        let mut lines: Vec<Line> = Vec::new();
-        for message in messages {
-            if let Some((_, line)) = self.line_of(&message)
-                && line.id.as_ref().is_none_or(|id| !known.contains(id))
-            {
-                lines.push(line);
-            }
-        }
-        let conversation = self.conversations.entry(with.to_owned()).or_default();
-        lines.append(&mut conversation.lines);
-        conversation.lines = lines;
     }
 
     /// The conversation a message belongs to and its line; `None` for a groupchat
@@ -573,33 +511,46 @@ impl State {
         };
         let line = Line {
             id: message.id.clone(),
+            archive_id: message.archive_id.clone(),
             who,
             body: message.body.clone(),
             stamp: message.stamp.clone(),
             outgoing,
+            system: false,
         };
         Some((with, line))
     }
 
-    /// Adds a line unless one with its id is there (a carbon or reflection of what we
-    /// showed already); whether it was added.
+    /// Adds a line unless it is there (a carbon or reflection of what we showed already,
+    /// the same id in the same direction; or a room's history sent again, the same archive
+    /// id); whether it was added. A conversation scrolled back stays where it is.
     fn push_line(&mut self, with: &str, line: Line) -> bool {
         let conversation = self.conversations.entry(with.to_owned()).or_default();
-        if line.id.is_some()
-            && conversation
-                .lines
-                .iter()
-                .any(|l| l.id == line.id && l.outgoing == line.outgoing)
-        {
+        if conversation.lines.iter().any(|l| same_message(l, &line)) {
             return false;
         }
         conversation.lines.push(line);
+        if conversation.scroll > 0 {
+            conversation.scroll += 1;
+        }
         if conversation.lines.len() > MAX_LINES {
             let excess = conversation.lines.len() - MAX_LINES;
             conversation.lines.drain(..excess);
         }
         true
     }
+
+    /// A system line in `with`'s conversation.
+    fn say(&mut self, with: &str, text: String) {
+        self.push_line(with, Line::system(text));
+    }
+}
+
+/// Whether two lines show the same message.
+fn same_message(a: &Line, b: &Line) -> bool {
+    let same_archived = a.archive_id.is_some() && a.archive_id == b.archive_id;
+    let same_sent = a.id.is_some() && a.id == b.id && a.outgoing == b.outgoing;
+    same_archived || same_sent
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Drawing the state: contacts, rooms and requests on the left; the open conversation on
-//! the right; the input line and a status bar below. Plain ASCII markers, so the screen
+//! Drawing the state: contacts, rooms, requests and invitations on the left; the open
+//! conversation on the right (a room's with its subject in the title and its occupants
+//! beside); the input line and a status bar below. Plain ASCII markers, so the screen
 //! reads the same on any terminal (and in `tmux capture-pane`).
 
 use ratatui::Frame;
@@ -8,22 +9,45 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line as TextLine, Span};
 use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph};
 
-use super::state::{EntryKind, Line, State};
+use super::state::{Connection, EntryKind, Line, State};
 use crate::presence::Show;
 
 const LEFT_WIDTH: u16 = 44;
+/// The width of a room's occupant list.
+const OCCUPANTS_WIDTH: u16 = 24;
 
-pub fn draw(frame: &mut Frame, state: &State) {
-    let [main, input, status] = Layout::vertical([
+/// The main area (entries and conversation) and, below it, the input line and the status.
+fn rows(area: Rect) -> [Rect; 3] {
+    Layout::vertical([
         Constraint::Min(3),
         Constraint::Length(3),
         Constraint::Length(1),
     ])
-    .areas(frame.area());
+    .areas(area)
+}
+
+/// How many lines of a conversation fit on a screen of `area`: a page to scroll by.
+pub fn conversation_rows(area: Rect) -> usize {
+    let [main, ..] = rows(area);
+    main.height.saturating_sub(2) as usize
+}
+
+pub fn draw(frame: &mut Frame, state: &State) {
+    let [main, input, status] = rows(frame.area());
     let [left, right] =
         Layout::horizontal([Constraint::Length(LEFT_WIDTH), Constraint::Min(10)]).areas(main);
     draw_entries(frame, state, left);
-    draw_conversation(frame, state, right);
+    let room = state.selected.as_ref().and_then(|jid| state.rooms.get(jid));
+    match room {
+        Some(room) => {
+            let [conversation, occupants] =
+                Layout::horizontal([Constraint::Min(10), Constraint::Length(OCCUPANTS_WIDTH)])
+                    .areas(right);
+            draw_conversation(frame, state, conversation);
+            draw_occupants(frame, room, occupants);
+        }
+        None => draw_conversation(frame, state, right),
+    }
     draw_input(frame, state, input);
     draw_status(frame, state, status);
 }
@@ -49,6 +73,7 @@ fn draw_entries(frame: &mut Frame, state: &State, area: Rect) {
             };
             let text = match entry.kind {
                 EntryKind::Request => format!("? {} (request)", entry.jid),
+                EntryKind::Invitation => format!("! {} (invitation)", entry.jid),
                 EntryKind::Room => {
                     let joined = state.rooms.get(&entry.jid).is_some_and(|r| r.joined);
                     let mark = if joined { "" } else { " (joining)" };
@@ -89,24 +114,58 @@ fn draw_conversation(frame: &mut Frame, state: &State, area: Rect) {
         frame.render_widget(help, area);
         return;
     };
-    let lines = state
-        .conversations
-        .get(with)
-        .map_or(&[][..], |c| &c.lines[..]);
-    // The newest lines that fit, oldest at the top.
+    let conversation = state.conversations.get(with);
+    let lines = conversation.map_or(&[][..], |c| &c.lines[..]);
+    let scroll = conversation.map_or(0, |c| c.scroll);
+    // The lines that fit, ending `scroll` lines above the newest; oldest at the top.
     let height = area.height.saturating_sub(2) as usize;
-    let shown = &lines[lines.len().saturating_sub(height)..];
+    let end = lines.len().saturating_sub(scroll);
+    let shown = &lines[end.saturating_sub(height)..end];
     let text: Vec<TextLine> = shown.iter().map(line).collect();
-    let title = format!(" {with} ");
+    let subject = state
+        .rooms
+        .get(with)
+        .and_then(|r| r.subject.as_deref())
+        .map_or_else(String::new, |s| format!("- {s} "));
+    let position = match conversation {
+        Some(c) if c.loading_older => "[loading older…] ".to_owned(),
+        Some(c) if c.scroll > 0 => {
+            format!("[{} newer below, PageDown] ", c.scroll.min(lines.len()))
+        }
+        _ => String::new(),
+    };
+    let title = format!(" {with} {subject}{position}");
     frame.render_widget(
         Paragraph::new(text).block(Block::bordered().title(title)),
         area,
     );
 }
 
+fn draw_occupants(frame: &mut Frame, room: &super::state::Room, area: Rect) {
+    let items: Vec<ListItem> = room
+        .occupants
+        .iter()
+        .map(|nick| {
+            let me = if *nick == room.nick { " (you)" } else { "" };
+            ListItem::new(format!("{nick}{me}"))
+        })
+        .collect();
+    let title = format!(" Occupants ({}) ", room.occupants.len());
+    frame.render_widget(List::new(items).block(Block::bordered().title(title)), area);
+}
+
 fn line(line: &Line) -> TextLine<'_> {
     // `YYYY-MM-DDThh:mm…`: the time of day.
     let time = line.stamp.get(11..16).unwrap_or("--:--");
+    if line.system {
+        return TextLine::from(vec![
+            Span::raw(format!("{time} ")),
+            Span::styled(
+                format!("-- {}", line.body),
+                Style::new().add_modifier(Modifier::ITALIC),
+            ),
+        ]);
+    }
     let who_style = if line.outgoing {
         Style::new().add_modifier(Modifier::DIM)
     } else {
@@ -141,10 +200,10 @@ fn draw_input(frame: &mut Frame, state: &State, area: Rect) {
 }
 
 fn draw_status(frame: &mut Frame, state: &State, area: Rect) {
-    let connection = if state.online {
-        state.own_show.as_str()
-    } else {
-        "offline"
+    let connection = match state.connection {
+        Connection::Online => state.own_show.as_str(),
+        Connection::Reconnecting { .. } => "reconnecting",
+        Connection::Offline => "offline",
     };
     let status = state
         .own_status

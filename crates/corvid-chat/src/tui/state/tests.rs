@@ -1,12 +1,13 @@
 use corvid_client::Subscription;
 
+use super::command::Command;
 use super::*;
 
-fn state() -> State {
+pub(super) fn state() -> State {
     State::new("me@x", true, "t")
 }
 
-fn contact(jid: &str, name: Option<&str>) -> Input {
+pub(super) fn contact(jid: &str, name: Option<&str>) -> Input {
     Input::Contact(RosterItem {
         jid: jid.into(),
         name: name.map(str::to_owned),
@@ -15,7 +16,7 @@ fn contact(jid: &str, name: Option<&str>) -> Input {
     })
 }
 
-fn chat(from: &str, to: &str, body: &str, id: &str) -> ChatMessage {
+pub(super) fn chat(from: &str, to: &str, body: &str, id: &str) -> ChatMessage {
     ChatMessage {
         from: from.into(),
         to: Some(to.into()),
@@ -23,28 +24,39 @@ fn chat(from: &str, to: &str, body: &str, id: &str) -> ChatMessage {
         body: body.into(),
         id: Some(id.into()),
         stamp: "2024-01-02T03:04:05Z".into(),
+        archive_id: None,
     }
 }
 
-fn groupchat(from: &str, body: &str, id: &str) -> ChatMessage {
+pub(super) fn groupchat(from: &str, body: &str, id: &str) -> ChatMessage {
     ChatMessage {
         kind: "groupchat".into(),
         ..chat(from, "me@x/desk", body, id)
     }
 }
 
-fn typed(state: &mut State, text: &str) -> Vec<Action> {
+pub(super) fn room_input(room: &str, input: RoomInput) -> Input {
+    Input::Room {
+        room: room.into(),
+        input,
+    }
+}
+
+pub(super) fn typed(state: &mut State, text: &str) -> Vec<Action> {
     for c in text.chars() {
         assert!(state.key(Key::Char(c)).is_empty());
     }
     state.key(Key::Enter)
 }
 
-fn bodies(state: &State, with: &str) -> Vec<String> {
+pub(super) fn bodies(state: &State, with: &str) -> Vec<String> {
     state.conversations[with]
         .lines
         .iter()
-        .map(|l| format!("{}: {}", l.who, l.body))
+        .map(|l| match l.system {
+            true => format!("-- {}", l.body),
+            false => format!("{}: {}", l.who, l.body),
+        })
         .collect()
 }
 
@@ -78,7 +90,14 @@ fn messages_to_other_conversations_count_as_unread_until_opened() {
     s.apply(Input::Message(chat("romeo@x/phone", "me@x", "there?", "2")));
     assert_eq!(s.unread("romeo@x"), 2);
     let actions = s.key(Key::Tab);
-    assert_eq!(actions, [Action::LoadHistory("romeo@x".into())]);
+    assert_eq!(
+        actions,
+        [Action::LoadHistory {
+            with: "romeo@x".into(),
+            archive: Archive::Account,
+            before: String::new()
+        }]
+    );
     assert_eq!(s.unread("romeo@x"), 0);
     // The open conversation gains no unread count.
     s.apply(Input::Message(chat("romeo@x/phone", "me@x", "ok", "3")));
@@ -141,6 +160,7 @@ fn history_goes_before_live_lines_without_duplicates() {
             chat("romeo@x/a", "me@x", "before", "1"),
             chat("romeo@x/a", "me@x", "live", "2"),
         ],
+        complete: false,
     });
     assert_eq!(
         bodies(&s, "romeo@x"),
@@ -156,14 +176,17 @@ fn joining_a_room_selects_it_and_room_messages_show_by_nick() {
         actions,
         [Action::Join {
             room: "lobby@conf.x".into(),
-            nick: "juliet".into()
+            nick: "juliet".into(),
+            password: None,
         }]
     );
     assert_eq!(s.selected.as_deref(), Some("lobby@conf.x"));
-    s.apply(Input::Joined {
-        room: "lobby@conf.x".into(),
-        nick: "juliet".into(),
-    });
+    s.apply(room_input(
+        "lobby@conf.x",
+        RoomInput::Joined {
+            nick: "juliet".into(),
+        },
+    ));
     assert!(s.rooms["lobby@conf.x"].joined);
     // Our message goes to the room and shows when the room reflects it.
     let actions = typed(&mut s, "hi all");
@@ -204,7 +227,6 @@ fn joining_a_room_selects_it_and_room_messages_show_by_nick() {
         typed(&mut s, "/leave"),
         [Action::Leave {
             room: "lobby@conf.x".into(),
-            nick: "juliet".into()
         }]
     );
     assert!(s.rooms.is_empty());
@@ -296,13 +318,42 @@ fn commands_parse() {
     assert!(parse_command("/add").is_err());
     assert!(parse_command("/add a@x b@x").is_err());
     assert!(parse_command("/join room nick").is_err(), "a room is a JID");
-    assert!(parse_command("/join r@c").is_err());
+    assert_eq!(
+        parse_command("/join r@c"),
+        Ok(Command::Join {
+            room: Some("r@c".into()),
+            nick: None
+        })
+    );
+    assert_eq!(
+        parse_command("/join"),
+        Ok(Command::Join {
+            room: None,
+            nick: None
+        })
+    );
+    assert!(parse_command("/join r@c nick extra").is_err());
     assert_eq!(
         parse_command("/chat Romeo@X/phone"),
         Ok(Command::Chat("romeo@x".into()))
     );
     assert_eq!(parse_command("/accept"), Ok(Command::Accept(None)));
     assert!(parse_command("/frobnicate").is_err());
+}
+
+#[test]
+fn a_lost_connection_shows_in_the_status_bar_until_it_is_back() {
+    let mut s = state();
+    s.apply(Input::Reconnecting { attempt: 2 });
+    assert_eq!(s.connection, Connection::Reconnecting { attempt: 2 });
+    assert!(
+        s.notice.contains("reconnecting (attempt 2)…"),
+        "{}",
+        s.notice
+    );
+    s.apply(Input::Back);
+    assert_eq!(s.connection, Connection::Online);
+    assert_eq!(s.notice, "back");
 }
 
 #[test]
@@ -317,6 +368,6 @@ fn status_and_disconnection_show_in_the_status_bar() {
     );
     assert_eq!(s.own_show, Show::Dnd);
     s.apply(Input::Disconnected("connection lost".into()));
-    assert!(!s.online);
+    assert_eq!(s.connection, Connection::Offline);
     assert!(s.notice.contains("connection lost"));
 }
