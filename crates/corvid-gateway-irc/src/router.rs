@@ -165,12 +165,12 @@ impl Router {
             self.bounce(&el, StanzaError::item_not_found());
             return;
         };
-        if let Some(server) = address.server() {
-            if !self.config.server_allowed(server) {
-                let error = StanzaError::not_allowed()
-                    .with_text("this gateway does not serve that IRC server");
-                return self.refuse(&el, &from, error);
-            }
+        if let Some(server) = address.server()
+            && !self.config.server_allowed(server)
+        {
+            let error =
+                StanzaError::not_allowed().with_text("this gateway does not serve that IRC server");
+            return self.refuse(&el, error);
         }
         match (kind, &address) {
             (StanzaKind::Iq, Address::Gateway | Address::Server { .. }) => {
@@ -194,9 +194,9 @@ impl Router {
                     server,
                     nick,
                 },
-            ) => self.to_session(el.clone(), from, server, channel, nick.clone()),
+            ) => self.route_to_session(el.clone(), from, server, channel, nick.clone()),
             (StanzaKind::Message, Address::User { nick, server }) => {
-                self.to_session(el.clone(), from, server, nick, None)
+                self.route_to_session(el.clone(), from, server, nick, None)
             }
             (StanzaKind::Message, _) => self.bounce(&el, StanzaError::service_unavailable()),
             _ => {}
@@ -204,11 +204,10 @@ impl Router {
     }
 
     /// A refusal that a MUC client understands: an error presence for a join.
-    fn refuse(&self, el: &Element, from: &Jid, error: StanzaError) {
+    fn refuse(&self, el: &Element, error: StanzaError) {
         if el.name() == "presence" && el.attr("type").is_some() {
             return;
         }
-        let _ = from;
         let mut reply = error_reply(el, &error);
         if el.name() == "presence" {
             reply.append_child(Element::new("x", ns::MUC));
@@ -218,7 +217,7 @@ impl Router {
         }
     }
 
-    fn to_session(
+    fn route_to_session(
         &mut self,
         el: Element,
         from: Jid,
@@ -233,7 +232,7 @@ impl Router {
             && nick.is_some();
         if el.name() == "presence" && nick.is_none() {
             // XEP-0045 §7.2.1: a join without a nick.
-            return self.refuse(&el, &from, StanzaError::jid_malformed());
+            return self.refuse(&el, StanzaError::jid_malformed());
         }
         let msg = ToSession::Stanza {
             el: el.clone(),
@@ -270,7 +269,7 @@ impl Router {
         if per_user >= self.config.limits.servers_per_user {
             let error =
                 StanzaError::resource_constraint().with_text("too many IRC servers at once");
-            return self.refuse(&el, &from, error);
+            return self.refuse(&el, error);
         }
         let handle = self.start_session(&key.0, server, nick.as_deref().unwrap_or("user"));
         let _ = handle.tx.try_send(msg);

@@ -184,18 +184,18 @@ impl Session {
     }
 
     fn on_topic_reply(&mut self, line: &Line) {
-        if let (Some(channel), Some(topic)) = (line.param(1), line.param(2)) {
-            if let Some(ch) = self.channels.get_mut(&fold(channel)) {
-                ch.topic = strip_formatting(topic);
-            }
+        if let (Some(channel), Some(topic)) = (line.param(1), line.param(2))
+            && let Some(ch) = self.channels.get_mut(&fold(channel))
+        {
+            ch.topic = strip_formatting(topic);
         }
     }
 
     fn on_topic_setter(&mut self, line: &Line) {
-        if let (Some(channel), Some(setter)) = (line.param(1), line.param(2)) {
-            if let Some(ch) = self.channels.get_mut(&fold(channel)) {
-                ch.topic_setter = setter.split('!').next().map(str::to_string);
-            }
+        if let (Some(channel), Some(setter)) = (line.param(1), line.param(2))
+            && let Some(ch) = self.channels.get_mut(&fold(channel))
+        {
+            ch.topic_setter = setter.split('!').next().map(str::to_string);
         }
     }
 
@@ -428,7 +428,7 @@ impl Session {
             return;
         };
         let key = fold(channel);
-        if !self.channels.get(&key).is_some_and(|ch| !ch.joined) {
+        if self.channels.get(&key).is_none_or(|ch| ch.joined) {
             return;
         }
         let Some(ch) = self.channels.remove(&key) else {
