@@ -5,7 +5,7 @@
 #
 # Makes the venv .venv (python3 -m venv) and installs tests/interop/requirements.txt into it
 # when missing or changed, builds target/debug/corvid (and corvid-chat and the SDK's
-# examples, whose tests find them next to corvid) only when missing, then runs
+# examples, and corvid-gateway-irc, whose tests find them next to corvid) only when missing, then runs
 # `pytest tests/interop -q`. Exits non-zero when a test fails.
 # CORVID_BIN overrides the server binary (default target/debug/corvid).
 set -euo pipefail
@@ -52,6 +52,10 @@ fi
 if [ ! -x "$(dirname "$CORVID_BIN")/corvid-chat" ]; then
     echo "== interop: corvid-chat is missing beside $CORVID_BIN; cargo build -p corvid-chat"
     cargo build -p corvid-chat
+fi
+if [ ! -x "$(dirname "$CORVID_BIN")/corvid-gateway-irc" ]; then
+    echo "== interop: corvid-gateway-irc is missing beside $CORVID_BIN; cargo build -p corvid-gateway-irc"
+    cargo build -p corvid-gateway-irc
 fi
 if [ ! -x "$(dirname "$CORVID_BIN")/examples/connect" ]; then
     echo "== interop: the SDK's examples are missing beside $CORVID_BIN; cargo build -p corvid-client --examples"

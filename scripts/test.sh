@@ -10,13 +10,15 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # The TLS interop tests (crates/corvid-server/tests/tls_peers.rs) run openssl and gnutls-cli;
 # the SDK's tests (crates/corvid-client/tests/prosody.rs) run Prosody from Debian; the interop
-# tests of corvid-chat's TUI (tests/interop/test_corvid_chat.py) drive it in tmux. Installing
+# tests of corvid-chat's TUI (tests/interop/test_corvid_chat.py) drive it in tmux; the IRC
+# gateway's (tests/interop/test_irc_gateway.py) run ngircd as the IRC server. Installing
 # the package must not start its system service (no policy-rc.d change is left behind).
 need=()
 command -v gnutls-cli >/dev/null || need+=(gnutls-bin)
 command -v openssl >/dev/null || need+=(openssl)
 command -v prosody >/dev/null || need+=(prosody)
 command -v tmux >/dev/null || need+=(tmux)
+command -v ngircd >/dev/null || [ -x /usr/sbin/ngircd ] || need+=(ngircd)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     policy=/usr/sbin/policy-rc.d
