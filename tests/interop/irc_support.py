@@ -20,7 +20,9 @@ import time
 import uuid
 from pathlib import Path
 
-from interop_support import DOMAIN, HOST, REPO, START_TIMEOUT, STOP_TIMEOUT, TIMEOUT, _free_port, unique_name
+from interop_support import (
+    DOMAIN, HOST, REPO, START_TIMEOUT, STOP_TIMEOUT, TIMEOUT, CorvidServer, _free_port, unique_name,
+)
 
 COMPONENT_DOMAIN = "irc.localhost"
 
@@ -66,6 +68,25 @@ class ComponentHost:
 
     def log_text(self) -> str:
         return ""
+
+
+class CorvidHost(CorvidServer):
+    """A corvid process that accepts the gateway as an external component (XEP-0114)."""
+
+    component_domain = COMPONENT_DOMAIN
+
+    def __init__(self):
+        self.secret = f"secret-{uuid.uuid4().hex[:12]}"
+        super().__init__("irc-host", components={COMPONENT_DOMAIN: self.secret})
+
+    def start(self) -> "CorvidHost":
+        super().start()
+        return self
+
+    def stop(self) -> int | None:
+        code = super().stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return code
 
 
 class ProsodyHost(ComponentHost):

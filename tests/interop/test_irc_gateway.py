@@ -1,5 +1,5 @@
 """corvid-gateway-irc between real peers: slixmpp users on an XMPP server that accepts the
-gateway as an XEP-0114 component (Prosody for now; see `component_host`), and plain IRC
+gateway as an XEP-0114 component (Corvid, and Prosody; see `component_host`), and plain IRC
 clients on ngircd. IRC channels are rooms at `#chan%127.0.0.1@irc.localhost`.
 """
 
@@ -13,7 +13,7 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from interop_support import HOST, is_message, is_presence
-from irc_support import COMPONENT_DOMAIN, Gateway, IrcClient, Ngircd, ProsodyHost
+from irc_support import COMPONENT_DOMAIN, CorvidHost, Gateway, IrcClient, Ngircd, ProsodyHost
 
 MUC = "http://jabber.org/protocol/muc"
 MUC_USER = "http://jabber.org/protocol/muc#user"
@@ -23,13 +23,15 @@ DATA = "jabber:x:data"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 
-@pytest.fixture(scope="module")
-def component_host():
-    """The XMPP server the gateway connects to. Prosody until Corvid accepts components;
-    then a fixture returning a Corvid with a component configured goes here."""
-    host = ProsodyHost().start()
+@pytest.fixture(scope="module", params=["corvid", "prosody"])
+def component_host(request):
+    """The XMPP server the gateway connects to as a component: Corvid, and Prosody to show
+    the gateway is not tied to our server."""
+    host = (CorvidHost() if request.param == "corvid" else ProsodyHost()).start()
     yield host
-    host.stop()
+    code = host.stop()
+    if request.param == "corvid":
+        assert code == 0, f"corvid exited with {code}"
 
 
 @pytest.fixture(scope="module")

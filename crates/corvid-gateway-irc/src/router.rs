@@ -271,12 +271,17 @@ impl Router {
                 StanzaError::resource_constraint().with_text("too many IRC servers at once");
             return self.refuse(&el, error);
         }
-        let handle = self.start_session(&key.0, server, nick.as_deref().unwrap_or("user"));
-        let _ = handle.tx.try_send(msg);
+        let handle = self.start_session(&key.0, server, nick.as_deref().unwrap_or("user"), msg);
         self.sessions.insert(key, handle);
     }
 
-    fn start_session(&mut self, user: &BareJid, server: &str, asked_nick: &str) -> Handle {
+    fn start_session(
+        &mut self,
+        user: &BareJid,
+        server: &str,
+        asked_nick: &str,
+        first: ToSession,
+    ) -> Handle {
         let settings = self.settings.effective(user, server);
         let id = self.next_session;
         self.next_session += 1;
@@ -316,6 +321,7 @@ impl Router {
                 out: self.out_tx.clone(),
                 ended: self.ended_tx.clone(),
             },
+            first,
         )
     }
 

@@ -411,6 +411,11 @@ mod tests {
 
     #[test]
     fn handshake_is_the_hex_sha1_of_id_and_secret() {
+        // XEP-0114 §3's example: stream id 3BF96D32, secret "test".
+        assert_eq!(
+            handshake_digest("3BF96D32", "test"),
+            "aaee83c26aeeafcbabeabfcbcd50df997e0a2a1e"
+        );
         // Computed independently (Python's hashlib.sha1(b"3BF96D32secret")).
         assert_eq!(
             handshake_digest("3BF96D32", "secret"),

@@ -57,8 +57,11 @@ pub struct Wiring {
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Starts a session task.
-pub fn spawn(params: Params, wiring: Wiring) -> Handle {
+pub fn spawn(params: Params, wiring: Wiring, first: ToSession) -> Handle {
     let (tx, rx) = mpsc::channel(256);
+    // In the channel before the session starts: a connection that fails at once still
+    // finds the stanza that opened it, and answers it.
+    let _ = tx.try_send(first);
     let id = params.id;
     let span = info_span!("irc", user = %params.user, server = %params.server, id);
     tokio::spawn(run(Session::new(params), rx, wiring).instrument(span));
