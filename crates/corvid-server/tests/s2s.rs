@@ -237,11 +237,11 @@ async fn stanzas_to_an_unreachable_domain_are_bounced_remote_server_not_found() 
 
 #[tokio::test]
 async fn a_silent_remote_times_out_and_the_queue_is_bounded() -> Result<()> {
-    let (_pki, pair) = trusted_pair().await?;
+    let pki = Pki::new()?;
     // Accepts connections (the kernel does) and never says a word.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = silent.local_addr()?.port();
-    let a = corvid(A, &_pki.issue(A)?, Some(&_pki.ca_file), |c| {
+    let a = corvid(A, &pki.issue(A)?, Some(&pki.ca_file), |c| {
         c.s2s.connect_timeout_secs = 1;
         c.s2s.max_queue = 1;
     })
@@ -258,7 +258,7 @@ async fn a_silent_remote_times_out_and_the_queue_is_bounded() -> Result<()> {
     ensure!(condition == "resource-constraint", "{condition}");
     let condition = expect_bounce(&mut events, "first").await?;
     ensure!(condition == "remote-server-timeout", "{condition}");
-    drop(pair);
+    drop(silent);
     Ok(())
 }
 
@@ -413,9 +413,9 @@ async fn an_oversized_stanza_is_a_policy_violation() -> Result<()> {
 
 #[tokio::test]
 async fn a_wrong_dialback_key_is_refused() -> Result<()> {
-    let (_dir, pair) = untrusted_pair(|_| {}, |_| {}).await?;
+    let (dir, pair) = untrusted_pair(|_| {}, |_| {}).await?;
     let (mut raw, _) = RawS2s::open(pair.b.s2s_addr.context("no s2s")?, A, B).await?;
-    let untrusted = self_signed(_dir.path(), "mallory")?;
+    let untrusted = self_signed(dir.path(), "mallory")?;
     let features = raw.starttls(&untrusted, A, B).await?;
     ensure!(
         features.get_child("mechanisms", ns::SASL).is_none(),

@@ -224,7 +224,7 @@ impl Incoming {
 
     fn features(&mut self) -> String {
         let require_tls = self.server.config.s2s.require_tls;
-        let mut features = format!("<stream:features>");
+        let mut features = String::from("<stream:features>");
         if !self.link.is_tls() {
             let required = if require_tls { "<required/>" } else { "" };
             features.push_str(&format!(
@@ -233,16 +233,17 @@ impl Incoming {
             ));
         }
         self.external_for = None;
-        if self.link.is_tls() && !self.sasl_done {
-            if let Some(remote) = self.remote.clone() {
-                if self.certificate_proves(&remote) {
-                    features.push_str(&format!(
-                        "<mechanisms xmlns='{}'><mechanism>EXTERNAL</mechanism></mechanisms>",
-                        ns::SASL
-                    ));
-                    self.external_for = Some(remote);
-                }
-            }
+        let offer_external = self.link.is_tls() && !self.sasl_done;
+        if let Some(remote) = self
+            .remote
+            .clone()
+            .filter(|r| offer_external && self.certificate_proves(r))
+        {
+            features.push_str(&format!(
+                "<mechanisms xmlns='{}'><mechanism>EXTERNAL</mechanism></mechanisms>",
+                ns::SASL
+            ));
+            self.external_for = Some(remote);
         }
         if self.link.is_tls() || !require_tls {
             features.push_str(&format!(
