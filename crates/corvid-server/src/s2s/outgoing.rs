@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::link::{End, Link, NS_DIALBACK, NS_DIALBACK_FEATURE, escape, header};
+use super::link::{End, Link, NS_DIALBACK, escape, header};
 use super::{AuthMethod, Connection, Direction, Registration, State};
 use crate::server::Server;
 
@@ -139,8 +139,8 @@ async fn establish(
             Err(end) => return Err(failed(end)),
         }
     }
-    let _dialback_offered = features.has_child("dialback", NS_DIALBACK_FEATURE);
-    // Servers that predate the feature still do dialback: try it regardless.
+    // Dialback is tried whether or not the peer announces it (XEP-0220 §2.4's feature is
+    // recent; older servers do dialback without saying so).
     match dialback(server, &mut link, local, remote, &id).await {
         Ok(true) => Ok((link, AuthMethod::Dialback)),
         Ok(false) => {
