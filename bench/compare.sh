@@ -239,6 +239,9 @@ data_dir = "$WORK/corvid/data"
 listen = ["127.0.0.1:${PORT[corvid]}"]
 tls_listen = ["127.0.0.1:${TLS_PORT[corvid]}"]
 
+[s2s]
+enabled = false
+
 [tls]
 cert = "$WORK/cert.pem"
 key = "$WORK/key.pem"

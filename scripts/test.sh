@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # The TLS interop tests (crates/corvid-server/tests/tls_peers.rs) run openssl and gnutls-cli;
-# the SDK's tests (crates/corvid-client/tests/prosody.rs) run Prosody from Debian; the interop
+# the SDK's tests (crates/corvid-client/tests/prosody.rs) and the federation tests
+# (crates/corvid-server/tests/s2s_prosody.rs) run Prosody from Debian; the interop
 # tests of corvid-chat's TUI (tests/interop/test_corvid_chat.py) drive it in tmux; the IRC
 # gateway's (tests/interop/test_irc_gateway.py) run ngircd as the IRC server. Installing
 # the package must not start its system service (no policy-rc.d change is left behind).

@@ -99,6 +99,9 @@ component_listen = ["{HOST}:{self.component_port or _free_port()}"]
 listen = ["{HOST}:{self.port}"]
 tls_listen = ["{HOST}:{self.tls_port}"]
 
+[s2s]
+listen = ["{HOST}:{_free_port()}"]
+
 [registration]
 open = {"true" if self.registration_open else "false"}
 

@@ -215,6 +215,7 @@ stanza_errors! {
     recipient_unavailable => (Wait, "recipient-unavailable"),
     registration_required => (Auth, "registration-required"),
     remote_server_not_found => (Cancel, "remote-server-not-found"),
+    remote_server_timeout => (Wait, "remote-server-timeout"),
     resource_constraint => (Wait, "resource-constraint"),
     service_unavailable => (Cancel, "service-unavailable"),
     undefined_condition => (Cancel, "undefined-condition"),

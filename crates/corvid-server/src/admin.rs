@@ -5,6 +5,10 @@
 //! lines, then the connection closes:
 //! - `components`: each configured external component, `DOMAIN\tconnected` or `DOMAIN\taway`.
 //! - `sessions`: the number of client sessions, `sessions\tN`.
+//! - `s2s`: each server-to-server connection, `REMOTE\tLOCAL\tin|out\tSTATE\tAUTH\tTLS\tSECONDS`
+//!   (the remote and local domains, the direction, `connecting`, `negotiating` or
+//!   `established`, `dialback`, `sasl-external` or `-`, `tls` or `plain`, and how long it
+//!   has been up).
 //!
 //! An unknown request gets one line, `error\tunknown request`.
 
@@ -94,8 +98,49 @@ pub fn respond(server: &Server, request: &str) -> String {
                 .collect()
         }
         "sessions" => format!("sessions\t{}\n", server.sessions.count()),
+        "s2s" => s2s_lines(server),
         _ => "error\tunknown request\n".to_owned(),
     }
+}
+
+fn s2s_lines(server: &Server) -> String {
+    use crate::s2s::{AuthMethod, Direction, State};
+    let now = std::time::SystemTime::now();
+    server
+        .s2s
+        .connections()
+        .into_iter()
+        .map(|c| {
+            let direction = match c.direction {
+                Direction::Incoming => "in",
+                Direction::Outgoing => "out",
+            };
+            let state = match c.state {
+                State::Connecting => "connecting",
+                State::Negotiating => "negotiating",
+                State::Established => "established",
+            };
+            let auth = match c.auth {
+                Some(AuthMethod::Dialback) => "dialback",
+                Some(AuthMethod::SaslExternal) => "sasl-external",
+                None => "-",
+            };
+            let tls = if c.tls { "tls" } else { "plain" };
+            let up = now.duration_since(c.since).unwrap_or_default().as_secs();
+            let name = |d: &str| {
+                if d.is_empty() {
+                    "?".to_owned()
+                } else {
+                    d.to_owned()
+                }
+            };
+            format!(
+                "{}\t{}\t{direction}\t{state}\t{auth}\t{tls}\t{up}\n",
+                name(&c.remote),
+                name(&c.local)
+            )
+        })
+        .collect()
 }
 
 /// Asks the server listening on `path` (for the CLI): the answer's lines.

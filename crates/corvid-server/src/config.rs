@@ -48,6 +48,7 @@ pub struct Config {
     /// External components (XEP-0114), each serving a domain of its own.
     pub components: Vec<ComponentConfig>,
     pub admin: AdminConfig,
+    pub s2s: S2sConfig,
 }
 
 /// The admin socket the `corvid` CLI asks a running server through (`admin.rs`).
@@ -65,6 +66,71 @@ impl Default for AdminConfig {
             enabled: true,
             socket: None,
         }
+    }
+}
+
+/// Server-to-server federation (RFC 6120 with STARTTLS, SASL EXTERNAL and XEP-0220 Server
+/// Dialback).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S2sConfig {
+    /// Federate at all: off, stanzas for other domains are bounced `remote-server-not-found`.
+    pub enabled: bool,
+    /// Where other servers connect.
+    pub listen: Vec<SocketAddr>,
+    /// Insist on TLS both ways: STARTTLS required of incoming streams, and an outgoing
+    /// connection to a server that does not offer it is given up.
+    pub require_tls: bool,
+    /// Where to reach a domain (`"example.org" = "127.0.0.1:5270"`), before DNS is asked.
+    pub hosts: std::collections::BTreeMap<String, String>,
+    /// Extra trusted roots (PEM files) for the certificates of other servers, beside the
+    /// system's.
+    pub ca_files: Vec<PathBuf>,
+    /// Domains whose certificates are not checked: they always authenticate with dialback.
+    pub insecure_domains: Vec<String>,
+    /// When not empty, the only remote domains federated with.
+    pub allow: Vec<String>,
+    /// Remote domains never federated with.
+    pub block: Vec<String>,
+    /// Seconds without traffic after which a server-to-server connection is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds an outgoing connection may take to be connected and authenticated.
+    pub connect_timeout_secs: u64,
+    /// Stanzas queued per remote domain (while connecting, or behind a slow peer); beyond
+    /// it they are bounced with `resource-constraint`.
+    pub max_queue: usize,
+}
+
+impl Default for S2sConfig {
+    fn default() -> Self {
+        S2sConfig {
+            enabled: true,
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5269))],
+            require_tls: true,
+            hosts: Default::default(),
+            ca_files: Vec::new(),
+            insecure_domains: Vec::new(),
+            allow: Vec::new(),
+            block: Vec::new(),
+            idle_timeout_secs: 600,
+            connect_timeout_secs: 30,
+            max_queue: 1000,
+        }
+    }
+}
+
+impl S2sConfig {
+    /// Whether federation with `domain` is allowed by `allow` and `block`.
+    pub fn permits(&self, domain: &str) -> bool {
+        let listed = |list: &[String]| list.iter().any(|d| d.eq_ignore_ascii_case(domain));
+        !listed(&self.block) && (self.allow.is_empty() || listed(&self.allow))
+    }
+
+    /// Whether `domain`'s certificate goes unchecked.
+    pub fn insecure(&self, domain: &str) -> bool {
+        self.insecure_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
     }
 }
 
@@ -87,6 +153,7 @@ impl Default for Config {
             component_listen: vec![SocketAddr::from(([127, 0, 0, 1], 5347))],
             components: Vec::new(),
             admin: AdminConfig::default(),
+            s2s: S2sConfig::default(),
             storage: StorageConfig::default(),
             c2s: C2sConfig::default(),
             tls: TlsConfig::default(),
@@ -643,6 +710,18 @@ impl Config {
                 "mam.max_page and mam.default_page must be at least 1".into(),
             ));
         }
+        for (domain, addr) in &self.s2s.hosts {
+            if crate::s2s::resolve::parse_host_port(addr).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "s2s.hosts: {domain} = {addr:?} is not HOST:PORT"
+                )));
+            }
+        }
+        if self.s2s.max_queue == 0 {
+            return Err(ConfigError::Invalid(
+                "s2s.max_queue must be at least 1".into(),
+            ));
+        }
         if self.limits.max_stanza_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "limits.max_stanza_bytes must be at least 1024".into(),
@@ -740,6 +819,23 @@ mod tests {
         assert_eq!(config.mam.default, ArchiveDefault::Roster);
         assert_eq!(config.mam.retention_days, 30);
         assert!(Config::parse("[mam]\ndefault = 'sometimes'").is_err());
+    }
+
+    #[test]
+    fn s2s_defaults_lists_and_hosts() {
+        let config = Config::parse("").unwrap();
+        assert!(config.s2s.enabled && config.s2s.require_tls);
+        assert_eq!(config.s2s.idle_timeout_secs, 600);
+        let config = Config::parse(
+            "[s2s]\nallow = ['a.test', 'b.test']\nblock = ['b.test']\n[s2s.hosts]\n'a.test' = '127.0.0.1:5270'",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert!(config.s2s.permits("a.test") && !config.s2s.permits("b.test"));
+        assert!(!config.s2s.permits("c.test"));
+        let config = Config::parse("[s2s.hosts]\n'a.test' = 'nowhere'").unwrap();
+        assert!(config.validate().is_err());
+        assert!(Config::parse("[s2s]\nport = 5269").is_err());
     }
 
     #[test]

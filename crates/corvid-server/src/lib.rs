@@ -14,6 +14,7 @@ pub mod memory;
 pub mod module;
 pub mod modules;
 pub mod router;
+pub mod s2s;
 pub mod server;
 pub mod sessions;
 pub mod throttle;
@@ -37,7 +38,7 @@ pub fn random_id() -> String {
     id
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     use std::cell::RefCell;
     const POOL: usize = 512;
     thread_local! {

@@ -86,7 +86,7 @@ pub async fn route(server: &Arc<Server>, stanza: Element) {
 }
 
 /// A stanza for a domain this server does not serve itself: an external component's, or
-/// (federation being a later issue) an unreachable one.
+/// a remote server's (federation, `s2s`).
 async fn to_elsewhere(server: &Arc<Server>, stanza: Element, domain: &str) {
     use crate::component::Undelivered;
     let error = match server.components.deliver(server, domain, stanza) {
@@ -97,7 +97,10 @@ async fn to_elsewhere(server: &Arc<Server>, stanza: Element, domain: &str) {
         ),
         Err((Undelivered::Full, stanza)) => (stanza, StanzaError::resource_constraint()),
         Err((Undelivered::NotAComponent, stanza)) => {
-            (stanza, StanzaError::remote_server_not_found())
+            match crate::s2s::send(server, stanza, domain) {
+                Ok(()) => return,
+                Err(refused) => refused,
+            }
         }
     };
     bounce(server, &error.0, error.1).await;

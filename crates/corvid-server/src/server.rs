@@ -62,6 +62,8 @@ pub struct Server {
     pub resumption: crate::c2s::ResumeRegistry,
     /// External components connected now (XEP-0114).
     pub components: crate::component::Components,
+    /// Server-to-server federation: outgoing queues, connections, keys.
+    pub s2s: Arc<crate::s2s::S2s>,
     pub started: Instant,
     shutdown: watch::Receiver<bool>,
 }
@@ -82,6 +84,8 @@ pub struct RunningServer {
     pub tls_addrs: Vec<SocketAddr>,
     /// External component (XEP-0114) addresses, as bound; none without components.
     pub component_addrs: Vec<SocketAddr>,
+    /// Server-to-server addresses, as bound; none when `[s2s] enabled` is off.
+    pub s2s_addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
     listeners: JoinSet<()>,
 }
@@ -95,6 +99,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     })?;
     let store = SqlStore::open(&config.storage_url()).await?;
     let tls = Tls::load_or_generate(&config)?;
+    let s2s = Arc::new(crate::s2s::S2s::new(&config, &tls)?);
     let modules = ModuleRegistry::new(crate::modules::enabled(&config), &config)?;
     let (stop, shutdown) = watch::channel(false);
     let server = Arc::new(Server {
@@ -118,6 +123,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         pubsub: Default::default(),
         resumption: Default::default(),
         components: Default::default(),
+        s2s,
         config,
         store,
         modules,
@@ -171,12 +177,28 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "no admin socket"),
         }
     }
+    let mut s2s_addrs = Vec::new();
+    if server.config.s2s.enabled {
+        for addr in &server.config.s2s.listen {
+            let listener = listen(*addr).map_err(|source| StartError::Listen {
+                addr: *addr,
+                source,
+            })?;
+            let local = listener.local_addr().map_err(|source| StartError::Listen {
+                addr: *addr,
+                source,
+            })?;
+            s2s_addrs.push(local);
+            listeners.spawn(crate::s2s::accept_loop(server.clone(), listener));
+        }
+    }
     listeners.spawn(crate::memory::trim_periodically(server.shutdown_signal()));
     Ok(RunningServer {
         server,
         c2s_addrs,
         tls_addrs,
         component_addrs,
+        s2s_addrs,
         stop,
         listeners,
     })

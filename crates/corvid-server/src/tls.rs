@@ -39,6 +39,10 @@ pub struct Tls {
     /// signature algorithm uses (§4.1). `None` where §4.1 leaves it undefined (Ed25519,
     /// RSA-PSS, an algorithm we do not know): the binding is then not offered.
     pub server_end_point: Option<Vec<u8>>,
+    /// Our certificate chain and its key, which server-to-server TLS presents both as a
+    /// server and as a client (`s2s::tls`).
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: Arc<PrivateKeyDer<'static>>,
 }
 
 impl Tls {
@@ -76,6 +80,8 @@ impl Tls {
             starttls: build(Vec::new())?,
             direct: build(vec![b"xmpp-client".to_vec()])?,
             server_end_point,
+            chain: certs,
+            key: Arc::new(key),
         })
     }
 }
@@ -225,7 +231,7 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
     })
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let read_err = |message: String| TlsError::Read {
         path: path.to_owned(),
         message,

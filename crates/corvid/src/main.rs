@@ -29,8 +29,18 @@ enum Command {
     /// External components (XEP-0114) of the running server.
     #[command(subcommand)]
     Components(ComponentsCommand),
+    /// Server-to-server federation of the running server.
+    #[command(subcommand)]
+    S2s(S2sCommand),
     /// What the running server is doing: its number of client sessions.
     Status,
+}
+
+#[derive(Subcommand)]
+enum S2sCommand {
+    /// Each server-to-server connection: remote and local domain, direction, state,
+    /// authentication, TLS, seconds up.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -89,6 +99,7 @@ fn run(cli: Cli) -> Result<()> {
             runtime.block_on(live(&config, "components"))
         }
         Command::Status => runtime.block_on(live(&config, "sessions")),
+        Command::S2s(S2sCommand::List) => runtime.block_on(live(&config, "s2s")),
     }
 }
 

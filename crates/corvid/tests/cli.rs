@@ -173,13 +173,14 @@ fn live_commands_ask_the_running_server() {
             .unwrap()
             .port()
     };
-    let (c2s, tls, component) = (free(), free(), free());
+    let (c2s, tls, component, s2s) = (free(), free(), free(), free());
     std::fs::write(
         &config,
         format!(
             "data_dir = '{}'\ncomponent_listen = ['127.0.0.1:{component}']\n\
              [[components]]\ndomain = 'gw.localhost'\nsecret = 's'\n\
-             [c2s]\nlisten = ['127.0.0.1:{c2s}']\ntls_listen = ['127.0.0.1:{tls}']\n",
+             [c2s]\nlisten = ['127.0.0.1:{c2s}']\ntls_listen = ['127.0.0.1:{tls}']\n\
+             [s2s]\nlisten = ['127.0.0.1:{s2s}']\n",
             dir.path().join("data").display()
         ),
     )

@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 mod client;
+pub mod federation;
 mod sasl;
 mod tls;
 
@@ -43,7 +44,9 @@ pub struct TestServer {
     pub tls_addr: SocketAddr,
     /// The external components' port (XEP-0114), when components are configured.
     pub component_addr: Option<SocketAddr>,
-    _dir: TempDir,
+    /// The server-to-server port, unless federation is off.
+    pub s2s_addr: Option<SocketAddr>,
+    pub dir: TempDir,
 }
 
 /// The defaults tests start from: ephemeral ports, and timeouts short enough that a
@@ -57,6 +60,7 @@ pub fn test_config(dir: &TempDir) -> Config {
     config.c2s.listen = vec![any_port];
     config.c2s.tls_listen = vec![any_port];
     config.component_listen = vec![any_port];
+    config.s2s.listen = vec![any_port];
     config.limits.unauthenticated_timeout_secs = 10;
     config
 }
@@ -85,8 +89,9 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> Result<TestS
         c2s_addr: running.c2s_addrs[0],
         tls_addr: running.tls_addrs[0],
         component_addr: running.component_addrs.first().copied(),
+        s2s_addr: running.s2s_addrs.first().copied(),
         running: Some(running),
-        _dir: dir,
+        dir,
     })
 }
 
