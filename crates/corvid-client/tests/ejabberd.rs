@@ -258,6 +258,7 @@ async fn ejabberd() -> Result<Ejabberd> {
     let server = Ejabberd {
         child,
         target: Target {
+            server: common::Server::Ejabberd,
             starttls_port,
             direct_tls_port,
             cert: CertificateDer::from(cert.der().to_vec()),
