@@ -3,8 +3,9 @@
 //!
 //! SASL prefers SCRAM-SHA-256-PLUS, then SCRAM-SHA-1-PLUS (with the tls-exporter channel
 //! binding, when TLS 1.3 gives one), then SCRAM-SHA-256, SCRAM-SHA-1, and PLAIN last, and
-//! PLAIN only over TLS. A server whose final SCRAM message does not prove it knows the
-//! password is refused.
+//! PLAIN only over TLS. A -PLUS attempt the server refuses, when it never named its binding
+//! types (XEP-0440), is followed by one without binding. A server whose final SCRAM message
+//! does not prove it knows the password is refused.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
