@@ -9,15 +9,17 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # The TLS interop tests (crates/corvid-server/tests/tls_peers.rs) run openssl and gnutls-cli;
-# the SDK's tests (crates/corvid-client/tests/prosody.rs) and the federation tests
-# (crates/corvid-server/tests/s2s_prosody.rs) run Prosody from Debian; the interop
-# tests of corvid-chat's TUI (tests/interop/test_corvid_chat.py) drive it in tmux; the IRC
-# gateway's (tests/interop/test_irc_gateway.py) run ngircd as the IRC server. Installing
-# the package must not start its system service (no policy-rc.d change is left behind).
+# the SDK's tests run Prosody and ejabberd from Debian (crates/corvid-client/tests/prosody.rs
+# and ejabberd.rs, each test its own server on free loopback ports), and so do the federation
+# tests (crates/corvid-server/tests/s2s_prosody.rs); the interop tests of corvid-chat's TUI
+# (tests/interop/test_corvid_chat.py) drive it in tmux; the IRC gateway's
+# (tests/interop/test_irc_gateway.py) run ngircd as the IRC server. Installing a package
+# must not start its system service (no policy-rc.d change is left behind).
 need=()
 command -v gnutls-cli >/dev/null || need+=(gnutls-bin)
 command -v openssl >/dev/null || need+=(openssl)
 command -v prosody >/dev/null || need+=(prosody)
+command -v ejabberdctl >/dev/null || need+=(ejabberd)
 command -v tmux >/dev/null || need+=(tmux)
 command -v ngircd >/dev/null || [ -x /usr/sbin/ngircd ] || need+=(ngircd)
 if [ ${#need[@]} -gt 0 ]; then
@@ -32,6 +34,14 @@ if [ ${#need[@]} -gt 0 ]; then
         rm -f "$policy"
         trap - EXIT
     fi
+fi
+# The tests' ejabberd nodes have names of their own and reach ejabberdctl on ports of their
+# own, without epmd, so a system ejabberd would not collide with them; still, one that an
+# install above started despite the policy is not left running.
+# (Its node is ejabberd@localhost; asking with ejabberdctl would start an epmd.)
+if [[ " ${need[*]} " == *" ejabberd "* ]] && pgrep -f -- "-sname ejabberd@localhost " >/dev/null; then
+    echo "== stopping the ejabberd system service the install started"
+    ejabberdctl stop >/dev/null
 fi
 
 echo "== format and lints"

@@ -11,10 +11,11 @@
 //! ([`crate::Capabilities`]) and read them with a PEP [`crate::PubSub`] and
 //! [`Bookmark::from_item`].
 
-use corvid_proto::{BareJid, ns};
+use corvid_proto::{BareJid, forms, ns};
 use corvid_xml::Element;
 
 use crate::client::Client;
+use crate::error::RequestError;
 use crate::pubsub::{Item, ItemsQuery, PubSub, PubSubError};
 
 /// XEP-0402 §5: how the bookmarks node must be configured.
@@ -24,6 +25,19 @@ const PUBLISH_OPTIONS: &[(&str, &str)] = &[
     ("pubsub#send_last_published_item", "never"),
     ("pubsub#access_model", "whitelist"),
 ];
+
+/// What is left of [`PUBLISH_OPTIONS`] for a service that refuses them: the private
+/// storage options of XEP-0223 (kept, visible only to the account), without XEP-0402's
+/// `max_items` (whose `max` came with XEP-0060 1.16) and `send_last_published_item`.
+/// ejabberd 23.01 knows only these two publish-options and rejects any other field.
+const PRIVATE_STORAGE_OPTIONS: &[(&str, &str)] = &[
+    ("pubsub#persist_items", "true"),
+    ("pubsub#access_model", "whitelist"),
+];
+
+/// The item limit the node is configured with when the publish-options could not ask for
+/// `max`: more bookmarks than anyone keeps.
+const MANY: u32 = 1000;
 
 /// One bookmarked room (XEP-0402 §3: the `<conference/>` element).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,15 +126,50 @@ impl Bookmarks {
 
     /// Adds the bookmark, or replaces the one of the same room (XEP-0402 §4.2).
     pub async fn set(&self, bookmark: &Bookmark) -> Result<(), PubSubError> {
-        self.pep
-            .publish(
+        let publish = |options| {
+            self.pep.publish(
                 ns::BOOKMARKS,
                 Some(bookmark.room.as_str()),
                 bookmark.to_element(),
-                Some(PUBLISH_OPTIONS),
+                Some(options),
             )
+        };
+        match publish(PUBLISH_OPTIONS).await {
+            // Refused, perhaps for a field the service does not know (XEP-0060 §7.1.5 has
+            // it reject those): once more with the options every service with
+            // publish-options has, the account-only access above all.
+            Err(PubSubError::Request(RequestError::Error { .. })) => {
+                // The node may keep a single item then (ejabberd 23.01's PEP default), and
+                // a new one would replace the others: its limit is raised first, or, for a
+                // node the publish creates, right after (nothing is lost with one item).
+                let existed = match self.keep_many().await {
+                    Ok(()) => true,
+                    Err(e) if e.condition() == Some("item-not-found") => false,
+                    Err(e) => return Err(e),
+                };
+                publish(PRIVATE_STORAGE_OPTIONS).await?;
+                if !existed {
+                    self.keep_many().await?;
+                }
+                Ok(())
+            }
+            outcome => outcome.map(|_| ()),
+        }
+    }
+
+    /// Configures the bookmarks node to keep [`MANY`] items, if it keeps fewer.
+    async fn keep_many(&self) -> Result<(), PubSubError> {
+        let form = self.pep.configuration(ns::BOOKMARKS).await?;
+        let limit = forms::value(&form, "pubsub#max_items");
+        let few = limit
+            .and_then(|l| l.parse::<u32>().ok())
+            .is_some_and(|n| n < MANY);
+        if !few {
+            return Ok(());
+        }
+        self.pep
+            .configure(ns::BOOKMARKS, &[("pubsub#max_items", &MANY.to_string())])
             .await
-            .map(|_| ())
     }
 
     /// Removes the room's bookmark, telling the account's other devices (XEP-0402 §4.3).

@@ -3,8 +3,9 @@
 //!
 //! SASL prefers SCRAM-SHA-256-PLUS, then SCRAM-SHA-1-PLUS (with the tls-exporter channel
 //! binding, when TLS 1.3 gives one), then SCRAM-SHA-256, SCRAM-SHA-1, and PLAIN last, and
-//! PLAIN only over TLS. A server whose final SCRAM message does not prove it knows the
-//! password is refused.
+//! PLAIN only over TLS. A -PLUS attempt the server refuses, when it never named its binding
+//! types (XEP-0440), is followed by one without binding. A server whose final SCRAM message
+//! does not prove it knows the password is refused.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -247,24 +248,48 @@ async fn authenticate_sasl(
     encrypted: bool,
 ) -> Result<Mechanism, ConnectError> {
     let offered = offered(features);
+    let listed = features.get_child("sasl-channel-binding", SASL_CB);
     // XEP-0440: a server that lists its channel-binding types must list ours.
     let binding = binding.filter(|(name, _)| {
-        features
-            .get_child("sasl-channel-binding", SASL_CB)
-            .is_none_or(|types| {
-                types
-                    .children()
-                    .any(|t| t.is("channel-binding", SASL_CB) && t.attr("type") == Some(name))
-            })
+        listed.is_none_or(|types| {
+            types
+                .children()
+                .any(|t| t.is("channel-binding", SASL_CB) && t.attr("type") == Some(name))
+        })
     });
-    let mechanism = choose(&offered, binding.is_some(), encrypted)
-        .ok_or_else(|| ConnectError::Auth(format!("no mechanism we can use among {offered:?}")))?;
+    let no_mechanism = || ConnectError::Auth(format!("no mechanism we can use among {offered:?}"));
+    let mechanism = choose(&offered, binding.is_some(), encrypted).ok_or_else(no_mechanism)?;
+    let bound = mechanism.is_plus();
+    match exchange(conn, mechanism, params, binding).await {
+        // A server that offers -PLUS without naming its binding types may bind to another
+        // type than ours: ejabberd 23.01 offers -PLUS under TLS 1.3 but binds to
+        // tls-unique, which TLS 1.3 does not have, and fails every -PLUS exchange. The
+        // stream allows another attempt (RFC 6120 §6.4.5): once more without binding,
+        // telling it we do not bind (`n`), since we share no binding type it would take.
+        Err(ConnectError::Auth(condition))
+            if bound && listed.is_none() && condition == "not-authorized" =>
+        {
+            let fallback = choose(&offered, false, encrypted).ok_or_else(no_mechanism)?;
+            exchange(conn, fallback, params, None).await?;
+            Ok(fallback)
+        }
+        outcome => outcome.map(|()| mechanism),
+    }
+}
+
+/// One SASL exchange with `mechanism`, to its `<success/>` (and, with SCRAM, the server's
+/// proof checked).
+async fn exchange(
+    conn: &mut Conn,
+    mechanism: Mechanism,
+    params: &Params<'_>,
+    binding: Option<(String, Vec<u8>)>,
+) -> Result<(), ConnectError> {
     let name = mechanism.name();
     if mechanism == Mechanism::Plain {
         let data = corvid_proto::sasl::encode_plain(None, params.username, params.password);
         send_sasl(conn, &format!("auth mechanism='{name}'"), &data).await?;
-        sasl_outcome(&next_element(conn).await?)?;
-        return Ok(mechanism);
+        return sasl_outcome(&next_element(conn).await?);
     }
     let mut scram = ScramClient::new(mechanism, params.username, params.password, binding);
     let scram_error = |e: corvid_proto::sasl::SaslError| ConnectError::Auth(format!("SCRAM: {e}"));
@@ -305,7 +330,7 @@ async fn authenticate_sasl(
     scram
         .verify_server_final(&server_final)
         .map_err(scram_error)?;
-    Ok(mechanism)
+    Ok(())
 }
 
 async fn send_sasl(conn: &mut Conn, open_tag: &str, data: &[u8]) -> Result<(), ConnectError> {

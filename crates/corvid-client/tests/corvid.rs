@@ -49,6 +49,7 @@ async fn corvid_with(change: impl FnOnce(&mut corvid_server::Config)) -> Result<
     let cert = CertificateDer::from_pem_file(dir.path().join("cert.pem"))?;
     Ok(Corvid {
         target: Target {
+            server: common::Server::Corvid,
             starttls_port: running.c2s_addrs[0].port(),
             direct_tls_port: running.tls_addrs[0].port(),
             cert,

@@ -101,6 +101,7 @@ admins = {{ "juliet@localhost" }}
     let prosody = Prosody {
         child,
         target: Target {
+            server: common::Server::Prosody,
             starttls_port,
             direct_tls_port,
             cert: CertificateDer::from(generated.cert.der().to_vec()),
