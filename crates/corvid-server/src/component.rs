@@ -20,7 +20,7 @@ use corvid_proto::{Jid, StanzaError, StreamError, StreamErrorCondition as Cond, 
 use corvid_xml::{Element, Limits, StreamEvent, StreamParser};
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::server::Server;
@@ -110,27 +110,6 @@ pub fn handshake_digest(stream_id: &str, secret: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Accepts component connections until shutdown, one task each.
-pub async fn accept_loop(server: Arc<Server>, listener: TcpListener) {
-    let mut shutdown = server.shutdown_signal();
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.changed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(serve(server.clone(), tcp, peer));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "component accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
 /// A component's connection: its stream, and the parser over it.
 struct Link {
     tcp: TcpStream,
@@ -186,7 +165,8 @@ impl Link {
     }
 }
 
-async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr) {
+/// Serves one component connection (the server's listener calls it for each).
+pub async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr) {
     let mut link = Link {
         tcp,
         parser: StreamParser::new(Limits {

@@ -139,32 +139,21 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         (&server.config.c2s.listen, false, &mut c2s_addrs),
         (&server.config.c2s.tls_listen, true, &mut tls_addrs),
     ] {
-        for addr in addrs {
-            let listener = listen(*addr).map_err(|source| StartError::Listen {
-                addr: *addr,
-                source,
-            })?;
-            let local = listener.local_addr().map_err(|source| StartError::Listen {
-                addr: *addr,
-                source,
-            })?;
+        for (listener, local) in bind_all(addrs)? {
             bound.push(local);
             listeners.spawn(c2s::accept_loop(server.clone(), listener, direct_tls));
         }
     }
     let mut component_addrs = Vec::new();
     if !server.config.components.is_empty() {
-        for addr in &server.config.component_listen {
-            let listener = listen(*addr).map_err(|source| StartError::Listen {
-                addr: *addr,
-                source,
-            })?;
-            let local = listener.local_addr().map_err(|source| StartError::Listen {
-                addr: *addr,
-                source,
-            })?;
+        for (listener, local) in bind_all(&server.config.component_listen)? {
             component_addrs.push(local);
-            listeners.spawn(crate::component::accept_loop(server.clone(), listener));
+            listeners.spawn(accept_each(
+                server.clone(),
+                listener,
+                "component",
+                crate::component::serve,
+            ));
         }
     }
     if server.config.admin.enabled {
@@ -179,17 +168,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     }
     let mut s2s_addrs = Vec::new();
     if server.config.s2s.enabled {
-        for addr in &server.config.s2s.listen {
-            let listener = listen(*addr).map_err(|source| StartError::Listen {
-                addr: *addr,
-                source,
-            })?;
-            let local = listener.local_addr().map_err(|source| StartError::Listen {
-                addr: *addr,
-                source,
-            })?;
+        for (listener, local) in bind_all(&server.config.s2s.listen)? {
             s2s_addrs.push(local);
-            listeners.spawn(crate::s2s::accept_loop(server.clone(), listener));
+            listeners.spawn(accept_each(
+                server.clone(),
+                listener,
+                "s2s",
+                crate::s2s::serve_incoming,
+            ));
         }
     }
     listeners.spawn(crate::memory::trim_periodically(server.shutdown_signal()));
@@ -207,6 +193,53 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 /// The kernel's queue of connections not yet accepted: a login storm must not overflow
 /// it (an overflow costs the client a one-second SYN retry).
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds every address; the listeners with the addresses they got (port 0 picks one).
+fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<(TcpListener, SocketAddr)>, StartError> {
+    addrs
+        .iter()
+        .map(|addr| {
+            let error = |source| StartError::Listen {
+                addr: *addr,
+                source,
+            };
+            let listener = listen(*addr).map_err(error)?;
+            let local = listener.local_addr().map_err(error)?;
+            Ok((listener, local))
+        })
+        .collect()
+}
+
+/// Accepts connections until shutdown, each served by a task of its own (`what` names
+/// them in the log). Client connections go through admission instead (`c2s::accept_loop`).
+async fn accept_each<F, Fut>(
+    server: Arc<Server>,
+    listener: TcpListener,
+    what: &'static str,
+    serve: F,
+) where
+    F: Fn(Arc<Server>, tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut shutdown = server.shutdown_signal();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(serve(server.clone(), tcp, peer));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, what, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
 
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {

@@ -79,6 +79,51 @@ macro_rules! scenarios {
     )*};
 }
 
+/// Every scenario all three servers run, one test each, against the server `$start()`
+/// makes; `$stop` ends each. A server file adds its own with [`scenarios!`].
+macro_rules! every_scenario {
+    ($start:ident, |$server:ident| $stop:expr) => {
+        scenarios!($start, |$server| $stop;
+            messages_go_both_ways => exchanges_messages,
+            requests_get_their_result_or_their_error => answers_requests,
+            roster_round_trip => roster_round_trip,
+            roster_survives_in_sqlite => roster_survives_in_sqlite,
+            receipts_come_back => receipts_come_back,
+            autoping_gets_pongs => autoping_gets_pongs,
+            vcards_are_fetched_cache_first => vcards_are_fetched_cache_first,
+            carbons_copy_the_other_resources_messages => carbons_copy_the_other_resources_messages,
+            mam_pages_the_archive => mam_pages_the_archive,
+            resumes_after_a_silent_cut => resumes_after_a_silent_cut,
+            resumes_after_a_closed_connection => resumes_after_a_closed_connection,
+            catches_up_from_the_archive_after_a_silent_cut => catches_up_from_the_archive_after_a_silent_cut,
+            catches_up_without_duplicates_after_a_closed_connection => catches_up_without_duplicates_after_a_closed_connection,
+            autoping_timeout_reconnects => autoping_timeout_reconnects,
+            roster_is_fetched_again_after_a_new_session => roster_is_fetched_again_after_a_new_session,
+            rooms_are_joined_again_after_a_new_session => rooms_are_joined_again_after_a_new_session,
+            pubsub_nodes_are_created_configured_and_deleted => pubsub::nodes_are_created_configured_and_deleted,
+            pubsub_subscribers_see_publications_and_retractions => pubsub::subscribers_see_publications_and_retractions,
+            pubsub_items_are_fetched_by_id_max_and_page => pubsub::items_are_fetched_by_id_max_and_page,
+            pep_notifications_reach_contacts_who_want_them => pubsub::pep_notifications_reach_contacts_who_want_them,
+            avatars_come_through_pep_and_are_cached => pubsub::avatars_come_through_pep_and_are_cached,
+            avatars_come_through_vcard_and_presence => pubsub::avatars_come_through_vcard_and_presence,
+            bookmarks_are_added_listed_and_removed => pubsub::bookmarks_are_added_listed_and_removed,
+            room_join_and_leave => room::room_join_and_leave,
+            room_reserved_creation => room::room_reserved_creation,
+            room_password => room::room_password,
+            room_lists => room::room_lists,
+            room_kick_and_ban => room::room_kick_and_ban,
+            room_voice_in_a_moderated_room => room::room_voice_in_a_moderated_room,
+            room_invitations => room::room_invitations,
+            room_subject => room::room_subject,
+            room_nick_change => room::room_nick_change,
+            room_destroy => room::room_destroy,
+            room_messages => room::room_messages,
+            room_history_on_join => room::room_history_on_join,
+            room_self_ping_rejoins => room::room_self_ping_rejoins,
+        );
+    };
+}
+
 /// A stream of events [`expect`] can wait on.
 pub trait NextEvent {
     type Item;

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use corvid_proto::{BareJid, Jid, StreamErrorCondition as Cond, ns};
 use corvid_xml::{Element, StreamEvent, StreamHeader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -26,27 +26,6 @@ use crate::server::Server;
 
 /// Dialback verifications one stream may have under way at once.
 const MAX_PENDING_VERIFICATIONS: usize = 16;
-
-/// Accepts server-to-server connections until shutdown, one task each.
-pub async fn accept_loop(server: Arc<Server>, listener: TcpListener) {
-    let mut shutdown = server.shutdown_signal();
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.changed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(serve(server.clone(), tcp, peer));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "s2s accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
 
 /// The outcome of checking a dialback key.
 struct Verdict {
@@ -73,7 +52,8 @@ struct Incoming {
     verdicts: (mpsc::Sender<Verdict>, mpsc::Receiver<Verdict>),
 }
 
-async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr) {
+/// Serves one incoming server-to-server connection (the listener calls it for each).
+pub async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr) {
     let registration = server.s2s.register(Connection {
         id: 0,
         direction: Direction::Incoming,

@@ -30,7 +30,7 @@ use corvid_proto::{Jid, StanzaError};
 use corvid_xml::Element;
 use tokio::sync::mpsc;
 
-pub use incoming::accept_loop;
+pub use incoming::serve as serve_incoming;
 
 use crate::server::Server;
 
