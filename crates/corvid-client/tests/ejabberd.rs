@@ -217,7 +217,20 @@ fn certificate() -> Result<(rcgen::Certificate, rcgen::KeyPair)> {
     Ok((params.self_signed(&key)?, key))
 }
 
+/// An ejabberd ready for the scenarios. A start that fails (the VM stalled compiling its
+/// configuration on a loaded machine) is tried once more, with a fresh directory: that is
+/// the test's setup failing, not the behaviour under test.
 async fn ejabberd() -> Result<Ejabberd> {
+    match start_ejabberd().await {
+        Ok(server) => Ok(server),
+        Err(e) => {
+            eprintln!("ejabberd did not start; once more: {e:#}");
+            start_ejabberd().await
+        }
+    }
+}
+
+async fn start_ejabberd() -> Result<Ejabberd> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().to_owned();
     std::fs::create_dir(path.join("spool"))?;
