@@ -8,8 +8,9 @@ use anyhow::{Context, Result, bail};
 use std::sync::Arc;
 
 use corvid_client::{
-    AutoPing, Client, DisconnectReason, Event, Events, JoinOptions, MemoryRosterStorage, Muc,
-    PingEvent, Reconnect, RoomEvent, RoomEvents, RoomMessage, Roster, RosterEvent,
+    AutoPing, Client, ClientBuilder, DisconnectReason, Event, Events, JoinOptions,
+    MemoryRosterStorage, Muc, PingEvent, Reconnect, RoomEvent, RoomEvents, RoomMessage, Roster,
+    RosterEvent,
 };
 use corvid_proto::ns;
 use corvid_xml::Element;
@@ -200,19 +201,23 @@ fn policy() -> Reconnect {
         .max_delay(Duration::from_secs(1))
 }
 
+/// Juliet's phone, through the proxy, reconnecting by `policy()`.
+fn juliet_builder(target: &Target, proxy: &Proxy, stream_management: bool) -> ClientBuilder {
+    target
+        .builder("juliet")
+        .resource("phone")
+        .server("127.0.0.1", proxy.port)
+        .stream_management(stream_management)
+        .reconnect(policy())
+}
+
 /// Juliet through the proxy, reconnecting by `policy()`, available.
 async fn juliet_through(
     target: &Target,
     proxy: &Proxy,
     stream_management: bool,
 ) -> Result<(Client, Events)> {
-    let (juliet, mut events) = target
-        .builder("juliet")
-        .resource("phone")
-        .server("127.0.0.1", proxy.port)
-        .stream_management(stream_management)
-        .reconnect(policy())
-        .build();
+    let (juliet, mut events) = juliet_builder(target, proxy, stream_management).build();
     juliet.connect().await?;
     juliet.send(&Element::new("presence", ns::CLIENT)).await?;
     expect(&mut events, "authenticated", |e| {
@@ -409,13 +414,7 @@ async fn answer(pings: &mut mpsc::UnboundedReceiver<PingEvent>) -> Result<PingEv
 /// added by another of Juliet's resources while she was away appears.
 pub async fn roster_is_fetched_again_after_a_new_session(target: &Target) -> Result<()> {
     let proxy = Proxy::start(target.starttls_port).await?;
-    let (juliet, mut events) = target
-        .builder("juliet")
-        .resource("phone")
-        .server("127.0.0.1", proxy.port)
-        .stream_management(false)
-        .reconnect(policy())
-        .build();
+    let (juliet, mut events) = juliet_builder(target, &proxy, false).build();
     let (roster, mut roster_events) =
         Roster::attach(&juliet, Arc::new(MemoryRosterStorage::default()));
     juliet.connect().await?;
@@ -494,13 +493,7 @@ async fn room_bodies_until(events: &mut RoomEvents, last: &str) -> Result<HashMa
 /// and what was said meanwhile comes as history, once; nothing said before comes twice.
 pub async fn rooms_are_joined_again_after_a_new_session(target: &Target) -> Result<()> {
     let proxy = Proxy::start(target.starttls_port).await?;
-    let (juliet, mut events) = target
-        .builder("juliet")
-        .resource("phone")
-        .server("127.0.0.1", proxy.port)
-        .stream_management(false)
-        .reconnect(policy())
-        .build();
+    let (juliet, mut events) = juliet_builder(target, &proxy, false).build();
     let (muc, _invitations) = Muc::attach(&juliet);
     juliet.connect().await?;
     let jid = super::room::room_jid("verona-after-a-cut");
