@@ -249,6 +249,9 @@ pub struct LimitsConfig {
     pub caps_cache_bytes: usize,
     /// Features kept per verification string: a disco#info with more is not cached.
     pub caps_max_features: usize,
+    /// Resources of remote contacts whose caps are followed (from the presence they send
+    /// local users, for PEP notifications across the federation); beyond it, more are not.
+    pub caps_remote_resources: usize,
     /// Distinct entities one resource may send directed presence to (RFC 6121 §4.6); an
     /// available presence to one more is refused with `policy-violation`.
     pub max_directed_presences: usize,
@@ -287,6 +290,7 @@ impl Default for LimitsConfig {
             caps_cache_entries: 10_000,
             caps_cache_bytes: 16 * 1024 * 1024,
             caps_max_features: 256,
+            caps_remote_resources: 100_000,
             max_directed_presences: 1000,
             max_roster_items: 2000,
             max_resources_per_account: 100,

@@ -92,7 +92,7 @@ impl Ctx {
 
     /// Sends a stanza straight to one bound resource, bypassing the hooks.
     pub fn deliver_to(&self, to: &FullJid, stanza: &Element) {
-        let _ = self.server.sessions.deliver_to_full(to, Queued::of(stanza));
+        let _ = crate::router::deliver_to_full(&self.server, to, Queued::of(stanza));
     }
 
     /// The (username, domain) store key of an account.

@@ -88,22 +88,58 @@ pub async fn route(server: &Arc<Server>, stanza: Element) {
 /// A stanza for a domain this server does not serve itself: an external component's, or
 /// a remote server's (federation, `s2s`).
 async fn to_elsewhere(server: &Arc<Server>, stanza: Element, domain: &str) {
+    if let Err((stanza, error)) = hand_elsewhere(server, stanza, domain) {
+        bounce(server, &stanza, error).await;
+    }
+}
+
+/// Hands a stanza to the component or remote server that serves `domain`, without
+/// waiting: their queues keep the order stanzas are handed in. It comes back with the error
+/// to bounce it with when neither can take it.
+#[allow(clippy::result_large_err)] // the stanza comes back, to be bounced
+fn hand_elsewhere(
+    server: &Arc<Server>,
+    stanza: Element,
+    domain: &str,
+) -> Result<(), (Element, StanzaError)> {
     use crate::component::Undelivered;
-    let error = match server.components.deliver(server, domain, stanza) {
-        Ok(()) => return,
-        Err((Undelivered::Away, stanza)) => (
+    match server.components.deliver(server, domain, stanza) {
+        Ok(()) => Ok(()),
+        Err((Undelivered::Away, stanza)) => Err((
             stanza,
             StanzaError::service_unavailable().with_text("The component is not connected"),
-        ),
-        Err((Undelivered::Full, stanza)) => (stanza, StanzaError::resource_constraint()),
-        Err((Undelivered::NotAComponent, stanza)) => {
-            match crate::s2s::send(server, stanza, domain) {
-                Ok(()) => return,
-                Err(refused) => refused,
-            }
-        }
+        )),
+        Err((Undelivered::Full, stanza)) => Err((stanza, StanzaError::resource_constraint())),
+        Err((Undelivered::NotAComponent, stanza)) => crate::s2s::send(server, stanza, domain),
+    }
+}
+
+/// Delivers a stanza already serialized for one full JID (a fan-out's copy), bypassing the
+/// hooks: to the local session, or, when the JID is another server's or a component's (a
+/// remote occupant of a room, a remote contact asked for its capabilities), parsed back and
+/// handed there, in the order given. Synchronous, for callers that hold a lock while
+/// fanning out; a stanza that cannot be handed on is bounced from a task of its own.
+pub fn deliver_to_full(server: &Arc<Server>, to: &FullJid, queued: impl Into<Queued>) -> Delivery {
+    let domain = to.domain().as_str();
+    if server.config.serves(domain) || crate::s2s::is_local(server, domain) {
+        return server.sessions.deliver_to_full(to, queued);
+    }
+    let queued = queued.into();
+    let parsed = std::str::from_utf8(&queued.bytes)
+        .ok()
+        .and_then(|text| corvid_xml::parse_element(text, ns::CLIENT).ok());
+    let Some(stanza) = parsed else {
+        tracing::warn!(%to, "a serialized stanza did not parse back; dropped");
+        return Delivery::NoSuchResource;
     };
-    bounce(server, &error.0, error.1).await;
+    match hand_elsewhere(server, stanza, domain) {
+        Ok(()) => Delivery::Delivered,
+        Err((stanza, error)) => {
+            let server = server.clone();
+            tokio::spawn(async move { bounce(&server, &stanza, error).await });
+            Delivery::NoSuchResource
+        }
+    }
 }
 
 fn ctx(server: &Arc<Server>) -> Ctx {

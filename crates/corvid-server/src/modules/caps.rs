@@ -5,6 +5,11 @@
 //! Clients choose both the hash and the disco#info that proves it, so the cache is bounded
 //! (`limits.caps_cache_entries`/`caps_cache_bytes`, least recently used out first, at most
 //! `caps_max_features` per entry) and a session has at most one query outstanding.
+//!
+//! Remote contacts' caps come in the presence their servers send our users: those are
+//! learnt the same way (the query goes across the federation), and the available
+//! resources of each remote contact are kept (`limits.caps_remote_resources` in all, a few
+//! per contact) so that PEP can notify them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -12,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use corvid_proto::{FullJid, ns};
+use corvid_proto::{BareJid, FullJid, Jid, ns};
 use corvid_xml::Element;
 use dashmap::DashMap;
 use sha1::{Digest, Sha1};
@@ -45,7 +50,13 @@ pub struct CapsCache {
     asking: DashMap<String, ()>,
     /// Sessions with a query outstanding: one each.
     asked: DashMap<FullJid, ()>,
+    /// The available resources, with caps, of remote contacts (learnt from the presence
+    /// they send local users).
+    remote: DashMap<BareJid, Vec<FullJid>>,
 }
+
+/// Resources followed per remote contact.
+const REMOTE_RESOURCES_PER_CONTACT: usize = 16;
 
 /// A least-recently-used map from verification string to features, bounded in entries and
 /// bytes.
@@ -134,11 +145,25 @@ impl Module for Caps {
     }
 
     async fn on_presence(&self, ctx: &Ctx, pres: &mut Element, dir: Direction) -> Flow {
-        if dir != Direction::FromClient || pres.attr("to").is_some() {
-            return Flow::Continue;
-        }
         let Some(Ok(from)) = pres.attr("from").map(|f| f.parse::<FullJid>()) else {
             return Flow::Continue;
+        };
+        let config = &ctx.server.config;
+        // Who asks for the caps: the client's own domain for a local client's broadcast,
+        // the addressed user's for a remote contact's presence.
+        let (asker, remote) = match dir {
+            Direction::FromClient if pres.attr("to").is_none() => {
+                (from.domain().as_str().to_owned(), false)
+            }
+            Direction::ToClient if !config.serves(from.domain().as_str()) => {
+                match pres.attr("to").and_then(|t| Jid::new(t).ok()) {
+                    Some(to) if config.serves(to.domain().as_str()) => {
+                        (to.domain().as_str().to_owned(), true)
+                    }
+                    _ => return Flow::Continue,
+                }
+            }
+            _ => return Flow::Continue,
         };
         let cache = &ctx.server.caps;
         let caps = pres.get_child("c", ns::CAPS).and_then(|c| {
@@ -150,13 +175,16 @@ impl Module for Caps {
         let (node, ver) = match (pres.attr("type"), caps) {
             (None, Some(caps)) => caps,
             (None, None) | (Some("unavailable"), _) => {
-                cache.resources.remove(&from);
+                cache.forget(&from);
                 return Flow::Continue;
             }
             (Some(_), _) => return Flow::Continue,
         };
         // Bounded like the rest: a verification string is a base64 SHA-1.
         if ver.len() > 64 {
+            return Flow::Continue;
+        }
+        if remote && !cache.follow_remote(&from, config.limits.caps_remote_resources) {
             return Flow::Continue;
         }
         cache.resources.insert(from.clone(), ver.to_string());
@@ -171,7 +199,7 @@ impl Module for Caps {
         let server = ctx.server.clone();
         tokio::spawn(async move {
             let cache = &server.caps;
-            cache.learn(&server, &from, &node, &ver).await;
+            cache.learn(&server, &asker, &from, &node, &ver).await;
             cache.asking.remove(&ver);
             cache.asked.remove(&from);
             cache.learned.notify_waiters();
@@ -181,6 +209,44 @@ impl Module for Caps {
 }
 
 impl CapsCache {
+    /// Forgets what a resource presented (it went away, or dropped its caps).
+    fn forget(&self, resource: &FullJid) {
+        self.resources.remove(resource);
+        let bare = resource.to_bare();
+        if let Some(mut known) = self.remote.get_mut(&bare) {
+            known.retain(|r| r != resource);
+        }
+        self.remote.remove_if(&bare, |_, known| known.is_empty());
+    }
+
+    /// Follows a remote contact's resource, unless that would pass the limits.
+    fn follow_remote(&self, resource: &FullJid, limit: usize) -> bool {
+        let bare = resource.to_bare();
+        if let Some(known) = self.remote.get(&bare) {
+            if known.contains(resource) {
+                return true;
+            }
+            if known.len() >= REMOTE_RESOURCES_PER_CONTACT {
+                return false;
+            }
+        }
+        // An estimate (the contacts, not their resources, are counted exactly): cheap, and
+        // within a few times the limit whatever a remote server sends.
+        if self.remote.len() >= limit {
+            return false;
+        }
+        self.remote.entry(bare).or_default().push(resource.clone());
+        true
+    }
+
+    /// The available resources of a remote contact that presented caps.
+    pub fn remote_resources(&self, contact: &BareJid) -> Vec<FullJid> {
+        self.remote
+            .get(contact)
+            .map(|known| known.clone())
+            .unwrap_or_default()
+    }
+
     /// The verification string an available resource presented.
     pub fn ver_of(&self, resource: &FullJid) -> Option<String> {
         self.resources.get(resource).map(|v| v.clone())
@@ -223,17 +289,24 @@ impl CapsCache {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn learn(&self, server: &Arc<Server>, from: &FullJid, node: &str, ver: &str) {
+    async fn learn(
+        &self,
+        server: &Arc<Server>,
+        asker: &str,
+        from: &FullJid,
+        node: &str,
+        ver: &str,
+    ) {
         let (id, rx) = server.iq_tracker.register(from.clone().into());
         let query = Element::new("iq", ns::CLIENT)
             .with_attr("type", "get")
             .with_attr("id", id.as_str())
-            .with_attr("from", server.config.default_domain())
+            .with_attr("from", asker)
             .with_attr("to", from.as_str())
             .with_child(
                 Element::new("query", ns::DISCO_INFO).with_attr("node", format!("{node}#{ver}")),
             );
-        let _ = server.sessions.deliver_to_full(from, Queued::of(&query));
+        let _ = crate::router::deliver_to_full(server, from, Queued::of(&query));
         let answer = server
             .iq_tracker
             .wait(&id, rx, Duration::from_secs(30))

@@ -112,18 +112,24 @@ pub async fn corvid(
     Ok(ts)
 }
 
-/// Each server finds the other's s2s port for its domain.
+/// Each server finds the other's s2s port for its domain and its services' (MUC, PubSub),
+/// as DNS would give each its own records.
 pub fn introduce(a: &TestServer, a_domain: &str, b: &TestServer, b_domain: &str) -> Result<()> {
-    let a_port = a.s2s_addr.context("a has no s2s port")?.port();
-    let b_port = b.s2s_addr.context("b has no s2s port")?.port();
-    a.server
-        .s2s
-        .resolver
-        .map_host(b_domain, "127.0.0.1", b_port);
-    b.server
-        .s2s
-        .resolver
-        .map_host(a_domain, "127.0.0.1", a_port);
+    for (from, to, to_domain) in [(a, b, b_domain), (b, a, a_domain)] {
+        let port = to.s2s_addr.context("no s2s port")?.port();
+        let config = &to.server.config;
+        debug_assert!(config.serves(to_domain));
+        for domain in [
+            to_domain.to_owned(),
+            config.muc_domain(),
+            config.pubsub_domain(),
+        ] {
+            from.server
+                .s2s
+                .resolver
+                .map_host(&domain, "127.0.0.1", port);
+        }
+    }
     Ok(())
 }
 

@@ -11,6 +11,7 @@
 mod client;
 pub mod federation;
 mod sasl;
+pub mod services;
 mod tls;
 
 use std::net::SocketAddr;
@@ -80,6 +81,7 @@ pub async fn start_server_with_users(names: &[&str], password: &str) -> Result<T
 
 /// Starts a server with [`test_config`] adjusted by `adjust`.
 pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> Result<TestServer> {
+    log_when_asked();
     let dir = tempfile::tempdir().context("create temp dir")?;
     let mut config = test_config(&dir);
     adjust(&mut config);
@@ -93,6 +95,17 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> Result<TestS
         running: Some(running),
         dir,
     })
+}
+
+/// With `RUST_LOG` set (`RUST_LOG=corvid_server=debug`), the servers' logs go to the
+/// test's output, shown when it fails.
+fn log_when_asked() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
 }
 
 impl TestServer {

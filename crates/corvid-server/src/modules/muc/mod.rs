@@ -103,10 +103,11 @@ fn lock(room: &RoomRef) -> MutexGuard<'_, Room> {
     room.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Sends straight to an occupant's session: occupants are local resources.
-fn deliver(server: &Server) -> impl FnMut(&FullJid, Bytes) + '_ {
+/// Sends straight to an occupant: its session when it is a local user, else through its
+/// server (federation) or component, in order.
+fn deliver(server: &Arc<Server>) -> impl FnMut(&FullJid, Bytes) + '_ {
     move |to, bytes| {
-        let _ = server.sessions.deliver_to_full(to, &bytes);
+        let _ = crate::router::deliver_to_full(server, to, &bytes);
     }
 }
 

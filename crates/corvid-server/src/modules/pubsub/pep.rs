@@ -28,6 +28,8 @@ pub struct Pep {
     /// The caps verification string each resource had when it was last sent the last
     /// items: a presence that changes nothing else sends nothing again.
     served: DashMap<FullJid, String>,
+    /// The same for remote contacts' resources, per local owner whose items they were sent.
+    remote_served: DashMap<(BareJid, FullJid), String>,
     /// Every feature PEP adds to an account's disco#info.
     features: std::sync::OnceLock<Vec<&'static str>>,
 }
@@ -117,6 +119,10 @@ impl Module for Pep {
             new_subscriber(ctx, pres);
             return Flow::Continue;
         }
+        if dir == Direction::ToClient {
+            self.remote_contact_presence(ctx, pres);
+            return Flow::Continue;
+        }
         if dir != Direction::FromClient || pres.attr("to").is_some() || pres.attr("type").is_some()
         {
             return Flow::Continue;
@@ -138,6 +144,10 @@ impl Module for Pep {
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
         if let SessionEvent::Closed { jid, .. } = event {
             self.served.remove(jid);
+            let owner = jid.to_bare();
+            if ctx.server.sessions.resources(&owner).is_empty() {
+                self.remote_served.retain(|(o, _), _| *o != owner);
+            }
             // Nothing of an account nobody uses stays in memory; others' reads load it again.
             let owner = jid.to_bare();
             if ctx.server.sessions.resources(&owner).is_empty() {
@@ -258,6 +268,57 @@ async fn blocked(ctx: &Ctx, owner: &BareJid, contact: &BareJid) -> bool {
     ctx.server.modules.on_broadcast(ctx, &from, contact).await == Flow::Handled
 }
 
+impl Pep {
+    /// XEP-0163 §4.3.4 across the federation: a remote contact's resource that comes online
+    /// (or changes caps) gets the last items it wants of the local user its presence is
+    /// for, once its caps are known. Its server sends the presence to each local contact:
+    /// each owner answers once per resource and caps.
+    fn remote_contact_presence(&self, ctx: &Ctx, pres: &Element) {
+        let (Some(Ok(from)), Some(Ok(to))) = (
+            pres.attr("from").map(|f| f.parse::<FullJid>()),
+            pres.attr("to").map(Jid::new),
+        ) else {
+            return;
+        };
+        let config = &ctx.server.config;
+        if config.serves(from.domain().as_str()) || !config.serves(to.domain().as_str()) {
+            return;
+        }
+        let key = (to.to_bare(), from.clone());
+        let ver = match pres.attr("type") {
+            None => pres
+                .get_child("c", ns::CAPS)
+                .and_then(|c| c.attr("ver"))
+                .filter(|v| v.len() <= 64),
+            Some("unavailable") => {
+                self.remote_served.remove(&key);
+                return;
+            }
+            Some(_) => return,
+        };
+        let Some(ver) = ver.map(str::to_owned) else {
+            return;
+        };
+        if self.remote_served.len() >= config.limits.caps_remote_resources {
+            return;
+        }
+        if self.remote_served.insert(key.clone(), ver.clone()).as_ref() == Some(&ver) {
+            return;
+        }
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let Some(features) = ctx.server.caps.features_when_learned(&ver, CAPS_WAIT).await
+            else {
+                return;
+            };
+            let wanted = notify_nodes(&features);
+            if !wanted.is_empty() {
+                send_last_items_of(&ctx, &key.0, &from, &wanted).await;
+            }
+        });
+    }
+}
+
 /// XEP-0163 §4.3.2: the resources a notification from `owner`'s node goes to without an
 /// explicit subscription — the owner's own and its contacts' (by the node's access model),
 /// each only if its caps carry `<node>+notify` (filtered notifications, §4.3.3).
@@ -303,15 +364,16 @@ pub async fn interested(
         let Ok(bare) = BareJid::new(&contact.jid) else {
             continue;
         };
-        if !ctx.server.config.serves(bare.domain().as_str()) || blocked(ctx, owner, &bare).await {
+        if blocked(ctx, owner, &bare).await {
             continue;
         }
-        out.extend(
-            sessions
-                .resources_where(&bare, |s| s.available)
-                .into_iter()
-                .filter(wants),
-        );
+        // A remote contact's resources are those its server told us of, with their caps.
+        let resources = if ctx.server.config.serves(bare.domain().as_str()) {
+            sessions.resources_where(&bare, |s| s.available)
+        } else {
+            caps.remote_resources(&bare)
+        };
+        out.extend(resources.into_iter().filter(wants));
     }
     out
 }
