@@ -157,8 +157,9 @@ fn candidates(
             .filter(|r| !r.target.is_empty())
             .collect()
     };
-    // Direct TLS first, so that between equals it is tried first (XEP-0368 §3 lets the
-    // initiating side prefer one kind): it saves round trips.
+    // Direct TLS records listed first: among zero weights, where no draw decides, they are
+    // tried first (XEP-0368 §3 lets the initiating side prefer one kind; it saves round
+    // trips).
     let records: Vec<(Srv, bool)> = usable(direct)
         .into_iter()
         .map(|r| (r, true))
@@ -462,7 +463,7 @@ mod tests {
                 "backup.example.org"
             ]
         );
-        // Between equals, direct TLS comes first.
+        // Listed first, direct TLS takes the draws up to its weight.
         let tie = |draw| {
             candidates(
                 "example.org",
