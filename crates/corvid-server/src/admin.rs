@@ -7,8 +7,8 @@
 //! - `sessions`: the number of client sessions, `sessions\tN`.
 //! - `s2s`: each server-to-server connection, `REMOTE\tLOCAL\tin|out\tSTATE\tAUTH\tTLS\tSECONDS`
 //!   (the remote and local domains, the direction, `connecting`, `negotiating` or
-//!   `established`, `dialback`, `sasl-external` or `-`, `tls` or `plain`, and how long it
-//!   has been up).
+//!   `established`, `dialback`, `sasl-external` or `-`, `tls` (STARTTLS), `direct-tls`
+//!   (XEP-0368) or `plain`, and how long it has been up).
 //!
 //! An unknown request gets one line, `error\tunknown request`.
 
@@ -125,7 +125,11 @@ fn s2s_lines(server: &Server) -> String {
                 Some(AuthMethod::SaslExternal) => "sasl-external",
                 None => "-",
             };
-            let tls = if c.tls { "tls" } else { "plain" };
+            let tls = match (c.tls, c.direct_tls) {
+                (_, true) => "direct-tls",
+                (true, false) => "tls",
+                (false, false) => "plain",
+            };
             let up = now.duration_since(c.since).unwrap_or_default().as_secs();
             let name = |d: &str| {
                 if d.is_empty() {

@@ -625,9 +625,9 @@ impl Config {
             ));
         }
         for (domain, addr) in &self.s2s.hosts {
-            if crate::s2s::resolve::parse_host_port(addr).is_none() {
+            if crate::s2s::resolve::parse_target(addr).is_none() {
                 return Err(ConfigError::Invalid(format!(
-                    "s2s.hosts: {domain} = {addr:?} is not HOST:PORT"
+                    "s2s.hosts: {domain} = {addr:?} is not HOST:PORT or tls://HOST:PORT"
                 )));
             }
         }
@@ -750,6 +750,15 @@ mod tests {
         let config = Config::parse("[s2s.hosts]\n'a.test' = 'nowhere'").unwrap();
         assert!(config.validate().is_err());
         assert!(Config::parse("[s2s]\nport = 5269").is_err());
+        assert!(config.s2s.direct_tls_listen.is_empty());
+        let config = Config::parse(
+            "[s2s]\ndirect_tls_listen = ['0.0.0.0:5270']\n[s2s.hosts]\n'a.test' = 'tls://127.0.0.1:5270'",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.s2s.direct_tls_listen.len(), 1);
+        let config = Config::parse("[s2s.hosts]\n'a.test' = 'xmpps://127.0.0.1:5270'").unwrap();
+        assert!(config.validate().is_err());
     }
 
     #[test]

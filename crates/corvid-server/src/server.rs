@@ -86,6 +86,8 @@ pub struct RunningServer {
     pub component_addrs: Vec<SocketAddr>,
     /// Server-to-server addresses, as bound; none when `[s2s] enabled` is off.
     pub s2s_addrs: Vec<SocketAddr>,
+    /// Server-to-server direct TLS addresses (XEP-0368), as bound.
+    pub s2s_direct_tls_addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
     listeners: JoinSet<()>,
 }
@@ -167,6 +169,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         }
     }
     let mut s2s_addrs = Vec::new();
+    let mut s2s_direct_tls_addrs = Vec::new();
     if server.config.s2s.enabled {
         for (listener, local) in bind_all(&server.config.s2s.listen)? {
             s2s_addrs.push(local);
@@ -177,6 +180,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 crate::s2s::serve_incoming,
             ));
         }
+        for (listener, local) in bind_all(&server.config.s2s.direct_tls_listen)? {
+            s2s_direct_tls_addrs.push(local);
+            listeners.spawn(accept_each(
+                server.clone(),
+                listener,
+                "s2s direct TLS",
+                crate::s2s::serve_incoming_direct_tls,
+            ));
+        }
     }
     listeners.spawn(crate::memory::trim_periodically(server.shutdown_signal()));
     Ok(RunningServer {
@@ -185,6 +197,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         tls_addrs,
         component_addrs,
         s2s_addrs,
+        s2s_direct_tls_addrs,
         stop,
         listeners,
     })

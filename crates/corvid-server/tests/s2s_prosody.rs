@@ -1,12 +1,15 @@
 //! Federation with a real Prosody (the Debian package), started by each test on loopback
 //! serving `p.test`, while Corvid serves `a.test`: chat both ways with Server Dialback
 //! (self-signed certificates, Prosody's `s2s_secure_auth = false`) and with SASL EXTERNAL
-//! (certificates from a test CA both trust, `s2s_secure_auth = true`).
+//! (certificates from a test CA both trust, `s2s_secure_auth = true`); and both again over
+//! direct TLS (XEP-0368) both ways, on Corvid's `direct_tls_listen` port and Prosody's
+//! `s2s_direct_tls_ports`.
 //!
 //! Corvid finds Prosody through its `[s2s] hosts` map. Prosody has no such map, so the test
 //! gives it a small plugin (`mod_s2s_test_hosts`, written into its temporary plugin
-//! directory) that sends its connections for `a.test` to Corvid's port: nothing on the
-//! machine (DNS, /etc/hosts) is changed.
+//! directory) that answers its lookups for `a.test` with Corvid's port: the
+//! `_xmpp-server` one (STARTTLS), or the `_xmpps-server` one (direct TLS: Prosody then
+//! connects with TLS at once). Nothing on the machine (DNS, /etc/hosts) is changed.
 
 mod common;
 
@@ -19,7 +22,7 @@ use common::TestServer;
 use common::federation::{
     Identity, PASSWORD, Pki, chat, corvid, create, expect_message, online, self_signed,
 };
-use corvid_server::s2s::{AuthMethod, Direction, State};
+use corvid_server::s2s::{AuthMethod, Connection, Direction, State};
 
 const A: &str = "a.test";
 const P: &str = "p.test";
@@ -29,13 +32,16 @@ local service = require "net.resolvers.service";
 local basic = require "net.resolvers.basic";
 local manual = require "net.resolvers.manual";
 local map = module:get_option("s2s_test_hosts", {});
+local tls_map = module:get_option("s2s_test_direct_tls_hosts", {});
 if not service.corvid_test_hosts then
 	service.corvid_test_hosts = true;
 	local original = service.new;
 	service.new = function (hostname, name, conn_type, extra)
-		local target = map[hostname];
-		if not target then return original(hostname, name, conn_type, extra); end
-		if name == "xmpp-server" then return basic.new(target[1], target[2], conn_type, extra); end
+		if not (map[hostname] or tls_map[hostname]) then return original(hostname, name, conn_type, extra); end
+		local target;
+		if name == "xmpp-server" then target = map[hostname]; end
+		if name == "xmpps-server" then target = tls_map[hostname]; end
+		if target then return basic.new(target[1], target[2], conn_type, extra); end
 		return manual.new({}, conn_type, extra);
 	end
 end
@@ -46,6 +52,8 @@ struct Prosody {
     child: Child,
     c2s_port: u16,
     s2s_port: u16,
+    /// Prosody's direct TLS s2s port (XEP-0368).
+    s2s_direct_tls_port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -68,20 +76,35 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-/// Starts Prosody for `p.test` with `identity`, sending `a.test` to `corvid_port`;
+/// Where Prosody finds Corvid: its STARTTLS port, or its direct TLS one.
+#[derive(Clone, Copy)]
+enum CorvidAt {
+    StartTls(u16),
+    DirectTls(u16),
+}
+
+/// Starts Prosody for `p.test` with `identity`, sending `a.test` to `corvid`;
 /// `secure`: certificates required and checked against `ca`.
 async fn prosody(
     identity: &Identity,
     ca: Option<&Path>,
     secure: bool,
-    corvid_port: u16,
+    corvid: CorvidAt,
 ) -> Result<Prosody> {
     let dir = tempfile::tempdir()?;
     let root = dir.path().display().to_string();
     std::fs::create_dir(dir.path().join("data"))?;
     std::fs::create_dir(dir.path().join("plugins"))?;
     std::fs::write(dir.path().join("plugins/mod_s2s_test_hosts.lua"), PLUGIN)?;
-    let (c2s_port, s2s_port) = (free_port()?, free_port()?);
+    let (c2s_port, s2s_port, s2s_direct_tls_port) = (free_port()?, free_port()?, free_port()?);
+    let corvid_at = match corvid {
+        CorvidAt::StartTls(port) => {
+            format!("s2s_test_hosts = {{ [\"{A}\"] = {{ \"127.0.0.1\", {port} }} }}")
+        }
+        CorvidAt::DirectTls(port) => {
+            format!("s2s_test_direct_tls_hosts = {{ [\"{A}\"] = {{ \"127.0.0.1\", {port} }} }}")
+        }
+    };
     let cafile = ca
         .map(|ca| format!("; cafile = \"{}\"", ca.display()))
         .unwrap_or_default();
@@ -94,6 +117,7 @@ log = {{ {{ levels = {{ min = "debug" }}, to = "file", filename = "{root}/prosod
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2s_port} }}
 s2s_ports = {{ {s2s_port} }}
+s2s_direct_tls_ports = {{ {s2s_direct_tls_port} }}
 c2s_direct_tls_ports = {{ }}
 modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "dialback", "s2s_test_hosts" }}
 authentication = "internal_hashed"
@@ -102,7 +126,7 @@ c2s_require_encryption = true
 s2s_require_encryption = true
 s2s_secure_auth = {secure}
 ssl = {{ certificate = "{cert}"; key = "{key}"{cafile} }}
-s2s_test_hosts = {{ ["{A}"] = {{ "127.0.0.1", {corvid_port} }} }}
+{corvid_at}
 VirtualHost "{P}"
 "#,
         cert = identity.cert.display(),
@@ -131,10 +155,11 @@ VirtualHost "{P}"
         child,
         c2s_port,
         s2s_port,
+        s2s_direct_tls_port,
         dir,
     };
     for _ in 0..200 {
-        let up = [c2s_port, s2s_port]
+        let up = [c2s_port, s2s_port, s2s_direct_tls_port]
             .iter()
             .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok());
         if up {
@@ -145,9 +170,12 @@ VirtualHost "{P}"
     bail!("prosody did not open its ports")
 }
 
-/// Corvid for a.test, sending p.test to Prosody.
+/// Corvid for a.test (with a direct TLS port too), sending p.test to Prosody.
 async fn corvid_for(identity: &Identity, ca: Option<&Path>) -> Result<TestServer> {
-    let ts = corvid(A, identity, ca, |_| {}).await?;
+    let ts = corvid(A, identity, ca, |c| {
+        c.s2s.direct_tls_listen = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))];
+    })
+    .await?;
     create(&ts, "alice@a.test").await?;
     Ok(ts)
 }
@@ -170,14 +198,17 @@ async fn chat_with_prosody(corvid: &TestServer, prosody: &Prosody) -> Result<()>
     Ok(())
 }
 
-fn auth_with_prosody(corvid: &TestServer, direction: Direction) -> Option<AuthMethod> {
+fn with_prosody(corvid: &TestServer, direction: Direction) -> Option<Connection> {
     corvid
         .server
         .s2s
         .connections()
         .into_iter()
         .find(|c| c.direction == direction && c.remote == P && c.state == State::Established)
-        .and_then(|c| c.auth)
+}
+
+fn auth_with_prosody(corvid: &TestServer, direction: Direction) -> Option<AuthMethod> {
+    with_prosody(corvid, direction).and_then(|c| c.auth)
 }
 
 #[tokio::test]
@@ -185,7 +216,8 @@ async fn chat_with_prosody_over_dialback() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let corvid = corvid_for(&self_signed(dir.path(), A)?, None).await?;
     let corvid_port = corvid.s2s_addr.context("no s2s port")?.port();
-    let prosody = prosody(&self_signed(dir.path(), P)?, None, false, corvid_port).await?;
+    let corvid_at = CorvidAt::StartTls(corvid_port);
+    let prosody = prosody(&self_signed(dir.path(), P)?, None, false, corvid_at).await?;
     corvid
         .server
         .s2s
@@ -202,7 +234,8 @@ async fn chat_with_prosody_over_sasl_external_with_trusted_certificates() -> Res
     let pki = Pki::new()?;
     let corvid = corvid_for(&pki.issue(A)?, Some(&pki.ca_file)).await?;
     let corvid_port = corvid.s2s_addr.context("no s2s port")?.port();
-    let prosody = prosody(&pki.issue(P)?, Some(&pki.ca_file), true, corvid_port).await?;
+    let corvid_at = CorvidAt::StartTls(corvid_port);
+    let prosody = prosody(&pki.issue(P)?, Some(&pki.ca_file), true, corvid_at).await?;
     corvid
         .server
         .s2s
@@ -217,4 +250,57 @@ async fn chat_with_prosody_over_sasl_external_with_trusted_certificates() -> Res
         prosody.log()
     );
     Ok(())
+}
+
+/// Both of Corvid's connections with Prosody are direct TLS, authenticated with `auth`.
+fn direct_tls_with_prosody(corvid: &TestServer, prosody: &Prosody, auth: AuthMethod) -> Result<()> {
+    for direction in [Direction::Outgoing, Direction::Incoming] {
+        let connection = with_prosody(corvid, direction);
+        ensure!(
+            connection
+                .as_ref()
+                .is_some_and(|c| c.direct_tls && c.auth == Some(auth)),
+            "{direction:?}: {connection:?}; prosody's log:\n{}",
+            prosody.log()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn chat_with_prosody_over_direct_tls_with_dialback() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let corvid = corvid_for(&self_signed(dir.path(), A)?, None).await?;
+    let corvid_port = corvid
+        .s2s_direct_tls_addr
+        .context("no direct TLS port")?
+        .port();
+    let corvid_at = CorvidAt::DirectTls(corvid_port);
+    let prosody = prosody(&self_signed(dir.path(), P)?, None, false, corvid_at).await?;
+    corvid
+        .server
+        .s2s
+        .resolver
+        .map_host_direct_tls(P, "127.0.0.1", prosody.s2s_direct_tls_port);
+    chat_with_prosody(&corvid, &prosody).await?;
+    direct_tls_with_prosody(&corvid, &prosody, AuthMethod::Dialback)
+}
+
+#[tokio::test]
+async fn chat_with_prosody_over_direct_tls_with_sasl_external() -> Result<()> {
+    let pki = Pki::new()?;
+    let corvid = corvid_for(&pki.issue(A)?, Some(&pki.ca_file)).await?;
+    let corvid_port = corvid
+        .s2s_direct_tls_addr
+        .context("no direct TLS port")?
+        .port();
+    let corvid_at = CorvidAt::DirectTls(corvid_port);
+    let prosody = prosody(&pki.issue(P)?, Some(&pki.ca_file), true, corvid_at).await?;
+    corvid
+        .server
+        .s2s
+        .resolver
+        .map_host_direct_tls(P, "127.0.0.1", prosody.s2s_direct_tls_port);
+    chat_with_prosody(&corvid, &prosody).await?;
+    direct_tls_with_prosody(&corvid, &prosody, AuthMethod::SaslExternal)
 }

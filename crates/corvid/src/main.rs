@@ -39,7 +39,7 @@ enum Command {
 #[derive(Subcommand)]
 enum S2sCommand {
     /// Each server-to-server connection: remote and local domain, direction, state,
-    /// authentication, TLS, seconds up.
+    /// authentication, TLS (`tls` after STARTTLS, `direct-tls`, or `plain`), seconds up.
     List,
 }
 

@@ -31,12 +31,19 @@ impl Default for AdminConfig {
 pub struct S2sConfig {
     /// Federate at all: off, stanzas for other domains are bounced `remote-server-not-found`.
     pub enabled: bool,
-    /// Where other servers connect.
+    /// Where other servers connect, with STARTTLS.
     pub listen: Vec<SocketAddr>,
+    /// Where other servers connect with TLS from the first byte (XEP-0368 direct TLS, ALPN
+    /// `xmpp-server`); then the same negotiation without STARTTLS. None by default, as in
+    /// Prosody (`s2s_direct_tls_ports`) and ejabberd (a `tls: true` listener): there is no
+    /// standard port, and peers find one only through an `_xmpps-server._tcp` SRV record
+    /// the operator publishes, so it is opened together with that record.
+    pub direct_tls_listen: Vec<SocketAddr>,
     /// Insist on TLS both ways: STARTTLS required of incoming streams, and an outgoing
     /// connection to a server that does not offer it is given up.
     pub require_tls: bool,
-    /// Where to reach a domain (`"example.org" = "127.0.0.1:5270"`), before DNS is asked.
+    /// Where to reach a domain, before DNS is asked: `"example.org" = "192.0.2.10:5269"`
+    /// (STARTTLS), or `"tls://192.0.2.10:5270"` for a port speaking direct TLS (XEP-0368).
     pub hosts: std::collections::BTreeMap<String, String>,
     /// Extra trusted roots (PEM files) for the certificates of other servers, beside the
     /// system's.
@@ -61,6 +68,7 @@ impl Default for S2sConfig {
         S2sConfig {
             enabled: true,
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5269))],
+            direct_tls_listen: Vec::new(),
             require_tls: true,
             hosts: Default::default(),
             ca_files: Vec::new(),

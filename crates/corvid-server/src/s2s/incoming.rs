@@ -1,6 +1,7 @@
-//! Incoming connections from other servers: our stream features (STARTTLS; then SASL
-//! EXTERNAL when the peer's certificate proves its domain, and dialback), authentication,
-//! and the stanzas of the authenticated (remote, local) domain pairs.
+//! Incoming connections from other servers, on the STARTTLS port or (TLS first) the direct
+//! TLS one: our stream features (STARTTLS unless TLS is on; then SASL EXTERNAL when the
+//! peer's certificate proves its domain, and dialback), authentication, and the stanzas of
+//! the authenticated (remote, local) domain pairs.
 //!
 //! Dialback keys are checked by dialing back: a connection to the originating domain's
 //! authoritative server asking it `<db:verify/>` (XEP-0220 §2.1.3), while this stream goes
@@ -54,6 +55,30 @@ struct Incoming {
 
 /// Serves one incoming server-to-server connection (the listener calls it for each).
 pub async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr) {
+    let link = Link::new(tcp, server.config.limits.max_stanza_bytes);
+    serve_link(server, link, peer).await;
+}
+
+/// Serves one connection on a `direct_tls_listen` address (XEP-0368): the TLS handshake
+/// first (ALPN `xmpp-server`), bounded by the unauthenticated timeout, then the same
+/// stream as on the STARTTLS port, whose features then have no `<starttls/>`. The SNI the
+/// peer sends is not checked: there is one certificate for all our domains and services,
+/// and the stream header's `to` decides which one the peer wants (`host-unknown` if none).
+pub async fn serve_direct_tls(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr) {
+    let mut link = Link::new(tcp, server.config.limits.max_stanza_bytes);
+    let timeout = Duration::from_secs(server.config.limits.unauthenticated_timeout_secs);
+    let handshake = link.accept_tls(server.s2s.tls.direct_server.clone());
+    let handshake = tokio::time::timeout(timeout, handshake).await;
+    match handshake {
+        Ok(Ok(())) => serve_link(server, link, peer).await,
+        // Plain text, another protocol, a refused ALPN: nothing to answer in XMPP.
+        Ok(Err(end)) => tracing::info!(%peer, ?end, "s2s direct TLS handshake failed"),
+        Err(_) => tracing::info!(%peer, "s2s direct TLS handshake timed out"),
+    }
+}
+
+async fn serve_link(server: Arc<Server>, link: Link, peer: SocketAddr) {
+    let direct_tls = link.is_tls();
     let registration = server.s2s.register(Connection {
         id: 0,
         direction: Direction::Incoming,
@@ -61,12 +86,13 @@ pub async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr) {
         remote: String::new(),
         auth: None,
         state: State::Negotiating,
-        tls: false,
+        tls: direct_tls,
+        direct_tls,
         since: SystemTime::now(),
         peer: Some(peer),
     });
     let mut stream = Incoming {
-        link: Link::new(tcp, server.config.limits.max_stanza_bytes),
+        link,
         server,
         registration,
         id: String::new(),

@@ -1,6 +1,7 @@
 //! One server-to-server connection at the byte level: TCP, upgraded in place to TLS by
-//! STARTTLS (as a client or a server), the stream parser over it, and the writing of
-//! stream headers and stream errors. Both directions build on it.
+//! STARTTLS or before any XMPP (direct TLS), as a client or a server; the stream parser
+//! over it, and the writing of stream headers and stream errors. Both directions build on
+//! it.
 
 use std::sync::Arc;
 
@@ -68,6 +69,16 @@ impl Link {
             start: 0,
             end: 0,
             peer_certs: Vec::new(),
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        match &self.io {
+            Io::Plain(s) => s.peer_addr().ok(),
+            Io::Accepted(s) => s.get_ref().0.peer_addr().ok(),
+            Io::Connected(s) => s.get_ref().0.peer_addr().ok(),
+            Io::Upgrading => None,
         }
     }
 
@@ -159,7 +170,7 @@ impl Link {
         }
     }
 
-    /// The server side of STARTTLS, after `<proceed/>` was written.
+    /// The server side of STARTTLS, after `<proceed/>` was written; or of direct TLS, first.
     pub async fn accept_tls(&mut self, config: Arc<rustls::ServerConfig>) -> Result<(), End> {
         let tcp = self.take_tcp()?;
         let tls = tokio_rustls::TlsAcceptor::from(config)
@@ -177,7 +188,8 @@ impl Link {
         Ok(())
     }
 
-    /// The client side of STARTTLS to `domain`, after `<proceed/>` was read.
+    /// The client side of STARTTLS to `domain`, after `<proceed/>` was read; or of direct
+    /// TLS, first (`domain` is the SNI either way).
     pub async fn connect_tls(
         &mut self,
         config: Arc<rustls::ClientConfig>,

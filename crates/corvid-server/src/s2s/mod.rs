@@ -5,10 +5,11 @@
 //!   connection carries the stanzas of one (local domain, remote domain) pair; while it is
 //!   being set up they wait in its bounded queue, and if it cannot be set up they are
 //!   bounced (`remote-server-not-found`, `remote-server-timeout`). The router never waits.
-//! - `outgoing.rs` connects (`resolve.rs`: the `[s2s] hosts` map, then DNS), negotiates
-//!   STARTTLS, then authenticates with SASL EXTERNAL when the peer accepts our certificate,
+//! - `outgoing.rs` connects (`resolve.rs`: the `[s2s] hosts` map, then DNS), with TLS at
+//!   once where the target says so (XEP-0368 direct TLS) or else STARTTLS, then authenticates with SASL EXTERNAL when the peer accepts our certificate,
 //!   else with Server Dialback (`dialback.rs`).
-//! - `incoming.rs` serves the `[s2s] listen` addresses: STARTTLS, SASL EXTERNAL for peers
+//! - `incoming.rs` serves the `[s2s] listen` addresses (and, after a TLS handshake, the
+//!   `direct_tls_listen` ones, where STARTTLS is not offered): STARTTLS, SASL EXTERNAL for peers
 //!   whose certificate proves their domain (`tls.rs`), dialback otherwise, then holds every
 //!   stanza to the authenticated domains before routing it.
 //! - [`S2s::connections`] lists the live connections, for administration.
@@ -30,7 +31,7 @@ use corvid_proto::{Jid, StanzaError};
 use corvid_xml::Element;
 use tokio::sync::mpsc;
 
-pub use incoming::serve as serve_incoming;
+pub use incoming::{serve as serve_incoming, serve_direct_tls as serve_incoming_direct_tls};
 
 use crate::server::Server;
 
@@ -85,6 +86,8 @@ pub struct Connection {
     pub state: State,
     /// Whether TLS is on.
     pub tls: bool,
+    /// Whether TLS was on from the first byte (XEP-0368), rather than after STARTTLS.
+    pub direct_tls: bool,
     pub since: SystemTime,
     pub peer: Option<SocketAddr>,
 }

@@ -1,6 +1,7 @@
-//! Outgoing connections: to the remote domain's server, STARTTLS, authentication (SASL
-//! EXTERNAL, else dialback), then the stanzas of one (local, remote) pair, until the
-//! connection is idle, lost or the server stops.
+//! Outgoing connections: to the remote domain's server, TLS (at once where it listens for
+//! direct TLS, else STARTTLS), authentication (SASL EXTERNAL, else dialback), then the
+//! stanzas of one (local, remote) pair, until the connection is idle, lost or the server
+//! stops.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -65,6 +66,7 @@ pub(super) async fn run(
         auth: None,
         state: State::Connecting,
         tls: false,
+        direct_tls: false,
         since: SystemTime::now(),
         peer: None,
     });
@@ -152,7 +154,8 @@ async fn establish(
 }
 
 /// Resolves and connects to `remote`, opens the stream from `local`, and upgrades it to
-/// TLS when offered (required with `require_tls`). The link, the features of the last
+/// TLS when offered (required with `require_tls`), unless TLS is on from the start (direct
+/// TLS, XEP-0368: then STARTTLS must not be used, §3). The link, the features of the last
 /// stream and its id.
 pub(super) async fn open_stream(
     server: &Arc<Server>,
@@ -160,39 +163,22 @@ pub(super) async fn open_stream(
     remote: &str,
     registration: Option<&Registration>,
 ) -> Result<(Link, Element, String), Failure> {
-    let targets = server.s2s.resolver.resolve(remote).await;
-    let mut tcp = None;
-    let mut last_error = String::from("no address found");
-    for (host, port) in &targets {
-        match tokio::time::timeout(
-            TCP_CONNECT_TIMEOUT,
-            TcpStream::connect((host.as_str(), *port)),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => {
-                tcp = Some(stream);
-                break;
-            }
-            Ok(Err(e)) => last_error = format!("{host}:{port}: {e}"),
-            Err(_) => last_error = format!("{host}:{port}: timed out"),
-        }
-    }
-    let Some(tcp) = tcp else {
-        return Err(Failure::NotFound(last_error));
-    };
-    let _ = tcp.set_nodelay(true);
+    let mut link = connect(server, remote).await?;
     if let Some(registration) = registration {
-        let peer = tcp.peer_addr().ok();
+        let (peer, direct_tls) = (link.peer_addr(), link.is_tls());
         registration.update(|c| {
             c.state = State::Negotiating;
             c.peer = peer;
+            c.tls = direct_tls;
+            c.direct_tls = direct_tls;
         });
     }
-    let mut link = Link::new(tcp, server.config.limits.max_stanza_bytes);
     let (mut features, mut id) = start_stream(&mut link, local, remote)
         .await
         .map_err(failed)?;
+    if link.is_tls() {
+        return Ok((link, features, id));
+    }
     if features.has_child("starttls", ns::TLS) {
         link.write(format!("<starttls xmlns='{}'/>", ns::TLS).as_bytes())
             .await
@@ -216,6 +202,42 @@ pub(super) async fn open_stream(
         return Err(Failure::NotFound("the server does not offer TLS".into()));
     }
     Ok((link, features, id))
+}
+
+/// The first of `remote`'s targets that takes a TCP connection (and, for a direct TLS
+/// one, completes the TLS handshake: SNI `remote`, ALPN `xmpp-server`).
+async fn connect(server: &Arc<Server>, remote: &str) -> Result<Link, Failure> {
+    let targets = server.s2s.resolver.resolve(remote).await;
+    let mut last_error = String::from("no address found");
+    for target in &targets {
+        let (host, port) = (target.host.as_str(), target.port);
+        let tcp = match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+            .await
+        {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => {
+                last_error = format!("{host}:{port}: {e}");
+                continue;
+            }
+            Err(_) => {
+                last_error = format!("{host}:{port}: timed out");
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut link = Link::new(tcp, server.config.limits.max_stanza_bytes);
+        if !target.direct_tls {
+            return Ok(link);
+        }
+        let handshake = link.connect_tls(server.s2s.tls.direct_client.clone(), remote);
+        let handshake = tokio::time::timeout(TCP_CONNECT_TIMEOUT, handshake).await;
+        match handshake {
+            Ok(Ok(())) => return Ok(link),
+            Ok(Err(end)) => last_error = format!("{host}:{port}: direct TLS: {end:?}"),
+            Err(_) => last_error = format!("{host}:{port}: direct TLS timed out"),
+        }
+    }
+    Err(Failure::NotFound(last_error))
 }
 
 /// Writes our stream header and reads the peer's and its features.

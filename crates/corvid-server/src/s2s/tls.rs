@@ -1,5 +1,6 @@
 //! TLS between servers (RFC 6120 §5, §13.7.2, RFC 7590): one client and one server
-//! configuration with our certificate, and the check of a peer's certificate for a domain.
+//! configuration with our certificate (each also as a copy for direct TLS, XEP-0368, which
+//! only adds ALPN `xmpp-server`), and the check of a peer's certificate for a domain.
 //!
 //! The handshake itself accepts any certificate (rustls still checks that the peer holds
 //! its key): whether a certificate is good for a domain is decided afterwards, once the
@@ -21,10 +22,18 @@ use rustls::{ClientConfig, DistinguishedName, RootCertStore, ServerConfig, Signa
 use crate::config::S2sConfig;
 use crate::tls::{Tls, TlsError};
 
+/// XEP-0368 §3: the ALPN protocol of direct TLS between servers.
+pub const ALPN_XMPP_SERVER: &[u8] = b"xmpp-server";
+
 /// The TLS side of federation.
 pub struct S2sTls {
+    /// For STARTTLS.
     pub client: Arc<ClientConfig>,
     pub server: Arc<ServerConfig>,
+    /// For direct TLS: the same, with ALPN `xmpp-server` (a peer offering other protocols
+    /// only, e.g. `xmpp-client`, is refused in the handshake; one offering none is served).
+    pub direct_client: Arc<ClientConfig>,
+    pub direct_server: Arc<ServerConfig>,
     /// `None` when no root is trusted at all: then no certificate verifies.
     verifier: Option<Arc<WebPkiServerVerifier>>,
 }
@@ -54,9 +63,15 @@ impl S2sTls {
         let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
             .ok();
+        let mut direct_client = client.clone();
+        direct_client.alpn_protocols = vec![ALPN_XMPP_SERVER.to_vec()];
+        let mut direct_server = server.clone();
+        direct_server.alpn_protocols = vec![ALPN_XMPP_SERVER.to_vec()];
         Ok(S2sTls {
             client: Arc::new(client),
             server: Arc::new(server),
+            direct_client: Arc::new(direct_client),
+            direct_server: Arc::new(direct_server),
             verifier,
         })
     }

@@ -133,6 +133,32 @@ pub fn introduce(a: &TestServer, a_domain: &str, b: &TestServer, b_domain: &str)
     Ok(())
 }
 
+/// Each server finds the other's direct TLS port (XEP-0368) for its domain.
+pub fn introduce_direct_tls(
+    a: &TestServer,
+    a_domain: &str,
+    b: &TestServer,
+    b_domain: &str,
+) -> Result<()> {
+    let a_port = a
+        .s2s_direct_tls_addr
+        .context("a has no direct TLS port")?
+        .port();
+    let b_port = b
+        .s2s_direct_tls_addr
+        .context("b has no direct TLS port")?
+        .port();
+    a.server
+        .s2s
+        .resolver
+        .map_host_direct_tls(b_domain, "127.0.0.1", b_port);
+    b.server
+        .s2s
+        .resolver
+        .map_host_direct_tls(a_domain, "127.0.0.1", a_port);
+    Ok(())
+}
+
 /// Creates `jid` on `ts` with [`PASSWORD`].
 pub async fn create(ts: &TestServer, jid: &str) -> Result<()> {
     corvid_server::accounts::create(&ts.server.store, &BareJid::new(jid)?, PASSWORD).await?;
@@ -236,6 +262,27 @@ impl RawS2s {
         Ok((raw, features))
     }
 
+    /// Connects with direct TLS (XEP-0368: SNI `to`, ALPN `xmpp-server`) presenting
+    /// `identity`, and opens a stream from `from` to `to`; the features.
+    pub async fn open_direct_tls(
+        addr: SocketAddr,
+        identity: &Identity,
+        from: &str,
+        to: &str,
+    ) -> Result<(RawS2s, Element)> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let mut raw = RawS2s {
+            link: corvid_server::s2s::link::Link::new(tcp, 1 << 20),
+        };
+        let tls = s2s_tls(identity)?;
+        raw.link
+            .connect_tls(tls.direct_client.clone(), to)
+            .await
+            .map_err(|e| anyhow::anyhow!("TLS: {e:?}"))?;
+        let features = raw.restart(from, to).await?;
+        Ok((raw, features))
+    }
+
     /// Our header again; the server's header and features.
     pub async fn restart(&mut self, from: &str, to: &str) -> Result<Element> {
         let header = corvid_server::s2s::link::header(from, Some(to), None);
@@ -274,13 +321,9 @@ impl RawS2s {
             .await?;
         let proceed = self.recv().await?;
         anyhow::ensure!(proceed.is("proceed", ns::TLS), "{proceed}");
-        let mut config = Config::default();
-        config.tls.cert = Some(identity.cert.clone());
-        config.tls.key = Some(identity.key.clone());
-        let tls = corvid_server::tls::Tls::load_or_generate(&config)?;
-        let s2s_tls = corvid_server::s2s::tls::S2sTls::new(&config.s2s, &tls)?;
+        let tls = s2s_tls(identity)?;
         self.link
-            .connect_tls(s2s_tls.client.clone(), to)
+            .connect_tls(tls.client.clone(), to)
             .await
             .map_err(|e| anyhow::anyhow!("TLS: {e:?}"))?;
         self.restart(from, to).await
@@ -295,4 +338,13 @@ impl RawS2s {
             }
         }
     }
+}
+
+/// Server-to-server TLS configurations presenting `identity`.
+pub fn s2s_tls(identity: &Identity) -> Result<corvid_server::s2s::tls::S2sTls> {
+    let mut config = Config::default();
+    config.tls.cert = Some(identity.cert.clone());
+    config.tls.key = Some(identity.key.clone());
+    let tls = corvid_server::tls::Tls::load_or_generate(&config)?;
+    Ok(corvid_server::s2s::tls::S2sTls::new(&config.s2s, &tls)?)
 }

@@ -47,6 +47,8 @@ pub struct TestServer {
     pub component_addr: Option<SocketAddr>,
     /// The server-to-server port, unless federation is off.
     pub s2s_addr: Option<SocketAddr>,
+    /// The server-to-server direct TLS port (XEP-0368), when `direct_tls_listen` has one.
+    pub s2s_direct_tls_addr: Option<SocketAddr>,
     pub dir: TempDir,
 }
 
@@ -92,6 +94,7 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> Result<TestS
         tls_addr: running.tls_addrs[0],
         component_addr: running.component_addrs.first().copied(),
         s2s_addr: running.s2s_addrs.first().copied(),
+        s2s_direct_tls_addr: running.s2s_direct_tls_addrs.first().copied(),
         running: Some(running),
         dir,
     })
