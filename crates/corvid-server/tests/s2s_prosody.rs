@@ -22,10 +22,14 @@ use common::TestServer;
 use common::federation::{
     Identity, PASSWORD, Pki, chat, corvid, create, expect_message, online, self_signed,
 };
+use common::services::{Home, a_remote_user_joins_a_room, avatars_cross_the_federation};
 use corvid_server::s2s::{AuthMethod, Connection, Direction, State};
 
 const A: &str = "a.test";
 const P: &str = "p.test";
+const A_MUC: &str = "conference.a.test";
+const A_PUBSUB: &str = "pubsub.a.test";
+const P_MUC: &str = "conference.p.test";
 
 const PLUGIN: &str = r#"-- Test only: s2s connections to the domains in s2s_test_hosts go to fixed addresses.
 local service = require "net.resolvers.service";
@@ -97,14 +101,16 @@ async fn prosody(
     std::fs::create_dir(dir.path().join("plugins"))?;
     std::fs::write(dir.path().join("plugins/mod_s2s_test_hosts.lua"), PLUGIN)?;
     let (c2s_port, s2s_port, s2s_direct_tls_port) = (free_port()?, free_port()?, free_port()?);
-    let corvid_at = match corvid {
-        CorvidAt::StartTls(port) => {
-            format!("s2s_test_hosts = {{ [\"{A}\"] = {{ \"127.0.0.1\", {port} }} }}")
-        }
-        CorvidAt::DirectTls(port) => {
-            format!("s2s_test_direct_tls_hosts = {{ [\"{A}\"] = {{ \"127.0.0.1\", {port} }} }}")
-        }
+    // Corvid's domain and its services' (each its own s2s connections), at one port.
+    let (option, port) = match corvid {
+        CorvidAt::StartTls(port) => ("s2s_test_hosts", port),
+        CorvidAt::DirectTls(port) => ("s2s_test_direct_tls_hosts", port),
     };
+    let entries: Vec<String> = [A, A_MUC, A_PUBSUB]
+        .iter()
+        .map(|domain| format!("[\"{domain}\"] = {{ \"127.0.0.1\", {port} }}"))
+        .collect();
+    let corvid_at = format!("{option} = {{ {} }}", entries.join(", "));
     let cafile = ca
         .map(|ca| format!("; cafile = \"{}\"", ca.display()))
         .unwrap_or_default();
@@ -119,7 +125,7 @@ c2s_ports = {{ {c2s_port} }}
 s2s_ports = {{ {s2s_port} }}
 s2s_direct_tls_ports = {{ {s2s_direct_tls_port} }}
 c2s_direct_tls_ports = {{ }}
-modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "dialback", "s2s_test_hosts" }}
+modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "dialback", "pep", "vcard", "s2s_test_hosts" }}
 authentication = "internal_hashed"
 storage = "internal"
 c2s_require_encryption = true
@@ -128,6 +134,7 @@ s2s_secure_auth = {secure}
 ssl = {{ certificate = "{cert}"; key = "{key}"{cafile} }}
 {corvid_at}
 VirtualHost "{P}"
+Component "{P_MUC}" "muc"
 "#,
         cert = identity.cert.display(),
         key = identity.key.display(),
@@ -303,4 +310,99 @@ async fn chat_with_prosody_over_direct_tls_with_sasl_external() -> Result<()> {
         .map_host_direct_tls(P, "127.0.0.1", prosody.s2s_direct_tls_port);
     chat_with_prosody(&corvid, &prosody).await?;
     direct_tls_with_prosody(&corvid, &prosody, AuthMethod::SaslExternal)
+}
+
+/// Corvid (a.test, with alice) and Prosody (p.test with its MUC service, with pat),
+/// federating over STARTTLS: with certificates from a CA both trust (SASL EXTERNAL), or
+/// self-signed ones (dialback).
+struct WithProsody {
+    corvid: TestServer,
+    prosody: Prosody,
+    _pki: Option<Pki>,
+    _dir: tempfile::TempDir,
+}
+
+impl WithProsody {
+    async fn start(trusted: bool) -> Result<WithProsody> {
+        let dir = tempfile::tempdir()?;
+        let pki = trusted.then(Pki::new).transpose()?;
+        let (corvid, prosody) = match &pki {
+            Some(pki) => {
+                let corvid = corvid_for(&pki.issue(A)?, Some(&pki.ca_file)).await?;
+                let at = CorvidAt::StartTls(corvid.s2s_addr.context("no s2s port")?.port());
+                let prosody = prosody(&pki.issue(P)?, Some(&pki.ca_file), true, at).await?;
+                (corvid, prosody)
+            }
+            None => {
+                let corvid = corvid_for(&self_signed(dir.path(), A)?, None).await?;
+                let at = CorvidAt::StartTls(corvid.s2s_addr.context("no s2s port")?.port());
+                let prosody = prosody(&self_signed(dir.path(), P)?, None, false, at).await?;
+                (corvid, prosody)
+            }
+        };
+        for domain in [P, P_MUC] {
+            corvid
+                .server
+                .s2s
+                .resolver
+                .map_host(domain, "127.0.0.1", prosody.s2s_port);
+        }
+        Ok(WithProsody {
+            corvid,
+            prosody,
+            _pki: pki,
+            _dir: dir,
+        })
+    }
+
+    fn corvid_home(&self) -> Home {
+        Home::new(A, self.corvid.c2s_addr.port())
+    }
+
+    fn prosody_home(&self) -> Home {
+        Home::new(P, self.prosody.c2s_port)
+    }
+
+    /// The scenario's outcome, with Prosody's log when it failed.
+    fn explain(&self, outcome: Result<()>) -> Result<()> {
+        outcome.with_context(|| format!("prosody's log:\n{}", self.prosody.log()))
+    }
+}
+
+#[tokio::test]
+async fn a_prosody_user_joins_a_corvid_room() -> Result<()> {
+    let both = WithProsody::start(false).await?;
+    let outcome =
+        a_remote_user_joins_a_room(&both.corvid_home(), "alice", &both.prosody_home(), "pat").await;
+    both.explain(outcome)
+}
+
+#[tokio::test]
+async fn a_corvid_user_joins_a_prosody_room() -> Result<()> {
+    let both = WithProsody::start(true).await?;
+    let outcome =
+        a_remote_user_joins_a_room(&both.prosody_home(), "pat", &both.corvid_home(), "alice").await;
+    both.explain(outcome)
+}
+
+/// alice's avatar reaches pat through Corvid's PEP; pat's reaches alice through his vCard
+/// on Prosody.
+#[tokio::test]
+async fn avatars_cross_from_corvid_to_prosody_and_back() -> Result<()> {
+    let both = WithProsody::start(true).await?;
+    let outcome =
+        avatars_cross_the_federation(&both.corvid_home(), "alice", &both.prosody_home(), "pat")
+            .await;
+    both.explain(outcome)
+}
+
+/// pat's avatar reaches alice through Prosody's PEP; alice's reaches pat through her vCard
+/// on Corvid.
+#[tokio::test]
+async fn avatars_cross_from_prosody_to_corvid_and_back() -> Result<()> {
+    let both = WithProsody::start(false).await?;
+    let outcome =
+        avatars_cross_the_federation(&both.prosody_home(), "pat", &both.corvid_home(), "alice")
+            .await;
+    both.explain(outcome)
 }
