@@ -77,6 +77,9 @@ class CorvidServer:
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.tls_port = 0
+        #: The HTTP listeners (WebSocket, BOSH, upload, admin API), plain and TLS.
+        self.http_port = 0
+        self.https_port = 0
         self.exit_code: int | None = None
 
     # -- process ---------------------------------------------------------------------
@@ -102,6 +105,10 @@ tls_listen = ["{HOST}:{self.tls_port}"]
 [s2s]
 listen = ["{HOST}:{_free_port()}"]
 
+[http]
+listen = ["{HOST}:{self.http_port}"]
+tls_listen = ["{HOST}:{self.https_port}"]
+
 [registration]
 open = {"true" if self.registration_open else "false"}
 
@@ -122,7 +129,8 @@ level = "corvid_server=debug,info"
         # A port picked as free can be taken before corvid binds it; try fresh ports then.
         for _attempt in range(3):
             self.port, self.tls_port = _free_port(), _free_port()
-            if self.port == self.tls_port:
+            self.http_port, self.https_port = _free_port(), _free_port()
+            if len({self.port, self.tls_port, self.http_port, self.https_port}) < 4:
                 continue
             self._write_config()
             log = open(self.log_path, "ab")

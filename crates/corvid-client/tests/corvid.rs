@@ -38,6 +38,8 @@ async fn corvid_with(change: impl FnOnce(&mut corvid_server::Config)) -> Result<
     config.c2s.listen = vec![any_port];
     config.c2s.tls_listen = vec![any_port];
     config.s2s.listen = vec![any_port];
+    config.http.listen = vec![any_port];
+    config.http.tls_listen = vec![any_port];
     change(&mut config);
     let domain = config.domains[0].clone();
     let running = corvid_server::start(config).await.context("start corvid")?;

@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use corvid_proto::{Jid, StanzaError, StreamError, StreamErrorCondition as Cond, ns};
-use corvid_xml::{Element, Limits, StreamEvent, StreamParser};
+use corvid_xml::{Element, Limits, StreamEvent, StreamParser, escape};
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -266,12 +266,6 @@ async fn authenticate(server: &Server, link: &mut Link) -> Result<String, End> {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('\'', "&apos;")
-        .replace('<', "&lt;")
 }
 
 /// Stanzas both ways until the stream ends.

@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod http;
 mod peers;
 
+pub use http::HttpConfig;
 pub use peers::{AdminConfig, ComponentConfig, S2sConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,7 @@ pub struct Config {
     pub components: Vec<ComponentConfig>,
     pub admin: AdminConfig,
     pub s2s: S2sConfig,
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -64,6 +67,7 @@ impl Default for Config {
             components: Vec::new(),
             admin: AdminConfig::default(),
             s2s: S2sConfig::default(),
+            http: HttpConfig::default(),
             storage: StorageConfig::default(),
             c2s: C2sConfig::default(),
             tls: TlsConfig::default(),

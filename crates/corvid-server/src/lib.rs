@@ -8,6 +8,7 @@ pub mod auth_throttle;
 pub mod c2s;
 pub mod component;
 pub mod config;
+pub mod http;
 pub mod iq_tracker;
 pub mod limits;
 pub mod memory;

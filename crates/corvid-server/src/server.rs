@@ -88,6 +88,10 @@ pub struct RunningServer {
     pub s2s_addrs: Vec<SocketAddr>,
     /// Server-to-server direct TLS addresses (XEP-0368), as bound.
     pub s2s_direct_tls_addrs: Vec<SocketAddr>,
+    /// Plain HTTP addresses (WebSocket, BOSH, the web services), as bound.
+    pub http_addrs: Vec<SocketAddr>,
+    /// HTTPS addresses, as bound.
+    pub https_addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
     listeners: JoinSet<()>,
 }
@@ -190,6 +194,24 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             ));
         }
     }
+    let mut http_addrs = Vec::new();
+    let mut https_addrs = Vec::new();
+    if server.config.http.enabled {
+        let tls = crate::http::tls_config(&server.tls).map_err(crate::tls::TlsError::from)?;
+        for (addrs, tls, bound) in [
+            (&server.config.http.listen, None, &mut http_addrs),
+            (&server.config.http.tls_listen, Some(tls), &mut https_addrs),
+        ] {
+            for (listener, local) in bind_all(addrs)? {
+                bound.push(local);
+                listeners.spawn(crate::http::accept_loop(
+                    server.clone(),
+                    listener,
+                    tls.clone(),
+                ));
+            }
+        }
+    }
     listeners.spawn(crate::memory::trim_periodically(server.shutdown_signal()));
     Ok(RunningServer {
         server,
@@ -198,6 +220,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         component_addrs,
         s2s_addrs,
         s2s_direct_tls_addrs,
+        http_addrs,
+        https_addrs,
         stop,
         listeners,
     })

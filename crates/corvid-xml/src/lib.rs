@@ -21,4 +21,4 @@ pub use element::{Element, Node};
 pub use error::XmlError;
 pub use framer::{Limits, StreamEvent, StreamHeader, StreamParser};
 pub use parse::parse_element;
-pub use serialize::FanOut;
+pub use serialize::{FanOut, escape};

@@ -176,6 +176,14 @@ fn escape_text(out: &mut Vec<u8>, text: &str) {
     });
 }
 
+/// An attribute value (or text) escaped for either quote style, for XML written by hand.
+pub fn escape(value: &str) -> String {
+    let mut out = Vec::with_capacity(value.len());
+    escape_attr_value(&mut out, value);
+    // Only ASCII bytes were replaced, by ASCII: still UTF-8.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// Escapes an attribute value for either quote style. Tab, newline and
 /// carriage return are written as references because attribute-value
 /// normalization (XML 1.0 §3.3.3) would turn literal ones into spaces.

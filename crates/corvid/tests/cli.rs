@@ -174,13 +174,15 @@ fn live_commands_ask_the_running_server() {
             .port()
     };
     let (c2s, tls, component, s2s) = (free(), free(), free(), free());
+    let (http, https) = (free(), free());
     std::fs::write(
         &config,
         format!(
             "data_dir = '{}'\ncomponent_listen = ['127.0.0.1:{component}']\n\
              [[components]]\ndomain = 'gw.localhost'\nsecret = 's'\n\
              [c2s]\nlisten = ['127.0.0.1:{c2s}']\ntls_listen = ['127.0.0.1:{tls}']\n\
-             [s2s]\nlisten = ['127.0.0.1:{s2s}']\n",
+             [s2s]\nlisten = ['127.0.0.1:{s2s}']\n\
+             [http]\nlisten = ['127.0.0.1:{http}']\ntls_listen = ['127.0.0.1:{https}']\n",
             dir.path().join("data").display()
         ),
     )

@@ -139,3 +139,21 @@ pub(super) async fn paced_tls(
 fn handshake_timeout(auth_deadline: Instant) -> Duration {
     TLS_HANDSHAKE_TIMEOUT.min(auth_deadline.saturating_duration_since(Instant::now()))
 }
+
+/// Runs a client stream whose carrier is a WebSocket or a BOSH session (`bridge.rs`),
+/// from the client at `peer`, admitted with `guard`.
+pub async fn run_bridged(
+    server: Arc<Server>,
+    bridge: super::bridge::Bridge,
+    peer: SocketAddr,
+    transport: &'static str,
+    guard: ConnectionGuard,
+) {
+    let span = tracing::info_span!("c2s", ip = %peer.ip(), transport, jid = tracing::field::Empty);
+    async move {
+        let session = Session::new(server, Transport::Bridge(Box::new(bridge)), guard);
+        Box::pin(session.run()).await;
+    }
+    .instrument(span)
+    .await
+}

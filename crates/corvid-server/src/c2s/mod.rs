@@ -3,6 +3,7 @@
 
 mod auth;
 mod bind;
+pub mod bridge;
 mod connection;
 mod csi;
 mod records;
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use crate::admission::Refusal;
 use crate::server::Server;
 
+pub(crate) use connection::run_bridged;
 pub(crate) use register::MAX_REGISTRATION_WAIT;
 pub use sm::ResumeRegistry;
 pub(crate) use transport::Transport;

@@ -410,7 +410,7 @@ impl Session {
         let mut features = Vec::new();
         match &self.phase {
             Phase::PreAuth => {
-                if !self.transport.is_tls() {
+                if self.transport.can_starttls() {
                     let mut starttls = Element::new("starttls", ns::TLS);
                     if self.server.config.c2s.require_tls {
                         starttls.append_child(Element::new("required", ns::TLS));
@@ -482,11 +482,11 @@ impl Session {
     }
 
     async fn starttls(&mut self) -> Result<(), End> {
-        if self.transport.is_tls() {
+        if !self.transport.can_starttls() {
             return Err(self
                 .fail(StreamError::with_text(
                     Cond::PolicyViolation,
-                    "TLS is already on",
+                    "STARTTLS is not offered on this stream",
                 ))
                 .await);
         }

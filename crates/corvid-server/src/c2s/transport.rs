@@ -12,6 +12,7 @@ use rustls::{ProtocolVersion, ServerConfig, SupportedCipherSuite};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::bridge::Bridge;
 use super::records::{self, ExporterSecret, Records, Tls12};
 
 pub enum Transport {
@@ -20,6 +21,8 @@ pub enum Transport {
     Tls12(Box<Tls12>),
     /// TLS 1.3 after the handshake.
     Records(Box<Records>),
+    /// Messages from a WebSocket or BOSH carrier (`bridge.rs`).
+    Bridge(Box<Bridge>),
     /// Briefly, while the TCP stream is handed to the TLS handshake.
     Upgrading,
 }
@@ -67,8 +70,19 @@ pub async fn accept_tls(config: &Arc<ServerConfig>, tcp: TcpStream) -> io::Resul
 }
 
 impl Transport {
+    /// Whether what the client sends is protected from eavesdroppers (TLS here, or the
+    /// carrier's own HTTPS, loopback or trusted proxy).
     pub fn is_tls(&self) -> bool {
-        matches!(self, Transport::Tls12(_) | Transport::Records(_))
+        match self {
+            Transport::Tls12(_) | Transport::Records(_) => true,
+            Transport::Bridge(bridge) => bridge.is_secure(),
+            Transport::Plain(_) | Transport::Upgrading => false,
+        }
+    }
+
+    /// Whether STARTTLS can be offered: on plain TCP only (a carrier secures itself).
+    pub fn can_starttls(&self) -> bool {
+        matches!(self, Transport::Plain(_))
     }
 
     /// Reads what the transport has into `into` (replacing its contents). `Ok(Some(n))`:
@@ -83,6 +97,7 @@ impl Transport {
         let stream = match self {
             Transport::Records(records) => return records.poll_read_into(cx, into, READ_BUFFER),
             Transport::Tls12(tls) => return tls.poll_read_into(cx, into, READ_BUFFER),
+            Transport::Bridge(bridge) => return bridge.poll_read_into(cx, into),
             Transport::Plain(s) => Pin::new(s),
             Transport::Upgrading => return Poll::Ready(Err(gone())),
         };
@@ -106,6 +121,7 @@ impl Transport {
             Transport::Plain(s) => Some(Pin::new(s)),
             Transport::Tls12(s) => Some(Pin::new(s.as_mut())),
             Transport::Records(s) => Some(Pin::new(s.as_mut())),
+            Transport::Bridge(s) => Some(Pin::new(s.as_mut())),
             Transport::Upgrading => None,
         }
     }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use corvid_proto::{StreamError, StreamErrorCondition as Cond, ns};
+pub use corvid_xml::escape;
 use corvid_xml::{Limits, StreamEvent, StreamParser};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -263,13 +264,4 @@ pub fn header(from: &str, to: Option<&str>, id: Option<&str>) -> String {
         ns::STREAM,
         escape(from),
     )
-}
-
-/// Text for an attribute value or element content.
-pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

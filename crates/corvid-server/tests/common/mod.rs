@@ -49,6 +49,9 @@ pub struct TestServer {
     pub s2s_addr: Option<SocketAddr>,
     /// The server-to-server direct TLS port (XEP-0368), when `direct_tls_listen` has one.
     pub s2s_direct_tls_addr: Option<SocketAddr>,
+    /// The plain HTTP and the HTTPS listeners (WebSocket, BOSH, web services).
+    pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
     pub dir: TempDir,
 }
 
@@ -64,6 +67,8 @@ pub fn test_config(dir: &TempDir) -> Config {
     config.c2s.tls_listen = vec![any_port];
     config.component_listen = vec![any_port];
     config.s2s.listen = vec![any_port];
+    config.http.listen = vec![any_port];
+    config.http.tls_listen = vec![any_port];
     config.limits.unauthenticated_timeout_secs = 10;
     config
 }
@@ -95,6 +100,8 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> Result<TestS
         component_addr: running.component_addrs.first().copied(),
         s2s_addr: running.s2s_addrs.first().copied(),
         s2s_direct_tls_addr: running.s2s_direct_tls_addrs.first().copied(),
+        http_addr: running.http_addrs.first().copied(),
+        https_addr: running.https_addrs.first().copied(),
         running: Some(running),
         dir,
     })
