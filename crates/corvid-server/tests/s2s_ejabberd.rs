@@ -2,7 +2,8 @@
 //! loopback serving `e.test` (with its MUC service at `conference.e.test`), while Corvid
 //! serves `a.test`: chat both ways over Server Dialback (self-signed certificates) and over
 //! SASL EXTERNAL (certificates from a test CA both trust), presence subscriptions both
-//! ways, and rooms on either server with occupants from both.
+//! ways, a user of either server in a room of the other's, and avatars both ways (the
+//! room and avatar scenarios are common/services.rs's, which Prosody also runs).
 //!
 //! Corvid finds ejabberd through its `[s2s] hosts` map. ejabberd has no such map: it looks
 //! up `_xmpp-server._tcp.<domain>` SRV records with Erlang's own resolver (`inet_res`), then
@@ -25,6 +26,7 @@ use common::TestServer;
 use common::federation::{
     Identity, PASSWORD, Pki, chat, corvid, create, expect, expect_message, online, self_signed,
 };
+use common::services::{Home, a_remote_user_joins_a_room, avatars_cross_the_federation};
 use corvid_client::{Client, Event, Events};
 use corvid_proto::ns;
 use corvid_server::s2s::{AuthMethod, Direction, State};
@@ -125,9 +127,22 @@ impl Federation {
             .and_then(|c| c.auth)
     }
 
+    fn corvid_home(&self) -> Home {
+        Home::new(A, self.corvid.c2s_addr.port())
+    }
+
+    fn ejabberd_home(&self) -> Home {
+        Home::new(E, self.ejabberd_c2s)
+    }
+
     /// ejabberd's log, for a failure's context.
     fn log(&self) -> String {
         format!("ejabberd's log:\n{}", self.ejabberd.log())
+    }
+
+    /// A scenario's outcome, with ejabberd's log when it failed.
+    fn explain(&self, outcome: Result<()>) -> Result<()> {
+        outcome.with_context(|| self.log())
     }
 }
 
@@ -137,8 +152,9 @@ fn inetrc(dns_port: u16) -> String {
     format!("{{resolv_conf, \"\"}}.\n{{nameserver, {{127,0,0,1}}, {dns_port}}}.\n")
 }
 
-/// Corvid's domains, as ejabberd's SRV lookups find them: plain STARTTLS (no `_xmpps`
-/// records, RFC 6120 §3.2.1) on Corvid's s2s port, at an address `getaddrinfo` takes as is.
+/// Corvid's domains, as ejabberd's SRV lookups find them (RFC 6120 §3.2.1): STARTTLS on
+/// Corvid's s2s port (no `_xmpps-server` records for direct TLS, XEP-0368), at an address
+/// `getaddrinfo` takes as it is.
 fn srv_records(corvid_s2s: u16) -> Records {
     [A, A_MUC]
         .into_iter()
@@ -219,11 +235,16 @@ listen:
     module: ejabberd_s2s_in
 auth_method: internal
 modules:
+  mod_caps: {{}}
   mod_disco: {{}}
   mod_muc:
     host: {E_MUC}
   mod_ping: {{}}
+  mod_pubsub:
+    plugins: [pep]
   mod_roster: {{}}
+  mod_vcard: {{}}
+  mod_vcard_xupdate: {{}}
 {dialback}"#
     ))
 }
@@ -367,122 +388,58 @@ async fn presence_subscriptions_both_ways_with_ejabberd() -> Result<()> {
     Ok(())
 }
 
-/// Sends `user` into `occupant` (`room@service/nick`, XEP-0045 §7.2) and reads the
-/// room's presences up to their own (status 110, §7.2.3), which comes last: the
-/// occupants' full JIDs in the room (`room@service/nick`), and their own statuses.
-async fn enter(user: &mut User, occupant: &str) -> Result<(Vec<String>, Vec<String>)> {
-    user.send(
-        &Element::new("presence", ns::CLIENT)
-            .with_attr("to", occupant)
-            .with_child(Element::new("x", ns::MUC)),
+#[tokio::test]
+async fn an_ejabberd_user_joins_a_corvid_room() -> Result<()> {
+    let federation = Federation::start(Trust::Dialback).await?;
+    let outcome = a_remote_user_joins_a_room(
+        &federation.corvid_home(),
+        "alice",
+        &federation.ejabberd_home(),
+        "erin",
     )
-    .await?;
-    // Occupants' presences only: ejabberd also sends one from the room itself (its avatar).
-    let in_room = format!("{}/", occupant.split('/').next().unwrap_or_default());
-    let mut occupants = Vec::new();
-    loop {
-        let event = expect(&mut user.events, &format!("{occupant}'s own presence"), |e| {
-            matches!(e, Event::Presence(p) if p.attr("from").is_some_and(|f| f.starts_with(&in_room)))
-        })
-        .await?;
-        let Event::Presence(presence) = event else {
-            unreachable!()
-        };
-        ensure!(presence.attr("type") != Some("error"), "{presence}");
-        let from = presence.attr("from").unwrap_or_default().to_owned();
-        let statuses = status_codes(&presence);
-        if from == occupant && statuses.iter().any(|c| c == "110") {
-            return Ok((occupants, statuses));
-        }
-        occupants.push(from);
-    }
-}
-
-fn status_codes(presence: &Element) -> Vec<String> {
-    presence
-        .get_child("x", ns::MUC_USER)
-        .map(|x| {
-            x.children()
-                .filter(|c| c.is("status", ns::MUC_USER))
-                .filter_map(|c| c.attr("code").map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `other`'s presence in the room, as `user` sees it.
-async fn expect_occupant(user: &mut User, other: &str) -> Result<()> {
-    expect(&mut user.events, &format!("{other}'s presence"), |e| {
-        matches!(e, Event::Presence(p) if p.attr("from") == Some(other) && p.attr("type").is_none())
-    })
-    .await?;
-    Ok(())
-}
-
-/// A groupchat message from `from` (an occupant) to `room`, which `to` receives from it.
-async fn groupchat(from: &User, nick: &str, to: &mut User, room: &str, body: &str) -> Result<()> {
-    from.send(&common::message(room, "groupchat", body)).await?;
-    let got = expect_message(&mut to.events, body).await?;
-    ensure!(got.attr("type") == Some("groupchat"), "{got}");
-    ensure!(got.attr("from") == Some(&format!("{room}/{nick}")), "{got}");
-    Ok(())
+    .await;
+    federation.explain(outcome)
 }
 
 #[tokio::test]
-async fn a_corvid_user_talks_in_a_room_on_ejabberd() -> Result<()> {
-    let federation = Federation::start(Trust::Dialback).await?;
-    let mut alice = federation.alice().await?;
-    let mut erin = federation.erin().await?;
-    let room = format!("lounge@{E_MUC}");
-    // ejabberd 23.01 opens a new room to others before its owner configures it.
-    enter(&mut erin, &format!("{room}/erin")).await?;
-    let (occupants, _) = enter(&mut alice, &format!("{room}/alice"))
-        .await
-        .with_context(|| federation.log())?;
-    ensure!(occupants == [format!("{room}/erin")], "{occupants:?}");
-    expect_occupant(&mut erin, &format!("{room}/alice")).await?;
-    groupchat(&alice, "alice", &mut erin, &room, "hello from corvid")
-        .await
-        .with_context(|| federation.log())?;
-    groupchat(&erin, "erin", &mut alice, &room, "hello from ejabberd")
-        .await
-        .with_context(|| federation.log())?;
-    alice.client.disconnect().await;
-    erin.client.disconnect().await;
-    Ok(())
+async fn a_corvid_user_joins_an_ejabberd_room() -> Result<()> {
+    let federation = Federation::start(Trust::SaslExternal).await?;
+    let outcome = a_remote_user_joins_a_room(
+        &federation.ejabberd_home(),
+        "erin",
+        &federation.corvid_home(),
+        "alice",
+    )
+    .await;
+    federation.explain(outcome)
 }
 
+/// alice's avatar reaches erin through Corvid's PEP; erin's reaches alice through her vCard
+/// on ejabberd.
 #[tokio::test]
-async fn an_ejabberd_user_talks_in_a_room_on_corvid() -> Result<()> {
+async fn avatars_cross_from_corvid_to_ejabberd_and_back() -> Result<()> {
+    let federation = Federation::start(Trust::SaslExternal).await?;
+    let outcome = avatars_cross_the_federation(
+        &federation.corvid_home(),
+        "alice",
+        &federation.ejabberd_home(),
+        "erin",
+    )
+    .await;
+    federation.explain(outcome)
+}
+
+/// erin's avatar reaches alice through ejabberd's PEP; alice's reaches erin through her
+/// vCard on Corvid.
+#[tokio::test]
+async fn avatars_cross_from_ejabberd_to_corvid_and_back() -> Result<()> {
     let federation = Federation::start(Trust::Dialback).await?;
-    let mut alice = federation.alice().await?;
-    let mut erin = federation.erin().await?;
-    let room = format!("lounge@{A_MUC}");
-    // Corvid locks a new room until its owner accepts the default configuration (an
-    // instant room, XEP-0045 §10.1.2).
-    let (_, statuses) = enter(&mut alice, &format!("{room}/alice")).await?;
-    ensure!(statuses.iter().any(|c| c == "201"), "{statuses:?}");
-    let instant = Element::new("iq", ns::CLIENT)
-        .with_attr("type", "set")
-        .with_attr("to", &room)
-        .with_child(
-            Element::new("query", ns::MUC_OWNER)
-                .with_child(Element::new("x", ns::DATA_FORMS).with_attr("type", "submit")),
-        );
-    let answer = alice.client.request(instant).await?;
-    ensure!(answer.attr("type") == Some("result"), "{answer}");
-    let (occupants, _) = enter(&mut erin, &format!("{room}/erin"))
-        .await
-        .with_context(|| federation.log())?;
-    ensure!(occupants == [format!("{room}/alice")], "{occupants:?}");
-    expect_occupant(&mut alice, &format!("{room}/erin")).await?;
-    groupchat(&erin, "erin", &mut alice, &room, "hello from ejabberd")
-        .await
-        .with_context(|| federation.log())?;
-    groupchat(&alice, "alice", &mut erin, &room, "hello from corvid")
-        .await
-        .with_context(|| federation.log())?;
-    alice.client.disconnect().await;
-    erin.client.disconnect().await;
-    Ok(())
+    let outcome = avatars_cross_the_federation(
+        &federation.ejabberd_home(),
+        "erin",
+        &federation.corvid_home(),
+        "alice",
+    )
+    .await;
+    federation.explain(outcome)
 }
