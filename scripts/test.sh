@@ -11,9 +11,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # The TLS interop tests (crates/corvid-server/tests/tls_peers.rs) run openssl and gnutls-cli;
 # the SDK's tests run Prosody and ejabberd from Debian (crates/corvid-client/tests/prosody.rs
 # and ejabberd.rs, each test its own server on free loopback ports), and so do the federation
-# tests (crates/corvid-server/tests/s2s_prosody.rs); the interop tests of corvid-chat's TUI
-# (tests/interop/test_corvid_chat.py) drive it in tmux; the IRC gateway's
-# (tests/interop/test_irc_gateway.py) run ngircd as the IRC server. Installing a package
+# tests (crates/corvid-server/tests/s2s_prosody.rs and s2s_ejabberd.rs; ejabberd's process
+# handling is tests/shared/ejabberd_process.rs, which both crates' tests include); the
+# interop tests of corvid-chat's TUI (tests/interop/test_corvid_chat.py) drive it in tmux;
+# the IRC gateway's (tests/interop/test_irc_gateway.py) run ngircd as the IRC server. Installing a package
 # must not start its system service (no policy-rc.d change is left behind).
 need=()
 command -v gnutls-cli >/dev/null || need+=(gnutls-bin)

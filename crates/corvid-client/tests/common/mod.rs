@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses what it needs
 
+#[path = "../../../../tests/shared/dns_server.rs"]
 pub mod dns;
 pub mod reconnect;
 pub use reconnect::*;

@@ -34,7 +34,7 @@ pub struct Identity {
 impl Pki {
     pub fn new() -> Result<Pki> {
         let dir = tempfile::tempdir()?;
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        let mut params = short_lived(Vec::new())?;
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params
             .distinguished_name
@@ -56,8 +56,7 @@ impl Pki {
 
     /// A certificate for `domain` (and its subdomains) signed by the CA.
     pub fn issue(&self, domain: &str) -> Result<Identity> {
-        let mut params =
-            rcgen::CertificateParams::new(vec![domain.to_string(), format!("*.{domain}")])?;
+        let mut params = short_lived(vec![domain.to_string(), format!("*.{domain}")])?;
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, domain);
@@ -73,14 +72,25 @@ impl Pki {
 
 /// A self-signed certificate for `domain`: nobody trusts it.
 pub fn self_signed(dir: &Path, domain: &str) -> Result<Identity> {
-    let generated =
-        rcgen::generate_simple_self_signed(vec![domain.to_string(), format!("*.{domain}")])?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert = short_lived(vec![domain.to_string(), format!("*.{domain}")])?.self_signed(&key)?;
     write_identity(
         dir,
         &format!("self-{domain}"),
-        &generated.cert.pem(),
-        &generated.signing_key.serialize_pem(),
+        &cert.pem(),
+        &key.serialize_pem(),
     )
+}
+
+/// Certificate parameters for `names`, valid for a week around now: ejabberd 23.01 crashes
+/// on a certificate that expires further away than an Erlang timer reaches (49 days), such
+/// as rcgen's default of the year 4096 (see tests/shared/ejabberd_process.rs).
+fn short_lived(names: Vec<String>) -> Result<rcgen::CertificateParams> {
+    let mut params = rcgen::CertificateParams::new(names)?;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - Duration::from_secs(3600);
+    params.not_after = now + Duration::from_secs(7 * 86400);
+    Ok(params)
 }
 
 fn write_identity(dir: &Path, name: &str, cert: &str, key: &str) -> Result<Identity> {

@@ -1,5 +1,7 @@
-//! A DNS server on loopback that answers SRV queries from a table, for the SDK's lookup of
-//! the account's server (RFC 6120 §3.2, XEP-0368).
+//! A DNS server on loopback that answers SRV queries from a table: for the SDK's lookup of
+//! the account's server (RFC 6120 §3.2, XEP-0368; crates/corvid-client/tests/corvid.rs),
+//! and for a real ejabberd's lookup of Corvid's s2s port
+//! (crates/corvid-server/tests/s2s_ejabberd.rs). Each test binary includes it by path.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,7 +14,8 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
-/// SRV records by name (`_xmpp-client._tcp.localhost.`): (priority, weight, port, target).
+/// SRV records by name, with the final dot (`_xmpp-client._tcp.localhost.`): (priority,
+/// weight, port, target).
 pub type Records = HashMap<String, Vec<(u16, u16, u16, String)>>;
 
 pub struct DnsServer {
