@@ -14,8 +14,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # tests (crates/corvid-server/tests/s2s_prosody.rs and s2s_ejabberd.rs; ejabberd's process
 # handling is tests/shared/ejabberd_process.rs, which both crates' tests include); the
 # interop tests of corvid-chat's TUI (tests/interop/test_corvid_chat.py) drive it in tmux;
-# the IRC gateway's (tests/interop/test_irc_gateway.py) run ngircd as the IRC server. Installing a package
-# must not start its system service (no policy-rc.d change is left behind).
+# the IRC gateway's (tests/interop/test_irc_gateway.py) run ngircd as the IRC server; the
+# bundled web client's (tests/interop/test_web_client.py) run Converse.js in Debian's chromium.
+# Installing a package must not start its system service (no policy-rc.d change is left
+# behind).
 need=()
 command -v gnutls-cli >/dev/null || need+=(gnutls-bin)
 command -v openssl >/dev/null || need+=(openssl)
@@ -23,6 +25,7 @@ command -v prosody >/dev/null || need+=(prosody)
 command -v ejabberdctl >/dev/null || need+=(ejabberd)
 command -v tmux >/dev/null || need+=(tmux)
 command -v ngircd >/dev/null || [ -x /usr/sbin/ngircd ] || need+=(ngircd)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     policy=/usr/sbin/policy-rc.d
@@ -59,6 +62,9 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 cargo test --workspace --locked --doc
+
+echo "== web client (Converse.js, pinned in web/package-lock.json)"
+npm ci --prefix web --no-audit --no-fund --ignore-scripts --loglevel=error
 
 echo "== interop tests (real clients against a real corvid process)"
 CORVID_BIN="$PWD/target/debug/corvid" scripts/interop.sh

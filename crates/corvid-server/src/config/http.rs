@@ -3,6 +3,7 @@
 //! their own add to it.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -36,6 +37,12 @@ pub struct HttpConfig {
     /// (`https://chat.example.org`); empty: any. Requests without `Origin` (not from a
     /// browser) are always let through.
     pub origins: Vec<String>,
+    /// Serve the bundled web client (Converse.js) at `/`.
+    pub web_client: bool,
+    /// Where its files are (Converse's `dist`); relative paths are from the working
+    /// directory. `npm ci --prefix web` in Corvid's source directory installs them at the
+    /// default place.
+    pub web_client_dir: PathBuf,
 }
 
 impl Default for HttpConfig {
@@ -50,6 +57,8 @@ impl Default for HttpConfig {
             websocket: true,
             bosh: true,
             origins: Vec::new(),
+            web_client: true,
+            web_client_dir: PathBuf::from("web/node_modules/converse.js/dist"),
         }
     }
 }

@@ -2,12 +2,14 @@
 //! everything web-facing, each service a module of its own:
 //!
 //! - `websocket.rs`: XMPP over WebSocket (RFC 7395) at `/xmpp-websocket`;
-//! - `discovery.rs`: XEP-0156 `/.well-known/host-meta` and `host-meta.json`.
+//! - `discovery.rs`: XEP-0156 `/.well-known/host-meta` and `host-meta.json`;
+//! - `web_client.rs`: the bundled web client (Converse.js) at `/`.
 //!
 //! Every request carries the connection's [`Peer`]; [`client_of`] tells who the client
 //! really is, believing `X-Forwarded-For`/`-Proto` only from `[http] trusted_proxies`.
 
 mod discovery;
+mod web_client;
 mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
@@ -84,6 +86,9 @@ pub fn router(server: &Arc<Server>) -> Router {
     let mut app = Router::new().merge(discovery::routes());
     if config.websocket {
         app = app.merge(websocket::routes());
+    }
+    if config.web_client {
+        app = app.merge(web_client::routes());
     }
     app.with_state(server.clone())
 }
