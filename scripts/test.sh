@@ -63,8 +63,9 @@ else
 fi
 cargo test --workspace --locked --doc
 
-echo "== web client (Converse.js, pinned in web/package-lock.json)"
+echo "== web client (Converse.js) and the Node clients of the interop tests, pinned"
 npm ci --prefix web --no-audit --no-fund --ignore-scripts --loglevel=error
+npm ci --prefix tests/interop/node --no-audit --no-fund --ignore-scripts --loglevel=error
 
 echo "== interop tests (real clients against a real corvid process)"
 CORVID_BIN="$PWD/target/debug/corvid" scripts/interop.sh

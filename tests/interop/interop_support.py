@@ -38,6 +38,10 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
 
+#: The bundled web client's files (`npm ci --prefix web` installs them).
+WEB_CLIENT_DIR = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "converse.js" / "dist"
+
+
 def corvid_bin() -> Path:
     return Path(os.environ.get("CORVID_BIN", REPO / "target" / "debug" / "corvid")).resolve()
 
@@ -108,6 +112,7 @@ listen = ["{HOST}:{_free_port()}"]
 [http]
 listen = ["{HOST}:{self.http_port}"]
 tls_listen = ["{HOST}:{self.https_port}"]
+web_client_dir = "{WEB_CLIENT_DIR}"
 
 [registration]
 open = {"true" if self.registration_open else "false"}
