@@ -10,6 +10,7 @@
 //!   error condition to answer with.
 
 mod attr_name;
+pub mod cut;
 mod element;
 mod error;
 mod framer;
