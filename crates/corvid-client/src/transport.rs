@@ -11,6 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+pub mod websocket;
+
 /// Bytes read at a time. Small on purpose: an idle session keeps it for its lifetime.
 const READ_BUFFER: usize = 4096;
 
@@ -20,6 +22,8 @@ pub enum Io {
     Plain(TcpStream),
     /// TLS over TCP.
     Tls(Box<TlsStream<TcpStream>>),
+    /// A WebSocket (RFC 7395) over either.
+    WebSocket(Box<websocket::WebSocketIo>),
     /// Only while STARTTLS swaps the socket.
     Gone,
 }
@@ -40,6 +44,7 @@ impl AsyncRead for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Io::WebSocket(s) => s.poll_read(cx, buf),
             Io::Gone => Poll::Ready(Err(gone())),
         }
     }
@@ -54,6 +59,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Io::WebSocket(s) => s.poll_write(cx, buf),
             Io::Gone => Poll::Ready(Err(gone())),
         }
     }
@@ -62,6 +68,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Io::WebSocket(s) => s.poll_flush(cx),
             Io::Gone => Poll::Ready(Err(gone())),
         }
     }
@@ -70,6 +77,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Io::WebSocket(s) => s.poll_shutdown(cx),
             Io::Gone => Poll::Ready(Ok(())),
         }
     }

@@ -206,7 +206,10 @@ mod tests {
     #[test]
     fn domains_become_safe_script_strings() {
         assert_eq!(js_string("chat.example.org"), "chat.example.org");
-        assert_eq!(js_string("a'</script>"), "a\\u0027\\u003c/script\\u003e");
+        assert_eq!(
+            js_string("a'</script>"),
+            "a\\u0027\\u003c\\u002fscript\\u003e"
+        );
     }
 
     fn tempfile_dir() -> PathBuf {
