@@ -159,6 +159,25 @@ pub async fn clear_archive(
     Ok(store.remove_archive(user.as_str(), before_ms).await?)
 }
 
+/// Every account (`user@domain`), of one served domain or of all.
+pub async fn list(
+    store: &SqlStore,
+    config: &Config,
+    domain: Option<&str>,
+) -> Result<Vec<String>, AccountError> {
+    use corvid_store::Users as _;
+    if let Some(domain) = domain
+        && !config.serves(domain)
+    {
+        return Err(AccountError::UnknownDomain(domain.to_owned()));
+    }
+    let users = store.list_users(domain).await?;
+    Ok(users
+        .into_iter()
+        .map(|(username, domain)| format!("{username}@{domain}"))
+        .collect())
+}
+
 pub async fn exists(store: &SqlStore, user: &BareJid) -> Result<bool, AccountError> {
     Ok(store
         .user_exists(username(user), user.domain().as_str())

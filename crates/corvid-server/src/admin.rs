@@ -80,24 +80,14 @@ async fn answer(server: Arc<Server>, stream: UnixStream) {
 /// The answer to one request.
 pub fn respond(server: &Server, request: &str) -> String {
     match request {
-        "components" => {
-            let connected = server.components.connected();
-            server
-                .config
-                .components
-                .iter()
-                .map(|c| {
-                    let domain = c.domain.to_ascii_lowercase();
-                    let state = if connected.contains(&domain) {
-                        "connected"
-                    } else {
-                        "away"
-                    };
-                    format!("{domain}\t{state}\n")
-                })
-                .collect()
-        }
-        "sessions" => format!("sessions\t{}\n", server.sessions.count()),
+        "components" => crate::operations::components(server)
+            .into_iter()
+            .map(|(domain, up)| {
+                let state = if up { "connected" } else { "away" };
+                format!("{domain}\t{state}\n")
+            })
+            .collect(),
+        "sessions" => format!("sessions\t{}\n", crate::operations::stats(server).sessions),
         "s2s" => s2s_lines(server),
         _ => "error\tunknown request\n".to_owned(),
     }

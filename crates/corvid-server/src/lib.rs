@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod admission;
+pub mod api_tokens;
 pub mod auth_throttle;
 pub mod c2s;
 pub mod component;
@@ -12,8 +13,10 @@ pub mod http;
 pub mod iq_tracker;
 pub mod limits;
 pub mod memory;
+pub mod metrics;
 pub mod module;
 pub mod modules;
+pub mod operations;
 pub mod router;
 pub mod s2s;
 pub mod server;

@@ -194,6 +194,11 @@ pub trait Module: Send + Sync + 'static {
         None
     }
 
+    /// The rooms this module hosts, for operators (the admin API), if it hosts any.
+    fn room_service(&self) -> Option<&dyn RoomService> {
+        None
+    }
+
     /// disco#info identities (category, type) this module adds to every local account's
     /// bare JID (XEP-0030 §3.1; PEP's `pubsub/pep`, XEP-0163 §1).
     fn account_identities(&self) -> &[(&'static str, &'static str)] {
@@ -237,6 +242,26 @@ pub trait Module: Send + Sync + 'static {
 
     /// A client stored an element in its private XML storage (XEP-0049).
     async fn on_private_stored(&self, _ctx: &Ctx, _owner: &BareJid, _data: &Element) {}
+}
+
+/// What an operator sees of a room, whatever service hosts it.
+#[derive(Clone, Debug)]
+pub struct RoomSummary {
+    pub jid: BareJid,
+    pub name: String,
+    pub occupants: usize,
+    pub persistent: bool,
+    pub public: bool,
+}
+
+/// A service hosting rooms (MUC), as operators manage it.
+#[async_trait]
+pub trait RoomService: Send + Sync {
+    /// Every room, sorted by JID.
+    async fn list_rooms(&self, ctx: &Ctx) -> Vec<RoomSummary>;
+    /// Destroys a room as its owner would (its occupants are told, with `reason`); false
+    /// when there is no such room.
+    async fn destroy_room(&self, ctx: &Ctx, room: &BareJid, reason: Option<&str>) -> bool;
 }
 
 /// The enabled modules, indexed by IQ namespace.
@@ -305,6 +330,11 @@ impl ModuleRegistry {
         let mut domains: Vec<&str> = self.by_service_domain.keys().map(String::as_str).collect();
         domains.sort_unstable();
         domains
+    }
+
+    /// The enabled modules that host rooms.
+    pub fn room_services(&self) -> impl Iterator<Item = &dyn RoomService> {
+        self.modules.iter().filter_map(|m| m.room_service())
     }
 
     pub fn for_namespace(&self, ns: &str) -> Option<&Arc<dyn Module>> {

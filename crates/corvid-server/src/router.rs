@@ -45,8 +45,14 @@ pub async fn route_from_client(server: &Arc<Server>, mut stanza: Element) {
 }
 
 /// Routes one stanza whose `from` is already trustworthy (stamped by the stream layer or
-/// set by the server itself).
+/// set by the server itself). Timed for `corvid_routing_duration_seconds`.
 pub async fn route(server: &Arc<Server>, stanza: Element) {
+    let started = std::time::Instant::now();
+    route_untimed(server, stanza).await;
+    server.metrics.routing.observe(started.elapsed());
+}
+
+async fn route_untimed(server: &Arc<Server>, stanza: Element) {
     let Some(kind) = StanzaKind::of(&stanza, ns::CLIENT) else {
         tracing::debug!(name = stanza.name(), "not a stanza; dropped");
         return;
@@ -109,7 +115,13 @@ fn hand_elsewhere(
             stanza,
             StanzaError::service_unavailable().with_text("The component is not connected"),
         )),
-        Err((Undelivered::Full, stanza)) => Err((stanza, StanzaError::resource_constraint())),
+        Err((Undelivered::Full, stanza)) => {
+            server
+                .metrics
+                .component_queue_full
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err((stanza, StanzaError::resource_constraint()))
+        }
         Err((Undelivered::NotAComponent, stanza)) => crate::s2s::send(server, stanza, domain),
     }
 }

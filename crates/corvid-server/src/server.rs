@@ -64,6 +64,8 @@ pub struct Server {
     pub components: crate::component::Components,
     /// Server-to-server federation: outgoing queues, connections, keys.
     pub s2s: Arc<crate::s2s::S2s>,
+    /// Counters for `/metrics` (`metrics.rs`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub started: Instant,
     shutdown: watch::Receiver<bool>,
 }
@@ -108,6 +110,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let s2s = Arc::new(crate::s2s::S2s::new(&config, &tls)?);
     let modules = ModuleRegistry::new(crate::modules::enabled(&config), &config)?;
     let (stop, shutdown) = watch::channel(false);
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let server = Arc::new(Server {
         sessions: SessionManager::new(
             QueueLimits {
@@ -116,7 +119,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             },
             config.limits.slow_consumer,
         )
-        .with_outbound_filters(modules.outbound_filters()),
+        .with_outbound_filters(modules.outbound_filters())
+        .with_metrics(metrics.clone()),
         connections: Admission::new(&config.limits),
         auth_throttle: AuthThrottle::new(&config.limits),
         registrations: RateLimiter::new(
@@ -130,6 +134,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         resumption: Default::default(),
         components: Default::default(),
         s2s,
+        metrics,
         config,
         store,
         modules,

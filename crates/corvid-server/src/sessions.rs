@@ -19,6 +19,7 @@ use corvid_proto::{BareJid, FullJid, StreamError, StreamErrorCondition};
 use dashmap::DashMap;
 
 use crate::config::SlowConsumerPolicy;
+use crate::metrics::Metrics;
 
 mod queue;
 mod queued;
@@ -36,6 +37,34 @@ struct Resource {
     jid: FullJid,
     control: Arc<SessionControl>,
     state: ResourceState,
+    origin: Origin,
+}
+
+/// Where a session comes from, for operators (the admin API's session list, metrics).
+#[derive(Clone, Copy, Debug)]
+pub struct Origin {
+    /// The client's address (behind a trusted proxy: the address the proxy names).
+    pub ip: std::net::IpAddr,
+    /// What carries the stream: `tcp`, `websocket` or `bosh`.
+    pub transport: &'static str,
+    pub since: std::time::SystemTime,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin {
+            ip: std::net::IpAddr::from([0, 0, 0, 0]),
+            transport: "tcp",
+            since: std::time::SystemTime::now(),
+        }
+    }
+}
+
+/// One bound session, as the session list shows it.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    pub jid: FullJid,
+    pub origin: Origin,
 }
 
 /// What modules track about one bound resource (RFC 6121 presence state and XEP flags).
@@ -129,6 +158,7 @@ pub struct SessionManager {
     queue_limits: QueueLimits,
     policy: SlowConsumerPolicy,
     filters: Vec<Arc<dyn OutboundFilter>>,
+    metrics: Arc<Metrics>,
 }
 
 impl SessionManager {
@@ -139,7 +169,14 @@ impl SessionManager {
             queue_limits,
             policy,
             filters: Vec::new(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Where deliveries and slow consumers are counted.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The outbound filters, in the order they run (the enabled modules', at startup).
@@ -152,6 +189,16 @@ impl SessionManager {
     /// the old one is closed with `conflict` (RFC 6120 §7.7.2.2, the "override" policy).
     /// `None` when the account already has `max_resources` other resources bound.
     pub fn bind(&self, jid: FullJid, max_resources: usize) -> Option<BoundSession> {
+        self.bind_from(jid, max_resources, Origin::default())
+    }
+
+    /// [`Self::bind`], remembering where the session comes from.
+    pub fn bind_from(
+        &self,
+        jid: FullJid,
+        max_resources: usize,
+        origin: Origin,
+    ) -> Option<BoundSession> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let control = Arc::new(SessionControl::default());
         let resource = Resource {
@@ -159,6 +206,7 @@ impl SessionManager {
             jid: jid.clone(),
             control: control.clone(),
             state: ResourceState::default(),
+            origin,
         };
         // Most accounts have one resource: no room for four (Vec's first growth) per session.
         let mut entry = self
@@ -382,21 +430,81 @@ impl SessionManager {
         self.users.iter().map(|e| e.value().len()).sum()
     }
 
+    /// Every bound session, sorted by JID.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let mut list: Vec<SessionInfo> = self
+            .users
+            .iter()
+            .flat_map(|e| {
+                e.value()
+                    .iter()
+                    .map(|r| SessionInfo {
+                        jid: r.jid.clone(),
+                        origin: r.origin,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        list.sort_by(|a, b| a.jid.as_str().cmp(b.jid.as_str()));
+        list
+    }
+
+    /// How many sessions each transport carries (every transport seen, and `tcp` and
+    /// `websocket` always).
+    pub fn count_by_transport(&self) -> Vec<(&'static str, usize)> {
+        let mut counts: Vec<(&'static str, usize)> = vec![("tcp", 0), ("websocket", 0)];
+        for entry in self.users.iter() {
+            for r in entry.value() {
+                match counts.iter_mut().find(|(t, _)| *t == r.origin.transport) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((r.origin.transport, 1)),
+                }
+            }
+        }
+        counts
+    }
+
+    /// Closes one session with `error`; false when no session has that full JID.
+    pub fn close_session(&self, jid: &FullJid, error: StreamError) -> bool {
+        let Some(resources) = self.users.get(&jid.bare()) else {
+            return false;
+        };
+        match resources.iter().find(|r| &r.jid == jid) {
+            Some(r) => {
+                r.control.close(error);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The one place stanzas enter a session's queue from the session manager.
     fn push(&self, target: &Target, stanza: Queued) {
         if !self.admits(&target.jid, target.id, &stanza) {
             return;
         }
         let control = &target.control;
+        let class = stanza.class;
         if control.offer(stanza, self.queue_limits) {
+            self.metrics.stanzas_out.count_class(class);
             return;
         }
         match self.policy {
-            SlowConsumerPolicy::Close => control.close(StreamError::with_text(
-                StreamErrorCondition::PolicyViolation,
-                "Too many unread stanzas: the connection is too slow",
-            )),
+            SlowConsumerPolicy::Close => {
+                if !control.is_closed() {
+                    self.metrics
+                        .slow_consumer_closed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                control.close(StreamError::with_text(
+                    StreamErrorCondition::PolicyViolation,
+                    "Too many unread stanzas: the connection is too slow",
+                ))
+            }
             SlowConsumerPolicy::Drop => {
+                self.metrics
+                    .slow_consumer_dropped
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("dropped a stanza for a slow session");
             }
         }

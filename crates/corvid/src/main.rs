@@ -1,5 +1,6 @@
 //! `corvid`: the server binary. `corvid serve` runs the server; `corvid user …` manages
-//! accounts directly in the store (works whether or not the server is running).
+//! accounts directly in the store, `corvid token …` the admin API's tokens in the data
+//! directory (both work whether or not the server is running).
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use corvid_server::{Config, accounts};
-use corvid_store::{SqlStore, Users};
+use corvid_store::SqlStore;
 
 #[derive(Parser)]
 #[command(name = "corvid", version, about = "Corvid XMPP server")]
@@ -34,6 +35,23 @@ enum Command {
     S2s(S2sCommand),
     /// What the running server is doing: its number of client sessions.
     Status,
+    /// Bearer tokens for the HTTP admin API (`[http] admin_api`).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token and print it (the only time it is shown; only its hash is kept).
+    Create {
+        /// A name to list and revoke it by; by default `token-` and a random suffix.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Each token's name and when it was made (Unix seconds).
+    List,
+    /// Revoke a token: requests bearing it are refused from now on.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -100,7 +118,29 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Status => runtime.block_on(live(&config, "sessions")),
         Command::S2s(S2sCommand::List) => runtime.block_on(live(&config, "s2s")),
+        Command::Token(cmd) => token(&config, cmd),
     }
+}
+
+fn token(config: &Config, cmd: TokenCommand) -> Result<()> {
+    use corvid_server::api_tokens;
+    match cmd {
+        TokenCommand::Create { name } => {
+            let (name, token) = api_tokens::create(config, name.as_deref())?;
+            eprintln!("created token {name}; it is shown only now:");
+            println!("{token}");
+        }
+        TokenCommand::List => {
+            for entry in api_tokens::list(config)? {
+                println!("{}\t{}", entry.name, entry.created);
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            api_tokens::revoke(config, &name)?;
+            println!("revoked {name}");
+        }
+    }
+    Ok(())
 }
 
 fn init_logging(config: &Config) {
@@ -204,13 +244,8 @@ async fn run_user_command(config: &Config, store: &SqlStore, cmd: UserCommand) -
             println!("removed {user}");
         }
         UserCommand::List { domain } => {
-            if let Some(domain) = &domain
-                && !config.serves(domain)
-            {
-                bail!("this server does not serve the domain {domain:?}");
-            }
-            for (username, domain) in store.list_users(domain.as_deref()).await? {
-                println!("{username}@{domain}");
+            for user in accounts::list(store, config, domain.as_deref()).await? {
+                println!("{user}");
             }
         }
         UserCommand::Passwd { jid, password } => {

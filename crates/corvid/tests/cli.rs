@@ -218,3 +218,56 @@ fn live_commands_ask_the_running_server() {
     assert!(status.status.success(), "{}", text(&status.stderr));
     assert_eq!(text(&status.stdout), "sessions\t0\n");
 }
+
+/// `corvid token create` prints a token once and keeps only its hash; `list` shows names,
+/// `revoke` removes one, and bad names or unknown tokens are errors.
+#[test]
+fn tokens_are_created_listed_and_revoked() {
+    let (dir, config) = setup();
+    let out = corvid(&config, &["token", "create", "--name", "ci"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    assert!(token.starts_with("corvid_") && token.len() == 71, "{token}");
+    let kept = std::fs::read_to_string(dir.path().join("data").join("api-tokens")).unwrap();
+    assert!(kept.starts_with("ci\t") && !kept.contains(&token), "{kept}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("data").join("api-tokens"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let out = corvid(&config, &["token", "create"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = corvid(&config, &["token", "create", "--name", "ci"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = corvid(&config, &["token", "create", "--name", "a b"], None);
+    assert!(!out.status.success());
+
+    let out = corvid(&config, &["token", "list"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let names: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[0], "ci");
+    assert!(names[1].starts_with("token-"));
+
+    let out = corvid(&config, &["token", "revoke", "ci"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = corvid(&config, &["token", "list"], None);
+    assert!(!text(&out.stdout).contains("ci\t"));
+    let out = corvid(&config, &["token", "revoke", "ci"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no token"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -361,14 +361,20 @@ impl Session {
 
     async fn credentials(&self, user: &BareJid) -> Result<Option<sasl::Credentials>, SaslError> {
         let node = user.node().map(|n| n.as_str()).unwrap_or_default();
-        self.server
+        let started = std::time::Instant::now();
+        let found = self
+            .server
             .store
             .credentials(node, user.domain().as_str())
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "credential lookup failed");
-                SaslError::TemporaryAuthFailure
-            })
+            .await;
+        self.server
+            .metrics
+            .store_credentials
+            .observe(started.elapsed());
+        found.map_err(|e| {
+            tracing::warn!(error = %e, "credential lookup failed");
+            SaslError::TemporaryAuthFailure
+        })
     }
 }
 

@@ -21,7 +21,12 @@ impl Session {
             None => generated_resource(&user),
         };
         let max = self.server.config.limits.max_resources_per_account;
-        let Some(bound) = self.server.sessions.bind(jid.clone(), max) else {
+        let origin = crate::sessions::Origin {
+            ip: self.origin.0,
+            transport: self.origin.1,
+            since: std::time::SystemTime::now(),
+        };
+        let Some(bound) = self.server.sessions.bind_from(jid.clone(), max, origin) else {
             // RFC 6120 §7.6.2.2: the account has as many resources as it may.
             let full = StanzaError::resource_constraint().with_text("Too many resources bound");
             return self.reply_error(iq, full).await;

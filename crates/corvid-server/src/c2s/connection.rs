@@ -59,7 +59,7 @@ pub async fn run(
             }
             return;
         }
-        Box::pin(serve(server, tcp, direct_tls, guard, auth_deadline)).await;
+        Box::pin(serve(server, tcp, peer, direct_tls, guard, auth_deadline)).await;
     }
     .instrument(span)
     .await
@@ -69,6 +69,7 @@ pub async fn run(
 async fn serve(
     server: Arc<Server>,
     tcp: TcpStream,
+    peer: SocketAddr,
     direct_tls: bool,
     guard: ConnectionGuard,
     auth_deadline: Instant,
@@ -91,7 +92,7 @@ async fn serve(
         }
     };
     let tls = transport.transport.is_tls();
-    let mut session = Session::new(server, transport.transport, guard);
+    let mut session = Session::new(server, transport.transport, guard, (peer.ip(), "tcp"));
     session.auth_deadline = auth_deadline;
     if tls {
         session.auth_mut().bindings = session.channel_bindings(transport.tls_exporter);
@@ -151,7 +152,8 @@ pub async fn run_bridged(
 ) {
     let span = tracing::info_span!("c2s", ip = %peer.ip(), transport, jid = tracing::field::Empty);
     async move {
-        let session = Session::new(server, Transport::Bridge(Box::new(bridge)), guard);
+        let origin = (peer.ip(), transport);
+        let session = Session::new(server, Transport::Bridge(Box::new(bridge)), guard, origin);
         Box::pin(session.run()).await;
     }
     .instrument(span)

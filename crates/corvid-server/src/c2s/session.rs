@@ -96,6 +96,8 @@ pub(super) struct Session {
     pub(super) sm: Option<Box<Sm>>,
     /// What is held back while the client says it is inactive (XEP-0352).
     pub(super) csi: Option<Box<Held>>,
+    /// The client's address and what carries the stream, for the session list.
+    pub(super) origin: (std::net::IpAddr, &'static str),
 }
 
 enum Wake {
@@ -116,6 +118,7 @@ impl Session {
         server: Arc<Server>,
         transport: Transport,
         guard: ConnectionGuard,
+        origin: (std::net::IpAddr, &'static str),
     ) -> Session {
         let limits = &server.config.limits;
         let now = Instant::now();
@@ -139,6 +142,7 @@ impl Session {
             released: false,
             sm: None,
             csi: None,
+            origin,
         }
     }
 
@@ -644,6 +648,7 @@ impl Session {
                 return self.reply_error(&el, StanzaError::not_allowed()).await;
             }
         }
+        self.server.metrics.stanzas_in.count(kind);
         Box::pin(crate::router::route_from_client(&self.server, el)).await;
         Ok(())
     }

@@ -43,6 +43,15 @@ pub struct HttpConfig {
     /// directory. `npm ci --prefix web` in Corvid's source directory installs them at the
     /// default place.
     pub web_client_dir: PathBuf,
+    /// The JSON admin API under `/api/v1/` (`http/admin_api.rs`), for bearer tokens made
+    /// with `corvid token create`. Off by default. Served only to secure clients (HTTPS,
+    /// loopback, a trusted proxy saying HTTPS, or `consider_plain_secure`).
+    pub admin_api: bool,
+    /// Prometheus metrics at `/metrics` (`http/metrics.rs`).
+    pub metrics: bool,
+    /// Who may read `/metrics` besides loopback: client addresses (as `client_of` sees
+    /// them, so behind a trusted proxy the address it names). Others get 403.
+    pub metrics_allow: Vec<IpAddr>,
 }
 
 impl Default for HttpConfig {
@@ -59,6 +68,9 @@ impl Default for HttpConfig {
             origins: Vec::new(),
             web_client: true,
             web_client_dir: PathBuf::from("web/node_modules/converse.js/dist"),
+            admin_api: false,
+            metrics: true,
+            metrics_allow: Vec::new(),
         }
     }
 }

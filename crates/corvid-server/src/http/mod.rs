@@ -3,12 +3,16 @@
 //!
 //! - `websocket.rs`: XMPP over WebSocket (RFC 7395) at `/xmpp-websocket`;
 //! - `discovery.rs`: XEP-0156 `/.well-known/host-meta` and `host-meta.json`;
-//! - `web_client.rs`: the bundled web client (Converse.js) at `/`.
+//! - `web_client.rs`: the bundled web client (Converse.js) at `/`;
+//! - `admin_api.rs`: the JSON admin API under `/api/v1/` (`[http] admin_api`);
+//! - `metrics.rs`: Prometheus metrics at `/metrics` (`[http] metrics`).
 //!
 //! Every request carries the connection's [`Peer`]; [`client_of`] tells who the client
 //! really is, believing `X-Forwarded-For`/`-Proto` only from `[http] trusted_proxies`.
 
+mod admin_api;
 mod discovery;
+mod metrics;
 mod web_client;
 mod websocket;
 
@@ -89,6 +93,12 @@ pub fn router(server: &Arc<Server>) -> Router {
     }
     if config.web_client {
         app = app.merge(web_client::routes());
+    }
+    if config.admin_api {
+        app = app.merge(admin_api::routes());
+    }
+    if config.metrics {
+        app = app.merge(metrics::routes());
     }
     app.with_state(server.clone())
 }

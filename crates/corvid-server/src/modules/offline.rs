@@ -75,12 +75,14 @@ impl Module for Offline {
             .map(|d| d.as_millis() as i64)
             .unwrap_or_default();
         let quota = ctx.server.config.offline.quota;
-        match ctx
+        let started = std::time::Instant::now();
+        let outcome = ctx
             .server
             .store
             .store_offline(username, domain, &xml, stamp_ms, quota)
-            .await
-        {
+            .await;
+        ctx.server.metrics.store_offline.observe(started.elapsed());
+        match outcome {
             Ok(()) => {
                 // A resource may have become available since the router found none (a
                 // message handed on by a session that just ended races with the next

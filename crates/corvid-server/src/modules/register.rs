@@ -188,7 +188,7 @@ async fn change_password(
 
 /// XEP-0077 §3.2: the account's contacts see it go offline and lose their subscriptions;
 /// the result goes out first, then every session of the account is closed.
-async fn remove_account(
+pub(crate) async fn remove_account(
     ctx: &Ctx,
     from: &corvid_proto::Jid,
     user: &BareJid,

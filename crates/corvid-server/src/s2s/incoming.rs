@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use corvid_proto::{BareJid, Jid, StreamErrorCondition as Cond, ns};
+use corvid_proto::{BareJid, Jid, StanzaKind, StreamErrorCondition as Cond, ns};
 use corvid_xml::{Element, StreamEvent, StreamHeader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -484,7 +484,11 @@ impl Incoming {
                 format!("{} is not authenticated on this stream", pair.0),
             ));
         }
-        crate::router::route(&self.server, el.map_ns(ns::SERVER, ns::CLIENT)).await;
+        let el = el.map_ns(ns::SERVER, ns::CLIENT);
+        if let Some(kind) = StanzaKind::of(&el, ns::CLIENT) {
+            self.server.metrics.stanzas_in.count(kind);
+        }
+        crate::router::route(&self.server, el).await;
         Ok(())
     }
 }

@@ -208,6 +208,10 @@ pub fn send(server: &Arc<Server>, stanza: Element, to: &str) -> Result<(), (Elem
         match sender.try_send(stanza) {
             Ok(()) => return Ok(()),
             Err(mpsc::error::TrySendError::Full(s)) => {
+                server
+                    .metrics
+                    .s2s_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
                 let error = StanzaError::resource_constraint()
                     .with_text(format!("Too many stanzas waiting for {to}"));
                 return Err((s, error));

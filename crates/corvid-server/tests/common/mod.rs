@@ -10,6 +10,7 @@
 
 mod client;
 pub mod federation;
+pub mod http;
 mod sasl;
 pub mod services;
 mod tls;

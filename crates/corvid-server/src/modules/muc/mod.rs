@@ -46,7 +46,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 use crate::config::Config;
-use crate::module::{Ctx, Module, SessionEvent};
+use crate::module::{Ctx, Module, RoomService, RoomSummary, SessionEvent};
 use crate::modules::mam::muc::RoomArchive;
 use crate::server::Server;
 use corvid_store::MucRooms;
@@ -96,6 +96,55 @@ impl Module for Muc {
         if let SessionEvent::Closed { jid, .. } = event {
             self.leave_all(ctx, jid);
         }
+    }
+
+    fn room_service(&self) -> Option<&dyn RoomService> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl RoomService for Muc {
+    async fn list_rooms(&self, ctx: &Ctx) -> Vec<RoomSummary> {
+        self.loaded.get_or_init(|| self.load(ctx)).await;
+        let rooms: Vec<RoomRef> = self.rooms.iter().map(|e| e.value().clone()).collect();
+        let mut list: Vec<RoomSummary> = rooms
+            .iter()
+            .map(|r| {
+                let room = lock(r);
+                RoomSummary {
+                    jid: room.jid.clone(),
+                    name: room.config.name.clone(),
+                    occupants: room.occupant_count(),
+                    persistent: room.config.persistent,
+                    public: room.config.public,
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.jid.as_str().cmp(b.jid.as_str()));
+        list
+    }
+
+    async fn destroy_room(&self, ctx: &Ctx, jid: &BareJid, reason: Option<&str>) -> bool {
+        self.loaded.get_or_init(|| self.load(ctx)).await;
+        let Some(room_ref) = self.room(jid) else {
+            return false;
+        };
+        // §10.9, as if an owner had asked, with the operator's reason.
+        let mut request = Element::new("destroy", ns::MUC_OWNER);
+        if let Some(reason) = reason {
+            request.append_child(Element::new("reason", ns::MUC_OWNER).with_text(reason));
+        }
+        {
+            let mut room = lock(&room_ref);
+            if room.destroyed {
+                return false;
+            }
+            owner::destroy_room(&mut room, &request, &mut deliver(&ctx.server));
+            self.forget_if_abandoned(ctx, room, &room_ref);
+        }
+        self.persist(ctx, &room_ref).await;
+        true
     }
 }
 
