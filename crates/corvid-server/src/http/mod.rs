@@ -2,12 +2,14 @@
 //! everything web-facing, each service a module of its own:
 //!
 //! - `websocket.rs`: XMPP over WebSocket (RFC 7395) at `/xmpp-websocket`;
+//! - `bosh/`: XMPP over BOSH (XEP-0124, XEP-0206) at `/http-bind`;
 //! - `discovery.rs`: XEP-0156 `/.well-known/host-meta` and `host-meta.json`;
 //! - `web_client.rs`: the bundled web client (Converse.js) at `/`.
 //!
 //! Every request carries the connection's [`Peer`]; [`client_of`] tells who the client
 //! really is, believing `X-Forwarded-For`/`-Proto` only from `[http] trusted_proxies`.
 
+mod bosh;
 mod discovery;
 mod web_client;
 mod websocket;
@@ -87,6 +89,9 @@ pub fn router(server: &Arc<Server>) -> Router {
     if config.websocket {
         app = app.merge(websocket::routes());
     }
+    if config.bosh {
+        app = app.merge(bosh::routes());
+    }
     if config.web_client {
         app = app.merge(web_client::routes());
     }
@@ -160,13 +165,14 @@ where
     }
 }
 
-/// Accepts HTTP connections until shutdown.
+/// Accepts HTTP connections until shutdown. `app` is the server's one [`router`], shared by
+/// every listener (a BOSH session may go on over either).
 pub async fn accept_loop(
     server: Arc<Server>,
+    app: Router,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
-    let app = router(&server);
     let mut shutdown = server.shutdown_signal();
     loop {
         let accepted = tokio::select! {
