@@ -203,6 +203,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let mut https_addrs = Vec::new();
     if server.config.http.enabled {
         let tls = crate::http::tls_config(&server.tls).map_err(crate::tls::TlsError::from)?;
+        let app = crate::http::router(&server);
         for (addrs, tls, bound) in [
             (&server.config.http.listen, None, &mut http_addrs),
             (&server.config.http.tls_listen, Some(tls), &mut https_addrs),
@@ -211,6 +212,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 bound.push(local);
                 listeners.spawn(crate::http::accept_loop(
                     server.clone(),
+                    app.clone(),
                     listener,
                     tls.clone(),
                 ));

@@ -33,6 +33,13 @@ pub struct HttpConfig {
     pub websocket: bool,
     /// XMPP over BOSH (XEP-0124/0206) at `/http-bind`.
     pub bosh: bool,
+    /// The longest a BOSH request is held waiting for something to answer (the session's
+    /// `wait`, which clients may ask to be shorter).
+    pub bosh_max_wait_secs: u64,
+    /// A BOSH session no request comes for within this many seconds ends.
+    pub bosh_inactivity_secs: u64,
+    /// The longest a BOSH client may announce it will be away (`pause`, XEP-0124 §10).
+    pub bosh_max_pause_secs: u64,
     /// The `Origin`s a browser may open a WebSocket or BOSH session from
     /// (`https://chat.example.org`); empty: any. Requests without `Origin` (not from a
     /// browser) are always let through.
@@ -65,6 +72,9 @@ impl Default for HttpConfig {
             consider_plain_secure: false,
             websocket: true,
             bosh: true,
+            bosh_max_wait_secs: 60,
+            bosh_inactivity_secs: 60,
+            bosh_max_pause_secs: 120,
             origins: Vec::new(),
             web_client: true,
             web_client_dir: PathBuf::from("web/node_modules/converse.js/dist"),

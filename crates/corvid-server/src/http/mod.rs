@@ -2,6 +2,7 @@
 //! everything web-facing, each service a module of its own:
 //!
 //! - `websocket.rs`: XMPP over WebSocket (RFC 7395) at `/xmpp-websocket`;
+//! - `bosh/`: XMPP over BOSH (XEP-0124, XEP-0206) at `/http-bind`;
 //! - `discovery.rs`: XEP-0156 `/.well-known/host-meta` and `host-meta.json`;
 //! - `web_client.rs`: the bundled web client (Converse.js) at `/`;
 //! - `admin_api.rs`: the JSON admin API under `/api/v1/` (`[http] admin_api`);
@@ -11,6 +12,7 @@
 //! really is, believing `X-Forwarded-For`/`-Proto` only from `[http] trusted_proxies`.
 
 mod admin_api;
+mod bosh;
 mod discovery;
 mod metrics;
 mod web_client;
@@ -91,6 +93,9 @@ pub fn router(server: &Arc<Server>) -> Router {
     if config.websocket {
         app = app.merge(websocket::routes());
     }
+    if config.bosh {
+        app = app.merge(bosh::routes());
+    }
     if config.web_client {
         app = app.merge(web_client::routes());
     }
@@ -170,13 +175,14 @@ where
     }
 }
 
-/// Accepts HTTP connections until shutdown.
+/// Accepts HTTP connections until shutdown. `app` is the server's one [`router`], shared by
+/// every listener (a BOSH session may go on over either).
 pub async fn accept_loop(
     server: Arc<Server>,
+    app: Router,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
-    let app = router(&server);
     let mut shutdown = server.shutdown_signal();
     loop {
         let accepted = tokio::select! {
