@@ -3,12 +3,14 @@
 //!
 //! - `websocket.rs`: XMPP over WebSocket (RFC 7395) at `/xmpp-websocket`;
 //! - `discovery.rs`: XEP-0156 `/.well-known/host-meta` and `host-meta.json`;
-//! - `web_client.rs`: the bundled web client (Converse.js) at `/`.
+//! - `web_client.rs`: the bundled web client (Converse.js) at `/`;
+//! - `upload.rs`: XEP-0363 file upload and download at `/upload/…`.
 //!
 //! Every request carries the connection's [`Peer`]; [`client_of`] tells who the client
 //! really is, believing `X-Forwarded-For`/`-Proto` only from `[http] trusted_proxies`.
 
 mod discovery;
+mod upload;
 mod web_client;
 mod websocket;
 
@@ -89,6 +91,9 @@ pub fn router(server: &Arc<Server>) -> Router {
     }
     if config.web_client {
         app = app.merge(web_client::routes());
+    }
+    if server.upload.is_some() {
+        app = app.merge(upload::routes());
     }
     app.with_state(server.clone())
 }
