@@ -328,11 +328,12 @@ async def test_disco_items_answers(server, clients):
     reply = await client.plugin["xep_0030"].get_items(jid=DOMAIN, local=False, timeout=TIMEOUT)
     assert reply["type"] == "result"
     assert reply["from"] == JID(DOMAIN)
-    # The hosted services, each on its own domain: multi-user chat (XEP-0045) and
-    # publish-subscribe (XEP-0060).
+    # The hosted services, each on its own domain: multi-user chat (XEP-0045),
+    # publish-subscribe (XEP-0060) and HTTP file upload (XEP-0363).
     assert sorted(str(item[0]) for item in reply["disco_items"]["items"]) == [
         f"conference.{DOMAIN}",
         f"pubsub.{DOMAIN}",
+        f"upload.{DOMAIN}",
     ]
 
 

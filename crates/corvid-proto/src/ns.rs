@@ -88,3 +88,7 @@ pub const AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
 pub const BOOKMARKS: &str = "urn:xmpp:bookmarks:1";
 pub const BOOKMARKS_COMPAT: &str = "urn:xmpp:bookmarks:1#compat";
 pub const BOOKMARKS_LEGACY: &str = "storage:bookmarks";
+/// XEP-0363 HTTP file upload.
+pub const HTTP_UPLOAD: &str = "urn:xmpp:http:upload:0";
+/// XEP-0215 external service discovery.
+pub const EXTDISCO: &str = "urn:xmpp:extdisco:2";

@@ -10,9 +10,11 @@ use serde::Deserialize;
 
 mod http;
 mod peers;
+mod services;
 
 pub use http::HttpConfig;
 pub use peers::{AdminConfig, ComponentConfig, S2sConfig};
+pub use services::{ExternalService, ExternalServiceKind, UploadConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -56,6 +58,9 @@ pub struct Config {
     pub admin: AdminConfig,
     pub s2s: S2sConfig,
     pub http: HttpConfig,
+    pub upload: UploadConfig,
+    /// STUN and TURN servers announced to local users (XEP-0215).
+    pub external_services: Vec<ExternalService>,
 }
 
 impl Default for Config {
@@ -68,6 +73,8 @@ impl Default for Config {
             admin: AdminConfig::default(),
             s2s: S2sConfig::default(),
             http: HttpConfig::default(),
+            upload: UploadConfig::default(),
+            external_services: Vec::new(),
             storage: StorageConfig::default(),
             c2s: C2sConfig::default(),
             tls: TlsConfig::default(),
@@ -530,6 +537,14 @@ impl Config {
             .unwrap_or_else(|| format!("conference.{}", self.default_domain()))
     }
 
+    /// The HTTP file upload service's domain.
+    pub fn upload_domain(&self) -> String {
+        self.upload
+            .domain
+            .clone()
+            .unwrap_or_else(|| format!("upload.{}", self.default_domain()))
+    }
+
     /// Reads a config file; `None` gives the defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let config = match path {
@@ -573,12 +588,17 @@ impl Config {
                 "[tls] needs both `cert` and `key`, or neither".into(),
             ));
         }
-        for (key, service) in [("muc", self.muc_domain()), ("pubsub", self.pubsub_domain())] {
-            match jid::BareJid::new(&service) {
+        let services = [
+            ("muc", self.muc_domain()),
+            ("pubsub", self.pubsub_domain()),
+            ("upload", self.upload_domain()),
+        ];
+        for (key, service) in &services {
+            match jid::BareJid::new(service) {
                 Ok(parsed)
                     if parsed.node().is_none()
                         && parsed.as_str() == service
-                        && !self.serves(&service) => {}
+                        && !self.serves(service) => {}
                 _ => {
                     return Err(ConfigError::Invalid(format!(
                         "{key}.domain {service:?} must be a normalized domain name other than the served domains"
@@ -586,10 +606,20 @@ impl Config {
                 }
             }
         }
-        if self.muc_domain() == self.pubsub_domain() {
-            return Err(ConfigError::Invalid(
-                "muc.domain and pubsub.domain must differ".into(),
-            ));
+        for (i, (key, domain)) in services.iter().enumerate() {
+            if let Some((other, _)) = services[..i].iter().find(|(_, d)| d == domain) {
+                return Err(ConfigError::Invalid(format!(
+                    "{other}.domain and {key}.domain must differ"
+                )));
+            }
+        }
+        for service in &self.external_services {
+            if let Some(problem) = service.problem() {
+                return Err(ConfigError::Invalid(format!(
+                    "external_services: {} {}",
+                    service.host, problem
+                )));
+            }
         }
         for (i, component) in self.components.iter().enumerate() {
             let domain = component.domain.to_ascii_lowercase();
@@ -602,6 +632,7 @@ impl Config {
             let taken = self.serves(&domain)
                 || domain == self.muc_domain()
                 || domain == self.pubsub_domain()
+                || domain == self.upload_domain()
                 || self.components[..i]
                     .iter()
                     .any(|c| c.domain.eq_ignore_ascii_case(&domain));
@@ -763,6 +794,24 @@ mod tests {
         assert_eq!(config.s2s.direct_tls_listen.len(), 1);
         let config = Config::parse("[s2s.hosts]\n'a.test' = 'xmpps://127.0.0.1:5270'").unwrap();
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn upload_and_external_services() {
+        let config = Config::parse("domains = ['example.org']").unwrap();
+        assert_eq!(config.upload_domain(), "upload.example.org");
+        assert!(config.upload.enabled && config.external_services.is_empty());
+        let config = Config::parse("[upload]\ndomain = 'conference.localhost'").unwrap();
+        assert!(config.validate().is_err(), "upload and MUC on one domain");
+        let config = Config::parse(
+            "[[external_services]]\ntype = 'turn'\nhost = 'turn.example.org'\nsecret = 's'",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.external_services[0].port(), 3478);
+        let both = "[[external_services]]\ntype = 'turn'\nhost = 'h'\nsecret = 's'\nusername = 'u'\npassword = 'p'";
+        assert!(Config::parse(both).unwrap().validate().is_err());
+        assert!(Config::parse("[[external_services]]\ntype = 'ftp'\nhost = 'h'").is_err());
     }
 
     #[test]

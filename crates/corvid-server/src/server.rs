@@ -66,6 +66,8 @@ pub struct Server {
     pub s2s: Arc<crate::s2s::S2s>,
     /// Counters for `/metrics` (`metrics.rs`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// HTTP file upload's directory and signing key (XEP-0363), when the service runs.
+    pub upload: Option<crate::modules::upload::files::Files>,
     pub started: Instant,
     shutdown: watch::Receiver<bool>,
 }
@@ -109,6 +111,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let tls = Tls::load_or_generate(&config)?;
     let s2s = Arc::new(crate::s2s::S2s::new(&config, &tls)?);
     let modules = ModuleRegistry::new(crate::modules::enabled(&config), &config)?;
+    let upload = crate::modules::upload::active(&config)
+        .then(|| crate::modules::upload::files::Files::open(&config))
+        .transpose()
+        .map_err(|source| StartError::DataDir {
+            path: (config.upload.dir.clone()).unwrap_or_else(|| config.data_dir.join("upload")),
+            source,
+        })?;
     let (stop, shutdown) = watch::channel(false);
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let server = Arc::new(Server {
@@ -135,6 +144,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         components: Default::default(),
         s2s,
         metrics,
+        upload,
         config,
         store,
         modules,
@@ -220,6 +230,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         }
     }
     listeners.spawn(crate::memory::trim_periodically(server.shutdown_signal()));
+    listeners.spawn(crate::modules::upload::sweep_periodically(server.clone()));
     Ok(RunningServer {
         server,
         c2s_addrs,

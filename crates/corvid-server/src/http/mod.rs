@@ -6,7 +6,8 @@
 //! - `discovery.rs`: XEP-0156 `/.well-known/host-meta` and `host-meta.json`;
 //! - `web_client.rs`: the bundled web client (Converse.js) at `/`;
 //! - `admin_api.rs`: the JSON admin API under `/api/v1/` (`[http] admin_api`);
-//! - `metrics.rs`: Prometheus metrics at `/metrics` (`[http] metrics`).
+//! - `metrics.rs`: Prometheus metrics at `/metrics` (`[http] metrics`);
+//! - `upload.rs`: XEP-0363 file upload and download at `/upload/…`.
 //!
 //! Every request carries the connection's [`Peer`]; [`client_of`] tells who the client
 //! really is, believing `X-Forwarded-For`/`-Proto` only from `[http] trusted_proxies`.
@@ -15,6 +16,7 @@ mod admin_api;
 mod bosh;
 mod discovery;
 mod metrics;
+mod upload;
 mod web_client;
 mod websocket;
 
@@ -104,6 +106,9 @@ pub fn router(server: &Arc<Server>) -> Router {
     }
     if config.metrics {
         app = app.merge(metrics::routes());
+    }
+    if server.upload.is_some() {
+        app = app.merge(upload::routes());
     }
     app.with_state(server.clone())
 }

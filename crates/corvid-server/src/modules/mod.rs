@@ -5,6 +5,7 @@ pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
 pub mod disco;
+pub mod extdisco;
 pub mod last;
 pub mod mam;
 pub mod muc;
@@ -20,6 +21,7 @@ pub mod stanza_id;
 pub mod subscription;
 pub mod subscriptions;
 pub mod time;
+pub mod upload;
 pub mod vcard;
 pub mod version;
 
@@ -34,7 +36,7 @@ use crate::module::Module;
 /// presence, whose unavailable at logout is what usually takes a session out of its rooms.
 /// The archive comes after the stanza id (the recipient's copy is archived under the id the
 /// recipient sees) and carbons, and before offline storage takes undeliverable messages.
-fn all() -> Vec<Arc<dyn Module>> {
+fn all(config: &Config) -> Vec<Arc<dyn Module>> {
     vec![
         Arc::new(blocking::Blocking::default()),
         Arc::new(disco::Disco),
@@ -55,15 +57,17 @@ fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(ping::Ping),
         Arc::new(version::Version),
         Arc::new(time::EntityTime),
+        Arc::new(extdisco::ExtDisco::new(config)),
         Arc::new(register::Register),
         Arc::new(muc::Muc::default()),
         Arc::new(pubsub::PubSubService),
+        Arc::new(upload::Upload),
     ]
 }
 
 /// The modules the config leaves enabled.
 pub fn enabled(config: &Config) -> Vec<Arc<dyn Module>> {
-    all()
+    all(config)
         .into_iter()
         .filter(|m| !config.modules.disabled.iter().any(|d| d == m.name()))
         .collect()
