@@ -45,6 +45,10 @@ pub struct Cli {
     pub max_pending: usize,
     #[arg(long, value_enum, default_value_t = TlsMode::Starttls)]
     pub tls: TlsMode,
+    /// Connect over WebSocket (RFC 7395) at this path of --server, the HTTP listener
+    /// (e.g. `/xmpp-websocket`): `ws://` with `--tls none`, `wss://` with `--tls direct`.
+    #[arg(long)]
+    pub websocket: Option<String>,
     #[arg(long, value_enum, default_value_t = MechanismChoice::Auto)]
     pub mechanism: MechanismChoice,
     /// Resource bound by every session.
@@ -228,6 +232,14 @@ impl Cli {
         check_name("--prefix", &self.prefix)?;
         check_name("--resource", &self.resource)?;
         check_domain(&self.domain)?;
+        if let Some(path) = &self.websocket {
+            if !path.starts_with('/') || path.contains(char::is_whitespace) {
+                bail!("--websocket takes a path, such as /xmpp-websocket");
+            }
+            if self.tls == TlsMode::Starttls {
+                bail!("--websocket needs --tls none (ws://) or --tls direct (wss://)");
+            }
+        }
         if self.users == 0 {
             bail!("--users must be at least 1");
         }

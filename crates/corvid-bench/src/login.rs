@@ -83,10 +83,21 @@ async fn connect_secure(shared: &Shared) -> Result<(Conn, Element), LoginError> 
         .await
         .map_err(|e| LoginError::new("connect", e.kind()))?;
     let _ = tcp.set_nodelay(true);
-    let io = match settings.tls {
+    let mut io = match settings.tls {
         TlsMode::Direct => Io::Tls(Box::new(tls_handshake(shared, tcp).await?)),
         TlsMode::Starttls | TlsMode::None => Io::Plain(tcp),
     };
+    if let Some(path) = &settings.websocket {
+        let scheme = if matches!(io, Io::Tls(_)) {
+            "wss"
+        } else {
+            "ws"
+        };
+        let url = format!("{scheme}://{}{path}", settings.target);
+        io = corvid_client::transport::websocket::connect(&url, io)
+            .await
+            .map_err(|e| LoginError::new("websocket", e))?;
+    }
     let mut conn = Conn::new(io);
     let mut features = open_stream(&mut conn, domain).await?;
     if settings.tls == TlsMode::Starttls {

@@ -71,7 +71,10 @@ async fn run(cli: Cli, target: std::net::SocketAddr) -> Result<()> {
     };
     let connector = match cli.tls {
         TlsMode::None => None,
-        mode => Some(tls::connector(mode == TlsMode::Direct)?),
+        mode => Some(tls::connector(
+            mode == TlsMode::Direct,
+            cli.websocket.is_some(),
+        )?),
     };
     let accounts = Accounts {
         domain: cli.domain.clone(),
@@ -83,6 +86,7 @@ async fn run(cli: Cli, target: std::net::SocketAddr) -> Result<()> {
     let login = LoginSettings {
         target,
         tls: cli.tls,
+        websocket: cli.websocket.clone(),
         connector,
         mechanism: cli.mechanism,
         register: cli.register,

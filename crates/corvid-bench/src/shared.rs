@@ -71,6 +71,8 @@ impl Accounts {
 pub struct LoginSettings {
     pub target: SocketAddr,
     pub tls: TlsMode,
+    /// The WebSocket path to connect to, instead of a raw XMPP stream.
+    pub websocket: Option<String>,
     pub connector: Option<TlsConnector>,
     pub mechanism: MechanismChoice,
     pub register: bool,

@@ -13,9 +13,14 @@ use corvid_client::tls::{Verification, client_config};
 use rustls::client::Resumption;
 use tokio_rustls::TlsConnector;
 
-/// Connectors for STARTTLS and for direct TLS (ALPN `xmpp-client`, XEP-0368).
-pub fn connector(direct: bool) -> anyhow::Result<TlsConnector> {
-    let alpn = direct.then_some(&b"xmpp-client"[..]);
+/// Connectors for STARTTLS, for direct TLS (ALPN `xmpp-client`, XEP-0368), and for
+/// HTTPS under a WebSocket (ALPN `http/1.1`).
+pub fn connector(direct: bool, websocket: bool) -> anyhow::Result<TlsConnector> {
+    let alpn = match (direct, websocket) {
+        (_, true) => Some(&b"http/1.1"[..]),
+        (true, false) => Some(&b"xmpp-client"[..]),
+        (false, false) => None,
+    };
     let mut config = client_config(&Verification::DangerAcceptAny, alpn)?;
     config.resumption = Resumption::disabled();
     Ok(TlsConnector::from(Arc::new(config)))

@@ -28,17 +28,22 @@ pub const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 /// One unit of what the session sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
-    /// The stream header's attributes.
-    Open {
-        from: String,
-        id: String,
-        lang: Option<String>,
-    },
+    /// The stream header's attributes (boxed: frames wait in a channel, whose slots are
+    /// as large as the largest frame).
+    Open(Box<Opened>),
     /// One top-level element, standing alone (`jabber:client` and the `stream:` prefix
     /// declared where it relies on them).
     Element(Bytes),
     /// The end of the stream.
     Close,
+}
+
+/// What the session's stream header said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub from: String,
+    pub id: String,
+    pub lang: Option<String>,
 }
 
 /// The session's side: read stream bytes from the carrier, write frames to it.
@@ -187,11 +192,11 @@ fn open_frame(header: &[u8]) -> Frame {
             .and_then(|el| el.attr(name))
             .map(str::to_owned)
     };
-    Frame::Open {
+    Frame::Open(Box::new(Opened {
         from: attr("from").unwrap_or_default(),
         id: attr("id").unwrap_or_default(),
         lang: attr("xml:lang"),
-    }
+    }))
 }
 
 #[cfg(test)]
@@ -214,11 +219,11 @@ mod tests {
         assert_eq!(
             frames,
             [
-                Frame::Open {
+                Frame::Open(Box::new(Opened {
                     from: "localhost".into(),
                     id: "abc".into(),
                     lang: Some("en".into())
-                },
+                })),
                 Frame::Element(Bytes::from_static(b"<presence xmlns='jabber:client'/>")),
                 Frame::Close,
             ]

@@ -23,6 +23,8 @@ use corvid_xml::escape;
 
 use super::{ClientInfo, Peer, client_of};
 use crate::admission::ConnectionGuard;
+#[cfg(test)]
+use crate::c2s::bridge::Opened;
 use crate::c2s::bridge::{self, CLOSE, Carrier, FRAMING, Frame};
 use crate::server::Server;
 
@@ -57,8 +59,9 @@ async fn upgrade(
     ws.protocols(["xmpp"])
         .max_message_size(max)
         .max_frame_size(max)
-        // Small buffers: a browser's session is mostly idle.
-        .read_buffer_size(4096)
+        // Small buffers: a browser's session is mostly idle, and what the socket keeps
+        // it keeps for the session's life.
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .on_upgrade(move |socket| run(server, socket, client, guard))
 }
@@ -141,11 +144,11 @@ fn inbound(text: &str) -> Bytes {
 /// A frame of the session as a message.
 fn outbound(frame: Frame) -> Utf8Bytes {
     match frame {
-        Frame::Open { from, id, lang } => Utf8Bytes::from(format!(
+        Frame::Open(opened) => Utf8Bytes::from(format!(
             "<open xmlns='{FRAMING}' from='{}' id='{}' version='1.0' xml:lang='{}'/>",
-            escape(&from),
-            escape(&id),
-            escape(lang.as_deref().unwrap_or("en"))
+            escape(&opened.from),
+            escape(&opened.id),
+            escape(opened.lang.as_deref().unwrap_or("en"))
         )),
         Frame::Element(bytes) => {
             Utf8Bytes::try_from(bytes).unwrap_or_else(|_| Utf8Bytes::from_static(""))
@@ -177,11 +180,11 @@ mod tests {
 
     #[test]
     fn the_session_header_becomes_open() {
-        let open = outbound(Frame::Open {
+        let open = outbound(Frame::Open(Box::new(Opened {
             from: "localhost".into(),
             id: "a'b".into(),
             lang: None,
-        });
+        })));
         assert_eq!(
             open.as_str(),
             format!(

@@ -330,9 +330,9 @@ impl Session {
     /// What the session sent, into the queue for the next answer.
     fn take(&mut self, frame: Option<Frame>) {
         match frame {
-            Some(Frame::Open { from, id, .. }) => {
+            Some(Frame::Open(opened)) => {
                 if self.opened.is_none() {
-                    self.opened = Some((from, id));
+                    self.opened = Some((opened.from, opened.id));
                 }
             }
             Some(Frame::Element(element)) if element.starts_with(b"<stream:error") => {
