@@ -522,6 +522,8 @@ mod tests {
             &["--users", "10", "presence", "--contacts", "10"],
             &["--users", "100", "muc", "--occupants", "101"],
             &["--prefix", "Bench", "idle"],
+            &["--websocket", "xmpp-websocket", "--tls", "none", "idle"],
+            &["--websocket", "/xmpp-websocket", "idle"],
             &["--domain", "local host", "idle"],
             &["--password", "a'b", "idle"],
             &["idle", "--hold", "0"],

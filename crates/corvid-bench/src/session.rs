@@ -358,6 +358,7 @@ pub(crate) mod tests {
         let login = LoginSettings {
             target: "127.0.0.1:5222".parse().unwrap(),
             tls: TlsMode::None,
+            websocket: None,
             connector: None,
             mechanism: MechanismChoice::Auto,
             register: false,
