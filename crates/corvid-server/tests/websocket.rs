@@ -9,20 +9,21 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;
-use common::{TestServer, message, message_body, start_server_with};
+use common::{TestServer, TlsOptions, client_tls_config, message, message_body, start_server_with};
+use corvid_client::transport::Io;
 use corvid_proto::ns;
 use corvid_xml::Element;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 const WAIT: Duration = Duration::from_secs(5);
 
 struct Ws {
-    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    socket: WebSocketStream<Io>,
     /// The subprotocol the server chose.
     protocol: Option<String>,
 }
@@ -30,14 +31,38 @@ struct Ws {
 impl Ws {
     async fn connect(ts: &TestServer, origin: Option<&str>) -> Result<Ws> {
         let addr = ts.http_addr.context("no HTTP listener")?;
-        let mut request = format!("ws://{addr}/xmpp-websocket").into_client_request()?;
+        let io = Io::Plain(TcpStream::connect(addr).await?);
+        Ws::over(io, &format!("ws://{addr}/xmpp-websocket"), origin).await
+    }
+
+    /// Over the HTTPS listener (`wss://`).
+    async fn connect_tls(ts: &TestServer) -> Result<Ws> {
+        let addr = ts.https_addr.context("no HTTPS listener")?;
+        let options = TlsOptions {
+            alpn: vec![b"http/1.1".to_vec()],
+            ..TlsOptions::starttls()
+        };
+        let connector = tokio_rustls::TlsConnector::from(client_tls_config(&options));
+        let tcp = TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("localhost")?;
+        let tls = connector.connect(name, tcp).await?;
+        Ws::over(
+            Io::Tls(Box::new(tls)),
+            &format!("wss://localhost:{}/xmpp-websocket", addr.port()),
+            None,
+        )
+        .await
+    }
+
+    async fn over(io: Io, url: &str, origin: Option<&str>) -> Result<Ws> {
+        let mut request = url.into_client_request()?;
         request
             .headers_mut()
             .insert("sec-websocket-protocol", "xmpp".parse()?);
         if let Some(origin) = origin {
             request.headers_mut().insert("origin", origin.parse()?);
         }
-        let (socket, response) = tokio_tungstenite::connect_async(request).await?;
+        let (socket, response) = tokio_tungstenite::client_async(request, io).await?;
         let protocol = response
             .headers()
             .get("sec-websocket-protocol")
@@ -277,4 +302,74 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
     ensure!(response.starts_with("HTTP/1.1 200"), "{response}");
     let (_, body) = response.split_once("\r\n\r\n").context("no body")?;
     Ok(body.to_owned())
+}
+
+#[tokio::test]
+async fn a_websocket_over_https_logs_in() -> Result<()> {
+    let ts = server().await?;
+    let mut ws = Ws::connect_tls(&ts).await?;
+    ensure!(ws.protocol.as_deref() == Some("xmpp"), "{:?}", ws.protocol);
+    let jid = ws.login("juliet", "pw").await?;
+    ensure!(jid == "juliet@localhost/web", "{jid}");
+    Ok(())
+}
+
+/// Stream management (XEP-0198) works over WebSocket as over TCP: a socket that is lost
+/// with a message unacknowledged is resumed on a new socket, which gets the message again.
+#[tokio::test]
+async fn a_lost_websocket_session_is_resumed_on_a_new_one() -> Result<()> {
+    let ts = server().await?;
+    let mut ws = Ws::connect(&ts, None).await?;
+    ws.login("juliet", "pw").await?;
+    ws.send(&format!("<enable xmlns='{}' resume='true'/>", ns::SM))
+        .await?;
+    let enabled = ws.recv().await?;
+    ensure!(enabled.is("enabled", ns::SM), "{enabled}");
+    let previd = enabled.attr("id").context("no resumption id")?.to_owned();
+    ws.send("<presence xmlns='jabber:client'/>").await?;
+
+    let mut romeo = ts.login("romeo", "pw", Some("tcp")).await?;
+    romeo
+        .send(&message("juliet@localhost/web", "chat", "are you there?"))
+        .await?;
+    loop {
+        let el = ws.recv().await?;
+        if el.is("message", ns::CLIENT) {
+            break;
+        }
+    }
+    // Lost without a word, the message never acknowledged.
+    drop(ws);
+
+    let mut again = Ws::connect(&ts, None).await?;
+    let features = again.open().await?;
+    ensure!(features.get_child("mechanisms", ns::SASL).is_some());
+    let initial = base64::engine::general_purpose::STANDARD.encode("\0juliet\0pw");
+    again
+        .send(&format!(
+            "<auth xmlns='{}' mechanism='PLAIN'>{initial}</auth>",
+            ns::SASL
+        ))
+        .await?;
+    ensure!(again.recv().await?.is("success", ns::SASL));
+    again.open().await?;
+    again
+        .send(&format!(
+            "<resume xmlns='{}' previd='{previd}' h='0'/>",
+            ns::SM
+        ))
+        .await?;
+    let resumed = again.recv().await?;
+    ensure!(resumed.is("resumed", ns::SM), "{resumed}");
+    let resent = loop {
+        let el = again.recv().await?;
+        if el.is("message", ns::CLIENT) {
+            break el;
+        }
+    };
+    ensure!(
+        message_body(&resent).as_deref() == Some("are you there?"),
+        "{resent}"
+    );
+    Ok(())
 }

@@ -37,10 +37,17 @@ async fn index(State(server): State<Arc<Server>>) -> Response {
         return (StatusCode::NOT_FOUND, Html(page)).into_response();
     }
     let page = PAGE.replace("{title}", &corvid_xml::escape(config.default_domain()));
+    // Files shared through HTTP upload are put to and shown from the upload URLs.
+    let uploads = server
+        .upload
+        .as_ref()
+        .and_then(|_| origin(&crate::modules::upload::base_url(config)))
+        .unwrap_or_default();
+    let policy = POLICY.replace("{uploads}", &uploads);
     (
         [
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::CONTENT_SECURITY_POLICY, POLICY),
+            (header::CACHE_CONTROL, "no-cache".to_owned()),
+            (header::CONTENT_SECURITY_POLICY, policy),
         ],
         Html(page),
     )
@@ -86,10 +93,27 @@ fn js_string(text: &str) -> String {
 /// Nothing but this server: the page loads no script, style, image or font from
 /// elsewhere, and talks only to its own WebSocket. (Converse's full-screen footer shows
 /// its sponsors' logos from conversejs.org: blocked here, and hidden.)
+/// (`{uploads}`: the origin of HTTP upload's URLs, when the service runs.)
 const POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
-    style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' data: blob:; \
-    font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; frame-src 'none'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data: blob: {uploads}; \
+    media-src 'self' data: blob: {uploads}; font-src 'self' data:; \
+    connect-src 'self' {uploads}; worker-src 'self' blob:; frame-src 'none'; \
     object-src 'none'; base-uri 'self'";
+
+/// The origin (`scheme://host[:port]`) of a URL, when it is a plain http(s) one fit for a
+/// policy.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme != "https" && scheme != "http" {
+        return None;
+    }
+    let host = rest.split('/').next()?;
+    let fit = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    fit.then(|| format!("{scheme}://{host}"))
+}
 
 const PAGE: &str = r#"<!doctype html>
 <html lang="en">
@@ -201,6 +225,17 @@ mod tests {
             assert_eq!(inside(&dir, bad), None, "{bad}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn upload_origins_are_taken_from_plain_urls_only() {
+        assert_eq!(
+            origin("https://chat.example.org:5443/files").as_deref(),
+            Some("https://chat.example.org:5443")
+        );
+        assert_eq!(origin("ftp://x"), None);
+        assert_eq!(origin("https://a;b"), None);
+        assert_eq!(origin("https://a b"), None);
     }
 
     #[test]
