@@ -13,6 +13,7 @@
 //! line) that answers those SRV queries with `127.0.0.1` and Corvid's s2s port: nothing
 //! on the machine (DNS, /etc/hosts) is changed.
 
+#[macro_use]
 mod common;
 #[path = "../../../tests/shared/dns_server.rs"]
 mod dns_server;
@@ -26,7 +27,7 @@ use common::TestServer;
 use common::federation::{
     Identity, PASSWORD, Pki, chat, corvid, create, expect, expect_message, online, self_signed,
 };
-use common::services::{Home, a_remote_user_joins_a_room, avatars_cross_the_federation};
+use common::services::{Federated, Home};
 use corvid_client::{Client, Event, Events};
 use corvid_proto::ns;
 use corvid_server::s2s::{AuthMethod, Direction, State};
@@ -127,20 +128,25 @@ impl Federation {
             .and_then(|c| c.auth)
     }
 
-    fn corvid_home(&self) -> Home {
-        Home::new(A, self.corvid.c2s_addr.port())
-    }
-
-    fn ejabberd_home(&self) -> Home {
-        Home::new(E, self.ejabberd_c2s)
-    }
-
     /// ejabberd's log, for a failure's context.
     fn log(&self) -> String {
         format!("ejabberd's log:\n{}", self.ejabberd.log())
     }
+}
 
-    /// A scenario's outcome, with ejabberd's log when it failed.
+impl Federated for Federation {
+    fn corvid_home(&self) -> Home {
+        Home::new(A, self.corvid.c2s_addr.port())
+    }
+
+    fn foreign_home(&self) -> Home {
+        Home::new(E, self.ejabberd_c2s)
+    }
+
+    fn foreign_user(&self) -> &'static str {
+        "erin"
+    }
+
     fn explain(&self, outcome: Result<()>) -> Result<()> {
         outcome.with_context(|| self.log())
     }
@@ -388,58 +394,14 @@ async fn presence_subscriptions_both_ways_with_ejabberd() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn an_ejabberd_user_joins_a_corvid_room() -> Result<()> {
-    let federation = Federation::start(Trust::Dialback).await?;
-    let outcome = a_remote_user_joins_a_room(
-        &federation.corvid_home(),
-        "alice",
-        &federation.ejabberd_home(),
-        "erin",
-    )
-    .await;
-    federation.explain(outcome)
+/// The federation for the shared scenarios: SASL EXTERNAL when `trusted`, else dialback.
+async fn federation(trusted: bool) -> Result<Federation> {
+    Federation::start(if trusted {
+        Trust::SaslExternal
+    } else {
+        Trust::Dialback
+    })
+    .await
 }
 
-#[tokio::test]
-async fn a_corvid_user_joins_an_ejabberd_room() -> Result<()> {
-    let federation = Federation::start(Trust::SaslExternal).await?;
-    let outcome = a_remote_user_joins_a_room(
-        &federation.ejabberd_home(),
-        "erin",
-        &federation.corvid_home(),
-        "alice",
-    )
-    .await;
-    federation.explain(outcome)
-}
-
-/// alice's avatar reaches erin through Corvid's PEP; erin's reaches alice through her vCard
-/// on ejabberd.
-#[tokio::test]
-async fn avatars_cross_from_corvid_to_ejabberd_and_back() -> Result<()> {
-    let federation = Federation::start(Trust::SaslExternal).await?;
-    let outcome = avatars_cross_the_federation(
-        &federation.corvid_home(),
-        "alice",
-        &federation.ejabberd_home(),
-        "erin",
-    )
-    .await;
-    federation.explain(outcome)
-}
-
-/// erin's avatar reaches alice through ejabberd's PEP; alice's reaches erin through her
-/// vCard on Corvid.
-#[tokio::test]
-async fn avatars_cross_from_ejabberd_to_corvid_and_back() -> Result<()> {
-    let federation = Federation::start(Trust::Dialback).await?;
-    let outcome = avatars_cross_the_federation(
-        &federation.ejabberd_home(),
-        "erin",
-        &federation.corvid_home(),
-        "alice",
-    )
-    .await;
-    federation.explain(outcome)
-}
+cross_server_scenarios!(federation);

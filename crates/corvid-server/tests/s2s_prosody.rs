@@ -11,6 +11,7 @@
 //! `_xmpp-server` one (STARTTLS), or the `_xmpps-server` one (direct TLS: Prosody then
 //! connects with TLS at once). Nothing on the machine (DNS, /etc/hosts) is changed.
 
+#[macro_use]
 mod common;
 
 use std::path::Path;
@@ -22,7 +23,7 @@ use common::TestServer;
 use common::federation::{
     Identity, PASSWORD, Pki, chat, corvid, create, expect_message, online, self_signed,
 };
-use common::services::{Home, a_remote_user_joins_a_room, avatars_cross_the_federation};
+use common::services::{Federated, Home};
 use corvid_server::s2s::{AuthMethod, Connection, Direction, State};
 
 const A: &str = "a.test";
@@ -354,55 +355,24 @@ impl WithProsody {
             _dir: dir,
         })
     }
+}
 
+impl Federated for WithProsody {
     fn corvid_home(&self) -> Home {
         Home::new(A, self.corvid.c2s_addr.port())
     }
 
-    fn prosody_home(&self) -> Home {
+    fn foreign_home(&self) -> Home {
         Home::new(P, self.prosody.c2s_port)
     }
 
-    /// The scenario's outcome, with Prosody's log when it failed.
+    fn foreign_user(&self) -> &'static str {
+        "pat"
+    }
+
     fn explain(&self, outcome: Result<()>) -> Result<()> {
         outcome.with_context(|| format!("prosody's log:\n{}", self.prosody.log()))
     }
 }
 
-#[tokio::test]
-async fn a_prosody_user_joins_a_corvid_room() -> Result<()> {
-    let both = WithProsody::start(false).await?;
-    let outcome =
-        a_remote_user_joins_a_room(&both.corvid_home(), "alice", &both.prosody_home(), "pat").await;
-    both.explain(outcome)
-}
-
-#[tokio::test]
-async fn a_corvid_user_joins_a_prosody_room() -> Result<()> {
-    let both = WithProsody::start(true).await?;
-    let outcome =
-        a_remote_user_joins_a_room(&both.prosody_home(), "pat", &both.corvid_home(), "alice").await;
-    both.explain(outcome)
-}
-
-/// alice's avatar reaches pat through Corvid's PEP; pat's reaches alice through his vCard
-/// on Prosody.
-#[tokio::test]
-async fn avatars_cross_from_corvid_to_prosody_and_back() -> Result<()> {
-    let both = WithProsody::start(true).await?;
-    let outcome =
-        avatars_cross_the_federation(&both.corvid_home(), "alice", &both.prosody_home(), "pat")
-            .await;
-    both.explain(outcome)
-}
-
-/// pat's avatar reaches alice through Prosody's PEP; alice's reaches pat through her vCard
-/// on Corvid.
-#[tokio::test]
-async fn avatars_cross_from_prosody_to_corvid_and_back() -> Result<()> {
-    let both = WithProsody::start(false).await?;
-    let outcome =
-        avatars_cross_the_federation(&both.prosody_home(), "pat", &both.corvid_home(), "alice")
-            .await;
-    both.explain(outcome)
-}
+cross_server_scenarios!(WithProsody::start);

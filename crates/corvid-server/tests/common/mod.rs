@@ -12,6 +12,7 @@ mod client;
 pub mod federation;
 pub mod http;
 mod sasl;
+#[macro_use]
 pub mod services;
 mod tls;
 

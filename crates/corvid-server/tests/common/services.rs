@@ -293,6 +293,39 @@ async fn befriend(a: &mut Contact, b: &mut Contact) -> Result<()> {
     Ok(())
 }
 
+/// `contact` learns `of`'s avatar with `hash` from `source`, and has `bytes` cached.
+async fn expect_avatar(
+    contact: &mut Contact,
+    of: &BareJid,
+    (hash, source): (&str, AvatarSource),
+    bytes: &[u8],
+) -> Result<()> {
+    let got = next(
+        &mut contact.avatar_events,
+        &format!("the avatar by {source:?}"),
+        |e| {
+            matches!(e, AvatarEvent::Changed { jid, .. } | AvatarEvent::FetchFailed { jid, .. }
+            if jid == of)
+        },
+    )
+    .await?;
+    let AvatarEvent::Changed {
+        hash: got,
+        source: from,
+        ..
+    } = got
+    else {
+        bail!("{got:?}");
+    };
+    ensure!(
+        (got.as_str(), from) == (hash, source),
+        "{got} from {from:?}"
+    );
+    let avatar = contact.avatars.cached(hash).await?.context("cached")?;
+    ensure!(avatar.bytes == bytes, "the bytes survive the trip");
+    Ok(())
+}
+
 /// A small "image": its bytes survive base64 and the hash.
 fn image() -> Vec<u8> {
     let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
@@ -326,38 +359,110 @@ pub async fn avatars_cross_the_federation(
 
     let bytes = image();
     let hash = p.avatars.publish_own(&bytes, "image/png", 32, 32).await?;
-    let got = next(&mut f.avatar_events, "the avatar through PEP", |e| {
-        matches!(e, AvatarEvent::Changed { jid, .. } | AvatarEvent::FetchFailed { jid, .. }
-            if *jid == home.jid(publisher))
-    })
+    expect_avatar(
+        &mut f,
+        &home.jid(publisher),
+        (&hash, AvatarSource::Pep),
+        &bytes,
+    )
     .await?;
-    let AvatarEvent::Changed {
-        hash: got, source, ..
-    } = got
-    else {
-        bail!("{got:?}");
-    };
-    ensure!((got.as_str(), source) == (hash.as_str(), AvatarSource::Pep));
-    let avatar = f.avatars.cached(&hash).await?.context("cached")?;
-    ensure!(avatar.bytes == bytes, "the bytes survive the trip");
 
     let other: Vec<u8> = image().into_iter().rev().collect();
     let hash = f.avatars.publish_own(&other, "image/png", 16, 16).await?;
-    let got = next(&mut p.avatar_events, "the avatar through vCard", |e| {
-        matches!(e, AvatarEvent::Changed { jid, .. } | AvatarEvent::FetchFailed { jid, .. }
-            if *jid == away.jid(follower))
-    })
+    expect_avatar(
+        &mut p,
+        &away.jid(follower),
+        (&hash, AvatarSource::VCard),
+        &other,
+    )
     .await?;
-    let AvatarEvent::Changed {
-        hash: got, source, ..
-    } = got
-    else {
-        bail!("{got:?}");
-    };
-    ensure!((got.as_str(), source) == (hash.as_str(), AvatarSource::VCard));
-    let avatar = p.avatars.cached(&hash).await?.context("cached")?;
-    ensure!(avatar.bytes == other);
     p.client.disconnect().await;
     f.client.disconnect().await;
     Ok(())
+}
+
+/// Corvid federated with another server for the scenarios above.
+pub trait Federated {
+    /// Where Corvid's users (alice) log in.
+    fn corvid_home(&self) -> Home;
+    /// Where the other server's users log in.
+    fn foreign_home(&self) -> Home;
+    /// The other server's user.
+    fn foreign_user(&self) -> &'static str;
+    /// The scenario's outcome, with the other server's log when it failed.
+    fn explain(&self, outcome: Result<()>) -> Result<()>;
+}
+
+/// The scenarios, each a test, between Corvid and the other server `$start` starts:
+/// `$start(true)` with certificates both trust (SASL EXTERNAL), `$start(false)` with
+/// self-signed ones (dialback).
+#[allow(unused_macros)] // used by the binaries that federate with another server
+macro_rules! cross_server_scenarios {
+    ($start:path) => {
+        /// A user of the other server in a room of Corvid's MUC service (dialback).
+        #[tokio::test]
+        async fn a_remote_user_joins_a_corvid_room() -> anyhow::Result<()> {
+            use common::services::Federated;
+            let both = $start(false).await?;
+            let (host, away) = (both.corvid_home(), both.foreign_home());
+            let outcome = common::services::a_remote_user_joins_a_room(
+                &host,
+                "alice",
+                &away,
+                both.foreign_user(),
+            )
+            .await;
+            both.explain(outcome)
+        }
+
+        /// A Corvid user in a room of the other server (SASL EXTERNAL).
+        #[tokio::test]
+        async fn a_corvid_user_joins_a_remote_room() -> anyhow::Result<()> {
+            use common::services::Federated;
+            let both = $start(true).await?;
+            let (host, away) = (both.foreign_home(), both.corvid_home());
+            let outcome = common::services::a_remote_user_joins_a_room(
+                &host,
+                both.foreign_user(),
+                &away,
+                "alice",
+            )
+            .await;
+            both.explain(outcome)
+        }
+
+        /// alice's avatar reaches the other server's user through Corvid's PEP; theirs
+        /// reaches alice through their vCard on the other server (SASL EXTERNAL).
+        #[tokio::test]
+        async fn avatars_cross_from_corvid_and_back() -> anyhow::Result<()> {
+            use common::services::Federated;
+            let both = $start(true).await?;
+            let (home, away) = (both.corvid_home(), both.foreign_home());
+            let outcome = common::services::avatars_cross_the_federation(
+                &home,
+                "alice",
+                &away,
+                both.foreign_user(),
+            )
+            .await;
+            both.explain(outcome)
+        }
+
+        /// The other way: the other server's PEP to alice, alice's vCard on Corvid back
+        /// (dialback).
+        #[tokio::test]
+        async fn avatars_cross_to_corvid_and_back() -> anyhow::Result<()> {
+            use common::services::Federated;
+            let both = $start(false).await?;
+            let (home, away) = (both.foreign_home(), both.corvid_home());
+            let outcome = common::services::avatars_cross_the_federation(
+                &home,
+                both.foreign_user(),
+                &away,
+                "alice",
+            )
+            .await;
+            both.explain(outcome)
+        }
+    };
 }
