@@ -9,6 +9,7 @@ pub mod reconnect;
 pub use reconnect::*;
 pub mod pubsub;
 pub mod room;
+pub mod room_moderation;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,9 +112,9 @@ macro_rules! every_scenario {
             room_join_and_leave => room::room_join_and_leave,
             room_reserved_creation => room::room_reserved_creation,
             room_password => room::room_password,
-            room_lists => room::room_lists,
-            room_kick_and_ban => room::room_kick_and_ban,
-            room_voice_in_a_moderated_room => room::room_voice_in_a_moderated_room,
+            room_lists => room_moderation::room_lists,
+            room_kick_and_ban => room_moderation::room_kick_and_ban,
+            room_voice_in_a_moderated_room => room_moderation::room_voice_in_a_moderated_room,
             room_invitations => room::room_invitations,
             room_subject => room::room_subject,
             room_nick_change => room::room_nick_change,
