@@ -133,7 +133,8 @@ fn hand_elsewhere(
 /// fanning out; a stanza that cannot be handed on is bounced from a task of its own.
 pub fn deliver_to_full(server: &Arc<Server>, to: &FullJid, queued: impl Into<Queued>) -> Delivery {
     let domain = to.domain().as_str();
-    if server.config.serves(domain) || crate::s2s::is_local(server, domain) {
+    // A service's own JIDs have no sessions either; a component's domain is elsewhere.
+    if server.config.serves(domain) || server.modules.for_service_domain(domain).is_some() {
         return server.sessions.deliver_to_full(to, queued);
     }
     let queued = queued.into();
