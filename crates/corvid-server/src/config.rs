@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod cluster;
 mod http;
 mod limits;
 mod peers;
 mod services;
 
+pub use cluster::ClusterConfig;
 pub use http::HttpConfig;
 pub use limits::{LimitsConfig, SlowConsumerPolicy};
 pub use peers::{AdminConfig, ComponentConfig, S2sConfig};
@@ -61,6 +63,7 @@ pub struct Config {
     pub s2s: S2sConfig,
     pub http: HttpConfig,
     pub upload: UploadConfig,
+    pub cluster: ClusterConfig,
     /// STUN and TURN servers announced to local users (XEP-0215).
     pub external_services: Vec<ExternalService>,
 }
@@ -76,6 +79,7 @@ impl Default for Config {
             s2s: S2sConfig::default(),
             http: HttpConfig::default(),
             upload: UploadConfig::default(),
+            cluster: ClusterConfig::default(),
             external_services: Vec::new(),
             storage: StorageConfig::default(),
             c2s: C2sConfig::default(),
@@ -466,6 +470,7 @@ impl Config {
                 )));
             }
         }
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid(
                 "[tls] needs both `cert` and `key`, or neither".into(),

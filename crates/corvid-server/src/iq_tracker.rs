@@ -14,6 +14,19 @@ use tokio::sync::oneshot;
 #[derive(Default)]
 pub struct IqTracker {
     pending: DashMap<String, Pending>,
+    /// In a cluster, this node's name, in every id: an answer that reaches another node
+    /// (its sender's) is routed back here by it ([`node_of`]).
+    node: std::sync::OnceLock<String>,
+}
+
+/// What every id starts with.
+const ID_PREFIX: &str = "corvid-iq:";
+
+/// The node that sent a request, from the id of its answer: `corvid-iq:NODE:RANDOM`.
+pub fn node_of(id: &str) -> Option<&str> {
+    let rest = id.strip_prefix(ID_PREFIX)?;
+    let (node, _) = rest.rsplit_once(':')?;
+    (!node.is_empty()).then_some(node)
 }
 
 struct Pending {
@@ -24,7 +37,10 @@ struct Pending {
 impl IqTracker {
     /// A fresh id for a request to `responder`, and the receiver its answer will arrive on.
     pub fn register(&self, responder: Jid) -> (String, oneshot::Receiver<Element>) {
-        let id = format!("corvid-iq-{}", crate::random_id());
+        let id = match self.node.get() {
+            Some(node) => format!("{ID_PREFIX}{node}:{}", crate::random_id()),
+            None => format!("{ID_PREFIX}{}", crate::random_id()),
+        };
         let (tx, rx) = oneshot::channel();
         let pending = Pending {
             responder,
@@ -34,14 +50,24 @@ impl IqTracker {
         (id, rx)
     }
 
-    /// Hands a result or error to whoever waits for it, if it comes from the entity asked.
-    pub fn resolve(&self, answer: &Element) {
+    /// Puts this node's name in the ids from now on (it joined a cluster).
+    pub fn set_node(&self, node: &str) {
+        let _ = self.node.set(node.to_owned());
+    }
+
+    /// Hands a result or error to whoever waits for it, if it comes from the entity asked;
+    /// false if no one here does.
+    pub fn resolve(&self, answer: &Element) -> bool {
         let (Some(id), Some(Ok(from))) = (answer.attr("id"), answer.attr("from").map(Jid::new))
         else {
-            return;
+            return false;
         };
-        if let Some((_, pending)) = self.pending.remove_if(id, |_, p| p.responder == from) {
-            let _ = pending.answer.send(answer.clone());
+        match self.pending.remove_if(id, |_, p| p.responder == from) {
+            Some((_, pending)) => {
+                let _ = pending.answer.send(answer.clone());
+                true
+            }
+            None => false,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod api_tokens;
 pub mod auth_throttle;
 pub mod c2s;
+pub mod cluster;
 pub mod component;
 pub mod config;
 pub mod http;

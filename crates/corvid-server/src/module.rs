@@ -71,6 +71,12 @@ pub enum SessionEvent {
         id: SessionId,
         last: ResourceState,
     },
+    /// A session bound on another node of the cluster ended (or its node died): what this
+    /// node holds of it (its places in rooms run here, its capabilities) goes. The node it
+    /// ran on, or the node that noticed it died, sends the `Closed` event.
+    Gone {
+        jid: FullJid,
+    },
 }
 
 /// What a module can reach: the whole server (router, sessions, store, config).

@@ -77,7 +77,10 @@ async fn route_untimed(server: &Arc<Server>, stanza: Element) {
         (None, _, None) => return,
     };
     if let Some(service) = server.modules.for_service_domain(to.domain().as_str()) {
-        return service.handle_service_stanza(&ctx(server), stanza).await;
+        if let Some(stanza) = to_owner(server, stanza, &to).await {
+            service.handle_service_stanza(&ctx(server), stanza).await;
+        }
+        return;
     }
     if !server.config.serves(to.domain().as_str()) {
         return to_elsewhere(server, stanza, to.domain().as_str()).await;
@@ -88,6 +91,29 @@ async fn route_untimed(server: &Arc<Server>, stanza: Element) {
     match to.try_into_full() {
         Ok(full) => to_full_jid(server, stanza, kind, full).await,
         Err(bare) => to_bare_jid(server, stanza, kind, bare).await,
+    }
+}
+
+/// In a cluster, a stanza for a room (or the pubsub service) goes to the node that runs it
+/// (`cluster/ownership.rs`); it comes back when that is this node.
+async fn to_owner(server: &Arc<Server>, stanza: Element, to: &Jid) -> Option<Element> {
+    let Some(cluster) = server.cluster.get() else {
+        return Some(stanza);
+    };
+    let domain = to.domain().as_str();
+    let key = if domain == server.config.pubsub_domain() {
+        domain.to_owned()
+    } else if domain == server.config.muc_domain() && to.node().is_some() {
+        to.bare().to_string()
+    } else {
+        return Some(stanza);
+    };
+    match cluster.owner_of(&key).await {
+        crate::cluster::Owner::Here => Some(stanza),
+        crate::cluster::Owner::Node(node) => {
+            cluster.send_route(&node, stanza.to_bytes(ns::CLIENT));
+            None
+        }
     }
 }
 
@@ -328,8 +354,15 @@ async fn message_to_bare(server: &Arc<Server>, stanza: Element, to: BareJid, byt
 async fn dispatch_iq(server: &Arc<Server>, stanza: Element) {
     let kind = IqType::parse(stanza.attr("type"));
     if !matches!(kind, Some(IqType::Get | IqType::Set)) {
-        // Results and errors addressed to the server: answers to our own requests.
-        server.iq_tracker.resolve(&stanza);
+        // Results and errors addressed to the server: answers to our own requests, or in a
+        // cluster, to another node's, which gets them.
+        if !server.iq_tracker.resolve(&stanza)
+            && let Some(cluster) = server.cluster.get()
+            && let Some(node) = stanza.attr("id").and_then(crate::iq_tracker::node_of)
+            && node != &**cluster.node()
+        {
+            cluster.send_route(&node.into(), stanza.to_bytes(ns::CLIENT));
+        }
         return;
     }
     let Some(Ok(from)) = stanza.attr("from").map(Jid::new) else {

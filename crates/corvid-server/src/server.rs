@@ -34,6 +34,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("modules: {0}")]
     Modules(#[from] crate::module::RegistryError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -68,6 +70,8 @@ pub struct Server {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// HTTP file upload's directory and signing key (XEP-0363), when the service runs.
     pub upload: Option<crate::modules::upload::files::Files>,
+    /// This node's part in its cluster, when `[cluster]` makes it one.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     pub started: Instant,
     shutdown: watch::Receiver<bool>,
 }
@@ -145,6 +149,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         s2s,
         metrics,
         upload,
+        cluster: std::sync::OnceLock::new(),
         config,
         store,
         modules,
@@ -153,6 +158,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         shutdown,
     });
 
+    if server.config.cluster.enabled() {
+        let cluster = crate::cluster::Cluster::join(&server).await?;
+        let _ = server.cluster.set(cluster);
+    }
     let mut listeners = JoinSet::new();
     let mut c2s_addrs = Vec::new();
     let mut tls_addrs = Vec::new();
@@ -316,6 +325,9 @@ impl RunningServer {
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.server.connections.open() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(cluster) = self.server.cluster.get() {
+            cluster.leave().await;
         }
         self.server.store.close().await;
     }

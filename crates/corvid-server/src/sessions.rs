@@ -23,9 +23,11 @@ use crate::metrics::Metrics;
 
 mod queue;
 mod queued;
+mod remote;
 
 pub use queue::{Outbound, QueueLimits, SessionControl};
 pub use queued::{Queued, StanzaClass};
+pub use remote::{ClusterLink, NodeName, SharedState};
 
 /// One session's identity: unique for the life of the process. Two sessions may briefly
 /// share a full JID (a new login replacing an old one); they never share an id.
@@ -35,9 +37,37 @@ pub type SessionId = u64;
 struct Resource {
     id: SessionId,
     jid: FullJid,
-    control: Arc<SessionControl>,
+    home: Home,
     state: ResourceState,
     origin: Origin,
+}
+
+/// Where a resource's session runs.
+#[derive(Clone)]
+enum Home {
+    /// Here: its queue.
+    Local(Arc<SessionControl>),
+    /// On another node of the cluster (`cluster/`): what is known of it there, from the
+    /// shared registry. Its `id` is that node's.
+    Node(remote::RemoteSession),
+}
+
+impl Resource {
+    fn local(&self) -> Option<&Arc<SessionControl>> {
+        match &self.home {
+            Home::Local(control) => Some(control),
+            Home::Node(_) => None,
+        }
+    }
+
+    /// Closes the session, wherever it runs.
+    fn close(&self, link: Option<&Arc<dyn ClusterLink>>, error: StreamError) {
+        match (&self.home, link) {
+            (Home::Local(control), _) => control.close(error),
+            (Home::Node(remote), Some(link)) => link.close(&remote.node, &self.jid, error),
+            (Home::Node(_), None) => {}
+        }
+    }
 }
 
 /// Where a session comes from, for operators (the admin API's session list, metrics).
@@ -139,7 +169,7 @@ pub trait OutboundFilter: Send + Sync + 'static {
 struct Target {
     jid: FullJid,
     id: SessionId,
-    control: Arc<SessionControl>,
+    home: Home,
 }
 
 impl Target {
@@ -147,7 +177,7 @@ impl Target {
         Target {
             jid: r.jid.clone(),
             id: r.id,
-            control: r.control.clone(),
+            home: r.home.clone(),
         }
     }
 }
@@ -159,6 +189,8 @@ pub struct SessionManager {
     policy: SlowConsumerPolicy,
     filters: Vec<Arc<dyn OutboundFilter>>,
     metrics: Arc<Metrics>,
+    /// The other nodes, when this one is part of a cluster: set once, at startup.
+    cluster: std::sync::OnceLock<Arc<dyn ClusterLink>>,
 }
 
 impl SessionManager {
@@ -170,6 +202,7 @@ impl SessionManager {
             policy,
             filters: Vec::new(),
             metrics: Arc::default(),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -204,7 +237,7 @@ impl SessionManager {
         let resource = Resource {
             id,
             jid: jid.clone(),
-            control: control.clone(),
+            home: Home::Local(control.clone()),
             state: ResourceState::default(),
             origin,
         };
@@ -224,13 +257,26 @@ impl SessionManager {
             }
             return None;
         }
+        let link = self.cluster.get();
+        if let Some(link) = link {
+            link.announce(
+                &jid,
+                Some(&remote::shared(id, &resource.state, origin.since)),
+            );
+        }
         if let Some(pos) = existing {
             let old = std::mem::replace(&mut entry[pos], resource);
-            old.control.close(StreamError::with_text(
-                StreamErrorCondition::Conflict,
-                "Replaced by a new connection for the same resource",
-            ));
-            replaced = Some((old.id, old.state));
+            old.close(
+                link,
+                StreamError::with_text(
+                    StreamErrorCondition::Conflict,
+                    "Replaced by a new connection for the same resource",
+                ),
+            );
+            // A session on another node is cleaned up there, quietly (`remote.rs`).
+            if old.local().is_some() {
+                replaced = Some((old.id, old.state));
+            }
         } else {
             entry.push(resource);
         }
@@ -248,16 +294,22 @@ impl SessionManager {
         let bare = jid.bare();
         let mut removed = None;
         self.users.remove_if_mut(&bare, |_, resources| {
-            if let Some(pos) = resources.iter().position(|r| r.id == id) {
+            if let Some(pos) = resources
+                .iter()
+                .position(|r| r.id == id && r.local().is_some())
+            {
                 removed = Some(resources.remove(pos));
+                if let Some(link) = self.cluster.get() {
+                    link.announce(jid, None);
+                }
             }
             resources.is_empty()
         });
         let r = removed?;
-        r.control.close(StreamError::with_text(
-            StreamErrorCondition::Reset,
-            "Session ended",
-        ));
+        r.close(
+            None,
+            StreamError::with_text(StreamErrorCondition::Reset, "Session ended"),
+        );
         Some(r.state)
     }
 
@@ -265,8 +317,10 @@ impl SessionManager {
     /// ([`SessionControl::offer_wait`]); `None` once that session is gone or replaced.
     pub fn control(&self, jid: &FullJid, id: SessionId) -> Option<Arc<SessionControl>> {
         let resources = self.users.get(&jid.bare())?;
-        let r = resources.iter().find(|r| r.id == id)?;
-        Some(r.control.clone())
+        resources
+            .iter()
+            .filter(|r| r.id == id)
+            .find_map(|r| r.local().cloned())
     }
 
     /// How much may wait in one session's queue.
@@ -294,8 +348,21 @@ impl SessionManager {
         f: impl FnOnce(&mut ResourceState) -> T,
     ) -> Option<(SessionId, T)> {
         let mut resources = self.users.get_mut(&jid.bare())?;
-        let r = resources.iter_mut().find(|r| &r.jid == jid)?;
-        Some((r.id, f(&mut r.state)))
+        let r = resources
+            .iter_mut()
+            .find(|r| &r.jid == jid && r.local().is_some())?;
+        let Some(link) = self.cluster.get() else {
+            return Some((r.id, f(&mut r.state)));
+        };
+        // What other nodes see of it is announced when it changes, under the same lock, so
+        // announcements of one resource go out in the order of its changes.
+        let before = remote::shared(r.id, &r.state, r.origin.since);
+        let result = f(&mut r.state);
+        let after = remote::shared(r.id, &r.state, r.origin.since);
+        if after != before {
+            link.announce(jid, Some(&after));
+        }
+        Some((r.id, result))
     }
 
     /// The state of every bound resource of a user (a copy).
@@ -416,18 +483,21 @@ impl SessionManager {
             .unwrap_or_default()
     }
 
-    /// Closes every session of a user (e.g. after the account was removed).
+    /// Closes every session of a user (e.g. after the account was removed), on every node.
     pub fn close_user(&self, bare: &BareJid, error: StreamError) {
         if let Some(resources) = self.users.get(bare) {
             for r in resources.iter() {
-                r.control.close(error.clone());
+                r.close(self.cluster.get(), error.clone());
             }
         }
     }
 
-    /// Number of bound sessions.
+    /// Number of sessions bound on this node.
     pub fn count(&self) -> usize {
-        self.users.iter().map(|e| e.value().len()).sum()
+        self.users
+            .iter()
+            .map(|e| e.value().iter().filter(|r| r.local().is_some()).count())
+            .sum()
     }
 
     /// Every bound session, sorted by JID.
@@ -438,6 +508,7 @@ impl SessionManager {
             .flat_map(|e| {
                 e.value()
                     .iter()
+                    .filter(|r| r.local().is_some())
                     .map(|r| SessionInfo {
                         jid: r.jid.clone(),
                         origin: r.origin,
@@ -454,7 +525,7 @@ impl SessionManager {
     pub fn count_by_transport(&self) -> Vec<(&'static str, usize)> {
         let mut counts: Vec<(&'static str, usize)> = vec![("tcp", 0), ("websocket", 0)];
         for entry in self.users.iter() {
-            for r in entry.value() {
+            for r in entry.value().iter().filter(|r| r.local().is_some()) {
                 match counts.iter_mut().find(|(t, _)| *t == r.origin.transport) {
                     Some((_, n)) => *n += 1,
                     None => counts.push((r.origin.transport, 1)),
@@ -464,26 +535,36 @@ impl SessionManager {
         counts
     }
 
-    /// Closes one session with `error`; false when no session has that full JID.
+    /// Closes one session with `error`, on whichever node it is; false when no session
+    /// has that full JID.
     pub fn close_session(&self, jid: &FullJid, error: StreamError) -> bool {
         let Some(resources) = self.users.get(&jid.bare()) else {
             return false;
         };
         match resources.iter().find(|r| &r.jid == jid) {
             Some(r) => {
-                r.control.close(error);
+                r.close(self.cluster.get(), error);
                 true
             }
             None => false,
         }
     }
 
-    /// The one place stanzas enter a session's queue from the session manager.
+    /// The one place stanzas enter a session's queue from the session manager. A session
+    /// on another node gets it through the cluster; that node's filters see it there.
     fn push(&self, target: &Target, stanza: Queued) {
+        let control = match &target.home {
+            Home::Local(control) => control,
+            Home::Node(remote) => {
+                if let Some(link) = self.cluster.get() {
+                    link.forward(&remote.node, &target.jid, stanza);
+                }
+                return;
+            }
+        };
         if !self.admits(&target.jid, target.id, &stanza) {
             return;
         }
-        let control = &target.control;
         let class = stanza.class;
         if control.offer(stanza, self.queue_limits) {
             self.metrics.stanzas_out.count_class(class);

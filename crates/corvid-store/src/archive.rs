@@ -52,22 +52,47 @@ const MAX_STAMP_MS: i64 = i64::MAX >> STAMP_SHIFT;
 /// stored), at least the current millisecond's first number. When the clock steps back,
 /// or more than 2^20 numbers are taken in a millisecond, numbers run ahead of the clock
 /// until it catches up; stamps never decrease.
+///
+/// Several processes writing one archive (a cluster's nodes) each take numbers of their own
+/// slot ([`ArchiveIds::use_slot`]): those equal to the slot modulo [`ARCHIVE_SLOTS`], so two
+/// nodes never take the same number, and each still has 2^16 numbers a millisecond.
 #[derive(Debug)]
 pub struct ArchiveIds {
     last: AtomicI64,
+    /// The slot, and the number of slots (1: the whole range is this process's).
+    slot: std::sync::atomic::AtomicU64,
 }
+
+/// The slots a cluster's nodes share the numbers of each millisecond in.
+pub const ARCHIVE_SLOTS: u32 = 16;
 
 impl ArchiveIds {
     /// Numbers above `newest`, the highest one already used.
     pub fn after(newest: i64) -> Self {
         ArchiveIds {
             last: AtomicI64::new(newest),
+            slot: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
+    /// From now on, only numbers equal to `slot` modulo [`ARCHIVE_SLOTS`]; `None`: any.
+    pub fn use_slot(&self, slot: Option<u32>) {
+        let packed = match slot {
+            Some(slot) => (u64::from(slot % ARCHIVE_SLOTS) << 32) | u64::from(ARCHIVE_SLOTS),
+            None => 1,
+        };
+        self.slot.store(packed, Ordering::Release);
+    }
+
     pub fn next(&self) -> i64 {
+        let packed = self.slot.load(Ordering::Acquire);
+        let (slot, stride) = ((packed >> 32) as i64, (packed & 0xffff_ffff) as i64);
         let floor = first_archive_seq_at(now_ms());
-        let step = |last: i64| last.saturating_add(1).max(floor);
+        // The first number of the slot above `last` and at least `floor`.
+        let step = |last: i64| {
+            let at_least = last.saturating_add(1).max(floor);
+            at_least.saturating_add((slot - at_least).rem_euclid(stride))
+        };
         // Never fails: the closure always returns Some.
         let last = self
             .last
@@ -253,6 +278,34 @@ mod tests {
         let ids = ArchiveIds::after(ahead);
         assert_eq!(ids.next(), ahead + 1);
         assert_eq!(ids.next(), ahead + 2);
+    }
+
+    /// Two nodes of a cluster, each in its slot, starting from the same newest number: their
+    /// numbers never meet, and each node's still grow.
+    #[test]
+    fn slots_keep_two_nodes_numbers_apart() {
+        let newest = first_archive_seq_at(now_ms()) + 3;
+        let (a, b) = (ArchiveIds::after(newest), ArchiveIds::after(newest));
+        a.use_slot(Some(0));
+        b.use_slot(Some(5));
+        let from_a: Vec<i64> = (0..5_000).map(|_| a.next()).collect();
+        let from_b: Vec<i64> = (0..5_000).map(|_| b.next()).collect();
+        for (numbers, slot) in [(&from_a, 0), (&from_b, 5)] {
+            assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]));
+            assert!(numbers.iter().all(|n| *n > newest));
+            assert!(
+                numbers
+                    .iter()
+                    .all(|n| n.rem_euclid(i64::from(ARCHIVE_SLOTS)) == slot)
+            );
+        }
+        let mut all: Vec<i64> = from_a.iter().chain(&from_b).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 10_000);
+        b.use_slot(None);
+        let (first, second) = (b.next(), b.next());
+        assert!(from_b[4_999] < first && first < second);
     }
 
     #[test]

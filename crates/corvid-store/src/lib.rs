@@ -21,6 +21,7 @@
 mod account_index;
 mod archive;
 mod blocklist;
+mod changes;
 mod error;
 mod last;
 mod muc;
@@ -35,10 +36,11 @@ mod users;
 mod vcard;
 
 pub use archive::{
-    Archive, ArchiveEntry, ArchiveIds, ArchivePage, ArchivePrefs, ArchiveQuery, ArchivedMessage,
-    With, archive_id, archive_stamp, first_archive_seq_at, parse_archive_id,
+    ARCHIVE_SLOTS, Archive, ArchiveEntry, ArchiveIds, ArchivePage, ArchivePrefs, ArchiveQuery,
+    ArchivedMessage, With, archive_id, archive_stamp, first_archive_seq_at, parse_archive_id,
 };
 pub use blocklist::Blocklists;
+pub use changes::{ChangeListener, StoreChange};
 pub use error::StoreError;
 pub use last::LastActivity;
 pub use muc::{MucRooms, StoredRoom};

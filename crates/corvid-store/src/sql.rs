@@ -159,6 +159,8 @@ pub struct SqlStore {
     archive: archive_writer::ArchiveWriter,
     /// Archive numbers, from above the newest one stored.
     archive_ids: Arc<crate::ArchiveIds>,
+    /// Who hears of the writes other processes' caches depend on (a cluster's other nodes).
+    listener: Arc<crate::changes::ListenerSlot>,
 }
 
 impl SqlStore {
@@ -195,6 +197,7 @@ impl SqlStore {
             logouts,
             archive,
             archive_ids: Arc::new(crate::ArchiveIds::after(0)),
+            listener: Arc::default(),
         };
         migrations::run(&store).await?;
         let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM archive_messages")
@@ -235,6 +238,35 @@ impl SqlStore {
     /// keep no roster of an account no one uses.
     pub fn forget_cached_roster(&self, username: &str, domain: &str) {
         self.roster_cache.invalidate(username, domain);
+    }
+
+    /// Tells `listener` of every write through this store (and its clones) that another
+    /// process's caches must see. Once only; false if a listener was set already.
+    pub fn watch_changes(&self, listener: crate::ChangeListener) -> bool {
+        self.listener.set(listener)
+    }
+
+    /// Makes the caches see a write another process made (and told of, from its
+    /// [`Self::watch_changes`]).
+    pub fn apply_change(&self, change: &crate::StoreChange) {
+        use crate::StoreChange;
+        match change {
+            StoreChange::Roster { username, domain } => {
+                self.roster_cache.invalidate(username, domain)
+            }
+            StoreChange::Offline { username, domain } => self.offline_index.mark(username, domain),
+            StoreChange::Photo { username, domain } => self.photo_index.mark(username, domain),
+        }
+    }
+
+    /// The allocator of this store's archive numbers: a cluster's node puts it in a slot of
+    /// its own ([`crate::ArchiveIds::use_slot`]).
+    pub fn archive_ids(&self) -> &crate::ArchiveIds {
+        &self.archive_ids
+    }
+
+    fn changed(&self, change: crate::StoreChange) {
+        self.listener.tell(change);
     }
 
     /// The (username, domain) pairs a query returns.

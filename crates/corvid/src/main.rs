@@ -38,6 +38,16 @@ enum Command {
     /// Bearer tokens for the HTTP admin API (`[http] admin_api`).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The cluster this node belongs to (`[cluster]`), as its Redis registry says.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Each node: name, state (`alive`, `silent`: no link to Redis, `dead`: no heartbeat),
+    /// its sessions, process id and seconds since it started.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -119,7 +129,39 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status => runtime.block_on(live(&config, "sessions")),
         Command::S2s(S2sCommand::List) => runtime.block_on(live(&config, "s2s")),
         Command::Token(cmd) => token(&config, cmd),
+        Command::Cluster(ClusterCommand::Status) => runtime.block_on(cluster_status(&config)),
     }
+}
+
+async fn cluster_status(config: &Config) -> Result<()> {
+    if !config.cluster.enabled() {
+        bail!("this node is not in a cluster: [cluster] redis is not set");
+    }
+    let nodes = corvid_server::cluster::cluster_status(&config.cluster)
+        .await
+        .context("cannot read the cluster's registry")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!("NODE\tSTATE\tSESSIONS\tPID\tUP_SECS");
+    for node in &nodes {
+        let state = match (node.alive, node.subscribed) {
+            (true, true) => "alive",
+            (true, false) => "silent",
+            (false, _) => "dead",
+        };
+        let (pid, up) = node.info.as_ref().map_or((0, 0), |info| {
+            (info.pid, now.saturating_sub(info.started_unix))
+        });
+        println!("{}\t{state}\t{}\t{pid}\t{up}", node.name, node.sessions);
+    }
+    let alive = nodes.iter().filter(|n| n.alive && n.subscribed).count();
+    let sessions: u64 = nodes.iter().map(|n| n.sessions).sum();
+    eprintln!(
+        "{alive} of {} nodes alive, {sessions} sessions",
+        nodes.len()
+    );
+    Ok(())
 }
 
 fn token(config: &Config, cmd: TokenCommand) -> Result<()> {

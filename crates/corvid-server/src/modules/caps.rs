@@ -139,7 +139,7 @@ impl Module for Caps {
     }
 
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
-        if let SessionEvent::Closed { jid, .. } = event {
+        if let SessionEvent::Closed { jid, .. } | SessionEvent::Gone { jid } = event {
             ctx.server.caps.resources.remove(jid);
         }
     }
@@ -165,7 +165,34 @@ impl Module for Caps {
             }
             _ => return Flow::Continue,
         };
-        let cache = &ctx.server.caps;
+        note_caps(&ctx.server, pres, from, asker, remote);
+        Flow::Continue
+    }
+}
+
+/// What a resource of another node of the cluster presents, from its presence as that node
+/// announced it: learnt here too, so that this node's PEP and its other users see its
+/// features (`cluster/`).
+pub fn note_cluster_presence(server: &Arc<crate::server::Server>, presence: &Element) {
+    let Some(Ok(from)) = presence.attr("from").map(|f| f.parse::<FullJid>()) else {
+        return;
+    };
+    let asker = from.domain().as_str().to_owned();
+    note_caps(server, presence, from, asker, false);
+}
+
+/// Records the caps a presence from `from` carries, and asks for their features (as
+/// `asker`) when they are new.
+fn note_caps(
+    server: &Arc<crate::server::Server>,
+    pres: &Element,
+    from: FullJid,
+    asker: String,
+    remote: bool,
+) {
+    {
+        let config = &server.config;
+        let cache = &server.caps;
         let caps = pres.get_child("c", ns::CAPS).and_then(|c| {
             match (c.attr("node"), c.attr("ver"), c.attr("hash")) {
                 (Some(node), Some(ver), Some("sha-1")) => Some((node, ver)),
@@ -176,27 +203,27 @@ impl Module for Caps {
             (None, Some(caps)) => caps,
             (None, None) | (Some("unavailable"), _) => {
                 cache.forget(&from);
-                return Flow::Continue;
+                return;
             }
-            (Some(_), _) => return Flow::Continue,
+            (Some(_), _) => return,
         };
         // Bounded like the rest: a verification string is a base64 SHA-1.
         if ver.len() > 64 {
-            return Flow::Continue;
+            return;
         }
         if remote && !cache.follow_remote(&from, config.limits.caps_remote_resources) {
-            return Flow::Continue;
+            return;
         }
         cache.resources.insert(from.clone(), ver.to_string());
         if cache.features_of(ver).is_some() || cache.asked.contains_key(&from) {
-            return Flow::Continue;
+            return;
         }
         if cache.asking.insert(ver.to_string(), ()).is_some() {
-            return Flow::Continue;
+            return;
         }
         cache.asked.insert(from.clone(), ());
         let (node, ver) = (node.to_string(), ver.to_string());
-        let server = ctx.server.clone();
+        let server = server.clone();
         tokio::spawn(async move {
             let cache = &server.caps;
             cache.learn(&server, &asker, &from, &node, &ver).await;
@@ -204,7 +231,6 @@ impl Module for Caps {
             cache.asked.remove(&from);
             cache.learned.notify_waiters();
         });
-        Flow::Continue
     }
 }
 

@@ -44,7 +44,7 @@ impl Module for Presence {
                 announce_unavailable(ctx, jid, last.available, directed, None).await;
                 forget_roster_if_alone(ctx, jid);
             }
-            SessionEvent::Available { .. } => {}
+            SessionEvent::Available { .. } | SessionEvent::Gone { .. } => {}
         }
     }
 }

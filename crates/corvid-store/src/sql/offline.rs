@@ -38,6 +38,10 @@ impl Offline for SqlStore {
         self.offline_index.mark(username, domain);
         tx.commit().await?;
         self.offline_index.mark(username, domain);
+        self.changed(crate::StoreChange::Offline {
+            username: username.to_owned(),
+            domain: domain.to_owned(),
+        });
         Ok(())
     }
 

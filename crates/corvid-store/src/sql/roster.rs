@@ -72,6 +72,10 @@ impl Rosters for SqlStore {
         let written = self.write_roster_item(username, domain, item).await;
         // After the commit (or the failure): the next read comes from the database.
         self.roster_cache.invalidate(username, domain);
+        self.changed(crate::StoreChange::Roster {
+            username: username.to_owned(),
+            domain: domain.to_owned(),
+        });
         written
     }
 
@@ -83,6 +87,10 @@ impl Rosters for SqlStore {
     ) -> Result<Option<i64>, StoreError> {
         let removed = self.delete_roster_item(username, domain, contact).await;
         self.roster_cache.invalidate(username, domain);
+        self.changed(crate::StoreChange::Roster {
+            username: username.to_owned(),
+            domain: domain.to_owned(),
+        });
         removed
     }
 

@@ -134,6 +134,10 @@ impl Users for SqlStore {
         }
         let committed = tx.commit().await;
         self.roster_cache.invalidate(username, domain);
+        self.changed(crate::StoreChange::Roster {
+            username: username.to_owned(),
+            domain: domain.to_owned(),
+        });
         committed?;
         tracing::info!(username, domain, "user deleted");
         Ok(())

@@ -93,7 +93,8 @@ impl Module for Muc {
     }
 
     async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
-        if let SessionEvent::Closed { jid, .. } = event {
+        // In a cluster, rooms run here hear of occupants on other nodes leaving (`Gone`).
+        if let SessionEvent::Closed { jid, .. } | SessionEvent::Gone { jid } = event {
             self.leave_all(ctx, jid);
         }
     }

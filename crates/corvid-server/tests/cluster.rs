@@ -1,0 +1,274 @@
+//! Several Corvid nodes serving `localhost` together (`[cluster]`): one database, one real
+//! Redis (tests/shared/redis_process.rs) for the registry and the node-to-node channel,
+//! each node its own c2s port. Users logged in on different nodes chat, see each other's
+//! presence, share rooms and avatars; a full JID bound again on another node replaces the
+//! old session; a node that stops takes its sessions out of the registry.
+//!
+//! The nodes here run in the test's process; a node killed with SIGKILL is tested with
+//! real processes in tests/interop/test_cluster.py.
+
+mod common;
+#[path = "../../../tests/shared/redis_process.rs"]
+mod redis_process;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use common::services::{Home, a_remote_user_joins_a_room, avatars_cross_the_federation};
+use common::{DOMAIN, TestServer, message, start_server_with};
+use corvid_proto::ns;
+use corvid_store::{RosterItem, Rosters, Subscription};
+use corvid_xml::Element;
+use redis_process::Redis;
+
+const PASSWORD: &str = common::federation::PASSWORD;
+
+/// Nodes sharing one database and one Redis.
+struct Cluster {
+    nodes: Vec<TestServer>,
+    redis: Redis,
+    _db: tempfile::TempDir,
+}
+
+async fn cluster(size: usize) -> Result<Cluster> {
+    let redis = Redis::start()?;
+    let db = tempfile::tempdir()?;
+    let url = format!("sqlite:{}", db.path().join("corvid.sqlite").display());
+    let mut nodes = Vec::new();
+    for i in 0..size {
+        let node = start_server_with(|config| {
+            config.storage.url = Some(url.clone());
+            config.cluster.redis = Some(redis.url());
+            config.cluster.node = Some(format!("n{i}"));
+            config.cluster.heartbeat_ms = 100;
+            config.cluster.dead_after_ms = 1_000;
+            config.s2s.enabled = false;
+            config.http.enabled = false;
+        })
+        .await
+        .with_context(|| format!("start node n{i}"))?;
+        nodes.push(node);
+    }
+    Ok(Cluster {
+        nodes,
+        redis,
+        _db: db,
+    })
+}
+
+impl Cluster {
+    fn home(&self, node: usize) -> Home {
+        Home::new(DOMAIN, self.nodes[node].c2s_addr.port())
+    }
+
+    async fn users(&self, names: &[&str]) -> Result<()> {
+        for name in names {
+            self.nodes[0].create_user(name, PASSWORD).await?;
+        }
+        Ok(())
+    }
+
+    /// `a` and `b` are each other's contacts, subscribed both ways.
+    async fn befriend(&self, a: &str, b: &str) -> Result<()> {
+        for (user, contact) in [(a, b), (b, a)] {
+            let item = RosterItem {
+                jid: format!("{contact}@{DOMAIN}"),
+                subscription: Subscription::Both,
+                in_roster: true,
+                ..RosterItem::default()
+            };
+            self.nodes[0]
+                .server
+                .store
+                .put_roster_item(user, DOMAIN, &item)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every node knows `count` sessions of the others in all.
+    async fn settled(&self, count: usize) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let known: Vec<usize> = self
+                .nodes
+                .iter()
+                .map(|n| {
+                    n.server.sessions.count()
+                        + n.server
+                            .sessions
+                            .remote_counts()
+                            .iter()
+                            .map(|(_, c)| c)
+                            .sum::<usize>()
+                })
+                .collect();
+            if known.iter().all(|k| *k == count) {
+                return Ok(());
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the nodes know {known:?} sessions, not {count} each"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn presence_from(el: &Element) -> Option<(String, Option<String>)> {
+    el.is("presence", ns::CLIENT).then(|| {
+        (
+            el.attr("from").unwrap_or_default().to_owned(),
+            el.attr("type").map(str::to_owned),
+        )
+    })
+}
+
+#[tokio::test]
+async fn users_on_two_nodes_chat_and_see_each_others_presence() -> Result<()> {
+    let c = cluster(2).await?;
+    c.users(&["alice", "bob"]).await?;
+    c.befriend("alice", "bob").await?;
+    let mut bob = c.nodes[1].login("bob", PASSWORD, Some("desk")).await?;
+    bob.send_presence(0).await?;
+    c.settled(1).await?;
+    let mut alice = c.nodes[0].login("alice", PASSWORD, Some("phone")).await?;
+    // (Not `send_presence`, whose round trip would skip what comes back.)
+    alice.send(&Element::new("presence", ns::CLIENT)).await?;
+    // Alice's probe is answered with Bob's presence, kept by his node and known by hers;
+    // Bob hears her come online through his node.
+    alice
+        .recv_until(|el| presence_from(el).is_some_and(|(from, _)| from == "bob@localhost/desk"))
+        .await
+        .context("alice sees bob's presence")?;
+    bob.recv_until(|el| {
+        presence_from(el)
+            .is_some_and(|(from, kind)| from == "alice@localhost/phone" && kind.is_none())
+    })
+    .await
+    .context("bob sees alice come online")?;
+
+    // To the bare JID (the best resource, on the other node) and to the full JID.
+    alice
+        .send(&message("bob@localhost", "chat", "hi bob"))
+        .await?;
+    let got = bob.expect_message("hi bob").await?;
+    ensure!(got.attr("from") == Some("alice@localhost/phone"), "{got}");
+    bob.send(&message("alice@localhost/phone", "chat", "hi alice"))
+        .await?;
+    alice.expect_message("hi alice").await?;
+    // A burst keeps its order across the nodes.
+    for i in 0..200 {
+        alice
+            .send(&message("bob@localhost/desk", "chat", &format!("m{i}")))
+            .await?;
+    }
+    for i in 0..200 {
+        bob.expect_message(&format!("m{i}")).await?;
+    }
+
+    // Bob leaves: Alice hears it from his node.
+    bob.send(&Element::new("presence", ns::CLIENT).with_attr("type", "unavailable"))
+        .await?;
+    alice
+        .recv_until(|el| {
+            presence_from(el).is_some_and(|(from, kind)| {
+                from == "bob@localhost/desk" && kind.as_deref() == Some("unavailable")
+            })
+        })
+        .await
+        .context("alice sees bob go")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_message_for_a_user_offline_everywhere_is_stored_and_delivered_on_another_node()
+-> Result<()> {
+    let c = cluster(2).await?;
+    c.users(&["alice", "bob"]).await?;
+    let mut alice = c.nodes[0].login("alice", PASSWORD, None).await?;
+    alice.send_presence(0).await?;
+    alice
+        .send(&message("bob@localhost", "chat", "while you were out"))
+        .await?;
+    alice.sync().await?;
+    // Stored by node 0; Bob logs in on node 1, whose offline index heard of it.
+    let mut bob = c.nodes[1].login("bob", PASSWORD, None).await?;
+    bob.send_presence(0).await?;
+    bob.expect_message("while you were out").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_full_jid_bound_on_another_node_replaces_the_old_session() -> Result<()> {
+    let c = cluster(2).await?;
+    c.users(&["alice", "bob"]).await?;
+    let mut old = c.nodes[0].login("alice", PASSWORD, Some("phone")).await?;
+    old.send_presence(0).await?;
+    c.settled(1).await?;
+    let mut new = c.nodes[1].login("alice", PASSWORD, Some("phone")).await?;
+    new.send_presence(0).await?;
+    let (ending, _) = old.read_to_end().await?;
+    ensure!(
+        matches!(&ending, common::Ending::StreamError(c) if c == "conflict"),
+        "the old session ends with {ending:?}"
+    );
+    c.settled(1).await?;
+    let mut bob = c.nodes[0].login("bob", PASSWORD, None).await?;
+    bob.send(&message("alice@localhost/phone", "chat", "to the new one"))
+        .await?;
+    new.expect_message("to the new one").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_room_is_shared_by_users_of_two_nodes() -> Result<()> {
+    let c = cluster(3).await?;
+    c.users(&["alice", "bob"]).await?;
+    // The room is made through node 1, joined through node 2, and run by whichever node
+    // took it first: the stanzas of the user on the other node cross the cluster.
+    a_remote_user_joins_a_room(&c.home(1), "alice", &c.home(2), "bob").await
+}
+
+#[tokio::test]
+async fn avatars_reach_contacts_on_another_node() -> Result<()> {
+    let c = cluster(2).await?;
+    c.users(&["alice", "bob"]).await?;
+    avatars_cross_the_federation(&c.home(0), "alice", &c.home(1), "bob").await
+}
+
+#[tokio::test]
+async fn a_stopped_node_leaves_the_registry_and_its_users_log_in_elsewhere() -> Result<()> {
+    let mut c = cluster(2).await?;
+    c.users(&["alice", "bob"]).await?;
+    c.befriend("alice", "bob").await?;
+    let mut alice = c.nodes[0].login("alice", PASSWORD, None).await?;
+    alice.send_presence(0).await?;
+    let mut bob = c.nodes[1].login("bob", PASSWORD, Some("desk")).await?;
+    bob.send_presence(0).await?;
+    alice
+        .recv_until(|el| presence_from(el).is_some_and(|(from, _)| from == "bob@localhost/desk"))
+        .await?;
+    let stopped = c.nodes.remove(1);
+    stopped.shutdown().await;
+    alice
+        .recv_until(|el| {
+            presence_from(el).is_some_and(|(from, kind)| {
+                from == "bob@localhost/desk" && kind.as_deref() == Some("unavailable")
+            })
+        })
+        .await
+        .context("alice sees bob go with his node")?;
+    let status = corvid_server::cluster::cluster_status(&c.nodes[0].server.config.cluster).await?;
+    let names: Vec<&str> = status.iter().map(|n| n.name.as_str()).collect();
+    ensure!(names == ["n0"], "the registry still has {names:?}");
+    // Bob logs in again, on the node left, with the same resource.
+    let mut bob = c.nodes[0].login("bob", PASSWORD, Some("desk")).await?;
+    bob.send_presence(0).await?;
+    alice
+        .send(&message("bob@localhost", "chat", "welcome back"))
+        .await?;
+    bob.expect_message("welcome back").await?;
+    drop(c.redis);
+    Ok(())
+}
