@@ -15,7 +15,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # handling is tests/shared/ejabberd_process.rs, which both crates' tests include); the
 # interop tests of corvid-chat's TUI (tests/interop/test_corvid_chat.py) drive it in tmux;
 # the IRC gateway's (tests/interop/test_irc_gateway.py) run ngircd as the IRC server; the
-# bundled web client's (tests/interop/test_web_client.py) run Converse.js in Debian's chromium.
+# bundled web client's (tests/interop/test_web_client.py) run Converse.js in Debian's chromium;
+# the cluster's (crates/corvid-server/tests/cluster.rs, tests/interop/test_cluster.py) run a
+# Redis of their own (tests/shared/redis_process.rs).
 # Installing a package must not start its system service (no policy-rc.d change is left
 # behind).
 need=()
@@ -26,6 +28,7 @@ command -v ejabberdctl >/dev/null || need+=(ejabberd)
 command -v tmux >/dev/null || need+=(tmux)
 command -v ngircd >/dev/null || [ -x /usr/sbin/ngircd ] || need+=(ngircd)
 command -v chromium >/dev/null || need+=(chromium)
+command -v redis-server >/dev/null || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     policy=/usr/sbin/policy-rc.d

@@ -15,7 +15,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     after_help = "Examples:\n  corvid-bench --users 2000 --register chat --rate 2000 --duration 30\n  corvid-bench --users 2000 chat-ramp --start 1000 --step 1000 --max 20000 --step-secs 10\n  corvid-bench --users 10000 --arrival-rate 1000 idle --hold 30\n  corvid-bench --users 2000 login-storm"
 )]
 pub struct Cli {
-    /// Address of the server's client port (host:port). Must be loopback.
+    /// Address of the server's client port (host:port). Must be loopback. Several,
+    /// comma-separated (a cluster's nodes): account i connects to the (i mod n)-th.
     #[arg(long, default_value = "127.0.0.1:5222")]
     pub server: String,
     /// The XMPP domain the accounts live on.
@@ -58,9 +59,10 @@ pub struct Cli {
     /// secrets of the bench accounts).
     #[arg(long)]
     pub scram_cache: Option<PathBuf>,
-    /// PID of the server process, to sample its RSS and CPU time from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// PID of the server process, to sample its RSS and CPU time from /proc; several,
+    /// comma-separated, are summed (a cluster's nodes on this machine).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Name of the server in the report (e.g. corvid, prosody, ejabberd).
     #[arg(long, default_value = "server")]
     pub label: String,
@@ -226,9 +228,13 @@ impl Scenario {
 }
 
 impl Cli {
-    /// Resolves `--server` and checks every argument; the address returned is loopback.
-    pub fn validate(&self) -> Result<SocketAddr> {
-        let target = resolve_loopback(&self.server)?;
+    /// Resolves `--server` and checks every argument; the addresses returned are loopback.
+    pub fn validate(&self) -> Result<Vec<SocketAddr>> {
+        let target = self
+            .server
+            .split(',')
+            .map(|server| resolve_loopback(server.trim()))
+            .collect::<Result<Vec<_>>>()?;
         check_name("--prefix", &self.prefix)?;
         check_name("--resource", &self.resource)?;
         check_domain(&self.domain)?;
@@ -486,7 +492,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.mechanism, MechanismChoice::ScramSha1);
-        assert_eq!(cli.validate().unwrap().port(), 5222);
+        assert_eq!(cli.validate().unwrap()[0].port(), 5222);
         assert!(matches!(cli.scenario, Scenario::Chat { duration: 10, .. }));
         assert_eq!(cli.tls, TlsMode::Direct);
     }

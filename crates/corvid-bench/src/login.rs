@@ -41,7 +41,7 @@ pub struct LoggedIn {
 
 /// Logs session `index` in; the connection is established and bound on success.
 pub async fn login(shared: &Shared, index: u32) -> Result<LoggedIn, LoginError> {
-    let (mut conn, features) = connect_secure(shared).await?;
+    let (mut conn, features) = connect_secure(shared, index).await?;
     if shared.login.register {
         register(shared, &mut conn, index).await?;
     }
@@ -68,7 +68,7 @@ pub async fn login(shared: &Shared, index: u32) -> Result<LoggedIn, LoginError> 
 
 /// Only creates account `index` (XEP-0077), then closes the stream.
 pub async fn register_only(shared: &Shared, index: u32) -> Result<(), LoginError> {
-    let (mut conn, _) = connect_secure(shared).await?;
+    let (mut conn, _) = connect_secure(shared, index).await?;
     register(shared, &mut conn, index).await?;
     let _ = conn.send(b"</stream:stream>").await;
     Ok(())
@@ -76,10 +76,11 @@ pub async fn register_only(shared: &Shared, index: u32) -> Result<(), LoginError
 
 /// Connects and opens the stream, with TLS as configured; returns the stream features
 /// offered for authentication.
-async fn connect_secure(shared: &Shared) -> Result<(Conn, Element), LoginError> {
+async fn connect_secure(shared: &Shared, index: u32) -> Result<(Conn, Element), LoginError> {
     let settings = &shared.login;
     let domain = shared.accounts.domain.as_str();
-    let tcp = TcpStream::connect(settings.target)
+    let target = settings.target(index);
+    let tcp = TcpStream::connect(target)
         .await
         .map_err(|e| LoginError::new("connect", e.kind()))?;
     let _ = tcp.set_nodelay(true);
@@ -93,7 +94,7 @@ async fn connect_secure(shared: &Shared) -> Result<(Conn, Element), LoginError> 
         } else {
             "ws"
         };
-        let url = format!("{scheme}://{}{path}", settings.target);
+        let url = format!("{scheme}://{target}{path}");
         io = corvid_client::transport::websocket::connect(&url, io)
             .await
             .map_err(|e| LoginError::new("websocket", e))?;

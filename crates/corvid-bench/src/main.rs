@@ -38,8 +38,8 @@ use crate::shared::{Accounts, LoginSettings, Shared};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let target = match cli.validate() {
-        Ok(target) => target,
+    let targets = match cli.validate() {
+        Ok(targets) => targets,
         Err(e) => {
             eprintln!("corvid-bench: {e:#}");
             return ExitCode::from(2);
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, target)) {
+    match runtime.block_on(run(cli, targets)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("corvid-bench: {e:#}");
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, target: std::net::SocketAddr) -> Result<()> {
+async fn run(cli: Cli, targets: Vec<std::net::SocketAddr>) -> Result<()> {
     let cache = match &cli.scram_cache {
         Some(path) => SaltedPasswordCache::with_file(path)?,
         None => SaltedPasswordCache::in_memory(),
@@ -84,7 +84,7 @@ async fn run(cli: Cli, target: std::net::SocketAddr) -> Result<()> {
         resource: cli.resource.clone(),
     };
     let login = LoginSettings {
-        target,
+        targets,
         tls: cli.tls,
         websocket: cli.websocket.clone(),
         connector,
@@ -120,7 +120,7 @@ async fn run(cli: Cli, target: std::net::SocketAddr) -> Result<()> {
     let mut run = Run::new(cli.clone(), shared.clone());
     let progress = tokio::spawn(progress::run(
         shared.clone(),
-        cli.server_pid,
+        cli.server_pid.clone(),
         cli.quiet,
         run.peaks.clone(),
     ));

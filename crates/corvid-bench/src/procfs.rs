@@ -30,6 +30,24 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
     })
 }
 
+/// The sum of several processes' samples (a cluster's nodes); `None` without any, or when
+/// one cannot be read.
+pub fn sample_all(pids: &[u32]) -> Option<ProcSample> {
+    let mut total: Option<ProcSample> = None;
+    for pid in pids {
+        let one = sample(Some(*pid))?;
+        total = Some(match total {
+            None => one,
+            Some(sum) => ProcSample {
+                rss_kb: sum.rss_kb + one.rss_kb,
+                cpu_secs: sum.cpu_secs + one.cpu_secs,
+                at: one.at,
+            },
+        });
+    }
+    total
+}
+
 /// `VmRSS:   12345 kB` from /proc/PID/status.
 fn parse_rss_kb(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;

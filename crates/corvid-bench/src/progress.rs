@@ -20,14 +20,14 @@ pub struct Peaks {
 }
 
 /// Runs until aborted.
-pub async fn run(shared: Arc<Shared>, server_pid: Option<u32>, quiet: bool, peaks: Arc<Peaks>) {
+pub async fn run(shared: Arc<Shared>, server_pid: Vec<u32>, quiet: bool, peaks: Arc<Peaks>) {
     let started = Instant::now();
-    let mut last = Snapshot::take(&shared, server_pid);
+    let mut last = Snapshot::take(&shared, &server_pid);
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        let now = Snapshot::take(&shared, server_pid);
+        let now = Snapshot::take(&shared, &server_pid);
         if let Some(s) = now.server {
             peaks.server_rss_kb.fetch_max(s.rss_kb, Relaxed);
         }
@@ -52,14 +52,14 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn take(shared: &Shared, server_pid: Option<u32>) -> Snapshot {
+    fn take(shared: &Shared, server_pid: &[u32]) -> Snapshot {
         let c = &shared.stats.counters;
         Snapshot {
             at: Instant::now(),
             logins: Stats::get(&c.login_ok),
             sent: Stats::get(&c.sent),
             delivered: Stats::get(&c.delivered),
-            server: server_pid.and_then(|pid| procfs::sample(Some(pid))),
+            server: procfs::sample_all(server_pid),
             client: procfs::sample(None),
         }
     }

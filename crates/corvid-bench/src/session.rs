@@ -356,7 +356,7 @@ pub(crate) mod tests {
             resource: "r".into(),
         };
         let login = LoginSettings {
-            target: "127.0.0.1:5222".parse().unwrap(),
+            targets: vec!["127.0.0.1:5222".parse().unwrap()],
             tls: TlsMode::None,
             websocket: None,
             connector: None,

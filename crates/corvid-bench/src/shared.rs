@@ -68,8 +68,16 @@ impl Accounts {
     }
 }
 
+impl LoginSettings {
+    /// Where account `index` connects.
+    pub fn target(&self, index: u32) -> SocketAddr {
+        self.targets[index as usize % self.targets.len()]
+    }
+}
+
 pub struct LoginSettings {
-    pub target: SocketAddr,
+    /// Where sessions connect: account `i` to `targets[i % len]` (a cluster's nodes).
+    pub targets: Vec<SocketAddr>,
     pub tls: TlsMode,
     /// The WebSocket path to connect to, instead of a raw XMPP stream.
     pub websocket: Option<String>,

@@ -169,6 +169,9 @@ pub trait Module: Send + Sync + 'static {
 
     async fn on_session(&self, _ctx: &Ctx, _event: &SessionEvent) {}
 
+    /// Another node of the cluster changed stored data this module may keep a copy of.
+    async fn on_store_change(&self, _ctx: &Ctx, _change: &corvid_store::StoreChange) {}
+
     /// A message for `to` waits for a client to come back (what XEP-0357 push wakes a
     /// device for): stored offline (`session` is `None`), or held for `session`, whose
     /// connection dropped and which waits to be resumed (XEP-0198).
@@ -419,6 +422,12 @@ impl ModuleRegistry {
     pub async fn on_session(&self, ctx: &Ctx, event: &SessionEvent) {
         for module in &self.modules {
             module.on_session(ctx, event).await;
+        }
+    }
+
+    pub async fn on_store_change(&self, ctx: &Ctx, change: &corvid_store::StoreChange) {
+        for module in &self.modules {
+            module.on_store_change(ctx, change).await;
         }
     }
 

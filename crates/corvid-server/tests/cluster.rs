@@ -194,7 +194,7 @@ async fn a_message_for_a_user_offline_everywhere_is_stored_and_delivered_on_anot
     alice.sync().await?;
     // Stored by node 0; Bob logs in on node 1, whose offline index heard of it.
     let mut bob = c.nodes[1].login("bob", PASSWORD, None).await?;
-    bob.send_presence(0).await?;
+    bob.send(&Element::new("presence", ns::CLIENT)).await?;
     bob.expect_message("while you were out").await?;
     Ok(())
 }

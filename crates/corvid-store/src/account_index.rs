@@ -21,6 +21,8 @@ pub(crate) struct AccountIndex {
     shards: Vec<Mutex<HashMap<String, u64>>>,
     next_mark: std::sync::atomic::AtomicU64,
     hasher: RandomState,
+    /// Other processes write the table too (a cluster's nodes): every account may have rows.
+    shared: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for AccountIndex {
@@ -55,6 +57,7 @@ impl AccountIndex {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             next_mark: std::sync::atomic::AtomicU64::new(1),
             hasher: RandomState::new(),
+            shared: std::sync::atomic::AtomicBool::new(false),
         };
         for (username, domain) in accounts {
             index.mark(&username, &domain);
@@ -77,8 +80,19 @@ impl AccountIndex {
         self.shard(&key).insert(key, mark);
     }
 
+    /// From now on, every account may have rows: other processes write the table too, and
+    /// a mark they tell of could arrive after the question it answers.
+    pub(crate) fn share(&self) {
+        self.shared
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Look before querying.
     pub(crate) fn stamp(&self, username: &str, domain: &str) -> Stamp {
+        if self.shared.load(std::sync::atomic::Ordering::Relaxed) {
+            // No mark is 0: `found_nothing` unmarks nothing with this.
+            return Stamp(Some(0));
+        }
         let key = key(username, domain);
         Stamp(self.shard(&key).get(&key).copied())
     }
@@ -106,6 +120,16 @@ mod tests {
         assert!(!index.stamp("a", "y").marked());
         index.mark("b", "x");
         assert!(index.stamp("b", "x").marked());
+    }
+
+    #[test]
+    fn a_shared_index_asks_for_every_account() {
+        let index = AccountIndex::new([]);
+        index.share();
+        let stamp = index.stamp("a", "x");
+        assert!(stamp.marked());
+        index.found_nothing("a", "x", stamp);
+        assert!(index.stamp("a", "x").marked());
     }
 
     #[test]

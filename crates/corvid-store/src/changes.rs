@@ -12,8 +12,11 @@ pub enum StoreChange {
     Roster { username: String, domain: String },
     /// The account may have offline messages now.
     Offline { username: String, domain: String },
-    /// The account may have a vCard photo now.
+    /// The account's vCard changed: it may have a photo now, or another one.
     Photo { username: String, domain: String },
+    /// The account's blocklist changed (XEP-0191); nothing in the store caches it, the
+    /// server's blocking module does.
+    Blocklist { username: String, domain: String },
 }
 
 /// Told of every [`StoreChange`] made through a store, synchronously: it must not block.

@@ -246,6 +246,14 @@ impl SqlStore {
         self.listener.set(listener)
     }
 
+    /// Other processes write this database too (a cluster's nodes): the questions asked at
+    /// every login ("offline messages?", "a photo?") go to the database every time, since
+    /// another process's write could be told after the login that needs it.
+    pub fn share_with_other_writers(&self) {
+        self.offline_index.share();
+        self.photo_index.share();
+    }
+
     /// Makes the caches see a write another process made (and told of, from its
     /// [`Self::watch_changes`]).
     pub fn apply_change(&self, change: &crate::StoreChange) {
@@ -256,6 +264,7 @@ impl SqlStore {
             }
             StoreChange::Offline { username, domain } => self.offline_index.mark(username, domain),
             StoreChange::Photo { username, domain } => self.photo_index.mark(username, domain),
+            StoreChange::Blocklist { .. } => {}
         }
     }
 

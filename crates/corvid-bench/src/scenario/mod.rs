@@ -285,11 +285,17 @@ pub struct Run {
 
 impl Run {
     pub fn new(cli: Cli, shared: Arc<Shared>) -> Run {
-        let server_start = cli.server_pid.and_then(|pid| procfs::sample(Some(pid)));
+        let server_start = procfs::sample_all(&cli.server_pid);
         let report = Report {
             label: cli.label.clone(),
             scenario: cli.scenario.name().into(),
-            target: shared.login.target.to_string(),
+            target: shared
+                .login
+                .targets
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             tls: format!("{:?}", cli.tls).to_lowercase(),
             users: cli.users,
             ..Report::default()
@@ -309,9 +315,7 @@ impl Run {
     }
 
     pub fn sample_server(&self) -> Option<ProcSample> {
-        self.cli
-            .server_pid
-            .and_then(|pid| procfs::sample(Some(pid)))
+        procfs::sample_all(&self.cli.server_pid)
     }
 
     /// Fills in what every scenario reports and returns the report.
@@ -346,9 +350,11 @@ impl Run {
         self.report.disconnects = Stats::get(&c.disconnects);
         self.report.wall_secs = self.started.elapsed().as_secs_f64();
         let server_end = self.sample_server();
-        if let (Some(pid), Some(start), Some(end)) =
-            (self.cli.server_pid, self.server_start, server_end)
-        {
+        if let (Some(pid), Some(start), Some(end)) = (
+            self.cli.server_pid.first().copied(),
+            self.server_start,
+            server_end,
+        ) {
             let loaded = self.loaded_rss_kb.unwrap_or(end.rss_kb);
             let sessions = ok as f64;
             self.report.server = Some(ServerUsage {

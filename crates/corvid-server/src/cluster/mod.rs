@@ -198,6 +198,7 @@ impl Cluster {
         cluster.register().await?;
         server.sessions.join_cluster(cluster.clone());
         server.iq_tracker.set_node(&cluster.node);
+        server.store.share_with_other_writers();
         let store_link = Arc::downgrade(&cluster);
         server.store.watch_changes(Arc::new(move |change| {
             if let Some(cluster) = store_link.upgrade() {

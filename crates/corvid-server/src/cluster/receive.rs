@@ -202,6 +202,10 @@ async fn for_all(cluster: &Arc<Cluster>, server: &Arc<Server>, frame: ToAll) {
         ToAll::Changed { node, change } => {
             if *node != *cluster.node {
                 server.store.apply_change(&change);
+                let ctx = Ctx {
+                    server: server.clone(),
+                };
+                server.modules.on_store_change(&ctx, &change).await;
             }
         }
     }

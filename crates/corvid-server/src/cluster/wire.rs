@@ -136,6 +136,9 @@ impl ToAll {
                         (1, username, domain)
                     }
                     corvid_store::StoreChange::Photo { username, domain } => (2, username, domain),
+                    corvid_store::StoreChange::Blocklist { username, domain } => {
+                        (3, username, domain)
+                    }
                 };
                 w.u8(kind);
                 w.str(username);
@@ -175,6 +178,7 @@ impl ToAll {
                     0 => corvid_store::StoreChange::Roster { username, domain },
                     1 => corvid_store::StoreChange::Offline { username, domain },
                     2 => corvid_store::StoreChange::Photo { username, domain },
+                    3 => corvid_store::StoreChange::Blocklist { username, domain },
                     _ => return None,
                 };
                 r.end(ToAll::Changed { node, change })

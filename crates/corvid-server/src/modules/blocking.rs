@@ -84,6 +84,15 @@ impl Module for Blocking {
         }
     }
 
+    /// Another node changed a blocklist: the copy here is read again when next needed.
+    async fn on_store_change(&self, _ctx: &Ctx, change: &corvid_store::StoreChange) {
+        if let corvid_store::StoreChange::Blocklist { username, domain } = change
+            && let Ok(user) = BareJid::new(&format!("{username}@{domain}"))
+        {
+            self.lists.remove(&user);
+        }
+    }
+
     /// As `filter` does for a presence to a client: withheld when either side blocked the other.
     async fn on_broadcast(&self, ctx: &Ctx, from: &Jid, to: &BareJid) -> Flow {
         let (from, to) = (from.clone(), Jid::from(to.clone()));

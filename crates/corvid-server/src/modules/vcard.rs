@@ -70,6 +70,15 @@ impl Module for VCard {
         }
     }
 
+    /// Another node stored the user's vCard: the photo hash is read again when next needed.
+    async fn on_store_change(&self, _ctx: &Ctx, change: &corvid_store::StoreChange) {
+        if let corvid_store::StoreChange::Photo { username, domain } = change
+            && let Ok(user) = BareJid::new(&format!("{username}@{domain}"))
+        {
+            self.hashes.remove(&user);
+        }
+    }
+
     async fn on_presence(&self, ctx: &Ctx, pres: &mut Element, dir: Direction) -> Flow {
         // XEP-0153 §4.1: available presence the user sends carries the current photo hash.
         if dir != Direction::FromClient || pres.attr("type").is_some() {

@@ -34,6 +34,10 @@ impl Blocklists for SqlStore {
             .map_err(StoreError::from_account_write)?;
         }
         tx.commit().await?;
+        self.changed(crate::StoreChange::Blocklist {
+            username: username.to_owned(),
+            domain: domain.to_owned(),
+        });
         Ok(())
     }
 
@@ -53,6 +57,10 @@ impl Blocklists for SqlStore {
                 .await?;
         }
         tx.commit().await?;
+        self.changed(crate::StoreChange::Blocklist {
+            username: username.to_owned(),
+            domain: domain.to_owned(),
+        });
         Ok(())
     }
 
@@ -62,6 +70,10 @@ impl Blocklists for SqlStore {
             .bind(username)
             .execute(&self.pool)
             .await?;
+        self.changed(crate::StoreChange::Blocklist {
+            username: username.to_owned(),
+            domain: domain.to_owned(),
+        });
         Ok(())
     }
 }

@@ -42,11 +42,11 @@ impl VCards for SqlStore {
         .map_err(StoreError::from_account_write)?;
         if photo_hash.is_some() {
             self.photo_index.mark(username, domain);
-            self.changed(crate::StoreChange::Photo {
-                username: username.to_owned(),
-                domain: domain.to_owned(),
-            });
         }
+        self.changed(crate::StoreChange::Photo {
+            username: username.to_owned(),
+            domain: domain.to_owned(),
+        });
         Ok(())
     }
 
