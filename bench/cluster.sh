@@ -187,7 +187,7 @@ for rate in rates:
         return cpu / 100 * 1e6 / per_sec if cpu and per_sec else None
     for label, keys in [("delivered msgs/s", ("messages", "delivered_per_sec")), ("p99 latency ms", ("messages", "latency", "p99_ms")),
                         ("lost", ("messages", "lost"))]:
-        fmt = "{:,.1f}" if "ms" in label else "{:,.0f}"
+        fmt = "{:,.1f}" if "latency" in label else "{:,.0f}"
         row(f"chat {rate}/s: {label}", get("single", f"chat-{rate}", *keys), get("cluster", f"chat-{rate}", *keys), fmt)
     row(f"chat {rate}/s: server CPU µs/msg", cpu_per_msg("single"), cpu_per_msg("cluster"), "{:,.1f}")
 text = [f"# Corvid: one node and a {nodes}-node cluster on one machine ({storage})", "",

@@ -17,6 +17,10 @@ pub enum StoreChange {
     /// The account's blocklist changed (XEP-0191); nothing in the store caches it, the
     /// server's blocking module does.
     Blocklist { username: String, domain: String },
+    /// A publish-subscribe service's nodes, subscriptions or items changed (`service`: its
+    /// key, the service's domain or the PEP account's bare JID); the server's pubsub engine
+    /// keeps services in memory.
+    PubSub { service: String },
 }
 
 /// Told of every [`StoreChange`] made through a store, synchronously: it must not block.

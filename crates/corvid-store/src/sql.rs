@@ -264,7 +264,7 @@ impl SqlStore {
             }
             StoreChange::Offline { username, domain } => self.offline_index.mark(username, domain),
             StoreChange::Photo { username, domain } => self.photo_index.mark(username, domain),
-            StoreChange::Blocklist { .. } => {}
+            StoreChange::Blocklist { .. } | StoreChange::PubSub { .. } => {}
         }
     }
 

@@ -195,6 +195,11 @@ pub(super) async fn node_died(
         else {
             continue;
         };
+        // Its user logged in again elsewhere, on the same resource, before the death was
+        // noticed: that session is the resource now, and must not be said gone.
+        if server.sessions.resources(&jid.to_bare()).contains(&jid) {
+            continue;
+        }
         let closed = SessionEvent::Closed {
             jid,
             id: state.id,

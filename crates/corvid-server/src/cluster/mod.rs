@@ -143,6 +143,8 @@ pub struct Cluster {
     owners: ownership::Owners,
     /// Where this node's archive numbers come from (`corvid_store::ArchiveIds`).
     slot: Mutex<Option<u32>>,
+    /// Set when the node starts leaving: nothing puts it back in the registry then.
+    leaving: std::sync::atomic::AtomicBool,
     /// Publishing, receiving, the heartbeat: stopped when the node leaves.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -192,6 +194,7 @@ impl Cluster {
             owners: ownership::Owners::default(),
             slot: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         });
         let previous_life = cluster.take_place(server).await?;
         let subscribed = receive::subscribe(&cluster).await?;
@@ -268,6 +271,9 @@ impl Cluster {
     /// Puts this node in the nodes hash and says it is alive; `true` if it was missing
     /// (another node had taken it for dead, and removed its sessions).
     async fn register(&self) -> Result<bool, redis::RedisError> {
+        if self.leaving.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(false);
+        }
         let mut redis = self.redis();
         let (added,): (i64,) = redis::pipe()
             .cmd("HSET")
@@ -337,6 +343,8 @@ impl Cluster {
     /// Leaves the cluster at shutdown, once this node's sessions ended: its registry entry
     /// goes, and the others are told at once instead of at the next heartbeat.
     pub async fn leave(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Release);
         // Sessions end (and announce it) while the server drains; wait for that, bounded.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while let Some(server) = self.server() {

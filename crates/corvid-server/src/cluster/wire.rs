@@ -139,6 +139,7 @@ impl ToAll {
                     corvid_store::StoreChange::Blocklist { username, domain } => {
                         (3, username, domain)
                     }
+                    corvid_store::StoreChange::PubSub { service } => (4, service, &String::new()),
                 };
                 w.u8(kind);
                 w.str(username);
@@ -179,6 +180,9 @@ impl ToAll {
                     1 => corvid_store::StoreChange::Offline { username, domain },
                     2 => corvid_store::StoreChange::Photo { username, domain },
                     3 => corvid_store::StoreChange::Blocklist { username, domain },
+                    4 if domain.is_empty() => {
+                        corvid_store::StoreChange::PubSub { service: username }
+                    }
                     _ => return None,
                 };
                 r.end(ToAll::Changed { node, change })

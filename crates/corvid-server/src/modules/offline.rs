@@ -115,6 +115,18 @@ impl Module for Offline {
             self.deliver_backlog(ctx, jid, *id);
         }
     }
+
+    /// Another node of the cluster stored a message for a user online here (it did not
+    /// know yet, or the session it was for had just gone): delivered now, not at the next
+    /// login.
+    async fn on_store_change(&self, ctx: &Ctx, change: &corvid_store::StoreChange) {
+        if let corvid_store::StoreChange::Offline { username, domain } = change
+            && let Ok(user) = BareJid::new(&format!("{username}@{domain}"))
+            && let Some((jid, id)) = available_session(ctx, &user)
+        {
+            self.deliver_backlog(ctx, &jid, id);
+        }
+    }
 }
 
 impl Offline {

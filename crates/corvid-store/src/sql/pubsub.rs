@@ -116,6 +116,9 @@ impl PubSubStore for SqlStore {
             upsert_subscription(&mut tx, &node.service, &node.node, subscription).await?;
         }
         tx.commit().await?;
+        self.changed(crate::StoreChange::PubSub {
+            service: node.service.clone(),
+        });
         Ok(())
     }
 
@@ -136,6 +139,9 @@ impl PubSubStore for SqlStore {
         if updated == 0 {
             return Err(StoreError::NotFound);
         }
+        self.changed(crate::StoreChange::PubSub {
+            service: service.to_owned(),
+        });
         Ok(())
     }
 
@@ -149,6 +155,9 @@ impl PubSubStore for SqlStore {
                 .await?;
         }
         tx.commit().await?;
+        self.changed(crate::StoreChange::PubSub {
+            service: service.to_owned(),
+        });
         Ok(())
     }
 
@@ -184,6 +193,9 @@ impl PubSubStore for SqlStore {
                 .await?
             }
         };
+        self.changed(crate::StoreChange::PubSub {
+            service: service.to_owned(),
+        });
         Ok(())
     }
 
@@ -194,7 +206,11 @@ impl PubSubStore for SqlStore {
         subscription: &StoredSubscription,
     ) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
-        upsert_subscription(&mut conn, service, node, subscription).await
+        upsert_subscription(&mut conn, service, node, subscription).await?;
+        self.changed(crate::StoreChange::PubSub {
+            service: service.to_owned(),
+        });
+        Ok(())
     }
 
     async fn delete_pubsub_subscription(
@@ -214,6 +230,9 @@ impl PubSubStore for SqlStore {
         .bind(subid)
         .execute(&self.pool)
         .await?;
+        self.changed(crate::StoreChange::PubSub {
+            service: service.to_owned(),
+        });
         Ok(())
     }
 
@@ -273,6 +292,9 @@ impl PubSubStore for SqlStore {
             None => Vec::new(),
         };
         tx.commit().await?;
+        self.changed(crate::StoreChange::PubSub {
+            service: service.to_owned(),
+        });
         Ok(evicted)
     }
 
@@ -291,6 +313,9 @@ impl PubSubStore for SqlStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        self.changed(crate::StoreChange::PubSub {
+            service: service.to_owned(),
+        });
         Ok(deleted > 0)
     }
 
@@ -300,6 +325,9 @@ impl PubSubStore for SqlStore {
             .bind(node)
             .execute(&self.pool)
             .await?;
+        self.changed(crate::StoreChange::PubSub {
+            service: service.to_owned(),
+        });
         Ok(())
     }
 
@@ -328,6 +356,9 @@ impl PubSubStore for SqlStore {
         let mut tx = self.begin_write().await?;
         delete_service(&mut tx, service).await?;
         tx.commit().await?;
+        self.changed(crate::StoreChange::PubSub {
+            service: service.to_owned(),
+        });
         Ok(())
     }
 }

@@ -267,6 +267,13 @@ pub struct PubSubService;
 
 #[async_trait]
 impl Module for PubSubService {
+    /// Another node of the cluster changed a service: the copy here is loaded again.
+    async fn on_store_change(&self, ctx: &Ctx, change: &corvid_store::StoreChange) {
+        if let corvid_store::StoreChange::PubSub { service } = change {
+            ctx.server.pubsub.forget(service);
+        }
+    }
+
     fn name(&self) -> &'static str {
         "pubsub"
     }

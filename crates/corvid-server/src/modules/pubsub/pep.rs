@@ -36,6 +36,13 @@ pub struct Pep {
 
 #[async_trait]
 impl Module for Pep {
+    /// Another node of the cluster changed a service: the copy here is loaded again.
+    async fn on_store_change(&self, ctx: &Ctx, change: &corvid_store::StoreChange) {
+        if let corvid_store::StoreChange::PubSub { service } = change {
+            ctx.server.pubsub.forget(service);
+        }
+    }
+
     fn name(&self) -> &'static str {
         "pep"
     }
