@@ -272,3 +272,58 @@ async fn a_stopped_node_leaves_the_registry_and_its_users_log_in_elsewhere() -> 
     drop(c.redis);
     Ok(())
 }
+
+fn muc_status_codes(el: &Element) -> Vec<String> {
+    el.get_child("x", ns::MUC_USER)
+        .map(|x| {
+            x.children()
+                .filter(|c| c.is("status", ns::MUC_USER))
+                .filter_map(|c| c.attr("code").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Joins `room/nick` and waits for the self-presence (status 110).
+async fn join_room(client: &mut common::Client, occupant: &str) -> Result<Element> {
+    client
+        .send(
+            &Element::new("presence", ns::CLIENT)
+                .with_attr("to", occupant)
+                .with_child(Element::new("x", ns::MUC)),
+        )
+        .await?;
+    let (own, _) = client
+        .recv_until(|el| muc_status_codes(el).contains(&"110".to_string()))
+        .await
+        .with_context(|| format!("joining {occupant}"))?;
+    Ok(own)
+}
+
+#[tokio::test]
+async fn a_room_moves_to_a_live_node_when_its_node_stops() -> Result<()> {
+    let mut c = cluster(2).await?;
+    c.users(&["alice", "bob"]).await?;
+    // Alice makes the room through node 0, which takes it.
+    let mut alice = c.nodes[0].login("alice", PASSWORD, None).await?;
+    let own = join_room(&mut alice, "lobby@conference.localhost/alice").await?;
+    ensure!(muc_status_codes(&own).contains(&"201".to_string()), "{own}");
+    let owner = c.nodes[0].server.cluster.get().context("clustered")?;
+    ensure!(
+        owner.owner_of("lobby@conference.localhost").await == corvid_server::cluster::Owner::Here,
+        "node 0 runs the room it made"
+    );
+    // Node 0 stops; Bob, on node 1, joins: node 1 takes the room over (a new room: it
+    // was not persistent, and its occupants went with node 0).
+    let stopped = c.nodes.remove(0);
+    stopped.shutdown().await;
+    let mut bob = c.nodes[0].login("bob", PASSWORD, None).await?;
+    let own = join_room(&mut bob, "lobby@conference.localhost/bob").await?;
+    ensure!(muc_status_codes(&own).contains(&"201".to_string()), "{own}");
+    let node1 = c.nodes[0].server.cluster.get().context("clustered")?;
+    ensure!(
+        node1.owner_of("lobby@conference.localhost").await == corvid_server::cluster::Owner::Here,
+        "the live node runs the room now"
+    );
+    Ok(())
+}
