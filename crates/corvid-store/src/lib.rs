@@ -49,6 +49,6 @@ pub use private::PrivateXml;
 pub use pubsub::{ItemPage, ItemQuery, PubSubStore, StoredItem, StoredNode, StoredSubscription};
 pub use push::{PushRegistration, PushRegistrations};
 pub use roster::{RosterItem, Rosters, Subscription};
-pub use sql::SqlStore;
+pub use sql::{CopiedTable, SqlStore};
 pub use users::Users;
 pub use vcard::VCards;

@@ -23,6 +23,7 @@ mod archive;
 mod archive_tests;
 mod archive_writer;
 mod blocklist;
+mod copy;
 mod last;
 mod locks;
 mod migrations;
@@ -49,6 +50,8 @@ use sqlx::any::{Any, AnyConnectOptions, AnyPoolOptions};
 use crate::StoreError;
 use crate::account_index::AccountIndex;
 use crate::roster_cache::{DEFAULT_CAPACITY, RosterCache};
+
+pub use copy::CopiedTable;
 
 /// File name of the SQLite database inside the data directory.
 const SQLITE_FILE_NAME: &str = "corvid.sqlite";

@@ -32,6 +32,11 @@ impl TestDb {
         }
     }
 
+    /// A new SQLite database, whatever the environment says.
+    pub fn sqlite() -> TestDb {
+        TestDb::Sqlite(tempfile::tempdir().expect("create temp dir"))
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self, TestDb::Postgres(_))
     }
