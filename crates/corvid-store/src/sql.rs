@@ -43,9 +43,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use sqlx::AnyPool;
 use sqlx::Transaction;
 use sqlx::any::{Any, AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Connection as _};
 
 use crate::StoreError;
 use crate::account_index::AccountIndex;
@@ -255,6 +255,11 @@ impl SqlStore {
         let (connect_url, max_connections) = backend.connect_url(url)?;
         let options = AnyConnectOptions::from_str(&connect_url)
             .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+        if backend == Backend::Postgres {
+            // A pool reports a server it cannot reach (or a wrong password, a missing
+            // database) only as a timeout, 30 s later: one connection first, for the reason.
+            AnyConnection::connect_with(&options).await?.close().await?;
+        }
         let setup = backend.connection_setup();
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
