@@ -46,6 +46,10 @@ start)
     dir=$(cd "$dir" && pwd)
     if [ ${#as_owner[@]} -gt 0 ]; then
         chown postgres: "$dir"
+        if ! "${as_owner[@]}" test -w "$dir"; then
+            echo "$0: the postgres user cannot reach $dir (a parent directory is closed to it)" >&2
+            exit 1
+        fi
     fi
     chmod 700 "$dir"
     "${as_owner[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust \
