@@ -63,7 +63,7 @@ start)
         options="-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir"
         options+=" -c max_connections=300 -c fsync=off -c full_page_writes=off"
         if "${as_owner[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-            -o "$options" start >/dev/null; then
+            -o "$options" start >>"$dir/pg_ctl.log" 2>&1; then
             echo "postgres://postgres@127.0.0.1:$port/postgres"
             exit 0
         fi
