@@ -17,7 +17,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # the IRC gateway's (tests/interop/test_irc_gateway.py) run ngircd as the IRC server; the
 # bundled web client's (tests/interop/test_web_client.py) run Converse.js in Debian's chromium;
 # the cluster's (crates/corvid-server/tests/cluster.rs, tests/interop/test_cluster.py) run a
-# Redis of their own (tests/shared/redis_process.rs).
+# Redis of their own (tests/shared/redis_process.rs);
+# the store's tests run a second time on a throwaway PostgreSQL server (scripts/postgres.sh).
 # Installing a package must not start its system service (no policy-rc.d change is left
 # behind).
 need=()
@@ -29,6 +30,7 @@ command -v tmux >/dev/null || need+=(tmux)
 command -v ngircd >/dev/null || [ -x /usr/sbin/ngircd ] || need+=(ngircd)
 command -v chromium >/dev/null || need+=(chromium)
 command -v redis-server >/dev/null || need+=(redis-server)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     policy=/usr/sbin/policy-rc.d
@@ -65,6 +67,24 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 cargo test --workspace --locked --doc
+
+# The same store tests (unit and integration) on PostgreSQL: each test makes a database of
+# its own on a server started for the run (tests/shared/postgres.rs), stopped however the
+# tests end. The workspace's build serves (the filter picks the store's tests; building only
+# corvid-store would resolve its dependencies' features anew and rebuild them). The store's
+# doc test opens no store.
+echo "== store tests on PostgreSQL"
+pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/corvid-postgres.XXXXXX")
+pg_url=$(scripts/postgres.sh start "$pg_dir")
+trap 'scripts/postgres.sh stop "$pg_dir"' EXIT
+if cargo nextest --version >/dev/null 2>&1; then
+    CORVID_TEST_POSTGRES_URL="$pg_url" cargo nextest run --workspace --locked --no-fail-fast \
+        -E 'package(corvid-store)'
+else
+    CORVID_TEST_POSTGRES_URL="$pg_url" cargo test -p corvid-store --locked --no-fail-fast
+fi
+scripts/postgres.sh stop "$pg_dir"
+trap - EXIT
 
 echo "== web client (Converse.js) and the Node clients of the interop tests, pinned"
 npm ci --prefix web --no-audit --no-fund --ignore-scripts --loglevel=error

@@ -26,6 +26,25 @@ pub enum StoreError {
     #[error("database schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
 
+    /// A copy between two stores ([`crate::SqlStore::copy_to`]) found them at different
+    /// schema versions: open both with the same build (which migrates them) first.
+    #[error("the source database is at schema version {from}, the destination at {to}")]
+    SchemaMismatch { from: i64, to: i64 },
+
+    /// A copy's destination already holds data (this table has rows), and replacing it was
+    /// not asked for.
+    #[error("the destination already holds data (table {0})")]
+    NotEmpty(String),
+
+    /// After a copy, a table of the destination does not hold the rows read from the
+    /// source.
+    #[error("table {table}: {expected} rows copied, {found} found")]
+    CopyIncomplete {
+        table: String,
+        expected: u64,
+        found: u64,
+    },
+
     /// A stored value cannot be what we wrote (e.g. an out-of-range iteration count).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

@@ -1,7 +1,8 @@
 //! Corvid storage: one trait per concern ([`Users`], [`Rosters`], [`Offline`], [`VCards`],
 //! [`PrivateXml`], [`Blocklists`], [`LastActivity`], [`MucRooms`], [`PubSubStore`], [`Archive`], [`PushRegistrations`]), all implemented by [`SqlStore`] over sqlx.
-//! SQLite is embedded (a WAL file in the data directory); PostgreSQL is planned behind the same
-//! queries with its own migrations.
+//! SQLite is embedded (a WAL file in the data directory); PostgreSQL runs the same queries
+//! (a few have a variant per backend) over its own migrations, and [`SqlStore::copy_to`]
+//! moves a store from one to the other.
 //!
 //! This crate owns every SQL statement in Corvid; nothing else writes SQL. A write that
 //! returns `Ok` is durable, so callers may acknowledge data as soon as it does; the one
@@ -49,6 +50,6 @@ pub use private::PrivateXml;
 pub use pubsub::{ItemPage, ItemQuery, PubSubStore, StoredItem, StoredNode, StoredSubscription};
 pub use push::{PushRegistration, PushRegistrations};
 pub use roster::{RosterItem, Rosters, Subscription};
-pub use sql::SqlStore;
+pub use sql::{CopiedTable, SqlStore};
 pub use users::Users;
 pub use vcard::VCards;

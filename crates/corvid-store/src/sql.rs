@@ -1,21 +1,31 @@
 //! [`SqlStore`]: every storage trait implemented over one sqlx `Any` pool.
 //!
 //! The queries are written once, with `$1, $2` placeholders that both SQLite and PostgreSQL
-//! accept; what differs per database (URL handling, connection setup, how a write transaction
-//! starts, the schema) hangs off [`Backend`]. Only SQLite exists today; PostgreSQL slots in as
-//! a second `Backend` variant plus its own migration list.
+//! accept; what differs per database (URL handling, connection setup, how a transaction
+//! starts, the row locks PostgreSQL needs, the schema) hangs off [`Backend`], and the few
+//! statements that cannot be written once have a variant per backend beside their users.
 //!
 //! SQLite is opened in WAL mode with `synchronous=FULL`: a commit is on disk before it returns,
 //! so callers may acknowledge data as soon as a write succeeds (DESIGN.md, Storage), and readers
 //! never block the writer. Several processes (the server and `corvid user add`) may use the same
 //! file at once; `busy_timeout` makes a writer wait for another's lock instead of failing.
+//!
+//! PostgreSQL gives the same guarantee with `synchronous_commit = on`, its default: a commit
+//! returns once its WAL record is flushed (and, with synchronous standbys configured, once
+//! they have it). A connection set to `off` (in the server's configuration or the URL's
+//! `options`) is switched back on; the stronger settings (`remote_write`, `remote_apply`)
+//! are kept. SQLite's write transactions take its one write lock up front, which the code
+//! relies on wherever it reads and then writes; PostgreSQL's run at READ COMMITTED and take
+//! row locks for that instead (`sql/locks.rs`), so concurrent writers behave the same.
 
 mod archive;
 #[cfg(test)]
 mod archive_tests;
 mod archive_writer;
 mod blocklist;
+mod copy;
 mod last;
+mod locks;
 mod migrations;
 mod muc;
 mod offline;
@@ -24,6 +34,8 @@ mod pubsub;
 mod pubsub_items;
 mod push;
 mod roster;
+#[cfg(test)]
+pub(crate) mod test_db;
 mod users;
 mod vcard;
 
@@ -31,13 +43,15 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use sqlx::AnyPool;
 use sqlx::Transaction;
 use sqlx::any::{Any, AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Connection as _};
 
 use crate::StoreError;
 use crate::account_index::AccountIndex;
 use crate::roster_cache::{DEFAULT_CAPACITY, RosterCache};
+
+pub use copy::CopiedTable;
 
 /// File name of the SQLite database inside the data directory.
 const SQLITE_FILE_NAME: &str = "corvid.sqlite";
@@ -56,10 +70,24 @@ const SQLITE_CONNECTION_SETUP: &[&str] = &[
     "PRAGMA cache_size = -1024",
 ];
 
+/// Per-connection settings for PostgreSQL. Durability (see the module notes): only `off`
+/// is overridden, so a cluster's synchronous replication settings stay in force.
+const POSTGRES_CONNECTION_SETUP: &[&str] = &["SELECT set_config('synchronous_commit', 'on', false)
+     WHERE current_setting('synchronous_commit') = 'off'"];
+
+/// Pooled connections to PostgreSQL unless the URL's `max_connections` says otherwise. The
+/// server's writes are short transactions, and the archive and last-activity writers take
+/// one each; a few more serve the sessions' reads and writes at once.
+const POSTGRES_DEFAULT_CONNECTIONS: u32 = 10;
+
+/// The fewest connections a pool may have: the archive writer keeps one for itself.
+const MIN_CONNECTIONS: u32 = 2;
+
 /// Which database a [`SqlStore`] talks to; everything that cannot be written once for all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Backend {
     Sqlite,
+    Postgres,
 }
 
 impl Backend {
@@ -68,20 +96,38 @@ impl Backend {
         let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
         match scheme {
             "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
             // Only the scheme is echoed: a full URL may carry a password.
             "" => Err(StoreError::InvalidUrl(
-                "missing scheme (expected sqlite:PATH)".into(),
+                "missing scheme (expected sqlite:PATH or postgres://…)".into(),
             )),
             other => Err(StoreError::InvalidUrl(format!(
-                "unsupported scheme {other:?} (supported: sqlite)"
+                "unsupported scheme {other:?} (supported: sqlite, postgres, postgresql)"
             ))),
         }
     }
 
-    /// The URL handed to sqlx, with backend-specific defaults filled in.
-    fn connect_url(self, url: &str) -> String {
+    /// The URL handed to sqlx, with backend-specific defaults filled in, and the size of the
+    /// pool: PostgreSQL's URL may set it (`?max_connections=N`, taken out of what sqlx sees).
+    fn connect_url(self, url: &str) -> Result<(String, u32), StoreError> {
         match self {
-            Backend::Sqlite => sqlite_url_creating_file(url),
+            Backend::Sqlite => Ok((sqlite_url_creating_file(url), 5)),
+            Backend::Postgres => {
+                let (url, max) = take_query_parameter(url, "max_connections");
+                let max = match max {
+                    None => POSTGRES_DEFAULT_CONNECTIONS,
+                    Some(max) => max
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|max| *max >= MIN_CONNECTIONS)
+                        .ok_or_else(|| {
+                            StoreError::InvalidUrl(format!(
+                                "max_connections must be a number of at least {MIN_CONNECTIONS}"
+                            ))
+                        })?,
+                };
+                Ok((url, max))
+            }
         }
     }
 
@@ -89,14 +135,7 @@ impl Backend {
     fn connection_setup(self) -> &'static [&'static str] {
         match self {
             Backend::Sqlite => SQLITE_CONNECTION_SETUP,
-        }
-    }
-
-    fn max_connections(self) -> u32 {
-        match self {
-            // One writer at a time anyway; a few connections let reads proceed beside it. The
-            // archive writer keeps one of them for itself once it has written.
-            Backend::Sqlite => 5,
+            Backend::Postgres => POSTGRES_CONNECTION_SETUP,
         }
     }
 
@@ -106,8 +145,47 @@ impl Backend {
             // IMMEDIATE takes the write lock up front (waiting up to busy_timeout). A deferred
             // transaction that reads first and then writes fails with SQLITE_BUSY at once if
             // another connection committed in between, since busy_timeout cannot help there.
+            // SQLite's pool: one writer at a time anyway; a few connections let reads proceed
+            // beside it. The archive writer keeps one of them for itself once it has written.
             Backend::Sqlite => "BEGIN IMMEDIATE",
+            // READ COMMITTED: each statement sees what was committed before it started, and
+            // waits for rows another transaction is changing. Where a transaction reads and
+            // then writes, it locks the rows it depends on first (`sql/locks.rs`).
+            Backend::Postgres => "BEGIN",
         }
+    }
+
+    /// The statement that opens a transaction which only reads, and must see one snapshot.
+    fn begin_read(self) -> &'static str {
+        match self {
+            // A deferred transaction reads one snapshot of the WAL from its first read on.
+            Backend::Sqlite => "BEGIN",
+            // READ COMMITTED would give each statement a snapshot of its own.
+            Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        }
+    }
+}
+
+/// Removes `name=value` from a URL's query; the URL without it, and the value.
+fn take_query_parameter(url: &str, name: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut value = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.split_once('=') {
+            Some((key, found)) if key == name => {
+                value = Some(found.to_owned());
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    if kept.is_empty() {
+        (base.to_owned(), value)
+    } else {
+        (format!("{base}?{}", kept.join("&")), value)
     }
 }
 
@@ -168,14 +246,23 @@ impl SqlStore {
     ///
     /// Accepted URLs: `sqlite:PATH` or `sqlite://PATH`, optionally with sqlx's SQLite query
     /// parameters (`?mode=…`); the file is created unless the URL sets another `mode`.
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (or `postgresql://`), optionally with
+    /// sqlx's PostgreSQL query parameters (`?sslmode=…`) and `max_connections=N` (the pool's
+    /// size, 10 by default); the database must exist, its tables are created.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let backend = Backend::from_url(url)?;
         sqlx::any::install_default_drivers();
-        let options = AnyConnectOptions::from_str(&backend.connect_url(url))
+        let (connect_url, max_connections) = backend.connect_url(url)?;
+        let options = AnyConnectOptions::from_str(&connect_url)
             .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+        if backend == Backend::Postgres {
+            // A pool reports a server it cannot reach (or a wrong password, a missing
+            // database) only as a timeout, 30 s later: one connection first, for the reason.
+            AnyConnection::connect_with(&options).await?.close().await?;
+        }
         let setup = backend.connection_setup();
         let pool = AnyPoolOptions::new()
-            .max_connections(backend.max_connections())
+            .max_connections(max_connections)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     for statement in setup {
@@ -291,6 +378,11 @@ impl SqlStore {
     async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
         Ok(self.pool.begin_with(self.backend.begin_write()).await?)
     }
+
+    /// Starts a transaction whose reads all see one snapshot of the database.
+    async fn begin_read(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(self.pool.begin_with(self.backend.begin_read()).await?)
+    }
 }
 
 /// Credentials for the accounts unit tests create; what they hold does not matter.
@@ -320,8 +412,16 @@ mod tests {
             Backend::from_url("sqlite:///tmp/x.db").ok(),
             Some(Backend::Sqlite)
         );
+        assert_eq!(
+            Backend::from_url("postgres://u:secret@h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://u:secret@h:5433/db?sslmode=require").ok(),
+            Some(Backend::Postgres)
+        );
         assert!(matches!(
-            Backend::from_url("postgres://u:secret@h/db"),
+            Backend::from_url("mysql://u:secret@h/db"),
             Err(StoreError::InvalidUrl(msg)) if !msg.contains("secret")
         ));
         assert!(matches!(
@@ -347,15 +447,67 @@ mod tests {
     }
 
     #[test]
+    fn postgres_pool_size_comes_from_the_url_and_is_hidden_from_sqlx() {
+        let connect = |url: &str| Backend::Postgres.connect_url(url);
+        assert_eq!(
+            connect("postgres://u@h/db").unwrap(),
+            ("postgres://u@h/db".to_owned(), POSTGRES_DEFAULT_CONNECTIONS)
+        );
+        assert_eq!(
+            connect("postgres://u@h/db?max_connections=40").unwrap(),
+            ("postgres://u@h/db".to_owned(), 40)
+        );
+        assert_eq!(
+            connect("postgres://u@h/db?sslmode=require&max_connections=3&application_name=c")
+                .unwrap(),
+            (
+                "postgres://u@h/db?sslmode=require&application_name=c".to_owned(),
+                3
+            )
+        );
+        for bad in ["1", "0", "many", ""] {
+            let url = format!("postgres://u:secret@h/db?max_connections={bad}");
+            assert!(matches!(
+                connect(&url),
+                Err(StoreError::InvalidUrl(msg)) if !msg.contains("secret")
+            ));
+        }
+    }
+
+    #[test]
     fn path_url_escapes_url_syntax() {
         let url = sqlite_url_for_path(Path::new("/d/a?b#c%20/corvid.sqlite")).unwrap();
         assert_eq!(url, "sqlite:/d/a%3Fb%23c%2520/corvid.sqlite");
     }
 
+    /// A commit is durable before it returns (see the module notes), on either backend.
     #[tokio::test]
-    async fn sqlite_connections_are_durable_and_concurrent() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    async fn connections_are_durable() {
+        let (db, store) = test_db::test_store().await;
+        match db.backend() {
+            Backend::Sqlite => assert_sqlite_settings(&store).await,
+            Backend::Postgres => {
+                assert_eq!(synchronous_commit(&store).await, "on");
+                // Even when the URL asks otherwise.
+                let off = format!("{}?options[synchronous_commit]=off", db.url());
+                let store = SqlStore::open(&off).await.unwrap();
+                assert_eq!(synchronous_commit(&store).await, "on");
+                let remote = format!("{}?options[synchronous_commit]=remote_apply", db.url());
+                let store = SqlStore::open(&remote).await.unwrap();
+                assert_eq!(synchronous_commit(&store).await, "remote_apply");
+            }
+        }
+    }
+
+    async fn synchronous_commit(store: &SqlStore) -> String {
+        let row = sqlx::query("SELECT current_setting('synchronous_commit') AS value")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        row.try_get("value").unwrap()
+    }
+
+    async fn assert_sqlite_settings(store: &SqlStore) {
         let mut conn = store.pool.acquire().await.unwrap();
         let mut pragma = async |name: &'static str| {
             let row = sqlx::raw_sql(name).fetch_one(&mut *conn).await.unwrap();

@@ -1,4 +1,4 @@
-//! The `Blocklists` contract on a real SQLite file.
+//! The `Blocklists` contract on a real database (SQLite, or PostgreSQL: see common/mod.rs).
 
 mod common;
 
@@ -14,14 +14,14 @@ fn jids(list: &[&str]) -> Vec<String> {
 
 #[tokio::test]
 async fn new_blocklist_is_empty() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     assert!(store.blocklist(U, D).await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn blocked_jids_are_listed_sorted() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     store
         .block(
@@ -48,7 +48,7 @@ async fn blocked_jids_are_listed_sorted() {
 
 #[tokio::test]
 async fn blocking_is_idempotent() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     store
         .block(U, D, &jids(&["tybalt@capulet.example"]))
@@ -76,7 +76,7 @@ async fn blocking_is_idempotent() {
 
 #[tokio::test]
 async fn unblock_removes_only_the_given_jids() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     store
         .block(
@@ -111,7 +111,7 @@ async fn unblock_removes_only_the_given_jids() {
 
 #[tokio::test]
 async fn unblock_all_empties_only_this_blocklist() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     account(&store, "romeo", D).await;
     store
@@ -134,11 +134,37 @@ async fn unblock_all_empties_only_this_blocklist() {
 
 #[tokio::test]
 async fn blocking_for_a_missing_account_is_not_found_and_stores_nothing() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     let err = store
         .block("ghost", D, &jids(&["a@example.org"]))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
     assert!(store.blocklist("ghost", D).await.unwrap().is_empty());
+}
+
+/// Two sessions blocking the same JIDs at once, in different orders, both succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn blocking_the_same_jids_at_once_in_any_order_succeeds() {
+    let (db, store) = temp_store().await;
+    account(&store, U, D).await;
+    let other = db.open().await;
+    for round in 0..20 {
+        let list: Vec<String> = (0..5)
+            .map(|i| format!("r{round}-{i}@spam.example"))
+            .collect();
+        let mut reversed = list.clone();
+        reversed.reverse();
+        let a = {
+            let (store, list) = (store.clone(), list.clone());
+            tokio::spawn(async move { store.block(U, D, &list).await })
+        };
+        let b = {
+            let other = other.clone();
+            tokio::spawn(async move { other.block(U, D, &reversed).await })
+        };
+        a.await.unwrap().unwrap();
+        b.await.unwrap().unwrap();
+    }
+    assert_eq!(store.blocklist(U, D).await.unwrap().len(), 100);
 }

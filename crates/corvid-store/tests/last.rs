@@ -1,4 +1,4 @@
-//! The `LastActivity` contract on a real SQLite file.
+//! The `LastActivity` contract on a real database (SQLite, or PostgreSQL: see common/mod.rs).
 
 mod common;
 
@@ -10,14 +10,14 @@ const D: &str = "capulet.example";
 
 #[tokio::test]
 async fn account_never_logged_out_has_no_last_activity() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     assert_eq!(store.last_logout(U, D).await.unwrap(), None);
 }
 
 #[tokio::test]
 async fn last_logout_round_trips_and_is_replaced() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     store
         .set_last_logout(U, D, 1_700_000_000, "Parting is such sweet sorrow ☾")
@@ -40,7 +40,7 @@ async fn last_logout_round_trips_and_is_replaced() {
 
 #[tokio::test]
 async fn last_activity_is_per_account() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     account(&store, "romeo", D).await;
     store.set_last_logout(U, D, 1, "j").await.unwrap();
@@ -58,7 +58,7 @@ async fn last_activity_is_per_account() {
 
 #[tokio::test]
 async fn set_for_missing_account_is_not_found() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     let err = store.set_last_logout("ghost", D, 1, "").await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
     assert_eq!(store.last_logout("ghost", D).await.unwrap(), None);
@@ -68,7 +68,7 @@ async fn set_for_missing_account_is_not_found() {
 /// outcome, and an unknown account in the batch fails alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_logouts_each_get_their_own_outcome() {
-    let (dir, store) = temp_store().await;
+    let (db, store) = temp_store().await;
     for i in 0..100 {
         account(&store, &format!("u{i}"), D).await;
     }
@@ -91,9 +91,7 @@ async fn concurrent_logouts_each_get_their_own_outcome() {
         }
     }
     store.close().await;
-    let store = corvid_store::SqlStore::open_in_dir(dir.path())
-        .await
-        .unwrap();
+    let store = db.open().await;
     for i in [0i64, 57, 99] {
         assert_eq!(
             store.last_logout(&format!("u{i}"), D).await.unwrap(),

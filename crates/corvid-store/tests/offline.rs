@@ -1,18 +1,18 @@
-//! The `Offline` contract on a real SQLite file.
+//! The `Offline` contract on a real database (SQLite, or PostgreSQL: see common/mod.rs).
 
 mod common;
 
-use common::{account, temp_store};
+use common::{TestDb, account, temp_store};
 use corvid_store::{Offline, OfflineMessage, SqlStore, StoreError};
 
 const U: &str = "juliet";
 const D: &str = "capulet.example";
 const QUOTA: usize = 100;
 
-async fn juliet() -> (tempfile::TempDir, SqlStore) {
-    let (dir, store) = temp_store().await;
+async fn juliet() -> (TestDb, SqlStore) {
+    let (db, store) = temp_store().await;
     account(&store, U, D).await;
-    (dir, store)
+    (db, store)
 }
 
 fn stanzas(messages: &[OfflineMessage]) -> Vec<&str> {
@@ -21,14 +21,14 @@ fn stanzas(messages: &[OfflineMessage]) -> Vec<&str> {
 
 #[tokio::test]
 async fn new_account_has_no_offline_messages() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     assert!(store.offline_messages(U, D).await.unwrap().is_empty());
     assert_eq!(store.count_offline(U, D).await.unwrap(), 0);
 }
 
 #[tokio::test]
 async fn messages_come_back_oldest_first_with_their_stamps() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     // Stamps are the caller's; the order is the order of storing, even if a clock stepped back.
     for (stanza, stamp) in [
         ("<message id='1'/>", 300),
@@ -60,7 +60,7 @@ async fn messages_come_back_oldest_first_with_their_stamps() {
 
 #[tokio::test]
 async fn quota_refuses_the_message_over_it() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     for i in 0..3 {
         store
             .store_offline(U, D, &format!("<message id='{i}'/>"), i, 3)
@@ -90,7 +90,7 @@ async fn quota_refuses_the_message_over_it() {
 
 #[tokio::test]
 async fn zero_quota_stores_nothing() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     let err = store
         .store_offline(U, D, "<message/>", 1, 0)
         .await
@@ -101,7 +101,7 @@ async fn zero_quota_stores_nothing() {
 
 #[tokio::test]
 async fn quota_counts_per_account() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     account(&store, "romeo", D).await;
     store.store_offline(U, D, "<message/>", 1, 1).await.unwrap();
     store
@@ -113,9 +113,9 @@ async fn quota_counts_per_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_stores_never_exceed_the_quota() {
-    let (dir, store) = juliet().await;
+    let (db, store) = juliet().await;
     // A second store on the same file stands for a second process.
-    let other = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let other = db.open().await;
     const LIMIT: usize = 10;
 
     let mut tasks = Vec::new();
@@ -144,13 +144,13 @@ async fn concurrent_stores_never_exceed_the_quota() {
     assert_eq!(store.count_offline(U, D).await.unwrap(), LIMIT);
     // Each store knows only the offline messages it wrote itself (or found when it opened):
     // one server owns its database. Opened again, a store sees them all.
-    let reopened = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let reopened = db.open().await;
     assert_eq!(reopened.offline_messages(U, D).await.unwrap().len(), LIMIT);
 }
 
 #[tokio::test]
 async fn delete_removes_exactly_the_given_ids() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     for i in 0..5 {
         store
             .store_offline(U, D, &format!("<message id='{i}'/>"), i, QUOTA)
@@ -186,7 +186,7 @@ async fn delete_removes_exactly_the_given_ids() {
 
 #[tokio::test]
 async fn delete_cannot_reach_another_accounts_messages() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     account(&store, "romeo", D).await;
     store
         .store_offline("romeo", D, "<message to='romeo'/>", 1, QUOTA)
@@ -200,7 +200,7 @@ async fn delete_cannot_reach_another_accounts_messages() {
 
 #[tokio::test]
 async fn ids_are_never_reused() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     store
         .store_offline(U, D, "<message id='a'/>", 1, QUOTA)
         .await
@@ -221,7 +221,7 @@ async fn ids_are_never_reused() {
 
 #[tokio::test]
 async fn storing_for_a_missing_account_is_not_found() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     let err = store
         .store_offline("ghost", D, "<message/>", 1, QUOTA)
         .await
@@ -232,7 +232,7 @@ async fn storing_for_a_missing_account_is_not_found() {
 
 #[tokio::test]
 async fn stored_messages_survive_reopening() {
-    let (dir, store) = juliet().await;
+    let (db, store) = juliet().await;
     store
         .store_offline(U, D, "<message id='kept'/>", 42, QUOTA)
         .await
@@ -240,6 +240,6 @@ async fn stored_messages_survive_reopening() {
     let before = store.offline_messages(U, D).await.unwrap();
     store.close().await;
 
-    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let store = db.open().await;
     assert_eq!(store.offline_messages(U, D).await.unwrap(), before);
 }

@@ -1,14 +1,13 @@
-//! Opening the store: URL forms, reopening, and several stores (processes) on one file.
+//! Opening the store: URL forms, reopening, and several stores (processes) on one database.
 
 mod common;
 
-use common::{account, account_data, creds, fill_account, pair, temp_store};
+use common::{TestDb, account, account_data, creds, fill_account, pair, temp_store};
 use corvid_store::{SqlStore, StoreError, Users};
 
 #[tokio::test]
 async fn reopening_keeps_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let (db, store) = temp_store().await;
     store
         .create_user("juliet", "capulet.example", &creds(1))
         .await
@@ -17,7 +16,7 @@ async fn reopening_keeps_data() {
 
     // Migrations already applied: reopening twice must neither fail nor touch the data.
     for _ in 0..2 {
-        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+        let store = db.open().await;
         assert_eq!(
             store
                 .credentials("juliet", "capulet.example")
@@ -31,14 +30,13 @@ async fn reopening_keeps_data() {
 
 #[tokio::test]
 async fn reopening_keeps_every_kind_of_account_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let (db, store) = temp_store().await;
     account(&store, "juliet", "capulet.example").await;
     fill_account(&store, "juliet", "capulet.example", "j").await;
     let before = account_data(&store, "juliet", "capulet.example").await;
     store.close().await;
 
-    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let store = db.open().await;
     assert_eq!(
         account_data(&store, "juliet", "capulet.example").await,
         before
@@ -47,7 +45,17 @@ async fn reopening_keeps_every_kind_of_account_data() {
 }
 
 #[tokio::test]
-async fn both_url_forms_open_the_same_file_and_create_it() {
+async fn both_spellings_of_the_url_open_the_same_database() {
+    let (db, a) = temp_store().await;
+    a.create_user("juliet", "capulet.example", &creds(1))
+        .await
+        .unwrap();
+    let b = SqlStore::open(&db.other_url_form()).await.unwrap();
+    assert!(b.user_exists("juliet", "capulet.example").await.unwrap());
+}
+
+#[tokio::test]
+async fn both_sqlite_url_forms_open_the_same_file_and_create_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.sqlite");
     let path = path.to_str().unwrap();
@@ -88,10 +96,10 @@ async fn unsupported_url_is_rejected() {
 }
 
 #[tokio::test]
-async fn two_stores_on_one_file_see_each_others_writes() {
-    // The server and `corvid user add` each open their own store on the same file.
-    let (dir, server) = temp_store().await;
-    let cli = SqlStore::open_in_dir(dir.path()).await.unwrap();
+async fn two_stores_on_one_database_see_each_others_writes() {
+    // The server and `corvid user add` each open their own store on the same database.
+    let (db, server) = temp_store().await;
+    let cli = db.open().await;
 
     cli.create_user("juliet", "capulet.example", &creds(1))
         .await
@@ -129,9 +137,9 @@ async fn two_stores_on_one_file_see_each_others_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writers_on_one_file_all_succeed() {
-    let (dir, server) = temp_store().await;
-    let cli = SqlStore::open_in_dir(dir.path()).await.unwrap();
+async fn concurrent_writers_on_one_database_all_succeed() {
+    let (db, server) = temp_store().await;
+    let cli = db.open().await;
 
     let mut tasks = Vec::new();
     for (name, store) in [("server", server.clone()), ("cli", cli.clone())] {
@@ -167,12 +175,10 @@ async fn concurrent_writers_on_one_file_all_succeed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_first_opens_of_a_new_file_both_succeed() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = tokio::join!(
-        SqlStore::open_in_dir(dir.path()),
-        SqlStore::open_in_dir(dir.path())
-    );
+async fn concurrent_first_opens_of_a_new_database_both_succeed() {
+    let db = TestDb::new().await;
+    let (url_a, url_b) = (db.url(), db.url());
+    let (a, b) = tokio::join!(SqlStore::open(&url_a), SqlStore::open(&url_b));
     let (a, b) = (a.unwrap(), b.unwrap());
     a.create_user("juliet", "capulet.example", &creds(1))
         .await

@@ -1,4 +1,4 @@
-//! The `PrivateXml` contract on a real SQLite file.
+//! The `PrivateXml` contract on a real database (SQLite, or PostgreSQL: see common/mod.rs).
 
 mod common;
 
@@ -12,14 +12,14 @@ const ROSTERNOTES: &str = "storage:rosternotes";
 
 #[tokio::test]
 async fn nothing_stored_reads_as_none() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     assert_eq!(store.private_xml(U, D, BOOKMARKS).await.unwrap(), None);
 }
 
 #[tokio::test]
 async fn each_namespace_keeps_its_own_element() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     let bookmarks = "<storage xmlns='storage:bookmarks'><conference jid='chapel@verona.example' name='Chapelle ⛪'/></storage>";
     let notes = "<storage xmlns='storage:rosternotes'/>";
@@ -50,7 +50,7 @@ async fn each_namespace_keeps_its_own_element() {
 
 #[tokio::test]
 async fn set_replaces_only_its_namespace() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     store
         .set_private_xml(U, D, BOOKMARKS, "<old/>")
@@ -81,7 +81,7 @@ async fn set_replaces_only_its_namespace() {
 
 #[tokio::test]
 async fn private_xml_is_per_account() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     account(&store, "romeo", D).await;
     store
@@ -105,7 +105,7 @@ async fn private_xml_is_per_account() {
 
 #[tokio::test]
 async fn set_for_missing_account_is_not_found() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     let err = store
         .set_private_xml("ghost", D, BOOKMARKS, "<x/>")
         .await

@@ -1,5 +1,6 @@
-//! The `PubSubStore` contract on a real SQLite file: nodes and their members, publication
-//! order, `max_items`, and XEP-0059 paging over a 1,000-item node.
+//! The `PubSubStore` contract on a real database (SQLite, or PostgreSQL: see common/mod.rs):
+//! nodes and their members, publication order, `max_items`, and XEP-0059 paging over a
+//! 1,000-item node.
 
 mod common;
 
@@ -69,7 +70,7 @@ async fn only_node(store: &SqlStore) -> StoredNode {
 
 #[tokio::test]
 async fn created_nodes_read_back_sorted_and_a_second_create_conflicts() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     assert!(store.pubsub_nodes(SERVICE).await.unwrap().is_empty());
     store.create_pubsub_node(&node("princely")).await.unwrap();
     store.create_pubsub_node(&node("balcony")).await.unwrap();
@@ -94,7 +95,7 @@ async fn created_nodes_read_back_sorted_and_a_second_create_conflicts() {
 
 #[tokio::test]
 async fn a_node_with_a_bad_affiliation_is_not_created_at_all() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     let mut bad = node("balcony");
     bad.affiliations.push(("x@y".to_owned(), "king".to_owned()));
     assert!(store.create_pubsub_node(&bad).await.is_err());
@@ -103,7 +104,7 @@ async fn a_node_with_a_bad_affiliation_is_not_created_at_all() {
 
 #[tokio::test]
 async fn config_is_replaced_and_a_missing_node_is_not_found() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     store.create_pubsub_node(&node("balcony")).await.unwrap();
     store
         .set_pubsub_node_config(SERVICE, "balcony", "<x>max_items=5</x>")
@@ -120,7 +121,7 @@ async fn config_is_replaced_and_a_missing_node_is_not_found() {
 
 #[tokio::test]
 async fn affiliations_are_set_changed_and_removed() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     let mut bare = node("balcony");
     bare.affiliations.clear();
     store.create_pubsub_node(&bare).await.unwrap();
@@ -169,7 +170,7 @@ async fn affiliations_are_set_changed_and_removed() {
 
 #[tokio::test]
 async fn subscriptions_are_set_replaced_and_removed_by_subid() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     store.create_pubsub_node(&node("balcony")).await.unwrap();
     let pending = StoredSubscription {
         state: "pending".to_owned(),
@@ -205,7 +206,7 @@ async fn subscriptions_are_set_replaced_and_removed_by_subid() {
 
 #[tokio::test]
 async fn items_come_newest_first_and_republishing_moves_an_item_to_the_front() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     store.create_pubsub_node(&node("balcony")).await.unwrap();
     for id in ["a", "b", "c"] {
         assert!(publish(&store, "balcony", id).await.is_empty());
@@ -246,7 +247,7 @@ async fn items_come_newest_first_and_republishing_moves_an_item_to_the_front() {
 
 #[tokio::test]
 async fn max_items_evicts_the_oldest_and_reports_them() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     store.create_pubsub_node(&node("balcony")).await.unwrap();
     for id in ["a", "b", "c", "d"] {
         publish(&store, "balcony", id).await;
@@ -274,7 +275,7 @@ async fn max_items_evicts_the_oldest_and_reports_them() {
 
 #[tokio::test]
 async fn retract_and_purge_remove_items_but_keep_the_node() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     store.create_pubsub_node(&node("balcony")).await.unwrap();
     for id in ["a", "b", "c"] {
         publish(&store, "balcony", id).await;
@@ -306,7 +307,7 @@ async fn retract_and_purge_remove_items_but_keep_the_node() {
 
 #[tokio::test]
 async fn a_deleted_node_takes_everything_with_it() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     store.create_pubsub_node(&node("balcony")).await.unwrap();
     store.create_pubsub_node(&node("princely")).await.unwrap();
     publish(&store, "balcony", "a").await;
@@ -344,7 +345,7 @@ async fn thousand_items(store: &SqlStore) -> Vec<String> {
 
 #[tokio::test]
 async fn paging_forward_with_after_returns_every_item_once_in_order() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     let newest_first = thousand_items(&store).await;
     let mut seen = Vec::new();
     let mut after = None;
@@ -373,7 +374,7 @@ async fn paging_forward_with_after_returns_every_item_once_in_order() {
 
 #[tokio::test]
 async fn paging_backward_with_before_starts_at_the_oldest_page() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     let newest_first = thousand_items(&store).await;
     let mut pages = Vec::new();
     let mut before = Some(String::new());
@@ -408,7 +409,7 @@ async fn paging_backward_with_before_starts_at_the_oldest_page() {
 
 #[tokio::test]
 async fn unknown_anchors_are_not_found_and_ids_filter_selects() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     store.create_pubsub_node(&node("balcony")).await.unwrap();
     for id in ["a", "b", "c", "d"] {
         publish(&store, "balcony", id).await;
@@ -444,7 +445,7 @@ async fn unknown_anchors_are_not_found_and_ids_filter_selects() {
 
 #[tokio::test]
 async fn item_totals_and_deletion_are_per_service() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     let pep = "juliet@capulet.example";
     for service in [SERVICE, pep] {
         for name in ["one", "two"] {
@@ -471,7 +472,7 @@ async fn item_totals_and_deletion_are_per_service() {
 
 #[tokio::test]
 async fn deleting_an_account_deletes_its_pep_service_only() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, "juliet", "capulet.example").await;
     account(&store, "romeo", "capulet.example").await;
     for service in ["juliet@capulet.example", "romeo@capulet.example", SERVICE] {
@@ -509,12 +510,12 @@ async fn deleting_an_account_deletes_its_pep_service_only() {
 
 #[tokio::test]
 async fn nodes_and_items_survive_reopening_the_file() {
-    let (dir, store) = temp_store().await;
+    let (db, store) = temp_store().await;
     store.create_pubsub_node(&node("balcony")).await.unwrap();
     publish(&store, "balcony", "a").await;
     publish(&store, "balcony", "b").await;
     store.close().await;
-    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let store = db.open().await;
     assert_eq!(only_node(&store).await, node("balcony"));
     assert_eq!(
         ids(&items(&store, "balcony", ItemQuery::default()).await),
@@ -530,7 +531,7 @@ async fn nodes_and_items_survive_reopening_the_file() {
 
 #[tokio::test]
 async fn concurrent_publishes_to_one_node_all_land_in_distinct_places() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     store.create_pubsub_node(&node("balcony")).await.unwrap();
     let tasks: Vec<_> = (0..20)
         .map(|i| {
@@ -566,5 +567,53 @@ async fn concurrent_publishes_to_one_node_all_land_in_distinct_places() {
         .await;
         assert_eq!(page.items.len(), 1);
         after = Some(page.items[0].id.clone());
+    }
+}
+
+/// Publishing to a node, and changing its members, while the node is deleted: each either
+/// lands before the deletion, and goes with the node, or finds the node gone; the deletion
+/// never fails, and nothing of the node is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_racing_the_deletion_of_their_node_land_before_it_or_find_it_gone() {
+    let (db, store) = temp_store().await;
+    let other = db.open().await;
+    for round in 0..10 {
+        store.create_pubsub_node(&node("balcony")).await.unwrap();
+        let mut writes = Vec::new();
+        for i in 0..4 {
+            let other = other.clone();
+            writes.push(tokio::spawn(async move {
+                let id = format!("r{round}-{i}");
+                other
+                    .publish_pubsub_item(SERVICE, "balcony", &item(&id), Some(3))
+                    .await?;
+                other
+                    .set_pubsub_affiliation(SERVICE, "balcony", &format!("{id}@x"), Some("member"))
+                    .await?;
+                other
+                    .set_pubsub_subscription(SERVICE, "balcony", &subscription(&id, "s"))
+                    .await
+            }));
+        }
+        let deleted = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                // Every other round, the whole service goes (as with an account's PEP).
+                if round % 2 == 0 {
+                    store.delete_pubsub_node(SERVICE, "balcony").await
+                } else {
+                    store.delete_pubsub_service(SERVICE).await
+                }
+            })
+        };
+        for write in writes {
+            match write.await.unwrap() {
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => panic!("round {round}: a write failed otherwise: {e:?}"),
+            }
+        }
+        deleted.await.unwrap().unwrap();
+        assert!(store.pubsub_nodes(SERVICE).await.unwrap().is_empty());
+        assert_eq!(store.pubsub_item_total(SERVICE).await.unwrap(), 0);
     }
 }

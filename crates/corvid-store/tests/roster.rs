@@ -1,17 +1,17 @@
-//! The `Rosters` contract on a real SQLite file.
+//! The `Rosters` contract on a real database (SQLite, or PostgreSQL: see common/mod.rs).
 
 mod common;
 
-use common::{account, item, temp_store};
+use common::{TestDb, account, item, temp_store};
 use corvid_store::{RosterItem, Rosters, SqlStore, StoreError, Subscription};
 
 const U: &str = "juliet";
 const D: &str = "capulet.example";
 
-async fn juliet() -> (tempfile::TempDir, SqlStore) {
-    let (dir, store) = temp_store().await;
+async fn juliet() -> (TestDb, SqlStore) {
+    let (db, store) = temp_store().await;
     account(&store, U, D).await;
-    (dir, store)
+    (db, store)
 }
 
 /// An item with every field set to a non-default value.
@@ -31,7 +31,7 @@ fn full_item(jid: &str) -> RosterItem {
 
 #[tokio::test]
 async fn new_account_has_an_empty_roster_at_version_0() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     assert_eq!(store.roster(U, D).await.unwrap(), (0, vec![]));
     assert_eq!(store.roster_version(U, D).await.unwrap(), 0);
     assert_eq!(
@@ -59,7 +59,7 @@ async fn new_account_has_an_empty_roster_at_version_0() {
 
 #[tokio::test]
 async fn stored_item_round_trips_every_field() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     let romeo = full_item("romeo@montague.example");
     let version = store.put_roster_item(U, D, &romeo).await.unwrap();
 
@@ -73,7 +73,7 @@ async fn stored_item_round_trips_every_field() {
 
 #[tokio::test]
 async fn every_subscription_state_round_trips() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     for (i, subscription) in [
         Subscription::None,
         Subscription::To,
@@ -97,7 +97,7 @@ async fn every_subscription_state_round_trips() {
 
 #[tokio::test]
 async fn groups_round_trip_in_order_whatever_their_characters() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     let groups = vec![
         "Ünïcødé 家族 🌹".to_owned(),
         "with\nnewline".to_owned(),
@@ -118,7 +118,7 @@ async fn groups_round_trip_in_order_whatever_their_characters() {
 
 #[tokio::test]
 async fn put_replaces_the_whole_item() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     store
         .put_roster_item(U, D, &full_item("romeo@montague.example"))
         .await
@@ -144,7 +144,7 @@ async fn put_replaces_the_whole_item() {
 
 #[tokio::test]
 async fn every_change_bumps_the_version_and_reads_do_not() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     let romeo = item("romeo@montague.example");
     let nurse = item("nurse@capulet.example");
 
@@ -167,7 +167,7 @@ async fn every_change_bumps_the_version_and_reads_do_not() {
 
 #[tokio::test]
 async fn removing_an_absent_item_changes_nothing() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     store
         .put_roster_item(U, D, &item("romeo@montague.example"))
         .await
@@ -185,7 +185,7 @@ async fn removing_an_absent_item_changes_nothing() {
 
 #[tokio::test]
 async fn removed_item_is_gone_with_its_groups() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     let romeo = full_item("romeo@montague.example");
     store.put_roster_item(U, D, &romeo).await.unwrap();
 
@@ -206,7 +206,7 @@ async fn removed_item_is_gone_with_its_groups() {
 
 #[tokio::test]
 async fn hidden_items_are_not_in_the_roster_but_are_stored() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     let stranger = RosterItem {
         jid: "stranger@elsewhere.example".to_owned(),
         pending_in: true,
@@ -227,7 +227,7 @@ async fn hidden_items_are_not_in_the_roster_but_are_stored() {
 
 #[tokio::test]
 async fn roster_is_sorted_by_jid_bytewise() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     for jid in [
         "romeo@montague.example",
         "benvolio@montague.example",
@@ -260,7 +260,7 @@ async fn roster_is_sorted_by_jid_bytewise() {
 
 #[tokio::test]
 async fn pending_requests_are_those_with_pending_in_and_a_stanza() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     let with_stanza = |jid: &str, pending_in: bool| RosterItem {
         pending_in,
         pending_in_stanza: Some(format!("<presence from='{jid}' type='subscribe'/>")),
@@ -306,7 +306,7 @@ async fn pending_requests_are_those_with_pending_in_and_a_stanza() {
 
 #[tokio::test]
 async fn contacts_with_subscription_exclude_none() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     let with = |jid: &str, subscription| RosterItem {
         subscription,
         groups: vec![format!("g-{jid}")],
@@ -332,7 +332,7 @@ async fn contacts_with_subscription_exclude_none() {
 
 #[tokio::test]
 async fn rosters_and_versions_are_per_account() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     account(&store, U, "other.example").await;
     account(&store, "romeo", D).await;
     let contact = full_item("tybalt@capulet.example");
@@ -369,7 +369,7 @@ async fn rosters_and_versions_are_per_account() {
 
 #[tokio::test]
 async fn writes_for_a_missing_account_are_not_found() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     let err = store
         .put_roster_item("ghost", D, &item("romeo@montague.example"))
         .await
@@ -380,7 +380,7 @@ async fn writes_for_a_missing_account_are_not_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_changes_each_get_their_own_version() {
-    let (_dir, store) = juliet().await;
+    let (_db, store) = juliet().await;
     let mut tasks = Vec::new();
     for i in 0..30 {
         let store = store.clone();
@@ -399,4 +399,35 @@ async fn concurrent_changes_each_get_their_own_version() {
     assert_eq!(versions, (1..=30).collect::<Vec<i64>>());
     let (version, items) = store.roster(U, D).await.unwrap();
     assert_eq!((version, items.len()), (30, 30));
+}
+
+/// Changing and removing one contact at once: the item ends up whole (with all its groups)
+/// or gone, neither side fails, and each change has a version of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changing_and_removing_a_contact_at_once_leaves_it_whole_or_gone() {
+    let (db, store) = juliet().await;
+    let other = db.open().await;
+    let contact = "romeo@montague.example";
+    let mut grouped = item(contact);
+    grouped.groups = vec!["Friends".into(), "Verona".into(), "Montagues".into()];
+    for _ in 0..20 {
+        store.put_roster_item(U, D, &grouped).await.unwrap();
+        let put = {
+            let (other, grouped) = (other.clone(), grouped.clone());
+            tokio::spawn(async move { other.put_roster_item(U, D, &grouped).await })
+        };
+        let removed = {
+            let store = store.clone();
+            tokio::spawn(async move { store.remove_roster_item(U, D, contact).await })
+        };
+        let put = put.await.unwrap().unwrap();
+        let removed = removed.await.unwrap().unwrap();
+        assert_ne!(Some(put), removed);
+        let fresh = db.open().await;
+        let left = fresh.roster_item(U, D, contact).await.unwrap();
+        assert!(
+            left.is_none() || left.as_ref() == Some(&grouped),
+            "{left:?}"
+        );
+    }
 }

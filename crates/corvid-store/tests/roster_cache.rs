@@ -25,7 +25,7 @@ async fn contacts(store: &SqlStore) -> Vec<(String, Subscription)> {
 
 #[tokio::test]
 async fn a_put_is_seen_by_the_next_read() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     assert!(contacts(&store).await.is_empty()); // cached: no contacts
     assert_eq!(
@@ -71,7 +71,7 @@ async fn a_put_is_seen_by_the_next_read() {
 
 #[tokio::test]
 async fn a_removal_is_seen_by_the_next_read() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     store
         .put_roster_item(U, D, &with(ROMEO, Subscription::To))
@@ -88,7 +88,7 @@ async fn a_removal_is_seen_by_the_next_read() {
 
 #[tokio::test]
 async fn deleting_the_account_forgets_its_contacts() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     store
         .put_roster_item(U, D, &with(ROMEO, Subscription::Both))
@@ -102,7 +102,7 @@ async fn deleting_the_account_forgets_its_contacts() {
 
 #[tokio::test]
 async fn other_accounts_are_not_affected() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     account(&store, "nurse", D).await;
     store
@@ -129,11 +129,11 @@ async fn other_accounts_are_not_affected() {
 
 #[tokio::test]
 async fn another_process_writes_are_seen_once_forgotten() {
-    let (dir, server) = temp_store().await;
+    let (db, server) = temp_store().await;
     account(&server, U, D).await;
     assert!(contacts(&server).await.is_empty());
     // e.g. `corvid user` on the same database file while the server runs.
-    let other = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let other = db.open().await;
     other
         .put_roster_item(U, D, &with(ROMEO, Subscription::Both))
         .await

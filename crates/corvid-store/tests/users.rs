@@ -1,4 +1,4 @@
-//! The `Users` contract on a real SQLite file.
+//! The `Users` contract on a real database (SQLite, or PostgreSQL: see common/mod.rs).
 
 mod common;
 
@@ -7,7 +7,7 @@ use corvid_store::{Offline, Rosters, StoreError, Users};
 
 #[tokio::test]
 async fn created_user_has_its_credentials() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     store
         .create_user("juliet", "capulet.example", &creds(1))
         .await
@@ -30,7 +30,7 @@ async fn created_user_has_its_credentials() {
 
 #[tokio::test]
 async fn unknown_user_has_no_credentials() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     assert!(
         !store
             .user_exists("romeo", "montague.example")
@@ -48,7 +48,7 @@ async fn unknown_user_has_no_credentials() {
 
 #[tokio::test]
 async fn extreme_credentials_round_trip() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     let mut c = creds(7);
     c.iterations = u32::MAX;
     c.salt = (0..=255).collect();
@@ -64,7 +64,7 @@ async fn extreme_credentials_round_trip() {
 
 #[tokio::test]
 async fn duplicate_create_is_conflict_and_keeps_original() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     store
         .create_user("juliet", "capulet.example", &creds(1))
         .await
@@ -86,7 +86,7 @@ async fn duplicate_create_is_conflict_and_keeps_original() {
 
 #[tokio::test]
 async fn same_username_in_two_domains_are_separate_accounts() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     store
         .create_user("admin", "a.example", &creds(1))
         .await
@@ -110,7 +110,7 @@ async fn same_username_in_two_domains_are_separate_accounts() {
 
 #[tokio::test]
 async fn set_credentials_replaces_them() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     store
         .create_user("juliet", "capulet.example", &creds(1))
         .await
@@ -131,7 +131,7 @@ async fn set_credentials_replaces_them() {
 
 #[tokio::test]
 async fn set_credentials_of_missing_user_is_not_found() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     let err = store
         .set_credentials("ghost", "capulet.example", &creds(1))
         .await
@@ -142,7 +142,7 @@ async fn set_credentials_of_missing_user_is_not_found() {
 
 #[tokio::test]
 async fn deleted_user_is_gone_and_can_be_recreated() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     store
         .create_user("juliet", "capulet.example", &creds(1))
         .await
@@ -182,7 +182,7 @@ async fn deleted_user_is_gone_and_can_be_recreated() {
 
 #[tokio::test]
 async fn delete_missing_user_is_not_found() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     let err = store
         .delete_user("ghost", "capulet.example")
         .await
@@ -192,7 +192,7 @@ async fn delete_missing_user_is_not_found() {
 
 #[tokio::test]
 async fn list_users_is_sorted_by_domain_then_username() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     for (user, domain) in [
         ("romeo", "montague.example"),
         ("tybalt", "capulet.example"),
@@ -217,7 +217,7 @@ async fn list_users_is_sorted_by_domain_then_username() {
 
 #[tokio::test]
 async fn list_users_filters_by_domain() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     store
         .create_user("romeo", "montague.example", &creds(1))
         .await
@@ -249,7 +249,7 @@ async fn list_users_filters_by_domain() {
 
 #[tokio::test]
 async fn delete_user_removes_all_its_data_and_only_its_data() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, "juliet", "capulet.example").await;
     account(&store, "romeo", "montague.example").await;
     fill_account(&store, "juliet", "capulet.example", "j").await;
@@ -288,7 +288,7 @@ async fn delete_user_removes_all_its_data_and_only_its_data() {
 
 #[tokio::test]
 async fn delete_missing_user_keeps_other_data() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, "romeo", "montague.example").await;
     fill_account(&store, "romeo", "montague.example", "r").await;
     let before = account_data(&store, "romeo", "montague.example").await;
@@ -307,7 +307,7 @@ async fn delete_missing_user_keeps_other_data() {
 
 #[tokio::test]
 async fn data_for_a_missing_account_is_refused() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     // An account deleted while a session still writes for it must not leave rows behind
     // for a future account of the same name.
     let err = store
@@ -324,4 +324,57 @@ async fn data_for_a_missing_account_is_refused() {
         account_data(&store, "ghost", "capulet.example").await,
         AccountData::default()
     );
+}
+
+/// Writes racing the deletion of their account (a session still busy while an admin removes
+/// the account) either land before it, and go with the account, or fail as on a missing
+/// account; nothing else fails, and nothing is left for a later account of the same name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_racing_the_deletion_of_their_account_land_before_it_or_find_it_gone() {
+    use corvid_store::{Blocklists, LastActivity, PrivateXml, VCards};
+    const D: &str = "capulet.example";
+    let (db, store) = temp_store().await;
+    // The deletion comes from another process, as `corvid user remove` does.
+    let admin = db.open().await;
+    for round in 0..8 {
+        let user = format!("juliet{round}");
+        account(&store, &user, D).await;
+        let mut writes = Vec::new();
+        for i in 0..6 {
+            let (store, user) = (store.clone(), user.clone());
+            writes.push(tokio::spawn(async move {
+                let contact = format!("c{i}@montague.example");
+                store
+                    .put_roster_item(&user, D, &common::item(&contact))
+                    .await?;
+                store.store_offline(&user, D, "<message/>", i, 100).await?;
+                store.set_vcard(&user, D, "<vCard/>", Some("h")).await?;
+                store.set_private_xml(&user, D, "ns", "<x/>").await?;
+                store.block(&user, D, &[contact]).await?;
+                store.set_last_logout(&user, D, i, "gone").await?;
+                store
+                    .remove_roster_item(&user, D, "c0@montague.example")
+                    .await?;
+                Ok::<_, StoreError>(())
+            }));
+        }
+        let deleted = {
+            let (admin, user) = (admin.clone(), user.clone());
+            tokio::spawn(async move { admin.delete_user(&user, D).await })
+        };
+        for write in writes {
+            match write.await.unwrap() {
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => panic!("round {round}: a write failed otherwise: {e:?}"),
+            }
+        }
+        deleted.await.unwrap().unwrap();
+        // Read by a store that has cached nothing.
+        let fresh = db.open().await;
+        assert_eq!(
+            account_data(&fresh, &user, D).await,
+            AccountData::default(),
+            "round {round}"
+        );
+    }
 }

@@ -1,4 +1,4 @@
-//! The `VCards` contract on a real SQLite file.
+//! The `VCards` contract on a real database (SQLite, or PostgreSQL: see common/mod.rs).
 
 mod common;
 
@@ -10,7 +10,7 @@ const D: &str = "capulet.example";
 
 #[tokio::test]
 async fn account_without_vcard_has_none() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     assert_eq!(store.vcard(U, D).await.unwrap(), None);
     assert_eq!(store.photo_hash(U, D).await.unwrap(), None);
@@ -18,7 +18,7 @@ async fn account_without_vcard_has_none() {
 
 #[tokio::test]
 async fn vcard_and_photo_hash_round_trip() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     let xml = "<vCard xmlns='vcard-temp'><FN>Juliet Capulet ♥</FN><PHOTO/></vCard>";
     let hash = "sha1:01b87fcd030b72895ff8e88db57ec525450f000d";
@@ -30,7 +30,7 @@ async fn vcard_and_photo_hash_round_trip() {
 
 #[tokio::test]
 async fn set_vcard_replaces_vcard_and_hash() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     store
         .set_vcard(U, D, "<vCard><PHOTO/></vCard>", Some("old"))
@@ -56,7 +56,7 @@ async fn set_vcard_replaces_vcard_and_hash() {
 
 #[tokio::test]
 async fn vcards_are_per_account() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     account(&store, U, D).await;
     account(&store, "romeo", D).await;
     account(&store, U, "other.example").await;
@@ -82,7 +82,7 @@ async fn vcards_are_per_account() {
 
 #[tokio::test]
 async fn set_vcard_of_missing_account_is_not_found() {
-    let (_dir, store) = temp_store().await;
+    let (_db, store) = temp_store().await;
     let err = store
         .set_vcard("ghost", D, "<vCard/>", None)
         .await
@@ -93,7 +93,7 @@ async fn set_vcard_of_missing_account_is_not_found() {
 
 #[tokio::test]
 async fn photo_hash_survives_reopening_and_removal_is_seen() {
-    let (dir, store) = temp_store().await;
+    let (db, store) = temp_store().await;
     account(&store, U, D).await;
     account(&store, "romeo", D).await;
     store
@@ -106,9 +106,7 @@ async fn photo_hash_survives_reopening_and_removal_is_seen() {
         .unwrap();
     store.close().await;
 
-    let store = corvid_store::SqlStore::open_in_dir(dir.path())
-        .await
-        .unwrap();
+    let store = db.open().await;
     assert_eq!(store.photo_hash(U, D).await.unwrap().as_deref(), Some("h1"));
     assert_eq!(store.photo_hash("romeo", D).await.unwrap(), None);
     // The photo removed, then set again: each answer follows the last write.

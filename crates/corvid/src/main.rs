@@ -1,6 +1,7 @@
 //! `corvid`: the server binary. `corvid serve` runs the server; `corvid user …` manages
 //! accounts directly in the store, `corvid token …` the admin API's tokens in the data
-//! directory (both work whether or not the server is running).
+//! directory (both work whether or not the server is running); `corvid migrate` copies a
+//! store into another database (SQLite to PostgreSQL or back).
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -41,6 +42,21 @@ enum Command {
     /// The cluster this node belongs to (`[cluster]`), as its Redis registry says.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Copy everything stored from one database into another (SQLite to PostgreSQL or
+    /// back), all or nothing, then check every table's row count. Stop the server first.
+    Migrate {
+        /// The database to copy: `sqlite:PATH` (which must exist) or
+        /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`.
+        #[arg(long)]
+        from: String,
+        /// The database to copy into (its tables are created; a PostgreSQL database must
+        /// exist). Refused if it holds any data, unless --force.
+        #[arg(long)]
+        to: String,
+        /// Delete what the destination holds, in the same transaction as the copy.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -130,6 +146,55 @@ fn run(cli: Cli) -> Result<()> {
         Command::S2s(S2sCommand::List) => runtime.block_on(live(&config, "s2s")),
         Command::Token(cmd) => token(&config, cmd),
         Command::Cluster(ClusterCommand::Status) => runtime.block_on(cluster_status(&config)),
+        Command::Migrate { from, to, force } => runtime.block_on(migrate(&from, &to, force)),
+    }
+}
+
+/// `corvid migrate`: copies the store at `from` into the one at `to`, printing each table's
+/// rows as it is copied.
+async fn migrate(from: &str, to: &str, force: bool) -> Result<()> {
+    if from == to {
+        bail!("--from and --to name the same database");
+    }
+    let source = SqlStore::open(&existing_sqlite(from))
+        .await
+        .context("cannot open the database to copy (--from)")?;
+    let dest = SqlStore::open(to)
+        .await
+        .context("cannot open the database to copy into (--to)")?;
+    let copied = source
+        .copy_to(&dest, force, |table| {
+            println!("{}\t{}", table.table, table.rows);
+        })
+        .await;
+    source.close().await;
+    dest.close().await;
+    let copied = copied.map_err(|e| match e {
+        corvid_store::StoreError::NotEmpty(table) => anyhow::anyhow!(
+            "the destination already holds data (table {table}); --force replaces it"
+        ),
+        e => anyhow::Error::new(e).context("the copy failed; the destination is unchanged"),
+    })?;
+    let rows: u64 = copied.iter().map(|table| table.rows).sum();
+    eprintln!(
+        "copied {rows} rows in {} tables; every table's count checked",
+        copied.len()
+    );
+    Ok(())
+}
+
+/// A SQLite URL that opens the file only if it exists (`mode=rw`; the store creates missing
+/// files otherwise): a mistyped source path must fail, not copy an empty new file.
+fn existing_sqlite(url: &str) -> String {
+    if !url.starts_with("sqlite:") {
+        return url.to_owned();
+    }
+    match url.split_once('?') {
+        None => format!("{url}?mode=rw"),
+        Some((_, query)) if query.split('&').any(|pair| pair.starts_with("mode=")) => {
+            url.to_owned()
+        }
+        Some(_) => format!("{url}&mode=rw"),
     }
 }
 
@@ -333,4 +398,62 @@ fn password_from(flag: Option<String>, prompt: &str) -> Result<String> {
         bail!("the password must not be empty");
     }
     Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corvid_store::Users;
+
+    #[test]
+    fn a_sqlite_source_is_opened_only_if_it_exists() {
+        assert_eq!(existing_sqlite("sqlite:a.db"), "sqlite:a.db?mode=rw");
+        assert_eq!(
+            existing_sqlite("sqlite:a.db?cache=shared"),
+            "sqlite:a.db?cache=shared&mode=rw"
+        );
+        assert_eq!(
+            existing_sqlite("sqlite:a.db?mode=ro"),
+            "sqlite:a.db?mode=ro"
+        );
+        assert_eq!(existing_sqlite("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[tokio::test]
+    async fn migrate_copies_once_then_only_with_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = |name: &str| format!("sqlite:{}", dir.path().join(name).display());
+        let (from, to) = (url("from.sqlite"), url("to.sqlite"));
+        assert!(migrate(&from, &to, false).await.is_err(), "no source file");
+        assert!(!dir.path().join("from.sqlite").exists());
+
+        let source = SqlStore::open(&from).await.unwrap();
+        let keys = |len| corvid_proto::sasl::ScramKeys {
+            stored_key: vec![1; len],
+            server_key: vec![2; len],
+        };
+        let creds = corvid_proto::sasl::Credentials {
+            salt: vec![3; 16],
+            iterations: 4096,
+            sha1: keys(20),
+            sha256: keys(32),
+        };
+        source
+            .create_user("alice", "localhost", &creds)
+            .await
+            .unwrap();
+        source.close().await;
+
+        migrate(&from, &to, false).await.unwrap();
+        let copy = SqlStore::open(&to).await.unwrap();
+        assert_eq!(
+            copy.credentials("alice", "localhost").await.unwrap(),
+            Some(creds)
+        );
+        copy.close().await;
+        let again = migrate(&from, &to, false).await.unwrap_err();
+        assert!(format!("{again:#}").contains("--force"), "{again:#}");
+        migrate(&from, &to, true).await.unwrap();
+        assert!(migrate(&from, &from, true).await.is_err());
+    }
 }

@@ -115,7 +115,7 @@ impl Archive for SqlStore {
         query: &ArchiveQuery,
     ) -> Result<ArchivePage, StoreError> {
         // One read transaction: anchors and page come from the same snapshot.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_read().await?;
         let page = read_page(&mut tx, archive, query).await?;
         tx.commit().await?;
         Ok(page)
@@ -125,7 +125,7 @@ impl Archive for SqlStore {
         &self,
         archive: &str,
     ) -> Result<Option<(ArchivedMessage, ArchivedMessage)>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_read().await?;
         let whole = SeqRange {
             after: i64::MIN,
             before: i64::MAX,

@@ -21,6 +21,8 @@
 //! small cache the other connections keep, those inserts would read pages back from the OS
 //! again and again. WAL checkpoints run on the committing connection, so they run here too,
 //! less often than SQLite's default so that a page written by many batches is copied once.
+//! (That is SQLite's; PostgreSQL's buffers and checkpoints are the server's, shared by every
+//! connection, so there the writer's connection is an ordinary one.)
 //!
 //! Failures: a batch that fails is retried a few times (a lock held by another process, a
 //! transient I/O error); retrying is harmless, as a message already stored is ignored by its
@@ -319,6 +321,8 @@ async fn tune(conn: &mut AnyConnection, backend: Backend) -> Result<(), sqlx::Er
                     .await?;
             }
         }
+        // The server's caches are shared by every connection: nothing to tune per connection.
+        Backend::Postgres => {}
     }
     Ok(())
 }
@@ -330,7 +334,7 @@ async fn tune(conn: &mut AnyConnection, backend: Backend) -> Result<(), sqlx::Er
 /// the statement fail halfway, so SQLite keeps no statement journal for it, and anonymous
 /// `?` parameters bind by position (numbered `$n` ones are looked up by name, a walk of the
 /// statement's parameter list each, which for hundreds of them cost more than the inserts' own
-/// B-tree work).
+/// B-tree work). PostgreSQL's is `INSERT … VALUES ($1, …), … ON CONFLICT DO NOTHING`.
 fn insert_statement(backend: Backend, rows: usize) -> String {
     match backend {
         Backend::Sqlite => {
@@ -346,11 +350,29 @@ fn insert_statement(backend: Backend, rows: usize) -> String {
             }
             sql
         }
+        Backend::Postgres => {
+            let mut sql = String::from(
+                "INSERT INTO archive_messages (seq, archive, with_bare, with_full, stanza) VALUES ",
+            );
+            for row in 0..rows {
+                if row > 0 {
+                    sql.push_str(", ");
+                }
+                let first = row * 5 + 1;
+                let params: Vec<String> = (first..first + 5).map(|n| format!("${n}")).collect();
+                sql.push('(');
+                sql.push_str(&params.join(", "));
+                sql.push(')');
+            }
+            sql.push_str(" ON CONFLICT DO NOTHING");
+            sql
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::sql::test_db::test_store;
     use crate::{Archive, ArchiveEntry, ArchiveQuery, SqlStore, archive_id};
 
     /// A new entry for `archive`, numbered by the store; its id.
@@ -383,8 +405,7 @@ mod tests {
     async fn concurrent_appends_are_all_durable_after_sync_and_share_transactions() {
         const TASKS: usize = 50;
         const EACH: usize = 200;
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+        let (db, store) = test_store().await;
         let before = store.archive.progress().committed_batches;
         let mut tasks = Vec::new();
         for task in 0..TASKS {
@@ -407,7 +428,7 @@ mod tests {
         let batches = store.archive.progress().committed_batches - before;
 
         // Read back through a second store on the same file: what is on disk, not in memory.
-        let reader = SqlStore::open_in_dir(dir.path()).await.unwrap();
+        let reader = db.open().await;
         let mut total = 0;
         for archive in 0..5 {
             let ids = archived_ids(&reader, &format!("user{archive}@example.org")).await;
@@ -429,8 +450,7 @@ mod tests {
     /// returns, its message is readable by anyone, whatever else is still queued.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_sync_covers_its_own_callers_messages_amid_other_appends() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+        let (_db, store) = test_store().await;
         let mut tasks = Vec::new();
         for task in 0..20 {
             let store = store.clone();
@@ -456,8 +476,7 @@ mod tests {
 
     #[tokio::test]
     async fn sync_with_nothing_queued_returns_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+        let (_db, store) = test_store().await;
         store.archive_sync().await.unwrap();
         let id = append(&store, "a@example.org").await;
         store.archive_sync().await.unwrap();
@@ -469,8 +488,7 @@ mod tests {
     /// Once the database is writable again, new messages are archived and synced as before.
     #[tokio::test]
     async fn a_batch_that_cannot_be_written_fails_the_sync_waiting_for_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+        let (_db, store) = test_store().await;
         sqlx::query("ALTER TABLE archive_messages RENAME TO archive_messages_away")
             .execute(&store.pool)
             .await

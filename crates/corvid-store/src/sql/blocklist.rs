@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::SqlStore;
+use super::locks::{self, Lock};
 use crate::{Blocklists, StoreError};
 
 #[async_trait]
@@ -21,6 +22,7 @@ impl Blocklists for SqlStore {
 
     async fn block(&self, username: &str, domain: &str, jids: &[String]) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
+        locks::account(&mut tx, self.backend, Lock::Change, username, domain).await?;
         for jid in jids {
             sqlx::query(
                 "INSERT INTO blocklist (domain, username, jid) VALUES ($1, $2, $3)
@@ -48,6 +50,7 @@ impl Blocklists for SqlStore {
         jids: &[String],
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
+        locks::account(&mut tx, self.backend, Lock::Change, username, domain).await?;
         for jid in jids {
             sqlx::query("DELETE FROM blocklist WHERE domain = $1 AND username = $2 AND jid = $3")
                 .bind(domain)

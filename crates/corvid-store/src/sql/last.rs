@@ -20,6 +20,27 @@ const BATCH: usize = 512;
 /// Logouts waiting for the writer, at most; callers wait for room beyond that.
 const QUEUE: usize = 4096;
 
+/// Writes one logout, only for an existing account: a row for a missing one would fail the
+/// foreign key and with it the whole batch.
+macro_rules! upsert_logout {
+    ($lock:literal) => {
+        concat!(
+            "INSERT INTO last_activity (domain, username, logout_secs, status)
+             SELECT $1, $2, $3, $4
+             WHERE EXISTS (SELECT 1 FROM users WHERE domain = $1 AND username = $2",
+            $lock,
+            ")
+             ON CONFLICT (domain, username) DO UPDATE SET
+                logout_secs = excluded.logout_secs, status = excluded.status"
+        )
+    };
+}
+const UPSERT_LOGOUT_SQLITE: &str = upsert_logout!("");
+/// PostgreSQL checks the account under a lock: an account being deleted is waited for and
+/// then found missing, where a plain check would see it, and the insert's foreign key check
+/// would then fail the batch (see `locks.rs`).
+const UPSERT_LOGOUT_POSTGRES: &str = upsert_logout!(" FOR KEY SHARE");
+
 struct Logout {
     username: String,
     domain: String,
@@ -68,26 +89,29 @@ async fn write_batch(
         Ok(tx) => tx,
         Err(e) => return failed_all(e),
     };
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for logout in batch {
-        // Only for an existing account: a row for a missing one would fail the foreign key
-        // and with it the whole batch.
-        let written = sqlx::query(
-            "INSERT INTO last_activity (domain, username, logout_secs, status)
-             SELECT $1, $2, $3, $4
-             WHERE EXISTS (SELECT 1 FROM users WHERE domain = $1 AND username = $2)
-             ON CONFLICT (domain, username) DO UPDATE SET
-                logout_secs = excluded.logout_secs, status = excluded.status",
-        )
-        .bind(&logout.domain)
-        .bind(&logout.username)
-        .bind(logout.unix_secs)
-        .bind(&logout.status)
-        .execute(&mut *tx)
-        .await;
+    let upsert = match backend {
+        Backend::Sqlite => UPSERT_LOGOUT_SQLITE,
+        Backend::Postgres => UPSERT_LOGOUT_POSTGRES,
+    };
+    // In account order (a stable sort: an account's later logout still comes last), so two
+    // processes' batches lock rows in one order and never wait for each other in a cycle.
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|&a, &b| {
+        (&batch[a].domain, &batch[a].username).cmp(&(&batch[b].domain, &batch[b].username))
+    });
+    let mut outcomes: Vec<Result<(), StoreError>> = batch.iter().map(|_| Ok(())).collect();
+    for index in order {
+        let logout = &batch[index];
+        let written = sqlx::query(upsert)
+            .bind(&logout.domain)
+            .bind(&logout.username)
+            .bind(logout.unix_secs)
+            .bind(&logout.status)
+            .execute(&mut *tx)
+            .await;
         match written {
-            Ok(done) if done.rows_affected() == 0 => outcomes.push(Err(StoreError::NotFound)),
-            Ok(_) => outcomes.push(Ok(())),
+            Ok(done) if done.rows_affected() == 0 => outcomes[index] = Err(StoreError::NotFound),
+            Ok(_) => {}
             Err(e) => return failed_all(e),
         }
     }

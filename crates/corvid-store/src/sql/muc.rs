@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::SqlStore;
+use super::locks::{self, Lock};
 use crate::{MucRooms, StoreError, StoredRoom};
 
 #[async_trait]
@@ -89,6 +90,7 @@ impl MucRooms for SqlStore {
 
     async fn delete_muc_room(&self, service: &str, name: &str) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
+        locks::room(&mut tx, self.backend, Lock::Delete, service, name).await?;
         sqlx::query("DELETE FROM muc_affiliations WHERE service = $1 AND name = $2")
             .bind(service)
             .bind(name)

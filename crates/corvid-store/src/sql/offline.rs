@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use sqlx::{AnyConnection, Row};
 
 use super::SqlStore;
+use super::locks::{self, Lock};
 use crate::{Offline, OfflineMessage, StoreError};
 
 #[async_trait]
@@ -16,9 +17,11 @@ impl Offline for SqlStore {
         stamp_ms: i64,
         quota: usize,
     ) -> Result<(), StoreError> {
-        // The write transaction holds the write lock from the count to the commit, so
-        // concurrent stores for one account cannot both pass the check at quota - 1.
+        // The write transaction holds the write lock (on PostgreSQL, the account's) from the
+        // count to the commit, so concurrent stores for one account cannot both pass the
+        // check at quota - 1.
         let mut tx = self.begin_write().await?;
+        locks::account(&mut tx, self.backend, Lock::Change, username, domain).await?;
         let held = count(&mut tx, username, domain).await?;
         if held >= quota {
             return Err(StoreError::QuotaExceeded); // dropping `tx` rolls back
@@ -86,6 +89,7 @@ impl Offline for SqlStore {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
+        locks::account(&mut tx, self.backend, Lock::Change, username, domain).await?;
         for id in ids {
             // The owner is part of the condition: an id alone must not reach another account.
             sqlx::query(

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use sqlx::{AnyConnection, Row};
 
-use super::{SqlStore, pubsub_items};
+use super::locks::{self, Lock};
+use super::{Backend, SqlStore, pubsub_items};
 use crate::{
     ItemPage, ItemQuery, PubSubStore, StoreError, StoredItem, StoredNode, StoredSubscription,
 };
@@ -35,7 +36,7 @@ const DELETE_NODE: &[&str] = &[
 impl PubSubStore for SqlStore {
     async fn pubsub_nodes(&self, service: &str) -> Result<Vec<StoredNode>, StoreError> {
         // One snapshot for the three reads, so a node and its members agree.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_read().await?;
         let rows =
             sqlx::query("SELECT node, config FROM pubsub_nodes WHERE service = $1 ORDER BY node")
                 .bind(service)
@@ -147,6 +148,7 @@ impl PubSubStore for SqlStore {
 
     async fn delete_pubsub_node(&self, service: &str, node: &str) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
+        locks::node(&mut tx, self.backend, Lock::Delete, service, node).await?;
         for statement in DELETE_NODE {
             sqlx::query(*statement)
                 .bind(service)
@@ -243,15 +245,10 @@ impl PubSubStore for SqlStore {
         item: &StoredItem,
         max_items: Option<usize>,
     ) -> Result<Vec<String>, StoreError> {
-        // The write lock is held from reading the highest `seq` to the commit, so two
-        // publishes to one node cannot take the same number.
+        // The write lock (on PostgreSQL, the node's) is held from reading the highest `seq`
+        // to the commit, so two publishes to one node cannot take the same number.
         let mut tx = self.begin_write().await?;
-        let exists = sqlx::query("SELECT node FROM pubsub_nodes WHERE service = $1 AND node = $2")
-            .bind(service)
-            .bind(node)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
+        let exists = locks::node(&mut tx, self.backend, Lock::Change, service, node).await?;
         if !exists {
             return Err(StoreError::NotFound); // dropping `tx` rolls back
         }
@@ -338,7 +335,7 @@ impl PubSubStore for SqlStore {
         query: &ItemQuery,
     ) -> Result<ItemPage, StoreError> {
         // One snapshot: the page, its count and its index must describe the same node.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_read().await?;
         let page = pubsub_items::read_page(&mut tx, service, node, query).await?;
         tx.commit().await?;
         Ok(page)
@@ -354,7 +351,7 @@ impl PubSubStore for SqlStore {
 
     async fn delete_pubsub_service(&self, service: &str) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        delete_service(&mut tx, service).await?;
+        delete_service(&mut tx, self.backend, service).await?;
         tx.commit().await?;
         self.changed(crate::StoreChange::PubSub {
             service: service.to_owned(),
@@ -367,8 +364,10 @@ impl PubSubStore for SqlStore {
 /// `delete_user` for the account's PEP service).
 pub(super) async fn delete_service(
     conn: &mut AnyConnection,
+    backend: Backend,
     service: &str,
 ) -> Result<(), StoreError> {
+    locks::service_nodes(&mut *conn, backend, Lock::Delete, service).await?;
     for statement in DELETE_SERVICE {
         sqlx::query(*statement)
             .bind(service)
@@ -409,17 +408,14 @@ mod tests {
     /// A new pubsub table must get its DELETE in [`DELETE_SERVICE`].
     #[tokio::test]
     async fn delete_service_clears_every_pubsub_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
-        let rows = sqlx::query(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'pubsub%'",
-        )
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
-        assert_eq!(rows.len(), 4);
-        for row in rows {
-            let table: String = row.try_get("name").unwrap();
+        let (_db, store) = crate::sql::test_db::test_store().await;
+        let tables: Vec<String> = crate::sql::test_db::table_names(&store)
+            .await
+            .into_iter()
+            .filter(|name| name.starts_with("pubsub"))
+            .collect();
+        assert_eq!(tables.len(), 4);
+        for table in tables {
             let statement = format!("DELETE FROM {table} WHERE service = $1");
             assert!(
                 DELETE_SERVICE.contains(&statement.as_str()),

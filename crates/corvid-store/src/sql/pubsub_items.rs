@@ -265,37 +265,45 @@ fn placed_from_row(row: &AnyRow) -> Result<Placed, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SqlStore;
+    use crate::sql::Backend;
+    use crate::sql::test_db::Bind::{Int, Text};
+    use crate::sql::test_db::{plan, test_store};
 
     /// Both page queries walk the `(service, node, seq)` index, so a page costs the same in
-    /// a node of any size (the plan is SQLite's; PostgreSQL gets its own check when it lands).
+    /// a node of any size.
     #[tokio::test]
     async fn item_pages_are_read_through_the_seq_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+        let (_db, store) = test_store().await;
+        let binds = [
+            Text("pubsub.example"),
+            Text("node"),
+            Int(i64::MAX),
+            Int(i64::MIN),
+            Int(100),
+        ];
         for sql in [PAGE_NEWEST_FIRST, PAGE_OLDEST_FIRST] {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .bind("pubsub.example")
-                .bind("node")
-                .bind(i64::MAX)
-                .bind(i64::MIN)
-                .bind(100_i64)
-                .fetch_all(&store.pool)
-                .await
-                .unwrap();
-            let plan: Vec<String> = rows
-                .iter()
-                .map(|row| row.try_get("detail").unwrap())
-                .collect();
+            let steps = plan(&store, sql, &binds).await;
+            let (expected, sorts): (&[&str], &[&str]) = match store.backend {
+                Backend::Sqlite => (
+                    &["USING INDEX pubsub_items_by_seq (service=? AND node=? AND seq>? AND seq<?)"],
+                    &["TEMP B-TREE"],
+                ),
+                Backend::Postgres => (
+                    &["using pubsub_items_by_seq", "Index Cond: ((service = "],
+                    &["Sort", "Seq Scan"],
+                ),
+            };
+            for step in expected {
+                assert!(
+                    steps.iter().any(|s| s.contains(step)),
+                    "{sql}: no {step:?} in {steps:#?}"
+                );
+            }
             assert!(
-                plan.iter().any(|step| step.contains(
-                    "USING INDEX pubsub_items_by_seq (service=? AND node=? AND seq>? AND seq<?)"
-                )),
-                "{sql}: {plan:?}"
-            );
-            assert!(
-                !plan.iter().any(|step| step.contains("TEMP B-TREE")),
-                "{sql} sorts instead of walking the index: {plan:?}"
+                !steps
+                    .iter()
+                    .any(|s| sorts.iter().any(|sort| s.contains(sort))),
+                "{sql} sorts instead of walking the index: {steps:#?}"
             );
         }
     }

@@ -94,14 +94,13 @@ impl PushRegistrations for SqlStore {
 mod tests {
     use crate::{PushRegistration, PushRegistrations, SqlStore, StoreError, Users};
 
-    async fn store_with_user() -> (tempfile::TempDir, SqlStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    async fn store_with_user() -> (crate::sql::test_db::TestDb, SqlStore) {
+        let (db, store) = crate::sql::test_db::test_store().await;
         store
             .create_user("juliet", "x", &crate::sql::test_credentials())
             .await
             .unwrap();
-        (dir, store)
+        (db, store)
     }
 
     fn registration(service: &str, node: &str, options: &str) -> PushRegistration {

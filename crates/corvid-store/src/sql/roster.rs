@@ -9,6 +9,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::SqlStore;
+use super::locks::{self, Lock};
 use crate::roster_cache::Contacts;
 use crate::{RosterItem, Rosters, StoreError, Subscription};
 
@@ -37,7 +38,7 @@ impl Rosters for SqlStore {
         domain: &str,
     ) -> Result<(i64, Vec<RosterItem>), StoreError> {
         // One read transaction: the version must describe exactly the items returned.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_read().await?;
         let version = read_version(&mut tx, username, domain).await?;
         let rows = sqlx::query(select_items_with_groups!("i.in_roster = 1"))
             .bind(domain)
@@ -168,6 +169,7 @@ impl SqlStore {
         item: &RosterItem,
     ) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
+        locks::account(&mut tx, self.backend, Lock::Change, username, domain).await?;
         sqlx::query(
             "INSERT INTO roster_items (domain, username, contact, name, subscription,
                 pending_out, pending_in, approved, in_roster, pending_in_stanza)
@@ -218,6 +220,7 @@ impl SqlStore {
         contact: &str,
     ) -> Result<Option<i64>, StoreError> {
         let mut tx = self.begin_write().await?;
+        locks::account(&mut tx, self.backend, Lock::Change, username, domain).await?;
         delete_groups(&mut tx, username, domain, contact).await?;
         let deleted = sqlx::query(
             "DELETE FROM roster_items WHERE domain = $1 AND username = $2 AND contact = $3",

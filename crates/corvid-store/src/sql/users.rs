@@ -8,6 +8,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::SqlStore;
+use super::locks::{self, Lock};
 use crate::{StoreError, Users};
 
 /// Deletes every row an account owns, children before parents (`$1` domain, `$2` username).
@@ -109,7 +110,9 @@ impl Users for SqlStore {
         self.archive.flush().await?;
         let mut tx = self.begin_write().await?;
         // Removing an account is all-or-nothing. The account row goes last (the per-account
-        // tables reference it); if it is absent we roll back.
+        // tables reference it); if it is absent we roll back. Locked first: a write to the
+        // account's data that comes later fails as on an account already gone.
+        locks::account(&mut tx, self.backend, Lock::Delete, username, domain).await?;
         for statement in DELETE_ACCOUNT_DATA {
             sqlx::query(*statement)
                 .bind(domain)
@@ -120,7 +123,7 @@ impl Users for SqlStore {
         // XEP-0163 §3: the account's PEP service is its bare JID; it goes with the account.
         // Usernames and domains are stored normalized, so this is the key PEP wrote under.
         let bare_jid = format!("{username}@{domain}");
-        super::pubsub::delete_service(&mut tx, &bare_jid).await?;
+        super::pubsub::delete_service(&mut tx, self.backend, &bare_jid).await?;
         // XEP-0313: the account's archive is keyed by its bare JID too.
         super::archive::delete_archive(&mut tx, &bare_jid).await?;
         let deleted = sqlx::query("DELETE FROM users WHERE domain = $1 AND username = $2")
@@ -206,22 +209,18 @@ mod tests {
     /// A new table of per-account data must get its DELETE in [`DELETE_ACCOUNT_DATA`].
     #[tokio::test]
     async fn delete_user_clears_every_account_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
-        let rows = sqlx::query(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
-                AND name NOT IN ('users', 'schema_migrations', 'muc_rooms', 'muc_affiliations')
-                -- keyed by service (for PEP, the bare JID): see pubsub::DELETE_SERVICE
-                AND name NOT LIKE 'pubsub%'
-                -- keyed by archive (the bare JID): see archive::DELETE_ARCHIVE
-                AND name NOT LIKE 'archive%'",
-        )
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
-        assert!(!rows.is_empty());
-        for row in rows {
-            let table: String = row.try_get("name").unwrap();
+        let (_db, store) = crate::sql::test_db::test_store().await;
+        let tables: Vec<String> = crate::sql::test_db::table_names(&store)
+            .await
+            .into_iter()
+            .filter(|name| !["users", "muc_rooms", "muc_affiliations"].contains(&name.as_str()))
+            // keyed by service (for PEP, the bare JID): see pubsub::DELETE_SERVICE
+            .filter(|name| !name.starts_with("pubsub"))
+            // keyed by archive (the bare JID): see archive::DELETE_ARCHIVE
+            .filter(|name| !name.starts_with("archive"))
+            .collect();
+        assert!(!tables.is_empty());
+        for table in tables {
             let statement = format!("DELETE FROM {table} WHERE domain = $1 AND username = $2");
             assert!(
                 DELETE_ACCOUNT_DATA.contains(&statement.as_str()),

@@ -1,7 +1,12 @@
-//! Helpers shared by the integration tests: a store on a fresh temp directory, sample secrets,
-//! and an account filled with data of every kind.
+//! Helpers shared by the integration tests: a store on a fresh database (a SQLite file in a
+//! temp directory, or, when `CORVID_TEST_POSTGRES_URL` names a PostgreSQL server, a database
+//! of its own there: the same tests run on both), sample secrets, and an account filled with
+//! data of every kind.
 
 #![allow(dead_code)] // each test binary uses a different subset
+
+#[path = "../../../../tests/shared/postgres.rs"]
+pub mod postgres;
 
 use corvid_proto::sasl::{Credentials, ScramKeys};
 use corvid_store::{
@@ -10,11 +15,68 @@ use corvid_store::{
 };
 use tempfile::TempDir;
 
-/// A store on `corvid.sqlite` in a new temp directory; keep the `TempDir` alive while using it.
-pub async fn temp_store() -> (TempDir, SqlStore) {
-    let dir = tempfile::tempdir().expect("create temp dir");
-    let store = SqlStore::open_in_dir(dir.path()).await.expect("open store");
-    (dir, store)
+/// One test's database; stores are opened on it with [`TestDb::open`]. Keep it alive while
+/// they are used (a PostgreSQL database is dropped with it).
+pub enum TestDb {
+    /// `corvid.sqlite` in this directory.
+    Sqlite(TempDir),
+    Postgres(postgres::TestDatabase),
+}
+
+impl TestDb {
+    /// A new, empty database on the backend the environment chooses.
+    pub async fn new() -> TestDb {
+        match postgres::admin_url() {
+            Some(admin) => TestDb::Postgres(postgres::TestDatabase::create(&admin).await),
+            None => TestDb::Sqlite(tempfile::tempdir().expect("create temp dir")),
+        }
+    }
+
+    /// A new SQLite database, whatever the environment says.
+    pub fn sqlite() -> TestDb {
+        TestDb::Sqlite(tempfile::tempdir().expect("create temp dir"))
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, TestDb::Postgres(_))
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            TestDb::Sqlite(dir) => {
+                let path = dir.path().join("corvid.sqlite");
+                format!("sqlite:{}", path.to_str().expect("UTF-8 temp path"))
+            }
+            TestDb::Postgres(db) => db.url().to_owned(),
+        }
+    }
+
+    /// The same database under its URL's other spelling: `sqlite://PATH` for `sqlite:PATH`,
+    /// `postgresql://` for `postgres://` (and back).
+    pub fn other_url_form(&self) -> String {
+        let url = self.url();
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            format!("sqlite://{path}")
+        } else if let Some(rest) = url.strip_prefix("postgres://") {
+            format!("postgresql://{rest}")
+        } else if let Some(rest) = url.strip_prefix("postgresql://") {
+            format!("postgres://{rest}")
+        } else {
+            panic!("unexpected test database URL scheme")
+        }
+    }
+
+    /// A store on this database, as another process (or a restart) would open it.
+    pub async fn open(&self) -> SqlStore {
+        SqlStore::open(&self.url()).await.expect("open store")
+    }
+}
+
+/// A store on a new database; keep the [`TestDb`] alive while using it.
+pub async fn temp_store() -> (TestDb, SqlStore) {
+    let db = TestDb::new().await;
+    let store = db.open().await;
+    (db, store)
 }
 
 /// Distinct, recognisable credentials per `seed` (not real SCRAM output; the store is opaque).

@@ -8,6 +8,7 @@ mod plans;
 mod upkeep;
 
 use super::SqlStore;
+use super::test_db::{TestDb, test_store};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::archive::STAMP_SHIFT;
@@ -18,10 +19,8 @@ use crate::{
 pub(super) const JULIET: &str = "juliet@capulet.example";
 pub(super) const ROMEO: &str = "romeo@montague.example";
 
-pub(super) async fn open() -> (tempfile::TempDir, SqlStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
-    (dir, store)
+pub(super) async fn open() -> (TestDb, SqlStore) {
+    test_store().await
 }
 
 /// Numbers within a millisecond for [`entry`], in the order entries are made.

@@ -1,9 +1,6 @@
 //! Keeping an archive: removal, trimming, expiry, preferences, a reopen, account deletion.
 
-use sqlx::Row;
-
 use super::{JULIET, ROMEO, entry, fill, ids, max, open, query};
-use crate::sql::SqlStore;
 use crate::sql::archive::DELETE_ARCHIVE;
 use crate::{Archive, ArchiveEntry, ArchivePrefs, ArchiveQuery, archive_stamp};
 
@@ -87,12 +84,11 @@ async fn preferences_round_trip() {
 
 #[tokio::test]
 async fn synced_messages_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let (db, store) = open().await;
     let all = fill(&store, 300).await;
     store.close().await;
     drop(store);
-    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let store = db.open().await;
     assert_eq!(ids(&query(&store, JULIET, max(1000)).await), all);
     // A message numbered a day ahead (the clock stepped back since): after a reopen,
     // numbering goes on above it, so a new message still comes last.
@@ -105,7 +101,7 @@ async fn synced_messages_survive_a_reopen() {
     store.append_archive(ahead.clone()).await.unwrap();
     store.close().await;
     drop(store);
-    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let store = db.open().await;
     let next = store.next_archive_seq();
     assert!(next > ahead.seq);
     store
@@ -133,8 +129,7 @@ async fn synced_messages_survive_a_reopen() {
 /// A graceful shutdown loses nothing: closing the store writes what is still queued.
 #[tokio::test]
 async fn closing_the_store_writes_what_is_still_queued() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let (db, store) = open().await;
     for n in 0..50 {
         store
             .append_archive(entry(JULIET, &format!("q{n}"), 1000, ROMEO))
@@ -143,7 +138,7 @@ async fn closing_the_store_writes_what_is_still_queued() {
     }
     store.close().await;
     drop(store);
-    let store = SqlStore::open_in_dir(dir.path()).await.unwrap();
+    let store = db.open().await;
     let expected: Vec<String> = (0..50).map(|n| format!("q{n}")).collect();
     assert_eq!(ids(&query(&store, JULIET, max(100)).await), expected);
 }
@@ -187,15 +182,14 @@ async fn deleting_an_account_removes_its_archive_and_no_other() {
 /// A new archive table must get its DELETE in [`DELETE_ARCHIVE`].
 #[tokio::test]
 async fn deleting_an_archive_clears_every_archive_table() {
-    let (_dir, store) = open().await;
-    let rows =
-        sqlx::query("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'archive%'")
-            .fetch_all(&store.pool)
-            .await
-            .unwrap();
-    assert_eq!(rows.len(), 2);
-    for row in rows {
-        let table: String = row.try_get("name").unwrap();
+    let (_db, store) = open().await;
+    let tables: Vec<String> = crate::sql::test_db::table_names(&store)
+        .await
+        .into_iter()
+        .filter(|name| name.starts_with("archive"))
+        .collect();
+    assert_eq!(tables.len(), 2);
+    for table in tables {
         let statement = format!("DELETE FROM {table} WHERE archive = $1");
         assert!(
             DELETE_ARCHIVE.contains(&statement.as_str()),
