@@ -73,22 +73,26 @@ cargo test --workspace --locked --doc
 # tests end. The workspace's build serves (the filter picks the store's tests; building only
 # corvid-store would resolve its dependencies' features anew and rebuild them). The store's
 # doc test opens no store.
-echo "== store tests on PostgreSQL"
+# The cluster's tests (crates/corvid-server/tests/cluster.rs) run again on it too: three
+# nodes sharing one PostgreSQL database and one Redis. The server stays up for the interop
+# tests, whose cluster (tests/interop/test_cluster.py) shares a PostgreSQL database as well.
+echo "== store and cluster tests on PostgreSQL"
 pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/corvid-postgres.XXXXXX")
 pg_url=$(scripts/postgres.sh start "$pg_dir")
 trap 'scripts/postgres.sh stop "$pg_dir"' EXIT
 if cargo nextest --version >/dev/null 2>&1; then
     CORVID_TEST_POSTGRES_URL="$pg_url" cargo nextest run --workspace --locked --no-fail-fast \
-        -E 'package(corvid-store)'
+        -E 'package(corvid-store) | (package(corvid-server) & binary(cluster))'
 else
     CORVID_TEST_POSTGRES_URL="$pg_url" cargo test -p corvid-store --locked --no-fail-fast
+    CORVID_TEST_POSTGRES_URL="$pg_url" cargo test -p corvid-server --test cluster --locked --no-fail-fast
 fi
-scripts/postgres.sh stop "$pg_dir"
-trap - EXIT
 
 echo "== web client (Converse.js) and the Node clients of the interop tests, pinned"
 npm ci --prefix web --no-audit --no-fund --ignore-scripts --loglevel=error
 npm ci --prefix tests/interop/node --no-audit --no-fund --ignore-scripts --loglevel=error
 
 echo "== interop tests (real clients against a real corvid process)"
-CORVID_BIN="$PWD/target/debug/corvid" scripts/interop.sh
+CORVID_TEST_POSTGRES_URL="$pg_url" CORVID_BIN="$PWD/target/debug/corvid" scripts/interop.sh
+scripts/postgres.sh stop "$pg_dir"
+trap - EXIT

@@ -4,10 +4,14 @@
 //! presence, share rooms and avatars; a full JID bound again on another node replaces the
 //! old session; a node that stops takes its sessions out of the registry.
 //!
-//! The nodes here run in the test's process; a node killed with SIGKILL is tested with
-//! real processes in tests/interop/test_cluster.py.
+//! The database is one SQLite file, or with `CORVID_TEST_POSTGRES_URL` set (as scripts/test.sh
+//! does) a PostgreSQL database of the test's own (tests/shared/postgres.rs). The nodes here
+//! run in the test's process; a node killed with SIGKILL is tested with real processes in
+//! tests/interop/test_cluster.py.
 
 mod common;
+#[path = "../../../tests/shared/postgres.rs"]
+mod postgres;
 #[path = "../../../tests/shared/redis_process.rs"]
 mod redis_process;
 
@@ -27,13 +31,37 @@ const PASSWORD: &str = common::federation::PASSWORD;
 struct Cluster {
     nodes: Vec<TestServer>,
     redis: Redis,
-    _db: tempfile::TempDir,
+    _db: Database,
+}
+
+/// Where the nodes' shared data lives, removed with the test.
+enum Database {
+    Sqlite(tempfile::TempDir),
+    Postgres(postgres::TestDatabase),
+}
+
+impl Database {
+    async fn new() -> Result<Database> {
+        Ok(match postgres::admin_url() {
+            Some(admin) => Database::Postgres(postgres::TestDatabase::create(&admin).await),
+            None => Database::Sqlite(tempfile::tempdir()?),
+        })
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Database::Sqlite(dir) => {
+                format!("sqlite:{}", dir.path().join("corvid.sqlite").display())
+            }
+            Database::Postgres(db) => db.url().to_owned(),
+        }
+    }
 }
 
 async fn cluster(size: usize) -> Result<Cluster> {
     let redis = Redis::start()?;
-    let db = tempfile::tempdir()?;
-    let url = format!("sqlite:{}", db.path().join("corvid.sqlite").display());
+    let db = Database::new().await?;
+    let url = db.url();
     let mut nodes = Vec::new();
     for i in 0..size {
         let node = start_server_with(|config| {
