@@ -66,18 +66,23 @@ redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
 REDIS_PID=$!
 wait_port "$REDIS_PORT"
 
+# One PostgreSQL server for both runs (its directory must be reachable by the postgres user:
+# not under $WORK, which is private).
+case "$STORAGE" in
+    sqlite) ;;
+    postgres)
+        PG_DIR=$(mktemp -d /tmp/corvid-cluster-bench-pg.XXXXXX)
+        PG_ADMIN=$("$ROOT/scripts/postgres.sh" start "$PG_DIR") ;;
+    *) echo "--storage sqlite|postgres" >&2; exit 2 ;;
+esac
+
 # storage_url RUN: a fresh database for each run.
 storage_url() {
     case "$STORAGE" in
         sqlite) echo "sqlite:$WORK/$1.sqlite" ;;
         postgres)
-            if [ -z "$PG_DIR" ]; then
-                PG_DIR="$WORK/pg"
-                PG_ADMIN=$("$ROOT/scripts/postgres.sh" start "$PG_DIR")
-            fi
             psql -q "$PG_ADMIN" -c "CREATE DATABASE bench_$1" >/dev/null
             echo "${PG_ADMIN%/*}/bench_$1" ;;
-        *) echo "--storage sqlite|postgres" >&2; exit 2 ;;
     esac
 }
 

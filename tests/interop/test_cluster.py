@@ -35,8 +35,9 @@ import pytest
 import conftest
 from interop_support import (HOST, NS_DELAY, STOP_TIMEOUT, TIMEOUT, ImServer, _free_port, befriend, is_message,
                              is_presence, presence_type, unique_name)
-from raw_stream import SEQ_MOD, RawStream, StreamClosed, body_of, sm
+from raw_stream import RawStream, StreamClosed, body_of
 from sm_support import advertises_mam, archived_messages
+from test_crash import Sender
 from test_muc import codes, create_room, join, muc_user, others
 
 #: How often a node says it is alive, and after how long without it a node is dead: short,
@@ -352,51 +353,9 @@ async def test_cluster_status_lists_every_node_alive_with_its_sessions(cluster, 
 
 # -- a node killed with SIGKILL --------------------------------------------------------------
 
-#: Messages per `<r/>`, and seconds the sender pauses after each acknowledged batch.
-BATCH = 5
-PACE = 0.02
+# The sender (test_crash.Sender) streams numbers with XEP-0198 acks from a node that stays up.
 #: The receiver's resource, on the killed node and again on another one.
 RESOURCE = "phone"
-
-
-class Sender:
-    """On a node that stays up: streams messages whose body is a number, `BATCH` at a time,
-    each batch followed by `<r/>`; a number is acknowledged once the server's `<a h/>`
-    counts its message (XEP-0198 §4)."""
-
-    def __init__(self, node, jid: str, password: str, to: str):
-        self.node, self.jid, self.password, self.to = node, jid, password, to
-        self.next_number = 0
-        self.acked: list[int] = []
-        self.bounced: list[str] = []
-
-    async def run(self, stop: asyncio.Event) -> None:
-        stream = await RawStream.login(self.node.port, self.jid, self.password, "sender", timeout=5)
-        try:
-            enabled = await stream.enable(timeout=5)
-            assert enabled.tag == sm("enabled"), f"enable refused: {enabled}"
-            while not stop.is_set():
-                batch = []
-                for _ in range(BATCH):
-                    number = self.next_number
-                    self.next_number += 1
-                    stream.message(self.to, str(number), mid=f"n{number}")
-                    batch.append(number)
-                stream.request_ack()
-                want = stream.seq(stream.outbound)
-                while True:
-                    el = await stream.read(5)
-                    if el.tag == sm("r"):
-                        stream.ack()
-                    elif el.tag == "{jabber:client}message" and el.get("type") == "error":
-                        self.bounced.append(el.get("id") or "?")
-                    elif el.tag == sm("a") and int(el.get("h", "-1")) % SEQ_MOD == want:
-                        self.acked.extend(batch)
-                        break
-                await asyncio.sleep(PACE)
-            await stream.close(timeout=5)
-        finally:
-            stream.abort()
 
 
 class Receiver:

@@ -197,6 +197,7 @@ impl Cluster {
             leaving: std::sync::atomic::AtomicBool::new(false),
         });
         let previous_life = cluster.take_place(server).await?;
+        cluster.share_dialback_secret(server).await?;
         let subscribed = receive::subscribe(&cluster).await?;
         cluster.register().await?;
         server.sessions.join_cluster(cluster.clone());
@@ -266,6 +267,27 @@ impl Cluster {
         server.store.archive_ids().use_slot(Some(slot));
         *lock(&self.slot) = Some(slot);
         Ok(previous)
+    }
+
+    /// The nodes make and check dialback keys (XEP-0220) with one secret, kept in Redis: a
+    /// remote server may connect back to any of them to verify a key another one sent.
+    async fn share_dialback_secret(&self, server: &Arc<Server>) -> Result<(), redis::RedisError> {
+        let mut redis = self.redis();
+        let key = format!("{}:dialback", self.keys.prefix);
+        let mine: [u8; 32] = crate::random_bytes();
+        let secret: Vec<u8> = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(&mine[..])
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&key)
+            .query_async::<(Vec<u8>,)>(&mut redis)
+            .await?
+            .0;
+        server.s2s.secret.replace(&secret);
+        Ok(())
     }
 
     /// Puts this node in the nodes hash and says it is alive; `true` if it was missing

@@ -9,8 +9,9 @@
 use ring::hmac;
 use sha2::{Digest, Sha256};
 
-/// The secret behind our dialback keys.
-pub struct Secret(hmac::Key);
+/// The secret behind our dialback keys. A cluster's nodes share one (`cluster/`): the
+/// remote server may verify a key with any of them.
+pub struct Secret(std::sync::RwLock<hmac::Key>);
 
 impl Secret {
     pub fn random() -> Secret {
@@ -19,14 +20,22 @@ impl Secret {
     }
 
     pub fn from_bytes(secret: &[u8]) -> Secret {
-        let hex_digest = hex(&Sha256::digest(secret));
-        Secret(hmac::Key::new(hmac::HMAC_SHA256, hex_digest.as_bytes()))
+        Secret(std::sync::RwLock::new(hmac_key(secret)))
+    }
+
+    /// Uses `secret` from now on (the cluster's, at startup, before any key was made).
+    pub fn replace(&self, secret: &[u8]) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = hmac_key(secret);
+    }
+
+    fn hmac(&self) -> hmac::Key {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// XEP-0185 §3: the key `originating` sends to `receiving` on stream `stream_id`.
     pub fn key(&self, receiving: &str, originating: &str, stream_id: &str) -> String {
         let text = format!("{receiving} {originating} {stream_id}");
-        hex(hmac::sign(&self.0, text.as_bytes()).as_ref())
+        hex(hmac::sign(&self.hmac(), text.as_bytes()).as_ref())
     }
 
     /// Whether `key` is the one we would make (compared in constant time).
@@ -35,8 +44,13 @@ impl Secret {
             return false;
         };
         let text = format!("{receiving} {originating} {stream_id}");
-        hmac::verify(&self.0, text.as_bytes(), &tag).is_ok()
+        hmac::verify(&self.hmac(), text.as_bytes(), &tag).is_ok()
     }
+}
+
+fn hmac_key(secret: &[u8]) -> hmac::Key {
+    let hex_digest = hex(&Sha256::digest(secret));
+    hmac::Key::new(hmac::HMAC_SHA256, hex_digest.as_bytes())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -59,6 +73,18 @@ mod tests {
 
     /// The expected key was computed independently (Python's hmac and hashlib) from
     /// XEP-0185's recipe.
+    /// Two nodes of a cluster: once both use the shared secret, each verifies the other's keys.
+    #[test]
+    fn a_replaced_secret_verifies_the_other_nodes_keys() {
+        let (a, b) = (Secret::random(), Secret::random());
+        let key = a.key("example.net", "example.com", "s1");
+        assert!(!b.verify("example.net", "example.com", "s1", &key));
+        a.replace(b"the cluster's");
+        b.replace(b"the cluster's");
+        let key = a.key("example.net", "example.com", "s1");
+        assert!(b.verify("example.net", "example.com", "s1", &key));
+    }
+
     #[test]
     fn keys_are_those_of_xep_0185() {
         let secret = Secret::from_bytes(b"s3cr3tf0rd14lb4ck");
