@@ -355,3 +355,42 @@ async fn a_room_moves_to_a_live_node_when_its_node_stops() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn carbons_reach_a_resource_on_another_node() -> Result<()> {
+    let c = cluster(2).await?;
+    c.users(&["alice", "bob"]).await?;
+    let mut phone = c.nodes[0].login("alice", PASSWORD, Some("phone")).await?;
+    let mut desk = c.nodes[1].login("alice", PASSWORD, Some("desk")).await?;
+    for client in [&mut phone, &mut desk] {
+        client
+            .iq_result("set", None, Element::new("enable", ns::CARBONS))
+            .await?;
+        client.send_presence(0).await?;
+    }
+    c.settled(2).await?;
+    let mut bob = c.nodes[0].login("bob", PASSWORD, None).await?;
+    bob.send_presence(0).await?;
+    // To the phone (node 0): the desk (node 1) gets a carbon of it.
+    bob.send(&message("alice@localhost/phone", "chat", "to the phone"))
+        .await?;
+    phone.expect_message("to the phone").await?;
+    let (carbon, _) = desk
+        .recv_until(|el| el.has_child("received", ns::CARBONS))
+        .await
+        .context("the desk's carbon")?;
+    ensure!(
+        carbon.to_string().contains("to the phone"),
+        "a carbon of the message: {carbon}"
+    );
+    // Sent from the desk (node 1): the phone (node 0) gets a sent carbon.
+    desk.send(&message("bob@localhost", "chat", "from the desk"))
+        .await?;
+    bob.expect_message("from the desk").await?;
+    let (carbon, _) = phone
+        .recv_until(|el| el.has_child("sent", ns::CARBONS))
+        .await
+        .context("the phone's sent carbon")?;
+    ensure!(carbon.to_string().contains("from the desk"), "{carbon}");
+    Ok(())
+}
