@@ -338,15 +338,12 @@ pub async fn interested(
     let feature = format!("{node}+notify");
     let caps = &ctx.server.caps;
     let sessions = &ctx.server.sessions;
-    let wants = |full: &FullJid| {
-        caps.resource_features(full)
-            .is_some_and(|features| features.contains(&feature))
-    };
-    let mut out: Vec<FullJid> = sessions
-        .resources_where(owner, |s| s.available)
-        .into_iter()
-        .filter(wants)
-        .collect();
+    let mut out = wanting(
+        ctx,
+        sessions.resources_where(owner, |s| s.available),
+        &feature,
+    )
+    .await;
     if config.access_model == AccessModel::Whitelist {
         return out;
     }
@@ -380,7 +377,34 @@ pub async fn interested(
         } else {
             caps.remote_resources(&bare)
         };
-        out.extend(resources.into_iter().filter(wants));
+        out.extend(wanting(ctx, resources, &feature).await);
+    }
+    out
+}
+
+/// How long a notification waits for the caps of a resource being asked about: its
+/// presence came a moment ago (on another node of a cluster, whose answer comes round
+/// through this one), and without them it would miss the item.
+const CAPS_BEING_LEARNED_WAIT: Duration = Duration::from_secs(2);
+
+/// The resources whose caps carry `feature`, waiting briefly for those being learned.
+async fn wanting(ctx: &Ctx, resources: Vec<FullJid>, feature: &str) -> Vec<FullJid> {
+    let caps = &ctx.server.caps;
+    let mut out = Vec::with_capacity(resources.len());
+    for full in resources {
+        let features = match caps.resource_features(&full) {
+            Some(features) => Some(features),
+            None => match caps.ver_of(&full) {
+                Some(ver) => {
+                    caps.features_when_learned(&ver, CAPS_BEING_LEARNED_WAIT)
+                        .await
+                }
+                None => None,
+            },
+        };
+        if features.is_some_and(|f| f.iter().any(|f| f == feature)) {
+            out.push(full);
+        }
     }
     out
 }
