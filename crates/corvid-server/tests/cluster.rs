@@ -194,6 +194,17 @@ async fn users_on_two_nodes_chat_and_see_each_others_presence() -> Result<()> {
     for i in 0..200 {
         bob.expect_message(&format!("m{i}")).await?;
     }
+    // Bob's node said it wrote them all: Alice's keeps no copies (`cluster/acks.rs`).
+    let alices_node = c.nodes[0].server.cluster.get().context("clustered")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while alices_node.unacknowledged() > 0 {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{} stanzas never acknowledged",
+            alices_node.unacknowledged()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Bob leaves: Alice hears it from his node.
     bob.send(&Element::new("presence", ns::CLIENT).with_attr("type", "unavailable"))

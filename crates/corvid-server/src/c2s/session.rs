@@ -683,8 +683,9 @@ impl Session {
                 // What the client never got (or never acknowledged) goes elsewhere, before
                 // contacts hear it left: a client that reconnects on seeing that finds it
                 // stored (or already at its other resources).
-                let unsent = self.unsent();
+                let (unsent, receipts) = self.unsent();
                 Box::pin(crate::router::reroute_unsent(&self.server, &jid, unsent)).await;
+                drop(receipts);
                 if let Some(last) = still_bound {
                     let ctx = crate::module::Ctx {
                         server: self.server.clone(),
@@ -713,18 +714,21 @@ impl Session {
 
 impl Session {
     /// What this ending session holds that its client never acknowledged (with stream
-    /// management) and what was queued but never written, oldest first. Called once the
-    /// session is unbound, so nothing more arrives.
-    fn unsent(&mut self) -> Vec<bytes::Bytes> {
+    /// management) and what was queued but never written, oldest first; with the receipts
+    /// of those from other nodes, to drop once they are handed on. Called once the session
+    /// is unbound, so nothing more arrives.
+    fn unsent(&mut self) -> (Vec<bytes::Bytes>, Vec<Arc<crate::cluster::Receipt>>) {
         let mut unsent: Vec<_> = self.close_sm().into();
+        let mut receipts = Vec::new();
         if let Some(control) = &self.control {
             while let Some(queued) = control.pop_queued() {
+                receipts.extend(queued.receipt);
                 if !queued.stored {
                     unsent.push(queued.bytes);
                 }
             }
         }
-        unsent
+        (unsent, receipts)
     }
 }
 

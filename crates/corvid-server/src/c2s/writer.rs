@@ -110,13 +110,18 @@ impl Session {
         let mut out = std::mem::take(&mut self.out);
         let now = Instant::now();
         let mut next = Some(first);
+        // Stanzas from other nodes are settled once written (`cluster/acks.rs`).
+        let mut receipts = Vec::new();
         while out.len() < WRITE_BATCH {
-            let Some(stanza) = next
+            let Some(mut stanza) = next
                 .take()
                 .or_else(|| self.control.as_ref().and_then(|c| c.pop_queued()))
             else {
                 break;
             };
+            if let Some(receipt) = stanza.receipt.take() {
+                receipts.push(receipt);
+            }
             let held = self.csi_holds(&stanza);
             for earlier in self.take_held(!held) {
                 self.put(&mut out, earlier, now);
@@ -125,7 +130,9 @@ impl Session {
                 self.put(&mut out, stanza.bytes, now);
             }
         }
-        self.write_out(out).await
+        let written = self.write_out(out).await;
+        drop(receipts);
+        written
     }
 
     /// Writes stanzas in one go.

@@ -85,9 +85,14 @@ impl ClusterLink for Cluster {
 impl Cluster {
     /// Routes a stanza on the node that owns its target (`ownership.rs`).
     pub fn send_route(&self, node: &NodeName, stanza: bytes::Bytes) {
+        self.send_to(node, wire::ToNode::Route { stanza }.encode());
+    }
+
+    /// Publishes a frame on one node's channel, in order with the rest.
+    pub(super) fn send_to(&self, node: &NodeName, frame: Vec<u8>) {
         let _ = self.out.send(Out::ToNode {
             node: node.clone(),
-            frame: wire::ToNode::Route { stanza }.encode(),
+            frame,
         });
     }
 }
@@ -104,10 +109,18 @@ pub(super) async fn publish(cluster: Arc<Cluster>, mut outgoing: mpsc::Unbounded
         for out in &batch {
             match out {
                 Out::Forward { node, to, stanza } => {
+                    let seq = cluster
+                        .unacked
+                        .record(node, to, stanza, cluster.config.max_pending);
                     let frame = wire::ToNode::Deliver {
                         to: to.to_string(),
                         class: stanza.class,
                         stanza: stanza.bytes.clone(),
+                        sent: Some(wire::Sent {
+                            node: cluster.node.to_string(),
+                            incarnation: cluster.info.incarnation,
+                            seq,
+                        }),
                     };
                     pipe.cmd("PUBLISH")
                         .arg(cluster.keys.to(node))
@@ -161,17 +174,13 @@ pub(super) async fn publish(cluster: Arc<Cluster>, mut outgoing: mpsc::Unbounded
         }
         let receivers = receivers.unwrap_or_else(|_| vec![0; counted]);
         let mut receivers = receivers.into_iter();
-        let mut undelivered = Vec::new();
         let mut gone: Vec<NodeName> = Vec::new();
         for out in batch.drain(..) {
             match out {
-                Out::Forward { node, to, stanza } => {
+                Out::Forward { node, .. } => {
                     cluster.pending.fetch_sub(1, Ordering::Relaxed);
-                    if receivers.next().unwrap_or(0) == 0 {
-                        if !gone.contains(&node) {
-                            gone.push(node);
-                        }
-                        undelivered.push((to, stanza));
+                    if receivers.next().unwrap_or(0) == 0 && !gone.contains(&node) {
+                        gone.push(node);
                     }
                 }
                 Out::ToNode { .. } => {
@@ -188,23 +197,25 @@ pub(super) async fn publish(cluster: Arc<Cluster>, mut outgoing: mpsc::Unbounded
         };
         for node in gone {
             // Until it announces itself again (it may only have lost its link to Redis),
-            // its sessions are not routed to; the liveness check decides if it died.
+            // its sessions are not routed to; the liveness check decides if it died. What
+            // it had not acknowledged (this batch's, and what Redis was still to send it)
+            // is handled here.
             let dropped = server.sessions.drop_node(&node);
             tracing::warn!(%node, sessions = dropped.len(), "cluster: a node took nothing");
-        }
-        if !undelivered.is_empty() {
-            reroute(server, undelivered);
+            super::acks::reroute_unacked(&cluster, &node);
         }
     }
 }
 
 /// Handles stanzas no session took as a session's unsent ones (`router::reroute_unsent`):
-/// messages go to the account's other resources or offline, IQs are answered.
+/// messages go to the account's other resources or offline, IQs are answered. Each is
+/// settled (its receipt dropped) only once that is done.
 pub(super) fn reroute(server: Arc<crate::server::Server>, stanzas: Vec<(FullJid, Queued)>) {
     tokio::spawn(async move {
         // A copy of an offline message is still stored: it is not handed on twice.
         for (to, stanza) in stanzas.into_iter().filter(|(_, s)| !s.stored) {
-            crate::router::reroute_unsent(&server, &to, vec![stanza.bytes]).await;
+            crate::router::reroute_unsent(&server, &to, vec![stanza.bytes.clone()]).await;
+            drop(stanza);
         }
     });
 }

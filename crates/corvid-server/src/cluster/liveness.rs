@@ -142,6 +142,8 @@ pub(super) async fn node_died(
 ) {
     server.sessions.drop_node(node);
     cluster.owners.forget_node(node);
+    cluster.inbound.forget(node, info.incarnation);
+    super::acks::reroute_unacked(cluster, node);
     let mut redis = cluster.redis();
     let locked: Result<Option<String>, _> = redis::cmd("SET")
         .arg(cluster.keys.cleanup(node, info.incarnation))

@@ -10,7 +10,8 @@
 //!   channel `P:to:NODE`, from one connection in order, so the order between a sender and a
 //!   recipient is kept. Redis says how many subscribers got a publish: none means the node
 //!   is gone, and the stanza is rerouted here as undeliverable (other resources, or offline
-//!   storage) instead of lost.
+//!   storage) instead of lost. A copy stays here until the receiving node acknowledges it
+//!   (`acks.rs`): what a node that dies never settled is rerouted the same way.
 //! - **Liveness**: each node refreshes `P:alive:NODE` every heartbeat; a node whose key
 //!   expired, or whose channel has no subscriber at two heartbeats in a row (its process is
 //!   gone: Redis closed its connection), is dead. One live node (whoever takes the cleanup
@@ -22,6 +23,7 @@
 //! - **Caches**: writes that other nodes' caches depend on (rosters, the offline and photo
 //!   indexes) are told on `P:all` ([`corvid_store::StoreChange`]).
 
+mod acks;
 mod link;
 mod liveness;
 mod ownership;
@@ -40,6 +42,7 @@ use crate::config::ClusterConfig;
 use crate::server::Server;
 use crate::sessions::NodeName;
 
+pub use acks::Receipt;
 pub use ownership::Owner;
 pub use status::{NodeStatus, cluster_status};
 
@@ -132,6 +135,10 @@ pub struct Cluster {
     out: mpsc::UnboundedSender<link::Out>,
     /// Stanzas for other nodes not yet published (bounded by `max_pending`).
     pending: AtomicUsize,
+    /// Stanzas published to other nodes and not yet acknowledged, and those from other
+    /// nodes not yet settled here (`acks.rs`).
+    unacked: acks::Unacked,
+    inbound: acks::Inbound,
     /// Numbers this node's announcements, so others apply them in order.
     seq: AtomicU64,
     /// While the other nodes' sessions are being loaded: the sessions announced ended in
@@ -188,6 +195,8 @@ impl Cluster {
             server: Arc::downgrade(server),
             out,
             pending: AtomicUsize::new(0),
+            unacked: acks::Unacked::default(),
+            inbound: acks::Inbound::default(),
             seq: AtomicU64::new(1),
             loading: Mutex::new(None),
             live: Mutex::new(Vec::new()),
@@ -216,6 +225,7 @@ impl Cluster {
             tokio::spawn(link::publish(cluster.clone(), outgoing)),
             tokio::spawn(receive::run(cluster.clone(), subscribed)),
             tokio::spawn(liveness::run(cluster.clone())),
+            tokio::spawn(acks::run(cluster.clone())),
         ];
         cluster.load_others().await?;
         if let Some(previous) = previous_life {
@@ -229,6 +239,11 @@ impl Cluster {
 
     pub fn node(&self) -> &NodeName {
         &self.node
+    }
+
+    /// Stanzas this node published to others that they have not acknowledged yet.
+    pub fn unacknowledged(&self) -> usize {
+        self.unacked.count()
     }
 
     pub fn keys(&self) -> &Keys {

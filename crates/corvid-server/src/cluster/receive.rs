@@ -54,7 +54,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, subscribed: redis::aio::PubSub) {
             let payload = message.get_payload_bytes();
             if message.get_channel_name() == to_me {
                 match ToNode::decode(payload) {
-                    Some(frame) => for_this_node(&server, frame, &routes),
+                    Some(frame) => for_this_node(&cluster, &server, frame, &routes),
                     None => tracing::warn!("cluster: a frame for this node did not decode"),
                 }
             } else {
@@ -109,16 +109,27 @@ async fn resubscribe(cluster: &Arc<Cluster>) -> Option<redis::aio::PubSub> {
 }
 
 fn for_this_node(
+    cluster: &Cluster,
     server: &Arc<Server>,
     frame: ToNode,
     routes: &mpsc::UnboundedSender<bytes::Bytes>,
 ) {
     match frame {
-        ToNode::Deliver { to, class, stanza } => {
+        ToNode::Deliver {
+            to,
+            class,
+            stanza,
+            sent,
+        } => {
+            // Taken before anything can fail: what is dropped here is settled too.
+            let receipt = sent.and_then(|s| cluster.inbound.receive(&s.node, s.incarnation, s.seq));
             let Ok(to) = FullJid::new(&to) else {
                 return;
             };
-            let queued = Queued::new(stanza, class);
+            let queued = Queued {
+                receipt,
+                ..Queued::new(stanza, class)
+            };
             if server.sessions.deliver_local(&to, queued.clone()) == Delivery::NoSuchResource {
                 // Gone since the sender looked: as if it had ended with this unsent.
                 super::link::reroute(server.clone(), vec![(to, queued)]);
@@ -144,6 +155,15 @@ fn for_this_node(
         }
         ToNode::Route { stanza } => {
             let _ = routes.send(stanza);
+        }
+        ToNode::Ack {
+            from,
+            incarnation,
+            upto,
+        } => {
+            if incarnation == cluster.info.incarnation {
+                cluster.unacked.acknowledged(&from, upto);
+            }
         }
     }
 }
@@ -195,6 +215,8 @@ async fn for_all(cluster: &Arc<Cluster>, server: &Arc<Server>, frame: ToAll) {
                 return;
             }
             cluster.owners.forget_node(&node);
+            cluster.inbound.forget(&node, incarnation);
+            super::acks::reroute_unacked(cluster, &node);
             for (jid, _, _) in server.sessions.drop_node(&node) {
                 gone(server, jid).await;
             }

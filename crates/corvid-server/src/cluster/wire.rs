@@ -14,11 +14,20 @@ use crate::sessions::{SharedState, StanzaClass};
 /// A frame for one node (its channel).
 #[derive(Debug, PartialEq)]
 pub enum ToNode {
-    /// A stanza for a session bound on that node.
+    /// A stanza for a session bound on that node; `sent` numbers it for acknowledgement
+    /// (`acks.rs`).
     Deliver {
         to: String,
         class: StanzaClass,
         stanza: Bytes,
+        sent: Option<Sent>,
+    },
+    /// The node `from` is done with the stanzas up to `upto` this node's life
+    /// `incarnation` sent it.
+    Ack {
+        from: String,
+        incarnation: u64,
+        upto: u64,
     },
     /// Close one of its sessions; `conflict` means it was bound again elsewhere.
     Close {
@@ -29,6 +38,15 @@ pub enum ToNode {
     /// A stanza to route on that node: for something it runs (a room), or an answer to a
     /// request it sent (`iq_tracker`).
     Route { stanza: Bytes },
+}
+
+/// Who sent a stanza and its number: the sending node, its life, the stanza's number
+/// among those it published to the receiving node.
+#[derive(Debug, PartialEq)]
+pub struct Sent {
+    pub node: String,
+    pub incarnation: u64,
+    pub seq: u64,
 }
 
 /// A frame for every node (the cluster's broadcast channel).
@@ -51,6 +69,8 @@ pub enum ToAll {
 }
 
 const DELIVER: u8 = b'D';
+const DELIVER_NUMBERED: u8 = b'E';
+const ACK: u8 = b'A';
 const CLOSE: u8 = b'C';
 const ROUTE: u8 = b'R';
 const SESSION: u8 = b'S';
@@ -61,11 +81,35 @@ impl ToNode {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         match self {
-            ToNode::Deliver { to, class, stanza } => {
-                w.u8(DELIVER);
+            ToNode::Deliver {
+                to,
+                class,
+                stanza,
+                sent,
+            } => {
+                w.u8(if sent.is_some() {
+                    DELIVER_NUMBERED
+                } else {
+                    DELIVER
+                });
                 w.str(to);
                 w.u8(class_code(*class));
                 w.bytes(stanza);
+                if let Some(sent) = sent {
+                    w.str(&sent.node);
+                    w.u64(sent.incarnation);
+                    w.u64(sent.seq);
+                }
+            }
+            ToNode::Ack {
+                from,
+                incarnation,
+                upto,
+            } => {
+                w.u8(ACK);
+                w.str(from);
+                w.u64(*incarnation);
+                w.u64(*upto);
             }
             ToNode::Close {
                 to,
@@ -88,10 +132,24 @@ impl ToNode {
     pub fn decode(frame: &[u8]) -> Option<ToNode> {
         let mut r = Reader(frame);
         let frame = match r.u8()? {
-            DELIVER => ToNode::Deliver {
+            tag @ (DELIVER | DELIVER_NUMBERED) => ToNode::Deliver {
                 to: r.string()?,
                 class: class_of(r.u8()?)?,
                 stanza: Bytes::copy_from_slice(r.bytes()?),
+                sent: if tag == DELIVER_NUMBERED {
+                    Some(Sent {
+                        node: r.string()?,
+                        incarnation: r.u64()?,
+                        seq: r.u64()?,
+                    })
+                } else {
+                    None
+                },
+            },
+            ACK => ToNode::Ack {
+                from: r.string()?,
+                incarnation: r.u64()?,
+                upto: r.u64()?,
             },
             CLOSE => ToNode::Close {
                 to: r.string()?,
@@ -361,6 +419,22 @@ mod tests {
                 to: "a@x/r".into(),
                 class: StanzaClass::Message { body: true },
                 stanza: Bytes::from_static(b"<message/>"),
+                sent: None,
+            },
+            ToNode::Deliver {
+                to: "a@x/r".into(),
+                class: StanzaClass::ChatState,
+                stanza: Bytes::from_static(b"<message/>"),
+                sent: Some(Sent {
+                    node: "n1".into(),
+                    incarnation: 9,
+                    seq: u64::MAX,
+                }),
+            },
+            ToNode::Ack {
+                from: "n2".into(),
+                incarnation: 9,
+                upto: 77,
             },
             ToNode::Close {
                 to: "a@x/r".into(),

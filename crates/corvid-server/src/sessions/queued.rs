@@ -82,6 +82,9 @@ pub struct Queued {
     /// the session ends first, the stored one is what remains, and this copy must not be
     /// handed on again (`router::reroute_unsent`).
     pub stored: bool,
+    /// For a stanza another node sent this one: dropped (with the last copy) once the
+    /// stanza is settled, written or stored, which the sender is then told (`cluster/acks.rs`).
+    pub receipt: Option<std::sync::Arc<crate::cluster::Receipt>>,
 }
 
 impl Queued {
@@ -90,6 +93,7 @@ impl Queued {
             bytes,
             class,
             stored: false,
+            receipt: None,
         }
     }
 
