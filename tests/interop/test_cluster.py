@@ -41,7 +41,7 @@ from interop_support import (HOST, NS_DELAY, STOP_TIMEOUT, TIMEOUT, ImServer, _f
 from raw_stream import RawStream, StreamClosed, body_of
 from sm_support import advertises_mam, archived_messages
 from test_crash import Sender
-from test_muc import codes, create_room, join, muc_user, others
+from test_muc import codes, configure, create_room, item_of, join, muc_user, muc_user_again, others
 
 #: How often a node says it is alive, and after how long without it a node is dead: short,
 #: so that a killed node is noticed quickly (its Redis subscription vanishing is what
@@ -628,3 +628,38 @@ async def test_a_user_back_on_another_node_at_once_stays_available_to_contacts(o
     assert said and said[-1] == "available", f"alice was told of {bob.full}, in order: {said}"
     told_self = [presence_type(p) for p in again.inbox.matching(is_presence(frm=bob.full))]
     assert told_self[-1:] == ["available"], f"bob's session on n3 was told of itself, in order: {told_self}"
+
+
+@pytest.mark.timeout(90)
+async def test_a_room_whose_node_is_killed_is_taken_over_and_its_occupants_told(own_cluster, im):
+    nodes = own_cluster("room")
+    a, b, c = nodes.nodes
+    alice = await muc_user(b, im, "alice")  # the room's creator is on n2, which runs it
+    bob = await muc_user(a, im, "bob")
+    room = await create_room(alice, "alice")
+    await configure(alice, room, persistentroom=True)
+    await join(bob, room, "bob")
+    mid = alice.message(room, "before", mtype="groupchat")
+    await bob.inbox.expect(is_message(frm=f"{room}/alice", mid=mid), "alice's groupchat")
+
+    await asyncio.to_thread(nodes.kill, b)
+    # bob's node tells him he is out of the room, as a MUC service shutting down does
+    # (XEP-0045 status 332), so that his client enters again.
+    out = await bob.inbox.expect(is_presence("unavailable", frm=f"{room}/bob"), "bob out of the room",
+                                 NOTICE_WITHIN)
+    assert {110, 332} <= codes(out), out
+    await alice.close()
+
+    # bob enters again: a live node takes the room over from storage (not created anew),
+    # alice (back, on n3) is still its owner, and they talk in it.
+    self_presence, *_ = await join(bob, room, "bob")
+    assert 201 not in codes(self_presence), f"the room was created anew: {self_presence}"
+    again = await muc_user_again(c, im, alice)
+    self_presence, *_ = await join(again, room, "alice")
+    assert item_of(self_presence).get("affiliation") == "owner", self_presence
+    await bob.inbox.expect(is_presence("available", frm=f"{room}/alice"), "alice entering again")
+    mid = bob.message(room, "after", mtype="groupchat")
+    got = await again.inbox.expect(is_message(frm=f"{room}/bob", mid=mid), "bob's groupchat after the takeover")
+    assert got.xml.findtext("{jabber:client}body") == "after"
+    assert len(bob.inbox.matching(is_presence("unavailable", frm=f"{room}/bob"))) == 0, \
+        "bob was told more than once that he is out"

@@ -111,6 +111,9 @@ async fn to_owner(server: &Arc<Server>, stanza: Element, to: &Jid) -> Option<Ele
     match cluster.owner_of(&key).await {
         crate::cluster::Owner::Here => Some(stanza),
         crate::cluster::Owner::Node(node) => {
+            if stanza.name() == "presence" && domain == server.config.muc_domain() {
+                cluster.note_room_presence(&stanza, to);
+            }
             cluster.send_route(&node, stanza.to_bytes(ns::CLIENT));
             None
         }

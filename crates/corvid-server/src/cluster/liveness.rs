@@ -141,7 +141,7 @@ pub(super) async fn node_died(
     info: &NodeInfo,
 ) {
     server.sessions.drop_node(node);
-    cluster.owners.forget_node(node);
+    cluster.owner_died(server, node).await;
     cluster.inbound.forget(node, info.incarnation);
     super::acks::reroute_unacked(cluster, node);
     let mut redis = cluster.redis();

@@ -3,9 +3,15 @@
 //! it takes it; when its owner dies, the next node to need it takes it over (the room is
 //! loaded from storage there, as at a first start: persistent rooms keep their
 //! configuration and history, their occupants join again).
+//!
+//! Each node remembers which rooms run elsewhere its own users entered, and under which
+//! nickname; when such a room's node dies, it tells them they were removed from it, as a
+//! service shutting down does (XEP-0045 status 332), so that their clients join again.
 
 use std::sync::Arc;
 
+use corvid_proto::{Bare, FullJid, ns};
+use corvid_xml::Element;
 use dashmap::DashMap;
 
 use super::Cluster;
@@ -33,12 +39,55 @@ pub enum Owner {
 #[derive(Default)]
 pub(super) struct Owners {
     known: DashMap<String, NodeName>,
+    /// This node's users in rooms run elsewhere: user → (room, nickname) for each.
+    entered: DashMap<FullJid, Vec<(String, String)>>,
 }
 
 impl Owners {
     /// Forgets what a dead node owned: the next stanza for it looks again (and takes it).
-    pub(super) fn forget_node(&self, node: &str) {
-        self.known.retain(|_, owner| &**owner != node);
+    /// Returns the rooms and services it owned.
+    pub(super) fn forget_node(&self, node: &str) -> Vec<String> {
+        let mut owned = Vec::new();
+        self.known.retain(|key, owner| {
+            let keep = &**owner != node;
+            if !keep {
+                owned.push(key.clone());
+            }
+            keep
+        });
+        owned
+    }
+
+    /// Notes a user's presence to a room run by another node: entered (or a new nickname),
+    /// or left.
+    fn note_presence(&self, user: FullJid, room: &str, nick: &str, available: bool) {
+        let mut rooms = self.entered.entry(user).or_default();
+        rooms.retain(|(r, _)| r != room);
+        if available {
+            rooms.push((room.to_owned(), nick.to_owned()));
+        }
+        let empty = rooms.is_empty();
+        let user = rooms.key().clone();
+        drop(rooms);
+        if empty {
+            self.entered.remove_if(&user, |_, rooms| rooms.is_empty());
+        }
+    }
+
+    /// Takes the users in any of `rooms`, with the room and their nickname.
+    fn take_occupants(&self, rooms: &[String]) -> Vec<(FullJid, String, String)> {
+        let mut found = Vec::new();
+        self.entered.retain(|user, entered| {
+            entered.retain(|(room, nick)| {
+                let lost = rooms.contains(room);
+                if lost {
+                    found.push((user.clone(), room.clone(), nick.clone()));
+                }
+                !lost
+            });
+            !entered.is_empty()
+        });
+        found
     }
 }
 
@@ -73,6 +122,58 @@ impl Cluster {
             Owner::Here
         } else {
             Owner::Node(owner)
+        }
+    }
+}
+
+impl Cluster {
+    /// A presence from one of this node's users to a room run by another node (see the
+    /// module's documentation).
+    pub fn note_room_presence(&self, stanza: &Element, room: &corvid_proto::Jid) {
+        let (Some(nick), Some(Ok(user))) = (room.resource(), stanza.attr("from").map(FullJid::new))
+        else {
+            return;
+        };
+        let available = match stanza.attr("type") {
+            None => true,
+            Some("unavailable") => false,
+            Some(_) => return,
+        };
+        self.owners
+            .note_presence(user, &room.bare().to_string(), nick.as_str(), available);
+    }
+
+    /// A user of this node's session ended: the rooms it had entered elsewhere hear it
+    /// from the registry, this node forgets them.
+    pub fn session_ended(&self, user: &FullJid) {
+        self.owners.entered.remove(user);
+    }
+
+    /// A node died: what it owned is looked up again, and this node's users in its rooms
+    /// are told they are out of them.
+    pub(super) async fn owner_died(&self, server: &Arc<Server>, node: &str) {
+        let owned = self.owners.forget_node(node);
+        if owned.is_empty() {
+            return;
+        }
+        for (user, room, nick) in self.owners.take_occupants(&owned) {
+            let Ok(from) = FullJid::new(&format!("{room}/{nick}")) else {
+                continue;
+            };
+            let x = Element::new("x", ns::MUC_USER)
+                .with_child(
+                    Element::new("item", ns::MUC_USER)
+                        .with_attr("affiliation", "none")
+                        .with_attr("role", "none"),
+                )
+                .with_child(Element::new("status", ns::MUC_USER).with_attr("code", "110"))
+                .with_child(Element::new("status", ns::MUC_USER).with_attr("code", "332"));
+            let presence = Element::new("presence", ns::CLIENT)
+                .with_attr("from", from.as_str())
+                .with_attr("to", user.as_str())
+                .with_attr("type", "unavailable")
+                .with_child(x);
+            crate::router::route(server, presence).await;
         }
     }
 }

@@ -214,7 +214,7 @@ async fn for_all(cluster: &Arc<Cluster>, server: &Arc<Server>, frame: ToAll) {
                 }
                 return;
             }
-            cluster.owners.forget_node(&node);
+            cluster.owner_died(server, &node).await;
             cluster.inbound.forget(&node, incarnation);
             super::acks::reroute_unacked(cluster, &node);
             for (jid, _, _) in server.sessions.drop_node(&node) {

@@ -96,6 +96,9 @@ impl Module for Muc {
         // In a cluster, rooms run here hear of occupants on other nodes leaving (`Gone`).
         if let SessionEvent::Closed { jid, .. } | SessionEvent::Gone { jid } = event {
             self.leave_all(ctx, jid);
+            if let Some(cluster) = ctx.server.cluster.get() {
+                cluster.session_ended(jid);
+            }
         }
     }
 
