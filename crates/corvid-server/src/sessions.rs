@@ -94,7 +94,12 @@ impl Default for Origin {
 #[derive(Clone, Debug)]
 pub struct SessionInfo {
     pub jid: FullJid,
-    pub origin: Origin,
+    /// Where the client connected from; `None` for a session on another node, which knows.
+    pub origin: Option<Origin>,
+    /// When it was bound.
+    pub since: std::time::SystemTime,
+    /// The node it runs on, in a cluster (`None` for this one).
+    pub node: Option<NodeName>,
 }
 
 /// What modules track about one bound resource (RFC 6121 presence state and XEP flags).
@@ -500,7 +505,7 @@ impl SessionManager {
             .sum()
     }
 
-    /// Every bound session, sorted by JID.
+    /// Every bound session, sorted by JID: this node's and, in a cluster, the others'.
     pub fn list(&self) -> Vec<SessionInfo> {
         let mut list: Vec<SessionInfo> = self
             .users
@@ -508,10 +513,20 @@ impl SessionManager {
             .flat_map(|e| {
                 e.value()
                     .iter()
-                    .filter(|r| r.local().is_some())
-                    .map(|r| SessionInfo {
-                        jid: r.jid.clone(),
-                        origin: r.origin,
+                    .map(|r| match &r.home {
+                        Home::Local(_) => SessionInfo {
+                            jid: r.jid.clone(),
+                            origin: Some(r.origin),
+                            since: r.origin.since,
+                            node: None,
+                        },
+                        Home::Node(remote) => SessionInfo {
+                            jid: r.jid.clone(),
+                            origin: None,
+                            since: std::time::UNIX_EPOCH
+                                + std::time::Duration::from_millis(remote.since_ms),
+                            node: Some(remote.node.clone()),
+                        },
                     })
                     .collect::<Vec<_>>()
             })

@@ -405,3 +405,53 @@ async fn carbons_reach_a_resource_on_another_node() -> Result<()> {
     ensure!(carbon.to_string().contains("from the desk"), "{carbon}");
     Ok(())
 }
+
+/// What an operator does through any node (the admin API and socket call these) reaches
+/// the sessions of every node: the list shows them with their node, an announcement gets
+/// to them, a kick closes them.
+#[tokio::test]
+async fn admin_operations_on_one_node_reach_the_sessions_of_every_node() -> Result<()> {
+    use corvid_server::operations;
+    let c = cluster(2).await?;
+    c.users(&["alice", "bob"]).await?;
+    let mut alice = c.nodes[0].login("alice", PASSWORD, Some("desk")).await?;
+    alice.send_presence(0).await?;
+    let mut bob = c.nodes[1].login("bob", PASSWORD, Some("phone")).await?;
+    bob.send_presence(0).await?;
+    c.settled(2).await?;
+
+    let via = &c.nodes[0].server;
+    let listed: Vec<(String, Option<String>, bool)> = operations::sessions(via)
+        .into_iter()
+        .map(|s| {
+            (
+                s.jid.to_string(),
+                s.node.as_deref().map(str::to_owned),
+                s.origin.is_some(),
+            )
+        })
+        .collect();
+    ensure!(
+        listed
+            == [
+                ("alice@localhost/desk".to_owned(), None, true),
+                (
+                    "bob@localhost/phone".to_owned(),
+                    Some("n1".to_owned()),
+                    false
+                ),
+            ],
+        "{listed:?}"
+    );
+
+    ensure!(operations::announce(via, "maintenance at noon").await == 2);
+    for client in [&mut alice, &mut bob] {
+        let got = client.expect_message("maintenance at noon").await?;
+        ensure!(got.attr("type") == Some("headline"), "{got}");
+    }
+
+    let bob_jid = corvid_proto::FullJid::new("bob@localhost/phone")?;
+    ensure!(operations::kick(via, &bob_jid), "bob's session not found");
+    bob.expect_stream_error("policy-violation").await?;
+    Ok(())
+}

@@ -252,11 +252,19 @@ async fn list_sessions(_: Authorized, State(server): State<Arc<Server>>) -> ApiR
     let sessions: Vec<Value> = operations::sessions(&server)
         .into_iter()
         .map(|s| {
+            // In a cluster, where each runs; its address and transport only its node knows.
+            let node = s.node.as_deref().map(str::to_owned).or_else(|| {
+                server
+                    .cluster
+                    .get()
+                    .map(|cluster| cluster.node().to_string())
+            });
             json!({
                 "jid": s.jid.as_str(),
-                "ip": s.origin.ip.to_string(),
-                "transport": s.origin.transport,
-                "since": unix_seconds(s.origin.since),
+                "ip": s.origin.map(|o| o.ip.to_string()),
+                "transport": s.origin.map(|o| o.transport),
+                "since": unix_seconds(s.since),
+                "node": node,
             })
         })
         .collect();
