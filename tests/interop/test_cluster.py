@@ -663,3 +663,32 @@ async def test_a_room_whose_node_is_killed_is_taken_over_and_its_occupants_told(
     assert got.xml.findtext("{jabber:client}body") == "after"
     assert len(bob.inbox.matching(is_presence("unavailable", frm=f"{room}/bob"))) == 0, \
         "bob was told more than once that he is out"
+
+
+@pytest.mark.timeout(120)
+async def test_a_rolling_restart_drops_only_the_restarting_nodes_sessions(own_cluster, im):
+    """Each node in turn is stopped with SIGTERM and started again, as an upgrade does: the
+    users of the other nodes keep their connections and go on chatting meanwhile; the
+    restarting node's user is disconnected, logs in there again, and is reachable."""
+    nodes = own_cluster("rolling")
+    users = [await im.user(node, f"u{i}") for i, node in enumerate(nodes.nodes, 1)]
+    for step, node in enumerate(nodes.nodes):
+        leaving = users[step]
+        staying = [u for u in users if u is not leaving]
+        await asyncio.to_thread(node.restart)
+        await asyncio.wait_for(asyncio.shield(leaving.ended), TIMEOUT)
+        assert [u.full for u in staying if u.ended.done()] == [], f"step {step}: other nodes' users disconnected"
+        first, second = staying
+        for frm, to in ((first, second), (second, first)):
+            mid = frm.message(to.full, f"during restart {step}")
+            await to.inbox.expect(is_message(mid=mid), f"a message between staying users at step {step}")
+        back = await im.online(node, leaving.full, leaving.account_password)
+        back.account_password = leaving.account_password
+        users[step] = back
+        for other in staying:
+            mid = other.message(back.full, f"welcome back {step}")
+            await back.inbox.expect(is_message(mid=mid), f"a message to the user back on n{step + 1}")
+    rows = await nodes.wait_status(nodes.nodes[0], lambda rows: len(rows) == 3 and all(
+        row.state == "alive" and row.sessions == 1 for row in rows.values()), "three nodes, one session each")
+    assert sorted(rows) == ["n1", "n2", "n3"], rows
+    assert [u.full for u in users if u.ended.done()] == [], "a user disconnected after the restarts"
