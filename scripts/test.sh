@@ -73,6 +73,7 @@ cargo test --workspace --locked --doc
 # tests end. The workspace's build serves (the filter picks the store's tests; building only
 # corvid-store would resolve its dependencies' features anew and rebuild them). The store's
 # doc test opens no store.
+# `corvid migrate` copies an installation into PostgreSQL and back (crates/corvid/tests/migrate.rs).
 # The cluster's tests (crates/corvid-server/tests/cluster.rs) run again on it too: three
 # nodes sharing one PostgreSQL database and one Redis. The server stays up for the interop
 # tests, whose cluster (tests/interop/test_cluster.py) shares a PostgreSQL database as well.
@@ -82,10 +83,11 @@ pg_url=$(scripts/postgres.sh start "$pg_dir")
 trap 'scripts/postgres.sh stop "$pg_dir"' EXIT
 if cargo nextest --version >/dev/null 2>&1; then
     CORVID_TEST_POSTGRES_URL="$pg_url" cargo nextest run --workspace --locked --no-fail-fast \
-        -E 'package(corvid-store) | (package(corvid-server) & binary(cluster))'
+        -E 'package(corvid-store) | (package(corvid-server) & binary(cluster)) | (package(corvid) & binary(migrate))'
 else
     CORVID_TEST_POSTGRES_URL="$pg_url" cargo test -p corvid-store --locked --no-fail-fast
     CORVID_TEST_POSTGRES_URL="$pg_url" cargo test -p corvid-server --test cluster --locked --no-fail-fast
+    CORVID_TEST_POSTGRES_URL="$pg_url" cargo test -p corvid --test migrate --locked --no-fail-fast
 fi
 
 echo "== web client (Converse.js) and the Node clients of the interop tests, pinned"
