@@ -15,6 +15,7 @@
 //! carry our hash (XEP-0153 §4.1): send it with [`Avatars::send_presence`], or add the
 //! element with [`Avatars::decorate`].
 
+use crate::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -561,10 +562,6 @@ fn sha1_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

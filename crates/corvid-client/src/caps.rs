@@ -9,6 +9,7 @@
 //! current hash into a presence before it is sent. A feature added after presence went out
 //! is known to others only once presence is sent again.
 
+use crate::lock;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
@@ -194,10 +195,6 @@ fn verification_string(identities: &BTreeSet<Identity>, features: &BTreeSet<Stri
         s.push('<');
     }
     B64.encode(Sha1::digest(s.as_bytes()))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! [`Reconnect`] policy ([`ClientBuilder::reconnect`]) the stream task comes back by
 //! itself after such a loss; the [`crate::reconnect`] module tells how.
 
+use crate::lock;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -570,10 +571,6 @@ fn connector(
     let config =
         tls::client_config(verification, alpn).map_err(|e| ConnectError::Tls(e.to_string()))?;
     Ok(TlsConnector::from(Arc::new(config)))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The bound JID while connected.

@@ -82,3 +82,9 @@ pub use roster::{
 pub use sqlite_storage::SqliteStorage;
 pub use tls::Verification;
 pub use vcard::{MemoryVCardStorage, VCardError, VCardStorage, VCards};
+
+/// Locks a mutex, poisoned or not: what the crate guards with `std::sync::Mutex` is never
+/// left half-updated by a panic (no guard is held across a call that could panic midway).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -8,6 +8,7 @@
 //! an unchanged roster costs the server an empty answer. Changes go to the storage and out
 //! as [`RosterEvent`]s, in the order the server sent them.
 
+use crate::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -581,8 +582,4 @@ pub enum RosterError {
     /// The storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

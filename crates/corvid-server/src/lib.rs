@@ -72,6 +72,12 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     })
 }
 
+/// Locks a mutex, poisoned or not: what the crate guards with `std::sync::Mutex` is never
+/// left half-updated by a panic (no guard is held across a call that could panic midway).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

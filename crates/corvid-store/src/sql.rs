@@ -365,6 +365,13 @@ impl SqlStore {
         self.listener.tell(change);
     }
 
+    /// A write to a pubsub service's nodes, items or subscriptions.
+    fn pubsub_changed(&self, service: &str) {
+        self.changed(crate::StoreChange::PubSub {
+            service: service.to_owned(),
+        });
+    }
+
     /// The (username, domain) pairs a query returns.
     async fn accounts_in(&self, query: &'static str) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(query).fetch_all(&self.pool).await?;

@@ -22,6 +22,7 @@
 //! (`router::reroute_unsent`): messages go to the account's other resources or to offline
 //! storage, never lost.
 
+use crate::lock;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -569,10 +570,6 @@ impl TooHigh {
                 .with_attr("send-count", self.sent.to_string()),
         )
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

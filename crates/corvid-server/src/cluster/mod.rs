@@ -31,6 +31,7 @@ mod receive;
 pub mod status;
 pub mod wire;
 
+use crate::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, Weak};
@@ -429,9 +430,4 @@ impl Cluster {
         }
         tracing::info!(node = %self.node, "left the cluster");
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Nothing guarded here is left half-updated by a panic.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

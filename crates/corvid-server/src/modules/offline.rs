@@ -12,6 +12,7 @@
 //! fetched there (XEP-0313 §7.1.1); they are deleted from offline storage instead, and
 //! only the rest are delivered (`[offline] skip_fetched_from_archive`, on by default).
 
+use crate::lock;
 use corvid_proto::Bare;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -196,10 +197,6 @@ fn worth_storing(msg: &Element) -> bool {
     }
     msg.children()
         .any(|c| c.ns() != ns::CHATSTATES && !c.is("thread", ns::CLIENT))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Feeds the stored messages into the session's queue as it makes room, and deletes each

@@ -21,6 +21,7 @@ mod outgoing;
 pub mod resolve;
 pub mod tls;
 
+use crate::lock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,10 +131,6 @@ impl S2s {
             outgoing.remove(pair);
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A connection's entry in the registry, removed when dropped.

@@ -117,9 +117,7 @@ impl PubSubStore for SqlStore {
             upsert_subscription(&mut tx, &node.service, &node.node, subscription).await?;
         }
         tx.commit().await?;
-        self.changed(crate::StoreChange::PubSub {
-            service: node.service.clone(),
-        });
+        self.pubsub_changed(&node.service);
         Ok(())
     }
 
@@ -140,9 +138,7 @@ impl PubSubStore for SqlStore {
         if updated == 0 {
             return Err(StoreError::NotFound);
         }
-        self.changed(crate::StoreChange::PubSub {
-            service: service.to_owned(),
-        });
+        self.pubsub_changed(service);
         Ok(())
     }
 
@@ -157,9 +153,7 @@ impl PubSubStore for SqlStore {
                 .await?;
         }
         tx.commit().await?;
-        self.changed(crate::StoreChange::PubSub {
-            service: service.to_owned(),
-        });
+        self.pubsub_changed(service);
         Ok(())
     }
 
@@ -195,9 +189,7 @@ impl PubSubStore for SqlStore {
                 .await?
             }
         };
-        self.changed(crate::StoreChange::PubSub {
-            service: service.to_owned(),
-        });
+        self.pubsub_changed(service);
         Ok(())
     }
 
@@ -209,9 +201,7 @@ impl PubSubStore for SqlStore {
     ) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         upsert_subscription(&mut conn, service, node, subscription).await?;
-        self.changed(crate::StoreChange::PubSub {
-            service: service.to_owned(),
-        });
+        self.pubsub_changed(service);
         Ok(())
     }
 
@@ -232,9 +222,7 @@ impl PubSubStore for SqlStore {
         .bind(subid)
         .execute(&self.pool)
         .await?;
-        self.changed(crate::StoreChange::PubSub {
-            service: service.to_owned(),
-        });
+        self.pubsub_changed(service);
         Ok(())
     }
 
@@ -289,9 +277,7 @@ impl PubSubStore for SqlStore {
             None => Vec::new(),
         };
         tx.commit().await?;
-        self.changed(crate::StoreChange::PubSub {
-            service: service.to_owned(),
-        });
+        self.pubsub_changed(service);
         Ok(evicted)
     }
 
@@ -310,9 +296,7 @@ impl PubSubStore for SqlStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        self.changed(crate::StoreChange::PubSub {
-            service: service.to_owned(),
-        });
+        self.pubsub_changed(service);
         Ok(deleted > 0)
     }
 
@@ -322,9 +306,7 @@ impl PubSubStore for SqlStore {
             .bind(node)
             .execute(&self.pool)
             .await?;
-        self.changed(crate::StoreChange::PubSub {
-            service: service.to_owned(),
-        });
+        self.pubsub_changed(service);
         Ok(())
     }
 
@@ -353,9 +335,7 @@ impl PubSubStore for SqlStore {
         let mut tx = self.begin_write().await?;
         delete_service(&mut tx, self.backend, service).await?;
         tx.commit().await?;
-        self.changed(crate::StoreChange::PubSub {
-            service: service.to_owned(),
-        });
+        self.pubsub_changed(service);
         Ok(())
     }
 }
