@@ -31,6 +31,7 @@ import tempfile
 import time
 import urllib.parse
 import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ import conftest
 from interop_support import (HOST, NS_DELAY, STOP_TIMEOUT, TIMEOUT, ImServer, _free_port, befriend, is_message,
                              is_presence, presence_type, unique_name)
 from raw_stream import RawStream, StreamClosed, body_of
-from sm_support import advertises_mam, archived_messages
+from sm_support import SmClient, advertises_mam, archived_messages
 from test_crash import Sender
 from test_muc import codes, configure, create_room, item_of, join, muc_user, muc_user_again, others
 
@@ -692,3 +693,50 @@ async def test_a_rolling_restart_drops_only_the_restarting_nodes_sessions(own_cl
         row.state == "alive" and row.sessions == 1 for row in rows.values()), "three nodes, one session each")
     assert sorted(rows) == ["n1", "n2", "n3"], rows
     assert [u.full for u in users if u.ended.done()] == [], "a user disconnected after the restarts"
+
+
+async def test_a_session_resumes_on_another_node(cluster, im, clients, proxies):
+    """XEP-0198 across nodes: a phone on n1 loses its network (its connection to n1 stays
+    open, silent) and resumes on n2, as behind a load balancer. n2 gets the session from
+    n1: same full JID, what was sent meanwhile arrives once, contacts see no presence
+    change, and it is routed to on n2 from then on."""
+    n1, n2, n3 = cluster.nodes
+    alice = await im.user(n3, "alice")
+    bob_jid, bob_password = n1.new_account("bob")
+    proxy = await proxies(n1)
+    phone = SmClient(f"{bob_jid}/phone", bob_password)
+    clients.made.append(phone)
+    await phone.start(proxy)
+    enabled = await phone.sm_ready()
+    assert enabled.get("resume") in ("true", "1") and enabled.get("id", "").startswith("n1:"), str(enabled)
+    await phone.online()
+    await befriend(alice, phone)
+    await alice.inbox.expect(is_presence("available", frm=phone.full), "the phone's presence")
+    mid = phone.message(alice.full, "settled")
+    await alice.inbox.expect(is_message(mid=mid), "the phone's settling message")
+    alice.inbox.discard(is_presence(from_bare=phone.bare))
+    full_before = phone.full
+    before = await asyncio.to_thread(cluster.status, n3)
+
+    await phone.cut()
+    during = [alice.message(full_before, "while cut 1"), alice.message(phone.bare, "while cut 2")]
+    await alice.sync()
+    assert await phone.reconnect(n2.port) == "resumed", f"failed: {[ET.tostring(f) for f in phone.failed]}"
+    assert phone.resumed[-1].get("previd") == enabled.get("id")
+    for mid in during:
+        await phone.inbox.expect(is_message(mid=mid), f"message {mid} sent while cut")
+
+    # Routed to n2 now: the registry has the phone there, and messages reach it.
+    await cluster.wait_status(n3, lambda rows: (rows["n1"].sessions, rows["n2"].sessions) == (
+        before["n1"].sessions - 1, before["n2"].sessions + 1), "the phone's session moved from n1 to n2")
+    after = alice.message(full_before, "after the move")
+    await phone.inbox.expect(is_message(mid=after), "a message after the move")
+    reply = phone.message(alice.bare, "from n2")
+    got = await alice.inbox.expect(is_message(mid=reply), "the phone's reply from n2")
+    assert got.xml.get("from") == full_before
+    counts = collections.Counter(s.xml.get("id") for s in phone.inbox.history if s.name == "message")
+    assert {mid: counts[mid] for mid in during + [after]} == {mid: 1 for mid in during + [after]}
+    assert alice.inbox.matching(is_presence(from_bare=phone.bare)) == [], "alice saw the phone's presence change"
+    # Its presence went along: a new resource of alice's probes and finds the phone available.
+    tablet = await im.online(n3, f"{alice.bare}/tablet", alice.account_password)
+    await tablet.inbox.expect(is_presence("available", frm=full_before), "the phone's presence, probed")

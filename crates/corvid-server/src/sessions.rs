@@ -27,6 +27,7 @@ mod remote;
 
 pub use queue::{Outbound, QueueLimits, SessionControl};
 pub use queued::{Queued, StanzaClass};
+pub(crate) use remote::shared as shared_state;
 pub use remote::{ClusterLink, NodeName, SharedState};
 
 /// One session's identity: unique for the life of the process. Two sessions may briefly
@@ -237,13 +238,25 @@ impl SessionManager {
         max_resources: usize,
         origin: Origin,
     ) -> Option<BoundSession> {
+        self.bind_with(jid, max_resources, origin, ResourceState::default())
+    }
+
+    /// [`Self::bind_from`] for a session that already has a state: one moved here from
+    /// another node of the cluster (`SessionManager::move_out` there).
+    pub fn bind_with(
+        &self,
+        jid: FullJid,
+        max_resources: usize,
+        origin: Origin,
+        state: ResourceState,
+    ) -> Option<BoundSession> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let control = Arc::new(SessionControl::default());
         let resource = Resource {
             id,
             jid: jid.clone(),
             home: Home::Local(control.clone()),
-            state: ResourceState::default(),
+            state,
             origin,
         };
         // Most accounts have one resource: no room for four (Vec's first growth) per session.

@@ -24,6 +24,7 @@ use crate::server::Server;
 pub(crate) use connection::run_bridged;
 pub(crate) use register::MAX_REGISTRATION_WAIT;
 pub use sm::ResumeRegistry;
+pub(crate) use sm::{end_moved, give_away};
 pub(crate) use transport::Transport;
 
 /// The TLS 1.3 record reader, for its fuzz target (fuzz/fuzz_targets/records.rs).

@@ -31,6 +31,10 @@ pub(super) enum Out {
         seq: u64,
         state: Option<SharedState>,
     },
+    /// One of this node's sessions moved to another node: out of the registry hash only.
+    Forget {
+        jid: String,
+    },
     Broadcast(Vec<u8>),
     /// Answered once everything queued before it was published.
     Flush(tokio::sync::oneshot::Sender<()>),
@@ -69,6 +73,12 @@ impl ClusterLink for Cluster {
         let _ = self.out.send(Out::ToNode {
             node: node.clone(),
             frame: frame.encode(),
+        });
+    }
+
+    fn forget(&self, jid: &FullJid) {
+        let _ = self.out.send(Out::Forget {
+            jid: jid.to_string(),
         });
     }
 
@@ -155,6 +165,12 @@ pub(super) async fn publish(cluster: Arc<Cluster>, mut outgoing: mpsc::Unbounded
                         .arg(frame.encode())
                         .ignore();
                 }
+                Out::Forget { jid } => {
+                    pipe.cmd("HDEL")
+                        .arg(cluster.keys.sessions(&cluster.node))
+                        .arg(jid)
+                        .ignore();
+                }
                 Out::Broadcast(frame) => {
                     pipe.cmd("PUBLISH")
                         .arg(cluster.keys.all())
@@ -186,7 +202,7 @@ pub(super) async fn publish(cluster: Arc<Cluster>, mut outgoing: mpsc::Unbounded
                 Out::ToNode { .. } => {
                     receivers.next();
                 }
-                Out::Announce { .. } | Out::Broadcast(_) => {}
+                Out::Announce { .. } | Out::Forget { .. } | Out::Broadcast(_) => {}
                 Out::Flush(done) => {
                     let _ = done.send(());
                 }

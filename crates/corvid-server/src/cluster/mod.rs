@@ -28,6 +28,7 @@ mod link;
 mod liveness;
 mod ownership;
 mod receive;
+mod resume;
 pub mod status;
 pub mod wire;
 
@@ -140,6 +141,8 @@ pub struct Cluster {
     /// nodes not yet settled here (`acks.rs`).
     unacked: acks::Unacked,
     inbound: acks::Inbound,
+    /// Resumptions (XEP-0198) of sessions held by other nodes (`resume.rs`).
+    resumptions: resume::Resumptions,
     /// Numbers this node's announcements, so others apply them in order.
     seq: AtomicU64,
     /// While the other nodes' sessions are being loaded: the sessions announced ended in
@@ -198,6 +201,7 @@ impl Cluster {
             pending: AtomicUsize::new(0),
             unacked: acks::Unacked::default(),
             inbound: acks::Inbound::default(),
+            resumptions: resume::Resumptions::default(),
             seq: AtomicU64::new(1),
             loading: Mutex::new(None),
             live: Mutex::new(Vec::new()),
@@ -212,6 +216,7 @@ impl Cluster {
         cluster.register().await?;
         server.sessions.join_cluster(cluster.clone());
         server.iq_tracker.set_node(&cluster.node);
+        server.resumption.set_node(&cluster.node);
         server.store.share_with_other_writers();
         let store_link = Arc::downgrade(&cluster);
         server.store.watch_changes(Arc::new(move |change| {

@@ -109,7 +109,7 @@ async fn resubscribe(cluster: &Arc<Cluster>) -> Option<redis::aio::PubSub> {
 }
 
 fn for_this_node(
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     server: &Arc<Server>,
     frame: ToNode,
     routes: &mpsc::UnboundedSender<bytes::Bytes>,
@@ -164,6 +164,24 @@ fn for_this_node(
             if incarnation == cluster.info.incarnation {
                 cluster.unacked.acknowledged(&from, upto);
             }
+        }
+        // Both wait (for a session's task, for storage): off the channel's task.
+        ToNode::ResumeAsk {
+            ticket,
+            reply_to,
+            id,
+            owner,
+        } => {
+            let (cluster, server) = (cluster.clone(), server.clone());
+            tokio::spawn(async move {
+                cluster
+                    .give_session(&server, ticket, reply_to, id, owner)
+                    .await;
+            });
+        }
+        ToNode::ResumeGive { ticket, moved } => {
+            let (cluster, server) = (cluster.clone(), server.clone());
+            tokio::spawn(async move { cluster.session_given(&server, ticket, moved).await });
         }
     }
 }

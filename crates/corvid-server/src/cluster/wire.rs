@@ -29,6 +29,16 @@ pub enum ToNode {
         incarnation: u64,
         upto: u64,
     },
+    /// A client of `reply_to` resumes (XEP-0198) the session `id` of `owner`, which this
+    /// node holds (or held: it says where it went).
+    ResumeAsk {
+        ticket: u64,
+        reply_to: String,
+        id: String,
+        owner: String,
+    },
+    /// The answer to a `ResumeAsk`: the session, moved out of the node that answers.
+    ResumeGive { ticket: u64, moved: Option<Moved> },
     /// Close one of its sessions; `conflict` means it was bound again elsewhere.
     Close {
         to: String,
@@ -47,6 +57,22 @@ pub struct Sent {
     pub node: String,
     pub incarnation: u64,
     pub seq: u64,
+}
+
+/// A resumable session (XEP-0198) moving to the node its client resumes it on: its
+/// stream management counters, what its client has not acknowledged, what was queued for
+/// it, and its state as a resource.
+#[derive(Debug, PartialEq)]
+pub struct Moved {
+    pub jid: String,
+    pub handled: u32,
+    pub sent: u32,
+    pub timeout_secs: u64,
+    pub state: SharedState,
+    /// Where it sent directed presence (RFC 6121 §4.6).
+    pub directed: Vec<String>,
+    pub unacked: Vec<Bytes>,
+    pub queued: Vec<(StanzaClass, Bytes)>,
 }
 
 /// A frame for every node (the cluster's broadcast channel).
@@ -71,6 +97,8 @@ pub enum ToAll {
 const DELIVER: u8 = b'D';
 const DELIVER_NUMBERED: u8 = b'E';
 const ACK: u8 = b'A';
+const RESUME_ASK: u8 = b'Q';
+const RESUME_GIVE: u8 = b'G';
 const CLOSE: u8 = b'C';
 const ROUTE: u8 = b'R';
 const SESSION: u8 = b'S';
@@ -111,6 +139,29 @@ impl ToNode {
                 w.u64(*incarnation);
                 w.u64(*upto);
             }
+            ToNode::ResumeAsk {
+                ticket,
+                reply_to,
+                id,
+                owner,
+            } => {
+                w.u8(RESUME_ASK);
+                w.u64(*ticket);
+                w.str(reply_to);
+                w.str(id);
+                w.str(owner);
+            }
+            ToNode::ResumeGive { ticket, moved } => {
+                w.u8(RESUME_GIVE);
+                w.u64(*ticket);
+                match moved {
+                    None => w.u8(0),
+                    Some(moved) => {
+                        w.u8(1);
+                        write_moved(&mut w, moved);
+                    }
+                }
+            }
             ToNode::Close {
                 to,
                 condition,
@@ -150,6 +201,20 @@ impl ToNode {
                 from: r.string()?,
                 incarnation: r.u64()?,
                 upto: r.u64()?,
+            },
+            RESUME_ASK => ToNode::ResumeAsk {
+                ticket: r.u64()?,
+                reply_to: r.string()?,
+                id: r.string()?,
+                owner: r.string()?,
+            },
+            RESUME_GIVE => ToNode::ResumeGive {
+                ticket: r.u64()?,
+                moved: match r.u8()? {
+                    0 => None,
+                    1 => Some(read_moved(&mut r)?),
+                    _ => return None,
+                },
             },
             CLOSE => ToNode::Close {
                 to: r.string()?,
@@ -276,6 +341,58 @@ pub fn registry_value(seq: u64, state: Option<&SharedState>) -> Vec<u8> {
     w.0
 }
 
+fn write_moved(w: &mut Writer, moved: &Moved) {
+    w.str(&moved.jid);
+    w.u64(u64::from(moved.handled));
+    w.u64(u64::from(moved.sent));
+    w.u64(moved.timeout_secs);
+    w.bytes(&registry_value(0, Some(&moved.state)));
+    w.u64(moved.directed.len() as u64);
+    for jid in &moved.directed {
+        w.str(jid);
+    }
+    w.u64(moved.unacked.len() as u64);
+    for stanza in &moved.unacked {
+        w.bytes(stanza);
+    }
+    w.u64(moved.queued.len() as u64);
+    for (class, stanza) in &moved.queued {
+        w.u8(class_code(*class));
+        w.bytes(stanza);
+    }
+}
+
+fn read_moved(r: &mut Reader<'_>) -> Option<Moved> {
+    let jid = r.string()?;
+    let handled = u32::try_from(r.u64()?).ok()?;
+    let sent = u32::try_from(r.u64()?).ok()?;
+    let timeout_secs = r.u64()?;
+    let (_, state) = decode_registry_value(r.bytes()?)?;
+    let mut directed = Vec::new();
+    for _ in 0..r.count()? {
+        directed.push(r.string()?);
+    }
+    let mut unacked = Vec::new();
+    for _ in 0..r.count()? {
+        unacked.push(Bytes::copy_from_slice(r.bytes()?));
+    }
+    let mut queued = Vec::new();
+    for _ in 0..r.count()? {
+        let class = class_of(r.u8()?)?;
+        queued.push((class, Bytes::copy_from_slice(r.bytes()?)));
+    }
+    Some(Moved {
+        jid,
+        handled,
+        sent,
+        timeout_secs,
+        state: state?,
+        directed,
+        unacked,
+        queued,
+    })
+}
+
 /// Decodes what [`registry_value`] made.
 pub fn decode_registry_value(value: &[u8]) -> Option<(u64, Option<SharedState>)> {
     let mut r = Reader(value);
@@ -383,6 +500,13 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
+    /// A number of items to read, each at least a byte: more than the bytes left is a
+    /// damaged frame (and no allocation is made for it).
+    fn count(&mut self) -> Option<u64> {
+        let n = self.u64()?;
+        (n <= self.0.len() as u64).then_some(n)
+    }
+
     fn string(&mut self) -> Option<String> {
         String::from_utf8(self.bytes()?.to_vec()).ok()
     }
@@ -440,6 +564,29 @@ mod tests {
                 to: "a@x/r".into(),
                 condition: "conflict".into(),
                 text: "Replaced".into(),
+            },
+            ToNode::ResumeAsk {
+                ticket: 3,
+                reply_to: "n2".into(),
+                id: "n1:abc".into(),
+                owner: "a@x".into(),
+            },
+            ToNode::ResumeGive {
+                ticket: 3,
+                moved: None,
+            },
+            ToNode::ResumeGive {
+                ticket: 4,
+                moved: Some(Moved {
+                    jid: "a@x/r".into(),
+                    handled: u32::MAX,
+                    sent: 7,
+                    timeout_secs: 300,
+                    state: state(),
+                    directed: vec!["b@y".into(), "room@muc.x/nick".into()],
+                    unacked: vec![Bytes::from_static(b"<message/>")],
+                    queued: vec![(StanzaClass::Presence, Bytes::from_static(b"<presence/>"))],
+                }),
             },
             ToNode::Route {
                 stanza: Bytes::from_static(b"<presence/>"),

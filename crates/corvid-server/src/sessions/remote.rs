@@ -48,7 +48,7 @@ pub struct SharedState {
 }
 
 /// The part of a local session's state other nodes see.
-pub(super) fn shared(id: SessionId, state: &ResourceState, since: SystemTime) -> SharedState {
+pub(crate) fn shared(id: SessionId, state: &ResourceState, since: SystemTime) -> SharedState {
     SharedState {
         id,
         since_ms: since
@@ -91,6 +91,9 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// Tells the other nodes that a session of this node was bound or changed (`Some`), or
     /// ended (`None`).
     fn announce(&self, jid: &FullJid, state: Option<&SharedState>);
+    /// Takes a session out of this node's registry without telling the others: it moved
+    /// to another node, whose announcement replaces it there.
+    fn forget(&self, jid: &FullJid);
 }
 
 impl SessionManager {
@@ -102,6 +105,27 @@ impl SessionManager {
     /// Whether this node is part of a cluster.
     pub fn clustered(&self) -> bool {
         self.cluster.get().is_some()
+    }
+
+    /// Takes a session of this node out quietly, returning its state: it moves to another
+    /// node (a resumption there, XEP-0198), whose announcement takes its place on every
+    /// node, without the session seeming to end. `None` if it is no longer bound here.
+    pub fn move_out(&self, jid: &FullJid, id: SessionId) -> Option<ResourceState> {
+        let mut removed = None;
+        self.users.remove_if_mut(&jid.bare(), |_, resources| {
+            if let Some(pos) = resources
+                .iter()
+                .position(|r| r.id == id && r.local().is_some())
+            {
+                removed = Some(resources.remove(pos));
+            }
+            resources.is_empty()
+        });
+        let removed = removed?;
+        if let Some(link) = self.cluster.get() {
+            link.forget(jid);
+        }
+        Some(removed.state)
     }
 
     /// Delivers to a session bound on this node only: what another node handed over.
