@@ -64,24 +64,28 @@ async fn cluster(size: usize) -> Result<Cluster> {
     let url = db.url();
     let mut nodes = Vec::new();
     for i in 0..size {
-        let node = start_server_with(|config| {
-            config.storage.url = Some(url.clone());
-            config.cluster.redis = Some(redis.url());
-            config.cluster.node = Some(format!("n{i}"));
-            config.cluster.heartbeat_ms = 100;
-            config.cluster.dead_after_ms = 1_000;
-            config.s2s.enabled = false;
-            config.http.enabled = false;
-        })
-        .await
-        .with_context(|| format!("start node n{i}"))?;
-        nodes.push(node);
+        nodes.push(start_node(&url, &redis, i).await?);
     }
     Ok(Cluster {
         nodes,
         redis,
         _db: db,
     })
+}
+
+/// Node `n{i}` of the cluster on database `url` and `redis`.
+async fn start_node(url: &str, redis: &Redis, i: usize) -> Result<TestServer> {
+    start_server_with(|config| {
+        config.storage.url = Some(url.to_owned());
+        config.cluster.redis = Some(redis.url());
+        config.cluster.node = Some(format!("n{i}"));
+        config.cluster.heartbeat_ms = 100;
+        config.cluster.dead_after_ms = 1_000;
+        config.s2s.enabled = false;
+        config.http.enabled = false;
+    })
+    .await
+    .with_context(|| format!("start node n{i}"))
 }
 
 impl Cluster {
@@ -454,4 +458,98 @@ async fn admin_operations_on_one_node_reach_the_sessions_of_every_node() -> Resu
     ensure!(operations::kick(via, &bob_jid), "bob's session not found");
     bob.expect_stream_error("policy-violation").await?;
     Ok(())
+}
+
+/// Redis restarted without persistence comes back empty: each node subscribes again and
+/// puts back its place, its sessions and the rooms it runs; they route to each other again,
+/// and a room still has one node running it.
+#[tokio::test]
+async fn the_nodes_recover_when_redis_restarts_empty() -> Result<()> {
+    let mut c = cluster(2).await?;
+    c.users(&["alice", "bob"]).await?;
+    let mut alice = c.nodes[0].login("alice", PASSWORD, Some("desk")).await?;
+    alice.send_presence(0).await?;
+    let mut bob = c.nodes[1].login("bob", PASSWORD, Some("phone")).await?;
+    bob.send_presence(0).await?;
+    c.settled(2).await?;
+    join_room(&mut alice, "hall@conference.localhost/alice").await?;
+    // XEP-0045 §10.1.2: an instant room, unlocked for others.
+    let submit = Element::new("query", ns::MUC_OWNER)
+        .with_child(Element::new("x", "jabber:x:data").with_attr("type", "submit"));
+    alice
+        .send(
+            &Element::new("iq", ns::CLIENT)
+                .with_attr("type", "set")
+                .with_attr("id", "unlock")
+                .with_attr("to", "hall@conference.localhost")
+                .with_child(submit),
+        )
+        .await?;
+    let (unlocked, _) = alice
+        .recv_until(|el| el.name() == "iq" && el.attr("id") == Some("unlock"))
+        .await?;
+    ensure!(unlocked.attr("type") == Some("result"), "{unlocked}");
+    join_room(&mut bob, "hall@conference.localhost/bob").await?;
+
+    c.redis.restart()?;
+    let config = c.nodes[0].server.config.cluster.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = corvid_server::cluster::cluster_status(&config).await;
+        let listed: Vec<(String, bool, u64)> = status
+            .iter()
+            .flatten()
+            .map(|n| (n.name.clone(), n.alive, n.sessions))
+            .collect();
+        if listed == [("n0".to_owned(), true, 1), ("n1".to_owned(), true, 1)] {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the registry after the restart: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.settled(2).await?;
+
+    alice
+        .send(&message("bob@localhost/phone", "chat", "after the restart"))
+        .await?;
+    bob.recv_until(|el| has_body(el, "after the restart"))
+        .await
+        .context("alice's message after the restart")?;
+    // A node that joins now finds the room's owner in Redis again: node 0.
+    let url = c._db.url();
+    let late = start_node(&url, &c.redis, 2).await?;
+    let node2 = late.server.cluster.get().context("clustered")?;
+    ensure!(
+        node2.owner_of("hall@conference.localhost").await
+            == corvid_server::cluster::Owner::Node("n0".into()),
+        "node 0 still runs the room"
+    );
+    // And the dialback secret the others put back (XEP-0220 keys any node can verify).
+    let key = |node: &TestServer| node.server.s2s.dialback_key("remote.example", DOMAIN, "s1");
+    ensure!(
+        key(&late) == key(&c.nodes[0]) && key(&late) == key(&c.nodes[1]),
+        "the nodes make different dialback keys"
+    );
+    c.nodes.push(late);
+    bob.send(&message(
+        "hall@conference.localhost",
+        "groupchat",
+        "one room still",
+    ))
+    .await?;
+    alice
+        .recv_until(|el| has_body(el, "one room still"))
+        .await
+        .context("bob's groupchat after the restart")?;
+    Ok(())
+}
+
+fn has_body(el: &Element, body: &str) -> bool {
+    el.is("message", ns::CLIENT)
+        && el
+            .get_child("body", ns::CLIENT)
+            .is_some_and(|b| b.text() == body)
 }

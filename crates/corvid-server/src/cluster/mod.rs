@@ -143,6 +143,8 @@ pub struct Cluster {
     inbound: acks::Inbound,
     /// Resumptions (XEP-0198) of sessions held by other nodes (`resume.rs`).
     resumptions: resume::Resumptions,
+    /// The dialback secret this node uses, as shared through Redis.
+    dialback: Mutex<Option<Vec<u8>>>,
     /// Numbers this node's announcements, so others apply them in order.
     seq: AtomicU64,
     /// While the other nodes' sessions are being loaded: the sessions announced ended in
@@ -202,6 +204,7 @@ impl Cluster {
             unacked: acks::Unacked::default(),
             inbound: acks::Inbound::default(),
             resumptions: resume::Resumptions::default(),
+            dialback: Mutex::new(None),
             seq: AtomicU64::new(1),
             loading: Mutex::new(None),
             live: Mutex::new(Vec::new()),
@@ -291,11 +294,14 @@ impl Cluster {
     }
 
     /// The nodes make and check dialback keys (XEP-0220) with one secret, kept in Redis: a
-    /// remote server may connect back to any of them to verify a key another one sent.
+    /// remote server may connect back to any of them to verify a key another one sent. A
+    /// node offers the secret it uses (a new one at first), and uses whichever Redis has.
     async fn share_dialback_secret(&self, server: &Arc<Server>) -> Result<(), redis::RedisError> {
         let mut redis = self.redis();
         let key = format!("{}:dialback", self.keys.prefix);
-        let mine: [u8; 32] = crate::random_bytes();
+        let mine = lock(&self.dialback)
+            .clone()
+            .unwrap_or_else(|| crate::random_bytes::<32>().to_vec());
         let secret: Vec<u8> = redis::pipe()
             .cmd("SET")
             .arg(&key)
@@ -308,6 +314,7 @@ impl Cluster {
             .await?
             .0;
         server.s2s.secret.replace(&secret);
+        *lock(&self.dialback) = Some(secret);
         Ok(())
     }
 

@@ -178,6 +178,28 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// After the link to Redis was lost (Redis may have come back empty): forgets every
+    /// owner looked up, and claims again what this node runs, so that every node looks
+    /// owners up afresh in Redis and they agree again. (While Redis was away, each node
+    /// ran what its users needed itself.)
+    pub(super) async fn claim_again(&self) {
+        let mine: Vec<String> = self
+            .owners
+            .known
+            .iter()
+            .filter(|entry| *entry.value() == self.node)
+            .map(|entry| entry.key().clone())
+            .collect();
+        self.owners.known.clear();
+        for key in mine {
+            if let Owner::Node(node) = self.owner_of(&key).await {
+                tracing::warn!(key, %node, "cluster: another node took over what this node ran");
+            }
+        }
+    }
+}
+
 /// Adds to `pipe` the release of everything this node owns (it is leaving).
 pub(super) fn release_all(cluster: &Cluster, pipe: &mut redis::Pipeline) {
     for entry in cluster.owners.known.iter() {

@@ -92,6 +92,11 @@ async fn resubscribe(cluster: &Arc<Cluster>) -> Option<redis::aio::PubSub> {
                 if let Err(e) = cluster.register().await {
                     tracing::warn!(error = %e, "cluster: could not register again");
                 }
+                // Redis may have restarted empty: what the nodes share goes back in.
+                if let Err(e) = cluster.share_dialback_secret(&server).await {
+                    tracing::warn!(error = %e, "cluster: could not share the dialback secret");
+                }
+                cluster.claim_again().await;
                 server.sessions.announce_all();
                 if let Err(e) = cluster.load_others().await {
                     tracing::warn!(error = %e, "cluster: could not reload the others' sessions");

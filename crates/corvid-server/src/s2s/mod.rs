@@ -94,6 +94,12 @@ pub struct Connection {
 }
 
 impl S2s {
+    /// The dialback key (XEP-0185) this server makes for a stream: the same on every node
+    /// of a cluster, which share the secret.
+    pub fn dialback_key(&self, receiving: &str, originating: &str, stream_id: &str) -> String {
+        self.secret.key(receiving, originating, stream_id)
+    }
+
     pub fn new(
         config: &crate::config::Config,
         tls: &crate::tls::Tls,
