@@ -553,3 +553,80 @@ fn has_body(el: &Element, body: &str) -> bool {
             .get_child("body", ns::CLIENT)
             .is_some_and(|b| b.text() == body)
 }
+
+/// The pubsub service (XEP-0060) is run by one node: a user of another node subscribes
+/// through it, gets the notifications of items published on the other, and reads them.
+#[tokio::test]
+async fn the_pubsub_service_serves_users_of_every_node() -> Result<()> {
+    const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+    const SERVICE: &str = "pubsub.localhost";
+    let c = cluster(2).await?;
+    c.users(&["alice", "bob"]).await?;
+    let mut alice = c.nodes[0].login("alice", PASSWORD, Some("desk")).await?;
+    let mut bob = c.nodes[1].login("bob", PASSWORD, Some("phone")).await?;
+    let pubsub = |child: Element| Element::new("pubsub", PUBSUB).with_child(child);
+
+    alice
+        .iq_result(
+            "set",
+            Some(SERVICE),
+            pubsub(Element::new("create", PUBSUB).with_attr("node", "news")),
+        )
+        .await?;
+    let subscribed = bob
+        .iq_result(
+            "set",
+            Some(SERVICE),
+            pubsub(
+                Element::new("subscribe", PUBSUB)
+                    .with_attr("node", "news")
+                    .with_attr("jid", "bob@localhost/phone"),
+            ),
+        )
+        .await?;
+    let state = subscribed
+        .get_child("pubsub", PUBSUB)
+        .and_then(|p| p.get_child("subscription", PUBSUB))
+        .and_then(|s| s.attr("subscription"));
+    ensure!(state == Some("subscribed"), "{subscribed}");
+    let item = Element::new("item", PUBSUB)
+        .with_attr("id", "first")
+        .with_child(Element::new("entry", "urn:example:news").with_text("hello"));
+    alice
+        .iq_result(
+            "set",
+            Some(SERVICE),
+            pubsub(
+                Element::new("publish", PUBSUB)
+                    .with_attr("node", "news")
+                    .with_child(item),
+            ),
+        )
+        .await?;
+    let (event, _) = bob
+        .recv_until(|el| el.is("message", ns::CLIENT) && el.attr("from") == Some(SERVICE))
+        .await
+        .context("the notification on node 1")?;
+    const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+    let notified = event
+        .get_child("event", EVENT)
+        .and_then(|e| e.get_child("items", EVENT))
+        .and_then(|i| i.get_child("item", EVENT))
+        .and_then(|i| i.attr("id"));
+    ensure!(notified == Some("first"), "{event}");
+    let items = bob
+        .iq_result(
+            "get",
+            Some(SERVICE),
+            pubsub(Element::new("items", PUBSUB).with_attr("node", "news")),
+        )
+        .await?;
+    let text = items
+        .get_child("pubsub", PUBSUB)
+        .and_then(|p| p.get_child("items", PUBSUB))
+        .and_then(|i| i.get_child("item", PUBSUB))
+        .and_then(|i| i.get_child("entry", "urn:example:news"))
+        .map(|e| e.text());
+    ensure!(text.as_deref() == Some("hello"), "{items}");
+    Ok(())
+}

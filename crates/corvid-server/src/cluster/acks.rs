@@ -129,13 +129,26 @@ struct WindowState {
     acked: u64,
 }
 
+/// A gap in the numbers longer than this (nothing legitimate makes one: a sender reroutes
+/// at most `max_pending` itself) starts the window afresh instead of filling it.
+const MAX_GAP: u64 = 1 << 20;
+
 impl WindowState {
     fn received(&mut self, seq: u64) -> bool {
-        let next = self.settled + self.after.len() as u64 + 1;
+        let next = self
+            .settled
+            .saturating_add(self.after.len() as u64)
+            .saturating_add(1);
         if seq < next {
             return false;
         }
-        for _ in next..seq {
+        if seq - next > MAX_GAP {
+            // What is outstanding is still settled by its receipts (`settle` ignores the
+            // numbers it no longer holds); acknowledging jumps ahead with the new start.
+            self.after.clear();
+            self.settled = seq - 1;
+        }
+        for _ in next.max(self.settled.saturating_add(1))..seq {
             self.after.push_back(true);
         }
         self.after.push_back(false);
@@ -145,7 +158,7 @@ impl WindowState {
 
     /// Marks `seq` settled; true if the settled prefix grew.
     fn settle(&mut self, seq: u64) -> bool {
-        let Some(index) = seq.checked_sub(self.settled + 1) else {
+        let Some(index) = seq.checked_sub(self.settled.saturating_add(1)) else {
             return false;
         };
         if let Some(slot) = self.after.get_mut(index as usize) {
@@ -292,6 +305,16 @@ mod tests {
         );
         drop(six);
         assert_eq!(settled(&inbound), vec![6]);
+    }
+
+    #[test]
+    fn a_huge_gap_starts_the_window_afresh() {
+        let inbound = Inbound::default();
+        let one = inbound.receive("n1", 7, 1).unwrap();
+        let far = inbound.receive("n1", 7, u64::MAX).unwrap();
+        drop(one);
+        drop(far);
+        assert_eq!(settled(&inbound), vec![u64::MAX]);
     }
 
     #[test]
