@@ -349,6 +349,15 @@ async def test_cluster_status_lists_every_node_alive_with_its_sessions(cluster, 
         row = rows[Cluster.node_name(node)]
         assert row.pid == node.proc.pid, rows
         assert row.up_secs >= 0, rows
+    # `corvid status` asks the running node: its own sessions, then the cluster's.
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        done = await asyncio.to_thread(n2.cli, "status")
+        assert done.returncode == 0, done.stderr
+        if done.stdout == "sessions\t2\ncluster_sessions\t6\n":
+            break
+        assert time.monotonic() < deadline, f"`corvid status` on n2 says {done.stdout!r}"
+        await asyncio.sleep(0.1)
 
     for client in clients[1:3]:  # n2's two sessions end
         await client.close()

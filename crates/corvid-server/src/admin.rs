@@ -4,7 +4,8 @@
 //! One request per connection, a line naming what is wanted; the answer is tab-separated
 //! lines, then the connection closes:
 //! - `components`: each configured external component, `DOMAIN\tconnected` or `DOMAIN\taway`.
-//! - `sessions`: the number of client sessions, `sessions\tN`.
+//! - `sessions`: the number of client sessions, `sessions\tN`; in a cluster, then the
+//!   whole cluster's as this node knows them, `cluster_sessions\tN`.
 //! - `s2s`: each server-to-server connection, `REMOTE\tLOCAL\tin|out\tSTATE\tAUTH\tTLS\tSECONDS`
 //!   (the remote and local domains, the direction, `connecting`, `negotiating` or
 //!   `established`, `dialback`, `sasl-external` or `-`, `tls` (STARTTLS), `direct-tls`
@@ -87,7 +88,15 @@ pub fn respond(server: &Server, request: &str) -> String {
                 format!("{domain}\t{state}\n")
             })
             .collect(),
-        "sessions" => format!("sessions\t{}\n", crate::operations::stats(server).sessions),
+        "sessions" => {
+            let here = crate::operations::stats(server).sessions;
+            let mut lines = format!("sessions\t{here}\n");
+            if server.sessions.clustered() {
+                let elsewhere: usize = server.sessions.remote_counts().iter().map(|(_, n)| n).sum();
+                lines.push_str(&format!("cluster_sessions\t{}\n", here + elsewhere));
+            }
+            lines
+        }
         "s2s" => s2s_lines(server),
         _ => "error\tunknown request\n".to_owned(),
     }
